@@ -1,0 +1,26 @@
+// The audit sink: how identity and registry hand events to the audit pipeline.
+// In the all-in-one binary it writes locally; in split mode it streams to the
+// audit service over gRPC. Producers depend only on this interface.
+#pragma once
+
+#include "proto/iotauth/audit/v1/audit.pb.h"
+
+namespace iotauth::audit {
+
+class AuditSink {
+ public:
+  virtual ~AuditSink() = default;
+  // Hands one event to the pipeline. Must not block the caller beyond the
+  // configured queue policy; never fails the caller's request. The sink assigns
+  // `event_id` when empty; `sequence`, `prev_hash` and `hash` are set at commit.
+  // Events must never contain a secret.
+  virtual void Record(iotauth::audit::v1::AuditEvent event) = 0;
+};
+
+// Discards events (auditing off).
+class NullAuditSink final : public AuditSink {
+ public:
+  void Record(iotauth::audit::v1::AuditEvent) override {}
+};
+
+}  // namespace iotauth::audit
