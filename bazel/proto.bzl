@@ -52,7 +52,7 @@ def iotauth_cc_proto(name, srcs, deps = [], grpc = True, visibility = None):
         visibility = visibility,
     )
 
-def iotauth_descriptor_set(name, protos, visibility = None):
+def iotauth_descriptor_set(name, protos, system_protos = [], visibility = None):
     """A FileDescriptorSet (with imports and docs) for clients that build messages
     dynamically, such as the Python end-to-end tests."""
     native.genrule(
@@ -60,6 +60,6 @@ def iotauth_descriptor_set(name, protos, visibility = None):
         srcs = protos,
         outs = [name + ".pb"],
         cmd = "%s -I. -I/usr/share/grpc-proto --include_imports --include_source_info " % _PROTOC +
-              "--descriptor_set_out=$@ " + " ".join(["$(location %s)" % p for p in protos]),
+              "--descriptor_set_out=$@ " + " ".join(["$(location %s)" % p for p in protos] + system_protos),
         visibility = visibility,
     )

@@ -1,0 +1,115 @@
+#include "services/common/config.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace iotauth {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::string& content) {
+  std::string path =
+      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+TEST(ConfigTest, DefaultsAreValid) {
+  auto c = LoadConfig({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->grpc().address(), "localhost:50051");
+  EXPECT_EQ(c->grpc().tls().mode(), iotauth::config::v1::TLS_MODE_DEV_PKI);
+  EXPECT_TRUE(HostsService(*c, "identity"));
+}
+
+TEST(ConfigTest, FileThenEnvThenFlags) {
+  ConfigSources s;
+  s.file =
+      WriteTemp("c1.json", R"({"grpc": {"address": "127.0.0.1:1"}, "log": {"level": "warn"}})");
+  s.env = {{"IOTAUTH_GRPC__ADDRESS", "127.0.0.1:2"}, {"IOTAUTH_ADDRESS", "ignored"}};
+  s.sets = {"identity.clock_skew=2m", "services=identity,registry"};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->grpc().address(), "127.0.0.1:2");
+  EXPECT_EQ(c->log().level(), "warn");
+  EXPECT_EQ(c->identity().clock_skew().seconds(), 120);
+  EXPECT_EQ(c->services_size(), 2);
+}
+
+TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {
+  ConfigSources s;
+  s.file = WriteTemp("c2.json", R"({"auth": {"rolesFromOu": false}})");
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->auth().roles_from_ou());
+  EXPECT_TRUE(DefaultConfig().auth().roles_from_ou());
+}
+
+TEST(ConfigTest, ShortEnumNames) {
+  ConfigSources s;
+  s.sets = {"grpc.tls.mode=insecure"};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->grpc().tls().mode(), iotauth::config::v1::TLS_MODE_INSECURE);
+}
+
+struct BadCase {
+  std::string file_json;
+  std::string set;
+  std::string expect_in_message;
+};
+
+class ConfigRejects : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigRejects, NamesTheProblem) {
+  ConfigSources s;
+  if (!GetParam().file_json.empty()) s.file = WriteTemp("bad.json", GetParam().file_json);
+  if (!GetParam().set.empty()) s.sets = {GetParam().set};
+  auto c = LoadConfig(s);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find(GetParam().expect_in_message), std::string::npos)
+      << c.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, ConfigRejects,
+    ::testing::Values(
+        BadCase{R"({"grpc": {"adress": "x:1"}})", "", "adress"},
+        BadCase{R"({"grpc": {"address": 5}})", "", "address"},
+        BadCase{"", "grpc.adress=x:1", "grpc.adress"},
+        BadCase{"", "grpc.address=nohostport", "grpc.address"},
+        BadCase{"", "log.level=loud", "log.level"},
+        BadCase{"", "identity.clock_skew=forever", "identity.clock_skew"},
+        BadCase{"", "identity.clock_skew=2h", "identity.clock_skew"},
+        BadCase{"", "grpc.tls.mode=bogus", "grpc.tls.mode"},
+        BadCase{"", "audit.full_queue_policy=maybe", "audit.full_queue_policy"},
+        BadCase{"", "services=identity,billing", "billing"},
+        BadCase{"", "services=identity", "registry_address"},
+        BadCase{"", "grpc.tls.mode=mtls", "grpc.tls.cert_file"},
+        BadCase{
+            R"({"auth": {"bearerTokens": [{"name": "a", "sha256": "xyz", "roles": ["admin"]}]}})",
+            "", "sha256"},
+        BadCase{R"({"auth": {"certRoles": [{"subjectCn": "a", "roles": ["root"]}]}})", "", "root"},
+        BadCase{"{not json", "", "config file"}));
+
+TEST(ConfigTest, MissingFileNamesIt) {
+  ConfigSources s;
+  s.file = "/nonexistent/iotauth.json";
+  auto c = LoadConfig(s);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("/nonexistent/iotauth.json"), std::string::npos);
+}
+
+TEST(ConfigTest, UnreadableCertificateNamesIt) {
+  ConfigSources s;
+  std::string junk = WriteTemp("junk.pem", "not a certificate");
+  s.sets = {"grpc.tls.mode=tls", "grpc.tls.cert_file=" + junk, "grpc.tls.key_file=" + junk};
+  auto c = LoadConfig(s);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("grpc.tls.cert_file"), std::string::npos) << c.status();
+}
+
+}  // namespace
+}  // namespace iotauth

@@ -1,0 +1,161 @@
+#include "services/common/server_security.h"
+
+#include <grpcpp/security/auth_context.h>
+#include <grpcpp/server_context.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "services/common/config.h"
+#include "services/common/crypto.h"
+#include "services/common/dev_pki.h"
+#include "services/common/status_macros.h"
+
+namespace iotauth {
+namespace {
+
+using iotauth::config::v1::TlsMode;
+
+uint32_t RolesOf(const google::protobuf::RepeatedPtrField<std::string>& names) {
+  uint32_t roles = 0;
+  for (const auto& n : names) {
+    Role r;
+    if (ParseRole(n, &r)) roles |= static_cast<uint32_t>(r);
+  }
+  return roles;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
+    const iotauth::config::v1::ServerConfig& config) {
+  const auto& tls = config.grpc().tls();
+  TlsMode mode = tls.mode();
+  if (mode == iotauth::config::v1::TLS_MODE_INSECURE) {
+    return grpc::InsecureServerCredentials();
+  }
+  std::string cert_file = tls.cert_file(), key_file = tls.key_file(),
+              ca_file = tls.client_ca_file();
+  if (mode == iotauth::config::v1::TLS_MODE_DEV_PKI ||
+      mode == iotauth::config::v1::TLS_MODE_UNSPECIFIED) {
+    IOTAUTH_RETURN_IF_ERROR(EnsureDevPki(DevPkiDir(config), absl::Now()).status());
+    DevPkiPaths p = DevPkiLayout(DevPkiDir(config));
+    cert_file = p.server_cert;
+    key_file = p.server_key;
+    ca_file = p.ca_cert;
+  }
+  grpc::SslServerCredentialsOptions opts(
+      mode == iotauth::config::v1::TLS_MODE_MTLS
+          ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+          : (ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                             : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY));
+  IOTAUTH_ASSIGN_OR_RETURN(std::string cert, ReadTextFile(cert_file));
+  IOTAUTH_ASSIGN_OR_RETURN(std::string key, ReadTextFile(key_file));
+  opts.pem_key_cert_pairs.push_back({key, cert});
+  if (!ca_file.empty()) {
+    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_root_certs, ReadTextFile(ca_file));
+  }
+  return grpc::SslServerCredentials(opts);
+}
+
+std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string attr, value;
+  bool in_value = false;
+  for (size_t i = 0; i < subject.size(); ++i) {
+    char c = subject[i];
+    if (c == '\\' && i + 1 < subject.size()) {
+      (in_value ? value : attr) += subject[++i];
+    } else if (c == '=' && !in_value) {
+      in_value = true;
+    } else if ((c == ',' || c == '+') && in_value) {
+      out.emplace_back(attr, value);
+      attr.clear();
+      value.clear();
+      in_value = false;
+    } else {
+      (in_value ? value : attr) += c;
+    }
+  }
+  if (in_value) out.emplace_back(attr, value);
+  return out;
+}
+
+ConfiguredCallerResolver::ConfiguredCallerResolver(const iotauth::config::v1::AuthConfig& auth)
+    : roles_from_ou_(auth.roles_from_ou()) {
+  for (const auto& b : auth.cert_roles())
+    cn_roles_.emplace_back(b.subject_cn(), RolesOf(b.roles()));
+  for (const auto& t : auth.bearer_tokens()) {
+    auto raw = crypto::HexDecode(t.sha256());
+    if (raw.ok()) tokens_.push_back({t.name(), *raw, RolesOf(t.roles())});
+  }
+}
+
+void ConfiguredCallerResolver::AddInternalToken(const std::string& name, const std::string& token,
+                                                uint32_t roles) {
+  tokens_.push_back({name, crypto::Sha256(token), roles});
+}
+
+Caller ConfiguredCallerResolver::ResolveFrom(const std::string& bearer_token,
+                                             const std::string& cert_subject) const {
+  Caller c;
+  if (!bearer_token.empty()) {
+    std::string digest = crypto::Sha256(bearer_token);
+    // Compare against every token so timing does not reveal which one matched.
+    const Token* match = nullptr;
+    for (const Token& t : tokens_) {
+      if (crypto::ConstantTimeEquals(digest, t.sha256) && match == nullptr) match = &t;
+    }
+    if (match != nullptr) {
+      c.authenticated = true;
+      c.principal = match->name;
+      c.roles = match->roles;
+    }
+    // A wrong token is never silently downgraded to the certificate identity.
+    return c;
+  }
+  if (cert_subject.empty()) return c;
+  std::string cn;
+  uint32_t ou_roles = 0;
+  for (const auto& [attr, value] : ParseRfc2253(cert_subject)) {
+    if (attr == "CN") cn = value;
+    if (attr == "OU" && roles_from_ou_) {
+      Role r;
+      if (ParseRole(value, &r)) ou_roles |= static_cast<uint32_t>(r);
+    }
+  }
+  c.authenticated = true;
+  c.principal = cn.empty() ? cert_subject : cn;
+  c.roles = ou_roles;
+  for (const auto& [bound_cn, roles] : cn_roles_) {
+    if (bound_cn == cn) c.roles |= roles;
+  }
+  return c;
+}
+
+Caller ConfiguredCallerResolver::Resolve(const grpc::ServerContextBase& context) const {
+  std::string token;
+  const auto& md = context.client_metadata();
+  auto it = md.find("authorization");
+  if (it != md.end()) {
+    absl::string_view v(it->second.data(), it->second.size());
+    if (absl::StartsWithIgnoreCase(v, "bearer ")) {
+      token = std::string(v.substr(7));
+    } else {
+      token = "\x01invalid-scheme";  // present but unusable: fails like a wrong token
+    }
+  }
+  std::string subject;
+  if (token.empty()) {
+    auto auth = context.auth_context();
+    if (auth && auth->IsPeerAuthenticated()) {
+      auto values = auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+      if (!values.empty()) subject.assign(values[0].data(), values[0].size());
+    }
+  }
+  Caller c = ResolveFrom(token, subject);
+  c.peer = context.peer();
+  return c;
+}
+
+}  // namespace iotauth

@@ -1,0 +1,52 @@
+// Listener security and caller authentication: turns the TLS section of the
+// config into gRPC server credentials, and resolves each caller's roles from its
+// verified client certificate (OU or configured CN bindings) or a bearer token.
+#pragma once
+
+#include <grpcpp/security/server_credentials.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/iotauth/config/v1/config.pb.h"
+#include "services/common/caller.h"
+
+namespace iotauth {
+
+// Builds credentials for `config.grpc.tls` (creating the dev PKI when asked to).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
+    const iotauth::config::v1::ServerConfig& config);
+
+// Parses an RFC 2253 subject ("CN=a,OU=admin,O=x") into (attribute, value) pairs.
+std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject);
+
+// Resolves callers from the auth config. Thread-safe, lock-free.
+class ConfiguredCallerResolver final : public CallerResolver {
+ public:
+  // When auth is disabled, prefer AllowAllCallerResolver.
+  explicit ConfiguredCallerResolver(const iotauth::config::v1::AuthConfig& auth);
+
+  Caller Resolve(const grpc::ServerContextBase& context) const override;
+
+  // The pure part, for tests: a bearer token (may be empty) and the verified
+  // peer certificate subject (may be empty).
+  Caller ResolveFrom(const std::string& bearer_token, const std::string& cert_subject) const;
+
+  // Adds an in-process token (the all-in-one binary's internal calls between its
+  // services). Call before serving starts.
+  void AddInternalToken(const std::string& name, const std::string& token, uint32_t roles);
+
+ private:
+  struct Token {
+    std::string name;
+    std::string sha256;  // raw 32 bytes
+    uint32_t roles;
+  };
+  bool roles_from_ou_;
+  std::vector<std::pair<std::string, uint32_t>> cn_roles_;
+  std::vector<Token> tokens_;
+};
+
+}  // namespace iotauth
