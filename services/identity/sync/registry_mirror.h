@@ -1,0 +1,79 @@
+// Keeps a local mirror of the registry exact through the DeviceRegistry gRPC
+// contract: a full snapshot on start, then WatchChanges from the snapshot's
+// cursor, re-reading each changed resource (with secrets; the caller needs the
+// admin role). Works the same in-process (all-in-one) and across the network
+// (split mode); the identity service never reads the registry's database.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "proto/iotauth/registry/v1/registry.grpc.pb.h"
+
+namespace iotauth::identity {
+
+// Receives the mirrored state. Called from the mirror's thread only.
+class MirrorTarget {
+ public:
+  virtual ~MirrorTarget() = default;
+  virtual void UpsertTenant(const iotauth::registry::v1::Tenant& tenant) = 0;
+  virtual void RemoveTenant(const std::string& tenant_id) = 0;
+  virtual void UpsertProduct(const iotauth::registry::v1::Product& product) = 0;
+  virtual void RemoveProduct(const std::string& tenant_id, const std::string& product_key) = 0;
+  virtual void UpsertDevice(const iotauth::registry::v1::Device& device) = 0;
+  virtual void RemoveDevice(const std::string& tenant_id, const std::string& device_id) = 0;
+  virtual void UpsertGroup(const iotauth::registry::v1::EnrollmentGroup& group) = 0;
+  virtual void RemoveGroup(const std::string& tenant_id, const std::string& group_id) = 0;
+  // Drops everything (before a full resync).
+  virtual void Clear() = 0;
+};
+
+struct RegistryMirrorOptions {
+  std::shared_ptr<grpc::Channel> channel;
+  // Sent as `authorization: Bearer <token>` (an admin token), if set.
+  std::string bearer_token;
+  MirrorTarget* target = nullptr;
+  absl::Duration max_backoff = absl::Seconds(5);
+};
+
+class RegistryMirror {
+ public:
+  explicit RegistryMirror(RegistryMirrorOptions options);
+  ~RegistryMirror();
+
+  // Starts the background thread.
+  void Start();
+  // Blocks until the first full snapshot is applied or `timeout` passes.
+  bool WaitForInitialSync(absl::Duration timeout);
+  void Stop();
+
+  // Number of change events applied (for tests and metrics).
+  int64_t applied_changes() const { return applied_.load(); }
+
+ private:
+  void Run();
+  absl::Status Snapshot(std::string* cursor);
+  absl::Status Follow(const std::string& cursor, std::string* last_cursor);
+  absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
+  void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
+
+  RegistryMirrorOptions options_;
+  std::unique_ptr<iotauth::registry::v1::DeviceRegistry::Stub> stub_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  absl::Notification synced_;
+  std::atomic<int64_t> applied_{0};
+  absl::Mutex mu_;
+  grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace iotauth::identity

@@ -1,0 +1,692 @@
+#include "services/registry/registry_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "services/common/clock.h"
+#include "services/common/crypto.h"
+#include "services/registry/sqlite_store.h"
+
+namespace iotauth::registry {
+namespace {
+
+class FakeResolver final : public CallerResolver {
+ public:
+  Caller Resolve(const grpc::ServerContextBase&) const override {
+    absl::MutexLock lock(&mu_);
+    return caller_;
+  }
+  void Set(bool authenticated, uint32_t roles) {
+    absl::MutexLock lock(&mu_);
+    caller_.authenticated = authenticated;
+    caller_.principal = authenticated ? "ops@example" : "";
+    caller_.roles = roles;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  Caller caller_;
+};
+
+class RecordingSink final : public audit::AuditSink {
+ public:
+  void Record(audit::v1::AuditEvent e) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(e));
+  }
+  std::vector<audit::v1::AuditEvent> events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<audit::v1::AuditEvent> events_;
+};
+
+constexpr uint32_t kAdmin = static_cast<uint32_t>(Role::kAdmin);
+constexpr uint32_t kReader = static_cast<uint32_t>(Role::kReader);
+
+class RegistryServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = absl::StrCat(::testing::TempDir(), "/svc_",
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+    SqliteStore::Options so;
+    so.path = dir + "/registry.db";
+    so.secret_box = std::shared_ptr<const SecretBox>(*SecretBox::Create(std::string(32, 'm')));
+    so.clock = &clock_;
+    auto store = SqliteStore::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    resolver_.Set(true, kAdmin);
+    RegistryService::Options o;
+    o.store = store_.get();
+    o.clock = &clock_;
+    o.audit = &audit_;
+    o.caller_resolver = &resolver_;
+    o.import_batch_size = 2;
+    auto svc = RegistryService::Create(o);
+    ASSERT_TRUE(svc.ok()) << svc.status();
+    svc_ = std::move(*svc);
+  }
+
+  void Seed() {
+    grpc::ServerContext ctx;
+    v1::CreateTenantRequest t;
+    t.mutable_tenant()->set_id("t1");
+    v1::Tenant tout;
+    ASSERT_TRUE(svc_->CreateTenant(&ctx, &t, &tout).ok());
+    for (const char* key : {"p1", "p2"}) {
+      grpc::ServerContext c;
+      v1::CreateProductRequest p;
+      p.mutable_product()->set_tenant_id("t1");
+      p.mutable_product()->set_product_key(key);
+      v1::Product pout;
+      ASSERT_TRUE(svc_->CreateProduct(&c, &p, &pout).ok());
+    }
+  }
+
+  grpc::Status CreateDevice(const std::string& id, v1::Device* out, bool generate = true) {
+    grpc::ServerContext ctx;
+    v1::CreateDeviceRequest req;
+    req.mutable_device()->set_tenant_id("t1");
+    req.mutable_device()->set_device_id(id);
+    req.mutable_device()->set_product_key("p1");
+    req.set_generate_keys(generate);
+    return svc_->CreateDevice(&ctx, &req, out);
+  }
+
+  FakeClock clock_;
+  FakeResolver resolver_;
+  RecordingSink audit_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<RegistryService> svc_;
+};
+
+TEST_F(RegistryServiceTest, CreateRejectsMissingCollaborators) {
+  RegistryService::Options o;
+  EXPECT_EQ(RegistryService::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.store = store_.get();
+  o.clock = &clock_;
+  o.audit = &audit_;
+  EXPECT_EQ(RegistryService::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.caller_resolver = &resolver_;
+  o.watch_poll_interval = absl::Seconds(1);
+  EXPECT_EQ(RegistryService::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RegistryServiceTest, RolesGuardReadsMutationsAndSecrets) {
+  Seed();
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("d1", &d).ok());
+
+  resolver_.Set(false, 0);
+  {
+    grpc::ServerContext ctx;
+    v1::GetDeviceRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    v1::Device out;
+    EXPECT_EQ(svc_->GetDevice(&ctx, &req, &out).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  EXPECT_EQ(CreateDevice("d2", &d).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  resolver_.Set(true, kReader);
+  EXPECT_EQ(CreateDevice("d2", &d).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  {
+    grpc::ServerContext ctx;
+    v1::GetDeviceRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    v1::Device out;
+    ASSERT_TRUE(svc_->GetDevice(&ctx, &req, &out).ok());
+    EXPECT_FALSE(out.credentials().has_symmetric_key());
+    req.set_include_secrets(true);
+    grpc::ServerContext ctx2;
+    EXPECT_EQ(svc_->GetDevice(&ctx2, &req, &out).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::DeleteDeviceRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    v1::DeleteResponse out;
+    EXPECT_EQ(svc_->DeleteDevice(&ctx, &req, &out).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // Denied mutations are audited as failures.
+  auto events = audit_.events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().reason(), "DeleteDevice");
+  EXPECT_EQ(events.back().outcome(), audit::v1::OUTCOME_FAILURE);
+  EXPECT_EQ(events.back().type(), audit::v1::EVENT_TYPE_ADMIN_MUTATION);
+
+  resolver_.Set(true, kAdmin);
+  grpc::ServerContext ctx;
+  v1::GetDeviceRequest req;
+  req.set_tenant_id("t1");
+  req.set_device_id("d1");
+  req.set_include_secrets(true);
+  v1::Device out;
+  ASSERT_TRUE(svc_->GetDevice(&ctx, &req, &out).ok());
+  EXPECT_EQ(out.credentials().symmetric_key().primary_key(),
+            d.credentials().symmetric_key().primary_key());
+}
+
+TEST_F(RegistryServiceTest, GeneratedKeysAreReturnedOnceAndHiddenInLists) {
+  Seed();
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("d1", &d).ok());
+  const auto& k = d.credentials().symmetric_key();
+  auto raw = crypto::Base64Decode(k.primary_key());
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->size(), 32u);
+  EXPECT_NE(k.primary_key(), k.secondary_key());
+
+  grpc::ServerContext ctx;
+  v1::ListDevicesRequest req;
+  req.set_tenant_id("t1");
+  v1::ListDevicesResponse resp;
+  ASSERT_TRUE(svc_->ListDevices(&ctx, &req, &resp).ok());
+  ASSERT_EQ(resp.devices_size(), 1);
+  EXPECT_FALSE(resp.devices(0).credentials().has_symmetric_key());
+
+  // No audit event carries a key.
+  for (const auto& e : audit_.events()) {
+    std::string bytes = e.SerializeAsString();
+    EXPECT_EQ(bytes.find(k.primary_key()), std::string::npos);
+    EXPECT_EQ(bytes.find(k.secondary_key()), std::string::npos);
+  }
+  EXPECT_EQ(audit_.events().back().reason(), "CreateDevice");
+  EXPECT_EQ(audit_.events().back().device_id(), "d1");
+  EXPECT_EQ(audit_.events().back().caller(), "ops@example");
+}
+
+TEST_F(RegistryServiceTest, ValidationNamesTheField) {
+  Seed();
+  grpc::ServerContext ctx;
+  v1::CreateDeviceRequest req;
+  req.mutable_device()->set_tenant_id("t1");
+  req.mutable_device()->set_device_id("bad id");
+  req.mutable_device()->set_product_key("p1");
+  v1::Device out;
+  grpc::Status s = svc_->CreateDevice(&ctx, &req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message().rfind("device.device_id", 0), 0u) << s.error_message();
+
+  req.mutable_device()->set_device_id("ok");
+  req.mutable_device()->mutable_credentials()->mutable_symmetric_key()->set_primary_key(
+      "c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+  grpc::ServerContext ctx2;
+  s = svc_->CreateDevice(&ctx2, &req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message().find("c2VjcmV0"), std::string::npos) << "status echoes a key";
+}
+
+TEST_F(RegistryServiceTest, UpdateWithFieldMaskAndEtag) {
+  Seed();
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("d1", &d).ok());
+  v1::UpdateDeviceRequest req;
+  req.mutable_device()->set_tenant_id("t1");
+  req.mutable_device()->set_device_id("d1");
+  (*req.mutable_device()->mutable_tags())["site"] = "north";
+  req.mutable_device()->set_product_key("ignored-by-mask");
+  req.mutable_update_mask()->add_paths("tags");
+  req.set_etag(d.etag());
+  v1::Device out;
+  {
+    grpc::ServerContext ctx;
+    ASSERT_TRUE(svc_->UpdateDevice(&ctx, &req, &out).ok());
+  }
+  EXPECT_EQ(out.tags().at("site"), "north");
+  EXPECT_EQ(out.product_key(), "p1");
+  EXPECT_FALSE(out.credentials().has_symmetric_key());
+  // Keys survive an update that did not name them.
+  auto stored = store_->GetDevice("t1", "d1", Secrets::kInclude);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->credentials().symmetric_key().primary_key(),
+            d.credentials().symmetric_key().primary_key());
+  {
+    // Stale etag.
+    grpc::ServerContext ctx;
+    EXPECT_EQ(svc_->UpdateDevice(&ctx, &req, &out).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    // Not updatable.
+    grpc::ServerContext ctx;
+    req.clear_etag();
+    req.mutable_update_mask()->add_paths("device_id");
+    grpc::Status s = svc_->UpdateDevice(&ctx, &req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message().rfind("update_mask", 0), 0u);
+  }
+  {
+    // Empty mask: every updatable field; tags replaced as a whole.
+    grpc::ServerContext ctx;
+    v1::UpdateDeviceRequest all;
+    *all.mutable_device() = stored.value();
+    all.mutable_device()->mutable_credentials()->clear_symmetric_key();
+    all.mutable_device()->mutable_tags()->clear();
+    (*all.mutable_device()->mutable_tags())["floor"] = "2";
+    all.mutable_device()->set_product_key("p2");
+    ASSERT_TRUE(svc_->UpdateDevice(&ctx, &all, &out).ok());
+    EXPECT_EQ(out.product_key(), "p2");
+    EXPECT_EQ(out.tags().size(), 1u);
+    EXPECT_EQ(out.tags().at("floor"), "2");
+    auto again = store_->GetDevice("t1", "d1", Secrets::kInclude);
+    EXPECT_EQ(again->credentials().symmetric_key().secondary_key(),
+              d.credentials().symmetric_key().secondary_key());
+  }
+}
+
+TEST_F(RegistryServiceTest, KeyOperationsAndStatus) {
+  Seed();
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("d1", &d).ok());
+  int64_t cursor = store_->LatestCursor();
+  v1::Device out;
+  {
+    grpc::ServerContext ctx;
+    v1::RegenerateDeviceKeyRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    req.set_slot(v1::KEY_SLOT_SECONDARY);
+    ASSERT_TRUE(svc_->RegenerateDeviceKey(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.credentials().symmetric_key().primary_key(),
+              d.credentials().symmetric_key().primary_key());
+    EXPECT_NE(out.credentials().symmetric_key().secondary_key(),
+              d.credentials().symmetric_key().secondary_key());
+    req.set_slot(v1::KEY_SLOT_UNSPECIFIED);
+    grpc::ServerContext ctx2;
+    EXPECT_EQ(svc_->RegenerateDeviceKey(&ctx2, &req, &out).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::SetDeviceThumbprintsRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    req.set_primary_thumbprint(std::string(64, 'A'));
+    ASSERT_TRUE(svc_->SetDeviceThumbprints(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.credentials().primary_thumbprint(), std::string(64, 'a'));
+    EXPECT_FALSE(out.credentials().has_symmetric_key());
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::SetDeviceStatusRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    req.set_status(v1::DEVICE_STATUS_DISABLED);
+    ASSERT_TRUE(svc_->SetDeviceStatus(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.status(), v1::DEVICE_STATUS_DISABLED);
+  }
+  auto changes = store_->ReadChanges(cursor, 10, "t1");
+  ASSERT_TRUE(changes.ok());
+  ASSERT_EQ(changes->events.size(), 3u);
+  EXPECT_EQ(changes->events[0].type(), v1::CHANGE_TYPE_CREDENTIALS_CHANGED);
+  EXPECT_EQ(changes->events[1].type(), v1::CHANGE_TYPE_CREDENTIALS_CHANGED);
+  EXPECT_EQ(changes->events[2].type(), v1::CHANGE_TYPE_DISABLED);
+}
+
+TEST_F(RegistryServiceTest, ListPagesWithOpaqueTokens) {
+  Seed();
+  v1::Device d;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(CreateDevice(absl::StrCat("d", i), &d).ok());
+  std::vector<std::string> ids;
+  std::string token;
+  int pages = 0;
+  do {
+    grpc::ServerContext ctx;
+    v1::ListDevicesRequest req;
+    req.set_tenant_id("t1");
+    req.set_page_size(2);
+    req.set_page_token(token);
+    v1::ListDevicesResponse resp;
+    ASSERT_TRUE(svc_->ListDevices(&ctx, &req, &resp).ok());
+    for (const auto& dev : resp.devices()) ids.push_back(dev.device_id());
+    token = resp.next_page_token();
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(ids, (std::vector<std::string>{"d0", "d1", "d2", "d3", "d4"}));
+  grpc::ServerContext ctx;
+  v1::ListDevicesRequest bad;
+  bad.set_tenant_id("t1");
+  bad.set_page_token("garbage!");
+  v1::ListDevicesResponse resp;
+  EXPECT_EQ(svc_->ListDevices(&ctx, &bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+class VectorSource final : public RegistryService::DeviceSource {
+ public:
+  explicit VectorSource(std::vector<v1::ImportDevicesRequest> msgs) : msgs_(std::move(msgs)) {}
+  bool Next(v1::ImportDevicesRequest* msg) override {
+    if (i_ >= msgs_.size()) return false;
+    *msg = msgs_[i_++];
+    return true;
+  }
+
+ private:
+  std::vector<v1::ImportDevicesRequest> msgs_;
+  size_t i_ = 0;
+};
+
+TEST_F(RegistryServiceTest, ImportReportsPerItemErrorsWithStreamIndexes) {
+  Seed();
+  v1::Device existing;
+  ASSERT_TRUE(CreateDevice("exists", &existing).ok());
+  auto dev = [](const std::string& id, const std::string& product = "p1") {
+    v1::Device d;
+    d.set_device_id(id);
+    d.set_product_key(product);
+    return d;
+  };
+  v1::ImportDevicesRequest m1;
+  m1.set_tenant_id("t1");
+  m1.set_generate_keys(true);
+  *m1.add_devices() = dev("a");       // 0 ok
+  *m1.add_devices() = dev("bad id");  // 1 INVALID_DEVICE_ID
+  *m1.add_devices() = dev("exists");  // 2 ALREADY_EXISTS
+  v1::ImportDevicesRequest m2;
+  m2.set_generate_keys(true);
+  *m2.add_devices() = dev("b");          // 3 ok
+  *m2.add_devices() = dev("c", "nope");  // 4 UNKNOWN_PRODUCT
+  *m2.add_devices() = dev("a");          // 5 ALREADY_EXISTS (earlier batch)
+  *m2.add_devices() = dev("d");          // 6 ok
+  VectorSource source({m1, m2});
+  v1::ImportDevicesResponse resp;
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  ASSERT_TRUE(svc_->DoImportDevices(admin, source, &resp).ok());
+  EXPECT_EQ(resp.received(), 7);
+  EXPECT_EQ(resp.imported(), 3);
+  EXPECT_EQ(resp.rejected(), 4);
+  std::map<int64_t, std::string> reasons;
+  for (const auto& e : resp.errors()) reasons[e.index()] = e.reason();
+  EXPECT_EQ(reasons, (std::map<int64_t, std::string>{{1, "INVALID_DEVICE_ID"},
+                                                     {2, "ALREADY_EXISTS"},
+                                                     {4, "UNKNOWN_PRODUCT"},
+                                                     {5, "ALREADY_EXISTS"}}));
+  auto d = store_->GetDevice("t1", "d", Secrets::kInclude);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->credentials().symmetric_key().primary_key().empty());
+
+  Caller reader;
+  reader.authenticated = true;
+  reader.roles = kReader;
+  VectorSource again({m1});
+  v1::ImportDevicesResponse r2;
+  EXPECT_EQ(svc_->DoImportDevices(reader, again, &r2).code(), absl::StatusCode::kPermissionDenied);
+}
+
+template <typename T>
+class VectorSink final : public RegistryService::Sink<T> {
+ public:
+  bool Write(const T& msg) override {
+    absl::MutexLock lock(&mu_);
+    items_.push_back(msg);
+    return true;
+  }
+  bool Cancelled() override { return cancelled_.load(); }
+  std::vector<T> items() {
+    absl::MutexLock lock(&mu_);
+    return items_;
+  }
+  std::atomic<bool> cancelled_{false};
+
+ private:
+  absl::Mutex mu_;
+  std::vector<T> items_;
+};
+
+TEST_F(RegistryServiceTest, ExportStreamsEveryDeviceAndHidesKeysFromReaders) {
+  Seed();
+  v1::Device d;
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(CreateDevice(absl::StrCat("e", i), &d).ok());
+  Caller reader;
+  reader.authenticated = true;
+  reader.roles = kReader;
+  v1::ExportDevicesRequest req;
+  req.set_tenant_id("t1");
+  VectorSink<v1::Device> sink;
+  ASSERT_TRUE(svc_->DoExportDevices(reader, req, sink).ok());
+  ASSERT_EQ(sink.items().size(), 7u);
+  for (const auto& dev : sink.items()) EXPECT_FALSE(dev.credentials().has_symmetric_key());
+  req.set_include_secrets(true);
+  VectorSink<v1::Device> denied;
+  EXPECT_EQ(svc_->DoExportDevices(reader, req, denied).code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
+  Seed();
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  v1::WatchChangesRequest req;  // empty cursor: from now
+  VectorSink<v1::ChangeEvent> sink;
+  absl::Status result;
+  std::thread watcher([&] { result = svc_->DoWatchChanges(admin, req, sink); });
+  absl::SleepFor(absl::Milliseconds(100));
+  absl::Time wrote = absl::Now();
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("w1", &d).ok());
+  while (sink.items().empty() && absl::Now() - wrote < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  absl::Duration latency = absl::Now() - wrote;
+  ASSERT_EQ(sink.items().size(), 1u);
+  EXPECT_LT(latency, absl::Milliseconds(500));
+  EXPECT_EQ(sink.items()[0].resource_id(), "w1");
+  EXPECT_EQ(sink.items()[0].type(), v1::CHANGE_TYPE_CREATED);
+  absl::Time cancelled = absl::Now();
+  sink.cancelled_ = true;
+  watcher.join();
+  EXPECT_LT(absl::Now() - cancelled, absl::Milliseconds(400));
+  EXPECT_TRUE(result.ok()) << result;
+
+  // Replay from "0" sees the seed too; watching every tenant needs admin.
+  v1::WatchChangesRequest replay;
+  replay.set_cursor("0");
+  Caller reader;
+  reader.authenticated = true;
+  reader.roles = kReader;
+  VectorSink<v1::ChangeEvent> denied;
+  EXPECT_EQ(svc_->DoWatchChanges(reader, replay, denied).code(),
+            absl::StatusCode::kPermissionDenied);
+  replay.set_tenant_id("t1");
+  VectorSink<v1::ChangeEvent> all;
+  all.cancelled_ = false;
+  std::thread t([&] { result = svc_->DoWatchChanges(reader, replay, all); });
+  absl::SleepFor(absl::Milliseconds(150));
+  all.cancelled_ = true;
+  t.join();
+  EXPECT_EQ(all.items().size(), 4u);  // tenant, 2 products, device
+  replay.set_cursor("x");
+  VectorSink<v1::ChangeEvent> bad;
+  EXPECT_EQ(svc_->DoWatchChanges(reader, replay, bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RegistryServiceTest, ChangeCursorIsTheLogHead) {
+  Seed();
+  grpc::ServerContext ctx;
+  v1::GetChangeCursorRequest req;
+  v1::GetChangeCursorResponse resp;
+  resolver_.Set(true, kReader);
+  ASSERT_TRUE(svc_->GetChangeCursor(&ctx, &req, &resp).ok());
+  EXPECT_EQ(resp.cursor(), absl::StrCat(store_->LatestCursor()));
+  EXPECT_EQ(resp.cursor(), "3");  // tenant + 2 products
+  resolver_.Set(false, 0);
+  grpc::ServerContext ctx2;
+  EXPECT_EQ(svc_->GetChangeCursor(&ctx2, &req, &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(RegistryServiceTest, InProcessServerWatchAndCancel) {
+  Seed();
+  grpc::ServerBuilder builder;
+  builder.RegisterService(svc_.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::DeviceRegistry::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+
+  grpc::ClientContext watch_ctx;
+  v1::WatchChangesRequest req;
+  req.set_tenant_id("t1");
+  auto reader = stub->WatchChanges(&watch_ctx, req);
+  absl::SleepFor(absl::Milliseconds(100));  // let the stream start from "now"
+
+  grpc::ClientContext create_ctx;
+  v1::CreateDeviceRequest create;
+  create.mutable_device()->set_tenant_id("t1");
+  create.mutable_device()->set_device_id("grpc-1");
+  create.mutable_device()->set_product_key("p1");
+  create.set_generate_keys(true);
+  v1::Device created;
+  absl::Time wrote = absl::Now();
+  ASSERT_TRUE(stub->CreateDevice(&create_ctx, create, &created).ok());
+  v1::ChangeEvent e;
+  ASSERT_TRUE(reader->Read(&e));
+  EXPECT_LT(absl::Now() - wrote, absl::Milliseconds(500));
+  EXPECT_EQ(e.resource_id(), "grpc-1");
+  EXPECT_EQ(e.etag(), created.etag());
+
+  watch_ctx.TryCancel();
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED);
+
+  // Client-streaming import and server-streaming export through the adapters.
+  {
+    grpc::ClientContext ctx;
+    v1::ImportDevicesResponse resp;
+    auto writer = stub->ImportDevices(&ctx, &resp);
+    for (int m = 0; m < 3; ++m) {
+      v1::ImportDevicesRequest msg;
+      if (m == 0) msg.set_tenant_id("t1");
+      msg.set_generate_keys(true);
+      for (int i = 0; i < 3; ++i) {
+        v1::Device* d = msg.add_devices();
+        d->set_device_id(absl::StrCat("imp-", m, "-", i));
+        d->set_product_key(m == 2 && i == 2 ? "unknown" : "p1");
+      }
+      ASSERT_TRUE(writer->Write(msg));
+    }
+    ASSERT_TRUE(writer->WritesDone());
+    grpc::Status st = writer->Finish();
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(resp.received(), 9);
+    EXPECT_EQ(resp.imported(), 8);
+    ASSERT_EQ(resp.errors_size(), 1);
+    EXPECT_EQ(resp.errors(0).index(), 8);
+    EXPECT_EQ(resp.errors(0).reason(), "UNKNOWN_PRODUCT");
+    auto events = audit_.events();
+    EXPECT_EQ(events.back().reason(), "ImportDevices");
+    EXPECT_EQ(events.back().tenant_id(), "t1");
+    EXPECT_EQ(events.back().attributes().at("imported"), "8");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ExportDevicesRequest req;
+    req.set_tenant_id("t1");
+    auto reader = stub->ExportDevices(&ctx, req);
+    v1::Device d;
+    int n = 0;
+    while (reader->Read(&d)) {
+      ++n;
+      EXPECT_FALSE(d.credentials().has_symmetric_key());
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(n, 9);  // grpc-1 and 8 imported
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+// A self-signed certificate built at test time (no checked-in PEM).
+std::string MakeCertificatePem(bool ca) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), 0);
+  X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("Test Root"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, NID_basic_constraints,
+                                            ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  X509_sign(x, key, EVP_sha256());
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, x);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<size_t>(len));
+  BIO_free(bio);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+TEST_F(RegistryServiceTest, CaCertificatesAreParsedAndVerifiable) {
+  Seed();
+  v1::CaCertificate out;
+  {
+    grpc::ServerContext ctx;
+    v1::CreateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_certificate_pem(MakeCertificatePem(true));
+    ASSERT_TRUE(svc_->CreateCaCertificate(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.sha256_fingerprint().size(), 64u);
+    EXPECT_EQ(out.subject(), "CN=Test Root");
+    EXPECT_EQ(out.status(), v1::CA_STATUS_UNVERIFIED);
+    EXPECT_EQ(out.verification_code().size(), 32u);
+    EXPECT_GT(out.not_after().seconds(), 0);
+    grpc::ServerContext ctx2;
+    v1::CaCertificate dup;
+    EXPECT_EQ(svc_->CreateCaCertificate(&ctx2, &req, &dup).error_code(),
+              grpc::StatusCode::ALREADY_EXISTS);
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::CreateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_certificate_pem(MakeCertificatePem(false));
+    v1::CaCertificate leaf;
+    EXPECT_EQ(svc_->CreateCaCertificate(&ctx, &req, &leaf).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::UpdateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_id(out.id());
+    req.mutable_ca()->set_status(v1::CA_STATUS_VERIFIED);
+    req.mutable_update_mask()->add_paths("status");
+    v1::CaCertificate verified;
+    ASSERT_TRUE(svc_->UpdateCaCertificate(&ctx, &req, &verified).ok());
+    EXPECT_EQ(verified.status(), v1::CA_STATUS_VERIFIED);
+    EXPECT_EQ(verified.sha256_fingerprint(), out.sha256_fingerprint());
+  }
+}
+
+}  // namespace
+}  // namespace iotauth::registry

@@ -1,0 +1,189 @@
+"""Foundation acceptance: health, reflection, metrics, config errors, caller
+roles and graceful shutdown of the real all-in-one binary."""
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+import iotauth_harness as h
+
+SERVICES = ["iotauth.identity.v1.IdentityService", "iotauth.registry.v1.DeviceRegistry",
+            "iotauth.audit.v1.AuditLog"]
+
+
+class FoundationTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = h.Server().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.assertEqual = unittest.TestCase.assertEqual
+        rc = cls.server.stop()
+        if rc != 0:
+            raise AssertionError("server exited %s:\n%s" % (rc, cls.server.log()))
+
+    def test_health_overall_and_per_service(self):
+        ch = self.server.channel(role=None)  # health needs no client certificate
+        for svc in [""] + SERVICES:
+            resp = h.call(ch, "grpc.health.v1.Health/Check", {"service": svc})
+            self.assertEqual(h.to_dict(resp)["status"], "SERVING", svc)
+        with self.assertRaises(grpc.RpcError) as e:
+            h.call(ch, "grpc.health.v1.Health/Check", {"service": "no.such.Service"})
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_health_with_buf_curl(self):
+        r = h.buf_curl(self.server, "grpc.health.v1.Health/Check", data={"service": SERVICES[0]},
+                       role=None)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["status"], "SERVING")
+
+    def test_reflection_lists_and_describes(self):
+        r = h.buf_curl(self.server, ["--list-services", "https://" + self.server.address], role=None)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        listed = set(r.stdout.split())
+        for svc in SERVICES + ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]:
+            self.assertIn(svc, listed)
+        r = h.buf_curl(self.server, ["--list-methods", "https://" + self.server.address], role=None)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("iotauth.identity.v1.IdentityService/Authenticate", r.stdout)
+        # describe: fetch the file descriptor of Authenticate's service over reflection.
+        ch = self.server.channel(role=None)
+        req_cls, resp_cls, _, _ = h.schema().method(
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        stub = ch.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=resp_cls.FromString)
+        req = req_cls(file_containing_symbol="iotauth.identity.v1.IdentityService")
+        resp = next(iter(stub(iter([req]), timeout=10)))
+        from google.protobuf import descriptor_pb2
+        names = []
+        for raw in resp.file_descriptor_response.file_descriptor_proto:
+            fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            names.append(fd.name)
+            if fd.package == "iotauth.identity.v1":
+                methods = [m.name for s in fd.service for m in s.method]
+                self.assertIn("Authenticate", methods)
+        self.assertIn("proto/iotauth/identity/v1/identity.proto", names)
+
+    def test_metrics_pass_promtool_and_count_calls(self):
+        ch = self.server.channel(role=None)
+        for _ in range(3):
+            h.call(ch, "grpc.health.v1.Health/Check", {"service": ""})
+        text = self.server.metrics()
+        r = h.promtool_check(text)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        handled = h.metric_value(text, "grpc_server_handled_total", grpc_service="grpc.health.v1.Health",
+                                 grpc_method="Check", grpc_code="OK", grpc_type="unary")
+        self.assertGreaterEqual(handled, 3)
+        self.assertIsNotNone(h.metric_value(text, "grpc_server_started_total"))
+        self.assertIsNotNone(h.metric_value(text, "grpc_server_handling_seconds_bucket"))
+
+    def test_roles(self):
+        auth = "iotauth.identity.v1.IdentityService/Authenticate"
+        req = {"connect": {"client_id": "dev-1", "username": "u", "password": "cA=="}}
+        # No client certificate: UNAUTHENTICATED.
+        with self.assertRaises(grpc.RpcError) as e:
+            h.call(self.server.channel(role=None), auth, req)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        # Reader may not authenticate devices.
+        with self.assertRaises(grpc.RpcError) as e:
+            h.call(self.server.channel(role="reader"), auth, req)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        # Gateway may: an unknown device is a normal DENY, not an error.
+        resp = h.to_dict(h.call(self.server.channel(role="gateway"), auth, req))
+        self.assertEqual(resp["decision"], "DECISION_DENY")
+        # Gateway may not mutate the registry.
+        with self.assertRaises(grpc.RpcError) as e:
+            h.call(self.server.channel(role="gateway"),
+                   "iotauth.registry.v1.DeviceRegistry/CreateTenant", {"tenant": {"id": "t1"}})
+        self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        # Reader may read the audit log but not write to it.
+        h.call(self.server.channel(role="reader"), "iotauth.audit.v1.AuditLog/Query", {})
+
+
+class BadConfigTest(unittest.TestCase):
+    def run_bad(self, args, expect):
+        d = tempfile.mkdtemp(prefix="iotauth-badcfg-")
+        p = subprocess.run([h.runfile("services/server/iotauthd"), "--data_dir=" + d] + args,
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn(expect, p.stderr)
+
+    def test_unknown_key_in_file(self):
+        f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        f.write('{"grpc": {"adress": "127.0.0.1:0"}}')
+        f.close()
+        self.run_bad(["--config=" + f.name], "adress")
+
+    def test_malformed_value(self):
+        self.run_bad(["--set=identity.clock_skew=soon"], "identity.clock_skew")
+
+    def test_missing_file(self):
+        self.run_bad(["--config=/nonexistent/iotauth.json"], "/nonexistent/iotauth.json")
+
+    def test_unreadable_certificate(self):
+        self.run_bad(["--set=grpc.tls.mode=mtls", "--set=grpc.tls.cert_file=/nonexistent/cert.pem",
+                      "--set=grpc.tls.key_file=/nonexistent/key.pem"], "grpc.tls.cert_file")
+
+    def test_unknown_flag(self):
+        self.run_bad(["--no-such-flag"], "--no-such-flag")
+
+
+class ShutdownTest(unittest.TestCase):
+    def test_sigterm_under_load_drains_and_exits_zero(self):
+        server = h.Server().start()
+        ch = server.channel(role="admin")
+        h.call(ch, "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+               {"tenant": {"id": "drain", "hub_host": "drain.example.net"}})
+        h.call(ch, "iotauth.registry.v1.DeviceRegistry/CreateProduct",
+               {"product": {"tenant_id": "drain", "product_key": "pk-drain",
+                            "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+        # A long client-streaming import is in flight when SIGTERM arrives.
+        n = 20000
+
+        def batches():
+            for i in range(0, n, 500):
+                yield {"tenant_id": "drain", "generate_keys": True,
+                       "devices": [{"tenant_id": "drain", "device_id": "d-%06d" % j,
+                                    "product_key": "pk-drain"} for j in range(i, i + 500)]}
+                time.sleep(0.02)
+
+        fut = h.client_stream(ch, "iotauth.registry.v1.DeviceRegistry/ImportDevices", batches())
+        # Plus a stream of unary calls from other threads.
+        stop = threading.Event()
+        errors = []
+
+        def hammer():
+            c = server.channel(role=None)
+            while not stop.is_set():
+                try:
+                    h.call(c, "grpc.health.v1.Health/Check", {"service": ""}, timeout=5)
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        errors.append(e.code())
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        result = fut.result(timeout=60)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(result.imported, n)
+        self.assertEqual(server.proc.wait(timeout=30), 0, server.log())
+        self.assertEqual(errors, [])
+        self.assertIn('"msg":"stopped"', server.log())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
