@@ -1,20 +1,408 @@
 #include "services/server/app.h"
 
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "services/audit/audit_service.h"
+#include "services/audit/commit_notifier.h"
+#include "services/audit/pipeline.h"
+#include "services/audit/remote_sink.h"
+#include "services/audit/sink_interface.h"
+#include "services/audit/sqlite_audit_store.h"
+#include "services/common/caller.h"
+#include "services/common/clock.h"
+#include "services/common/config.h"
+#include "services/common/crypto.h"
+#include "services/common/dev_pki.h"
+#include "services/common/log.h"
+#include "services/common/server_security.h"
+#include "services/common/status_macros.h"
+#include "services/identity/authenticator.h"
+#include "services/identity/authorizer.h"
+#include "services/identity/directory_cache.h"
+#include "services/identity/identity_service.h"
+#include "services/identity/sync/directory_target.h"
+#include "services/identity/sync/registry_mirror.h"
+#include "services/identity/sync/registry_registrar.h"
+#include "services/registry/registry_service.h"
+#include "services/registry/secret_box.h"
+#include "services/registry/sqlite_store.h"
+
 namespace iotauth {
 namespace {
 
+using iotauth::config::v1::ServerConfig;
+
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// Exposes the audit pipeline's counters as Prometheus metrics.
+class AuditMetrics final : public audit::AuditPipelineObserver {
+ public:
+  explicit AuditMetrics(prometheus::Registry& r)
+      : enqueued_(prometheus::BuildCounter()
+                      .Name("iotauth_audit_events_enqueued_total")
+                      .Help("Audit events accepted by the pipeline.")
+                      .Register(r)
+                      .Add({})),
+        dropped_(prometheus::BuildCounter()
+                     .Name("iotauth_audit_events_dropped_total")
+                     .Help("Audit events lost (queue full or commit failed); each loss is "
+                           "also recorded in the log as a GAP event.")
+                     .Register(r)
+                     .Add({})),
+        committed_(prometheus::BuildCounter()
+                       .Name("iotauth_audit_events_committed_total")
+                       .Help("Audit events durably committed.")
+                       .Register(r)
+                       .Add({})),
+        failures_(prometheus::BuildCounter()
+                      .Name("iotauth_audit_commit_failures_total")
+                      .Help("Failed audit commit attempts (retried).")
+                      .Register(r)
+                      .Add({})),
+        latency_(prometheus::BuildHistogram()
+                     .Name("iotauth_audit_batch_commit_seconds")
+                     .Help("Wall time of one audit batch commit.")
+                     .Register(r)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{
+                                  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                  0.5, 1})) {}
+  void OnEnqueued() override { enqueued_.Increment(); }
+  void OnDropped(uint64_t count) override { dropped_.Increment(static_cast<double>(count)); }
+  void OnBatchCommitted(const std::vector<iotauth::audit::v1::AuditEvent>& events,
+                        absl::Duration latency) override {
+    committed_.Increment(static_cast<double>(events.size()));
+    latency_.Observe(absl::ToDoubleSeconds(latency));
+  }
+  void OnCommitFailed(const absl::Status& status) override {
+    failures_.Increment();
+    log::Warn("audit commit failed", {{"error", std::string(status.message())}});
+  }
+
+ private:
+  prometheus::Counter& enqueued_;
+  prometheus::Counter& dropped_;
+  prometheus::Counter& committed_;
+  prometheus::Counter& failures_;
+  prometheus::Histogram& latency_;
+};
+
+// Credentials for calls to other iotauth services (split mode).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
+    const ServerConfig& c, std::string* bearer_token) {
+  const auto& u = c.upstream();
+  if (!u.bearer_token_file().empty()) {
+    IOTAUTH_ASSIGN_OR_RETURN(std::string tok, ReadTextFile(u.bearer_token_file()));
+    while (!tok.empty() && (tok.back() == '\n' || tok.back() == '\r')) tok.pop_back();
+    *bearer_token = tok;
+  }
+  if (u.insecure()) return grpc::InsecureChannelCredentials();
+  std::string ca = u.ca_file(), cert = u.cert_file(), key = u.key_file();
+  const bool dev = c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_DEV_PKI ||
+                   c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_UNSPECIFIED;
+  if (dev) {
+    DevPkiPaths p = DevPkiLayout(DevPkiDir(c));
+    if (ca.empty()) ca = p.ca_cert;
+    if (cert.empty() && bearer_token->empty()) {
+      cert = p.admin_cert;
+      key = p.admin_key;
+    }
+  }
+  grpc::SslCredentialsOptions opts;
+  if (!ca.empty()) {
+    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_root_certs, ReadTextFile(ca));
+  }
+  if (!cert.empty()) {
+    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_cert_chain, ReadTextFile(cert));
+    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_private_key, ReadTextFile(key));
+  }
+  return grpc::SslCredentials(opts);
+}
+
 class EmbeddedApp final : public App {
  public:
-  std::vector<HostedService> Services() override { return {}; }
-  absl::Status OnServing(ServerRunner&) override { return absl::OkStatus(); }
-  void Stop() override {}
+  EmbeddedApp(ServerConfig config, std::shared_ptr<prometheus::Registry> registry)
+      : config_(std::move(config)), metrics_(std::move(registry)) {}
+
+  absl::Status Init() {
+    const Clock* clock = &RealClock::Get();
+    // Who may call: roles from client certificates and bearer tokens.
+    if (config_.auth().disabled()) {
+      log::Warn("caller authentication is DISABLED: every caller has every role");
+      resolver_ = std::make_unique<AllowAllCallerResolver>();
+    } else {
+      auto r = std::make_unique<ConfiguredCallerResolver>(config_.auth());
+      // Token for this process's own calls between its services (in-process channel).
+      IOTAUTH_ASSIGN_OR_RETURN(std::string raw, crypto::RandomBytes(32));
+      internal_token_ = crypto::HexEncode(raw);
+      r->AddInternalToken("iotauth-internal", internal_token_,
+                          static_cast<uint32_t>(Role::kAdmin));
+      resolver_ = std::move(r);
+    }
+
+    IOTAUTH_RETURN_IF_ERROR(InitAudit(clock));
+    if (HostsService(config_, "registry")) IOTAUTH_RETURN_IF_ERROR(InitRegistry(clock));
+    if (HostsService(config_, "identity")) IOTAUTH_RETURN_IF_ERROR(InitIdentity(clock));
+    return absl::OkStatus();
+  }
+
+  std::vector<HostedService> Services() override {
+    std::vector<HostedService> out;
+    if (identity_service_) {
+      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get()});
+    }
+    if (registry_service_) {
+      out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
+    }
+    if (audit_service_) out.push_back({"iotauth.audit.v1.AuditLog", audit_service_.get()});
+    return out;
+  }
+
+  absl::Status OnServing(ServerRunner& runner) override {
+    if (!directory_) return absl::OkStatus();
+    // The identity service mirrors the registry over its gRPC contract: in-process
+    // here, across the network in split mode.
+    std::shared_ptr<grpc::Channel> channel;
+    std::string token = internal_token_;
+    if (registry_service_) {
+      channel = runner.server()->InProcessChannel(grpc::ChannelArguments());
+    } else {
+      std::string upstream_token;
+      IOTAUTH_ASSIGN_OR_RETURN(auto creds, UpstreamCredentials(config_, &upstream_token));
+      grpc::ChannelArguments args;
+      if (!config_.upstream().server_name().empty()) {
+        args.SetSslTargetNameOverride(config_.upstream().server_name());
+      }
+      channel = grpc::CreateCustomChannel(config_.registry_address(), creds, args);
+      token = upstream_token;
+    }
+    registrar_ = std::make_unique<identity::RegistryRegistrar>(channel, token);
+    registrar_ready_.store(true);
+    identity::RegistryMirrorOptions mo;
+    mo.channel = channel;
+    mo.bearer_token = token;
+    mo.target = mirror_target_.get();
+    mirror_ = std::make_unique<identity::RegistryMirror>(mo);
+    auto* health = runner.server()->GetHealthCheckService();
+    health->SetServingStatus("iotauth.identity.v1.IdentityService", false);
+    absl::Time start = absl::Now();
+    mirror_->Start();
+    log::Info("identity: loading the registry mirror");
+    if (!mirror_->WaitForInitialSync(absl::Seconds(120))) {
+      return absl::UnavailableError(
+          "identity: the registry mirror did not sync within 120s (check registry_address "
+          "and the upstream credentials)");
+    }
+    health->SetServingStatus("iotauth.identity.v1.IdentityService", true);
+    log::Info("identity: registry mirror ready",
+              {{"took", absl::FormatDuration(absl::Now() - start)}});
+    return absl::OkStatus();
+  }
+
+  void BeginShutdown() override {
+    if (mirror_) mirror_->Stop();
+  }
+
+  void Stop() override {
+    if (mirror_) mirror_->Stop();
+    // Flush the audit pipeline after the server drained: every decision made is
+    // committed before exit.
+    if (local_sink_) local_sink_->Shutdown();
+    if (remote_sink_) remote_sink_->Shutdown(absl::Seconds(5));
+  }
+
+ private:
+  absl::Status InitAudit(const Clock* clock) {
+    audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
+    const auto& ac = config_.audit();
+    auto policy = ac.full_queue_policy() == "drop" ? audit::LocalAuditSink::FullQueuePolicy::kDrop
+                                                   : audit::LocalAuditSink::FullQueuePolicy::kBlock;
+    if (HostsService(config_, "audit")) {
+      audit::SqliteAuditStore::Options so;
+      so.path = AuditDbPath(config_);
+      so.clock = clock;
+      auto store = audit::SqliteAuditStore::Open(so);
+      if (!store.ok()) {
+        return absl::Status(store.status().code(),
+                            absl::StrCat("audit store ", so.path, ": ", store.status().message()));
+      }
+      audit_store_ = std::move(*store);
+      audit::LocalAuditSink::Options po;
+      po.store = audit_store_.get();
+      po.clock = clock;
+      po.queue_capacity = static_cast<size_t>(ac.queue_capacity());
+      po.max_batch = static_cast<size_t>(ac.batch_size());
+      po.full_queue_policy = policy;
+      po.block_timeout = ToDuration(ac.block_timeout());
+      po.notifier = &notifier_;
+      po.observer = audit_metrics_.get();
+      IOTAUTH_ASSIGN_OR_RETURN(local_sink_, audit::LocalAuditSink::Create(po));
+      sink_ = local_sink_.get();
+      audit::AuditService::Options svc;
+      svc.store = audit_store_.get();
+      svc.caller_resolver = resolver_.get();
+      svc.notifier = &notifier_;
+      svc.clock = clock;
+      IOTAUTH_ASSIGN_OR_RETURN(audit_service_, audit::AuditService::Create(svc));
+    } else if (!ac.remote_address().empty()) {
+      std::string token;
+      IOTAUTH_ASSIGN_OR_RETURN(auto creds, UpstreamCredentials(config_, &token));
+      grpc::ChannelArguments args;
+      if (!config_.upstream().server_name().empty()) {
+        args.SetSslTargetNameOverride(config_.upstream().server_name());
+      }
+      audit::RemoteAuditSink::Options ro;
+      ro.channel = grpc::CreateCustomChannel(ac.remote_address(), creds, args);
+      ro.clock = clock;
+      ro.queue_capacity = static_cast<size_t>(ac.queue_capacity());
+      ro.full_queue_policy = policy;
+      ro.block_timeout = ToDuration(ac.block_timeout());
+      ro.observer = audit_metrics_.get();
+      if (!token.empty()) {
+        ro.configure_context = [token](grpc::ClientContext* ctx) {
+          ctx->AddMetadata("authorization", "Bearer " + token);
+        };
+      }
+      IOTAUTH_ASSIGN_OR_RETURN(remote_sink_, audit::RemoteAuditSink::Create(ro));
+      sink_ = remote_sink_.get();
+    } else {
+      log::Warn("auditing is OFF: this process hosts no audit log and audit.remote_address "
+                "is empty");
+      sink_ = &null_sink_;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status InitRegistry(const Clock* clock) {
+    std::string key_file = config_.storage().master_key_file().empty()
+                               ? absl::StrCat(config_.data_dir(), "/master.key")
+                               : config_.storage().master_key_file();
+    const bool may_create = config_.storage().master_key_file().empty();
+    auto key = registry::LoadOrCreateMasterKey("IOTAUTH_MASTER_KEY", key_file, may_create);
+    if (!key.ok()) {
+      return absl::Status(key.status().code(),
+                          absl::StrCat("master key: ", key.status().message(),
+                                       " (set storage.master_key_file or IOTAUTH_MASTER_KEY "
+                                       "to a base64 32-byte key)"));
+    }
+    if (key->generated) {
+      log::Warn("generated a new master key next to the database: DEVELOPMENT ONLY, it protects "
+                "nothing against someone who copies both; set storage.master_key_file",
+                {{"path", key_file}});
+    }
+    log::Info("master key loaded", {{"source", key->source}});
+    IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<const registry::SecretBox> box,
+                             registry::SecretBox::Create(key->key, {}));
+    registry::SqliteStore::Options so;
+    so.path = RegistryDbPath(config_);
+    so.secret_box = box;
+    so.clock = clock;
+    auto store = registry::SqliteStore::Open(so);
+    if (!store.ok()) {
+      return absl::Status(store.status().code(), absl::StrCat("registry store ", so.path, ": ",
+                                                              store.status().message()));
+    }
+    registry_store_ = std::move(*store);
+    registry::RegistryService::Options ro;
+    ro.store = registry_store_.get();
+    ro.clock = clock;
+    ro.audit = sink_;
+    ro.caller_resolver = resolver_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
+    return absl::OkStatus();
+  }
+
+  absl::Status InitIdentity(const Clock* clock) {
+    IOTAUTH_ASSIGN_OR_RETURN(directory_, identity::DirectoryCache::Create({}));
+    mirror_target_ = std::make_unique<identity::DirectoryMirrorTarget>(directory_.get());
+    const auto& ic = config_.identity();
+    identity::Authenticator::Options ao;
+    ao.clock = clock;
+    ao.directory = directory_.get();
+    ao.directory_writer = directory_.get();
+    ao.registrar = &lazy_registrar_;
+    ao.audit_sink = sink_;
+    ao.config.sas_clock_skew = ToDuration(ic.clock_skew());
+    ao.config.triple_timestamp_window = ToDuration(ic.timestamp_window());
+    ao.config.max_cache_ttl = ToDuration(ic.decision_cache_ttl());
+    IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));
+    identity::Authorizer::Options zo;
+    zo.clock = clock;
+    zo.directory = directory_.get();
+    zo.audit_sink = sink_;
+    IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
+    identity::IdentityService::Options so;
+    so.authenticator = std::move(authn);
+    so.authorizer = std::move(authz);
+    so.caller_resolver = resolver_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(identity_service_, identity::IdentityService::Create(so));
+    return absl::OkStatus();
+  }
+
+  // The registrar needs the server's in-process channel, which exists only once the
+  // server runs; until then first-connect registration fails closed.
+  class LazyRegistrar final : public identity::DeviceRegistrar {
+   public:
+    explicit LazyRegistrar(EmbeddedApp* app) : app_(app) {}
+    absl::StatusOr<iotauth::registry::v1::Device> RegisterFromEnrollmentGroup(
+        const identity::EnrollmentGroupRecord& group, absl::string_view device_id,
+        absl::string_view key) override {
+      if (!app_->registrar_ready_.load()) return absl::UnavailableError("registry not ready");
+      return app_->registrar_->RegisterFromEnrollmentGroup(group, device_id, key);
+    }
+    absl::StatusOr<Activation> ActivateDevice(const identity::ProductRecord& product,
+                                              absl::string_view device_name) override {
+      if (!app_->registrar_ready_.load()) return absl::UnavailableError("registry not ready");
+      return app_->registrar_->ActivateDevice(product, device_name);
+    }
+
+   private:
+    EmbeddedApp* app_;
+  };
+
+  ServerConfig config_;
+  std::shared_ptr<prometheus::Registry> metrics_;
+  std::unique_ptr<CallerResolver> resolver_;
+  std::string internal_token_;
+
+  // Audit.
+  std::unique_ptr<AuditMetrics> audit_metrics_;
+  std::unique_ptr<audit::SqliteAuditStore> audit_store_;
+  audit::CommitNotifier notifier_;
+  std::unique_ptr<audit::LocalAuditSink> local_sink_;
+  std::unique_ptr<audit::RemoteAuditSink> remote_sink_;
+  audit::NullAuditSink null_sink_;
+  audit::AuditSink* sink_ = nullptr;
+  std::unique_ptr<audit::AuditService> audit_service_;
+
+  // Registry.
+  std::unique_ptr<registry::SqliteStore> registry_store_;
+  std::unique_ptr<registry::RegistryService> registry_service_;
+
+  // Identity.
+  std::unique_ptr<identity::DirectoryCache> directory_;
+  std::unique_ptr<identity::DirectoryMirrorTarget> mirror_target_;
+  std::unique_ptr<identity::IdentityService> identity_service_;
+  std::unique_ptr<identity::RegistryMirror> mirror_;
+  std::unique_ptr<identity::RegistryRegistrar> registrar_;
+  std::atomic<bool> registrar_ready_{false};
+  LazyRegistrar lazy_registrar_{this};
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<App>> CreateApp(const iotauth::config::v1::ServerConfig& config,
+absl::StatusOr<std::unique_ptr<App>> CreateApp(const ServerConfig& config,
                                                std::shared_ptr<prometheus::Registry> registry) {
-  return std::make_unique<EmbeddedApp>();
+  auto app = std::make_unique<EmbeddedApp>(config, std::move(registry));
+  IOTAUTH_RETURN_IF_ERROR(app->Init());
+  return app;
 }
 
 }  // namespace iotauth

@@ -22,6 +22,9 @@ class App {
   virtual std::vector<HostedService> Services() = 0;
   // Called once the server is serving (in-process channels can be used now).
   virtual absl::Status OnServing(ServerRunner& runner) = 0;
+  // Called on SIGTERM before the server drains: stop background clients of the
+  // server (the registry mirror's in-process watch would otherwise hold the drain).
+  virtual void BeginShutdown() = 0;
   // Called after the server stopped: flush pipelines, close stores.
   virtual void Stop() = 0;
 };

@@ -187,6 +187,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   log::Info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
                               {"grace_period", absl::FormatDuration(grace)}});
   absl::Time start = absl::Now();
+  (*app)->BeginShutdown();
   (*runner)->Shutdown(grace);
   (*app)->Stop();
   log::Info("stopped", {{"shutdown_took", absl::FormatDuration(absl::Now() - start)}});

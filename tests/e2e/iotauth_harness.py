@@ -27,7 +27,11 @@ def runfile(path):
         p = os.path.join(base, "iotauth", path)
         if os.path.exists(p):
             return p
-    return os.path.join(os.path.dirname(__file__), "..", "..", path)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    for cand in (os.path.join(root, "bazel-bin", path), os.path.join(root, path)):
+        if os.path.exists(cand):
+            return cand
+    return os.path.join(root, path)
 
 
 def find_buf():

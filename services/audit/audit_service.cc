@@ -1,0 +1,215 @@
+#include "services/audit/audit_service.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "services/audit/event_util.h"
+#include "services/common/grpc_status.h"
+#include "services/common/status_macros.h"
+
+namespace iotauth::audit {
+
+namespace {
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+}  // namespace
+
+absl::StatusOr<EventFilter> FilterFromQuery(const v1::QueryRequest& r) {
+  EventFilter f;
+  if (r.has_start_time()) f.start_time = FromTimestamp(r.start_time());
+  if (r.has_end_time()) f.end_time = FromTimestamp(r.end_time());
+  if (f.start_time && f.end_time && *f.end_time < *f.start_time) {
+    return absl::InvalidArgumentError("end_time precedes start_time");
+  }
+  f.tenant_id = r.tenant_id();
+  f.device_id = r.device_id();
+  f.type = r.type();
+  f.outcome = r.outcome();
+  return f;
+}
+
+absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Create(Options options) {
+  if (options.store == nullptr) return absl::InvalidArgumentError("audit service: no store");
+  if (options.caller_resolver == nullptr) {
+    return absl::InvalidArgumentError("audit service: no caller resolver");
+  }
+  if (options.clock == nullptr) options.clock = &RealClock::Get();
+  if (options.watch_poll_interval <= absl::ZeroDuration() ||
+      options.watch_poll_interval > absl::Milliseconds(200)) {
+    options.watch_poll_interval = absl::Milliseconds(200);
+  }
+  options.watch_batch = std::max(options.watch_batch, 1);
+  options.max_ingest_batch = std::max(options.max_ingest_batch, 1);
+  return std::unique_ptr<AuditService>(new AuditService(options));
+}
+
+absl::StatusOr<v1::QueryResponse> AuditService::RunQuery(const v1::QueryRequest& request) const {
+  IOTAUTH_ASSIGN_OR_RETURN(EventFilter filter, FilterFromQuery(request));
+  if (request.page_size() < 0) return absl::InvalidArgumentError("negative page_size");
+  const int page_size =
+      request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  if (!request.page_token().empty() &&
+      !absl::SimpleAtoi(request.page_token(), &filter.after_sequence)) {
+    return absl::InvalidArgumentError("malformed page_token");
+  }
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<v1::AuditEvent> events,
+                           options_.store->Query(filter, page_size + 1));
+  v1::QueryResponse response;
+  const bool more = static_cast<int>(events.size()) > page_size;
+  if (more) events.resize(page_size);
+  for (auto& e : events) *response.add_events() = std::move(e);
+  if (more) response.set_next_page_token(absl::StrCat(response.events().rbegin()->sequence()));
+  return response;
+}
+
+absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& request) const {
+  if (request.events_size() > options_.max_ingest_batch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", options_.max_ingest_batch, " events per IngestRequest"));
+  }
+  std::vector<v1::AuditEvent> events(request.events().begin(), request.events().end());
+  for (const auto& e : events) {
+    if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
+  }
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended,
+                           options_.store->Append(std::move(events), nullptr));
+  v1::IngestAck ack;
+  uint64_t head = 0;
+  for (const AppendedEvent& a : appended) {
+    ack.add_event_ids(a.event_id);
+    head = std::max(head, a.sequence);
+  }
+  if (options_.notifier != nullptr && head > 0) options_.notifier->Publish(head);
+  return ack;
+}
+
+absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyRequest& request) const {
+  if (request.to_sequence() != 0 && request.to_sequence() < request.from_sequence()) {
+    return absl::InvalidArgumentError("to_sequence precedes from_sequence");
+  }
+  IOTAUTH_ASSIGN_OR_RETURN(VerifyResult r,
+                           options_.store->Verify(request.from_sequence(), request.to_sequence()));
+  v1::VerifyResponse response;
+  response.set_ok(r.ok);
+  response.set_events_checked(r.events_checked);
+  response.set_first_bad_sequence(r.first_bad_sequence);
+  response.set_problem(r.problem);
+  response.set_detail(r.detail);
+  response.set_anchor_sequence(r.anchor_sequence);
+  response.set_last_sequence(r.last_sequence);
+  return response;
+}
+
+absl::StatusOr<v1::Checkpoint> AuditService::RunGetCheckpoint(bool create) const {
+  CheckpointRecord record;
+  if (create) {
+    IOTAUTH_ASSIGN_OR_RETURN(record, options_.store->CreateCheckpoint(options_.clock->Now()));
+  } else {
+    IOTAUTH_ASSIGN_OR_RETURN(std::optional<CheckpointRecord> latest,
+                             options_.store->LatestCheckpoint());
+    if (!latest) return absl::NotFoundError("no checkpoint recorded yet");
+    record = *latest;
+  }
+  v1::Checkpoint out;
+  out.set_sequence(record.sequence);
+  out.set_head_hash(record.head_hash);
+  SetTimestamp(record.time, out.mutable_time());
+  return out;
+}
+
+grpc::Status AuditService::Query(grpc::ServerContext* context, const v1::QueryRequest* request,
+                                 v1::QueryResponse* response) {
+  const Caller caller = options_.caller_resolver->Resolve(*context);
+  if (absl::Status s = RequireRole(caller, Role::kReader); !s.ok()) return ToGrpcStatus(s);
+  auto r = RunQuery(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = std::move(*r);
+  return grpc::Status::OK;
+}
+
+grpc::Status AuditService::Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
+                                 grpc::ServerWriter<v1::AuditEvent>* writer) {
+  const Caller caller = options_.caller_resolver->Resolve(*context);
+  if (absl::Status s = RequireRole(caller, Role::kReader); !s.ok()) return ToGrpcStatus(s);
+  EventFilter filter;
+  filter.tenant_id = request->tenant_id();
+  filter.device_id = request->device_id();
+  filter.type = request->type();
+  filter.outcome = request->outcome();
+  uint64_t cursor = request->after_sequence();
+  if (request->from_now()) {
+    auto head = options_.store->Head();
+    if (!head.ok()) return ToGrpcStatus(head.status());
+    cursor = head->sequence;
+  }
+  while (!context->IsCancelled()) {
+    auto head = options_.store->Head();
+    if (!head.ok()) return ToGrpcStatus(head.status());
+    filter.after_sequence = cursor;
+    filter.max_sequence = head->sequence;
+    std::vector<v1::AuditEvent> page;
+    if (head->sequence > cursor) {
+      auto r = options_.store->Query(filter, options_.watch_batch);
+      if (!r.ok()) return ToGrpcStatus(r.status());
+      page = std::move(*r);
+    }
+    for (const v1::AuditEvent& e : page) {
+      if (!writer->Write(e)) return grpc::Status::OK;  // the client went away
+    }
+    if (static_cast<int>(page.size()) == options_.watch_batch) {
+      cursor = page.back().sequence();
+      continue;  // more backlog
+    }
+    // Every event up to the head has been seen (matching ones were sent).
+    cursor = std::max(cursor, head->sequence);
+    if (options_.notifier != nullptr) {
+      options_.notifier->WaitAbove(cursor, options_.watch_poll_interval);
+    } else {
+      absl::SleepFor(options_.watch_poll_interval);
+    }
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+}
+
+grpc::Status AuditService::Ingest(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::IngestAck, v1::IngestRequest>* stream) {
+  const Caller caller = options_.caller_resolver->Resolve(*context);
+  if (absl::Status s = RequireRole(caller, Role::kGateway); !s.ok()) return ToGrpcStatus(s);
+  v1::IngestRequest request;
+  while (stream->Read(&request)) {
+    auto ack = RunIngest(request);
+    if (!ack.ok()) return ToGrpcStatus(ack.status());
+    if (!stream->Write(*ack)) return grpc::Status::OK;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AuditService::Verify(grpc::ServerContext* context, const v1::VerifyRequest* request,
+                                  v1::VerifyResponse* response) {
+  const Caller caller = options_.caller_resolver->Resolve(*context);
+  if (absl::Status s = RequireRole(caller, Role::kReader); !s.ok()) return ToGrpcStatus(s);
+  auto r = RunVerify(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = std::move(*r);
+  return grpc::Status::OK;
+}
+
+grpc::Status AuditService::GetCheckpoint(grpc::ServerContext* context,
+                                         const v1::GetCheckpointRequest* request,
+                                         v1::Checkpoint* response) {
+  const Caller caller = options_.caller_resolver->Resolve(*context);
+  if (absl::Status s = RequireRole(caller, request->create() ? Role::kAdmin : Role::kReader);
+      !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  auto r = RunGetCheckpoint(request->create());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = std::move(*r);
+  return grpc::Status::OK;
+}
+
+}  // namespace iotauth::audit

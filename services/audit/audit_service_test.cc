@@ -1,0 +1,368 @@
+#include "services/audit/audit_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "services/audit/pipeline.h"
+#include "services/audit/sqlite_audit_store.h"
+
+namespace iotauth::audit {
+namespace {
+
+namespace v1 = iotauth::audit::v1;
+
+class FakeCallerResolver final : public CallerResolver {
+ public:
+  void Set(bool authenticated, uint32_t roles) {
+    absl::MutexLock l(&mu_);
+    caller_.authenticated = authenticated;
+    caller_.principal = "test";
+    caller_.roles = roles;
+  }
+  Caller Resolve(const grpc::ServerContextBase&) const override {
+    absl::MutexLock l(&mu_);
+    return caller_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  Caller caller_;
+};
+
+constexpr uint32_t kReader = static_cast<uint32_t>(Role::kReader);
+constexpr uint32_t kGateway = static_cast<uint32_t>(Role::kGateway);
+constexpr uint32_t kAdmin = static_cast<uint32_t>(Role::kAdmin);
+
+v1::AuditEvent Event(int i) {
+  v1::AuditEvent e;
+  e.set_event_id(absl::StrCat("e", i));
+  e.set_type(v1::EVENT_TYPE_AUTHENTICATION);
+  e.set_tenant_id(i % 2 ? "odd" : "even");
+  e.set_device_id(absl::StrCat("dev-", i % 3));
+  e.set_outcome(v1::OUTCOME_ALLOW);
+  return e;
+}
+
+class AuditServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    const std::string path =
+        absl::StrCat(dir ? dir : "/tmp", "/",
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
+    for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
+    SqliteAuditStore::Options so;
+    so.path = path;
+    so.checkpoint_interval = 0;
+    auto store = SqliteAuditStore::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+
+    LocalAuditSink::Options po;
+    po.store = store_.get();
+    po.notifier = &notifier_;
+    po.linger = absl::ZeroDuration();
+    auto sink = LocalAuditSink::Create(po);
+    ASSERT_TRUE(sink.ok());
+    sink_ = std::move(*sink);
+
+    resolver_.Set(true, kReader);
+    AuditService::Options o;
+    o.store = store_.get();
+    o.notifier = &notifier_;
+    o.caller_resolver = &resolver_;
+    o.clock = &clock_;
+    auto service = AuditService::Create(o);
+    ASSERT_TRUE(service.ok()) << service.status();
+    service_ = std::move(*service);
+
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::AuditLog::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (sink_) sink_->Shutdown();
+  }
+  void RecordAndFlush(int from, int to) {
+    for (int i = from; i <= to; ++i) sink_->Record(Event(i));
+    ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<SqliteAuditStore> store_;
+  CommitNotifier notifier_;
+  std::unique_ptr<LocalAuditSink> sink_;
+  FakeCallerResolver resolver_;
+  std::unique_ptr<AuditService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::AuditLog::Stub> stub_;
+};
+
+TEST_F(AuditServiceTest, CreateValidates) {
+  AuditService::Options o;
+  EXPECT_EQ(AuditService::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.store = store_.get();
+  EXPECT_EQ(AuditService::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AuditServiceTest, QueryPaginatesAndFilters) {
+  RecordAndFlush(1, 25);
+  v1::QueryRequest req;
+  req.set_page_size(10);
+  std::vector<uint64_t> seen;
+  for (int page = 0;; ++page) {
+    grpc::ClientContext ctx;
+    v1::QueryResponse resp;
+    ASSERT_TRUE(stub_->Query(&ctx, req, &resp).ok());
+    for (const auto& e : resp.events()) seen.push_back(e.sequence());
+    if (resp.next_page_token().empty()) {
+      EXPECT_EQ(page, 2);
+      EXPECT_EQ(resp.events_size(), 5);
+      break;
+    }
+    EXPECT_EQ(resp.events_size(), 10);
+    req.set_page_token(resp.next_page_token());
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  EXPECT_EQ(seen.front(), 1u);
+  EXPECT_EQ(seen.back(), 25u);
+
+  grpc::ClientContext ctx;
+  v1::QueryRequest filtered;
+  filtered.set_tenant_id("even");
+  filtered.set_device_id("dev-0");  // i in {6, 12, 18, 24}
+  v1::QueryResponse resp;
+  ASSERT_TRUE(stub_->Query(&ctx, filtered, &resp).ok());
+  ASSERT_EQ(resp.events_size(), 4);
+  EXPECT_EQ(resp.events(0).event_id(), "e6");
+}
+
+TEST_F(AuditServiceTest, QueryRejectsBadInput) {
+  v1::QueryRequest req;
+  req.set_page_token("not-a-token");
+  grpc::ClientContext c1;
+  v1::QueryResponse resp;
+  EXPECT_EQ(stub_->Query(&c1, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.clear_page_token();
+  req.mutable_start_time()->set_seconds(200);
+  req.mutable_end_time()->set_seconds(100);
+  grpc::ClientContext c2;
+  EXPECT_EQ(stub_->Query(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(AuditServiceTest, WatchSendsBacklogThenLiveEventsWithinASecond) {
+  RecordAndFlush(1, 3);
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  auto reader = stub_->Watch(&ctx, req);
+  v1::AuditEvent e;
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(reader->Read(&e));
+    EXPECT_EQ(e.sequence(), static_cast<uint64_t>(i));
+  }
+  const absl::Time recorded = absl::Now();
+  sink_->Record(Event(4));
+  ASSERT_TRUE(reader->Read(&e));
+  const absl::Duration delay = absl::Now() - recorded;
+  EXPECT_EQ(e.event_id(), "e4");
+  EXPECT_EQ(e.sequence(), 4u);
+  EXPECT_LT(delay, absl::Seconds(1));
+  RecordProperty("watch_delay_us", static_cast<int>(absl::ToInt64Microseconds(delay)));
+  ctx.TryCancel();
+  while (reader->Read(&e)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(AuditServiceTest, WatchFromNowWithFilter) {
+  RecordAndFlush(1, 4);
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  req.set_from_now(true);
+  req.set_tenant_id("odd");
+  auto reader = stub_->Watch(&ctx, req);
+  RecordAndFlush(5, 8);  // odd: 5, 7
+  v1::AuditEvent e;
+  ASSERT_TRUE(reader->Read(&e));
+  EXPECT_EQ(e.event_id(), "e5");
+  ASSERT_TRUE(reader->Read(&e));
+  EXPECT_EQ(e.event_id(), "e7");
+  ctx.TryCancel();
+  while (reader->Read(&e)) {
+  }
+}
+
+TEST_F(AuditServiceTest, WatchLargeBacklogInOrder) {
+  RecordAndFlush(1, 600);  // more than one watch batch
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  req.set_after_sequence(10);
+  auto reader = stub_->Watch(&ctx, req);
+  v1::AuditEvent e;
+  for (uint64_t want = 11; want <= 600; ++want) {
+    ASSERT_TRUE(reader->Read(&e));
+    ASSERT_EQ(e.sequence(), want);
+  }
+  ctx.TryCancel();
+  while (reader->Read(&e)) {
+  }
+}
+
+TEST_F(AuditServiceTest, IngestAcknowledgesAndDeduplicates) {
+  resolver_.Set(true, kGateway);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Ingest(&ctx);
+  v1::IngestRequest req;
+  *req.add_events() = Event(1);
+  *req.add_events() = Event(2);
+  ASSERT_TRUE(stream->Write(req));
+  v1::IngestAck ack;
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.event_ids_size(), 2);
+  req.Clear();
+  *req.add_events() = Event(2);  // a resend
+  *req.add_events() = Event(3);
+  ASSERT_TRUE(stream->Write(req));
+  ASSERT_TRUE(stream->Read(&ack));
+  ASSERT_EQ(ack.event_ids_size(), 2);
+  EXPECT_EQ(ack.event_ids(0), "e2");
+  EXPECT_EQ(ack.event_ids(1), "e3");
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+  auto all = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[2].event_id(), "e3");
+  EXPECT_EQ(notifier_.head(), 3u);
+}
+
+TEST_F(AuditServiceTest, IngestRejectsEventsWithoutId) {
+  resolver_.Set(true, kGateway);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Ingest(&ctx);
+  v1::IngestRequest req;
+  req.add_events()->set_reason("no id");
+  ASSERT_TRUE(stream->Write(req));
+  v1::IngestAck ack;
+  EXPECT_FALSE(stream->Read(&ack));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(AuditServiceTest, VerifyAndCheckpoints) {
+  RecordAndFlush(1, 5);
+  {
+    grpc::ClientContext ctx;
+    v1::VerifyResponse resp;
+    ASSERT_TRUE(stub_->Verify(&ctx, v1::VerifyRequest(), &resp).ok());
+    EXPECT_TRUE(resp.ok());
+    EXPECT_EQ(resp.events_checked(), 5u);
+    EXPECT_EQ(resp.last_sequence(), 5u);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::Checkpoint ck;
+    EXPECT_EQ(stub_->GetCheckpoint(&ctx, v1::GetCheckpointRequest(), &ck).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  v1::GetCheckpointRequest create;
+  create.set_create(true);
+  {
+    grpc::ClientContext ctx;
+    v1::Checkpoint ck;
+    EXPECT_EQ(stub_->GetCheckpoint(&ctx, create, &ck).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);  // reader only
+  }
+  resolver_.Set(true, kAdmin);
+  {
+    grpc::ClientContext ctx;
+    v1::Checkpoint ck;
+    ASSERT_TRUE(stub_->GetCheckpoint(&ctx, create, &ck).ok());
+    EXPECT_EQ(ck.sequence(), 5u);
+    EXPECT_EQ(ck.head_hash(), store_->Head()->hash);
+    EXPECT_EQ(ck.time().seconds(), absl::ToUnixSeconds(clock_.Now()));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::Checkpoint ck;
+    ASSERT_TRUE(stub_->GetCheckpoint(&ctx, v1::GetCheckpointRequest(), &ck).ok());
+    EXPECT_EQ(ck.sequence(), 5u);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::VerifyRequest bad;
+    bad.set_from_sequence(5);
+    bad.set_to_sequence(2);
+    v1::VerifyResponse resp;
+    EXPECT_EQ(stub_->Verify(&ctx, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+// Each RPC against each kind of caller.
+TEST_F(AuditServiceTest, Roles) {
+  struct Case {
+    const char* name;
+    bool authenticated;
+    uint32_t roles;
+    grpc::StatusCode read, ingest;
+  };
+  const Case cases[] = {
+      {"anonymous", false, 0, grpc::StatusCode::UNAUTHENTICATED, grpc::StatusCode::UNAUTHENTICATED},
+      {"no roles", true, 0, grpc::StatusCode::PERMISSION_DENIED,
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"reader", true, kReader, grpc::StatusCode::OK, grpc::StatusCode::PERMISSION_DENIED},
+      {"gateway", true, kGateway, grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::OK},
+      {"admin", true, kAdmin, grpc::StatusCode::OK, grpc::StatusCode::OK},
+  };
+  RecordAndFlush(1, 1);
+  for (const Case& c : cases) {
+    resolver_.Set(c.authenticated, c.roles);
+    {
+      grpc::ClientContext ctx;
+      v1::QueryResponse resp;
+      EXPECT_EQ(stub_->Query(&ctx, v1::QueryRequest(), &resp).error_code(), c.read) << c.name;
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::VerifyResponse resp;
+      EXPECT_EQ(stub_->Verify(&ctx, v1::VerifyRequest(), &resp).error_code(), c.read) << c.name;
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::WatchRequest req;
+      req.set_from_now(true);
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+      auto reader = stub_->Watch(&ctx, req);
+      v1::AuditEvent e;
+      while (reader->Read(&e)) {
+      }
+      const grpc::StatusCode got = reader->Finish().error_code();
+      // An allowed Watch runs until the deadline.
+      EXPECT_EQ(got, c.read == grpc::StatusCode::OK ? grpc::StatusCode::DEADLINE_EXCEEDED : c.read)
+          << c.name;
+    }
+    {
+      grpc::ClientContext ctx;
+      auto stream = stub_->Ingest(&ctx);
+      v1::IngestRequest req;
+      *req.add_events() = Event(100);
+      stream->Write(req);
+      stream->WritesDone();
+      v1::IngestAck ack;
+      while (stream->Read(&ack)) {
+      }
+      EXPECT_EQ(stream->Finish().error_code(), c.ingest) << c.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace iotauth::audit

@@ -1,0 +1,169 @@
+#include "services/audit/canonical.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace iotauth::audit {
+namespace {
+
+using iotauth::audit::v1::AuditEvent;
+
+constexpr char kPrev[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+AuditEvent FixedEvent() {
+  AuditEvent e;
+  e.set_sequence(42);
+  e.set_event_id("0123456789abcdef0123456789abcdef");
+  e.mutable_time()->set_seconds(1700000000);
+  e.mutable_time()->set_nanos(123456789);
+  e.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION);
+  e.set_tenant_id("tenant-a");
+  e.set_product_key("prod-1");
+  e.set_device_id("dev-7");
+  e.set_outcome(iotauth::audit::v1::OUTCOME_DENY);
+  e.set_reason("DENY_REASON_BAD_SIGNATURE");
+  e.set_credential_type("CREDENTIAL_TYPE_SAS");
+  e.set_credential_fingerprint("sha256:abcd");
+  e.set_caller("gateway-1");
+  e.set_peer_address("ipv4:10.0.0.1:5555");
+  e.set_request_id("req-9");
+  e.mutable_duration()->set_seconds(0);
+  e.mutable_duration()->set_nanos(250000);
+  (*e.mutable_attributes())["zeta"] = "last";
+  (*e.mutable_attributes())["alpha"] = "first";
+  e.set_prev_hash(kPrev);
+  return e;
+}
+
+// Golden value from canonical_golden.py, an independent implementation of the layout
+// documented in canonical.h. If this changes, every stored chain stops verifying:
+// introduce a new version tag instead.
+TEST(CanonicalTest, GoldenHash) {
+  auto h = ComputeEventHash(FixedEvent());
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(*h, "35d4edd224b2b67fc18081cdc99a816195e75173951c1ce7e4aa994b575128e5");
+}
+
+TEST(CanonicalTest, GoldenEncodingPrefix) {
+  const std::string enc = CanonicalEncoding(FixedEvent());
+  const std::string tag = "iotauth.audit.v1.AuditEvent/1";
+  ASSERT_GE(enc.size(), tag.size() + 16);
+  EXPECT_EQ(enc.substr(0, tag.size()), tag);
+  // Field 1 (sequence): number 1, length 8, value 42.
+  EXPECT_EQ(enc.substr(tag.size(), 16), std::string("\0\0\0\1\0\0\0\x08\0\0\0\0\0\0\0\x2a", 16));
+}
+
+TEST(CanonicalTest, IgnoresHashAndMapInsertionOrder) {
+  AuditEvent a = FixedEvent();
+  AuditEvent b;
+  b.set_hash("ffff");
+  b.mutable_attributes()->insert({"alpha", "first"});
+  b.mutable_attributes()->insert({"zeta", "last"});
+  AuditEvent rest = FixedEvent();
+  rest.clear_attributes();
+  b.MergeFrom(rest);
+  EXPECT_EQ(CanonicalEncoding(a), CanonicalEncoding(b));
+  EXPECT_EQ(*ComputeEventHash(a), *ComputeEventHash(b));
+}
+
+TEST(CanonicalTest, EveryFieldChangesTheHash) {
+  const std::string base = *ComputeEventHash(FixedEvent());
+  struct Case {
+    const char* name;
+    std::function<void(AuditEvent*)> mutate;
+  };
+  const std::vector<Case> cases = {
+      {"sequence", [](AuditEvent* e) { e->set_sequence(43); }},
+      {"event_id", [](AuditEvent* e) { e->set_event_id("x"); }},
+      {"time.seconds", [](AuditEvent* e) { e->mutable_time()->set_seconds(1700000001); }},
+      {"time.nanos", [](AuditEvent* e) { e->mutable_time()->set_nanos(1); }},
+      {"time unset", [](AuditEvent* e) { e->clear_time(); }},
+      {"type", [](AuditEvent* e) { e->set_type(iotauth::audit::v1::EVENT_TYPE_GAP); }},
+      {"tenant_id", [](AuditEvent* e) { e->set_tenant_id("tenant-b"); }},
+      {"product_key", [](AuditEvent* e) { e->set_product_key("prod-2"); }},
+      {"device_id", [](AuditEvent* e) { e->set_device_id("dev-8"); }},
+      {"outcome", [](AuditEvent* e) { e->set_outcome(iotauth::audit::v1::OUTCOME_ALLOW); }},
+      {"reason", [](AuditEvent* e) { e->set_reason("OK"); }},
+      {"credential_type", [](AuditEvent* e) { e->set_credential_type("X509"); }},
+      {"credential_fingerprint", [](AuditEvent* e) { e->set_credential_fingerprint("f"); }},
+      {"caller", [](AuditEvent* e) { e->set_caller("admin"); }},
+      {"peer_address", [](AuditEvent* e) { e->set_peer_address("ipv4:10.0.0.2:1"); }},
+      {"request_id", [](AuditEvent* e) { e->set_request_id("req-10"); }},
+      {"duration", [](AuditEvent* e) { e->mutable_duration()->set_nanos(250001); }},
+      {"duration unset", [](AuditEvent* e) { e->clear_duration(); }},
+      {"attribute value", [](AuditEvent* e) { (*e->mutable_attributes())["zeta"] = "lasT"; }},
+      {"attribute added", [](AuditEvent* e) { (*e->mutable_attributes())["m"] = ""; }},
+      {"attribute removed", [](AuditEvent* e) { e->mutable_attributes()->erase("alpha"); }},
+      {"prev_hash",
+       [](AuditEvent* e) {
+         e->set_prev_hash("10112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+       }},
+  };
+  for (const Case& c : cases) {
+    AuditEvent e = FixedEvent();
+    c.mutate(&e);
+    auto h = ComputeEventHash(e);
+    ASSERT_TRUE(h.ok()) << c.name;
+    EXPECT_NE(*h, base) << c.name;
+  }
+}
+
+TEST(CanonicalTest, LengthPrefixesPreventShifting) {
+  AuditEvent a = FixedEvent(), b = FixedEvent();
+  a.set_reason("ab");
+  a.set_credential_type("");
+  b.set_reason("a");
+  b.set_credential_type("b");
+  EXPECT_NE(CanonicalEncoding(a), CanonicalEncoding(b));
+  AuditEvent c = FixedEvent(), d = FixedEvent();
+  c.clear_attributes();
+  (*c.mutable_attributes())["ab"] = "";
+  d.clear_attributes();
+  (*d.mutable_attributes())["a"] = "b";
+  EXPECT_NE(CanonicalEncoding(c), CanonicalEncoding(d));
+  // An unset timestamp differs from the epoch.
+  AuditEvent f = FixedEvent(), g = FixedEvent();
+  f.clear_time();
+  g.mutable_time()->set_seconds(0);
+  g.mutable_time()->set_nanos(0);
+  EXPECT_NE(CanonicalEncoding(f), CanonicalEncoding(g));
+}
+
+TEST(CanonicalTest, RejectsMalformedPrevHash) {
+  for (const char* bad :
+       {"", "00", "0011223344556677889AABBCCDDEEFF00112233445566778899aabbccddeeff",
+        "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}) {
+    AuditEvent e = FixedEvent();
+    e.set_prev_hash(bad);
+    EXPECT_EQ(ComputeEventHash(e).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(CanonicalTest, ChainLinksEvents) {
+  std::string prev(kGenesisHash);
+  std::vector<AuditEvent> chain;
+  for (int i = 1; i <= 3; ++i) {
+    AuditEvent e = FixedEvent();
+    e.set_sequence(i);
+    ASSERT_TRUE(ChainEvent(prev, &e).ok());
+    EXPECT_EQ(e.prev_hash(), prev);
+    EXPECT_TRUE(IsWellFormedHash(e.hash()));
+    EXPECT_EQ(*ComputeEventHash(e), e.hash());
+    prev = e.hash();
+    chain.push_back(e);
+  }
+  EXPECT_NE(chain[0].hash(), chain[1].hash());
+  // Changing an earlier link changes every later hash.
+  AuditEvent first = chain[0];
+  first.set_device_id("other");
+  ASSERT_TRUE(ChainEvent(kGenesisHash, &first).ok());
+  AuditEvent second = chain[1];
+  ASSERT_TRUE(ChainEvent(first.hash(), &second).ok());
+  EXPECT_NE(second.hash(), chain[1].hash());
+}
+
+}  // namespace
+}  // namespace iotauth::audit

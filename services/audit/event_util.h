@@ -1,0 +1,27 @@
+// Helpers shared by the audit sinks: producer-side defaults for an event.
+#pragma once
+
+#include <string>
+
+#include "proto/iotauth/audit/v1/audit.pb.h"
+#include "services/common/clock.h"
+
+namespace iotauth::audit {
+
+// A unique 128-bit id as 32 lowercase hex digits: 48 bits of Unix milliseconds then
+// 80 bits from the CSPRNG (buffered per thread; a forked child never repeats its
+// parent's bytes). Time-ordered so the store's dedup index stays append-mostly.
+// Never fails: if the CSPRNG fails it falls back to a time-and-counter id, still
+// unique in the process.
+std::string NewEventId();
+
+// Assigns `event_id` (NewEventId) and `time` (clock.Now()) when they are empty (an
+// out-of-range time is replaced too, marked by attribute `invalid_time_replaced`), and
+// clears the fields that only the store may set (`sequence`, `prev_hash`, `hash`).
+void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event);
+
+// Timestamp conversions.
+void SetTimestamp(absl::Time t, google::protobuf::Timestamp* ts);
+absl::Time FromTimestamp(const google::protobuf::Timestamp& ts);
+
+}  // namespace iotauth::audit

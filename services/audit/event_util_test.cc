@@ -1,0 +1,78 @@
+#include "services/audit/event_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace iotauth::audit {
+namespace {
+
+bool IsLowerHex(const std::string& s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+TEST(EventUtilTest, EventIdsAreUniqueHex) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 5000; ++i) {  // spans several refills of the pool
+    const std::string id = NewEventId();
+    ASSERT_EQ(id.size(), 32u);
+    ASSERT_TRUE(IsLowerHex(id)) << id;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 5000u);
+}
+
+TEST(EventUtilTest, ForkedChildDoesNotRepeatParentIds) {
+  (void)NewEventId();  // the parent's pool now holds unused random bytes
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string id = NewEventId();
+    _exit(write(fds[1], id.data(), id.size()) == 32 ? 0 : 1);
+  }
+  const std::string mine = NewEventId();
+  char buf[32];
+  ASSERT_EQ(read(fds[0], buf, sizeof(buf)), 32);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_NE(std::string(buf, 32), mine);
+}
+
+TEST(EventUtilTest, PrepareForRecordFillsDefaultsAndClearsStoreFields) {
+  FakeClock clock(absl::FromUnixSeconds(1700000000) + absl::Nanoseconds(5));
+  iotauth::audit::v1::AuditEvent e;
+  e.set_sequence(3);
+  e.set_hash("x");
+  e.set_prev_hash("y");
+  PrepareForRecord(clock, &e);
+  EXPECT_EQ(e.event_id().size(), 32u);
+  EXPECT_EQ(e.time().seconds(), 1700000000);
+  EXPECT_EQ(e.time().nanos(), 5);
+  EXPECT_EQ(e.sequence(), 0u);
+  EXPECT_TRUE(e.hash().empty());
+  EXPECT_TRUE(e.prev_hash().empty());
+  iotauth::audit::v1::AuditEvent kept;
+  kept.set_event_id("mine");
+  kept.mutable_time()->set_seconds(1);
+  PrepareForRecord(clock, &kept);
+  EXPECT_EQ(kept.event_id(), "mine");
+  EXPECT_EQ(kept.time().seconds(), 1);
+  EXPECT_EQ(FromTimestamp(e.time()), clock.Now());
+  iotauth::audit::v1::AuditEvent bad;
+  bad.mutable_time()->set_nanos(-1);
+  PrepareForRecord(clock, &bad);
+  EXPECT_EQ(FromTimestamp(bad.time()), clock.Now());
+  EXPECT_EQ(bad.attributes().at("invalid_time_replaced"), "true");
+}
+
+}  // namespace
+}  // namespace iotauth::audit

@@ -1,0 +1,131 @@
+// The local audit pipeline: producers call Record() on their hot path; a bounded
+// in-memory queue absorbs bursts; one writer thread commits batches to an
+// AuditStore. Overflow is never silent: every dropped event is counted and the next
+// batch carries a GAP event saying how many were lost.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/audit/audit_store.h"
+#include "services/audit/commit_notifier.h"
+#include "services/audit/sink_interface.h"
+#include "services/common/clock.h"
+
+namespace iotauth::audit {
+
+// Snapshot of the pipeline counters (monotonic except queue_depth).
+struct AuditPipelineStats {
+  uint64_t enqueued = 0;         // events accepted by Record()
+  uint64_t dropped = 0;          // events lost (queue full, shut down, or commit gave up)
+  uint64_t committed = 0;        // events durably written (GAP events included)
+  uint64_t duplicates = 0;       // events the store already held (same event_id)
+  uint64_t gap_events = 0;       // GAP events written
+  uint64_t pruned = 0;           // events removed by retention
+  uint64_t batches = 0;          // committed transactions
+  uint64_t commit_failures = 0;  // failed commit attempts (each retried)
+  uint64_t queue_depth = 0;      // events waiting now
+  absl::Duration commit_latency_total = absl::ZeroDuration();
+  absl::Duration commit_latency_max = absl::ZeroDuration();
+};
+
+// Hooks for metrics (Prometheus) and tests. Implementations must be thread-safe
+// and fast; they run on the producer thread (OnEnqueued, OnDropped) or the writer
+// thread (the rest) and must not call back into the pipeline.
+class AuditPipelineObserver {
+ public:
+  virtual ~AuditPipelineObserver() = default;
+  virtual void OnEnqueued() {}
+  virtual void OnDropped(uint64_t count) {}
+  // After the transaction holding `events` (stored form: sequence and hashes set)
+  // committed durably. `latency` is the Append call's wall time.
+  virtual void OnBatchCommitted(const std::vector<iotauth::audit::v1::AuditEvent>& events,
+                                absl::Duration latency) {}
+  virtual void OnCommitFailed(const absl::Status& status) {}
+  // After a retention pass: how many events it pruned, or why it failed (for
+  // example FAILED_PRECONDITION when the part to prune does not verify).
+  virtual void OnRetention(const absl::StatusOr<uint64_t>& pruned) {}
+};
+
+class LocalAuditSink final : public AuditSink {
+ public:
+  enum class FullQueuePolicy {
+    kDrop,   // Record() never waits: a full queue drops the event
+    kBlock,  // Record() waits up to `block_timeout` for room, then drops
+  };
+
+  struct Options {
+    AuditStore* store = nullptr;   // required; outlives the sink
+    const Clock* clock = nullptr;  // event times when the producer left them unset
+    size_t queue_capacity = 65536;
+    size_t max_batch = 1024;
+    // How long the writer waits for a batch to fill once an event is waiting. Larger
+    // batches cost less CPU per event (measured 13.5 us at 2 ms, 11.7 us at 10 ms,
+    // at 20 k events/s) but delay Watch by up to this much.
+    absl::Duration linger = absl::Milliseconds(5);
+    FullQueuePolicy full_queue_policy = FullQueuePolicy::kBlock;
+    absl::Duration block_timeout = absl::Milliseconds(20);
+    // A failed commit is retried `max_commit_attempts` times in all, `retry_backoff`
+    // apart (doubling), then its events count as dropped (and a GAP follows).
+    int max_commit_attempts = 5;
+    absl::Duration retry_backoff = absl::Milliseconds(50);
+    // Retention, run by the writer thread between batches every
+    // `retention_interval` (by `clock`); zero interval or an empty policy = off.
+    RetentionPolicy retention;
+    absl::Duration retention_interval = absl::ZeroDuration();
+    CommitNotifier* notifier = nullptr;         // optional; told the head after commits
+    AuditPipelineObserver* observer = nullptr;  // optional
+  };
+
+  // Starts the writer thread. INVALID_ARGUMENT when the store is missing or a size
+  // is zero.
+  static absl::StatusOr<std::unique_ptr<LocalAuditSink>> Create(Options options);
+  // Shutdown().
+  ~LocalAuditSink() override;
+
+  // Assigns event_id and time when empty and enqueues; see FullQueuePolicy.
+  // Thread-safe. After Shutdown() events are counted as dropped.
+  void Record(iotauth::audit::v1::AuditEvent event) override;
+
+  // Waits until every event accepted before the call is committed (or given up).
+  // False on timeout.
+  bool Flush(absl::Duration timeout);
+
+  // Stops accepting events, commits everything queued, and joins the writer.
+  // Idempotent.
+  void Shutdown();
+
+  AuditPipelineStats Stats() const;
+
+ private:
+  explicit LocalAuditSink(const Options& options);
+  void WriterLoop();
+  void CommitBatch(std::vector<iotauth::audit::v1::AuditEvent> batch, uint64_t gap);
+  void CountDropped(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RetentionEnabled() const;
+  void MaybeApplyRetention();
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  std::deque<iotauth::audit::v1::AuditEvent> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t gap_pending_ ABSL_GUARDED_BY(mu_) = 0;  // drops not yet written as a GAP
+  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;     // tickets for Flush
+  uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
+  AuditPipelineStats stats_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_retention_;  // writer thread only
+  absl::Mutex shutdown_mu_;
+  std::thread writer_;
+};
+
+// Builds the GAP event recording `dropped` lost events.
+iotauth::audit::v1::AuditEvent MakeGapEvent(uint64_t dropped, absl::Time now);
+
+}  // namespace iotauth::audit

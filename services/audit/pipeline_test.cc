@@ -1,0 +1,360 @@
+#include "services/audit/pipeline.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "services/audit/sqlite_audit_store.h"
+
+namespace iotauth::audit {
+namespace {
+
+using iotauth::audit::v1::AuditEvent;
+
+// Wraps a real store; Append can be held at a gate or made to fail, and batch sizes
+// are recorded.
+class GatedStore final : public AuditStore {
+ public:
+  explicit GatedStore(std::unique_ptr<AuditStore> inner) : inner_(std::move(inner)) {}
+
+  void Close() {
+    absl::MutexLock l(&mu_);
+    open_ = false;
+  }
+  void Open() {
+    absl::MutexLock l(&mu_);
+    open_ = true;
+  }
+  void FailNext(int n) {
+    absl::MutexLock l(&mu_);
+    fail_next_ = n;
+  }
+  // Waits until the writer is held at the gate.
+  void AwaitWaiting() {
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int* w) { return *w > 0; }, &waiting_));
+  }
+  std::vector<size_t> batch_sizes() {
+    absl::MutexLock l(&mu_);
+    return batch_sizes_;
+  }
+
+  absl::StatusOr<std::vector<AppendedEvent>> Append(std::vector<AuditEvent> events,
+                                                    std::vector<AuditEvent>* committed) override {
+    {
+      absl::MutexLock l(&mu_);
+      ++waiting_;
+      mu_.Await(absl::Condition(&open_));
+      --waiting_;
+      if (fail_next_ > 0) {
+        --fail_next_;
+        return absl::UnavailableError("injected");
+      }
+      batch_sizes_.push_back(events.size());
+    }
+    return inner_->Append(std::move(events), committed);
+  }
+  absl::StatusOr<std::vector<AuditEvent>> Query(const EventFilter& f, int limit) override {
+    return inner_->Query(f, limit);
+  }
+  absl::StatusOr<ChainHead> Head() override { return inner_->Head(); }
+  absl::StatusOr<uint64_t> FirstSequence() override { return inner_->FirstSequence(); }
+  absl::StatusOr<CheckpointRecord> CreateCheckpoint(absl::Time now) override {
+    return inner_->CreateCheckpoint(now);
+  }
+  absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() override {
+    return inner_->LatestCheckpoint();
+  }
+  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& p, absl::Time now) override {
+    return inner_->ApplyRetention(p, now);
+  }
+  absl::StatusOr<VerifyResult> Verify(uint64_t from, uint64_t to) override {
+    return inner_->Verify(from, to);
+  }
+
+ private:
+  std::unique_ptr<AuditStore> inner_;
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_next_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+};
+
+class CountingObserver final : public AuditPipelineObserver {
+ public:
+  void OnEnqueued() override { ++enqueued; }
+  void OnDropped(uint64_t n) override { dropped += n; }
+  void OnBatchCommitted(const std::vector<AuditEvent>& events, absl::Duration) override {
+    committed += events.size();
+    ++batches;
+  }
+  void OnCommitFailed(const absl::Status&) override { ++failures; }
+  std::atomic<uint64_t> enqueued{0}, dropped{0}, committed{0}, batches{0}, failures{0};
+};
+
+AuditEvent Event(int i) {
+  AuditEvent e;
+  e.set_event_id(absl::StrCat("e", i));
+  e.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION);
+  e.set_device_id(absl::StrCat("dev-", i));
+  return e;
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    path_ = absl::StrCat(dir ? dir : "/tmp", "/",
+                         ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
+    for (const char* s : {"", "-wal", "-shm"}) std::remove((path_ + s).c_str());
+    SqliteAuditStore::Options so;
+    so.path = path_;
+    auto inner = SqliteAuditStore::Open(so);
+    ASSERT_TRUE(inner.ok()) << inner.status();
+    store_ = std::make_unique<GatedStore>(std::move(*inner));
+    options_.store = store_.get();
+    options_.clock = &clock_;
+    options_.observer = &observer_;
+    options_.notifier = &notifier_;
+    options_.linger = absl::ZeroDuration();
+  }
+  void Start() {
+    auto s = LocalAuditSink::Create(options_);
+    ASSERT_TRUE(s.ok()) << s.status();
+    sink_ = std::move(*s);
+  }
+  std::vector<AuditEvent> All() {
+    auto r = store_->ReadAfter(0, 100000);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : std::vector<AuditEvent>{};
+  }
+
+  std::string path_;
+  FakeClock clock_;
+  std::unique_ptr<GatedStore> store_;
+  CountingObserver observer_;
+  CommitNotifier notifier_;
+  LocalAuditSink::Options options_;
+  std::unique_ptr<LocalAuditSink> sink_;
+};
+
+TEST_F(PipelineTest, CreateValidates) {
+  LocalAuditSink::Options o;
+  EXPECT_EQ(LocalAuditSink::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o = options_;
+  o.queue_capacity = 0;
+  EXPECT_EQ(LocalAuditSink::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PipelineTest, CommitsInBatchesOfAtMostMaxBatch) {
+  options_.max_batch = 4;
+  Start();
+  store_->Close();
+  sink_->Record(Event(1));
+  store_->AwaitWaiting();  // the writer holds a batch of one
+  for (int i = 2; i <= 10; ++i) sink_->Record(Event(i));
+  store_->Open();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(store_->batch_sizes(), (std::vector<size_t>{1, 4, 4, 1}));
+  auto all = All();
+  ASSERT_EQ(all.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(all[i].event_id(), absl::StrCat("e", i + 1));  // order kept
+    EXPECT_EQ(all[i].sequence(), static_cast<uint64_t>(i + 1));
+  }
+  AuditPipelineStats st = sink_->Stats();
+  EXPECT_EQ(st.enqueued, 10u);
+  EXPECT_EQ(st.committed, 10u);
+  EXPECT_EQ(st.batches, 4u);
+  EXPECT_EQ(st.dropped, 0u);
+  EXPECT_EQ(observer_.committed, 10u);
+  EXPECT_EQ(notifier_.head(), 10u);
+  EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+TEST_F(PipelineTest, LingerGathersABatch) {
+  options_.max_batch = 3;
+  options_.linger = absl::Seconds(30);  // only a full batch (or shutdown) ends the wait
+  Start();
+  for (int i = 1; i <= 3; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(store_->batch_sizes(), (std::vector<size_t>{3}));
+}
+
+TEST_F(PipelineTest, DropPolicyCountsDropsAndWritesAGap) {
+  options_.queue_capacity = 2;
+  options_.full_queue_policy = LocalAuditSink::FullQueuePolicy::kDrop;
+  Start();
+  store_->Close();
+  sink_->Record(Event(1));
+  store_->AwaitWaiting();
+  for (int i = 2; i <= 8; ++i) sink_->Record(Event(i));  // 2, 3 fit; 4..8 dropped
+  AuditPipelineStats st = sink_->Stats();
+  EXPECT_EQ(st.dropped, 5u);
+  EXPECT_EQ(st.enqueued, 3u);
+  EXPECT_EQ(observer_.dropped, 5u);
+  store_->Open();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto all = All();
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].event_id(), "e1");
+  EXPECT_EQ(all[1].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(all[1].attributes().at("dropped_count"), "5");
+  EXPECT_EQ(all[1].reason(), "5 audit events lost");
+  EXPECT_EQ(all[2].event_id(), "e2");
+  EXPECT_EQ(all[3].event_id(), "e3");
+  st = sink_->Stats();
+  EXPECT_EQ(st.gap_events, 1u);
+  EXPECT_EQ(st.committed, 4u);
+  EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+TEST_F(PipelineTest, BlockPolicyWaitsUpToTheDeadlineThenDrops) {
+  options_.queue_capacity = 1;
+  options_.full_queue_policy = LocalAuditSink::FullQueuePolicy::kBlock;
+  options_.block_timeout = absl::Milliseconds(100);
+  Start();
+  store_->Close();
+  sink_->Record(Event(1));
+  store_->AwaitWaiting();
+  sink_->Record(Event(2));  // fills the queue
+  const absl::Time start = absl::Now();
+  sink_->Record(Event(3));  // waits 100 ms, then drops
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+  EXPECT_EQ(sink_->Stats().dropped, 1u);
+
+  store_->Open();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto all = All();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[1].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+}
+
+TEST_F(PipelineTest, BlockPolicyAcceptsWhenRoomAppears) {
+  options_.queue_capacity = 1;
+  options_.full_queue_policy = LocalAuditSink::FullQueuePolicy::kBlock;
+  options_.block_timeout = absl::Seconds(20);
+  Start();
+  store_->Close();
+  sink_->Record(Event(1));
+  store_->AwaitWaiting();
+  sink_->Record(Event(2));
+  std::thread producer([this] { sink_->Record(Event(3)); });  // blocks: queue full
+  absl::SleepFor(absl::Milliseconds(50));  // let it block (the test holds either way)
+  store_->Open();
+  producer.join();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(sink_->Stats().dropped, 0u);
+  EXPECT_EQ(All().size(), 3u);
+}
+
+TEST_F(PipelineTest, ShutdownDrainsTheQueue) {
+  options_.max_batch = 16;
+  options_.linger = absl::Seconds(30);
+  Start();
+  for (int i = 1; i <= 100; ++i) sink_->Record(Event(i));
+  sink_->Shutdown();
+  EXPECT_EQ(All().size(), 100u);
+  EXPECT_EQ(sink_->Stats().committed, 100u);
+  sink_->Record(Event(101));  // after shutdown: counted, not written
+  EXPECT_EQ(sink_->Stats().dropped, 1u);
+  sink_->Shutdown();  // idempotent
+  EXPECT_EQ(All().size(), 100u);
+}
+
+TEST_F(PipelineTest, AssignsIdAndTimeWhenEmpty) {
+  Start();
+  AuditEvent e;
+  e.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHORIZATION);
+  e.set_sequence(77);  // producers cannot choose
+  sink_->Record(e);
+  sink_->Record(Event(2));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto all = All();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].event_id().size(), 32u);
+  EXPECT_EQ(all[0].time().seconds(), absl::ToUnixSeconds(clock_.Now()));
+  EXPECT_EQ(all[0].sequence(), 1u);
+  EXPECT_EQ(all[1].event_id(), "e2");
+}
+
+TEST_F(PipelineTest, RetriesFailedCommits) {
+  options_.retry_backoff = absl::Milliseconds(1);
+  Start();
+  store_->FailNext(2);
+  sink_->Record(Event(1));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(All().size(), 1u);
+  EXPECT_EQ(sink_->Stats().commit_failures, 2u);
+  EXPECT_EQ(observer_.failures, 2u);
+  EXPECT_EQ(sink_->Stats().dropped, 0u);
+}
+
+TEST_F(PipelineTest, GivingUpOnACommitLeavesAGap) {
+  options_.retry_backoff = absl::Milliseconds(1);
+  options_.max_commit_attempts = 2;
+  Start();
+  store_->Close();
+  sink_->Record(Event(1));
+  store_->AwaitWaiting();
+  sink_->Record(Event(2));
+  store_->FailNext(2);  // batch {e1} fails twice: lost
+  store_->Open();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto all = All();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(all[0].attributes().at("dropped_count"), "1");
+  EXPECT_EQ(all[1].event_id(), "e2");
+  EXPECT_EQ(sink_->Stats().dropped, 1u);
+}
+
+TEST_F(PipelineTest, ConcurrentProducersLoseNothing) {
+  options_.max_batch = 64;
+  options_.queue_capacity = 256;
+  options_.block_timeout = absl::Seconds(20);
+  Start();
+  std::vector<std::thread> producers;
+  for (int t = 0; t < 4; ++t) {
+    producers.emplace_back([this, t] {
+      for (int i = 0; i < 500; ++i) sink_->Record(Event(t * 1000 + i));
+    });
+  }
+  for (auto& p : producers) p.join();
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(20)));
+  EXPECT_EQ(All().size(), 2000u);
+  EXPECT_EQ(sink_->Stats().dropped, 0u);
+  EXPECT_EQ(notifier_.WaitAbove(1999, absl::Seconds(1)), 2000u);
+  EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+TEST_F(PipelineTest, AppliesRetentionOnTheWriterThread) {
+  options_.retention.max_rows = 5;
+  options_.retention_interval = absl::Minutes(1);
+  Start();
+  for (int i = 1; i <= 12; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(All().size(), 12u);  // not due yet
+  clock_.Advance(absl::Minutes(2));
+  sink_->Record(Event(13));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (sink_->Stats().pruned == 0 && absl::Now() < deadline)
+    absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_EQ(sink_->Stats().pruned, 8u);
+  auto all = All();
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all.front().sequence(), 9u);
+  auto v = store_->Verify(0, 0);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok) << v->problem << " " << v->detail;
+}
+
+}  // namespace
+}  // namespace iotauth::audit

@@ -1,0 +1,241 @@
+#include "services/audit/remote_sink.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "services/audit/event_util.h"
+
+namespace iotauth::audit {
+
+absl::StatusOr<std::unique_ptr<RemoteAuditSink>> RemoteAuditSink::Create(Options options) {
+  if (options.channel == nullptr)
+    return absl::InvalidArgumentError("remote audit sink: no channel");
+  if (options.queue_capacity == 0 || options.max_batch == 0 || options.max_in_flight == 0) {
+    return absl::InvalidArgumentError("remote audit sink: sizes must be > 0");
+  }
+  if (options.clock == nullptr) options.clock = &RealClock::Get();
+  if (options.initial_backoff <= absl::ZeroDuration())
+    options.initial_backoff = absl::Milliseconds(1);
+  options.max_backoff = std::max(options.max_backoff, options.initial_backoff);
+  std::unique_ptr<RemoteAuditSink> sink(new RemoteAuditSink(std::move(options)));
+  sink->sender_ = std::thread([s = sink.get()] { s->SenderLoop(); });
+  return sink;
+}
+
+RemoteAuditSink::RemoteAuditSink(Options options)
+    : options_(std::move(options)), stub_(v1::AuditLog::NewStub(options_.channel)) {}
+
+RemoteAuditSink::~RemoteAuditSink() { Shutdown(absl::Seconds(5)); }
+
+void RemoteAuditSink::Record(v1::AuditEvent event) {
+  PrepareForRecord(*options_.clock, &event);
+  bool accepted = false;
+  {
+    absl::MutexLock lock(&mu_);
+    const size_t capacity = options_.queue_capacity;
+    auto has_room = [this, capacity]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || pending_.size() < capacity;
+    };
+    if (!has_room() && options_.full_queue_policy == LocalAuditSink::FullQueuePolicy::kBlock) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.block_timeout);
+    }
+    if (stopping_ || pending_.size() >= capacity) {
+      ++stats_.dropped;
+      if (!stopping_) ++gap_pending_;
+    } else {
+      pending_.push_back(std::move(event));
+      ++stats_.enqueued;
+      accepted = true;
+    }
+  }
+  if (options_.observer == nullptr) return;
+  if (accepted) {
+    options_.observer->OnEnqueued();
+  } else {
+    options_.observer->OnDropped(1);
+  }
+}
+
+void RemoteAuditSink::ReaderLoop(
+    grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestAck>* stream) {
+  v1::IngestAck ack;
+  while (stream->Read(&ack)) {
+    std::vector<v1::AuditEvent> done;
+    {
+      absl::MutexLock lock(&mu_);
+      absl::flat_hash_set<std::string> ids(ack.event_ids().begin(), ack.event_ids().end());
+      // Acks come in send order, so the acknowledged events are at the front.
+      size_t i = 0;
+      while (!ids.empty() && i < pending_.size()) {
+        if (ids.erase(pending_[i].event_id()) > 0) {
+          done.push_back(std::move(pending_[i]));
+          pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+          if (i < sent_) --sent_;
+        } else {
+          ++i;
+        }
+      }
+      stats_.acked += done.size();
+      ack_wait_start_ = absl::Now();
+    }
+    if (options_.observer != nullptr && !done.empty()) {
+      options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  stream_broken_ = true;
+}
+
+void RemoteAuditSink::SenderLoop() {
+  absl::Duration backoff = options_.initial_backoff;
+  for (;;) {
+    // One Ingest stream per iteration of this loop.
+    uint64_t acked_before = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !pending_.empty() || gap_pending_ > 0;
+      };
+      mu_.Await(absl::Condition(&work));
+      if (stopping_ && pending_.empty() && gap_pending_ == 0) return;
+      if (stopping_ && absl::Now() >= shutdown_deadline_) break;
+      ++stats_.connects;
+      stream_broken_ = false;
+      acked_before = stats_.acked;
+    }
+    grpc::ClientContext context;
+    if (options_.configure_context) options_.configure_context(&context);
+    auto stream = stub_->Ingest(&context);
+    std::thread reader([this, s = stream.get()] { ReaderLoop(s); });
+    bool clean_end = false;
+    bool ended_by_us = false;  // else the stream failed (and already has its status)
+    bool ack_timed_out = false;
+    for (;;) {
+      v1::IngestRequest request;
+      {
+        absl::MutexLock lock(&mu_);
+        const size_t max_batch = options_.max_batch;
+        const size_t max_in_flight = options_.max_in_flight;
+        auto has_unsent = [this, max_in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return sent_ < pending_.size() && sent_ < max_in_flight;
+        };
+        auto ack_overdue = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return sent_ > 0 && absl::Now() - ack_wait_start_ > options_.ack_timeout;
+        };
+        auto terminal = [this, &ack_overdue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stream_broken_ || ack_overdue() ||
+                 (stopping_ &&
+                  ((pending_.empty() && gap_pending_ == 0) || absl::Now() >= shutdown_deadline_));
+        };
+        auto any = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return terminal() || gap_pending_ > 0 || has_unsent();
+        };
+        auto full = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return terminal() || gap_pending_ > 0 || stopping_ ||
+                 (has_unsent() && pending_.size() - sent_ >= max_batch);
+        };
+        // Short timeouts: the shutdown deadline is time-based, not a state change.
+        if (!mu_.AwaitWithTimeout(absl::Condition(&any), absl::Milliseconds(100))) continue;
+        if (!full() && options_.linger > absl::ZeroDuration()) {
+          mu_.AwaitWithTimeout(absl::Condition(&full), options_.linger);
+        }
+        if (terminal()) {
+          ended_by_us = !stream_broken_;
+          clean_end = ended_by_us && pending_.empty() && gap_pending_ == 0;
+          if (ack_overdue() && !stream_broken_) {
+            stats_.last_stream_error = absl::DeadlineExceededError("no ingest ack in time");
+            ack_timed_out = true;
+          }
+          break;
+        }
+        if (gap_pending_ > 0) {
+          pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(sent_),
+                          MakeGapEvent(gap_pending_, options_.clock->Now()));
+          gap_pending_ = 0;
+          ++stats_.gap_events;
+        }
+        if (!has_unsent()) continue;
+        const size_t n = std::min({pending_.size() - sent_, max_batch, max_in_flight - sent_});
+        for (size_t i = 0; i < n; ++i) *request.add_events() = pending_[sent_ + i];
+        if (sent_ == 0) ack_wait_start_ = absl::Now();
+        sent_ += n;
+        stats_.sent += n;
+      }
+      if (!stream->Write(request)) break;
+    }
+    // Tear down this stream; whatever is unacknowledged goes again on the next one.
+    if (clean_end) stream->WritesDone();
+    // Cancel only a stream we are abandoning: a failed one is finished already, and
+    // cancelling it would replace its status with CANCELLED.
+    if (ended_by_us) context.TryCancel();
+    reader.join();
+    const grpc::Status finish = stream->Finish();
+    bool stop_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!clean_end) {
+        ++stats_.stream_failures;
+        if (!ack_timed_out) {
+          stats_.last_stream_error =
+              finish.ok() ? absl::UnavailableError("ingest stream closed")
+                          : absl::Status(static_cast<absl::StatusCode>(finish.error_code()),
+                                         finish.error_message());
+        }
+        stats_.resent += sent_;  // sent but unacknowledged: they go again
+      }
+      sent_ = 0;
+      stop_now = stopping_ && (pending_.empty() || absl::Now() >= shutdown_deadline_);
+      if (stats_.acked > acked_before) backoff = options_.initial_backoff;
+    }
+    if (stop_now) break;
+    // Back off before reconnecting (cut short by the shutdown deadline).
+    {
+      absl::MutexLock lock(&mu_);
+      auto give_up = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ && absl::Now() >= shutdown_deadline_;
+      };
+      mu_.AwaitWithTimeout(
+          absl::Condition(&give_up),
+          stopping_ ? std::min(backoff, shutdown_deadline_ - absl::Now()) : backoff);
+    }
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  absl::MutexLock lock(&mu_);
+  // Drops behind gap_pending_ were counted when they happened.
+  stats_.dropped += pending_.size();
+  pending_.clear();
+  sent_ = 0;
+  gap_pending_ = 0;
+}
+
+bool RemoteAuditSink::Flush(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_.empty() && gap_pending_ == 0;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
+void RemoteAuditSink::Shutdown(absl::Duration timeout) {
+  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      shutdown_deadline_ = absl::Now() + timeout;
+    }
+  }
+  if (sender_.joinable()) sender_.join();
+}
+
+RemoteSinkStats RemoteAuditSink::Stats() const {
+  absl::MutexLock lock(&mu_);
+  RemoteSinkStats s = stats_;
+  s.pending = pending_.size();
+  return s;
+}
+
+}  // namespace iotauth::audit

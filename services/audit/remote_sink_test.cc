@@ -1,0 +1,232 @@
+#include "services/audit/remote_sink.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "services/audit/audit_service.h"
+#include "services/audit/sqlite_audit_store.h"
+
+namespace iotauth::audit {
+namespace {
+
+namespace v1 = iotauth::audit::v1;
+
+v1::AuditEvent Event(int i) {
+  v1::AuditEvent e;
+  e.set_type(v1::EVENT_TYPE_AUTHENTICATION);
+  e.set_device_id(absl::StrCat("dev-", i));
+  return e;
+}
+
+// The first Ingest call commits the first request but fails before acknowledging
+// it; later calls behave normally.
+class FlakyIngest final : public v1::AuditLog::Service {
+ public:
+  explicit FlakyIngest(AuditService* real) : real_(real) {}
+  grpc::Status Ingest(grpc::ServerContext* context,
+                      grpc::ServerReaderWriter<v1::IngestAck, v1::IngestRequest>* stream) override {
+    if (calls_.fetch_add(1) == 0) {
+      v1::IngestRequest req;
+      if (stream->Read(&req)) {
+        committed_without_ack_ = req.events_size();
+        EXPECT_TRUE(real_->RunIngest(req).ok());
+      }
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "injected failure");
+    }
+    return real_->Ingest(context, stream);
+  }
+  std::atomic<int> calls_{0};
+  std::atomic<int> committed_without_ack_{0};
+
+ private:
+  AuditService* real_;
+};
+
+// The first Ingest call reads but never acknowledges (a hung server).
+class SilentIngest final : public v1::AuditLog::Service {
+ public:
+  explicit SilentIngest(AuditService* real) : real_(real) {}
+  grpc::Status Ingest(grpc::ServerContext* context,
+                      grpc::ServerReaderWriter<v1::IngestAck, v1::IngestRequest>* stream) override {
+    if (calls_.fetch_add(1) == 0) {
+      v1::IngestRequest req;
+      while (stream->Read(&req)) {
+      }
+      return grpc::Status::OK;
+    }
+    return real_->Ingest(context, stream);
+  }
+  std::atomic<int> calls_{0};
+
+ private:
+  AuditService* real_;
+};
+
+class RemoteSinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    const std::string path =
+        absl::StrCat(dir ? dir : "/tmp", "/",
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
+    for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
+    SqliteAuditStore::Options so;
+    so.path = path;
+    auto store = SqliteAuditStore::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    AuditService::Options o;
+    o.store = store_.get();
+    o.caller_resolver = &resolver_;
+    auto service = AuditService::Create(o);
+    ASSERT_TRUE(service.ok());
+    service_ = std::move(*service);
+  }
+  void TearDown() override {
+    sink_.reset();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+  std::unique_ptr<grpc::Server> StartServer(grpc::Service* service, const std::string& address,
+                                            int* port) {
+    grpc::ServerBuilder builder;
+    if (!address.empty()) {
+      builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+    }
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    builder.RegisterService(service);
+    return builder.BuildAndStart();
+  }
+  void StartSink(std::shared_ptr<grpc::Channel> channel, size_t capacity = 1000,
+                 absl::Duration ack_timeout = absl::Seconds(30)) {
+    RemoteAuditSink::Options o;
+    o.ack_timeout = ack_timeout;
+    o.channel = std::move(channel);
+    o.max_batch = 10;
+    o.queue_capacity = capacity;
+    o.initial_backoff = absl::Milliseconds(20);
+    o.max_backoff = absl::Milliseconds(200);
+    auto sink = RemoteAuditSink::Create(o);
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    sink_ = std::move(*sink);
+  }
+  std::vector<v1::AuditEvent> Stored() {
+    auto r = store_->ReadAfter(0, 100000);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : std::vector<v1::AuditEvent>{};
+  }
+
+  AllowAllCallerResolver resolver_;
+  std::unique_ptr<SqliteAuditStore> store_;
+  std::unique_ptr<AuditService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<RemoteAuditSink> sink_;
+};
+
+TEST_F(RemoteSinkTest, CreateValidates) {
+  EXPECT_EQ(RemoteAuditSink::Create({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RemoteSinkTest, StreamsEventsInOrderUntilAcknowledged) {
+  server_ = StartServer(service_.get(), "", nullptr);
+  StartSink(server_->InProcessChannel(grpc::ChannelArguments()));
+  for (int i = 0; i < 95; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto stored = Stored();
+  ASSERT_EQ(stored.size(), 95u);
+  for (int i = 0; i < 95; ++i) EXPECT_EQ(stored[i].device_id(), absl::StrCat("dev-", i));
+  RemoteSinkStats st = sink_->Stats();
+  EXPECT_EQ(st.acked, 95u);
+  EXPECT_EQ(st.pending, 0u);
+  EXPECT_EQ(st.dropped, 0u);
+  EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+TEST_F(RemoteSinkTest, ResendsAfterFailureWithoutDuplicates) {
+  FlakyIngest flaky(service_.get());
+  server_ = StartServer(&flaky, "", nullptr);
+  StartSink(server_->InProcessChannel(grpc::ChannelArguments()));
+  for (int i = 0; i < 50; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(15)));
+  EXPECT_GT(flaky.committed_without_ack_.load(), 0);
+  EXPECT_GE(flaky.calls_.load(), 2);
+  auto stored = Stored();
+  ASSERT_EQ(stored.size(), 50u);  // the committed-but-unacked events were not duplicated
+  std::set<std::string> ids;
+  for (const auto& e : stored) ids.insert(e.event_id());
+  EXPECT_EQ(ids.size(), 50u);
+  RemoteSinkStats st = sink_->Stats();
+  EXPECT_GE(st.stream_failures, 1u);
+  EXPECT_EQ(st.last_stream_error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_GE(st.resent, static_cast<uint64_t>(flaky.committed_without_ack_.load()));
+  EXPECT_EQ(st.acked, 50u);
+}
+
+TEST_F(RemoteSinkTest, AbandonsAStreamWhoseAcksNeverCome) {
+  SilentIngest silent(service_.get());
+  server_ = StartServer(&silent, "", nullptr);
+  StartSink(server_->InProcessChannel(grpc::ChannelArguments()), 1000, absl::Milliseconds(200));
+  for (int i = 0; i < 5; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(15)));
+  EXPECT_EQ(Stored().size(), 5u);
+  EXPECT_GE(silent.calls_.load(), 2);
+  RemoteSinkStats st = sink_->Stats();
+  EXPECT_EQ(st.last_stream_error.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(st.resent, 5u);
+}
+
+TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
+  int port = 0;
+  server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+  ASSERT_GT(port, 0);
+  server_->Shutdown();
+  server_.reset();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  StartSink(grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                      grpc::InsecureChannelCredentials(), args),
+            /*capacity=*/5);
+  for (int i = 0; i < 8; ++i) sink_->Record(Event(i));  // 5 held, 3 dropped
+  EXPECT_FALSE(sink_->Flush(absl::Milliseconds(300)));
+  EXPECT_EQ(sink_->Stats().dropped, 3u);
+
+  int port2 = 0;
+  server_ = StartServer(service_.get(), absl::StrCat("127.0.0.1:", port), &port2);
+  ASSERT_EQ(port2, port);
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(15)));
+  auto stored = Stored();
+  ASSERT_EQ(stored.size(), 6u);
+  int gaps = 0;
+  for (const auto& e : stored) {
+    if (e.type() == v1::EVENT_TYPE_GAP) {
+      ++gaps;
+      EXPECT_EQ(e.attributes().at("dropped_count"), "3");
+    }
+  }
+  EXPECT_EQ(gaps, 1);
+  EXPECT_GE(sink_->Stats().connects, 2u);
+}
+
+TEST_F(RemoteSinkTest, ShutdownGivesUpAfterTheDeadline) {
+  grpc::ChannelArguments args;
+  // Nothing listens on port 1.
+  StartSink(grpc::CreateCustomChannel("127.0.0.1:1", grpc::InsecureChannelCredentials(), args));
+  for (int i = 0; i < 4; ++i) sink_->Record(Event(i));
+  const absl::Time start = absl::Now();
+  sink_->Shutdown(absl::Milliseconds(300));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_EQ(sink_->Stats().dropped, 4u);
+  sink_->Record(Event(5));
+  EXPECT_EQ(sink_->Stats().dropped, 5u);
+}
+
+}  // namespace
+}  // namespace iotauth::audit

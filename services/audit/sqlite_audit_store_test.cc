@@ -1,0 +1,441 @@
+#include "services/audit/sqlite_audit_store.h"
+
+#include <sqlite3.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "services/audit/canonical.h"
+#include "services/common/clock.h"
+
+namespace iotauth::audit {
+namespace {
+
+using iotauth::audit::v1::AuditEvent;
+
+std::string TempDbPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  std::string file = name;
+  for (char& c : file) {
+    if (c == '/') c = '_';
+  }
+  std::string path = absl::StrCat(dir ? dir : "/tmp", "/", file, ".db");
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  return path;
+}
+
+// Runs `sql` on its own connection: what an attacker with file access would do.
+void Tamper(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  ASSERT_EQ(rc, SQLITE_OK) << (err ? err : "") << " in " << sql;
+  sqlite3_close(db);
+}
+
+AuditEvent MakeEvent(int i, absl::Time t = absl::FromUnixSeconds(1700000000)) {
+  AuditEvent e;
+  e.set_event_id(absl::StrCat("id-", i));
+  e.mutable_time()->set_seconds(absl::ToUnixSeconds(t) + i);
+  e.set_type(i % 2 ? iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION
+                   : iotauth::audit::v1::EVENT_TYPE_ADMIN_MUTATION);
+  e.set_tenant_id(i % 3 ? "t1" : "t2");
+  e.set_device_id(absl::StrCat("dev-", i % 4));
+  e.set_outcome(i % 5 ? iotauth::audit::v1::OUTCOME_ALLOW : iotauth::audit::v1::OUTCOME_DENY);
+  e.set_reason("R");
+  (*e.mutable_attributes())["k"] = absl::StrCat("v", i);
+  return e;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void Open(uint64_t checkpoint_interval = 4) {
+    store_.reset();
+    SqliteAuditStore::Options o;
+    o.path = path_;
+    o.checkpoint_interval = checkpoint_interval;
+    o.clock = &clock_;
+    auto s = SqliteAuditStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  void AppendRange(int from, int to) {
+    std::vector<AuditEvent> batch;
+    for (int i = from; i <= to; ++i) batch.push_back(MakeEvent(i));
+    auto r = store_->Append(std::move(batch), nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  VerifyResult VerifyAll(uint64_t from = 0, uint64_t to = 0) {
+    auto r = store_->Verify(from, to);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : VerifyResult{};
+  }
+  AuditEvent Get(uint64_t seq) {
+    EventFilter f;
+    f.after_sequence = seq - 1;
+    auto r = store_->Query(f, 1);
+    EXPECT_TRUE(r.ok() && r->size() == 1);
+    return r.ok() && !r->empty() ? (*r)[0] : AuditEvent();
+  }
+
+  FakeClock clock_;
+  std::string path_ = TempDbPath(
+      ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() +
+      std::string("_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::unique_ptr<SqliteAuditStore> store_;
+};
+
+TEST_F(StoreTest, AppendAssignsGapFreeSequencesAndChains) {
+  Open();
+  std::vector<AuditEvent> committed;
+  std::vector<AuditEvent> batch = {MakeEvent(1), MakeEvent(2), MakeEvent(3)};
+  batch[0].set_sequence(99);  // ignored
+  batch[0].set_hash("bogus");
+  auto r = store_->Append(batch, &committed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_EQ((*r)[0].sequence, 1u);
+  EXPECT_EQ((*r)[2].sequence, 3u);
+  ASSERT_EQ(committed.size(), 3u);
+  EXPECT_EQ(committed[0].prev_hash(), kGenesisHash);
+  EXPECT_EQ(committed[1].prev_hash(), committed[0].hash());
+  AppendRange(4, 6);
+  auto all = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 6u);
+  for (size_t i = 0; i < all->size(); ++i) {
+    EXPECT_EQ((*all)[i].sequence(), i + 1);
+    EXPECT_EQ(*ComputeEventHash((*all)[i]), (*all)[i].hash());
+    if (i > 0) {
+      EXPECT_EQ((*all)[i].prev_hash(), (*all)[i - 1].hash());
+    }
+  }
+  // Stored form round-trips every field.
+  AuditEvent want = MakeEvent(1);
+  want.set_sequence(1);
+  want.set_prev_hash(std::string(kGenesisHash));
+  want.set_hash(committed[0].hash());
+  EXPECT_EQ((*all)[0].SerializeAsString(), want.SerializeAsString());
+  auto head = store_->Head();
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->sequence, 6u);
+  EXPECT_EQ(head->hash, (*all)[5].hash());
+}
+
+TEST_F(StoreTest, RejectsEventWithoutId) {
+  Open();
+  AuditEvent e = MakeEvent(1);
+  e.clear_event_id();
+  EXPECT_EQ(store_->Append({e}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Head()->sequence, 0u);
+}
+
+TEST_F(StoreTest, DeduplicatesByEventId) {
+  Open();
+  AppendRange(1, 2);
+  std::vector<AuditEvent> committed;
+  auto r = store_->Append({MakeEvent(2), MakeEvent(3), MakeEvent(3)}, &committed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[0].sequence, 2u);
+  EXPECT_FALSE((*r)[1].duplicate);
+  EXPECT_EQ((*r)[1].sequence, 3u);
+  EXPECT_TRUE((*r)[2].duplicate);
+  EXPECT_EQ((*r)[2].sequence, 3u);
+  EXPECT_EQ(committed.size(), 1u);
+  EXPECT_EQ(store_->Head()->sequence, 3u);
+  EXPECT_TRUE(VerifyAll().ok);
+}
+
+TEST_F(StoreTest, QueryFiltersAndPages) {
+  Open();
+  AppendRange(1, 30);
+  EventFilter f;
+  f.tenant_id = "t2";  // i % 3 == 0
+  auto r = store_->Query(f, 100);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->size(), 10u);
+  for (const auto& e : *r) EXPECT_EQ(e.tenant_id(), "t2");
+
+  f = {};
+  f.device_id = "dev-1";
+  f.outcome = iotauth::audit::v1::OUTCOME_DENY;  // i % 4 == 1 and i % 5 == 0: 5, 25
+  r = store_->Query(f, 100);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].sequence(), 5u);
+  EXPECT_EQ((*r)[1].sequence(), 25u);
+
+  f = {};
+  f.type = iotauth::audit::v1::EVENT_TYPE_ADMIN_MUTATION;
+  f.start_time = absl::FromUnixSeconds(1700000010);
+  f.end_time = absl::FromUnixSeconds(1700000020);  // 10..19, even: 5 events
+  r = store_->Query(f, 100);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->size(), 5u);
+
+  // Pagination by sequence cursor.
+  f = {};
+  std::vector<uint64_t> seen;
+  for (;;) {
+    r = store_->Query(f, 7);
+    ASSERT_TRUE(r.ok());
+    if (r->empty()) break;
+    for (const auto& e : *r) seen.push_back(e.sequence());
+    f.after_sequence = r->back().sequence();
+  }
+  ASSERT_EQ(seen.size(), 30u);
+  EXPECT_EQ(seen.back(), 30u);
+
+  f = {};
+  f.after_sequence = 10;
+  f.max_sequence = 12;
+  r = store_->Query(f, 100);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->size(), 2u);
+}
+
+TEST_F(StoreTest, CheckpointsEveryNAndOnDemand) {
+  Open(/*checkpoint_interval=*/4);
+  EXPECT_FALSE(store_->LatestCheckpoint()->has_value());
+  EXPECT_EQ(store_->CreateCheckpoint(clock_.Now()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  AppendRange(1, 10);
+  auto ck = store_->LatestCheckpoint();
+  ASSERT_TRUE(ck.ok() && ck->has_value());
+  EXPECT_EQ((*ck)->sequence, 8u);
+  EXPECT_EQ((*ck)->head_hash, Get(8).hash());
+  auto made = store_->CreateCheckpoint(clock_.Now());
+  ASSERT_TRUE(made.ok());
+  EXPECT_EQ(made->sequence, 10u);
+  EXPECT_EQ(made->head_hash, store_->Head()->hash);
+  EXPECT_EQ((*store_->LatestCheckpoint())->sequence, 10u);
+}
+
+TEST_F(StoreTest, ReopenContinuesTheChain) {
+  Open();
+  AppendRange(1, 5);
+  Open();
+  AppendRange(6, 9);
+  EXPECT_EQ(store_->Head()->sequence, 9u);
+  VerifyResult v = VerifyAll();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.events_checked, 9u);
+}
+
+TEST_F(StoreTest, VerifyCleanLogAndSubrange) {
+  Open();
+  VerifyResult v = VerifyAll();
+  EXPECT_TRUE(v.ok);
+  EXPECT_EQ(v.events_checked, 0u);
+  AppendRange(1, 10);
+  v = VerifyAll();
+  EXPECT_TRUE(v.ok) << v.detail;
+  EXPECT_EQ(v.events_checked, 10u);
+  v = VerifyAll(6, 7);  // starts from checkpoint 4
+  EXPECT_TRUE(v.ok) << v.detail;
+  EXPECT_EQ(v.anchor_sequence, 4u);
+  EXPECT_EQ(v.last_sequence, 7u);
+}
+
+struct TamperCase {
+  const char* name;
+  std::string sql;
+  uint64_t bad_sequence;
+  const char* problem;
+};
+
+class TamperTest : public StoreTest, public ::testing::WithParamInterface<TamperCase> {};
+
+TEST_P(TamperTest, VerifyNamesTheFirstBadEvent) {
+  Open(/*checkpoint_interval=*/4);
+  AppendRange(1, 10);
+  ASSERT_TRUE(VerifyAll().ok);
+  Tamper(path_, GetParam().sql);
+  VerifyResult v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, GetParam().bad_sequence) << v.detail;
+  EXPECT_EQ(v.problem, GetParam().problem) << v.detail;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rows, TamperTest,
+    ::testing::Values(
+        TamperCase{"EditDevice", "UPDATE audit_events SET device_id = 'x' WHERE sequence = 6", 6,
+                   kProblemAltered},
+        TamperCase{"EditOutcome", "UPDATE audit_events SET outcome = 1 WHERE sequence = 5", 5,
+                   kProblemAltered},
+        TamperCase{"EditTime", "UPDATE audit_events SET time_nanos = 1 WHERE sequence = 3", 3,
+                   kProblemAltered},
+        TamperCase{"EditAttributes", "UPDATE audit_events SET attributes = X'' WHERE sequence = 2",
+                   2, kProblemAltered},
+        TamperCase{"CorruptAttributes",
+                   "UPDATE audit_events SET attributes = X'00' WHERE sequence = 2", 2,
+                   kProblemAltered},
+        TamperCase{"EditHash",
+                   "UPDATE audit_events SET hash = lower(hex(randomblob(32))) "
+                   "WHERE sequence = 7",
+                   7, kProblemAltered},
+        TamperCase{"EditFirstPrevHash",
+                   "UPDATE audit_events SET prev_hash = lower(hex(randomblob(32))) "
+                   "WHERE sequence = 1",
+                   1, kProblemCheckpointMismatch},
+        TamperCase{"DeleteMiddle", "DELETE FROM audit_events WHERE sequence = 7", 7,
+                   kProblemMissing},
+        TamperCase{"DeleteAndRenumber",
+                   "DELETE FROM audit_events WHERE sequence = 4; "
+                   "UPDATE audit_events SET sequence = sequence - 1 WHERE sequence > 4",
+                   4, kProblemMissing},
+        TamperCase{"DeleteTwoAndRenumber",
+                   "DELETE FROM audit_events WHERE sequence IN (4, 5); "
+                   "UPDATE audit_events SET sequence = sequence - 2 WHERE sequence > 5",
+                   4, kProblemMissing},
+        TamperCase{"DeleteFirst", "DELETE FROM audit_events WHERE sequence = 1", 1,
+                   kProblemMissing},
+        TamperCase{"DeleteTail", "DELETE FROM audit_events WHERE sequence >= 9", 9,
+                   kProblemMissing},
+        // The head record still holds event 10's hash. (Rewriting it too is only
+        // caught against a checkpoint kept outside the database: GetCheckpoint.)
+        TamperCase{"DeleteTailAndState",
+                   "DELETE FROM audit_events WHERE sequence >= 9; "
+                   "UPDATE audit_state SET head_sequence = 8",
+                   8, kProblemCheckpointMismatch},
+        TamperCase{"Swap",
+                   "UPDATE audit_events SET sequence = -5 WHERE sequence = 5; "
+                   "UPDATE audit_events SET sequence = 5 WHERE sequence = 6; "
+                   "UPDATE audit_events SET sequence = 6 WHERE sequence = -5",
+                   5, kProblemReordered},
+        TamperCase{"MoveLater",
+                   "UPDATE audit_events SET sequence = -2 WHERE sequence = 2; "
+                   "UPDATE audit_events SET sequence = 2 WHERE sequence = 3; "
+                   "UPDATE audit_events SET sequence = 3 WHERE sequence = 4; "
+                   "UPDATE audit_events SET sequence = 4 WHERE sequence = -2",
+                   2, kProblemReordered},
+        TamperCase{"EditCheckpoint",
+                   "UPDATE audit_checkpoints SET head_hash = lower(hex(randomblob(32))) "
+                   "WHERE sequence = 8",
+                   8, kProblemCheckpointMismatch},
+        TamperCase{"EditStateHead", "UPDATE audit_state SET head_hash = lower(hex(randomblob(32)))",
+                   10, kProblemCheckpointMismatch}),
+    [](const ::testing::TestParamInfo<TamperCase>& info) { return info.param.name; });
+
+// A careful attacker rewrites one event and recomputes its hash: the next event's
+// prev_hash gives it away.
+TEST_F(StoreTest, AlteredAndRehashedEventIsNamed) {
+  Open();
+  AppendRange(1, 10);
+  AuditEvent e = Get(6);
+  e.set_device_id("forged");
+  ASSERT_TRUE(ChainEvent(e.prev_hash(), &e).ok());
+  Tamper(path_, absl::StrCat("UPDATE audit_events SET device_id = 'forged', hash = '", e.hash(),
+                             "' WHERE sequence = 6"));
+  VerifyResult v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, 6u) << v.detail;
+  EXPECT_EQ(v.problem, kProblemAltered);
+}
+
+// Rewriting the whole suffix consistently is caught by the checkpoint after it.
+TEST_F(StoreTest, RewrittenSuffixHitsCheckpoint) {
+  Open(/*checkpoint_interval=*/4);
+  AppendRange(1, 10);
+  std::string prev = Get(5).hash();
+  std::string sql;
+  for (uint64_t s = 6; s <= 10; ++s) {
+    AuditEvent e = Get(s);
+    if (s == 6) e.set_reason("forged");
+    ASSERT_TRUE(ChainEvent(prev, &e).ok());
+    prev = e.hash();
+    absl::StrAppend(&sql, "UPDATE audit_events SET reason = '", e.reason(), "', prev_hash = '",
+                    e.prev_hash(), "', hash = '", e.hash(), "' WHERE sequence = ", s, ";");
+  }
+  absl::StrAppend(&sql, "UPDATE audit_state SET head_hash = '", prev, "';");
+  Tamper(path_, sql);
+  VerifyResult v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, 8u) << v.detail;
+  EXPECT_EQ(v.problem, kProblemCheckpointMismatch);
+}
+
+TEST_F(StoreTest, RetentionByRowsKeepsTheRestVerifiable) {
+  Open(/*checkpoint_interval=*/5);
+  AppendRange(1, 20);
+  auto removed = store_->ApplyRetention({absl::ZeroDuration(), 8}, clock_.Now());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 12u);
+  EXPECT_EQ(*store_->FirstSequence(), 13u);
+  EXPECT_EQ(store_->ReadAfter(0, 100)->front().sequence(), 13u);
+  VerifyResult v = VerifyAll();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.anchor_sequence, 12u);  // the anchor retention left at the new start
+  v = VerifyAll(13, 0);
+  EXPECT_TRUE(v.ok) << v.detail;
+  EXPECT_EQ(v.anchor_sequence, 12u);
+  EXPECT_EQ(v.events_checked, 8u);
+  AppendRange(21, 23);
+  v = VerifyAll(1, 0);
+  EXPECT_TRUE(v.ok) << v.detail;
+  EXPECT_EQ(v.events_checked, 11u);
+
+  // Tampering in the retained part is still caught, and so is a forged anchor.
+  Tamper(path_, "DELETE FROM audit_events WHERE sequence = 13");
+  v = VerifyAll(1, 0);
+  EXPECT_EQ(v.problem, kProblemMissing);
+  EXPECT_EQ(v.first_bad_sequence, 13u);
+}
+
+TEST_F(StoreTest, RetentionAnchorIsChecked) {
+  Open(/*checkpoint_interval=*/0);
+  AppendRange(1, 10);
+  ASSERT_TRUE(store_->ApplyRetention({absl::ZeroDuration(), 4}, clock_.Now()).ok());
+  Tamper(path_,
+         "UPDATE audit_checkpoints SET head_hash = lower(hex(randomblob(32))) "
+         "WHERE sequence = 6");
+  VerifyResult v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, 7u);
+  EXPECT_EQ(v.problem, kProblemCheckpointMismatch);
+  Tamper(path_, "DELETE FROM audit_checkpoints");
+  v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, 7u);
+  EXPECT_EQ(v.problem, kProblemCheckpointMismatch);
+}
+
+TEST_F(StoreTest, RetentionByAge) {
+  Open(/*checkpoint_interval=*/0);
+  AppendRange(1, 10);  // times 1700000001..1700000010
+  clock_.Set(absl::FromUnixSeconds(1700000010));
+  auto removed = store_->ApplyRetention({absl::Seconds(3), 0}, clock_.Now());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 6u);  // keeps 7..10
+  EXPECT_EQ(*store_->FirstSequence(), 7u);
+  EXPECT_TRUE(VerifyAll().ok);
+  // Everything expires: the anchor keeps the chain going.
+  clock_.Set(absl::FromUnixSeconds(1800000000));
+  removed = store_->ApplyRetention({absl::Seconds(3), 0}, clock_.Now());
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 4u);
+  EXPECT_TRUE(store_->ReadAfter(0, 10)->empty());
+  AppendRange(11, 12);
+  VerifyResult v = VerifyAll();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.events_checked, 2u);
+}
+
+TEST_F(StoreTest, RetentionRefusesToPruneTamperedEvents) {
+  Open();
+  AppendRange(1, 10);
+  Tamper(path_, "UPDATE audit_events SET reason = 'x' WHERE sequence = 2");
+  auto removed = store_->ApplyRetention({absl::ZeroDuration(), 3}, clock_.Now());
+  EXPECT_EQ(removed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(*store_->FirstSequence(), 1u);
+}
+
+}  // namespace
+}  // namespace iotauth::audit

@@ -1,0 +1,85 @@
+#include "services/identity/attempt_limiter.h"
+
+#include <algorithm>
+
+#include "absl/hash/hash.h"
+
+namespace iotauth::identity {
+
+AttemptLimiter::AttemptLimiter(Options options) : options_(options) {
+  if (options_.shards == 0) options_.shards = 1;
+  if (options_.max_failures == 0) options_.max_failures = 1;
+  per_shard_ = std::max<size_t>(1, options_.capacity / options_.shards);
+  shards_ = std::make_unique<Shard[]>(options_.shards);
+}
+
+AttemptLimiter::Shard& AttemptLimiter::ShardFor(absl::string_view key) const {
+  const size_t h = absl::Hash<absl::string_view>()(key);
+  return shards_[(h >> 32) % options_.shards];
+}
+
+bool AttemptLimiter::IsLocked(absl::string_view key, absl::Time now) const {
+  Shard& s = ShardFor(key);
+  if (s.count.load(std::memory_order_relaxed) == 0) return false;
+  absl::ReaderMutexLock lock(&s.mu);
+  auto it = s.entries.find(key);
+  return it != s.entries.end() && it->second.locked_until > now;
+}
+
+void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
+  Shard& s = ShardFor(key);
+  absl::MutexLock lock(&s.mu);
+  auto it = s.entries.find(key);
+  if (it == s.entries.end()) {
+    if (s.entries.size() >= per_shard_) {
+      // Sweep entries that are neither locked nor recent.
+      for (auto e = s.entries.begin(); e != s.entries.end();) {
+        const Entry& v = e->second;
+        if (v.locked_until <= now && now - v.last_failure > options_.failure_memory) {
+          s.entries.erase(e++);
+        } else {
+          ++e;
+        }
+      }
+      if (s.entries.size() >= per_shard_) {
+        s.count.store(s.entries.size(), std::memory_order_relaxed);
+        return;  // full of live entries: this key is not tracked
+      }
+    }
+    it = s.entries.emplace(std::string(key), Entry()).first;
+  }
+  Entry& e = it->second;
+  if (e.failures > 0 && now - e.last_failure > options_.failure_memory && e.locked_until <= now) {
+    e.failures = 0;
+  }
+  ++e.failures;
+  e.last_failure = now;
+  if (e.failures >= options_.max_failures) {
+    const uint32_t doublings = std::min<uint32_t>(e.failures - options_.max_failures, 20);
+    absl::Duration lockout = options_.base_lockout * (int64_t{1} << doublings);
+    lockout = std::min(lockout, options_.max_lockout);
+    e.locked_until = std::max(e.locked_until, now + lockout);
+  }
+  s.count.store(s.entries.size(), std::memory_order_relaxed);
+}
+
+void AttemptLimiter::RecordSuccess(absl::string_view key) {
+  Shard& s = ShardFor(key);
+  if (s.count.load(std::memory_order_relaxed) == 0) return;
+  absl::MutexLock lock(&s.mu);
+  auto it = s.entries.find(key);
+  if (it == s.entries.end()) return;
+  s.entries.erase(it);
+  s.count.store(s.entries.size(), std::memory_order_relaxed);
+}
+
+size_t AttemptLimiter::size() const {
+  size_t n = 0;
+  for (size_t i = 0; i < options_.shards; ++i) {
+    absl::ReaderMutexLock lock(&shards_[i].mu);
+    n += shards_[i].entries.size();
+  }
+  return n;
+}
+
+}  // namespace iotauth::identity

@@ -1,0 +1,66 @@
+// Brute-force protection: counts failed authentication attempts per key (a device, a
+// source address) and locks the key out with exponential back-off once a threshold
+// is passed. A locked-out attempt is answered "rate limited" before any crypto runs.
+// Time is injected; memory is bounded.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace iotauth::identity {
+
+class AttemptLimiter {
+ public:
+  struct Options {
+    // Failures (inside `failure_memory` of each other) before the first lockout.
+    uint32_t max_failures = 5;
+    // First lockout; each further failure doubles it, up to `max_lockout`.
+    absl::Duration base_lockout = absl::Seconds(30);
+    absl::Duration max_lockout = absl::Minutes(15);
+    // A key with no failure for this long starts from zero again.
+    absl::Duration failure_memory = absl::Minutes(15);
+    // Keys tracked at most (failing keys only; successes leave no entry). When full,
+    // expired entries are swept; if none expired, new keys are not tracked.
+    size_t capacity = 1 << 20;
+    size_t shards = 64;
+  };
+  explicit AttemptLimiter(Options options);
+
+  // True while `key` is locked out at `now`. Lock-free when no key in its shard has
+  // failed recently (the common case). Thread-safe.
+  bool IsLocked(absl::string_view key, absl::Time now) const;
+  // Counts a failure; may start or extend a lockout.
+  void RecordFailure(absl::string_view key, absl::Time now);
+  // Forgets `key` (after a successful authentication).
+  void RecordSuccess(absl::string_view key);
+
+  size_t size() const;
+
+ private:
+  struct Entry {
+    uint32_t failures = 0;
+    absl::Time last_failure;
+    absl::Time locked_until = absl::InfinitePast();
+  };
+  struct alignas(64) Shard {
+    mutable absl::Mutex mu;
+    absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
+    std::atomic<size_t> count{0};  // mirrors entries.size() for the lock-free check
+  };
+  Shard& ShardFor(absl::string_view key) const;
+
+  Options options_;
+  size_t per_shard_;
+  std::unique_ptr<Shard[]> shards_;
+};
+
+}  // namespace iotauth::identity

@@ -1,0 +1,716 @@
+#include "services/identity/authenticator.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "services/common/crypto.h"
+#include "services/identity/device_triple.h"
+#include "services/identity/directory_cache.h"
+#include "services/identity/dps.h"
+#include "services/identity/sas_token.h"
+
+namespace iotauth::identity {
+namespace {
+
+namespace v1 = ::iotauth::identity::v1;
+namespace reg = ::iotauth::registry::v1;
+
+constexpr char kHub[] = "hub1.example.net";
+constexpr char kKey1[] = "cGFzc3dvcmQxcGFzc3dvcmQxcGFzc3dvcmQx";  // "password1" x3
+constexpr char kKey2[] = "c2Vjb25kYXJ5c2Vjb25kYXJ5";              // "secondarysecondary"
+constexpr char kPolicyKey[] = "cG9saWN5a2V5cG9saWN5a2V5";         // "policykeypolicykey"
+constexpr char kOtherKey[] = "b3RoZXJrZXlvdGhlcmtleQ==";
+constexpr char kGroupKey[] =
+    "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
+constexpr char kRegistrationId[] = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6";
+constexpr char kProductSecret[] = "productsecretproductsecret";
+
+class RecordingSink final : public audit::AuditSink {
+ public:
+  void Record(audit::v1::AuditEvent event) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(event));
+  }
+  std::vector<audit::v1::AuditEvent> events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<audit::v1::AuditEvent> events_;
+};
+
+class FakeRegistrar final : public DeviceRegistrar {
+ public:
+  absl::StatusOr<reg::Device> RegisterFromEnrollmentGroup(const EnrollmentGroupRecord& group,
+                                                          absl::string_view device_id,
+                                                          absl::string_view key) override {
+    ++registrations;
+    last_key = std::string(key);
+    reg::Device d;
+    d.set_tenant_id(group.tenant_id);
+    d.set_device_id(std::string(device_id));
+    d.set_product_key(group.product_key);
+    d.set_status(reg::DEVICE_STATUS_ENABLED);
+    d.set_enrollment_group_id(group.id);
+    for (const auto& r : group.initial_rules) *d.add_rules() = r;
+    return d;
+  }
+  absl::StatusOr<Activation> ActivateDevice(const ProductRecord& product,
+                                            absl::string_view device_name) override {
+    ++activations;
+    if (!activation_status.ok()) return activation_status;
+    Activation a;
+    a.device.set_tenant_id(product.tenant_id);
+    a.device.set_device_id(std::string(device_name));
+    a.device.set_product_key(product.product_key);
+    a.device.set_status(reg::DEVICE_STATUS_ENABLED);
+    a.device_secret = "newdevicesecret";
+    return a;
+  }
+  int registrations = 0;
+  int activations = 0;
+  std::string last_key;
+  absl::Status activation_status;
+};
+
+reg::AccessRule Rule(reg::RuleEffect effect, const std::string& filter) {
+  reg::AccessRule r;
+  r.set_effect(effect);
+  r.set_action(reg::RULE_ACTION_ALL);
+  r.set_topic_filter(filter);
+  return r;
+}
+
+// Members are public: the table rows (lambdas) build requests through them.
+class AuthenticatorTest : public ::testing::Test {
+ public:
+  void SetUp() override {
+    cache_ = *DirectoryCache::Create({});
+    reg::Tenant t;
+    t.set_id("t1");
+    t.set_hub_host(kHub);
+    auto* p = t.add_policies();
+    p->set_name("gateway");
+    p->set_primary_key(kPolicyKey);
+    ASSERT_TRUE(cache_->UpsertTenant(t).ok());
+    reg::Tenant t2;
+    t2.set_id("t2");
+    t2.set_hub_host("hub2.example.net");
+    ASSERT_TRUE(cache_->UpsertTenant(t2).ok());
+
+    reg::Product sas;
+    sas.set_tenant_id("t1");
+    sas.set_product_key("pk-sas");
+    sas.add_allowed_credential_types(reg::CREDENTIAL_TYPE_SAS);
+    *sas.add_default_rules() = Rule(reg::RULE_EFFECT_ALLOW, "devices/${device}/#");
+    *sas.add_default_rules() = Rule(reg::RULE_EFFECT_ALLOW, "u/${username}");
+    *sas.add_default_rules() = Rule(reg::RULE_EFFECT_DENY, "x/${username}");
+    ASSERT_TRUE(cache_->UpsertProduct(sas).ok());
+    reg::Product nosas = sas;
+    nosas.set_product_key("pk-nosas");
+    nosas.clear_allowed_credential_types();
+    nosas.add_allowed_credential_types(reg::CREDENTIAL_TYPE_DEVICE_TRIPLE);
+    ASSERT_TRUE(cache_->UpsertProduct(nosas).ok());
+    reg::Product triple;
+    triple.set_tenant_id("t1");
+    triple.set_product_key("pk-triple");
+    triple.add_allowed_credential_types(reg::CREDENTIAL_TYPE_DEVICE_TRIPLE);
+    triple.add_allowed_credential_types(reg::CREDENTIAL_TYPE_DEVICE_TRIPLE_ENOS);
+    triple.set_product_secret(kProductSecret);
+    triple.set_dynamic_activation(true);
+    *triple.add_default_rules() = Rule(reg::RULE_EFFECT_ALLOW, "/${product}/${device}/user/#");
+    ASSERT_TRUE(cache_->UpsertProduct(triple).ok());
+    reg::Product weak = triple;
+    weak.set_product_key("pk-weak");
+    weak.set_allow_weak_sign_methods(true);
+    weak.set_dynamic_activation(false);
+    ASSERT_TRUE(cache_->UpsertProduct(weak).ok());
+    reg::Product sasonly = sas;
+    sasonly.set_product_key("pk-sasonly");
+    ASSERT_TRUE(cache_->UpsertProduct(sasonly).ok());
+
+    AddDevice("t1", "d1", "pk-sas", reg::DEVICE_STATUS_ENABLED,
+              {Rule(reg::RULE_EFFECT_DENY, "devices/${device}/secret")});
+    AddDevice("t1", "disabled", "pk-sas", reg::DEVICE_STATUS_DISABLED);
+    AddDevice("t1", "pending", "pk-sas", reg::DEVICE_STATUS_PENDING_APPROVAL);
+    AddDevice("t1", "nosas", "pk-nosas", reg::DEVICE_STATUS_ENABLED);
+    AddDevice("t1", "dev3", "pk-triple", reg::DEVICE_STATUS_ENABLED);
+    AddDevice("t1", "off3", "pk-triple", reg::DEVICE_STATUS_DISABLED);
+    AddDevice("t1", "weak3", "pk-weak", reg::DEVICE_STATUS_ENABLED);
+    AddDevice("t1", "sasonly3", "pk-sasonly", reg::DEVICE_STATUS_ENABLED);
+
+    reg::EnrollmentGroup g;
+    g.set_tenant_id("t1");
+    g.set_id("g1");
+    g.set_group_key(kGroupKey);
+    g.set_product_key("pk-sas");
+    g.set_enabled(true);
+    *g.add_initial_rules() = Rule(reg::RULE_EFFECT_ALLOW, "enrolled/${device}");
+    ASSERT_TRUE(cache_->UpsertEnrollmentGroup(g).ok());
+
+    Rebuild({});
+  }
+
+  void AddDevice(const std::string& tenant, const std::string& id, const std::string& product,
+                 reg::DeviceStatus status, std::vector<reg::AccessRule> rules = {}) {
+    reg::Device d;
+    d.set_tenant_id(tenant);
+    d.set_device_id(id);
+    d.set_product_key(product);
+    d.set_status(status);
+    d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kKey1);
+    d.mutable_credentials()->mutable_symmetric_key()->set_secondary_key(kKey2);
+    for (auto& r : rules) *d.add_rules() = r;
+    ASSERT_TRUE(cache_->UpsertDevice(d).ok());
+  }
+
+  void Rebuild(AuthenticatorConfig config) {
+    Authenticator::Options o;
+    o.clock = &clock_;
+    o.directory = cache_.get();
+    o.directory_writer = cache_.get();
+    o.registrar = &registrar_;
+    o.audit_sink = &sink_;
+    o.config = config;
+    auto a = Authenticator::Create(o);
+    ASSERT_TRUE(a.ok()) << a.status();
+    auth_ = *std::move(a);
+  }
+
+  absl::Time Expiry() const { return clock_.Now() + absl::Hours(1); }
+
+  std::string Token(const std::string& resource, const std::string& key, absl::Time expiry,
+                    const std::string& policy = "") {
+    auto t = MakeSasToken(resource, key, expiry, policy);
+    EXPECT_TRUE(t.ok());
+    return *t;
+  }
+
+  v1::AuthenticateRequest SasConnect(const std::string& device, const std::string& key) {
+    v1::AuthenticateRequest r;
+    r.set_request_id("req-1");
+    auto* c = r.mutable_connect();
+    c->set_client_id(device);
+    c->set_username(absl::StrCat(kHub, "/", device, "/?api-version=2021-04-12"));
+    c->set_password(Token(absl::StrCat(kHub, "/devices/", device), key, Expiry()));
+    c->set_peer_address("192.0.2.1:5555");
+    c->set_protocol(v1::PROTOCOL_MQTT);
+    return r;
+  }
+
+  v1::AuthenticateRequest TripleConnect(const std::string& product, const std::string& device,
+                                        const std::string& secret,
+                                        TripleSignMethod method = TripleSignMethod::kHmacSha256,
+                                        absl::Duration ts_offset = absl::ZeroDuration(),
+                                        int secure_mode = 2) {
+    auto tc = MakeTripleConnect(product, device, secret, "c1", method,
+                                absl::ToUnixMillis(clock_.Now() + ts_offset), secure_mode);
+    EXPECT_TRUE(tc.ok());
+    v1::AuthenticateRequest r;
+    auto* c = r.mutable_connect();
+    c->set_client_id(tc->client_id);
+    c->set_username(tc->username);
+    c->set_password(tc->password);
+    return r;
+  }
+
+  v1::AuthenticateResponse Run(const v1::AuthenticateRequest& r) {
+    auto resp = auth_->Authenticate(r, CallContext{"gw-1"});
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return resp.ok() ? *resp : v1::AuthenticateResponse();
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<DirectoryCache> cache_;
+  FakeRegistrar registrar_;
+  RecordingSink sink_;
+  std::unique_ptr<Authenticator> auth_;
+};
+
+TEST_F(AuthenticatorTest, SasAllowWithPrimaryKey) {
+  auto resp = Run(SasConnect("d1", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_UNSPECIFIED);
+  EXPECT_EQ(resp.identity().tenant_id(), "t1");
+  EXPECT_EQ(resp.identity().product_key(), "pk-sas");
+  EXPECT_EQ(resp.identity().device_id(), "d1");
+  EXPECT_EQ(resp.credential_type(), reg::CREDENTIAL_TYPE_SAS);
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:primary");
+  EXPECT_EQ(resp.credential_expires_at().seconds(), absl::ToUnixSeconds(Expiry()));
+  EXPECT_EQ(resp.cache_ttl().seconds(), 300);  // min(5 min, 1 h)
+  EXPECT_EQ(resp.request_id(), "req-1");
+  EXPECT_EQ(resp.default_effect(), reg::RULE_EFFECT_DENY);
+  // Device rules first, then product rules; placeholders resolved; the allow rule whose
+  // value (the username, with '/') is unsafe is dropped, the deny rule kept.
+  ASSERT_EQ(resp.access_rules_size(), 3);
+  EXPECT_EQ(resp.access_rules(0).topic_filter(), "devices/d1/secret");
+  EXPECT_EQ(resp.access_rules(0).effect(), reg::RULE_EFFECT_DENY);
+  EXPECT_EQ(resp.access_rules(1).topic_filter(), "devices/d1/#");
+  EXPECT_EQ(resp.access_rules(2).topic_filter(),
+            absl::StrCat("x/", kHub, "/d1/?api-version=2021-04-12"));
+
+  auto events = sink_.events();
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0].type(), audit::v1::EVENT_TYPE_AUTHENTICATION);
+  EXPECT_EQ(events[0].outcome(), audit::v1::OUTCOME_ALLOW);
+  EXPECT_EQ(events[0].credential_type(), "CREDENTIAL_TYPE_SAS");
+  EXPECT_EQ(events[0].credential_fingerprint(), "sas:primary");
+  EXPECT_EQ(events[0].caller(), "gw-1");
+  EXPECT_EQ(events[0].peer_address(), "192.0.2.1:5555");
+  EXPECT_EQ(events[0].request_id(), "req-1");
+  EXPECT_EQ(events[0].device_id(), "d1");
+}
+
+TEST_F(AuthenticatorTest, SasSecondaryKeyAndRotation) {
+  auto old_token = SasConnect("d1", kKey1);
+  auto resp = Run(SasConnect("d1", kKey2));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:secondary");
+  // Regenerate the primary key: the old token is refused at once, the secondary works.
+  reg::Device d;
+  d.set_tenant_id("t1");
+  d.set_device_id("d1");
+  d.set_product_key("pk-sas");
+  d.set_status(reg::DEVICE_STATUS_ENABLED);
+  d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kOtherKey);
+  d.mutable_credentials()->mutable_symmetric_key()->set_secondary_key(kKey2);
+  ASSERT_TRUE(cache_->UpsertDevice(d).ok());
+  EXPECT_EQ(Run(old_token).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+  EXPECT_EQ(Run(SasConnect("d1", kKey2)).decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Run(SasConnect("d1", kOtherKey)).credential_fingerprint(), "sas:primary");
+}
+
+TEST_F(AuthenticatorTest, SasSkewExpiryAndTtl) {
+  auto req = SasConnect("d1", kKey1);  // expires in 1 h
+  clock_.Advance(absl::Hours(1) - absl::Minutes(2));
+  auto resp = Run(req);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(resp.cache_ttl().seconds(), 120);           // bounded by the expiry
+  clock_.Advance(absl::Minutes(2) + absl::Minutes(4));  // inside the 5 min skew
+  resp = Run(req);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(resp.cache_ttl().seconds(), 0);
+  clock_.Advance(absl::Minutes(1) + absl::Seconds(1));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_EXPIRED);
+}
+
+TEST_F(AuthenticatorTest, SasPolicyToken) {
+  auto req = SasConnect("d1", kKey1);
+  req.mutable_connect()->set_password(
+      Token(absl::StrCat(kHub, "/devices/d1"), kPolicyKey, Expiry(), "gateway"));
+  auto resp = Run(req);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:policy:gateway:primary");
+  // The policy key does not work as a device-scoped token, nor a device key with skn.
+  req.mutable_connect()->set_password(
+      Token(absl::StrCat(kHub, "/devices/d1"), kPolicyKey, Expiry()));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+  req.mutable_connect()->set_password(
+      Token(absl::StrCat(kHub, "/devices/d1"), kKey1, Expiry(), "gateway"));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+}
+
+TEST_F(AuthenticatorTest, SasModuleToken) {
+  v1::AuthenticateRequest r;
+  auto* c = r.mutable_connect();
+  c->set_client_id("d1/m1");
+  c->set_username(absl::StrCat(kHub, "/d1/m1/?api-version=2021-04-12"));
+  c->set_password(Token(absl::StrCat(kHub, "/devices/d1/modules/m1"), kKey1, Expiry()));
+  auto resp = Run(r);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.identity().module_id(), "m1");
+}
+
+TEST_F(AuthenticatorTest, SasExplicitCredential) {
+  v1::AuthenticateRequest r;
+  r.mutable_credential()->mutable_sas()->set_token(
+      Token(absl::StrCat(kHub, "/devices/d1"), kKey1, Expiry()));
+  auto resp = Run(r);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  EXPECT_FALSE(resp.request_id().empty());  // server-generated
+  r.mutable_credential()->mutable_sas()->set_device_id("d2");
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
+}
+
+struct NegativeCase {
+  const char* name;
+  std::function<void(AuthenticatorTest*, v1::AuthenticateRequest*)> mutate;
+  v1::DenyReason reason;
+};
+
+// Each property of a valid SAS connect wrong in turn, with its exact reason.
+TEST_F(AuthenticatorTest, SasNegativeTable) {
+  const std::string hub = kHub;
+  const NegativeCase cases[] = {
+      {"not a token",
+       [](auto*, auto* r) { r->mutable_connect()->set_password("SharedAccessSignature x"); },
+       v1::DENY_REASON_MALFORMED},
+      {"unrecognised password",
+       [](auto*, auto* r) { r->mutable_connect()->set_password("hunter2"); },
+       v1::DENY_REASON_MALFORMED},
+      {"no credential", [](auto*, auto* r) { r->mutable_connect()->clear_password(); },
+       v1::DENY_REASON_NO_CREDENTIAL},
+      {"audience shape",
+       [hub](auto* t, auto* r) {
+         r->mutable_connect()->set_password(t->Token(hub + "/things/d1", kKey1, t->Expiry()));
+       },
+       v1::DENY_REASON_WRONG_AUDIENCE},
+      {"unknown hub",
+       [](auto* t, auto* r) {
+         r->mutable_connect()->set_password(
+             t->Token("other.example.net/devices/d1", kKey1, t->Expiry()));
+         r->mutable_connect()->set_username("other.example.net/d1/?api-version=1");
+       },
+       v1::DENY_REASON_UNKNOWN_TENANT},
+      {"tenant hint names another hub", [](auto*, auto* r) { r->set_tenant_id("t2"); },
+       v1::DENY_REASON_WRONG_AUDIENCE},
+      {"unknown tenant hint", [](auto*, auto* r) { r->set_tenant_id("nope"); },
+       v1::DENY_REASON_UNKNOWN_TENANT},
+      {"client id names another device",
+       [](auto*, auto* r) { r->mutable_connect()->set_client_id("d2"); },
+       v1::DENY_REASON_IDENTITY_MISMATCH},
+      {"username names another device",
+       [hub](auto*, auto* r) { r->mutable_connect()->set_username(hub + "/d2/?api-version=1"); },
+       v1::DENY_REASON_IDENTITY_MISMATCH},
+      {"unknown device", [hub](auto* t, auto* r) { *r = t->SasConnect("ghost", kKey1); },
+       v1::DENY_REASON_UNKNOWN_DEVICE},
+      {"wrong key", [](auto* t, auto* r) { *r = t->SasConnect("d1", kOtherKey); },
+       v1::DENY_REASON_BAD_SIGNATURE},
+      {"expired",
+       [hub](auto* t, auto* r) {
+         r->mutable_connect()->set_password(
+             t->Token(hub + "/devices/d1", kKey1, t->clock_.Now() - absl::Minutes(6)));
+       },
+       v1::DENY_REASON_EXPIRED},
+      {"disabled", [](auto* t, auto* r) { *r = t->SasConnect("disabled", kKey1); },
+       v1::DENY_REASON_DEVICE_DISABLED},
+      {"pending approval", [](auto* t, auto* r) { *r = t->SasConnect("pending", kKey1); },
+       v1::DENY_REASON_PENDING_APPROVAL},
+      {"product does not allow SAS", [](auto* t, auto* r) { *r = t->SasConnect("nosas", kKey1); },
+       v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED},
+      {"unknown policy",
+       [hub](auto* t, auto* r) {
+         r->mutable_connect()->set_password(
+             t->Token(hub + "/devices/d1", kPolicyKey, t->Expiry(), "nosuchpolicy"));
+       },
+       v1::DENY_REASON_UNKNOWN_POLICY},
+      {"certificate without a verifier",
+       [](auto*, auto* r) {
+         r->mutable_connect()->clear_password();
+         r->mutable_connect()->add_peer_certificate_chain("DER");
+       },
+       v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED},
+      {"empty request", [](auto*, auto* r) { r->clear_connect(); }, v1::DENY_REASON_NO_CREDENTIAL},
+  };
+  for (const auto& c : cases) {
+    auto req = SasConnect("d1", kKey1);
+    ASSERT_EQ(Run(req).decision(), v1::DECISION_ALLOW) << c.name;
+    c.mutate(this, &req);
+    auto resp = Run(req);
+    EXPECT_EQ(resp.decision(), v1::DECISION_DENY) << c.name;
+    EXPECT_EQ(v1::DenyReason_Name(resp.deny_reason()), v1::DenyReason_Name(c.reason)) << c.name;
+    EXPECT_EQ(resp.access_rules_size(), 0) << c.name;
+    EXPECT_FALSE(resp.has_cache_ttl()) << c.name;
+    // No secret in the detail or the audit event.
+    const std::string& pw = req.connect().password();
+    const size_t sig = pw.find("sig=");
+    if (sig != std::string::npos) {
+      const std::string sig_value = pw.substr(sig + 4, 20);
+      EXPECT_EQ(resp.deny_detail().find(sig_value), std::string::npos) << c.name;
+      EXPECT_EQ(sink_.events().back().DebugString().find(sig_value), std::string::npos) << c.name;
+    }
+    EXPECT_EQ(sink_.events().back().reason(), v1::DenyReason_Name(c.reason)) << c.name;
+  }
+}
+
+TEST_F(AuthenticatorTest, EnrollmentGroupFirstConnect) {
+  auto key = DeriveDeviceKey(kGroupKey, kRegistrationId);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(*key, "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=");
+  auto resp = Run(SasConnect(kRegistrationId, *key));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_TRUE(resp.device_registered());
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:enrollment:g1");
+  EXPECT_EQ(resp.identity().product_key(), "pk-sas");
+  EXPECT_EQ(registrar_.registrations, 1);
+  EXPECT_EQ(registrar_.last_key, *key);
+  ASSERT_GE(resp.access_rules_size(), 1);
+  EXPECT_EQ(resp.access_rules(0).topic_filter(), absl::StrCat("enrolled/", kRegistrationId));
+  EXPECT_EQ(sink_.events().back().attributes().at("device_registered"), "true");
+  // The second connect finds the device in the directory.
+  resp = Run(SasConnect(kRegistrationId, *key));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  EXPECT_FALSE(resp.device_registered());
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:primary");
+  EXPECT_EQ(registrar_.registrations, 1);
+  // A key not derived from the group is an unknown device.
+  EXPECT_EQ(Run(SasConnect("sn-other", *key)).deny_reason(), v1::DENY_REASON_UNKNOWN_DEVICE);
+  EXPECT_EQ(registrar_.registrations, 1);
+}
+
+TEST_F(AuthenticatorTest, TripleAllow) {
+  auto resp = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.credential_type(), reg::CREDENTIAL_TYPE_DEVICE_TRIPLE);
+  EXPECT_EQ(resp.credential_fingerprint(), "triple:hmacsha256");
+  EXPECT_EQ(resp.identity().tenant_id(), "t1");
+  EXPECT_FALSE(resp.has_credential_expires_at());
+  EXPECT_EQ(resp.cache_ttl().seconds(), 300);
+  ASSERT_EQ(resp.access_rules_size(), 1);
+  EXPECT_EQ(resp.access_rules(0).topic_filter(), "/pk-triple/dev3/user/#");
+}
+
+TEST_F(AuthenticatorTest, TripleReplayIsRefusedInsideWindowOnly) {
+  auto req = TripleConnect("pk-triple", "dev3", kKey1);
+  EXPECT_EQ(Run(req).decision(), v1::DECISION_ALLOW);
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_REPLAYED);
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_TIMESTAMP_OUT_OF_WINDOW);
+}
+
+TEST_F(AuthenticatorTest, TripleWithoutTimestamp) {
+  auto tc = MakeTripleConnect("pk-triple", "dev3", kKey1, "c1", TripleSignMethod::kHmacSha256, -1);
+  ASSERT_TRUE(tc.ok());
+  v1::AuthenticateRequest r;
+  r.mutable_connect()->set_client_id(tc->client_id);
+  r.mutable_connect()->set_username(tc->username);
+  r.mutable_connect()->set_password(tc->password);
+  EXPECT_EQ(Run(r).decision(), v1::DECISION_ALLOW);
+  AuthenticatorConfig strict;
+  strict.require_triple_timestamp = true;
+  Rebuild(strict);
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_TIMESTAMP_OUT_OF_WINDOW);
+}
+
+TEST_F(AuthenticatorTest, TripleNegativeTable) {
+  const NegativeCase cases[] = {
+      {"client id without securemode",
+       [](auto*, auto* r) { r->mutable_connect()->set_client_id("c1|signmethod=hmacsha256|"); },
+       v1::DENY_REASON_MALFORMED},
+      {"username without product",
+       [](auto*, auto* r) { r->mutable_connect()->set_username("dev3"); },
+       v1::DENY_REASON_MALFORMED},
+      {"password not hex",
+       [](auto*, auto* r) { r->mutable_connect()->set_password(std::string(64, 'z')); },
+       v1::DENY_REASON_MALFORMED},
+      {"unknown product", [](auto* t, auto* r) { *r = t->TripleConnect("pk-nope", "dev3", kKey1); },
+       v1::DENY_REASON_UNKNOWN_DEVICE},
+      {"unknown device",
+       [](auto* t, auto* r) { *r = t->TripleConnect("pk-triple", "ghost", kKey1); },
+       v1::DENY_REASON_UNKNOWN_DEVICE},
+      {"device of another product",
+       [](auto* t, auto* r) { *r = t->TripleConnect("pk-weak", "dev3", kKey1); },
+       v1::DENY_REASON_UNKNOWN_DEVICE},
+      {"wrong secret", [](auto* t, auto* r) { *r = t->TripleConnect("pk-triple", "dev3", kKey2); },
+       v1::DENY_REASON_BAD_SIGNATURE},
+      {"old timestamp",
+       [](auto* t, auto* r) {
+         *r = t->TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha256,
+                               -absl::Minutes(6));
+       },
+       v1::DENY_REASON_TIMESTAMP_OUT_OF_WINDOW},
+      {"future timestamp",
+       [](auto* t, auto* r) {
+         *r = t->TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha256,
+                               absl::Minutes(6));
+       },
+       v1::DENY_REASON_TIMESTAMP_OUT_OF_WINDOW},
+      {"weak method not enabled",
+       [](auto* t, auto* r) {
+         *r = t->TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha1);
+       },
+       v1::DENY_REASON_WEAK_ALGORITHM},
+      {"disabled", [](auto* t, auto* r) { *r = t->TripleConnect("pk-triple", "off3", kKey1); },
+       v1::DENY_REASON_DEVICE_DISABLED},
+      {"product does not allow triples",
+       [](auto* t, auto* r) { *r = t->TripleConnect("pk-sasonly", "sasonly3", kKey1); },
+       v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED},
+      {"tenant hint of another tenant", [](auto*, auto* r) { r->set_tenant_id("t2"); },
+       v1::DENY_REASON_UNKNOWN_DEVICE},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    // A fresh timestamp per row so the valid request is never a replay.
+    clock_.Advance(absl::Seconds(1));
+    auto req = TripleConnect("pk-triple", "dev3", kKey1);
+    ASSERT_EQ(Run(req).decision(), v1::DECISION_ALLOW) << c.name;
+    clock_.Advance(absl::Seconds(1));
+    req = TripleConnect("pk-triple", "dev3", kKey1);
+    c.mutate(this, &req);
+    auto resp = Run(req);
+    EXPECT_EQ(resp.decision(), v1::DECISION_DENY) << c.name;
+    EXPECT_EQ(v1::DenyReason_Name(resp.deny_reason()), v1::DenyReason_Name(c.reason)) << c.name;
+    EXPECT_EQ(resp.deny_detail().find(req.connect().password()), std::string::npos) << c.name;
+    ++n;
+  }
+  EXPECT_EQ(n, 13);
+}
+
+TEST_F(AuthenticatorTest, TripleWeakMethodWhenEnabledAndExplicitCredential) {
+  auto resp = Run(TripleConnect("pk-weak", "weak3", kKey1, TripleSignMethod::kHmacSha1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.credential_fingerprint(), "triple:hmacsha1");
+
+  const int64_t ts = absl::ToUnixMillis(clock_.Now());
+  auto sig = ComputeTripleSignature(TripleSignMethod::kHmacSha256, kKey1,
+                                    {"c9", "dev3", "pk-triple", absl::StrCat(ts)});
+  ASSERT_TRUE(sig.ok());
+  v1::AuthenticateRequest r;
+  auto* t = r.mutable_credential()->mutable_device_triple();
+  t->set_product_key("pk-triple");
+  t->set_device_name("dev3");
+  t->set_client_id("c9");
+  t->set_timestamp_ms(ts);
+  t->set_signature(crypto::HexEncode(*sig));
+  EXPECT_EQ(Run(r).decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_REPLAYED);
+}
+
+TEST_F(AuthenticatorTest, EnosStaticAndDynamicActivation) {
+  auto resp = Run(TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kSha256));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.credential_type(), reg::CREDENTIAL_TYPE_DEVICE_TRIPLE_ENOS);
+  EXPECT_EQ(resp.credential_fingerprint(), "enos:sha256");
+
+  // Dynamic activation with the product secret (securemode=3).
+  resp = Run(TripleConnect("pk-triple", "newdev", kProductSecret, TripleSignMethod::kSha256,
+                           absl::ZeroDuration(), 3));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_TRUE(resp.device_registered());
+  EXPECT_EQ(resp.issued_device_secret(), "newdevicesecret");
+  EXPECT_EQ(resp.credential_fingerprint(), "enos:product-secret");
+  EXPECT_EQ(registrar_.activations, 1);
+  // The audit event never carries the issued secret.
+  EXPECT_EQ(sink_.events().back().DebugString().find("newdevicesecret"), std::string::npos);
+  // The device now connects with its new secret.
+  clock_.Advance(absl::Seconds(1));
+  resp = Run(TripleConnect("pk-triple", "newdev", "newdevicesecret", TripleSignMethod::kSha256));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_FALSE(resp.device_registered());
+
+  // Wrong product secret; already activated.
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "x", "bad", TripleSignMethod::kSha256,
+                              absl::ZeroDuration(), 3))
+                .deny_reason(),
+            v1::DENY_REASON_BAD_SIGNATURE);
+  registrar_.activation_status = absl::FailedPreconditionError("already");
+  auto denied = Run(TripleConnect("pk-triple", "newdev", kProductSecret, TripleSignMethod::kSha256,
+                                  absl::ZeroDuration(), 3));
+  EXPECT_EQ(denied.deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+  EXPECT_TRUE(denied.issued_device_secret().empty());
+  // A product without dynamic activation refuses securemode=3 product-secret connects.
+  registrar_.activation_status = absl::OkStatus();
+  EXPECT_EQ(Run(TripleConnect("pk-weak", "weak3", kProductSecret, TripleSignMethod::kSha256,
+                              absl::ZeroDuration(), 3))
+                .deny_reason(),
+            v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+  EXPECT_EQ(registrar_.activations, 2);
+}
+
+TEST_F(AuthenticatorTest, DeviceLockoutAfterRepeatedBadSignatures) {
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Run(SasConnect("d1", kOtherKey)).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+  }
+  // Locked: even the right key is refused before any crypto, from any address.
+  auto good = SasConnect("d1", kKey1);
+  good.mutable_connect()->set_peer_address("198.51.100.7:1234");
+  EXPECT_EQ(Run(good).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  EXPECT_EQ(sink_.events().back().reason(), "DENY_REASON_RATE_LIMITED");
+  // Other devices are unaffected.
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "dev3", kKey1)).decision(), v1::DECISION_ALLOW);
+  clock_.Advance(absl::Seconds(30));
+  EXPECT_EQ(Run(good).decision(), v1::DECISION_ALLOW);
+  // Success forgets the failures: one more bad signature does not lock again.
+  EXPECT_EQ(Run(SasConnect("d1", kOtherKey)).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+  EXPECT_EQ(Run(good).decision(), v1::DECISION_ALLOW);
+}
+
+TEST_F(AuthenticatorTest, SourceLockout) {
+  AuthenticatorConfig config;
+  config.source_max_failures = 3;
+  Rebuild(config);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Run(SasConnect(absl::StrCat("ghost", i), kKey1)).deny_reason(),
+              v1::DENY_REASON_UNKNOWN_DEVICE);
+  }
+  EXPECT_EQ(Run(SasConnect("d1", kKey1)).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  auto other = SasConnect("d1", kKey1);
+  other.mutable_connect()->set_peer_address("[2001:db8::1]:8883");
+  EXPECT_EQ(Run(other).decision(), v1::DECISION_ALLOW);
+  // Limits off.
+  config.source_max_failures = 0;
+  config.device_max_failures = 0;
+  Rebuild(config);
+  for (int i = 0; i < 10; ++i) Run(SasConnect("d1", kOtherKey));
+  EXPECT_EQ(Run(SasConnect("d1", kKey1)).decision(), v1::DECISION_ALLOW);
+}
+
+TEST_F(AuthenticatorTest, OversizedFieldsAreInvalidArgumentNamingTheField) {
+  auto req = SasConnect("d1", kKey1);
+  req.mutable_connect()->set_password(std::string(5000, 'a'));
+  auto resp = auth_->Authenticate(req);
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(resp.status().message().find("connect.password"), absl::string_view::npos);
+  req = SasConnect("d1", kKey1);
+  req.mutable_connect()->set_client_id(std::string(2000, 'a'));
+  EXPECT_NE(auth_->Authenticate(req).status().message().find("connect.client_id"),
+            absl::string_view::npos);
+  req = SasConnect("d1", kKey1);
+  req.set_request_id(std::string(200, 'r'));
+  EXPECT_NE(auth_->Authenticate(req).status().message().find("request_id"),
+            absl::string_view::npos);
+}
+
+TEST_F(AuthenticatorTest, CreateValidates) {
+  Authenticator::Options o;
+  EXPECT_FALSE(Authenticator::Create(o).ok());
+  o.directory = cache_.get();
+  o.config.triple_timestamp_window = absl::ZeroDuration();
+  EXPECT_FALSE(Authenticator::Create(o).ok());
+}
+
+class StubVerifier final : public CertificateVerifier {
+ public:
+  Result Verify(absl::Span<const absl::string_view> chain, absl::string_view,
+                absl::Time) const override {
+    Result r;
+    if (chain.empty() || chain[0] != "good") {
+      r.verdict = Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER, "unknown issuer");
+      return r;
+    }
+    r.tenant_id = "t1";
+    r.device_id = "d1";
+    r.credential_type = reg::CREDENTIAL_TYPE_X509_CA;
+    r.fingerprint = "x509:sha256:00";
+    return r;
+  }
+};
+
+TEST_F(AuthenticatorTest, CertificateSeam) {
+  StubVerifier verifier;
+  Authenticator::Options o;
+  o.clock = &clock_;
+  o.directory = cache_.get();
+  o.certificate_verifier = &verifier;
+  auto a = Authenticator::Create(o);
+  ASSERT_TRUE(a.ok());
+  v1::AuthenticateRequest r;
+  r.mutable_connect()->set_client_id("d1");
+  r.mutable_connect()->add_peer_certificate_chain("bad");
+  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_UNTRUSTED_ISSUER);
+  r.mutable_connect()->set_peer_certificate_chain(0, "good");
+  // pk-sas does not allow X.509.
+  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+}
+
+}  // namespace
+}  // namespace iotauth::identity

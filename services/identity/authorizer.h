@@ -1,0 +1,48 @@
+// Authorizer: the decision logic behind IdentityService.Authorize. Resolves the
+// device's access rules (device rules, then its product's defaults, placeholders
+// filled in) from the Directory and applies the first rule that matches the publish
+// topic or subscribe filter; otherwise the default effect. No gRPC in it.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/iotauth/identity/v1/identity.pb.h"
+#include "services/audit/sink_interface.h"
+#include "services/common/clock.h"
+#include "services/identity/authenticator.h"
+#include "services/identity/directory.h"
+
+namespace iotauth::identity {
+
+class Authorizer {
+ public:
+  struct Options {
+    const Clock* clock = nullptr;            // defaults to the real clock
+    const Directory* directory = nullptr;    // required
+    audit::AuditSink* audit_sink = nullptr;  // optional
+    // Must agree with AuthenticatorConfig::default_effect.
+    iotauth::registry::v1::RuleEffect default_effect = iotauth::registry::v1::RULE_EFFECT_DENY;
+    // Denies are always audited; allows only when set (publishes are frequent).
+    bool audit_allows = false;
+    size_t max_topic_bytes = 4096;
+  };
+  static absl::StatusOr<std::unique_ptr<Authorizer>> Create(Options options);
+
+  // Fills `response` and returns OK for allow and deny. INVALID_ARGUMENT naming the
+  // field for a missing identity, an action other than PUBLISH or SUBSCRIBE, or an
+  // invalid topic name (publish) or filter (subscribe). Unknown or disabled devices
+  // are denied. Thread-safe.
+  absl::Status Authorize(const iotauth::identity::v1::AuthorizeRequest& request,
+                         const CallContext& context,
+                         iotauth::identity::v1::AuthorizeResponse* response) const;
+
+ private:
+  explicit Authorizer(Options options);
+  Options options_;
+  const Clock* clock_;
+  audit::AuditSink* audit_;
+};
+
+}  // namespace iotauth::identity

@@ -1,0 +1,122 @@
+#include "services/identity/authorizer.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "services/identity/directory_cache.h"
+
+namespace iotauth::identity {
+namespace {
+
+namespace v1 = ::iotauth::identity::v1;
+namespace reg = ::iotauth::registry::v1;
+
+class CountingSink final : public audit::AuditSink {
+ public:
+  void Record(audit::v1::AuditEvent e) override { events.push_back(std::move(e)); }
+  std::vector<audit::v1::AuditEvent> events;
+};
+
+reg::AccessRule Rule(reg::RuleEffect effect, reg::RuleAction action, const std::string& filter) {
+  reg::AccessRule r;
+  r.set_effect(effect);
+  r.set_action(action);
+  r.set_topic_filter(filter);
+  return r;
+}
+
+class AuthorizerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cache_ = *DirectoryCache::Create({});
+    reg::Product p;
+    p.set_tenant_id("t1");
+    p.set_product_key("pk");
+    *p.add_default_rules() =
+        Rule(reg::RULE_EFFECT_ALLOW, reg::RULE_ACTION_ALL, "devices/${device}/#");
+    *p.add_default_rules() =
+        Rule(reg::RULE_EFFECT_ALLOW, reg::RULE_ACTION_SUBSCRIBE, "broadcast/#");
+    ASSERT_TRUE(cache_->UpsertProduct(p).ok());
+    reg::Device d;
+    d.set_tenant_id("t1");
+    d.set_device_id("d1");
+    d.set_product_key("pk");
+    d.set_status(reg::DEVICE_STATUS_ENABLED);
+    *d.add_rules() = Rule(reg::RULE_EFFECT_DENY, reg::RULE_ACTION_ALL, "devices/${device}/secret");
+    ASSERT_TRUE(cache_->UpsertDevice(d).ok());
+    d.set_device_id("off");
+    d.set_status(reg::DEVICE_STATUS_DISABLED);
+    ASSERT_TRUE(cache_->UpsertDevice(d).ok());
+    Authorizer::Options o;
+    o.directory = cache_.get();
+    o.audit_sink = &sink_;
+    authz_ = *Authorizer::Create(o);
+  }
+
+  v1::AuthorizeResponse Ask(const std::string& device, reg::RuleAction action,
+                            const std::string& topic) {
+    v1::AuthorizeRequest r;
+    r.mutable_identity()->set_tenant_id("t1");
+    r.mutable_identity()->set_device_id(device);
+    r.set_action(action);
+    r.set_topic(topic);
+    v1::AuthorizeResponse resp;
+    absl::Status s = authz_->Authorize(r, CallContext{"gw"}, &resp);
+    EXPECT_TRUE(s.ok()) << s;
+    return resp;
+  }
+
+  std::unique_ptr<DirectoryCache> cache_;
+  CountingSink sink_;
+  std::unique_ptr<Authorizer> authz_;
+};
+
+TEST_F(AuthorizerTest, FirstMatchingRuleWins) {
+  auto r = Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d1/telemetry");
+  EXPECT_EQ(r.decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(r.matched_rule_index(), 1);
+  EXPECT_EQ(r.matched_rule().topic_filter(), "devices/d1/#");
+  r = Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d1/secret");
+  EXPECT_EQ(r.decision(), v1::DECISION_DENY);
+  EXPECT_EQ(r.matched_rule_index(), 0);
+  // Another device's topic: default deny.
+  r = Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d2/telemetry");
+  EXPECT_EQ(r.decision(), v1::DECISION_DENY);
+  EXPECT_EQ(r.matched_rule_index(), -1);
+  // Subscribe-only rule.
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_SUBSCRIBE, "broadcast/+").decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_PUBLISH, "broadcast/x").decision(), v1::DECISION_DENY);
+  // A subscription wider than the allow rule, or overlapping the deny rule, is refused.
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_SUBSCRIBE, "devices/#").decision(), v1::DECISION_DENY);
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_SUBSCRIBE, "devices/d1/#").decision(), v1::DECISION_DENY);
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_SUBSCRIBE, "devices/d1/+/x").decision(), v1::DECISION_ALLOW);
+}
+
+TEST_F(AuthorizerTest, UnknownOrDisabledDevicesAreDenied) {
+  EXPECT_EQ(Ask("ghost", reg::RULE_ACTION_PUBLISH, "devices/ghost/x").decision(),
+            v1::DECISION_DENY);
+  EXPECT_EQ(Ask("off", reg::RULE_ACTION_PUBLISH, "devices/off/x").decision(), v1::DECISION_DENY);
+  ASSERT_FALSE(sink_.events.empty());
+  EXPECT_EQ(sink_.events.back().type(), audit::v1::EVENT_TYPE_AUTHORIZATION);
+  EXPECT_EQ(sink_.events.back().outcome(), audit::v1::OUTCOME_DENY);
+}
+
+TEST_F(AuthorizerTest, InvalidRequests) {
+  v1::AuthorizeRequest r;
+  v1::AuthorizeResponse resp;
+  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  r.mutable_identity()->set_tenant_id("t1");
+  r.mutable_identity()->set_device_id("d1");
+  r.set_action(reg::RULE_ACTION_PUBLISH);
+  r.set_topic("devices/+/x");
+  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  r.set_action(reg::RULE_ACTION_ALL);
+  r.set_topic("devices/d1/x");
+  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  r.set_action(reg::RULE_ACTION_SUBSCRIBE);
+  r.set_topic("devices/#/x");
+  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace iotauth::identity

@@ -1,0 +1,335 @@
+#include "services/identity/directory_cache.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/crypto.h"
+
+namespace iotauth::identity {
+namespace {
+
+// Builds `tenant \0 id` in a stack buffer when it fits (lookups do not allocate).
+class CompositeKey {
+ public:
+  CompositeKey(absl::string_view a, absl::string_view b) {
+    const size_t n = a.size() + 1 + b.size();
+    char* p = buf_;
+    if (n > sizeof(buf_)) {
+      heap_.resize(n);
+      p = heap_.data();
+    }
+    std::copy(a.begin(), a.end(), p);
+    p[a.size()] = '\0';
+    std::copy(b.begin(), b.end(), p + a.size() + 1);
+    view_ = absl::string_view(p, n);
+  }
+  CompositeKey(const CompositeKey&) = delete;
+  CompositeKey& operator=(const CompositeKey&) = delete;
+  absl::string_view view() const { return view_; }
+
+ private:
+  char buf_[192];
+  std::string heap_;
+  absl::string_view view_;
+};
+
+// Lowercases `s` into a stack buffer when it fits.
+class LowerKey {
+ public:
+  explicit LowerKey(absl::string_view s) {
+    char* p = buf_;
+    if (s.size() > sizeof(buf_)) {
+      heap_.resize(s.size());
+      p = heap_.data();
+    }
+    for (size_t i = 0; i < s.size(); ++i)
+      p[i] = absl::ascii_tolower(static_cast<unsigned char>(s[i]));
+    view_ = absl::string_view(p, s.size());
+  }
+  LowerKey(const LowerKey&) = delete;
+  LowerKey& operator=(const LowerKey&) = delete;
+  absl::string_view view() const { return view_; }
+
+ private:
+  char buf_[128];
+  std::string heap_;
+  absl::string_view view_;
+};
+
+// Decodes an optional base64 key into `out`; an invalid key leaves `out` empty and is
+// reported by field name only.
+void DecodeKey(absl::string_view b64, absl::string_view field, std::string* out,
+               absl::Status* status) {
+  out->clear();
+  if (b64.empty()) return;
+  auto raw = crypto::Base64Decode(b64);
+  if (!raw.ok() || raw->empty()) {
+    if (status->ok())
+      *status = absl::InvalidArgumentError(absl::StrCat(field, " is not valid base64"));
+    return;
+  }
+  *out = *std::move(raw);
+}
+
+size_t StringBytes(const std::string& s) {
+  // Heap block when the string is not stored inline (libstdc++ SSO holds 15 bytes).
+  return s.capacity() > 15 ? s.capacity() + 1 : 0;
+}
+
+size_t RulesBytes(const std::vector<registry::AccessRule>& rules) {
+  size_t n = rules.capacity() * sizeof(registry::AccessRule);
+  for (const auto& r : rules) n += r.SpaceUsedLong() - sizeof(registry::AccessRule);
+  return n;
+}
+
+}  // namespace
+
+const TenantRecord::Policy* TenantRecord::FindPolicy(absl::string_view name) const {
+  for (const auto& p : policies) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+size_t DeviceRecord::ApproximateBytes() const {
+  return sizeof(DeviceRecord) + StringBytes(tenant_id) + StringBytes(device_id) +
+         StringBytes(product_key) + StringBytes(primary_key) + StringBytes(secondary_key) +
+         StringBytes(triple_secret) + StringBytes(enrollment_group_id) +
+         StringBytes(primary_thumbprint) + StringBytes(secondary_thumbprint) + RulesBytes(rules);
+}
+
+absl::Status MakeTenantRecord(const registry::Tenant& t, TenantRecord* out) {
+  absl::Status status;
+  out->id = t.id();
+  out->hub_host = absl::AsciiStrToLower(t.hub_host());
+  out->policies.clear();
+  out->policies.reserve(t.policies_size());
+  for (const auto& p : t.policies()) {
+    TenantRecord::Policy policy;
+    policy.name = p.name();
+    DecodeKey(p.primary_key(), "policy primary_key", &policy.primary_key, &status);
+    DecodeKey(p.secondary_key(), "policy secondary_key", &policy.secondary_key, &status);
+    out->policies.push_back(std::move(policy));
+  }
+  return status;
+}
+
+absl::Status MakeProductRecord(const registry::Product& p, ProductRecord* out) {
+  out->tenant_id = p.tenant_id();
+  out->product_key = p.product_key();
+  out->product_secret = p.product_secret();
+  out->dynamic_activation = p.dynamic_activation();
+  out->allow_weak_sign_methods = p.allow_weak_sign_methods();
+  out->allowed_types_mask = 0;
+  for (int t : p.allowed_credential_types()) {
+    if (t > 0 && t < 32) out->allowed_types_mask |= 1U << t;
+  }
+  out->default_rules.assign(p.default_rules().begin(), p.default_rules().end());
+  return absl::OkStatus();
+}
+
+absl::Status MakeDeviceRecord(const registry::Device& d, DeviceRecord* out) {
+  absl::Status status;
+  out->tenant_id = d.tenant_id();
+  out->device_id = d.device_id();
+  out->product_key = d.product_key();
+  out->status = d.status();
+  const auto& keys = d.credentials().symmetric_key();
+  DecodeKey(keys.primary_key(), "device primary_key", &out->primary_key, &status);
+  DecodeKey(keys.secondary_key(), "device secondary_key", &out->secondary_key, &status);
+  out->triple_secret = keys.primary_key();
+  out->rules.assign(d.rules().begin(), d.rules().end());
+  out->enrollment_group_id = d.enrollment_group_id();
+  out->primary_thumbprint = d.credentials().primary_thumbprint();
+  out->secondary_thumbprint = d.credentials().secondary_thumbprint();
+  out->ca_signed_allowed = d.credentials().ca_signed_allowed();
+  return status;
+}
+
+absl::Status MakeEnrollmentGroupRecord(const registry::EnrollmentGroup& g,
+                                       EnrollmentGroupRecord* out) {
+  absl::Status status;
+  out->tenant_id = g.tenant_id();
+  out->id = g.id();
+  DecodeKey(g.group_key(), "enrollment group_key", &out->group_key, &status);
+  out->product_key = g.product_key();
+  out->initial_rules.assign(g.initial_rules().begin(), g.initial_rules().end());
+  out->enabled = g.enabled();
+  return status;
+}
+
+absl::StatusOr<std::unique_ptr<DirectoryCache>> DirectoryCache::Create(Options options) {
+  if (options.shards == 0 || options.shards > (1U << 16)) {
+    return absl::InvalidArgumentError("DirectoryCache shards must be 1..65536");
+  }
+  return std::make_unique<DirectoryCache>(options);
+}
+
+DirectoryCache::DirectoryCache(Options options)
+    : tenants_(std::max<size_t>(1, options.shards / 4)),
+      tenants_by_host_(std::max<size_t>(1, options.shards / 4)),
+      products_(std::max<size_t>(1, options.shards / 4)),
+      devices_(std::max<size_t>(1, options.shards)),
+      groups_by_tenant_(std::max<size_t>(1, options.shards / 4)),
+      groups_(std::max<size_t>(1, options.shards / 4)) {}
+
+std::shared_ptr<const TenantRecord> DirectoryCache::FindTenant(absl::string_view id) const {
+  return tenants_.Find(id);
+}
+
+std::shared_ptr<const TenantRecord> DirectoryCache::FindTenantByHubHost(
+    absl::string_view host) const {
+  LowerKey key(host);
+  return tenants_by_host_.Find(key.view());
+}
+
+std::shared_ptr<const ProductRecord> DirectoryCache::FindProduct(absl::string_view key) const {
+  return products_.Find(key);
+}
+
+std::shared_ptr<const DeviceRecord> DirectoryCache::FindDevice(absl::string_view tenant_id,
+                                                               absl::string_view device_id) const {
+  CompositeKey key(tenant_id, device_id);
+  return devices_.Find(key.view());
+}
+
+std::shared_ptr<const EnrollmentGroupList> DirectoryCache::FindEnrollmentGroups(
+    absl::string_view tenant_id, absl::string_view /*registration_id*/) const {
+  static const auto* empty =
+      new std::shared_ptr<const EnrollmentGroupList>(std::make_shared<const EnrollmentGroupList>());
+  auto list = groups_by_tenant_.Find(tenant_id);
+  return list != nullptr ? list : *empty;
+}
+
+absl::Status DirectoryCache::UpsertTenant(const registry::Tenant& tenant) {
+  if (tenant.id().empty()) return absl::InvalidArgumentError("tenant id is empty");
+  auto record = std::make_shared<TenantRecord>();
+  absl::Status status = MakeTenantRecord(tenant, record.get());
+  absl::MutexLock lock(&write_mu_);
+  auto old = tenants_.Put(record->id, record);
+  if (old != nullptr && !old->hub_host.empty() && old->hub_host != record->hub_host) {
+    auto mapped = tenants_by_host_.Find(old->hub_host);
+    if (mapped != nullptr && mapped->id == record->id) tenants_by_host_.Erase(old->hub_host);
+  }
+  if (!record->hub_host.empty()) tenants_by_host_.Put(record->hub_host, record);
+  return status;
+}
+
+void DirectoryCache::RemoveTenant(absl::string_view tenant_id) {
+  absl::MutexLock lock(&write_mu_);
+  auto old = tenants_.Erase(tenant_id);
+  if (old != nullptr && !old->hub_host.empty()) {
+    auto mapped = tenants_by_host_.Find(old->hub_host);
+    if (mapped != nullptr && mapped->id == old->id) tenants_by_host_.Erase(old->hub_host);
+  }
+}
+
+absl::Status DirectoryCache::UpsertProduct(const registry::Product& product) {
+  if (product.product_key().empty()) return absl::InvalidArgumentError("product_key is empty");
+  auto record = std::make_shared<ProductRecord>();
+  absl::Status status = MakeProductRecord(product, record.get());
+  const std::string key = record->product_key;
+  products_.Put(key, std::move(record));
+  return status;
+}
+
+void DirectoryCache::RemoveProduct(absl::string_view product_key) { products_.Erase(product_key); }
+
+absl::Status DirectoryCache::UpsertDevice(const registry::Device& device) {
+  if (device.tenant_id().empty() || device.device_id().empty()) {
+    return absl::InvalidArgumentError("device tenant_id and device_id must be set");
+  }
+  auto record = std::make_shared<DeviceRecord>();
+  absl::Status status = MakeDeviceRecord(device, record.get());
+  const int64_t bytes = static_cast<int64_t>(record->ApproximateBytes());
+  CompositeKey key(record->tenant_id, record->device_id);
+  auto old = devices_.Put(key.view(), std::move(record));
+  device_record_bytes_.fetch_add(
+      bytes - (old != nullptr ? static_cast<int64_t>(old->ApproximateBytes()) : 0),
+      std::memory_order_relaxed);
+  return status;
+}
+
+void DirectoryCache::RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) {
+  CompositeKey key(tenant_id, device_id);
+  auto old = devices_.Erase(key.view());
+  if (old != nullptr) {
+    device_record_bytes_.fetch_sub(static_cast<int64_t>(old->ApproximateBytes()),
+                                   std::memory_order_relaxed);
+  }
+}
+
+namespace {
+
+// Rebuilds one tenant's list of enabled groups from the full set (ordered by id).
+std::shared_ptr<const EnrollmentGroupList> WithGroup(
+    const std::shared_ptr<const EnrollmentGroupList>& current, absl::string_view group_id,
+    std::shared_ptr<const EnrollmentGroupRecord> replacement) {
+  auto next = std::make_shared<EnrollmentGroupList>();
+  if (current != nullptr) {
+    for (const auto& g : *current) {
+      if (g->id != group_id) next->push_back(g);
+    }
+  }
+  if (replacement != nullptr && replacement->enabled) next->push_back(std::move(replacement));
+  std::sort(next->begin(), next->end(), [](const auto& a, const auto& b) { return a->id < b->id; });
+  return next;
+}
+
+}  // namespace
+
+absl::Status DirectoryCache::UpsertEnrollmentGroup(const registry::EnrollmentGroup& group) {
+  if (group.tenant_id().empty() || group.id().empty()) {
+    return absl::InvalidArgumentError("enrollment group tenant_id and id must be set");
+  }
+  auto record = std::make_shared<EnrollmentGroupRecord>();
+  absl::Status status = MakeEnrollmentGroupRecord(group, record.get());
+  absl::MutexLock lock(&write_mu_);
+  CompositeKey key(record->tenant_id, record->id);
+  groups_.Put(key.view(), record);
+  auto list = WithGroup(groups_by_tenant_.Find(record->tenant_id), record->id, record);
+  groups_by_tenant_.Put(record->tenant_id, std::move(list));
+  return status;
+}
+
+void DirectoryCache::RemoveEnrollmentGroup(absl::string_view tenant_id,
+                                           absl::string_view group_id) {
+  absl::MutexLock lock(&write_mu_);
+  CompositeKey key(tenant_id, group_id);
+  if (groups_.Erase(key.view()) == nullptr) return;
+  auto list = WithGroup(groups_by_tenant_.Find(tenant_id), group_id, nullptr);
+  if (list->empty()) {
+    groups_by_tenant_.Erase(tenant_id);
+  } else {
+    groups_by_tenant_.Put(tenant_id, std::move(list));
+  }
+}
+
+void DirectoryCache::Clear() {
+  absl::MutexLock lock(&write_mu_);
+  tenants_.Clear();
+  tenants_by_host_.Clear();
+  products_.Clear();
+  devices_.Clear();
+  groups_by_tenant_.Clear();
+  groups_.Clear();
+  device_record_bytes_.store(0, std::memory_order_relaxed);
+}
+
+DirectoryCache::Stats DirectoryCache::GetStats() const {
+  Stats s;
+  s.tenants = tenants_.size();
+  s.products = products_.size();
+  s.devices = devices_.size();
+  // Record + key bytes tracked on upsert, plus per-device control block (make_shared:
+  // two counts and a vtable pointer), the map key's heap block and the table slots.
+  const size_t per_device_fixed = 16 + 8 + 32;  // control block + key heap (typical)
+  s.device_bytes = static_cast<size_t>(std::max<int64_t>(0, device_record_bytes_.load())) +
+                   s.devices * per_device_fixed + devices_.TableBytes();
+  return s;
+}
+
+}  // namespace iotauth::identity

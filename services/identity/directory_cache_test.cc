@@ -1,0 +1,150 @@
+#include "services/identity/directory_cache.h"
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace iotauth::identity {
+namespace {
+
+std::unique_ptr<DirectoryCache> NewCache() {
+  auto c = DirectoryCache::Create({});
+  EXPECT_TRUE(c.ok());
+  return *std::move(c);
+}
+
+registry::Device MakeDevice(const std::string& tenant, const std::string& id) {
+  registry::Device d;
+  d.set_tenant_id(tenant);
+  d.set_device_id(id);
+  d.set_product_key("pk");
+  d.set_status(registry::DEVICE_STATUS_ENABLED);
+  d.mutable_credentials()->mutable_symmetric_key()->set_primary_key("cGFzc3dvcmQ=");
+  return d;
+}
+
+TEST(DirectoryCacheTest, TenantsByIdAndHost) {
+  auto cache = NewCache();
+  registry::Tenant t;
+  t.set_id("t1");
+  t.set_hub_host("Hub1.Example.com");
+  auto* p = t.add_policies();
+  p->set_name("svc");
+  p->set_primary_key("cGFzc3dvcmQ=");
+  ASSERT_TRUE(cache->UpsertTenant(t).ok());
+  ASSERT_NE(cache->FindTenant("t1"), nullptr);
+  auto by_host = cache->FindTenantByHubHost("HUB1.example.COM");
+  ASSERT_NE(by_host, nullptr);
+  EXPECT_EQ(by_host->id, "t1");
+  ASSERT_NE(by_host->FindPolicy("svc"), nullptr);
+  EXPECT_EQ(by_host->FindPolicy("svc")->primary_key, "password");  // decoded
+  EXPECT_EQ(by_host->FindPolicy("other"), nullptr);
+
+  // Changing the host drops the old mapping.
+  t.set_hub_host("hub2.example.com");
+  ASSERT_TRUE(cache->UpsertTenant(t).ok());
+  EXPECT_EQ(cache->FindTenantByHubHost("hub1.example.com"), nullptr);
+  EXPECT_NE(cache->FindTenantByHubHost("hub2.example.com"), nullptr);
+  cache->RemoveTenant("t1");
+  EXPECT_EQ(cache->FindTenant("t1"), nullptr);
+  EXPECT_EQ(cache->FindTenantByHubHost("hub2.example.com"), nullptr);
+}
+
+TEST(DirectoryCacheTest, DevicesAreScopedByTenantAndKeysDecoded) {
+  auto cache = NewCache();
+  ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t1", "d1")).ok());
+  auto d = cache->FindDevice("t1", "d1");
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->primary_key, "password");
+  EXPECT_EQ(d->triple_secret, "cGFzc3dvcmQ=");
+  EXPECT_EQ(cache->FindDevice("t2", "d1"), nullptr);
+  // No ambiguity between ("t1", "d1") and ("t", "1d1")-style splits.
+  EXPECT_EQ(cache->FindDevice("t", "1\0d1"), nullptr);
+
+  // A reader holding the old record keeps a consistent view across an update.
+  auto held = cache->FindDevice("t1", "d1");
+  auto disabled = MakeDevice("t1", "d1");
+  disabled.set_status(registry::DEVICE_STATUS_DISABLED);
+  ASSERT_TRUE(cache->UpsertDevice(disabled).ok());
+  EXPECT_EQ(held->status, registry::DEVICE_STATUS_ENABLED);
+  EXPECT_EQ(cache->FindDevice("t1", "d1")->status, registry::DEVICE_STATUS_DISABLED);
+  cache->RemoveDevice("t1", "d1");
+  EXPECT_EQ(cache->FindDevice("t1", "d1"), nullptr);
+  EXPECT_EQ(cache->GetStats().devices, 0U);
+}
+
+TEST(DirectoryCacheTest, InvalidKeyIsStoredEmptyAndReportedWithoutValue) {
+  auto cache = NewCache();
+  auto d = MakeDevice("t1", "d1");
+  d.mutable_credentials()->mutable_symmetric_key()->set_secondary_key("s3cr3t!!");
+  absl::Status s = cache->UpsertDevice(d);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message().find("s3cr3t"), absl::string_view::npos);
+  auto rec = cache->FindDevice("t1", "d1");
+  ASSERT_NE(rec, nullptr);
+  EXPECT_EQ(rec->secondary_key, "");
+  EXPECT_EQ(rec->primary_key, "password");
+}
+
+TEST(DirectoryCacheTest, ProductsAndGroups) {
+  auto cache = NewCache();
+  registry::Product p;
+  p.set_tenant_id("t1");
+  p.set_product_key("pk");
+  p.add_allowed_credential_types(registry::CREDENTIAL_TYPE_SAS);
+  ASSERT_TRUE(cache->UpsertProduct(p).ok());
+  auto pr = cache->FindProduct("pk");
+  ASSERT_NE(pr, nullptr);
+  EXPECT_TRUE(pr->Allows(registry::CREDENTIAL_TYPE_SAS));
+  EXPECT_FALSE(pr->Allows(registry::CREDENTIAL_TYPE_DEVICE_TRIPLE));
+
+  registry::EnrollmentGroup g;
+  g.set_tenant_id("t1");
+  g.set_id("g2");
+  g.set_group_key("cGFzc3dvcmQ=");
+  g.set_enabled(true);
+  ASSERT_TRUE(cache->UpsertEnrollmentGroup(g).ok());
+  g.set_id("g1");
+  ASSERT_TRUE(cache->UpsertEnrollmentGroup(g).ok());
+  g.set_id("g3");
+  g.set_enabled(false);
+  ASSERT_TRUE(cache->UpsertEnrollmentGroup(g).ok());
+  auto groups = cache->FindEnrollmentGroups("t1", "reg");
+  ASSERT_EQ(groups->size(), 2U);
+  EXPECT_EQ((*groups)[0]->id, "g1");
+  EXPECT_EQ((*groups)[0]->group_key, "password");
+  cache->RemoveEnrollmentGroup("t1", "g1");
+  EXPECT_EQ(cache->FindEnrollmentGroups("t1", "reg")->size(), 1U);
+  EXPECT_TRUE(cache->FindEnrollmentGroups("t2", "reg")->empty());
+}
+
+TEST(DirectoryCacheTest, ConcurrentReadersAndWriters) {
+  auto cache = NewCache();
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t", absl::StrCat(i))).ok());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&cache, t] {
+      for (int n = 0; n < 20000; ++n) {
+        const std::string id = absl::StrCat(n % 1000);
+        if (t == 0 && n % 10 == 0) {
+          cache->UpsertDevice(MakeDevice("t", id)).IgnoreError();
+        } else {
+          auto d = cache->FindDevice("t", id);
+          ASSERT_NE(d, nullptr);
+          ASSERT_EQ(d->device_id, id);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto stats = cache->GetStats();
+  EXPECT_EQ(stats.devices, 1000U);
+  EXPECT_GT(stats.bytes_per_device(), 200.0);
+  EXPECT_LT(stats.bytes_per_device(), 2000.0);
+}
+
+}  // namespace
+}  // namespace iotauth::identity

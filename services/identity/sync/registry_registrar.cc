@@ -1,0 +1,132 @@
+#include "services/identity/sync/registry_registrar.h"
+
+#include <grpcpp/client_context.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace iotauth::identity {
+namespace {
+
+namespace rv1 = iotauth::registry::v1;
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+}  // namespace
+
+RegistryRegistrar::RegistryRegistrar(std::shared_ptr<grpc::Channel> channel,
+                                     std::string bearer_token)
+    : stub_(rv1::DeviceRegistry::NewStub(channel)), token_(std::move(bearer_token)) {}
+
+void RegistryRegistrar::Prepare(grpc::ClientContext* ctx) const {
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  // Called on the Authenticate path: keep it short.
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+}
+
+absl::StatusOr<rv1::Device> RegistryRegistrar::RegisterFromEnrollmentGroup(
+    const EnrollmentGroupRecord& group, absl::string_view device_id,
+    absl::string_view derived_key_base64) {
+  rv1::CreateDeviceRequest req;
+  rv1::Device* d = req.mutable_device();
+  d->set_tenant_id(group.tenant_id);
+  d->set_device_id(std::string(device_id));
+  d->set_product_key(group.product_key);
+  d->set_status(rv1::DEVICE_STATUS_ENABLED);
+  d->set_enrollment_group_id(group.id);
+  for (const auto& r : group.initial_rules) *d->add_rules() = r;
+  auto* key = d->mutable_credentials()->mutable_symmetric_key();
+  key->set_primary_key(std::string(derived_key_base64));
+  key->set_secondary_key(std::string(derived_key_base64));
+  rv1::Device created;
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  grpc::Status s = stub_->CreateDevice(&ctx, req, &created);
+  if (s.ok()) return created;
+  if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) return FromGrpc(s);
+  // A concurrent first connect won the race: take the stored device if it came
+  // through the same group.
+  grpc::ClientContext gctx;
+  Prepare(&gctx);
+  rv1::GetDeviceRequest get;
+  get.set_tenant_id(group.tenant_id);
+  get.set_device_id(std::string(device_id));
+  rv1::Device existing;
+  s = stub_->GetDevice(&gctx, get, &existing);
+  if (!s.ok()) return FromGrpc(s);
+  if (existing.enrollment_group_id() != group.id) {
+    return absl::AlreadyExistsError("device exists outside this enrollment group");
+  }
+  return existing;
+}
+
+absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
+    const ProductRecord& product, absl::string_view device_name) {
+  rv1::GetDeviceRequest get;
+  get.set_tenant_id(product.tenant_id);
+  get.set_device_id(std::string(device_name));
+  rv1::Device existing;
+  grpc::ClientContext gctx;
+  Prepare(&gctx);
+  grpc::Status s = stub_->GetDevice(&gctx, get, &existing);
+  Activation out;
+  if (s.ok()) {
+    if (existing.product_key() != product.product_key) {
+      return absl::FailedPreconditionError("device belongs to another product");
+    }
+    if (existing.tags().count(kActivatedTag) > 0) {
+      return absl::FailedPreconditionError("device already activated");
+    }
+    rv1::UpdateDeviceRequest upd;
+    *upd.mutable_device() = existing;
+    (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
+    upd.mutable_device()->set_status(rv1::DEVICE_STATUS_ENABLED);
+    upd.mutable_update_mask()->add_paths("tags");
+    upd.set_etag(existing.etag());
+    rv1::Device updated;
+    grpc::ClientContext uctx;
+    Prepare(&uctx);
+    s = stub_->UpdateDevice(&uctx, upd, &updated);
+    if (!s.ok()) return FromGrpc(s);
+    rv1::SetDeviceStatusRequest st;
+    st.set_tenant_id(product.tenant_id);
+    st.set_device_id(std::string(device_name));
+    st.set_status(rv1::DEVICE_STATUS_ENABLED);
+    grpc::ClientContext sctx;
+    Prepare(&sctx);
+    s = stub_->SetDeviceStatus(&sctx, st, &updated);
+    if (!s.ok()) return FromGrpc(s);
+    rv1::RegenerateDeviceKeyRequest regen;
+    regen.set_tenant_id(product.tenant_id);
+    regen.set_device_id(std::string(device_name));
+    regen.set_slot(rv1::KEY_SLOT_PRIMARY);
+    grpc::ClientContext rctx;
+    Prepare(&rctx);
+    s = stub_->RegenerateDeviceKey(&rctx, regen, &out.device);
+    if (!s.ok()) return FromGrpc(s);
+  } else if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+    rv1::CreateDeviceRequest req;
+    rv1::Device* d = req.mutable_device();
+    d->set_tenant_id(product.tenant_id);
+    d->set_device_id(std::string(device_name));
+    d->set_product_key(product.product_key);
+    d->set_status(rv1::DEVICE_STATUS_ENABLED);
+    (*d->mutable_tags())[kActivatedTag] = "true";
+    req.set_generate_keys(true);
+    grpc::ClientContext cctx;
+    Prepare(&cctx);
+    s = stub_->CreateDevice(&cctx, req, &out.device);
+    if (!s.ok()) return FromGrpc(s);
+  } else {
+    return FromGrpc(s);
+  }
+  out.device_secret = out.device.credentials().symmetric_key().primary_key();
+  if (out.device_secret.empty()) {
+    return absl::InternalError("registry returned no generated device secret");
+  }
+  return out;
+}
+
+}  // namespace iotauth::identity

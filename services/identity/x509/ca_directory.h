@@ -1,0 +1,101 @@
+// CaDirectory: the identity process's in-memory view of every tenant's X.509 trust —
+// registered CAs (any status; only VERIFIED ones are trusted), explicit revocations
+// and uploaded CRLs — fed from the registry mirror, read on every X.509 Authenticate.
+// Each tenant's state is an immutable snapshot (with a prepared OpenSSL trust store)
+// swapped on change; every change bumps a generation counter that invalidates cached
+// verification results at once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/iotauth/registry/v1/types.pb.h"
+#include "services/identity/x509/certificate.h"
+#include "services/identity/x509/chain_verifier.h"
+
+namespace iotauth::identity::x509 {
+
+// One registered CA, parsed.
+struct CaInfo {
+  std::string tenant_id;
+  std::string id;
+  iotauth::registry::v1::CaStatus status = iotauth::registry::v1::CA_STATUS_UNSPECIFIED;
+  bool jit_registration = false;
+  std::string jit_product_key;
+  bool jit_auto_enable = false;
+  // Empty: leaf CN is the device id; else a SAN pattern with {tenant} and {device}.
+  std::string device_id_pattern;
+  bool issuing = false;
+  CertPtr cert;
+};
+
+// Immutable per-tenant snapshot.
+struct TenantTrust {
+  std::string tenant_id;
+  // Every registered CA by id.
+  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> cas;
+  // VERIFIED CAs by raw SHA-256 of their DER.
+  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> trusted_by_sha256;
+  // Anchors: VERIFIED CAs (and their CRLs). Null when the tenant trusts no CA.
+  std::shared_ptr<const TrustStore> store;
+  // Revoked leaf fingerprints (lowercase hex) and `issuer fingerprint hex/serial hex`.
+  absl::flat_hash_set<std::string> revoked_fingerprints;
+  absl::flat_hash_set<std::string> revoked_issuer_serials;
+};
+
+class CaDirectory {
+ public:
+  CaDirectory() = default;
+
+  // ---- write side (registry mirror; thread-safe) ----
+  // INVALID_ARGUMENT when the PEM does not parse (the CA is then dropped).
+  absl::Status UpsertCa(const iotauth::registry::v1::CaCertificate& ca);
+  void RemoveCa(absl::string_view tenant_id, absl::string_view ca_id);
+  absl::Status UpsertRevocation(const iotauth::registry::v1::CertificateRevocation& revocation);
+  void RemoveRevocation(absl::string_view tenant_id, absl::string_view revocation_id);
+  // INVALID_ARGUMENT when the CRL does not parse.
+  absl::Status UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl);
+  void RemoveCrl(absl::string_view tenant_id, absl::string_view ca_id);
+  void RemoveTenant(absl::string_view tenant_id);
+  void Clear();
+
+  // ---- read side (hot path; thread-safe, never blocks for long) ----
+  std::shared_ptr<const TenantTrust> Find(absl::string_view tenant_id) const;
+  // Tenants with a VERIFIED CA whose subject equals `issuer` (for chains presented
+  // without a tenant hint), at most `limit`.
+  std::vector<std::string> TenantsForIssuer(const X509_NAME* issuer, size_t limit) const;
+  // Bumped by every change.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  static std::string IssuerSerialKey(absl::string_view issuer_fingerprint_hex,
+                                     absl::string_view serial_hex);
+
+ private:
+  // Mutable source state of one tenant (under mu_).
+  struct Source {
+    absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> cas;
+    absl::flat_hash_map<std::string, iotauth::registry::v1::CertificateRevocation> revocations;
+    absl::flat_hash_map<std::string, CrlPtr> crls;  // by CA id
+  };
+  // Rebuilds the tenant's snapshot from its source and publishes it.
+  void Rebuild(const std::string& tenant_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Source> sources_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<const TenantTrust>> snapshots_
+      ABSL_GUARDED_BY(mu_);
+  // X509_NAME hash of a VERIFIED CA's subject -> tenants.
+  absl::flat_hash_map<unsigned long, std::vector<std::string>> issuer_index_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> generation_{1};
+};
+
+}  // namespace iotauth::identity::x509

@@ -1,0 +1,256 @@
+#include "services/identity/x509/certificate.h"
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/crypto.h"
+
+namespace iotauth::identity::x509 {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+
+constexpr size_t kMaxSans = 32;
+
+struct OpenSslFree {
+  void operator()(void* p) const { OPENSSL_free(p); }
+};
+
+absl::Status Malformed(absl::string_view what) {
+  ERR_clear_error();
+  return absl::InvalidArgumentError(what);
+}
+
+std::string Asn1StringToUtf8(const ASN1_STRING* s) {
+  unsigned char* out = nullptr;
+  int n = ASN1_STRING_to_UTF8(&out, s);
+  if (n < 0) return "";
+  std::string r(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+  OPENSSL_free(out);
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Time> Asn1TimeToAbsl(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) {
+    return absl::InvalidArgumentError("unreadable time");
+  }
+  return absl::FromUnixSeconds(timegm(&tm));
+}
+
+std::string DerOf(X509* x) {
+  unsigned char* der = nullptr;
+  int n = i2d_X509(x, &der);
+  if (n <= 0) return "";
+  std::string r(reinterpret_cast<char*>(der), static_cast<size_t>(n));
+  OPENSSL_free(der);
+  return r;
+}
+
+std::string PemOf(X509* x) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), x) != 1) return "";
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len > 0 ? len : 0));
+}
+
+std::string NameToString(const X509_NAME* name) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253) < 0) return "";
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len > 0 ? len : 0)).substr(0, 512);
+}
+
+bool LooksLikePem(absl::string_view data) {
+  return absl::StartsWith(absl::StripLeadingAsciiWhitespace(data), "-----BEGIN");
+}
+
+absl::StatusOr<CertPtr> ParsedCertificate::FromX509(X509Ptr x509) {
+  if (!x509) return Malformed("not a certificate");
+  // Fills OpenSSL's extension cache now (so later concurrent reads never write) and
+  // refuses certificates whose extensions do not decode.
+  if (X509_check_purpose(x509.get(), -1, 0) != 1 ||
+      (X509_get_extension_flags(x509.get()) & EXFLAG_INVALID) != 0) {
+    return Malformed("certificate has invalid extensions");
+  }
+  std::shared_ptr<ParsedCertificate> c(new ParsedCertificate());
+  c->der_ = DerOf(x509.get());
+  if (c->der_.empty()) return Malformed("certificate does not re-encode");
+  c->sha256_ = crypto::Sha256(c->der_);
+  c->fingerprint_hex_ = crypto::HexEncode(c->sha256_);
+  auto nb = Asn1TimeToAbsl(X509_get0_notBefore(x509.get()));
+  auto na = Asn1TimeToAbsl(X509_get0_notAfter(x509.get()));
+  if (!nb.ok() || !na.ok()) return Malformed("certificate has an unreadable validity period");
+  c->not_before_ = *nb;
+  c->not_after_ = *na;
+
+  const X509_NAME* subject = X509_get_subject_name(x509.get());
+  c->subject_ = NameToString(subject);
+  int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx >= 0 && X509_NAME_get_index_by_NID(subject, NID_commonName, idx) < 0) {
+    c->subject_cn_ = Asn1StringToUtf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
+  }
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(x509.get());
+  BIGNUM* bn = ASN1_INTEGER_to_BN(serial, nullptr);
+  if (bn == nullptr) return Malformed("certificate has an unreadable serial number");
+  char* hex = BN_bn2hex(bn);
+  BN_free(bn);
+  if (hex == nullptr) return Malformed("certificate has an unreadable serial number");
+  c->serial_hex_ = absl::AsciiStrToLower(hex);
+  OPENSSL_free(hex);
+  // BN_bn2hex pads to whole bytes; strip leading zeros for a canonical form.
+  {
+    bool neg = !c->serial_hex_.empty() && c->serial_hex_[0] == '-';
+    std::string digits = neg ? c->serial_hex_.substr(1) : c->serial_hex_;
+    size_t nz = digits.find_first_not_of('0');
+    digits = nz == std::string::npos ? "0" : digits.substr(nz);
+    c->serial_hex_ = neg ? "-" + digits : digits;
+  }
+
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(x509.get(), NID_subject_alt_name, nullptr, nullptr));
+  if (names != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+      if (gn->type == GEN_URI && c->san_uris_.size() < kMaxSans) {
+        c->san_uris_.push_back(Asn1StringToUtf8(gn->d.uniformResourceIdentifier));
+      } else if (gn->type == GEN_DNS && c->san_dns_.size() < kMaxSans) {
+        c->san_dns_.push_back(Asn1StringToUtf8(gn->d.dNSName));
+      }
+    }
+    GENERAL_NAMES_free(names);
+  }
+  c->self_issued_ = X509_NAME_cmp(subject, X509_get_issuer_name(x509.get())) == 0;
+  c->is_ca_ = X509_check_ca(x509.get()) >= 1;
+  c->x509_ = std::move(x509);
+  ERR_clear_error();
+  return std::const_pointer_cast<const ParsedCertificate>(c);
+}
+
+absl::StatusOr<CertPtr> ParsedCertificate::FromDer(absl::string_view der) {
+  if (der.empty()) return Malformed("empty certificate");
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  const unsigned char* end = p + der.size();
+  X509Ptr x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!x) return Malformed("not a DER certificate");
+  if (p != end) return Malformed("trailing bytes after the DER certificate");
+  return FromX509(std::move(x));
+}
+
+absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view entry,
+                                                       const ParseLimits& limits) {
+  if (entry.empty()) return Malformed("empty chain entry");
+  if (entry.size() > limits.max_entry_bytes) return Malformed("chain entry too large");
+  std::vector<CertPtr> out;
+  if (!LooksLikePem(entry)) {
+    auto c = ParsedCertificate::FromDer(entry);
+    if (!c.ok()) return c.status();
+    out.push_back(*std::move(c));
+    return out;
+  }
+  BioPtr bio(BIO_new_mem_buf(entry.data(), static_cast<int>(entry.size())));
+  if (!bio) return absl::ResourceExhaustedError("out of memory");
+  for (;;) {
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* data = nullptr;
+    long len = 0;
+    if (PEM_read_bio(bio.get(), &name, &header, &data, &len) != 1) {
+      const unsigned long err = ERR_peek_last_error();
+      ERR_clear_error();
+      if (ERR_GET_REASON(err) == PEM_R_NO_START_LINE && !out.empty()) break;
+      return Malformed(out.empty() ? "no PEM certificate" : "bad PEM block after a certificate");
+    }
+    std::unique_ptr<char, OpenSslFree> n(name);
+    std::unique_ptr<char, OpenSslFree> h(header);
+    std::unique_ptr<unsigned char, OpenSslFree> d(data);
+    if (absl::string_view(name) != "CERTIFICATE") return Malformed("PEM block is not a CERTIFICATE");
+    if (header != nullptr && header[0] != '\0') return Malformed("PEM headers are not allowed");
+    if (out.size() >= limits.max_certificates) return Malformed("too many certificates");
+    auto c = ParsedCertificate::FromDer(
+        absl::string_view(reinterpret_cast<const char*>(data), static_cast<size_t>(len)));
+    if (!c.ok()) return c.status();
+    out.push_back(*std::move(c));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<CertPtr>> ParseChain(absl::Span<const absl::string_view> chain,
+                                                const ParseLimits& limits) {
+  if (chain.empty()) return Malformed("empty certificate chain");
+  if (chain.size() > limits.max_certificates) return Malformed("too many certificates");
+  size_t total = 0;
+  for (absl::string_view e : chain) total += e.size();
+  if (total > limits.max_total_bytes) return Malformed("certificate chain too large");
+  std::vector<CertPtr> out;
+  for (absl::string_view e : chain) {
+    auto certs = ParseCertificates(e, limits);
+    if (!certs.ok()) return certs.status();
+    for (auto& c : *certs) out.push_back(std::move(c));
+    if (out.size() > limits.max_certificates) return Malformed("too many certificates");
+  }
+  return out;
+}
+
+absl::StatusOr<CrlPtr> ParsedCrl::Parse(absl::string_view data, size_t max_bytes) {
+  if (data.empty()) return Malformed("empty CRL");
+  if (data.size() > max_bytes) return Malformed("CRL too large");
+  X509CrlPtr crl;
+  if (LooksLikePem(data)) {
+    BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+    if (!bio) return absl::ResourceExhaustedError("out of memory");
+    crl.reset(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  } else {
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    const unsigned char* end = p + data.size();
+    crl.reset(d2i_X509_CRL(nullptr, &p, static_cast<long>(data.size())));
+    if (crl && p != end) return Malformed("trailing bytes after the DER CRL");
+  }
+  if (!crl) return Malformed("not a CRL");
+  std::shared_ptr<ParsedCrl> out(new ParsedCrl());
+  auto tu = Asn1TimeToAbsl(X509_CRL_get0_lastUpdate(crl.get()));
+  if (!tu.ok()) return Malformed("CRL has an unreadable thisUpdate");
+  out->this_update_ = *tu;
+  if (X509_CRL_get0_nextUpdate(crl.get()) != nullptr) {
+    auto nu = Asn1TimeToAbsl(X509_CRL_get0_nextUpdate(crl.get()));
+    if (!nu.ok()) return Malformed("CRL has an unreadable nextUpdate");
+    out->next_update_ = *nu;
+  }
+  int crit = 0;
+  auto* num = static_cast<ASN1_INTEGER*>(
+      X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &crit, nullptr));
+  if (num != nullptr) {
+    BIGNUM* bn = ASN1_INTEGER_to_BN(num, nullptr);
+    ASN1_INTEGER_free(num);
+    if (bn != nullptr) {
+      char* dec = BN_bn2dec(bn);
+      if (dec != nullptr) out->crl_number_ = dec;
+      OPENSSL_free(dec);
+      BN_free(bn);
+    }
+  }
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+  out->revoked_count_ = revoked == nullptr ? 0 : sk_X509_REVOKED_num(revoked);
+  out->crl_ = std::move(crl);
+  ERR_clear_error();
+  return std::const_pointer_cast<const ParsedCrl>(out);
+}
+
+}  // namespace iotauth::identity::x509
