@@ -31,8 +31,8 @@ std::string Base64Encode(absl::string_view data) {
   out.reserve((data.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 3 <= data.size(); i += 3) {
-    uint32_t v = (static_cast<uint8_t>(data[i]) << 16) |
-                 (static_cast<uint8_t>(data[i + 1]) << 8) | static_cast<uint8_t>(data[i + 2]);
+    uint32_t v = (static_cast<uint8_t>(data[i]) << 16) | (static_cast<uint8_t>(data[i + 1]) << 8) |
+                 static_cast<uint8_t>(data[i + 2]);
     out.push_back(kB64[(v >> 18) & 63]);
     out.push_back(kB64[(v >> 12) & 63]);
     out.push_back(kB64[(v >> 6) & 63]);

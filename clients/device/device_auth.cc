@@ -97,7 +97,8 @@ absl::StatusOr<std::string> MakeSasToken(absl::string_view hub_host, absl::strin
 MqttConnectFields SasMqttConnectFields(absl::string_view hub_host, absl::string_view device_id,
                                        absl::string_view module_id, std::string token) {
   MqttConnectFields f;
-  f.client_id = module_id.empty() ? std::string(device_id) : absl::StrCat(device_id, "/", module_id);
+  f.client_id =
+      module_id.empty() ? std::string(device_id) : absl::StrCat(device_id, "/", module_id);
   f.username = absl::StrCat(hub_host, "/", f.client_id, "/?api-version=", kAzureMqttApiVersion);
   f.password = std::move(token);
   return f;
@@ -127,8 +128,8 @@ absl::StatusOr<TripleSignMethod> ParseTripleSignMethod(absl::string_view name) {
 std::string TripleSignContent(const TripleParams& p) {
   const absl::string_view client_id = p.client_id.empty() ? p.device_name : p.client_id;
   // Names in byte order: clientId < deviceName < productKey < timestamp.
-  std::string content = absl::StrCat("clientId", client_id, "deviceName", p.device_name,
-                                     "productKey", p.product_key);
+  std::string content =
+      absl::StrCat("clientId", client_id, "deviceName", p.device_name, "productKey", p.product_key);
   if (p.timestamp_ms.has_value()) absl::StrAppend(&content, "timestamp", *p.timestamp_ms);
   return content;
 }
@@ -178,8 +179,8 @@ absl::StatusOr<std::string> EnosSignature(const EnosParams& p) {
   }
   if (p.secret.empty()) return absl::InvalidArgumentError("secret is empty");
   // Names in byte order: clientId < deviceKey < productKey < timestamp.
-  std::string content = absl::StrCat("clientId", client_id, "deviceKey", p.device_key,
-                                     "productKey", p.product_key);
+  std::string content =
+      absl::StrCat("clientId", client_id, "deviceKey", p.device_key, "productKey", p.product_key);
   if (p.timestamp_ms.has_value()) absl::StrAppend(&content, "timestamp", *p.timestamp_ms);
   content.append(p.secret);
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -194,8 +195,8 @@ absl::StatusOr<MqttConnectFields> EnosMqttConnectFields(const EnosParams& p) {
   if (!sig.ok()) return sig.status();
   MqttConnectFields f;
   const absl::string_view client_id = p.client_id.empty() ? p.device_key : p.client_id;
-  f.client_id = absl::StrCat(client_id, "|securemode=", p.dynamic_activation ? 3 : 2,
-                             ",signmethod=sha256");
+  f.client_id =
+      absl::StrCat(client_id, "|securemode=", p.dynamic_activation ? 3 : 2, ",signmethod=sha256");
   if (p.timestamp_ms.has_value()) absl::StrAppend(&f.client_id, ",timestamp=", *p.timestamp_ms);
   f.client_id.push_back('|');
   f.username = absl::StrCat(p.device_key, "&", p.product_key);

@@ -24,8 +24,8 @@ TEST(SasTest, PublishedTokenVector) {
 // Expected values computed independently with Python's hmac and
 // urllib.parse.quote(safe=""), which is what Azure's Python SDK does.
 TEST(SasTest, DeviceToken) {
-  auto token = MakeSasToken("myhub.azure-devices.net", "dev-1", "cGFzc3dvcmQ=",
-                            absl::FromUnixSeconds(1700000000));
+  auto token = MakeSasToken("myhub.azure-devices.net", "dev-1",
+                            "cGFzc3dvcmQ=", absl::FromUnixSeconds(1700000000));
   ASSERT_TRUE(token.ok()) << token.status();
   EXPECT_EQ(*token,
             "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev-1"
@@ -33,9 +33,9 @@ TEST(SasTest, DeviceToken) {
 }
 
 TEST(SasTest, ModuleTokenWithPolicy) {
-  auto token = MakeSasToken("myhub.azure-devices.net", "dev-1", "m1", "cGFzc3dvcmQ=",
-                            absl::FromUnixSeconds(1700000000) + absl::Milliseconds(999),
-                            "device gw");
+  auto token = MakeSasToken(
+      "myhub.azure-devices.net", "dev-1", "m1",
+      "cGFzc3dvcmQ=", absl::FromUnixSeconds(1700000000) + absl::Milliseconds(999), "device gw");
   ASSERT_TRUE(token.ok()) << token.status();
   EXPECT_EQ(*token,
             "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev-1%2Fmodules%2Fm1"

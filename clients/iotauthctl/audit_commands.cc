@@ -15,9 +15,9 @@ namespace av1 = ::iotauth::audit::v1;
 
 const std::vector<Column>& EventColumns() {
   static const auto* kColumns = new std::vector<Column>{
-      {"SEQ", "sequence"},     {"TIME", "time"},     {"TYPE", "type"},
-      {"OUTCOME", "outcome"},  {"TENANT", "tenant_id"}, {"DEVICE", "device_id"},
-      {"REASON", "reason"},    {"CALLER", "caller"}};
+      {"SEQ", "sequence"},    {"TIME", "time"},        {"TYPE", "type"},
+      {"OUTCOME", "outcome"}, {"TENANT", "tenant_id"}, {"DEVICE", "device_id"},
+      {"REASON", "reason"},   {"CALLER", "caller"}};
   return *kColumns;
 }
 
@@ -52,7 +52,8 @@ absl::StatusOr<av1::QueryRequest> BuildQuery(const Invocation& inv) {
   }
   if (inv.flags.Has("outcome")) {
     auto v = ParseEnumName(av1::Outcome_descriptor(), inv.flags.Get("outcome"));
-    if (!v.ok()) return absl::InvalidArgumentError(absl::StrCat("--outcome: ", v.status().message()));
+    if (!v.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--outcome: ", v.status().message()));
     q.set_outcome(static_cast<av1::Outcome>(*v));
   }
   return q;
@@ -63,8 +64,10 @@ void AddFilterFlags(Command& c) {
       .Flag({"until", "TIME", "Events before: RFC 3339 time or a duration ago"})
       .Flag({"tenant", "ID", "Only this tenant", "", "IOTAUTH_TENANT"})
       .Flag({"device", "ID", "Only this device"})
-      .Flag({"type", "TYPE", absl::StrCat("Event type: ", EnumChoices(av1::EventType_descriptor()))})
-      .Flag({"outcome", "OUTCOME", absl::StrCat("Outcome: ", EnumChoices(av1::Outcome_descriptor()))});
+      .Flag(
+          {"type", "TYPE", absl::StrCat("Event type: ", EnumChoices(av1::EventType_descriptor()))})
+      .Flag({"outcome", "OUTCOME",
+             absl::StrCat("Outcome: ", EnumChoices(av1::Outcome_descriptor()))});
 }
 
 struct Audit {
@@ -88,18 +91,18 @@ int Query(Invocation& inv) {
   auto a = OpenAudit(inv, &exit);
   if (!a) return exit;
   std::vector<av1::AuditEvent> events;
-  int rc = ListPages(inv, *a->conn, "AuditLog.Query",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       av1::QueryRequest req = *base;
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       av1::QueryResponse resp;
-                       grpc::Status s = a->stub->Query(c, req, &resp);
-                       for (auto& e : *resp.mutable_events()) events.push_back(std::move(e));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *a->conn, "AuditLog.Query",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        av1::QueryRequest req = *base;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        av1::QueryResponse resp;
+        grpc::Status s = a->stub->Query(c, req, &resp);
+        for (auto& e : *resp.mutable_events()) events.push_back(std::move(e));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   std::vector<google::protobuf::Message*> ms;
   for (auto& e : events) ms.push_back(&e);
@@ -230,8 +233,9 @@ int Checkpoint(Invocation& inv) {
   if (!a) return exit;
   av1::GetCheckpointRequest req;
   av1::Checkpoint resp;
-  if (int rc = CallUnary(inv, *a->conn, "AuditLog.GetCheckpoint",
-                         [&](grpc::ClientContext* c) { return a->stub->GetCheckpoint(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *a->conn, "AuditLog.GetCheckpoint", [&](grpc::ClientContext* c) {
+        return a->stub->GetCheckpoint(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, false);
   return kExitOk;

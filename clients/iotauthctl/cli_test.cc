@@ -30,8 +30,9 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     {
       std::lock_guard<std::mutex> l(mu);
       auto it = ctx->client_metadata().find("authorization");
-      last_authorization =
-          it == ctx->client_metadata().end() ? "" : std::string(it->second.data(), it->second.size());
+      last_authorization = it == ctx->client_metadata().end()
+                               ? ""
+                               : std::string(it->second.data(), it->second.size());
     }
     if (req->device_id() != "dev-1") {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "device 'x' not found");
@@ -133,11 +134,12 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, TokenSasPublishedVector) {
-  EXPECT_EQ(Run({"token", "sas", "--hub", "h", "--device", "d", "--key", "cGFzc3dvcmQ=",
-                 "--expiry", "12345"}),
+  EXPECT_EQ(Run({"token", "sas", "--hub", "h", "--device", "d", "--key", "cGFzc3dvcmQ=", "--expiry",
+                 "12345"}),
             kExitOk);
-  EXPECT_EQ(out_.str(), "SharedAccessSignature sr=h%2Fdevices%2Fd&sig="
-                        "PEvZoR%2BEG0sLxvwhxXBxAb5QB3gs7EwqYpA3jJ8KxXc%3D&se=12345\n");
+  EXPECT_EQ(out_.str(),
+            "SharedAccessSignature sr=h%2Fdevices%2Fd&sig="
+            "PEvZoR%2BEG0sLxvwhxXBxAb5QB3gs7EwqYpA3jJ8KxXc%3D&se=12345\n");
 }
 
 TEST_F(CliTest, TokenSasTtlUsesClockAndMqttFields) {
@@ -151,10 +153,9 @@ TEST_F(CliTest, TokenSasTtlUsesClockAndMqttFields) {
 }
 
 TEST_F(CliTest, TokenTripleAndDpsVectors) {
-  ASSERT_EQ(Run({"token", "triple", "--product_key", "a14Xib5kdYd", "--device_name",
-                 "light1983432", "--device_secret", "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq",
-                 "--client_id", "SN1928339", "--timestamp_ms", "1539421321846", "--sign_method",
-                 "hmacsha1"}),
+  ASSERT_EQ(Run({"token", "triple", "--product_key", "a14Xib5kdYd", "--device_name", "light1983432",
+                 "--device_secret", "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq", "--client_id", "SN1928339",
+                 "--timestamp_ms", "1539421321846", "--sign_method", "hmacsha1"}),
             kExitOk);
   EXPECT_NE(out_.str().find("password:   b2488041f64f425016b467ee1c94959ebd592ad1"),
             std::string::npos)
@@ -162,7 +163,8 @@ TEST_F(CliTest, TokenTripleAndDpsVectors) {
   EXPECT_NE(out_.str().find("SN1928339|securemode=2,signmethod=hmacsha1,timestamp=1539421321846|"),
             std::string::npos);
   ASSERT_EQ(Run({"token", "dps-key", "--group_key",
-                 "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==",
+                 "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/"
+                 "lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==",
                  "--registration_id", "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"}),
             kExitOk);
   EXPECT_EQ(out_.str(), "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=\n");
@@ -235,9 +237,9 @@ TEST_F(CliTest, AuthenticateExitCodes) {
             kExitOk);
   EXPECT_NE(out_.str().find("decision:"), std::string::npos);
   EXPECT_NE(out_.str().find("allow"), std::string::npos);
-  ASSERT_EQ(Run({"authenticate", "--client_id", "d1", "--username", "u", "--password",
-                 "wrong-password"}),
-            kExitDenied);
+  ASSERT_EQ(
+      Run({"authenticate", "--client_id", "d1", "--username", "u", "--password", "wrong-password"}),
+      kExitDenied);
   EXPECT_NE(out_.str().find("bad_signature"), std::string::npos);
   EXPECT_EQ(out_.str().find("wrong-password"), std::string::npos);
   EXPECT_EQ(err_.str().find("wrong-password"), std::string::npos);
@@ -285,9 +287,9 @@ TEST_F(CliTest, ImportBatchesAndReportsRejectedRowsByLine) {
 TEST_F(CliTest, ImportDryRunNeedsNoServer) {
   app_.channel_override = nullptr;
   const std::string path = WriteFile("dry.jsonl", "{\"deviceId\":\"a\"}\n{\"deviceId\":\"b\"}\n");
-  EXPECT_EQ(Run({"device", "import", "--tenant", "t", "--file", path, "--dry_run",
-                 "--no_progress"}),
-            kExitOk);
+  EXPECT_EQ(
+      Run({"device", "import", "--tenant", "t", "--file", path, "--dry_run", "--no_progress"}),
+      kExitOk);
   EXPECT_NE(out_.str().find("parsed 2 of 2 devices"), std::string::npos) << out_.str();
 }
 

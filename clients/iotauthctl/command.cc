@@ -14,9 +14,7 @@
 namespace iotauth::cli {
 namespace {
 
-std::string Canonical(absl::string_view name) {
-  return absl::StrReplaceAll(name, {{"-", "_"}});
-}
+std::string Canonical(absl::string_view name) { return absl::StrReplaceAll(name, {{"-", "_"}}); }
 
 absl::StatusOr<bool> ParseBool(absl::string_view flag, absl::string_view value) {
   const std::string v = absl::AsciiStrToLower(value);

@@ -37,12 +37,12 @@ enum ExitCode : int {
 
 // Declares one flag. A flag without `value_name` is a boolean (`--x`, `--x=false`).
 struct FlagSpec {
-  std::string name;         // canonical name with underscores, without dashes
-  std::string value_name;   // placeholder in help, e.g. "ID"; empty for booleans
+  std::string name;        // canonical name with underscores, without dashes
+  std::string value_name;  // placeholder in help, e.g. "ID"; empty for booleans
   std::string help;
   std::string default_value;  // used when neither the flag nor `env` is set
-  std::string env;          // environment variable read when the flag is absent
-  bool repeated = false;    // may be given several times; GetAll returns every value
+  std::string env;            // environment variable read when the flag is absent
+  bool repeated = false;      // may be given several times; GetAll returns every value
 
   bool is_bool() const { return value_name.empty(); }
 };

@@ -33,8 +33,8 @@ absl::StatusOr<AccessRule> ParseRuleFlag(absl::string_view text) {
   } else if (action == "all" || action == "pubsub") {
     rule.set_action(iotauth::registry::v1::RULE_ACTION_ALL);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rule '", text, "': action '", parts[1], "' is not publish, subscribe or all"));
+    return absl::InvalidArgumentError(absl::StrCat("rule '", text, "': action '", parts[1],
+                                                   "' is not publish, subscribe or all"));
   }
   absl::string_view filter = parts[2];
   if (absl::StartsWith(filter, "exact:") && filter.size() > 6) {

@@ -29,8 +29,8 @@ TEST(RuleFlagTest, Parses) {
 }
 
 TEST(RuleFlagTest, Rejects) {
-  for (const char* bad : {"", "allow", "allow:publish", "allow:publish:", "permit:publish:t",
-                          "allow:write:t"}) {
+  for (const char* bad :
+       {"", "allow", "allow:publish", "allow:publish:", "permit:publish:t", "allow:write:t"}) {
     auto r = ParseRuleFlag(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }

@@ -31,7 +31,8 @@ void AddConnectionFlags(Command& root) {
       .Flag({"data_dir", "DIR",
              "Server data directory; its pki/ holds the development CA and admin certificate",
              kDefaultDataDir, "IOTAUTH_DATA_DIR"})
-      .Flag({"ca", "FILE", "PEM trust anchor for the server certificate (instead of <data_dir>/pki/ca.pem)"})
+      .Flag({"ca", "FILE",
+             "PEM trust anchor for the server certificate (instead of <data_dir>/pki/ca.pem)"})
       .Flag({"cert", "FILE", "PEM client certificate (instead of <data_dir>/pki/admin.pem)"})
       .Flag({"key", "FILE", "PEM client private key (instead of <data_dir>/pki/admin.key)"})
       .Flag({"token", "TOKEN", "Bearer token sent as 'authorization: Bearer <token>'", "",
@@ -112,9 +113,9 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& f,
     key_path = pki + "/admin.key";
     if (!exists(cert_path)) {
       if (explicit_tls) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "no client certificate: pass --cert and --key, or --token (", cert_path,
-            " does not exist)"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("no client certificate: pass --cert and --key, or --token (", cert_path,
+                         " does not exist)"));
       }
       return missing_pki(cert_path);
     }
@@ -168,24 +169,42 @@ void Connection::PrepareStream(grpc::ClientContext* context) const {
 
 std::string StatusCodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return absl::StrCat("CODE_", static_cast<int>(code));
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return absl::StrCat("CODE_", static_cast<int>(code));
   }
 }
 
@@ -193,7 +212,8 @@ std::string RpcErrorHint(grpc::StatusCode code, const ConnectionSettings& s) {
   switch (code) {
     case grpc::StatusCode::UNAVAILABLE:
       return absl::StrCat(
-          "is the server running at ", s.address, "? Start it (bazel run //services/server:iotauthd) "
+          "is the server running at ", s.address,
+          "? Start it (bazel run //services/server:iotauthd) "
           "or pass --address. ",
           s.insecure ? "If the server uses TLS, drop --insecure."
                      : "If the server is plaintext, pass --insecure; if the TLS handshake "

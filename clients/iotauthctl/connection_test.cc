@@ -135,8 +135,7 @@ TEST(RpcErrorHintTest, NamesTheNextStep) {
             std::string::npos);
   EXPECT_NE(RpcErrorHint(grpc::StatusCode::UNAVAILABLE, plain).find("drop --insecure"),
             std::string::npos);
-  EXPECT_NE(RpcErrorHint(grpc::StatusCode::UNAUTHENTICATED, tls).find("--cert"),
-            std::string::npos);
+  EXPECT_NE(RpcErrorHint(grpc::StatusCode::UNAUTHENTICATED, tls).find("--cert"), std::string::npos);
   EXPECT_NE(RpcErrorHint(grpc::StatusCode::FAILED_PRECONDITION, tls).find("--etag"),
             std::string::npos);
   EXPECT_NE(RpcErrorHint(grpc::StatusCode::DEADLINE_EXCEEDED, tls).find("--timeout"),

@@ -20,9 +20,7 @@ using iotauth::registry::v1::DeviceStatus;
 
 // First line of a parser message: protobuf's JSON errors may quote the input,
 // which can hold a key.
-std::string FirstLine(absl::string_view s) {
-  return std::string(s.substr(0, s.find('\n')));
-}
+std::string FirstLine(absl::string_view s) { return std::string(s.substr(0, s.find('\n'))); }
 
 }  // namespace
 
@@ -134,16 +132,21 @@ absl::StatusOr<DeviceFileFormat> DeviceFileFormatFor(absl::string_view path,
   }
   if (f == "csv") return DeviceFileFormat::kCsv;
   if (f == "jsonl" || f == "json" || f == "ndjson") return DeviceFileFormat::kJsonl;
-  return absl::InvalidArgumentError(absl::StrCat("--format '", explicit_format,
-                                                 "' is not csv or jsonl"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--format '", explicit_format, "' is not csv or jsonl"));
 }
 
 const std::vector<std::string>& DeviceCsvColumns() {
-  static const auto* kColumns = new std::vector<std::string>{
-      "device_id",          "product_key",          "status",
-      "tags",               "primary_key",          "secondary_key",
-      "primary_thumbprint", "secondary_thumbprint", "ca_signed_allowed",
-      "enrollment_group_id"};
+  static const auto* kColumns = new std::vector<std::string>{"device_id",
+                                                             "product_key",
+                                                             "status",
+                                                             "tags",
+                                                             "primary_key",
+                                                             "secondary_key",
+                                                             "primary_thumbprint",
+                                                             "secondary_thumbprint",
+                                                             "ca_signed_allowed",
+                                                             "enrollment_group_id"};
   return *kColumns;
 }
 
@@ -167,8 +170,8 @@ std::vector<std::string> DeviceCsvRow(const Device& d) {
   const auto& c = d.credentials();
   std::string status;
   if (d.status() != iotauth::registry::v1::DEVICE_STATUS_UNSPECIFIED) {
-    status = EnumShortName(iotauth::registry::v1::DeviceStatus_descriptor()->FindValueByNumber(
-        d.status()));
+    status = EnumShortName(
+        iotauth::registry::v1::DeviceStatus_descriptor()->FindValueByNumber(d.status()));
   }
   return {d.device_id(),
           d.product_key(),
@@ -258,7 +261,8 @@ absl::Status DeviceReader::ReadHeader() {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", csv_.record_line(), ": duplicate column '", f, "'"));
     }
-    if (absl::StartsWith(name, "tag:")) name = "tag:" + std::string(absl::StripAsciiWhitespace(f).substr(4));
+    if (absl::StartsWith(name, "tag:"))
+      name = "tag:" + std::string(absl::StripAsciiWhitespace(f).substr(4));
     columns_.push_back(std::move(name));
   }
   if (seen.count("device_id") == 0) {
@@ -285,8 +289,7 @@ absl::StatusOr<DeviceReader::Result> DeviceReader::NextCsv(Device* d, RowError* 
     return Result::kRowError;
   }
   if (fields.size() != columns_.size()) {
-    error->message =
-        absl::StrCat("expected ", columns_.size(), " fields, found ", fields.size());
+    error->message = absl::StrCat("expected ", columns_.size(), " fields, found ", fields.size());
     return Result::kRowError;
   }
   for (size_t i = 0; i < fields.size(); ++i) {

@@ -56,7 +56,7 @@ std::vector<std::string> DeviceCsvRow(const iotauth::registry::v1::Device& devic
 absl::StatusOr<std::map<std::string, std::string>> ParseTagsCell(absl::string_view cell);
 
 struct RowError {
-  int64_t line = 0;  // 1-based line in the file
+  int64_t line = 0;     // 1-based line in the file
   std::string message;  // never contains a key
 };
 

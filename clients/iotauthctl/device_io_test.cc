@@ -91,12 +91,12 @@ TEST(DeviceCsvTest, ParsesRowsAndReportsBadOnesWithLineNumbers) {
       "device_id,product_key,status,tags,primary_key,tag:room,ca_signed_allowed\n"
       "dev-1,p1,enabled,site=berlin;floor=3,UFJJTUFSWQ==,r1,true\n"
       "dev-2,p1,,,,,\n"
-      "dev-3,p1,sleeping,,,,\n"                 // line 4: bad status
-      "dev-4,p1\n"                              // line 5: wrong field count
-      ",p1,,,,,\n"                              // line 6: no device id
+      "dev-3,p1,sleeping,,,,\n"  // line 4: bad status
+      "dev-4,p1\n"               // line 5: wrong field count
+      ",p1,,,,,\n"               // line 6: no device id
       "\"dev,5\",p1,disabled,\"{\"\"a=b\"\":\"\"c;d\"\"}\",,,no\n"
-      "dev-6,p1,,novalue,,,\n"                  // line 8: bad tags
-      "dev-7,p1,,,,,maybe\n";                   // line 9: bad bool
+      "dev-6,p1,,novalue,,,\n"  // line 8: bad tags
+      "dev-7,p1,,,,,maybe\n";   // line 9: bad bool
   Read r = ReadAll(csv, DeviceFileFormat::kCsv);
   ASSERT_TRUE(r.fatal.ok()) << r.fatal;
   ASSERT_EQ(r.devices.size(), 3u);
@@ -157,13 +157,19 @@ TEST(DeviceCsvTest, ExportRowRoundTrips) {
 
 TEST(DeviceJsonlTest, ParsesAndReportsBadLines) {
   const std::string jsonl =
-      R"({"deviceId":"d1","productKey":"p","tags":{"a":"b"}})" "\n"
+      R"({"deviceId":"d1","productKey":"p","tags":{"a":"b"}})"
       "\n"
-      R"({"device_id":"d2","status":"DEVICE_STATUS_DISABLED"})" "\n"
-      R"({"deviceId":"d3","credentials":{"symmetricKey":{"primaryKey":"SECRETKEY"}}, oops})" "\n"
-      R"({"deviceId":"d4","colour":"red"})" "\n"
-      R"({"tenantId":"other","deviceId":"d5"})" "\n"
-      R"({"tenantId":"t1","deviceId":"d6"})" "\n";
+      "\n"
+      R"({"device_id":"d2","status":"DEVICE_STATUS_DISABLED"})"
+      "\n"
+      R"({"deviceId":"d3","credentials":{"symmetricKey":{"primaryKey":"SECRETKEY"}}, oops})"
+      "\n"
+      R"({"deviceId":"d4","colour":"red"})"
+      "\n"
+      R"({"tenantId":"other","deviceId":"d5"})"
+      "\n"
+      R"({"tenantId":"t1","deviceId":"d6"})"
+      "\n";
   Read r = ReadAll(jsonl, DeviceFileFormat::kJsonl);
   ASSERT_TRUE(r.fatal.ok());
   ASSERT_EQ(r.devices.size(), 3u);

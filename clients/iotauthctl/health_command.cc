@@ -41,9 +41,10 @@ int Health(Invocation& inv) {
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
     inv.err() << "error: grpc.health.v1.Health/Check: NOT_FOUND: the server reports no health "
                  "status for service '"
-              << req.service() << "'\nhint: leave --service empty for the whole server, or "
-                                  "use a full service name such as "
-                                  "iotauth.registry.v1.DeviceRegistry.\n";
+              << req.service()
+              << "'\nhint: leave --service empty for the whole server, or "
+                 "use a full service name such as "
+                 "iotauth.registry.v1.DeviceRegistry.\n";
     return kExitRpcError;
   }
   if (!status.ok()) {

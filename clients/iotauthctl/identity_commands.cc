@@ -21,8 +21,8 @@ absl::StatusOr<iv1::AuthenticateRequest> BuildAuthenticateRequest(const Invocati
   req.set_tenant_id(inv.flags.Get("tenant"));
   req.set_request_id(inv.flags.Get("request_id"));
   const bool sas = inv.flags.Has("sas_token") || inv.flags.Has("sas_token_file");
-  const bool triple = inv.flags.Has("signature") || inv.flags.Has("product_key") ||
-                      inv.flags.Has("device_name");
+  const bool triple =
+      inv.flags.Has("signature") || inv.flags.Has("product_key") || inv.flags.Has("device_name");
   const bool connect = inv.flags.Has("username") || inv.flags.Has("password") ||
                        inv.flags.Has("password_file") || inv.flags.Has("cert_chain");
   if (static_cast<int>(sas) + static_cast<int>(triple) + static_cast<int>(connect) != 1) {
@@ -94,8 +94,9 @@ int Authenticate(Invocation& inv) {
   if (!conn) return exit;
   auto stub = iv1::IdentityService::NewStub(conn->channel());
   iv1::AuthenticateResponse resp;
-  if (int rc = CallUnary(inv, *conn, "IdentityService.Authenticate",
-                         [&](grpc::ClientContext* c) { return stub->Authenticate(c, *req, &resp); }))
+  if (int rc = CallUnary(inv, *conn, "IdentityService.Authenticate", [&](grpc::ClientContext* c) {
+        return stub->Authenticate(c, *req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, inv.flags.IsSet("show_keys"));
   return ExitForDecision(inv, resp.decision());
@@ -138,7 +139,8 @@ void AddIdentityCommands(Command& root) {
   root.Sub("authenticate", "Ask IdentityService.Authenticate for a decision (exit 4 on deny)")
       .Description(
           "Credential sources (give one):\n"
-          "  CONNECT fields:  --client_id --username --password|--password_file [--cert_chain PEM]\n"
+          "  CONNECT fields:  --client_id --username --password|--password_file [--cert_chain "
+          "PEM]\n"
           "  SAS token:       --sas_token|--sas_token_file [--device]\n"
           "  device triple:   --product_key --device_name --client_id --timestamp_ms\n"
           "                   --sign_method --signature|--signature_file\n"
@@ -152,7 +154,8 @@ void AddIdentityCommands(Command& root) {
       .Flag({"cert_chain", "FILE", "PEM client certificate chain, leaf first", "", "", true})
       .Flag({"peer_address", "IP:PORT", "Device address (audit, rate limits)"})
       .Flag({"listener", "NAME", "Listener name (e.g. mqtts)"})
-      .Flag({"protocol", "NAME", absl::StrCat("Transport: ", EnumChoices(iv1::Protocol_descriptor()))})
+      .Flag({"protocol", "NAME",
+             absl::StrCat("Transport: ", EnumChoices(iv1::Protocol_descriptor()))})
       .Flag({"sas_token", "TOKEN", "SharedAccessSignature sr=...&sig=...&se=..."})
       .Flag({"sas_token_file", "FILE", "Read the SAS token from a file"})
       .Flag({"device", "ID", "Device the SAS token is presented for (default: from sr)"})
@@ -165,7 +168,8 @@ void AddIdentityCommands(Command& root) {
       .Flag({"request_id", "ID", "Correlation id echoed in the response and the audit log"})
       .Flag({"show_keys", "", "Print a device secret issued by dynamic activation"})
       .Run(Authenticate);
-  root.Sub("authorize", "Ask IdentityService.Authorize about one publish/subscribe (exit 4 on deny)")
+  root.Sub("authorize",
+           "Ask IdentityService.Authorize about one publish/subscribe (exit 4 on deny)")
       .Flag({"tenant", "ID", "Tenant of the device", "", "IOTAUTH_TENANT"})
       .Flag({"product", "KEY", "Product of the device"})
       .Flag({"device", "ID", "Device id"})

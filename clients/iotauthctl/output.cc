@@ -71,8 +71,8 @@ std::string RenderMessageInline(const Message& m) {
     const Reflection* r = m.GetReflection();
     std::string effect = EnumShortName(r->GetEnum(m, d->FindFieldByName("effect")));
     std::string action = EnumShortName(r->GetEnum(m, d->FindFieldByName("action")));
-    std::string out = absl::StrCat(effect, " ", action, " ",
-                                   r->GetString(m, d->FindFieldByName("topic_filter")));
+    std::string out =
+        absl::StrCat(effect, " ", action, " ", r->GetString(m, d->FindFieldByName("topic_filter")));
     if (r->GetBool(m, d->FindFieldByName("exact"))) out += " (exact)";
     return out;
   }

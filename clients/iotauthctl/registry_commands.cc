@@ -47,12 +47,16 @@ int PrintDeleted(const Invocation& inv, absl::string_view what, absl::string_vie
 }
 
 const FlagSpec kTenantFlag{"tenant", "ID", "Tenant id", "", "IOTAUTH_TENANT"};
-const FlagSpec kEtagFlag{"etag", "ETAG", "Only if the stored etag equals this (optimistic concurrency)"};
+const FlagSpec kEtagFlag{"etag", "ETAG",
+                         "Only if the stored etag equals this (optimistic concurrency)"};
 const FlagSpec kShowKeysFlag{"show_keys", "", "Print secrets (keys, product secret); admin only"};
-const FlagSpec kRuleFlag{"rule", "EFFECT:ACTION:FILTER",
+const FlagSpec kRuleFlag{"rule",
+                         "EFFECT:ACTION:FILTER",
                          "Access rule, e.g. allow:publish:devices/${device}/# (exact:FILTER for a "
                          "literal match)",
-                         "", "", true};
+                         "",
+                         "",
+                         true};
 
 template <class Item>
 std::vector<Message*> AsMessages(std::vector<Item>& items) {
@@ -99,8 +103,9 @@ int TenantCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Tenant resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateTenant",
-                         [&](grpc::ClientContext* c) { return r->stub->CreateTenant(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateTenant", [&](grpc::ClientContext* c) {
+        return r->stub->CreateTenant(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -146,8 +151,9 @@ int TenantUpdate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Tenant resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateTenant",
-                         [&](grpc::ClientContext* c) { return r->stub->UpdateTenant(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateTenant", [&](grpc::ClientContext* c) {
+        return r->stub->UpdateTenant(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -161,8 +167,9 @@ int TenantDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteTenant",
-                         [&](grpc::ClientContext* c) { return r->stub->DeleteTenant(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteTenant", [&](grpc::ClientContext* c) {
+        return r->stub->DeleteTenant(c, req, &resp);
+      }))
     return rc;
   return PrintDeleted(inv, "tenant", req.tenant_id());
 }
@@ -172,21 +179,23 @@ int TenantList(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   std::vector<rv1::Tenant> items;
-  int rc = ListPages(inv, *r->conn, "DeviceRegistry.ListTenants",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       rv1::ListTenantsRequest req;
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       rv1::ListTenantsResponse resp;
-                       grpc::Status s = r->stub->ListTenants(c, req, &resp);
-                       for (auto& t : *resp.mutable_tenants()) items.push_back(std::move(t));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *r->conn, "DeviceRegistry.ListTenants",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        rv1::ListTenantsRequest req;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        rv1::ListTenantsResponse resp;
+        grpc::Status s = r->stub->ListTenants(c, req, &resp);
+        for (auto& t : *resp.mutable_tenants()) items.push_back(std::move(t));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   PrintResources(inv, AsMessages(items),
-                 {{"TENANT", "id"}, {"NAME", "display_name"}, {"HUB HOST", "hub_host"},
+                 {{"TENANT", "id"},
+                  {"NAME", "display_name"},
+                  {"HUB HOST", "hub_host"},
                   {"UPDATED", "update_time"}},
                  false);
   return kExitOk;
@@ -217,7 +226,8 @@ absl::Status ApplyProductFlags(const Invocation& inv, rv1::Product* p,
     for (const std::string& name : SplitListFlag(inv.flags.GetAll("credential_types"))) {
       auto v = ParseEnumName(rv1::CredentialType_descriptor(), name);
       if (!v.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("--credential_types: ", v.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--credential_types: ", v.status().message()));
       }
       p->add_allowed_credential_types(static_cast<rv1::CredentialType>(*v));
     }
@@ -252,8 +262,9 @@ int ProductCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Product resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateProduct",
-                         [&](grpc::ClientContext* c) { return r->stub->CreateProduct(c, req, &resp); }))
+  if (int rc =
+          CallUnary(inv, *r->conn, "DeviceRegistry.CreateProduct",
+                    [&](grpc::ClientContext* c) { return r->stub->CreateProduct(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -270,8 +281,9 @@ int ProductGet(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Product resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetProduct",
-                         [&](grpc::ClientContext* c) { return r->stub->GetProduct(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetProduct", [&](grpc::ClientContext* c) {
+        return r->stub->GetProduct(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -293,8 +305,9 @@ int ProductUpdate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Product resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateProduct",
-                         [&](grpc::ClientContext* c) { return r->stub->UpdateProduct(c, req, &resp); }))
+  if (int rc =
+          CallUnary(inv, *r->conn, "DeviceRegistry.UpdateProduct",
+                    [&](grpc::ClientContext* c) { return r->stub->UpdateProduct(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -311,8 +324,9 @@ int ProductDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteProduct",
-                         [&](grpc::ClientContext* c) { return r->stub->DeleteProduct(c, req, &resp); }))
+  if (int rc =
+          CallUnary(inv, *r->conn, "DeviceRegistry.DeleteProduct",
+                    [&](grpc::ClientContext* c) { return r->stub->DeleteProduct(c, req, &resp); }))
     return rc;
   return PrintDeleted(inv, "product", req.product_key());
 }
@@ -324,19 +338,19 @@ int ProductList(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   std::vector<rv1::Product> items;
-  int rc = ListPages(inv, *r->conn, "DeviceRegistry.ListProducts",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       rv1::ListProductsRequest req;
-                       req.set_tenant_id(tenant);
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       rv1::ListProductsResponse resp;
-                       grpc::Status s = r->stub->ListProducts(c, req, &resp);
-                       for (auto& p : *resp.mutable_products()) items.push_back(std::move(p));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *r->conn, "DeviceRegistry.ListProducts",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        rv1::ListProductsRequest req;
+        req.set_tenant_id(tenant);
+        req.set_page_size(size);
+        req.set_page_token(token);
+        rv1::ListProductsResponse resp;
+        grpc::Status s = r->stub->ListProducts(c, req, &resp);
+        for (auto& p : *resp.mutable_products()) items.push_back(std::move(p));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   PrintResources(inv, AsMessages(items),
                  {{"PRODUCT", "product_key"},
@@ -383,8 +397,9 @@ int DeviceCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateDevice",
-                         [&](grpc::ClientContext* c) { return r->stub->CreateDevice(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateDevice", [&](grpc::ClientContext* c) {
+        return r->stub->CreateDevice(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -447,8 +462,9 @@ int DeviceUpdate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateDevice",
-                         [&](grpc::ClientContext* c) { return r->stub->UpdateDevice(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateDevice", [&](grpc::ClientContext* c) {
+        return r->stub->UpdateDevice(c, req, &resp);
+      }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -465,8 +481,9 @@ int DeviceDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteDevice",
-                         [&](grpc::ClientContext* c) { return r->stub->DeleteDevice(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteDevice", [&](grpc::ClientContext* c) {
+        return r->stub->DeleteDevice(c, req, &resp);
+      }))
     return rc;
   return PrintDeleted(inv, "device", req.device_id());
 }
@@ -489,18 +506,18 @@ int DeviceList(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   std::vector<rv1::Device> items;
-  int rc = ListPages(inv, *r->conn, "DeviceRegistry.ListDevices",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       rv1::ListDevicesRequest req = base;
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       rv1::ListDevicesResponse resp;
-                       grpc::Status s = r->stub->ListDevices(c, req, &resp);
-                       for (auto& d : *resp.mutable_devices()) items.push_back(std::move(d));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *r->conn, "DeviceRegistry.ListDevices",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        rv1::ListDevicesRequest req = base;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        rv1::ListDevicesResponse resp;
+        grpc::Status s = r->stub->ListDevices(c, req, &resp);
+        for (auto& d : *resp.mutable_devices()) items.push_back(std::move(d));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   PrintResources(inv, AsMessages(items),
                  {{"DEVICE", "device_id"},
@@ -524,8 +541,9 @@ int DeviceSetStatus(Invocation& inv, rv1::DeviceStatus status) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.SetDeviceStatus",
-                         [&](grpc::ClientContext* c) { return r->stub->SetDeviceStatus(c, req, &resp); }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.SetDeviceStatus",
+          [&](grpc::ClientContext* c) { return r->stub->SetDeviceStatus(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -546,10 +564,9 @@ int DeviceRegenerateKey(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.RegenerateDeviceKey",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->RegenerateDeviceKey(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.RegenerateDeviceKey",
+          [&](grpc::ClientContext* c) { return r->stub->RegenerateDeviceKey(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -571,10 +588,9 @@ int DeviceSetThumbprints(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.SetDeviceThumbprints",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->SetDeviceThumbprints(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.SetDeviceThumbprints",
+          [&](grpc::ClientContext* c) { return r->stub->SetDeviceThumbprints(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -599,7 +615,8 @@ int DeviceImport(Invocation& inv) {
   if (!format.ok()) return inv.UsageError(format.status().message());
   auto batch_size = inv.flags.GetInt("batch_size");
   if (!batch_size.ok()) return inv.UsageError(batch_size.status().message());
-  if (*batch_size < 1 || *batch_size > 10000) return inv.UsageError("--batch_size must be 1 to 10000");
+  if (*batch_size < 1 || *batch_size > 10000)
+    return inv.UsageError("--batch_size must be 1 to 10000");
   auto generate = inv.flags.GetBool("generate_keys");
   if (!generate.ok()) return inv.UsageError(generate.status().message());
   const bool dry_run = inv.flags.IsSet("dry_run");
@@ -656,7 +673,8 @@ int DeviceImport(Invocation& inv) {
     if (*next == DeviceReader::Result::kEof) break;
     if (*next == DeviceReader::Result::kRowError) {
       ++local_count;
-      if (local.size() < 1000) local.push_back({row_error.line, -1, "", "PARSE_ERROR", row_error.message});
+      if (local.size() < 1000)
+        local.push_back({row_error.line, -1, "", "PARSE_ERROR", row_error.message});
     } else {
       line_of_index.push_back(reader.line());
       batch.add_devices()->Swap(&device);
@@ -707,7 +725,8 @@ int DeviceImport(Invocation& inv) {
     }
   } else {
     inv.out() << (dry_run ? "parsed " : "imported ") << imported << " of " << (sent + local_count)
-              << " devices in " << absl::FormatDuration(absl::Trunc(progress.Elapsed(), absl::Milliseconds(1)))
+              << " devices in "
+              << absl::FormatDuration(absl::Trunc(progress.Elapsed(), absl::Milliseconds(1)))
               << (dry_run ? " (dry run: nothing sent)" : "");
     if (rejected_total > 0) {
       inv.out() << "; " << rejected_total << " rejected (" << local_count << " unreadable rows, "
@@ -795,10 +814,9 @@ int GroupCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::EnrollmentGroup resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateEnrollmentGroup",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->CreateEnrollmentGroup(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.CreateEnrollmentGroup",
+          [&](grpc::ClientContext* c) { return r->stub->CreateEnrollmentGroup(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -815,10 +833,9 @@ int GroupGet(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::EnrollmentGroup resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetEnrollmentGroup",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->GetEnrollmentGroup(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.GetEnrollmentGroup",
+          [&](grpc::ClientContext* c) { return r->stub->GetEnrollmentGroup(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -854,10 +871,9 @@ int GroupUpdate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::EnrollmentGroup resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateEnrollmentGroup",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->UpdateEnrollmentGroup(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.UpdateEnrollmentGroup",
+          [&](grpc::ClientContext* c) { return r->stub->UpdateEnrollmentGroup(c, req, &resp); }))
     return rc;
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
@@ -874,10 +890,9 @@ int GroupDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteEnrollmentGroup",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->DeleteEnrollmentGroup(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.DeleteEnrollmentGroup",
+          [&](grpc::ClientContext* c) { return r->stub->DeleteEnrollmentGroup(c, req, &resp); }))
     return rc;
   return PrintDeleted(inv, "enrollment group", req.group_id());
 }
@@ -889,19 +904,19 @@ int GroupList(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   std::vector<rv1::EnrollmentGroup> items;
-  int rc = ListPages(inv, *r->conn, "DeviceRegistry.ListEnrollmentGroups",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       rv1::ListEnrollmentGroupsRequest req;
-                       req.set_tenant_id(tenant);
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       rv1::ListEnrollmentGroupsResponse resp;
-                       grpc::Status s = r->stub->ListEnrollmentGroups(c, req, &resp);
-                       for (auto& g : *resp.mutable_groups()) items.push_back(std::move(g));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *r->conn, "DeviceRegistry.ListEnrollmentGroups",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        rv1::ListEnrollmentGroupsRequest req;
+        req.set_tenant_id(tenant);
+        req.set_page_size(size);
+        req.set_page_token(token);
+        rv1::ListEnrollmentGroupsResponse resp;
+        grpc::Status s = r->stub->ListEnrollmentGroups(c, req, &resp);
+        for (auto& g : *resp.mutable_groups()) items.push_back(std::move(g));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   PrintResources(inv, AsMessages(items),
                  {{"GROUP", "id"},
@@ -931,10 +946,9 @@ int CaCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::CaCertificate resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateCaCertificate",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->CreateCaCertificate(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.CreateCaCertificate",
+          [&](grpc::ClientContext* c) { return r->stub->CreateCaCertificate(c, req, &resp); }))
     return rc;
   if (!JsonOutput(inv)) resp.clear_certificate_pem();  // long; `ca get --json` has it
   PrintResource(inv, &resp, false);
@@ -951,10 +965,9 @@ int CaGet(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::CaCertificate resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetCaCertificate",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->GetCaCertificate(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.GetCaCertificate",
+          [&](grpc::ClientContext* c) { return r->stub->GetCaCertificate(c, req, &resp); }))
     return rc;
   if (inv.flags.IsSet("pem")) {
     inv.out() << resp.certificate_pem();
@@ -972,19 +985,19 @@ int CaList(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   std::vector<rv1::CaCertificate> items;
-  int rc = ListPages(inv, *r->conn, "DeviceRegistry.ListCaCertificates",
-                     [&](grpc::ClientContext* c, int32_t size, const std::string& token,
-                         std::string* next) {
-                       rv1::ListCaCertificatesRequest req;
-                       req.set_tenant_id(tenant);
-                       req.set_page_size(size);
-                       req.set_page_token(token);
-                       rv1::ListCaCertificatesResponse resp;
-                       grpc::Status s = r->stub->ListCaCertificates(c, req, &resp);
-                       for (auto& ca : *resp.mutable_cas()) items.push_back(std::move(ca));
-                       *next = resp.next_page_token();
-                       return s;
-                     });
+  int rc = ListPages(
+      inv, *r->conn, "DeviceRegistry.ListCaCertificates",
+      [&](grpc::ClientContext* c, int32_t size, const std::string& token, std::string* next) {
+        rv1::ListCaCertificatesRequest req;
+        req.set_tenant_id(tenant);
+        req.set_page_size(size);
+        req.set_page_token(token);
+        rv1::ListCaCertificatesResponse resp;
+        grpc::Status s = r->stub->ListCaCertificates(c, req, &resp);
+        for (auto& ca : *resp.mutable_cas()) items.push_back(std::move(ca));
+        *next = resp.next_page_token();
+        return s;
+      });
   if (rc != kExitOk) return rc;
   PrintResources(inv, AsMessages(items),
                  {{"CA", "id"},
@@ -1007,10 +1020,9 @@ int CaDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteCaCertificate",
-                         [&](grpc::ClientContext* c) {
-                           return r->stub->DeleteCaCertificate(c, req, &resp);
-                         }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.DeleteCaCertificate",
+          [&](grpc::ClientContext* c) { return r->stub->DeleteCaCertificate(c, req, &resp); }))
     return rc;
   return PrintDeleted(inv, "CA certificate", req.ca_id());
 }
@@ -1093,9 +1105,9 @@ void AddRegistryCommands(Command& root) {
   AddPageFlags(product.Sub("list", "List a tenant's products").Flag(kTenantFlag).Run(ProductList));
 
   // device
-  const FlagSpec status_flag{"status", "STATUS",
-                             absl::StrCat("Device status: ",
-                                          EnumChoices(rv1::DeviceStatus_descriptor()))};
+  const FlagSpec status_flag{
+      "status", "STATUS",
+      absl::StrCat("Device status: ", EnumChoices(rv1::DeviceStatus_descriptor()))};
   const FlagSpec tag_flag{"tag", "KEY=VALUE", "Tag", "", "", true};
   Command& device = root.Sub("device", "Manage devices and their credentials");
   device.Sub("create", "Create a device (generates a key pair unless keys are given)")
@@ -1128,7 +1140,8 @@ void AddRegistryCommands(Command& root) {
       .Flag({"clear_tags", "", "Remove every tag"})
       .Flag({"rule", "EFFECT:ACTION:FILTER", "Replace the rules with these", "", "", true})
       .Flag({"clear_rules", "", "Remove every device rule"})
-      .Flag({"ca_signed_allowed", "", "Accept CA-signed certificates (--ca_signed_allowed=false to stop)"})
+      .Flag({"ca_signed_allowed", "",
+             "Accept CA-signed certificates (--ca_signed_allowed=false to stop)"})
       .Flag(kEtagFlag)
       .Flag(kShowKeysFlag)
       .Run(DeviceUpdate);
@@ -1137,13 +1150,13 @@ void AddRegistryCommands(Command& root) {
       .Flag(kTenantFlag)
       .Flag(kEtagFlag)
       .Run(DeviceDelete);
-  AddPageFlags(device.Sub("list", "List a tenant's devices (never shows keys)")
-                   .Flag(kTenantFlag)
-                   .Flag({"product", "PRODUCT_KEY", "Only devices of this product"})
-                   .Flag(status_flag)
-                   .Flag({"tag", "KEY=VALUE", "Only devices with this tag (all must match)", "",
-                          "", true})
-                   .Run(DeviceList));
+  AddPageFlags(
+      device.Sub("list", "List a tenant's devices (never shows keys)")
+          .Flag(kTenantFlag)
+          .Flag({"product", "PRODUCT_KEY", "Only devices of this product"})
+          .Flag(status_flag)
+          .Flag({"tag", "KEY=VALUE", "Only devices with this tag (all must match)", "", "", true})
+          .Run(DeviceList));
   device.Sub("enable", "Let a device connect again")
       .Args("DEVICE_ID", 1, 1)
       .Flag(kTenantFlag)
@@ -1223,7 +1236,8 @@ void AddRegistryCommands(Command& root) {
       .Flag(kTenantFlag)
       .Flag(kEtagFlag)
       .Run(GroupDelete);
-  AddPageFlags(group.Sub("list", "List a tenant's enrollment groups").Flag(kTenantFlag).Run(GroupList));
+  AddPageFlags(
+      group.Sub("list", "List a tenant's enrollment groups").Flag(kTenantFlag).Run(GroupList));
 
   // ca
   Command& ca = root.Sub("ca", "Manage a tenant's trusted CA certificate records");
@@ -1249,8 +1263,9 @@ void AddRegistryCommands(Command& root) {
   // watch
   root.Sub("watch", "Stream registry change events (WatchChanges) until interrupted")
       .Flag({"tenant", "ID", "Only this tenant (empty: all, admin only)", "", "IOTAUTH_TENANT"})
-      .Flag({"cursor", "CURSOR", "Resume after this cursor; '0' replays the retained log; "
-                                 "empty starts from now"})
+      .Flag({"cursor", "CURSOR",
+             "Resume after this cursor; '0' replays the retained log; "
+             "empty starts from now"})
       .Run(Watch);
 }
 

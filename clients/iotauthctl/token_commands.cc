@@ -37,10 +37,11 @@ int Sas(Invocation& inv) {
   if (!token.ok()) return inv.UsageError(token.status().message());
   if (inv.flags.IsSet("mqtt")) {
     auto f = device::SasMqttConnectFields(hub, device_id, module, *token);
-    PrintFields(inv, {{"client_id", f.client_id},
-                      {"username", f.username},
-                      {"password", f.password},
-                      {"expires", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", expiry, absl::UTCTimeZone())}});
+    PrintFields(inv,
+                {{"client_id", f.client_id},
+                 {"username", f.username},
+                 {"password", f.password},
+                 {"expires", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", expiry, absl::UTCTimeZone())}});
     return kExitOk;
   }
   if (JsonOutput(inv)) {

@@ -71,9 +71,9 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
                      .Name("iotauth_audit_batch_commit_seconds")
                      .Help("Wall time of one audit batch commit.")
                      .Register(r)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{
-                                  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                  0.5, 1})) {}
+                     .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005,
+                                                                      0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                      0.5, 1})) {}
   void OnEnqueued() override { enqueued_.Increment(); }
   void OnDropped(uint64_t count) override { dropped_.Increment(static_cast<double>(count)); }
   void OnBatchCommitted(const std::vector<iotauth::audit::v1::AuditEvent>& events,
@@ -142,8 +142,7 @@ class EmbeddedApp final : public App {
       // Token for this process's own calls between its services (in-process channel).
       IOTAUTH_ASSIGN_OR_RETURN(std::string raw, crypto::RandomBytes(32));
       internal_token_ = crypto::HexEncode(raw);
-      r->AddInternalToken("iotauth-internal", internal_token_,
-                          static_cast<uint32_t>(Role::kAdmin));
+      r->AddInternalToken("iotauth-internal", internal_token_, static_cast<uint32_t>(Role::kAdmin));
       resolver_ = std::move(r);
     }
 
@@ -273,8 +272,9 @@ class EmbeddedApp final : public App {
       IOTAUTH_ASSIGN_OR_RETURN(remote_sink_, audit::RemoteAuditSink::Create(ro));
       sink_ = remote_sink_.get();
     } else {
-      log::Warn("auditing is OFF: this process hosts no audit log and audit.remote_address "
-                "is empty");
+      log::Warn(
+          "auditing is OFF: this process hosts no audit log and audit.remote_address "
+          "is empty");
       sink_ = &null_sink_;
     }
     return absl::OkStatus();
@@ -293,9 +293,10 @@ class EmbeddedApp final : public App {
                                        "to a base64 32-byte key)"));
     }
     if (key->generated) {
-      log::Warn("generated a new master key next to the database: DEVELOPMENT ONLY, it protects "
-                "nothing against someone who copies both; set storage.master_key_file",
-                {{"path", key_file}});
+      log::Warn(
+          "generated a new master key next to the database: DEVELOPMENT ONLY, it protects "
+          "nothing against someone who copies both; set storage.master_key_file",
+          {{"path", key_file}});
     }
     log::Info("master key loaded", {{"source", key->source}});
     IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<const registry::SecretBox> box,
@@ -306,8 +307,8 @@ class EmbeddedApp final : public App {
     so.clock = clock;
     auto store = registry::SqliteStore::Open(so);
     if (!store.ok()) {
-      return absl::Status(store.status().code(), absl::StrCat("registry store ", so.path, ": ",
-                                                              store.status().message()));
+      return absl::Status(store.status().code(),
+                          absl::StrCat("registry store ", so.path, ": ", store.status().message()));
     }
     registry_store_ = std::move(*store);
     registry::RegistryService::Options ro;

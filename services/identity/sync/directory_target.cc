@@ -9,9 +9,9 @@ void DirectoryMirrorTarget::Check(const absl::Status& st, absl::string_view kind
   if (st.ok()) return;
   malformed_.fetch_add(1);
   // The status names the field, never its value.
-  log::Warn("malformed registry record mirrored",
-            {{"kind", std::string(kind)}, {"id", std::string(id)},
-             {"error", std::string(st.message())}});
+  log::Warn(
+      "malformed registry record mirrored",
+      {{"kind", std::string(kind)}, {"id", std::string(id)}, {"error", std::string(st.message())}});
 }
 
 void DirectoryMirrorTarget::UpsertTenant(const iotauth::registry::v1::Tenant& t) {
@@ -36,8 +36,7 @@ void DirectoryMirrorTarget::RemoveDevice(const std::string& tenant_id,
 void DirectoryMirrorTarget::UpsertGroup(const iotauth::registry::v1::EnrollmentGroup& g) {
   Check(writer_->UpsertEnrollmentGroup(g), "enrollment_group", g.id());
 }
-void DirectoryMirrorTarget::RemoveGroup(const std::string& tenant_id,
-                                        const std::string& group_id) {
+void DirectoryMirrorTarget::RemoveGroup(const std::string& tenant_id, const std::string& group_id) {
   writer_->RemoveEnrollmentGroup(tenant_id, group_id);
 }
 void DirectoryMirrorTarget::Clear() { writer_->Clear(); }

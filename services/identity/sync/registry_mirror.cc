@@ -23,7 +23,9 @@ RegistryMirror::RegistryMirror(RegistryMirrorOptions options)
 
 RegistryMirror::~RegistryMirror() { Stop(); }
 
-void RegistryMirror::Start() { thread_ = std::thread([this] { Run(); }); }
+void RegistryMirror::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 bool RegistryMirror::WaitForInitialSync(absl::Duration timeout) {
   return synced_.WaitForNotificationWithTimeout(timeout);
@@ -68,8 +70,8 @@ void RegistryMirror::Run() {
     }
     if (stopping_.load()) break;
     if (!st.ok()) {
-      log::Warn("registry mirror retrying", {{"error", std::string(st.message())},
-                                             {"backoff", absl::FormatDuration(backoff)}});
+      log::Warn("registry mirror retrying",
+                {{"error", std::string(st.message())}, {"backoff", absl::FormatDuration(backoff)}});
       // A cursor the registry no longer retains forces a full resync.
       if (st.code() == absl::StatusCode::kOutOfRange) cursor.clear();
       absl::Time until = absl::Now() + backoff;

@@ -3,10 +3,10 @@
 // registry's own validation, audit and change log.
 #pragma once
 
+#include <grpcpp/channel.h>
+
 #include <memory>
 #include <string>
-
-#include <grpcpp/channel.h>
 
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
 #include "services/identity/directory.h"

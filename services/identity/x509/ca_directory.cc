@@ -148,8 +148,8 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
   for (const auto& [tid, snap] : snapshots_) {
     for (const auto& [sha, ca] : snap->trusted_by_sha256) {
       int ok = 0;
-      unsigned long h = X509_NAME_hash_ex(X509_get_subject_name(ca->cert->x509()), nullptr,
-                                          nullptr, &ok);
+      unsigned long h =
+          X509_NAME_hash_ex(X509_get_subject_name(ca->cert->x509()), nullptr, nullptr, &ok);
       if (ok != 1) continue;
       auto& v = issuer_index_[h];
       if (std::find(v.begin(), v.end(), tid) == v.end()) v.push_back(tid);

@@ -93,8 +93,7 @@ class CaDirectory {
   absl::flat_hash_map<std::string, std::shared_ptr<const TenantTrust>> snapshots_
       ABSL_GUARDED_BY(mu_);
   // X509_NAME hash of a VERIFIED CA's subject -> tenants.
-  absl::flat_hash_map<unsigned long, std::vector<std::string>> issuer_index_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<unsigned long, std::vector<std::string>> issuer_index_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> generation_{1};
 };
 

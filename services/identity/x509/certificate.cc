@@ -181,7 +181,8 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view entry,
     std::unique_ptr<char, OpenSslFree> n(name);
     std::unique_ptr<char, OpenSslFree> h(header);
     std::unique_ptr<unsigned char, OpenSslFree> d(data);
-    if (absl::string_view(name) != "CERTIFICATE") return Malformed("PEM block is not a CERTIFICATE");
+    if (absl::string_view(name) != "CERTIFICATE")
+      return Malformed("PEM block is not a CERTIFICATE");
     if (header != nullptr && header[0] != '\0') return Malformed("PEM headers are not allowed");
     if (out.size() >= limits.max_certificates) return Malformed("too many certificates");
     auto c = ParsedCertificate::FromDer(
@@ -234,8 +235,8 @@ absl::StatusOr<CrlPtr> ParsedCrl::Parse(absl::string_view data, size_t max_bytes
     out->next_update_ = *nu;
   }
   int crit = 0;
-  auto* num = static_cast<ASN1_INTEGER*>(
-      X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &crit, nullptr));
+  auto* num =
+      static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, &crit, nullptr));
   if (num != nullptr) {
     BIGNUM* bn = ASN1_INTEGER_to_BN(num, nullptr);
     ASN1_INTEGER_free(num);

@@ -170,9 +170,9 @@ Verdict CheckAlgorithms(const ParsedCertificate& cert, const AlgorithmPolicy& po
       size_t len = 0;
       if (EVP_PKEY_get_group_name(pk, group, sizeof(group), &len) != 1) {
         ERR_clear_error();
-        return Verdict::Deny(v1::DENY_REASON_WEAK_ALGORITHM,
-                             absl::StrCat("EC key with explicit or unknown curve in ",
-                                          cert.subject()));
+        return Verdict::Deny(
+            v1::DENY_REASON_WEAK_ALGORITHM,
+            absl::StrCat("EC key with explicit or unknown curve in ", cert.subject()));
       }
       absl::string_view g(group, len);
       const bool ok = (g == "prime256v1" && policy.allow_p256) ||
@@ -190,9 +190,9 @@ Verdict CheckAlgorithms(const ParsedCertificate& cert, const AlgorithmPolicy& po
       }
       break;
     default:
-      return Verdict::Deny(v1::DENY_REASON_WEAK_ALGORITHM,
-                           absl::StrCat("key type ", OBJ_nid2sn(type), " not allowed in ",
-                                        cert.subject()));
+      return Verdict::Deny(
+          v1::DENY_REASON_WEAK_ALGORITHM,
+          absl::StrCat("key type ", OBJ_nid2sn(type), " not allowed in ", cert.subject()));
   }
   if (!check_signature) return Verdict::Pass();
   int mdnid = NID_undef, pknid = NID_undef, secbits = 0;
@@ -357,8 +357,8 @@ ChainResult VerifyChain(const TrustStore& trust, const CertPtr& leaf,
     if ((X509_get_extension_flags(x) & EXFLAG_KUSAGE) != 0 &&
         (X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE) == 0) {
       r.error_depth = 0;
-      r.verdict = Verdict::Deny(v1::DENY_REASON_WRONG_KEY_USAGE,
-                                "leaf keyUsage lacks digitalSignature");
+      r.verdict =
+          Verdict::Deny(v1::DENY_REASON_WRONG_KEY_USAGE, "leaf keyUsage lacks digitalSignature");
       r.path.clear();
       return r;
     }

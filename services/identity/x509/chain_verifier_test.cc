@@ -134,8 +134,7 @@ const Row kRows[] = {
      v1::DENY_REASON_EXPIRED},
     {"not_yet_valid", [](Scenario& s) { s.leaf.not_before = kNow + absl::Minutes(5); },
      v1::DENY_REASON_NOT_YET_VALID},
-    {"wrong_issuer", [](Scenario& s) { s.foreign_root = true; },
-     v1::DENY_REASON_UNTRUSTED_ISSUER},
+    {"wrong_issuer", [](Scenario& s) { s.foreign_root = true; }, v1::DENY_REASON_UNTRUSTED_ISSUER},
     {"missing_intermediate", [](Scenario& s) { s.omit_intermediate = true; },
      v1::DENY_REASON_UNTRUSTED_ISSUER},
     {"bad_signature", [](Scenario& s) { s.corrupt_leaf_signature = true; },
@@ -143,16 +142,17 @@ const Row kRows[] = {
     {"intermediate_ca_false", [](Scenario& s) { s.inter.ca = false; },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
     {"intermediate_without_basic_constraints",
-     [](Scenario& s) { s.inter.no_basic_constraints = true; },
-     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+     [](Scenario& s) { s.inter.no_basic_constraints = true; }, v1::DENY_REASON_CONSTRAINT_VIOLATED},
     {"path_len_exceeded", [](Scenario& s) { s.extra_intermediate = true; },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
-    {"path_len_one_allows_two", [](Scenario& s) {
+    {"path_len_one_allows_two",
+     [](Scenario& s) {
        s.extra_intermediate = true;
        s.inter.path_len = 1;
      },
      v1::DENY_REASON_UNSPECIFIED},
-    {"depth_limit", [](Scenario& s) {
+    {"depth_limit",
+     [](Scenario& s) {
        s.extra_intermediate = true;
        s.inter.path_len = 1;
        s.policy.max_depth = 1;
@@ -172,8 +172,7 @@ const Row kRows[] = {
     {"sha1_signed", [](Scenario& s) { s.leaf.md = EVP_sha1(); }, v1::DENY_REASON_WEAK_ALGORITHM},
     {"rsa1024_leaf", [](Scenario& s) { s.leaf_key = KeyType::kRsa1024; },
      v1::DENY_REASON_WEAK_ALGORITHM},
-    {"p521_leaf", [](Scenario& s) { s.leaf_key = KeyType::kP521; },
-     v1::DENY_REASON_WEAK_ALGORITHM},
+    {"p521_leaf", [](Scenario& s) { s.leaf_key = KeyType::kP521; }, v1::DENY_REASON_WEAK_ALGORITHM},
     {"unknown_critical_extension", [](Scenario& s) { s.leaf.unknown_critical_extension = true; },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
     {"name_constraints_ok",
@@ -237,9 +236,9 @@ TEST(ParseTest, RejectsGarbageAndLimits) {
   ParseLimits limits;
   EXPECT_FALSE(ParseCertificates("", limits).ok());
   EXPECT_FALSE(ParseCertificates("hello", limits).ok());
-  EXPECT_FALSE(ParseCertificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                                 limits)
-                   .ok());
+  EXPECT_FALSE(
+      ParseCertificates("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", limits)
+          .ok());
   X509Ptr c = MakeCert(CertSpec{}, Key(KeyType::kP256).get(), nullptr, nullptr);
   std::string der = testing::Der(c.get());
   EXPECT_TRUE(ParseCertificates(der, limits).ok());

@@ -114,7 +114,7 @@ Outcome RunCase(const Struct& tc) {
     const std::string value = Str(p, "value");
     X509* x = (*leaf)[0]->x509();
     if (kind == "DNS" && X509_check_host(x, value.data(), value.size(),
-                                        X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) != 1) {
+                                         X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) != 1) {
       return {false, "peer name: DNS name does not match"};
     }
     if (kind == "IP" && X509_check_ip_asc(x, value.c_str(), 0) != 1) {
@@ -127,8 +127,8 @@ Outcome RunCase(const Struct& tc) {
 TEST(LimboTest, Suite) {
   const std::string path = VectorsDir() + "/limbo/limbo-core-no-bettertls.json";
   std::ifstream in(path);
-  if (!in) GTEST_SKIP() << "x509-limbo vectors not found at " << path
-                        << " (set IOTAUTH_VECTORS_DIR)";
+  if (!in)
+    GTEST_SKIP() << "x509-limbo vectors not found at " << path << " (set IOTAUTH_VECTORS_DIR)";
   std::stringstream buf;
   buf << in.rdbuf();
   Struct root;
@@ -165,17 +165,17 @@ TEST(LimboTest, Suite) {
     ++disagree;
     seen[id] = true;
     const std::string reason =
-        known.count(id) > 0 ? known[id]
-                            : absl::StrCat(want ? "we reject: " : "we accept", got.why);
+        known.count(id) > 0 ? known[id] : absl::StrCat(want ? "we reject: " : "we accept", got.why);
     absl::StrAppend(&report, id, "\t", want ? "SUCCESS" : "FAILURE", "\t", reason, "\n");
     if (known.count(id) == 0) {
-      unexpected.push_back(absl::StrCat(id, ": expected ", want ? "SUCCESS" : "FAILURE",
-                                        ", got ", got.success ? "SUCCESS" : got.why));
+      unexpected.push_back(absl::StrCat(id, ": expected ", want ? "SUCCESS" : "FAILURE", ", got ",
+                                        got.success ? "SUCCESS" : got.why));
     }
   }
-  std::printf("x509-limbo: %d cases, %d agree, %d disagree (all listed with reasons in "
-              "limbo_disagreements.txt)\n",
-              cases.values_size(), agree, disagree);
+  std::printf(
+      "x509-limbo: %d cases, %d agree, %d disagree (all listed with reasons in "
+      "limbo_disagreements.txt)\n",
+      cases.values_size(), agree, disagree);
   if (const char* out = std::getenv("LIMBO_WRITE_DISAGREEMENTS")) {
     std::ofstream(out) << report;
   }

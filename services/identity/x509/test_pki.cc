@@ -190,8 +190,8 @@ std::string MakeCrlPem(X509* issuer, EVP_PKEY* issuer_key, const std::vector<lon
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, nullptr, nullptr, crl, 0);
-  X509_EXTENSION* akid = X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier,
-                                             "keyid:always");
+  X509_EXTENSION* akid =
+      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always");
   if (akid != nullptr) {
     X509_CRL_add_ext(crl, akid, -1);
     X509_EXTENSION_free(akid);

@@ -38,15 +38,16 @@ struct CertSpec {
   absl::Time not_before = absl::FromUnixSeconds(1700000000) - absl::Hours(24);
   absl::Time not_after = absl::FromUnixSeconds(1700000000) + absl::Hours(24 * 365);
   // OpenSSL config syntax; empty for none. Defaults fit a device or a CA.
-  std::string key_usage;  // "" -> "critical,digitalSignature" (leaf) / "critical,keyCertSign,cRLSign" (CA)
+  std::string
+      key_usage;  // "" -> "critical,digitalSignature" (leaf) / "critical,keyCertSign,cRLSign" (CA)
   std::string no_key_usage_marker;  // unused
   bool omit_key_usage = false;
-  std::string eku;  // e.g. "clientAuth"; empty for none
-  std::string san;  // e.g. "URI:urn:dev:t1:d1,DNS:d1.example"
+  std::string eku;               // e.g. "clientAuth"; empty for none
+  std::string san;               // e.g. "URI:urn:dev:t1:d1,DNS:d1.example"
   std::string name_constraints;  // e.g. "critical,permitted;DNS:.example.com"
   bool unknown_critical_extension = false;
   const EVP_MD* md = nullptr;  // default SHA-256 (ignored for Ed25519)
-  long serial = 0;  // 0: random
+  long serial = 0;             // 0: random
 };
 
 // Signs `spec` for `subject_key` with `issuer`/`issuer_key` (self-signed when null).

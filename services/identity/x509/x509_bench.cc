@@ -79,8 +79,7 @@ void Run(const char* label, t::KeyType type) {
     leaves.push_back(*p);
     inters.push_back(*q);
   }
-  double raw_verify =
-      UsPerOp(n, [&](int) { raw(0, false, leaves[0]->x509(), inters[0]->x509()); });
+  double raw_verify = UsPerOp(n, [&](int) { raw(0, false, leaves[0]->x509(), inters[0]->x509()); });
 
   // The verifier.
   x::CaDirectory cas;

@@ -48,9 +48,8 @@ bool MatchDevicePattern(absl::string_view pattern, absl::string_view value,
       if (have_device) return false;
       pi += kDevice.size();
       size_t next = pattern.find('{', pi);
-      absl::string_view literal = pattern.substr(pi, next == absl::string_view::npos
-                                                         ? absl::string_view::npos
-                                                         : next - pi);
+      absl::string_view literal =
+          pattern.substr(pi, next == absl::string_view::npos ? absl::string_view::npos : next - pi);
       size_t end;
       if (!literal.empty()) {
         end = value.find(literal, vi);
@@ -120,8 +119,8 @@ CertificateVerifier::Result X509CertificateVerifier::Verify(
   }
   const uint64_t generation = options_.cas->generation();
   CachedOutcome cached;
-  if (results_.Get(key, &cached) && cached.generation == generation &&
-      now >= cached.valid_from && now < cached.valid_until) {
+  if (results_.Get(key, &cached) && cached.generation == generation && now >= cached.valid_from &&
+      now < cached.valid_until) {
     return CheckDevice(*cached.outcome);
   }
   // Parse through the per-entry cache.
@@ -172,8 +171,8 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyUncached(
     tenants.emplace_back(tenant_hint);
   } else {
     for (const CertPtr& c : certs) {
-      for (std::string& t : options_.cas->TenantsForIssuer(
-               X509_get_issuer_name(c->x509()), options_.config.max_tenants_tried)) {
+      for (std::string& t : options_.cas->TenantsForIssuer(X509_get_issuer_name(c->x509()),
+                                                           options_.config.max_tenants_tried)) {
         if (std::find(tenants.begin(), tenants.end(), t) == tenants.end() &&
             tenants.size() < options_.config.max_tenants_tried) {
           tenants.push_back(std::move(t));
@@ -243,8 +242,7 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
     } else if (policy.require_digital_signature &&
                (X509_get_extension_flags(leaf->x509()) & EXFLAG_KUSAGE) != 0 &&
                (X509_get_key_usage(leaf->x509()) & KU_DIGITAL_SIGNATURE) == 0) {
-      o.verdict = Verdict::Deny(v1::DENY_REASON_WRONG_KEY_USAGE,
-                                "keyUsage lacks digitalSignature");
+      o.verdict = Verdict::Deny(v1::DENY_REASON_WRONG_KEY_USAGE, "keyUsage lacks digitalSignature");
     } else if (trust != nullptr && trust->revoked_fingerprints.contains(leaf->fingerprint_hex())) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_REVOKED, "certificate is revoked");
     } else if (leaf->subject_cn().empty() || leaf->subject_cn().size() > kMaxDeviceIdBytes) {
@@ -261,8 +259,8 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
     o.verdict = Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER, "tenant has no verified CA");
     return o;
   }
-  ChainResult r = VerifyChain(*trust->store, leaf,
-                              absl::MakeConstSpan(certs).subspan(1), now, policy);
+  ChainResult r =
+      VerifyChain(*trust->store, leaf, absl::MakeConstSpan(certs).subspan(1), now, policy);
   if (!r.verdict.ok()) {
     o.verdict = std::move(r.verdict);
     return o;
@@ -272,8 +270,8 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
   for (size_t i = 0; i < r.path.size(); ++i) {
     bool revoked = trust->revoked_fingerprints.contains(r.path[i]->fingerprint_hex());
     if (!revoked && i + 1 < r.path.size()) {
-      revoked = trust->revoked_issuer_serials.contains(CaDirectory::IssuerSerialKey(
-          r.path[i + 1]->fingerprint_hex(), r.path[i]->serial_hex()));
+      revoked = trust->revoked_issuer_serials.contains(
+          CaDirectory::IssuerSerialKey(r.path[i + 1]->fingerprint_hex(), r.path[i]->serial_hex()));
     }
     if (revoked) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_REVOKED,
@@ -326,10 +324,10 @@ CertificateVerifier::Result X509CertificateVerifier::CheckDevice(const ChainOutc
       auto registered =
           options_.registrar->RegisterFromCertificate(*o.ca, o.device_id, o.leaf_fingerprint_hex);
       if (!registered.ok()) {
-        r.verdict = Verdict::Deny(
-            v1::DENY_REASON_INTERNAL,
-            absl::StrCat("JIT registration failed: ",
-                         absl::StatusCodeToString(registered.status().code())));
+        r.verdict =
+            Verdict::Deny(v1::DENY_REASON_INTERNAL,
+                          absl::StrCat("JIT registration failed: ",
+                                       absl::StatusCodeToString(registered.status().code())));
         return r;
       }
       if (options_.directory_writer != nullptr) {

@@ -22,8 +22,7 @@ const absl::Time kNow = absl::FromUnixSeconds(1700000000);
 
 class RecordingRegistrar : public CertificateDeviceRegistrar {
  public:
-  absl::StatusOr<reg::Device> RegisterFromCertificate(const CaInfo& ca,
-                                                      absl::string_view device_id,
+  absl::StatusOr<reg::Device> RegisterFromCertificate(const CaInfo& ca, absl::string_view device_id,
                                                       absl::string_view) override {
     ++calls;
     reg::Device d;
@@ -41,8 +40,8 @@ class RecordingRegistrar : public CertificateDeviceRegistrar {
 class X509VerifierTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = MakeCert(CertSpec{.cn = "tenant root", .ca = true}, Key(KeyType::kP256).get(),
-                     nullptr, nullptr);
+    root_ = MakeCert(CertSpec{.cn = "tenant root", .ca = true}, Key(KeyType::kP256).get(), nullptr,
+                     nullptr);
     inter_ = MakeCert(CertSpec{.cn = "tenant intermediate", .ca = true, .path_len = 0},
                       Key(KeyType::kP384).get(), root_.get(), Key(KeyType::kP256).get());
     directory_ = std::make_unique<DirectoryCache>(DirectoryCache::Options{});
@@ -86,8 +85,8 @@ class X509VerifierTest : public ::testing::Test {
   // Leaf signed by the intermediate; returns {leaf DER, intermediate PEM}.
   std::vector<std::string> Chain(CertSpec spec) {
     if (spec.eku.empty()) spec.eku = "clientAuth";
-    X509Ptr leaf = MakeCert(spec, Key(KeyType::kP256).get(), inter_.get(),
-                            Key(KeyType::kP384).get());
+    X509Ptr leaf =
+        MakeCert(spec, Key(KeyType::kP256).get(), inter_.get(), Key(KeyType::kP384).get());
     leaf_ = testing::Parsed(leaf.get());
     return {testing::Der(leaf.get()), testing::Pem(inter_.get())};
   }
@@ -132,7 +131,8 @@ TEST_F(X509VerifierTest, OneWrongPropertyPerRow) {
   const Row rows[] = {
       {"unknown device", {.cn = "device-404"}, v1::DENY_REASON_UNKNOWN_DEVICE},
       {"no CN", {.cn = "", .org = "Acme"}, v1::DENY_REASON_IDENTITY_MISMATCH},
-      {"expired", {.cn = "device-1", .not_after = kNow - absl::Seconds(1)},
+      {"expired",
+       {.cn = "device-1", .not_after = kNow - absl::Seconds(1)},
        v1::DENY_REASON_EXPIRED},
       {"server auth", {.cn = "device-1", .eku = "serverAuth"}, v1::DENY_REASON_WRONG_KEY_USAGE},
       {"sha1", {.cn = "device-1", .md = EVP_sha1()}, v1::DENY_REASON_WEAK_ALGORITHM},
@@ -235,8 +235,8 @@ TEST_F(X509VerifierTest, CachedResultExpiresAtNotAfter) {
 }
 
 TEST_F(X509VerifierTest, SelfSignedThumbprint) {
-  X509Ptr self = MakeCert(CertSpec{.cn = "device-3"}, Key(KeyType::kEd25519).get(), nullptr,
-                          nullptr);
+  X509Ptr self =
+      MakeCert(CertSpec{.cn = "device-3"}, Key(KeyType::kEd25519).get(), nullptr, nullptr);
   CertPtr p = testing::Parsed(self.get());
   std::vector<std::string> chain = {testing::Pem(self.get())};
   AddDevice("device-3", false, std::string(64, 'a'), p->fingerprint_hex());
