@@ -28,7 +28,8 @@ bazel test "${TEST_ENV[@]}" //...
 
 if (( ! quick )); then
   step "sanitizers: bazel test --config=asan //... (ASan + UBSan)"
-  bazel test --config=asan "${TEST_ENV[@]}" //...
+  bazel test --config=asan "${TEST_ENV[@]}" \
+    --test_env=LSAN_OPTIONS=suppressions="$ROOT/tools/lsan.supp":print_suppressions=0 //...
 
   step "fuzzing smoke run (libFuzzer, clang-14)"
   tools/fuzz.sh --smoke

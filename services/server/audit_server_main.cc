@@ -1,0 +1,6 @@
+// audit_server: the audit service alone, for split deployments (see README).
+#include "services/server/server_main.h"
+
+int main(int argc, char** argv) {
+  return iotauth::ServerMain(argc, argv, {"audit"}, "audit_server");
+}

@@ -1,0 +1,6 @@
+// registry_server: the registry service alone, for split deployments (see README).
+#include "services/server/server_main.h"
+
+int main(int argc, char** argv) {
+  return iotauth::ServerMain(argc, argv, {"registry"}, "registry_server");
+}

@@ -1,0 +1,142 @@
+// Baseline server for benchmarks: IdentityService.Authenticate on the gRPC callback
+// API, answering a fixed ALLOW and doing nothing else. Its throughput is the gRPC
+// framework ceiling that the real identity service is compared against (same
+// compiler flags, same transport, same load generator).
+//
+//   noop_server --port=0                 # prints "LISTENING <port>" on stdout
+//   noop_server --port=0 --tls_cert=server.pem --tls_key=server.key
+//
+// Exits cleanly on SIGTERM or SIGINT.
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "proto/iotauth/identity/v1/identity.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1", "Address to bind (IPv4, [IPv6] or a host name).");
+ABSL_FLAG(int, port, 0, "Port to bind; 0 picks an ephemeral port (printed as LISTENING <port>).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; empty serves plaintext.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, response_json, "",
+          "Fixed AuthenticateResponse in proto JSON; default {\"decision\":\"DECISION_ALLOW\"}.");
+
+namespace iotauth::bench {
+namespace {
+
+using ::iotauth::identity::v1::AuthenticateRequest;
+using ::iotauth::identity::v1::AuthenticateResponse;
+using ::iotauth::identity::v1::IdentityService;
+
+class NoopIdentityService final : public IdentityService::CallbackService {
+ public:
+  explicit NoopIdentityService(AuthenticateResponse response) : response_(std::move(response)) {}
+
+  grpc::ServerUnaryReactor* Authenticate(grpc::CallbackServerContext* context,
+                                         const AuthenticateRequest* /*request*/,
+                                         AuthenticateResponse* response) override {
+    *response = response_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  const AuthenticateResponse response_;
+};
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+int Run() {
+  AuthenticateResponse response;
+  response.set_decision(iotauth::identity::v1::DECISION_ALLOW);
+  if (const std::string json = absl::GetFlag(FLAGS_response_json); !json.empty()) {
+    response.Clear();
+    if (auto st = google::protobuf::util::JsonStringToMessage(json, &response); !st.ok()) {
+      std::fprintf(stderr, "noop_server: --response_json: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  const std::string cert_path = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key_path = absl::GetFlag(FLAGS_tls_key);
+  if (cert_path.empty() != key_path.empty()) {
+    std::fprintf(stderr, "noop_server: --tls_cert and --tls_key go together\n");
+    return 2;
+  }
+  if (!cert_path.empty()) {
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!ReadFile(cert_path, &pair.cert_chain) || !ReadFile(key_path, &pair.private_key)) {
+      std::fprintf(stderr, "noop_server: cannot read --tls_cert or --tls_key\n");
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions options;
+    options.pem_key_cert_pairs.push_back(std::move(pair));
+    creds = grpc::SslServerCredentials(options);
+  }
+
+  // Block the shutdown signals before gRPC starts its threads (they inherit the
+  // mask), so that only sigwait() below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  NoopIdentityService service(std::move(response));
+  grpc::ServerBuilder builder;
+  // A leftover server on the same port would silently take half the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  int selected_port = 0;
+  const std::string address = absl::GetFlag(FLAGS_address);
+  builder.AddListeningPort(absl::StrCat(address, ":", absl::GetFlag(FLAGS_port)), creds,
+                           &selected_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || selected_port == 0) {
+    std::fprintf(stderr, "noop_server: cannot listen on %s:%d\n", address.c_str(),
+                 absl::GetFlag(FLAGS_port));
+    return 1;
+  }
+  std::printf("LISTENING %d\n", selected_port);
+  std::fflush(stdout);
+  std::fprintf(stderr, "noop_server: %s on %s:%d\n", cert_path.empty() ? "plaintext" : "TLS",
+               address.c_str(), selected_port);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "noop_server: signal %d, shutting down\n", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  return 0;
+}
+
+}  // namespace
+}  // namespace iotauth::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Baseline IdentityService server: Authenticate returns a fixed ALLOW.\n"
+      "  noop_server --port=0 [--tls_cert=F --tls_key=F]");
+  absl::ParseCommandLine(argc, argv);
+  return iotauth::bench::Run();
+}
