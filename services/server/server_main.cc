@@ -37,7 +37,8 @@ void PrintUsage(const char* binary) {
             << "                      (environment: IOTAUTH_GRPC__ADDRESS=...)\n"
             << "  --data_dir=DIR      shorthand for --set=data_dir=DIR\n"
             << "  --check_config      validate the configuration and exit\n"
-            << "  --print_config      print the effective configuration as JSON and exit\n";
+            << "  --print_config      print the effective configuration as JSON and exit\n"
+            << "  --announce_port     print 'LISTENING <port>' on stdout once serving (tools)\n";
 }
 
 std::string ToJson(const google::protobuf::Message& m) {
@@ -102,7 +103,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   if (!default_services.empty()) {
     sources.sets.push_back(absl::StrCat("services=", absl::StrJoin(default_services, ",")));
   }
-  bool check_only = false, print_config = false;
+  bool check_only = false, print_config = false, announce_port = false;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     auto value_of = [&](absl::string_view flag, std::string* out) {
@@ -124,6 +125,8 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
       check_only = true;
     } else if (arg == "--print_config") {
       print_config = true;
+    } else if (arg == "--announce_port") {
+      announce_port = true;
     } else if (value_of("--config", &v)) {
       sources.file = v;
     } else if (value_of("--set", &v)) {
@@ -183,7 +186,12 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
              {"data_dir", config->data_dir()},
              {"services", absl::StrJoin(names, ",")},
              {"tls_mode", iotauth::config::v1::TlsMode_Name(config->grpc().tls().mode())}});
-  PrintHowToConnect(*config, **runner);
+  if (announce_port) {
+    // For tools that start the server on port 0 (tools/bench): one line, flushed.
+    std::cout << "LISTENING " << (*runner)->grpc_port() << std::endl;
+  } else {
+    PrintHowToConnect(*config, **runner);
+  }
 
   int sig = WaitForTerminationSignal();
   absl::Duration grace = absl::Seconds(config->shutdown().grace_period().seconds()) +

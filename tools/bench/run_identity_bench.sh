@@ -121,13 +121,13 @@ start_server() {
   local out="$work/server.$RANDOM.out"
   "${pin_server[@]}" "$@" >"$out" 2>"$out.err" &
   server_pid=$!
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 $(( ${BENCH_START_TIMEOUT_S:-20} * 10 ))); do
     server_port="$(awk '/^LISTENING /{print $2; exit}' "$out")"
     [[ -n "$server_port" ]] && return 0
     kill -0 "$server_pid" 2>/dev/null || { cat "$out.err" >&2; die "server exited: $*"; }
     sleep 0.1
   done
-  die "server printed no 'LISTENING <port>' within 20 s: $*"
+  die "server printed no 'LISTENING <port>' within ${BENCH_START_TIMEOUT_S:-20} s: $*"
 }
 stop_server() {
   kill -TERM "$server_pid" 2>/dev/null || true

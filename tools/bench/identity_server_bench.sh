@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Authenticate throughput and latency of the real all-in-one server against the
+# no-op gRPC baseline, in one invocation (issue: identity hot path).
+#
+#   tools/bench/identity_server_bench.sh [--devices=N] [--mode=sas|triple] [run_identity_bench.sh flags]
+#
+# 1. builds iotauthd, iotauthctl and the bench tools with -c opt;
+# 2. starts iotauthd once (plaintext, caller auth off: the no-op baseline has
+#    neither), imports N devices, each with its own random key, through the
+#    streaming ImportDevices RPC, and stops it;
+# 3. writes one request per device (SAS tokens or device-triple signatures,
+#    computed here in Python, not by project code);
+# 4. runs tools/bench/run_identity_bench.sh: the no-op server, then iotauthd on
+#    the same data, same generator, concurrency and transport; prints the QPS
+#    ratio and p99 at half of each one's peak; adds RSS per device.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+devices=100000
+mode=sas
+pass=()
+for a in "$@"; do
+  case "$a" in
+    --devices=*) devices="${a#*=}" ;;
+    --mode=*) mode="${a#*=}" ;;
+    *) pass+=("$a") ;;
+  esac
+done
+bazel build -c opt //services/server:iotauthd //clients/iotauthctl //tools/bench:all >&2
+B="$ROOT/bazel-out/k8-opt/bin"
+work="$(mktemp -d /tmp/iotauth-bench.XXXXXX)"
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+data="$work/data"
+COMMON=(--data_dir="$data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
+        --set=grpc.tls.mode=insecure --set=auth.disabled=true --set=log.level=warn)
+
+echo "==> generating $devices devices and their $mode requests" >&2
+/usr/bin/python3 - "$work" "$devices" "$mode" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time, urllib.parse
+work, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+hub, pk = "bench.example.net", "pk-bench"
+se = int(time.time()) + 24 * 3600
+ts = int(time.time() * 1000)
+with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work, "requests.jsonl"), "w") as req:
+    dev.write("device_id,product_key,status,primary_key,secondary_key\n")
+    for i in range(n):
+        d = "bench-%07d" % i
+        key = base64.b64encode(os.urandom(32)).decode()
+        dev.write("%s,%s,enabled,%s,%s\n" % (d, pk, key, key))
+        if i >= 100000:
+            continue  # requests cycle over the first 100k devices
+        if mode == "sas":
+            sr = urllib.parse.quote("%s/devices/%s" % (hub, d), safe="")
+            sig = base64.b64encode(hmac.new(base64.b64decode(key), ("%s\n%d" % (sr, se)).encode(),
+                                            hashlib.sha256).digest()).decode()
+            tok = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), se)
+            r = {"connect": {"client_id": d, "username": "%s/%s/?api-version=2021-04-12" % (hub, d),
+                             "password": base64.b64encode(tok.encode()).decode()}}
+        else:
+            # Replays are refused, so each request needs its own timestamp; the
+            # generator cycles the file, so triple runs are bounded by its length.
+            content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (d, d, pk, ts + i)
+            pw = hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
+            r = {"connect": {"client_id": "%s|securemode=2,signmethod=hmacsha256,timestamp=%d|" % (d, ts + i),
+                             "username": "%s&%s" % (d, pk), "password": base64.b64encode(pw.encode()).decode()}}
+        req.write(json.dumps(r) + "\n")
+PY
+
+echo "==> importing $devices devices through ImportDevices (streaming RPC)" >&2
+"$B/services/server/iotauthd" "${COMMON[@]}" --announce_port >"$work/setup.out" 2>"$work/setup.err" &
+spid=$!
+for _ in $(seq 1 300); do port="$(awk '/^LISTENING /{print $2; exit}' "$work/setup.out")"; [[ -n "$port" ]] && break; sleep 0.1; done
+CTL=("$B/clients/iotauthctl/iotauthctl" --insecure --address "127.0.0.1:$port")
+"${CTL[@]}" tenant create bench --hub_host bench.example.net >/dev/null
+"${CTL[@]}" product create pk-bench --tenant bench --credential_types sas,device_triple >/dev/null
+start=$(date +%s.%N)
+"${CTL[@]}" device import --tenant bench --file "$work/devices.csv" --no_progress
+end=$(date +%s.%N)
+rss_kb=$(awk '/VmHWM/{print $2}' /proc/$spid/status)
+kill -TERM $spid; wait $spid || true
+printf 'import: %d devices in %.1fs (%.0f/s); server peak RSS %d MiB\n' "$devices" \
+  "$(echo "$end - $start" | bc)" "$(echo "$devices / ($end - $start)" | bc -l)" $((rss_kb / 1024)) >&2
+
+echo "==> Authenticate: no-op baseline vs iotauthd ($devices devices cached)" >&2
+BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
+  --requests_file="$work/requests.jsonl" "${pass[@]}" -- \
+  "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port
