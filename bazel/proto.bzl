@@ -52,12 +52,12 @@ def iotauth_cc_proto(name, srcs, deps = [], grpc = True, visibility = None):
         visibility = visibility,
     )
 
-def iotauth_descriptor_set(name, protos, system_protos = [], visibility = None):
+def iotauth_descriptor_set(name, protos, deps = [], system_protos = [], visibility = None):
     """A FileDescriptorSet (with imports and docs) for clients that build messages
     dynamically, such as the Python end-to-end tests."""
     native.genrule(
         name = name,
-        srcs = protos,
+        srcs = protos + deps,
         outs = [name + ".pb"],
         cmd = "%s -I. -I/usr/share/grpc-proto --include_imports --include_source_info " % _PROTOC +
               "--descriptor_set_out=$@ " + " ".join(["$(location %s)" % p for p in protos] + system_protos),

@@ -22,6 +22,9 @@
 #include "services/common/log.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
+#include "services/gateway/exhook_service.h"
+#include "services/gateway/ext_authz_service.h"
+#include "services/gateway/identity_backend.h"
 #include "services/identity/authenticator.h"
 #include "services/identity/authorizer.h"
 #include "services/identity/directory_cache.h"
@@ -126,6 +129,33 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
   return grpc::SslCredentials(opts);
 }
 
+// The broker and gateway contracts (EMQX ExHook, Envoy ext_authz) decide through
+// the same Authenticator and Authorizer as IdentityService.
+class LocalIdentityBackend final : public gateway::IdentityBackend {
+ public:
+  LocalIdentityBackend(std::shared_ptr<identity::Authenticator> authn,
+                       std::shared_ptr<identity::Authorizer> authz)
+      : authn_(std::move(authn)), authz_(std::move(authz)) {}
+  absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
+      const iotauth::identity::v1::AuthenticateRequest& req,
+      const gateway::GatewayCallContext& ctx) override {
+    iotauth::identity::v1::AuthenticateResponse resp;
+    IOTAUTH_RETURN_IF_ERROR(authn_->Authenticate(req, identity::CallContext{ctx.caller}, &resp));
+    return resp;
+  }
+  absl::StatusOr<iotauth::identity::v1::AuthorizeResponse> Authorize(
+      const iotauth::identity::v1::AuthorizeRequest& req,
+      const gateway::GatewayCallContext& ctx) override {
+    iotauth::identity::v1::AuthorizeResponse resp;
+    IOTAUTH_RETURN_IF_ERROR(authz_->Authorize(req, identity::CallContext{ctx.caller}, &resp));
+    return resp;
+  }
+
+ private:
+  std::shared_ptr<identity::Authenticator> authn_;
+  std::shared_ptr<identity::Authorizer> authz_;
+};
+
 class EmbeddedApp final : public App {
  public:
   EmbeddedApp(ServerConfig config, std::shared_ptr<prometheus::Registry> registry)
@@ -161,6 +191,10 @@ class EmbeddedApp final : public App {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
     }
     if (audit_service_) out.push_back({"iotauth.audit.v1.AuditLog", audit_service_.get()});
+    if (exhook_service_) out.push_back({"emqx.exhook.v2.HookProvider", exhook_service_.get()});
+    if (ext_authz_service_) {
+      out.push_back({"envoy.service.auth.v3.Authorization", ext_authz_service_.get()});
+    }
     return out;
   }
 
@@ -299,8 +333,18 @@ class EmbeddedApp final : public App {
           {{"path", key_file}});
     }
     log::Info("master key loaded", {{"source", key->source}});
+    std::vector<std::string> previous;
+    for (const auto& f : config_.storage().previous_master_key_files()) {
+      auto old = registry::LoadMasterKeyFromFile(f);
+      if (!old.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config key 'storage.previous_master_key_files': ", old.status().message()));
+      }
+      previous.push_back(*old);
+    }
     IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<const registry::SecretBox> box,
-                             registry::SecretBox::Create(key->key, {}));
+                             registry::SecretBox::Create(key->key, std::move(previous)));
+    secret_box_ = box;
     registry::SqliteStore::Options so;
     so.path = RegistryDbPath(config_);
     so.secret_box = box;
@@ -339,11 +383,31 @@ class EmbeddedApp final : public App {
     zo.directory = directory_.get();
     zo.audit_sink = sink_;
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
+    std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
+    std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
     identity::IdentityService::Options so;
-    so.authenticator = std::move(authn);
-    so.authorizer = std::move(authz);
+    so.authenticator = shared_authn;
+    so.authorizer = shared_authz;
     so.caller_resolver = resolver_.get();
     IOTAUTH_ASSIGN_OR_RETURN(identity_service_, identity::IdentityService::Create(so));
+
+    // Broker and gateway contracts over the same decision logic.
+    backend_ = std::make_unique<LocalIdentityBackend>(shared_authn, shared_authz);
+    gateway::ExHookHandler::Options eo;
+    eo.backend = backend_.get();
+    eo.clock = clock;
+    IOTAUTH_ASSIGN_OR_RETURN(auto exh, gateway::ExHookHandler::Create(eo));
+    gateway::ExHookService::Options es;
+    es.handler = std::shared_ptr<gateway::ExHookHandler>(std::move(exh));
+    es.caller_resolver = resolver_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(exhook_service_, gateway::ExHookService::Create(es));
+    gateway::ExtAuthzHandler::Options ao2;
+    ao2.backend = backend_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(auto eah, gateway::ExtAuthzHandler::Create(ao2));
+    gateway::ExtAuthzService::Options as;
+    as.handler = std::shared_ptr<gateway::ExtAuthzHandler>(std::move(eah));
+    as.caller_resolver = resolver_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(ext_authz_service_, gateway::ExtAuthzService::Create(as));
     return absl::OkStatus();
   }
 
@@ -384,6 +448,7 @@ class EmbeddedApp final : public App {
   std::unique_ptr<audit::AuditService> audit_service_;
 
   // Registry.
+  std::shared_ptr<const registry::SecretBox> secret_box_;
   std::unique_ptr<registry::SqliteStore> registry_store_;
   std::unique_ptr<registry::RegistryService> registry_service_;
 
@@ -391,6 +456,9 @@ class EmbeddedApp final : public App {
   std::unique_ptr<identity::DirectoryCache> directory_;
   std::unique_ptr<identity::DirectoryMirrorTarget> mirror_target_;
   std::unique_ptr<identity::IdentityService> identity_service_;
+  std::unique_ptr<LocalIdentityBackend> backend_;
+  std::unique_ptr<gateway::ExHookService> exhook_service_;
+  std::unique_ptr<gateway::ExtAuthzService> ext_authz_service_;
   std::unique_ptr<identity::RegistryMirror> mirror_;
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::atomic<bool> registrar_ready_{false};

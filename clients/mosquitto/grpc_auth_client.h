@@ -1,0 +1,38 @@
+// AuthClient over iotauth's gRPC contract (iotauth.identity.v1.IdentityService),
+// with mutual TLS from files and a per-call deadline. The channel is created on the
+// first call, so a broker that forks to daemonize after loading plugins does not
+// inherit gRPC threads.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "clients/mosquitto/plugin_config.h"
+#include "clients/mosquitto/plugin_core.h"
+#include "proto/iotauth/identity/v1/identity.grpc.pb.h"
+
+namespace iotauth::mosquitto {
+
+class GrpcAuthClient final : public AuthClient {
+ public:
+  // Reads the TLS files now; INVALID_ARGUMENT naming a file that cannot be read.
+  static absl::StatusOr<std::unique_ptr<GrpcAuthClient>> Create(const PluginConfig& config);
+
+  absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
+      const iotauth::identity::v1::AuthenticateRequest& request, absl::Duration timeout) override;
+
+ private:
+  GrpcAuthClient() = default;
+  iotauth::identity::v1::IdentityService::Stub* Stub();
+
+  std::string address_;
+  std::string server_name_;
+  bool tls_ = false;
+  std::string ca_pem_, cert_pem_, key_pem_;  // key: SECRET
+  absl::Mutex mu_;
+  std::unique_ptr<iotauth::identity::v1::IdentityService::Stub> stub_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace iotauth::mosquitto

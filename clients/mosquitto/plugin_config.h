@@ -1,0 +1,42 @@
+// Configuration of the iotauth Mosquitto plugin, from `plugin_opt_*` lines:
+//
+//   plugin /usr/lib/iotauth/libiotauth_mosquitto.so
+//   plugin_opt_address iotauth.example.net:8443     (required)
+//   plugin_opt_ca_file /etc/iotauth/ca.pem          (TLS; omit all three for plaintext)
+//   plugin_opt_cert_file /etc/iotauth/gateway.pem   (client certificate, gateway role)
+//   plugin_opt_key_file /etc/iotauth/gateway.key
+//   plugin_opt_timeout_ms 500                       (per Authenticate call; 1..30000)
+//   plugin_opt_cache_size 10000                     (cached decisions; 0 turns caching off)
+//   plugin_opt_tenant acme                          (tenant hint; default: from credential)
+//   plugin_opt_tls_server_name iotauth.example.net  (override the name checked on TLS)
+//   plugin_opt_failure_backoff_ms 1000              (fail fast after iotauth is unreachable)
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace iotauth::mosquitto {
+
+struct PluginConfig {
+  std::string address;
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::string tls_server_name;
+  std::string tenant_id;
+  absl::Duration timeout = absl::Milliseconds(1000);
+  size_t cache_size = 10000;
+  absl::Duration failure_backoff = absl::Milliseconds(1000);
+};
+
+// INVALID_ARGUMENT naming the option for an unknown option, a bad number, a
+// missing address, or a client certificate without its key (or the reverse).
+absl::StatusOr<PluginConfig> ParsePluginOptions(
+    const std::vector<std::pair<std::string, std::string>>& options);
+
+}  // namespace iotauth::mosquitto

@@ -1,0 +1,166 @@
+#include "clients/mosquitto/plugin_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "clients/mosquitto/topic_match.h"
+#include "services/common/crypto.h"
+
+namespace iotauth::mosquitto {
+
+namespace iv1 = ::iotauth::identity::v1;
+namespace rv1 = ::iotauth::registry::v1;
+
+namespace {
+
+absl::Time ToTime(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void AppendField(std::string* out, absl::string_view v) {
+  absl::StrAppend(out, v.size(), ":", v, ";");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PluginCore>> PluginCore::Create(Options options) {
+  if (options.client == nullptr) return absl::InvalidArgumentError("PluginCore needs a client");
+  return std::unique_ptr<PluginCore>(new PluginCore(std::move(options)));
+}
+
+PluginCore::PluginCore(Options options)
+    : config_(std::move(options.config)),
+      client_(std::move(options.client)),
+      clock_(options.clock != nullptr ? options.clock : &RealClock::Get()) {}
+
+std::string PluginCore::CacheKey(const ConnectAttempt& a) {
+  // A digest, so the cache never holds a password; length-prefixed fields keep
+  // ("ab","c") and ("a","bc") apart.
+  std::string material;
+  AppendField(&material, a.client_id);
+  AppendField(&material, a.username);
+  AppendField(&material, a.password);
+  AppendField(&material, a.certificate_pem);
+  return crypto::Sha256(material);
+}
+
+const PluginCore::Grant* PluginCore::CacheLookup(const std::string& key, absl::Time now) {
+  auto it = cache_.find(key);
+  if (it == cache_.end()) return nullptr;
+  if (it->second->cache_until <= now) {
+    lru_.erase(it->second);
+    cache_.erase(it);
+    return nullptr;
+  }
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return &it->second->grant;
+}
+
+void PluginCore::CachePut(std::string key, const Grant& grant, absl::Time until) {
+  if (config_.cache_size == 0) return;
+  auto it = cache_.find(key);
+  if (it != cache_.end()) {
+    lru_.erase(it->second);
+    cache_.erase(it);
+  }
+  while (lru_.size() >= config_.cache_size) {
+    cache_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  lru_.push_front(CacheEntry{key, grant, until});
+  cache_.emplace(std::move(key), lru_.begin());
+}
+
+Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
+  const absl::Time now = clock_->Now();
+  const std::string key = CacheKey(a);
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_.erase(a.client);
+    if (const Grant* g = CacheLookup(key, now)) {
+      ++stats_.cache_hits;
+      sessions_[a.client] = Session{a.client_id, *g};
+      return {true, "allow (cached)"};
+    }
+    if (now < fail_fast_until_) return {false, "iotauth unreachable (failing fast)"};
+    ++stats_.rpcs;
+  }
+
+  iv1::AuthenticateRequest req;
+  req.set_tenant_id(config_.tenant_id);
+  iv1::ConnectInfo* c = req.mutable_connect();
+  c->set_client_id(a.client_id);
+  c->set_username(a.username);
+  c->set_password(a.password);
+  if (!a.certificate_pem.empty()) c->add_peer_certificate_chain(a.certificate_pem);
+  c->set_peer_address(a.peer_address);
+  c->set_listener(a.listener);
+  c->set_protocol(iv1::PROTOCOL_MQTT);
+  // The broker's event loop waits on this call: it is bounded by the timeout.
+  absl::StatusOr<iv1::AuthenticateResponse> resp = client_->Authenticate(req, config_.timeout);
+
+  absl::MutexLock lock(&mu_);
+  if (!resp.ok()) {
+    ++stats_.rpc_failures;
+    const absl::StatusCode code = resp.status().code();
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+      fail_fast_until_ = clock_->Now() + config_.failure_backoff;
+    }
+    return {false, absl::StrCat("iotauth error: ", absl::StatusCodeToString(code))};
+  }
+  if (resp->decision() != iv1::DECISION_ALLOW) {
+    return {false, iv1::DenyReason_Name(resp->deny_reason())};
+  }
+  Grant g;
+  g.identity = resp->identity();
+  g.rules.assign(resp->access_rules().begin(), resp->access_rules().end());
+  g.default_effect = resp->default_effect();
+  if (resp->has_credential_expires_at()) {
+    g.credential_expires_at = ToTime(resp->credential_expires_at());
+  }
+  const bool replay_protected = resp->credential_type() == rv1::CREDENTIAL_TYPE_DEVICE_TRIPLE ||
+                                resp->credential_type() == rv1::CREDENTIAL_TYPE_DEVICE_TRIPLE_ENOS;
+  const absl::Duration ttl =
+      resp->has_cache_ttl() ? ToDuration(resp->cache_ttl()) : absl::ZeroDuration();
+  if (!replay_protected && ttl > absl::ZeroDuration()) {
+    CachePut(key, g, std::min(now + ttl, g.credential_expires_at));
+  }
+  sessions_[a.client] = Session{a.client_id, std::move(g)};
+  return {true, "allow"};
+}
+
+Decision PluginCore::OnAclCheck(uintptr_t client, absl::string_view client_id, Access access,
+                                absl::string_view topic) {
+  if (access == Access::kUnsubscribe) return {true, "unsubscribe"};
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(client);
+  if (it == sessions_.end() || it->second.client_id != client_id) {
+    return {false, "client not authenticated by iotauth"};
+  }
+  const Grant& g = it->second.grant;
+  if (clock_->Now() >= g.credential_expires_at) return {false, "credential expired"};
+  const rv1::RuleAction action =
+      access == Access::kWrite ? rv1::RULE_ACTION_PUBLISH : rv1::RULE_ACTION_SUBSCRIBE;
+  const bool allow = Decide(g.rules, g.default_effect, action, topic);
+  return {allow, allow ? "rule allows" : "rule denies"};
+}
+
+void PluginCore::OnDisconnect(uintptr_t client) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(client);
+}
+
+PluginCore::Stats PluginCore::stats() const {
+  absl::MutexLock lock(&mu_);
+  Stats s = stats_;
+  s.cached = lru_.size();
+  s.sessions = sessions_.size();
+  return s;
+}
+
+}  // namespace iotauth::mosquitto

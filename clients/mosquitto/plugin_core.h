@@ -1,0 +1,129 @@
+// The Mosquitto plugin's logic, free of the broker API so it is testable without a
+// broker: on CONNECT it asks iotauth's Authenticate (through the AuthClient seam, with
+// a bounded timeout, failing closed), caches allow decisions for the TTL iotauth
+// returns (bounded by the credential's expiry, least recently used evicted), and
+// remembers each connected client's resolved access rules so that every publish,
+// subscribe and delivery is decided locally, without a network call.
+//
+// Device-triple connects are never served from the cache: the same signed
+// (device, timestamp) seen again must reach iotauth's replay check.
+//
+// Not thread-safe by design beyond a mutex: Mosquitto calls plugins from its single
+// event loop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "clients/mosquitto/plugin_config.h"
+#include "proto/iotauth/identity/v1/identity.pb.h"
+#include "services/common/clock.h"
+
+namespace iotauth::mosquitto {
+
+// The call to iotauth (gRPC in production, a fake in tests).
+class AuthClient {
+ public:
+  virtual ~AuthClient() = default;
+  // Must return within `timeout` (DEADLINE_EXCEEDED otherwise).
+  virtual absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
+      const iotauth::identity::v1::AuthenticateRequest& request, absl::Duration timeout) = 0;
+};
+
+// What the broker knows at CONNECT.
+struct ConnectAttempt {
+  // Opaque per-connection handle (the broker's client pointer).
+  uintptr_t client = 0;
+  std::string client_id;
+  std::string username;
+  std::string password;  // SECRET
+  // PEM of the TLS peer certificate, empty without one.
+  std::string certificate_pem;
+  std::string peer_address;
+  std::string listener;
+};
+
+enum class Access { kRead, kWrite, kSubscribe, kUnsubscribe };
+
+struct Decision {
+  bool allow = false;
+  // Short stable reason for the broker log (never a secret).
+  std::string reason;
+};
+
+class PluginCore {
+ public:
+  struct Options {
+    PluginConfig config;
+    // Required; owned.
+    std::unique_ptr<AuthClient> client;
+    // Defaults to the real clock.
+    const Clock* clock = nullptr;
+  };
+  static absl::StatusOr<std::unique_ptr<PluginCore>> Create(Options options);
+
+  // Decides a CONNECT; on allow the client's rules are remembered.
+  Decision OnBasicAuth(const ConnectAttempt& attempt);
+  // Decides a publish (kWrite, topic name), subscribe (kSubscribe, filter) or
+  // delivery (kRead, topic name) from the remembered rules; unsubscribes pass.
+  // Unknown clients and expired credentials are denied.
+  Decision OnAclCheck(uintptr_t client, absl::string_view client_id, Access access,
+                      absl::string_view topic);
+  // Forgets the client's rules.
+  void OnDisconnect(uintptr_t client);
+
+  struct Stats {
+    uint64_t rpcs = 0;
+    uint64_t cache_hits = 0;
+    uint64_t rpc_failures = 0;
+    size_t cached = 0;
+    size_t sessions = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Grant {
+    iotauth::identity::v1::Identity identity;
+    std::vector<iotauth::registry::v1::AccessRule> rules;
+    iotauth::registry::v1::RuleEffect default_effect = iotauth::registry::v1::RULE_EFFECT_DENY;
+    absl::Time credential_expires_at = absl::InfiniteFuture();
+  };
+  struct CacheEntry {
+    std::string key;
+    Grant grant;
+    absl::Time cache_until;
+  };
+  struct Session {
+    std::string client_id;
+    Grant grant;
+  };
+
+  explicit PluginCore(Options options);
+  static std::string CacheKey(const ConnectAttempt& a);
+  const Grant* CacheLookup(const std::string& key, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CachePut(std::string key, const Grant& grant, absl::Time until)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  PluginConfig config_;
+  std::unique_ptr<AuthClient> client_;
+  const Clock* clock_;
+
+  mutable absl::Mutex mu_;
+  std::list<CacheEntry> lru_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::list<CacheEntry>::iterator> cache_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uintptr_t, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::Time fail_fast_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace iotauth::mosquitto

@@ -1,0 +1,31 @@
+// MQTT topic matching for the Mosquitto plugin's local enforcement of the access
+// rules Authenticate returns (placeholders already resolved by iotauth). Same
+// semantics as iotauth's Authorize: first matching rule wins; an allow rule must
+// cover the whole request, a deny rule needs only to overlap it; `exact` rules compare
+// literally; wildcards at the first level never match topics starting with `$`.
+#pragma once
+
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "proto/iotauth/registry/v1/types.pb.h"
+
+namespace iotauth::mosquitto {
+
+// True when every topic matching filter `requested` also matches filter `rule`
+// (a topic name is a filter without wildcards, so this is also name matching).
+bool FilterCovers(absl::string_view rule, absl::string_view requested);
+// True when some topic name matches both filters.
+bool FiltersOverlap(absl::string_view a, absl::string_view b);
+
+// Whether `rule` decides a request for `action` (PUBLISH or SUBSCRIBE) on `topic`.
+bool RuleApplies(const iotauth::registry::v1::AccessRule& rule,
+                 iotauth::registry::v1::RuleAction action, absl::string_view topic);
+
+// The first applying rule's effect, else `default_effect` (UNSPECIFIED means deny).
+// Returns true for allow.
+bool Decide(const std::vector<iotauth::registry::v1::AccessRule>& rules,
+            iotauth::registry::v1::RuleEffect default_effect,
+            iotauth::registry::v1::RuleAction action, absl::string_view topic);
+
+}  // namespace iotauth::mosquitto
