@@ -839,6 +839,8 @@ grpc::Status RegistryService::CreateCaCertificate(grpc::ServerContext* ctx,
     ca.set_id(absl::StrCat("ca-", ca.sha256_fingerprint().substr(0, 24)));
     IOTAUTH_ASSIGN_OR_RETURN(std::string code, crypto::RandomBytes(16));
     ca.set_verification_code(crypto::HexEncode(code));
+    // Only the certificate service's CreateIssuingCa registers an issuing CA.
+    ca.set_issuing(false);
     if (ca.status() == v1::CA_STATUS_UNSPECIFIED) ca.set_status(v1::CA_STATUS_UNVERIFIED);
     return options_.store->CreateCaCertificate(ca);
   }();
@@ -923,6 +925,72 @@ grpc::Status RegistryService::DeleteCaCertificate(grpc::ServerContext* ctx,
     return options_.store->DeleteCaCertificate(req->tenant_id(), req->ca_id(), req->etag());
   }();
   Audit(caller, "DeleteCaCertificate", req->tenant_id(), "", "", req->ca_id(), s);
+  return ToGrpcStatus(s);
+}
+
+// ---------------------------------------------------------------------------
+// Revocations and CRLs (written by the identity CertificateService; read here).
+
+grpc::Status RegistryService::GetRevocation(grpc::ServerContext* ctx,
+                                            const v1::GetRevocationRequest* req,
+                                            v1::CertificateRevocation* resp) {
+  Caller caller = ResolveCaller(ctx);
+  absl::StatusOr<v1::CertificateRevocation> r = [&]() -> absl::StatusOr<v1::CertificateRevocation> {
+    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("revocation_id", req->revocation_id()));
+    return options_.store->GetRevocation(req->tenant_id(), req->revocation_id());
+  }();
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::ListRevocations(grpc::ServerContext* ctx,
+                                              const v1::ListRevocationsRequest* req,
+                                              v1::ListRevocationsResponse* resp) {
+  Caller caller = ResolveCaller(ctx);
+  absl::Status s = [&]() -> absl::Status {
+    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
+    IOTAUTH_ASSIGN_OR_RETURN(PageRequest page, MakePage(req->page_size(), req->page_token()));
+    IOTAUTH_ASSIGN_OR_RETURN(Page<v1::CertificateRevocation> p,
+                             options_.store->ListRevocations(req->tenant_id(), page));
+    for (v1::CertificateRevocation& r : p.items) *resp->add_revocations() = std::move(r);
+    resp->set_next_page_token(NextToken(p));
+    return absl::OkStatus();
+  }();
+  return ToGrpcStatus(s);
+}
+
+grpc::Status RegistryService::GetCrl(grpc::ServerContext* ctx, const v1::GetCrlRequest* req,
+                                     v1::CertificateRevocationList* resp) {
+  Caller caller = ResolveCaller(ctx);
+  absl::StatusOr<v1::CertificateRevocationList> r =
+      [&]() -> absl::StatusOr<v1::CertificateRevocationList> {
+    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req->ca_id()));
+    return options_.store->GetCrl(req->tenant_id(), req->ca_id());
+  }();
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::ListCrls(grpc::ServerContext* ctx, const v1::ListCrlsRequest* req,
+                                       v1::ListCrlsResponse* resp) {
+  Caller caller = ResolveCaller(ctx);
+  absl::Status s = [&]() -> absl::Status {
+    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
+    IOTAUTH_ASSIGN_OR_RETURN(PageRequest page, MakePage(req->page_size(), req->page_token()));
+    IOTAUTH_ASSIGN_OR_RETURN(Page<v1::CertificateRevocationList> p,
+                             options_.store->ListCrls(req->tenant_id(), page));
+    for (v1::CertificateRevocationList& c : p.items) *resp->add_crls() = std::move(c);
+    resp->set_next_page_token(NextToken(p));
+    return absl::OkStatus();
+  }();
   return ToGrpcStatus(s);
 }
 

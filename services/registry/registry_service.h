@@ -114,6 +114,15 @@ class RegistryService final : public v1::DeviceRegistry::Service {
                                    const v1::DeleteCaCertificateRequest* req,
                                    v1::DeleteResponse* resp) override;
 
+  grpc::Status GetRevocation(grpc::ServerContext* ctx, const v1::GetRevocationRequest* req,
+                             v1::CertificateRevocation* resp) override;
+  grpc::Status ListRevocations(grpc::ServerContext* ctx, const v1::ListRevocationsRequest* req,
+                               v1::ListRevocationsResponse* resp) override;
+  grpc::Status GetCrl(grpc::ServerContext* ctx, const v1::GetCrlRequest* req,
+                      v1::CertificateRevocationList* resp) override;
+  grpc::Status ListCrls(grpc::ServerContext* ctx, const v1::ListCrlsRequest* req,
+                        v1::ListCrlsResponse* resp) override;
+
   grpc::Status ImportDevices(grpc::ServerContext* ctx,
                              grpc::ServerReader<v1::ImportDevicesRequest>* reader,
                              v1::ImportDevicesResponse* resp) override;

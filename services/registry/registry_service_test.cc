@@ -688,5 +688,105 @@ TEST_F(RegistryServiceTest, CaCertificatesAreParsedAndVerifiable) {
   }
 }
 
+TEST_F(RegistryServiceTest, RevocationAndCrlReadersNeedTheReaderRole) {
+  Seed();
+  v1::CaCertificate ca;
+  ca.set_tenant_id("t1");
+  ca.set_id("ca1");
+  ca.set_certificate_pem("pem");
+  ca.set_sha256_fingerprint(std::string(64, 'a'));
+  ASSERT_TRUE(store_->CreateCaCertificate(ca).ok());
+  for (const char* id : {"rev-1", "rev-2", "rev-3"}) {
+    v1::CertificateRevocation r;
+    r.set_tenant_id("t1");
+    r.set_id(id);
+    r.set_fingerprint(std::string(64, 'f'));
+    ASSERT_TRUE(store_->CreateRevocation(r).ok());
+  }
+  v1::CertificateRevocationList crl;
+  crl.set_tenant_id("t1");
+  crl.set_ca_id("ca1");
+  crl.set_crl_pem("crl");
+  crl.set_crl_number("4");
+  ASSERT_TRUE(store_->PutCrl(crl, "").ok());
+
+  resolver_.Set(true, kReader);
+  {
+    grpc::ServerContext ctx;
+    v1::GetRevocationRequest req;
+    req.set_tenant_id("t1");
+    req.set_revocation_id("rev-2");
+    v1::CertificateRevocation out;
+    ASSERT_TRUE(svc_->GetRevocation(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.id(), "rev-2");
+    EXPECT_FALSE(out.etag().empty());
+    req.set_revocation_id("rev-9");
+    grpc::ServerContext ctx2;
+    EXPECT_EQ(svc_->GetRevocation(&ctx2, &req, &out).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    // Pages of two: every revocation once, in order.
+    std::vector<std::string> seen;
+    std::string token;
+    do {
+      grpc::ServerContext ctx;
+      v1::ListRevocationsRequest req;
+      req.set_tenant_id("t1");
+      req.set_page_size(2);
+      req.set_page_token(token);
+      v1::ListRevocationsResponse resp;
+      ASSERT_TRUE(svc_->ListRevocations(&ctx, &req, &resp).ok());
+      for (const auto& r : resp.revocations()) seen.push_back(r.id());
+      token = resp.next_page_token();
+    } while (!token.empty());
+    EXPECT_EQ(seen, (std::vector<std::string>{"rev-1", "rev-2", "rev-3"}));
+  }
+  {
+    grpc::ServerContext ctx;
+    v1::GetCrlRequest req;
+    req.set_tenant_id("t1");
+    req.set_ca_id("ca1");
+    v1::CertificateRevocationList out;
+    ASSERT_TRUE(svc_->GetCrl(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.crl_number(), "4");
+    grpc::ServerContext ctx2;
+    v1::ListCrlsRequest lreq;
+    lreq.set_tenant_id("t1");
+    v1::ListCrlsResponse lresp;
+    ASSERT_TRUE(svc_->ListCrls(&ctx2, &lreq, &lresp).ok());
+    ASSERT_EQ(lresp.crls_size(), 1);
+    EXPECT_EQ(lresp.crls(0).ca_id(), "ca1");
+    grpc::ServerContext ctx3;
+    lreq.set_tenant_id("bad tenant id with spaces");
+    EXPECT_EQ(svc_->ListCrls(&ctx3, &lreq, &lresp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  resolver_.Set(false, 0);
+  {
+    grpc::ServerContext ctx;
+    v1::ListRevocationsRequest req;
+    req.set_tenant_id("t1");
+    v1::ListRevocationsResponse resp;
+    EXPECT_EQ(svc_->ListRevocations(&ctx, &req, &resp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+    grpc::ServerContext ctx2;
+    v1::GetCrlRequest creq;
+    creq.set_tenant_id("t1");
+    creq.set_ca_id("ca1");
+    v1::CertificateRevocationList out;
+    EXPECT_EQ(svc_->GetCrl(&ctx2, &creq, &out).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  resolver_.Set(true, static_cast<uint32_t>(Role::kGateway));
+  {
+    grpc::ServerContext ctx;
+    v1::GetRevocationRequest req;
+    req.set_tenant_id("t1");
+    req.set_revocation_id("rev-1");
+    v1::CertificateRevocation out;
+    EXPECT_EQ(svc_->GetRevocation(&ctx, &req, &out).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+}
+
 }  // namespace
 }  // namespace iotauth::registry

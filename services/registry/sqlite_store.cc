@@ -207,6 +207,29 @@ CREATE TABLE change_log_meta(
 );
 INSERT INTO change_log_meta(id, pruned_through) VALUES(1, 0);
 )sql"},
+    {4, R"sql(
+CREATE TABLE revocations(
+  tenant_id TEXT NOT NULL,
+  id TEXT NOT NULL,
+  etag TEXT NOT NULL,
+  body BLOB NOT NULL,
+  PRIMARY KEY(tenant_id, id)
+) WITHOUT ROWID;
+CREATE TABLE crls(
+  tenant_id TEXT NOT NULL,
+  ca_id TEXT NOT NULL,
+  etag TEXT NOT NULL,
+  body BLOB NOT NULL,
+  PRIMARY KEY(tenant_id, ca_id)
+) WITHOUT ROWID;
+CREATE TABLE issuing_cas(
+  tenant_id TEXT NOT NULL PRIMARY KEY,
+  ca_id TEXT NOT NULL,
+  etag TEXT NOT NULL,
+  body BLOB NOT NULL,
+  private_key BLOB NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 void ToTimestamp(absl::Time t, google::protobuf::Timestamp* ts) {
@@ -687,12 +710,14 @@ absl::Status SqliteStore::DeleteTenant(absl::string_view tenant_id,
                       "SELECT EXISTS(SELECT 1 FROM products WHERE tenant_id = ?1) OR "
                       "EXISTS(SELECT 1 FROM devices WHERE tenant_id = ?1) OR "
                       "EXISTS(SELECT 1 FROM enrollment_groups WHERE tenant_id = ?1) OR "
-                      "EXISTS(SELECT 1 FROM ca_certificates WHERE tenant_id = ?1)");
+                      "EXISTS(SELECT 1 FROM ca_certificates WHERE tenant_id = ?1) OR "
+                      "EXISTS(SELECT 1 FROM revocations WHERE tenant_id = ?1)");
       st.Text(1, tenant_id);
       if (st.Step() != SQLITE_ROW) return txn.db->Error("check tenant contents");
       if (st.ColInt(0) != 0) {
         return Precondition("TENANT_NOT_EMPTY",
-                            "tenant still owns products, devices, groups or CA certificates");
+                            "tenant still owns products, devices, groups, CA certificates or "
+                            "revocations");
       }
     }
     IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM tenants WHERE id = ?1");
@@ -1426,11 +1451,31 @@ absl::Status SqliteStore::DeleteCaCertificate(absl::string_view tenant_id, absl:
       if (rc != SQLITE_ROW) return txn.db->Error("get CA certificate");
       IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
     }
-    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
+      st.Text(1, tenant_id).Text(2, ca_id);
+      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CA certificate"));
+    }
+    IOTAUTH_RETURN_IF_ERROR(txn.AppendChange(v1::CHANGE_TYPE_DELETED,
+                                             v1::RESOURCE_TYPE_CA_CERTIFICATE, tenant_id, ca_id));
+    // The CA's CRL and, for the issuing CA, its key go with it.
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
+      st.Text(1, tenant_id).Text(2, ca_id);
+      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CRL"));
+      if (sqlite3_changes(txn.db->raw()) > 0) {
+        IOTAUTH_RETURN_IF_ERROR(
+            txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CRL, tenant_id, ca_id));
+      }
+    }
+    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM issuing_cas WHERE tenant_id = ?1 AND ca_id = ?2");
     st.Text(1, tenant_id).Text(2, ca_id);
-    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CA certificate"));
-    return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CA_CERTIFICATE, tenant_id,
-                            ca_id);
+    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete issuing CA"));
+    if (sqlite3_changes(txn.db->raw()) > 0) {
+      IOTAUTH_RETURN_IF_ERROR(txn.AppendChange(v1::CHANGE_TYPE_DELETED,
+                                               v1::RESOURCE_TYPE_ISSUING_CA, tenant_id, ca_id));
+    }
+    return absl::OkStatus();
   });
 }
 
@@ -1453,6 +1498,324 @@ absl::StatusOr<Page<v1::CaCertificate>> SqliteStore::ListCaCertificates(absl::st
     out.items.push_back(std::move(c));
   }
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list CA certificates");
+  return out;
+}
+
+absl::StatusOr<v1::CaCertificate> SqliteStore::SetCaVerification(
+    absl::string_view tenant_id, absl::string_view ca_id, v1::CaStatus status,
+    absl::string_view verification_code, absl::string_view expected_etag) {
+  v1::CaCertificate out;
+  IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {
+    v1::CaStatus old_status;
+    {
+      IOTAUTH_PREPARE(st, *txn.db,
+                      "SELECT etag, body FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
+      st.Text(1, tenant_id).Text(2, ca_id);
+      int rc = st.Step();
+      if (rc == SQLITE_DONE) return NotFound("CA certificate");
+      if (rc != SQLITE_ROW) return txn.db->Error("get CA certificate");
+      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
+      IOTAUTH_RETURN_IF_ERROR(ParseBody(st.ColBlob(1), &out));
+    }
+    old_status = out.status();
+    if (status != v1::CA_STATUS_UNSPECIFIED) out.set_status(status);
+    out.set_verification_code(std::string(verification_code));
+    out.set_etag(txn.NextEtag());
+    v1::CaCertificate body = out;
+    body.clear_etag();
+    IOTAUTH_PREPARE(st, *txn.db,
+                    "UPDATE ca_certificates SET etag = ?3, body = ?4 "
+                    "WHERE tenant_id = ?1 AND id = ?2");
+    st.Text(1, out.tenant_id()).Text(2, out.id()).Text(3, out.etag()).Blob(4, Serialize(body));
+    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "update CA certificate"));
+    v1::ChangeType type = v1::CHANGE_TYPE_UPDATED;
+    if (out.status() != old_status && out.status() == v1::CA_STATUS_DISABLED) {
+      type = v1::CHANGE_TYPE_DISABLED;
+    } else if (out.status() != old_status && out.status() == v1::CA_STATUS_VERIFIED) {
+      type = v1::CHANGE_TYPE_ENABLED;
+    }
+    return txn.AppendChange(type, v1::RESOURCE_TYPE_CA_CERTIFICATE, out.tenant_id(), out.id());
+  }));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Certificate revocations.
+
+namespace {
+
+template <typename T>
+absl::StatusOr<T> DecodePlain(absl::string_view body, absl::string_view etag) {
+  T m;
+  IOTAUTH_RETURN_IF_ERROR(ParseBody(body, &m));
+  m.set_etag(std::string(etag));
+  return m;
+}
+
+std::string IssuingCaAad(absl::string_view tenant, absl::string_view ca_id) {
+  return SecretAad("issuing_ca", tenant, ca_id, "private_key");
+}
+
+}  // namespace
+
+absl::StatusOr<v1::CertificateRevocation> SqliteStore::CreateRevocation(
+    const v1::CertificateRevocation& revocation) {
+  v1::CertificateRevocation out = revocation;
+  IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {
+    IOTAUTH_RETURN_IF_ERROR(RequireTenant(*txn.db, out.tenant_id()));
+    ToTimestamp(txn.now, out.mutable_create_time());
+    out.set_etag(txn.NextEtag());
+    v1::CertificateRevocation body = out;
+    body.clear_etag();
+    IOTAUTH_PREPARE(st, *txn.db,
+                    "INSERT INTO revocations(tenant_id, id, etag, body) VALUES(?1, ?2, ?3, ?4)");
+    st.Text(1, out.tenant_id()).Text(2, out.id()).Text(3, out.etag()).Blob(4, Serialize(body));
+    int rc = st.Step();
+    if (IsConstraint(rc)) return AlreadyExists("revocation");
+    if (rc != SQLITE_DONE) return txn.db->Error("insert revocation");
+    return txn.AppendChange(v1::CHANGE_TYPE_CREATED, v1::RESOURCE_TYPE_REVOCATION, out.tenant_id(),
+                            out.id());
+  }));
+  return out;
+}
+
+absl::StatusOr<v1::CertificateRevocation> SqliteStore::GetRevocation(
+    absl::string_view tenant_id, absl::string_view revocation_id) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db, "SELECT etag, body FROM revocations WHERE tenant_id = ?1 AND id = ?2");
+  st.Text(1, tenant_id).Text(2, revocation_id);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return NotFound("revocation");
+  if (rc != SQLITE_ROW) return db.Error("get revocation");
+  return DecodePlain<v1::CertificateRevocation>(st.ColBlob(1), st.ColText(0));
+}
+
+absl::Status SqliteStore::DeleteRevocation(absl::string_view tenant_id,
+                                           absl::string_view revocation_id,
+                                           absl::string_view expected_etag) {
+  return WriteTxn([&](Txn& txn) -> absl::Status {
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "SELECT etag FROM revocations WHERE tenant_id = ?1 AND id = ?2");
+      st.Text(1, tenant_id).Text(2, revocation_id);
+      int rc = st.Step();
+      if (rc == SQLITE_DONE) return NotFound("revocation");
+      if (rc != SQLITE_ROW) return txn.db->Error("get revocation");
+      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
+    }
+    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM revocations WHERE tenant_id = ?1 AND id = ?2");
+    st.Text(1, tenant_id).Text(2, revocation_id);
+    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete revocation"));
+    return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_REVOCATION, tenant_id,
+                            revocation_id);
+  });
+}
+
+absl::StatusOr<Page<v1::CertificateRevocation>> SqliteStore::ListRevocations(
+    absl::string_view tenant_id, const PageRequest& page) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db,
+                  "SELECT id, etag, body FROM revocations WHERE tenant_id = ?1 AND id > ?2 "
+                  "ORDER BY id LIMIT ?3");
+  st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
+  Page<v1::CertificateRevocation> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
+      out.more = true;
+      break;
+    }
+    IOTAUTH_ASSIGN_OR_RETURN(v1::CertificateRevocation r,
+                             DecodePlain<v1::CertificateRevocation>(st.ColBlob(2), st.ColText(1)));
+    out.last_key = r.id();
+    out.items.push_back(std::move(r));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list revocations");
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// CRLs.
+
+absl::StatusOr<v1::CertificateRevocationList> SqliteStore::PutCrl(
+    const v1::CertificateRevocationList& crl, absl::string_view expected_etag) {
+  v1::CertificateRevocationList out = crl;
+  IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {
+    {
+      IOTAUTH_PREPARE(st, *txn.db,
+                      "SELECT 1 FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
+      st.Text(1, out.tenant_id()).Text(2, out.ca_id());
+      int rc = st.Step();
+      if (rc == SQLITE_DONE) return Precondition("UNKNOWN_CA", "CA certificate does not exist");
+      if (rc != SQLITE_ROW) return txn.db->Error("check CA certificate");
+    }
+    bool exists = false;
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "SELECT etag FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
+      st.Text(1, out.tenant_id()).Text(2, out.ca_id());
+      int rc = st.Step();
+      if (rc == SQLITE_ROW) {
+        exists = true;
+        IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
+      } else if (rc != SQLITE_DONE) {
+        return txn.db->Error("get CRL");
+      } else if (!expected_etag.empty()) {
+        return Precondition("ETAG_MISMATCH", "etag does not match the stored version");
+      }
+    }
+    ToTimestamp(txn.now, out.mutable_update_time());
+    out.set_etag(txn.NextEtag());
+    v1::CertificateRevocationList body = out;
+    body.clear_etag();
+    IOTAUTH_PREPARE(st, *txn.db,
+                    "INSERT OR REPLACE INTO crls(tenant_id, ca_id, etag, body) "
+                    "VALUES(?1, ?2, ?3, ?4)");
+    st.Text(1, out.tenant_id()).Text(2, out.ca_id()).Text(3, out.etag()).Blob(4, Serialize(body));
+    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "put CRL"));
+    return txn.AppendChange(exists ? v1::CHANGE_TYPE_UPDATED : v1::CHANGE_TYPE_CREATED,
+                            v1::RESOURCE_TYPE_CRL, out.tenant_id(), out.ca_id());
+  }));
+  return out;
+}
+
+absl::StatusOr<v1::CertificateRevocationList> SqliteStore::GetCrl(absl::string_view tenant_id,
+                                                                  absl::string_view ca_id) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db, "SELECT etag, body FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
+  st.Text(1, tenant_id).Text(2, ca_id);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return NotFound("CRL");
+  if (rc != SQLITE_ROW) return db.Error("get CRL");
+  return DecodePlain<v1::CertificateRevocationList>(st.ColBlob(1), st.ColText(0));
+}
+
+absl::Status SqliteStore::DeleteCrl(absl::string_view tenant_id, absl::string_view ca_id,
+                                    absl::string_view expected_etag) {
+  return WriteTxn([&](Txn& txn) -> absl::Status {
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "SELECT etag FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
+      st.Text(1, tenant_id).Text(2, ca_id);
+      int rc = st.Step();
+      if (rc == SQLITE_DONE) return NotFound("CRL");
+      if (rc != SQLITE_ROW) return txn.db->Error("get CRL");
+      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
+    }
+    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
+    st.Text(1, tenant_id).Text(2, ca_id);
+    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CRL"));
+    return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CRL, tenant_id, ca_id);
+  });
+}
+
+absl::StatusOr<Page<v1::CertificateRevocationList>> SqliteStore::ListCrls(
+    absl::string_view tenant_id, const PageRequest& page) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db,
+                  "SELECT ca_id, etag, body FROM crls WHERE tenant_id = ?1 AND ca_id > ?2 "
+                  "ORDER BY ca_id LIMIT ?3");
+  st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
+  Page<v1::CertificateRevocationList> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
+      out.more = true;
+      break;
+    }
+    IOTAUTH_ASSIGN_OR_RETURN(
+        v1::CertificateRevocationList c,
+        DecodePlain<v1::CertificateRevocationList>(st.ColBlob(2), st.ColText(1)));
+    out.last_key = c.ca_id();
+    out.items.push_back(std::move(c));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list CRLs");
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Issuing CAs.
+
+absl::StatusOr<v1::IssuingCa> SqliteStore::CreateIssuingCa(const v1::IssuingCa& issuing,
+                                                           const v1::CaCertificate& ca) {
+  if (!ca.issuing() || ca.id() != issuing.ca_id() || ca.tenant_id() != issuing.tenant_id()) {
+    return absl::InvalidArgumentError("issuing CA and its CA certificate do not match");
+  }
+  if (issuing.private_key_pem().empty()) {
+    return absl::InvalidArgumentError("issuing CA private key is required");
+  }
+  v1::IssuingCa out = issuing;
+  IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {
+    IOTAUTH_RETURN_IF_ERROR(RequireTenant(*txn.db, out.tenant_id()));
+    {
+      IOTAUTH_PREPARE(st, *txn.db, "SELECT 1 FROM issuing_cas WHERE tenant_id = ?1");
+      st.Text(1, out.tenant_id());
+      int rc = st.Step();
+      if (rc == SQLITE_ROW) return AlreadyExists("issuing CA of the tenant");
+      if (rc != SQLITE_DONE) return txn.db->Error("check issuing CA");
+    }
+    v1::CaCertificate stored = ca;
+    ToTimestamp(txn.now, stored.mutable_create_time());
+    stored.set_etag(txn.NextEtag());
+    {
+      v1::CaCertificate body = stored;
+      body.clear_etag();
+      IOTAUTH_PREPARE(st, *txn.db,
+                      "INSERT INTO ca_certificates(tenant_id, id, fingerprint, jit_product_key, "
+                      "etag, body) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+      st.Text(1, stored.tenant_id())
+          .Text(2, stored.id())
+          .Text(3, stored.sha256_fingerprint())
+          .Text(4, stored.jit_product_key())
+          .Text(5, stored.etag())
+          .Blob(6, Serialize(body));
+      int rc = st.Step();
+      if (IsConstraint(rc)) return AlreadyExists("CA certificate (id or fingerprint)");
+      if (rc != SQLITE_DONE) return txn.db->Error("insert CA certificate");
+    }
+    IOTAUTH_RETURN_IF_ERROR(txn.AppendChange(v1::CHANGE_TYPE_CREATED,
+                                             v1::RESOURCE_TYPE_CA_CERTIFICATE, stored.tenant_id(),
+                                             stored.id()));
+    ToTimestamp(txn.now, out.mutable_create_time());
+    out.set_etag(txn.NextEtag());
+    IOTAUTH_ASSIGN_OR_RETURN(
+        std::string sealed,
+        txn.Seal(out.private_key_pem(), IssuingCaAad(out.tenant_id(), out.ca_id())));
+    v1::IssuingCa body = out;
+    body.clear_private_key_pem();
+    body.clear_etag();
+    IOTAUTH_PREPARE(st, *txn.db,
+                    "INSERT INTO issuing_cas(tenant_id, ca_id, etag, body, private_key) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5)");
+    st.Text(1, out.tenant_id())
+        .Text(2, out.ca_id())
+        .Text(3, out.etag())
+        .Blob(4, Serialize(body))
+        .Blob(5, sealed);
+    int rc = st.Step();
+    if (IsConstraint(rc)) return AlreadyExists("issuing CA of the tenant");
+    if (rc != SQLITE_DONE) return txn.db->Error("insert issuing CA");
+    return txn.AppendChange(v1::CHANGE_TYPE_CREATED, v1::RESOURCE_TYPE_ISSUING_CA, out.tenant_id(),
+                            out.ca_id());
+  }));
+  OPENSSL_cleanse(out.mutable_private_key_pem()->data(), out.private_key_pem().size());
+  out.clear_private_key_pem();
+  return out;
+}
+
+absl::StatusOr<v1::IssuingCa> SqliteStore::GetIssuingCa(absl::string_view tenant_id,
+                                                        Secrets secrets) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db, "SELECT etag, body, private_key FROM issuing_cas WHERE tenant_id = ?1");
+  st.Text(1, tenant_id);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return NotFound("issuing CA");
+  if (rc != SQLITE_ROW) return db.Error("get issuing CA");
+  IOTAUTH_ASSIGN_OR_RETURN(v1::IssuingCa out,
+                           DecodePlain<v1::IssuingCa>(st.ColBlob(1), st.ColText(0)));
+  if (secrets == Secrets::kInclude) {
+    std::shared_ptr<const SecretBox> b = box();
+    IOTAUTH_RETURN_IF_ERROR(OpenSealed(*b, st.ColBlob(2),
+                                       IssuingCaAad(out.tenant_id(), out.ca_id()),
+                                       out.mutable_private_key_pem()));
+  }
   return out;
 }
 
@@ -1571,6 +1934,7 @@ const std::vector<SecretTable>& SecretTables() {
        {"primary_key", "secondary_key"},
        {"primary_key", "secondary_key"}},
       {"enrollment_groups", "enrollment_group", "tenant_id", "id", {"group_key"}, {"group_key"}},
+      {"issuing_cas", "issuing_ca", "tenant_id", "ca_id", {"private_key"}, {"private_key"}},
   };
   return *tables;
 }

@@ -26,7 +26,7 @@ class Db;
 class SqliteStore final : public RegistryStore {
  public:
   // The newest schema version this binary knows.
-  static constexpr int kLatestSchemaVersion = 3;
+  static constexpr int kLatestSchemaVersion = 4;
 
   struct Options {
     // Database file; created when absent. `-wal` and `-shm` files live beside it.
@@ -113,6 +113,33 @@ class SqliteStore final : public RegistryStore {
                                    absl::string_view expected_etag) override;
   absl::StatusOr<Page<v1::CaCertificate>> ListCaCertificates(absl::string_view tenant_id,
                                                              const PageRequest& page) override;
+
+  absl::StatusOr<v1::CaCertificate> SetCaVerification(absl::string_view tenant_id,
+                                                      absl::string_view ca_id, v1::CaStatus status,
+                                                      absl::string_view verification_code,
+                                                      absl::string_view expected_etag) override;
+
+  absl::StatusOr<v1::CertificateRevocation> CreateRevocation(
+      const v1::CertificateRevocation& revocation) override;
+  absl::StatusOr<v1::CertificateRevocation> GetRevocation(absl::string_view tenant_id,
+                                                          absl::string_view revocation_id) override;
+  absl::Status DeleteRevocation(absl::string_view tenant_id, absl::string_view revocation_id,
+                                absl::string_view expected_etag) override;
+  absl::StatusOr<Page<v1::CertificateRevocation>> ListRevocations(absl::string_view tenant_id,
+                                                                  const PageRequest& page) override;
+
+  absl::StatusOr<v1::CertificateRevocationList> PutCrl(const v1::CertificateRevocationList& crl,
+                                                       absl::string_view expected_etag) override;
+  absl::StatusOr<v1::CertificateRevocationList> GetCrl(absl::string_view tenant_id,
+                                                       absl::string_view ca_id) override;
+  absl::Status DeleteCrl(absl::string_view tenant_id, absl::string_view ca_id,
+                         absl::string_view expected_etag) override;
+  absl::StatusOr<Page<v1::CertificateRevocationList>> ListCrls(absl::string_view tenant_id,
+                                                               const PageRequest& page) override;
+
+  absl::StatusOr<v1::IssuingCa> CreateIssuingCa(const v1::IssuingCa& issuing,
+                                                const v1::CaCertificate& ca) override;
+  absl::StatusOr<v1::IssuingCa> GetIssuingCa(absl::string_view tenant_id, Secrets secrets) override;
 
   absl::StatusOr<ChangeBatch> ReadChanges(int64_t after_cursor, int32_t limit,
                                           absl::string_view tenant_id) override;

@@ -603,5 +603,194 @@ TEST_F(SqliteStoreTest, RewrapMovesEverySecretToTheNewKey) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// ---- Revocations, CRLs and the issuing CA (schema v4). ----
+
+v1::CaCertificate MakeCa(const std::string& id, char fp) {
+  v1::CaCertificate ca;
+  ca.set_tenant_id("t1");
+  ca.set_id(id);
+  ca.set_certificate_pem("-----BEGIN CERTIFICATE-----...");
+  ca.set_sha256_fingerprint(std::string(64, fp));
+  ca.set_status(v1::CA_STATUS_UNVERIFIED);
+  return ca;
+}
+
+// Events after `after` as "TYPE/RESOURCE/id" strings.
+std::vector<std::string> EventsAfter(SqliteStore& store, int64_t after) {
+  std::vector<std::string> out;
+  auto batch = store.ReadChanges(after, 100, "t1");
+  EXPECT_TRUE(batch.ok()) << batch.status();
+  if (!batch.ok()) return out;
+  for (const auto& e : batch->events) {
+    out.push_back(absl::StrCat(v1::ChangeType_Name(e.type()), "/",
+                               v1::ResourceType_Name(e.resource_type()), "/", e.resource_id()));
+  }
+  return out;
+}
+
+TEST_F(SqliteStoreTest, RevocationsCrudWithChangeEvents) {
+  Seed();
+  int64_t start = store_->LatestCursor();
+  v1::CertificateRevocation r;
+  r.set_tenant_id("t1");
+  r.set_id("rev-1");
+  r.set_fingerprint(std::string(64, 'f'));
+  r.set_reason("keyCompromise");
+  auto created = store_->CreateRevocation(r);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->create_time().seconds(), 1700000000);
+  EXPECT_EQ(store_->CreateRevocation(r).status().code(), absl::StatusCode::kAlreadyExists);
+  r.set_id("rev-2");
+  r.set_fingerprint("");
+  r.set_issuer_fingerprint(std::string(64, 'i'));
+  r.set_serial_hex("1f");
+  ASSERT_TRUE(store_->CreateRevocation(r).ok());
+  v1::CertificateRevocation orphan = r;
+  orphan.set_tenant_id("nope");
+  EXPECT_EQ(store_->CreateRevocation(orphan).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  auto got = store_->GetRevocation("t1", "rev-2");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->serial_hex(), "1f");
+  auto page1 = store_->ListRevocations("t1", PageRequest{1, ""});
+  ASSERT_TRUE(page1.ok());
+  ASSERT_EQ(page1->items.size(), 1u);
+  EXPECT_TRUE(page1->more);
+  auto page2 = store_->ListRevocations("t1", PageRequest{1, page1->last_key});
+  ASSERT_TRUE(page2.ok());
+  ASSERT_EQ(page2->items.size(), 1u);
+  EXPECT_EQ(page2->items[0].id(), "rev-2");
+  EXPECT_FALSE(page2->more);
+
+  EXPECT_EQ(store_->DeleteRevocation("t1", "rev-1", "bogus").code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The tenant is not empty while it owns revocations.
+  EXPECT_EQ(ReasonOf(store_->DeleteTenant("t1", "")), "TENANT_NOT_EMPTY");
+  ASSERT_TRUE(store_->DeleteRevocation("t1", "rev-1", created->etag()).ok());
+  EXPECT_EQ(store_->GetRevocation("t1", "rev-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(EventsAfter(*store_, start),
+            (std::vector<std::string>{"CHANGE_TYPE_CREATED/RESOURCE_TYPE_REVOCATION/rev-1",
+                                      "CHANGE_TYPE_CREATED/RESOURCE_TYPE_REVOCATION/rev-2",
+                                      "CHANGE_TYPE_DELETED/RESOURCE_TYPE_REVOCATION/rev-1"}));
+}
+
+TEST_F(SqliteStoreTest, CrlsOnePerCaReplacedAndDeletedWithTheCa) {
+  Seed();
+  v1::CertificateRevocationList crl;
+  crl.set_tenant_id("t1");
+  crl.set_ca_id("ca1");
+  crl.set_crl_pem("-----BEGIN X509 CRL-----...");
+  crl.set_crl_number("1");
+  EXPECT_EQ(ReasonOf(store_->PutCrl(crl, "").status()), "UNKNOWN_CA");
+  ASSERT_TRUE(store_->CreateCaCertificate(MakeCa("ca1", 'a')).ok());
+  int64_t start = store_->LatestCursor();
+  EXPECT_EQ(store_->PutCrl(crl, "1").status().code(), absl::StatusCode::kFailedPrecondition);
+  auto first = store_->PutCrl(crl, "");
+  ASSERT_TRUE(first.ok()) << first.status();
+  crl.set_crl_number("2");
+  EXPECT_EQ(store_->PutCrl(crl, "bogus").status().code(), absl::StatusCode::kFailedPrecondition);
+  auto second = store_->PutCrl(crl, first->etag());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(store_->GetCrl("t1", "ca1")->crl_number(), "2");
+  auto list = store_->ListCrls("t1", PageRequest{10, ""});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->items.size(), 1u);
+  EXPECT_EQ(list->items[0].etag(), second->etag());
+
+  auto ca = store_->GetCaCertificate("t1", "ca1");
+  ASSERT_TRUE(store_->DeleteCaCertificate("t1", "ca1", ca->etag()).ok());
+  EXPECT_EQ(store_->GetCrl("t1", "ca1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(EventsAfter(*store_, start),
+            (std::vector<std::string>{"CHANGE_TYPE_CREATED/RESOURCE_TYPE_CRL/ca1",
+                                      "CHANGE_TYPE_UPDATED/RESOURCE_TYPE_CRL/ca1",
+                                      "CHANGE_TYPE_DELETED/RESOURCE_TYPE_CA_CERTIFICATE/ca1",
+                                      "CHANGE_TYPE_DELETED/RESOURCE_TYPE_CRL/ca1"}));
+}
+
+TEST_F(SqliteStoreTest, SetCaVerificationIsConditionalAndEmitsEnabled) {
+  Seed();
+  auto ca = store_->CreateCaCertificate(MakeCa("ca1", 'a'));
+  ASSERT_TRUE(ca.ok());
+  int64_t start = store_->LatestCursor();
+  auto coded = store_->SetCaVerification("t1", "ca1", v1::CA_STATUS_UNSPECIFIED, "code-1", "");
+  ASSERT_TRUE(coded.ok()) << coded.status();
+  EXPECT_EQ(coded->verification_code(), "code-1");
+  EXPECT_EQ(coded->status(), v1::CA_STATUS_UNVERIFIED);
+  // The etag read before the new code no longer matches.
+  EXPECT_EQ(store_->SetCaVerification("t1", "ca1", v1::CA_STATUS_VERIFIED, "", ca->etag())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto verified =
+      store_->SetCaVerification("t1", "ca1", v1::CA_STATUS_VERIFIED, "code-2", coded->etag());
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(store_->GetCaCertificate("t1", "ca1")->status(), v1::CA_STATUS_VERIFIED);
+  EXPECT_EQ(store_->GetCaCertificate("t1", "ca1")->certificate_pem(), ca->certificate_pem());
+  EXPECT_EQ(store_->SetCaVerification("t1", "nope", v1::CA_STATUS_VERIFIED, "", "").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(EventsAfter(*store_, start),
+            (std::vector<std::string>{"CHANGE_TYPE_UPDATED/RESOURCE_TYPE_CA_CERTIFICATE/ca1",
+                                      "CHANGE_TYPE_ENABLED/RESOURCE_TYPE_CA_CERTIFICATE/ca1"}));
+}
+
+TEST_F(SqliteStoreTest, IssuingCaKeySealedBoundToRowAndRewrapped) {
+  Seed();
+  const std::string key_pem =
+      "-----BEGIN PRIVATE KEY-----\nISSUING-CA-PRIVATE-KEY-MATERIAL-0123456789\n"
+      "-----END PRIVATE KEY-----\n";
+  v1::IssuingCa issuing;
+  issuing.set_tenant_id("t1");
+  issuing.set_ca_id("ca-issuing");
+  issuing.set_certificate_pem("-----BEGIN CERTIFICATE-----...");
+  issuing.set_private_key_pem(key_pem);
+  issuing.set_generated(true);
+  v1::CaCertificate ca = MakeCa("ca-issuing", 'c');
+  ca.set_status(v1::CA_STATUS_VERIFIED);
+  ca.set_issuing(true);
+  v1::CaCertificate mismatched = ca;
+  mismatched.set_issuing(false);
+  EXPECT_EQ(store_->CreateIssuingCa(issuing, mismatched).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  int64_t start = store_->LatestCursor();
+  auto created = store_->CreateIssuingCa(issuing, ca);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->private_key_pem().empty());
+  EXPECT_EQ(store_->GetCaCertificate("t1", "ca-issuing")->status(), v1::CA_STATUS_VERIFIED);
+  v1::CaCertificate other = MakeCa("ca-other", 'd');
+  other.set_issuing(true);
+  v1::IssuingCa second = issuing;
+  second.set_ca_id("ca-other");
+  EXPECT_EQ(store_->CreateIssuingCa(second, other).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->GetCaCertificate("t1", "ca-other").status().code(),
+            absl::StatusCode::kNotFound);  // rolled back with it
+  EXPECT_TRUE(store_->GetIssuingCa("t1", Secrets::kOmit)->private_key_pem().empty());
+  EXPECT_EQ(store_->GetIssuingCa("t1", Secrets::kInclude)->private_key_pem(), key_pem);
+  EXPECT_EQ(EventsAfter(*store_, start),
+            (std::vector<std::string>{"CHANGE_TYPE_CREATED/RESOURCE_TYPE_CA_CERTIFICATE/ca-issuing",
+                                      "CHANGE_TYPE_CREATED/RESOURCE_TYPE_ISSUING_CA/ca-issuing"}));
+
+  // Never in clear on disk.
+  for (int pass = 0; pass < 2; ++pass) {
+    std::string bytes = ReadFileBytes(path_) + ReadFileBytes(path_ + "-wal");
+    EXPECT_EQ(bytes.find("ISSUING-CA-PRIVATE-KEY-MATERIAL"), std::string::npos);
+    store_.reset();
+  }
+  Reopen();
+  // Re-wrapped with the other secrets.
+  auto rotated = MakeBox('n', {std::string(32, 'm')});
+  ASSERT_TRUE(store_->RewrapSecrets(rotated, 100, nullptr).ok());
+  box_ = MakeBox('n');
+  Reopen();
+  EXPECT_EQ(store_->GetIssuingCa("t1", Secrets::kInclude)->private_key_pem(), key_pem);
+
+  // Deleting the CA certificate deletes the issuing CA and its key.
+  auto stored = store_->GetCaCertificate("t1", "ca-issuing");
+  ASSERT_TRUE(store_->DeleteCaCertificate("t1", "ca-issuing", stored->etag()).ok());
+  EXPECT_EQ(store_->GetIssuingCa("t1", Secrets::kOmit).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace iotauth::registry

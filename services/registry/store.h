@@ -1,5 +1,6 @@
 // RegistryStore: the storage interface of the device registry (tenants, products,
-// devices, enrollment groups, CA certificates, and the change log). No SQL here:
+// devices, enrollment groups, CA certificates, certificate revocations, CRLs, issuing
+// CAs, and the change log). No SQL here:
 // SqliteStore is the embedded implementation; a PostgreSQL one can follow.
 //
 // Contract shared by every implementation:
@@ -223,6 +224,59 @@ class RegistryStore {
                                            absl::string_view expected_etag) = 0;
   virtual absl::StatusOr<Page<v1::CaCertificate>> ListCaCertificates(absl::string_view tenant_id,
                                                                      const PageRequest& page) = 0;
+
+  // Sets a CA's status and proof-of-possession code in one conditional write (the
+  // certificate service's possession flow). `status` UNSPECIFIED keeps the stored
+  // status. The change event is ENABLED when the CA becomes VERIFIED, DISABLED when
+  // it becomes DISABLED, UPDATED otherwise.
+  virtual absl::StatusOr<v1::CaCertificate> SetCaVerification(absl::string_view tenant_id,
+                                                              absl::string_view ca_id,
+                                                              v1::CaStatus status,
+                                                              absl::string_view verification_code,
+                                                              absl::string_view expected_etag) = 0;
+
+  // Certificate revocations (no secrets). The caller assigns `id` (derived from
+  // what is revoked, so revoking twice is ALREADY_EXISTS). The tenant must exist
+  // (FAILED_PRECONDITION, UNKNOWN_TENANT). Change events: RESOURCE_TYPE_REVOCATION,
+  // resource_id = the revocation id.
+  virtual absl::StatusOr<v1::CertificateRevocation> CreateRevocation(
+      const v1::CertificateRevocation& revocation) = 0;
+  virtual absl::StatusOr<v1::CertificateRevocation> GetRevocation(
+      absl::string_view tenant_id, absl::string_view revocation_id) = 0;
+  virtual absl::Status DeleteRevocation(absl::string_view tenant_id,
+                                        absl::string_view revocation_id,
+                                        absl::string_view expected_etag) = 0;
+  // Ordered by id.
+  virtual absl::StatusOr<Page<v1::CertificateRevocation>> ListRevocations(
+      absl::string_view tenant_id, const PageRequest& page) = 0;
+
+  // CRLs: at most one per registered CA; PutCrl inserts or replaces it (change
+  // event CREATED or UPDATED, RESOURCE_TYPE_CRL, resource_id = the CA id). The CA
+  // must exist (FAILED_PRECONDITION, UNKNOWN_CA). A non-empty `expected_etag` must
+  // match the stored CRL (ETAG_MISMATCH otherwise, also when none is stored); empty
+  // means unconditional.
+  // Deleting a CA deletes its CRL in the same transaction.
+  virtual absl::StatusOr<v1::CertificateRevocationList> PutCrl(
+      const v1::CertificateRevocationList& crl, absl::string_view expected_etag) = 0;
+  virtual absl::StatusOr<v1::CertificateRevocationList> GetCrl(absl::string_view tenant_id,
+                                                               absl::string_view ca_id) = 0;
+  virtual absl::Status DeleteCrl(absl::string_view tenant_id, absl::string_view ca_id,
+                                 absl::string_view expected_etag) = 0;
+  // Ordered by CA id.
+  virtual absl::StatusOr<Page<v1::CertificateRevocationList>> ListCrls(absl::string_view tenant_id,
+                                                                       const PageRequest& page) = 0;
+
+  // The tenant's issuing CA (one per tenant). `private_key_pem` is a secret,
+  // sealed at rest with the row bound into the AAD. CreateIssuingCa inserts the
+  // IssuingCa and its CaCertificate (`ca`, which must have `issuing` set and the
+  // same id) in one transaction: two change events (CA_CERTIFICATE and ISSUING_CA,
+  // resource_id = the CA id). ALREADY_EXISTS when the tenant has an issuing CA or
+  // the CA id/fingerprint is taken. Deleting the CaCertificate deletes the issuing
+  // CA (and its key) in the same transaction.
+  virtual absl::StatusOr<v1::IssuingCa> CreateIssuingCa(const v1::IssuingCa& issuing,
+                                                        const v1::CaCertificate& ca) = 0;
+  virtual absl::StatusOr<v1::IssuingCa> GetIssuingCa(absl::string_view tenant_id,
+                                                     Secrets secrets) = 0;
 
   // Change log: events with a cursor greater than `after_cursor`, oldest first, at
   // most `limit`; `tenant_id` empty means every tenant. `after_cursor` 0 means the

@@ -174,6 +174,11 @@ absl::Status RegistryMirror::Snapshot(std::string* cursor) {
       page = resp.next_page_token();
     } while (!page.empty());
 
+    if (options_.mirror_certificates) {
+      absl::Status st = SnapshotCertificates(tenant);
+      if (!st.ok()) return st;
+    }
+
     grpc::ClientContext ctx;
     Prepare(&ctx, absl::InfiniteDuration());
     rv1::ExportDevicesRequest req;
@@ -185,6 +190,51 @@ absl::Status RegistryMirror::Snapshot(std::string* cursor) {
     auto s = reader->Finish();
     if (!s.ok()) return FromGrpc(s, "ExportDevices");
   }
+  return absl::OkStatus();
+}
+
+absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
+  // CAs first: CRLs and revocations refer to them.
+  std::string page;
+  do {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Seconds(30));
+    rv1::ListCaCertificatesRequest req;
+    req.set_tenant_id(tenant);
+    req.set_page_size(1000);
+    req.set_page_token(page);
+    rv1::ListCaCertificatesResponse resp;
+    auto s = stub_->ListCaCertificates(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpc(s, "ListCaCertificates");
+    for (const auto& c : resp.cas()) options_.target->UpsertCa(c);
+    page = resp.next_page_token();
+  } while (!page.empty());
+  do {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Seconds(30));
+    rv1::ListRevocationsRequest req;
+    req.set_tenant_id(tenant);
+    req.set_page_size(1000);
+    req.set_page_token(page);
+    rv1::ListRevocationsResponse resp;
+    auto s = stub_->ListRevocations(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpc(s, "ListRevocations");
+    for (const auto& r : resp.revocations()) options_.target->UpsertRevocation(r);
+    page = resp.next_page_token();
+  } while (!page.empty());
+  do {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Seconds(30));
+    rv1::ListCrlsRequest req;
+    req.set_tenant_id(tenant);
+    req.set_page_size(1000);
+    req.set_page_token(page);
+    rv1::ListCrlsResponse resp;
+    auto s = stub_->ListCrls(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpc(s, "ListCrls");
+    for (const auto& c : resp.crls()) options_.target->UpsertCrl(c);
+    page = resp.next_page_token();
+  } while (!page.empty());
   return absl::OkStatus();
 }
 
@@ -302,8 +352,65 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
       options_.target->RemoveGroup(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();
     }
+    case rv1::RESOURCE_TYPE_CA_CERTIFICATE: {
+      if (!options_.mirror_certificates) return absl::OkStatus();
+      if (!deleted) {
+        grpc::ClientContext ctx;
+        Prepare(&ctx, absl::Seconds(30));
+        rv1::GetCaCertificateRequest req;
+        req.set_tenant_id(ev.tenant_id());
+        req.set_ca_id(ev.resource_id());
+        rv1::CaCertificate c;
+        auto s = stub_->GetCaCertificate(&ctx, req, &c);
+        if (s.ok()) {
+          options_.target->UpsertCa(c);
+          return absl::OkStatus();
+        }
+        if (!not_found(s)) return FromGrpc(s, "GetCaCertificate");
+      }
+      options_.target->RemoveCa(ev.tenant_id(), ev.resource_id());
+      return absl::OkStatus();
+    }
+    case rv1::RESOURCE_TYPE_REVOCATION: {
+      if (!options_.mirror_certificates) return absl::OkStatus();
+      if (!deleted) {
+        grpc::ClientContext ctx;
+        Prepare(&ctx, absl::Seconds(30));
+        rv1::GetRevocationRequest req;
+        req.set_tenant_id(ev.tenant_id());
+        req.set_revocation_id(ev.resource_id());
+        rv1::CertificateRevocation r;
+        auto s = stub_->GetRevocation(&ctx, req, &r);
+        if (s.ok()) {
+          options_.target->UpsertRevocation(r);
+          return absl::OkStatus();
+        }
+        if (!not_found(s)) return FromGrpc(s, "GetRevocation");
+      }
+      options_.target->RemoveRevocation(ev.tenant_id(), ev.resource_id());
+      return absl::OkStatus();
+    }
+    case rv1::RESOURCE_TYPE_CRL: {
+      if (!options_.mirror_certificates) return absl::OkStatus();
+      if (!deleted) {
+        grpc::ClientContext ctx;
+        Prepare(&ctx, absl::Seconds(30));
+        rv1::GetCrlRequest req;
+        req.set_tenant_id(ev.tenant_id());
+        req.set_ca_id(ev.resource_id());
+        rv1::CertificateRevocationList c;
+        auto s = stub_->GetCrl(&ctx, req, &c);
+        if (s.ok()) {
+          options_.target->UpsertCrl(c);
+          return absl::OkStatus();
+        }
+        if (!not_found(s)) return FromGrpc(s, "GetCrl");
+      }
+      options_.target->RemoveCrl(ev.tenant_id(), ev.resource_id());
+      return absl::OkStatus();
+    }
     default:
-      // CA changes and bookmarks need nothing here yet.
+      // The issuing CA (its CaCertificate carries the trust) and bookmarks.
       return absl::OkStatus();
   }
 }

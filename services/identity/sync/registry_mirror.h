@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -35,6 +37,71 @@ class MirrorTarget {
   virtual void RemoveGroup(const std::string& tenant_id, const std::string& group_id) = 0;
   // Drops everything (before a full resync).
   virtual void Clear() = 0;
+
+  // X.509 trust: tenant CA certificates (any status), explicit revocations and
+  // CRLs (one per CA). Ignored by default, for targets that keep no certificates.
+  virtual void UpsertCa(const iotauth::registry::v1::CaCertificate& ca) {}
+  virtual void RemoveCa(const std::string& tenant_id, const std::string& ca_id) {}
+  virtual void UpsertRevocation(const iotauth::registry::v1::CertificateRevocation& revocation) {}
+  virtual void RemoveRevocation(const std::string& tenant_id, const std::string& revocation_id) {}
+  virtual void UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl) {}
+  virtual void RemoveCrl(const std::string& tenant_id, const std::string& ca_id) {}
+};
+
+// Forwards every call to each of `targets` in order (for example the identity
+// DirectoryCache's target and the X.509 CaDirectory's). Targets are not owned.
+class FanoutMirrorTarget final : public MirrorTarget {
+ public:
+  explicit FanoutMirrorTarget(std::vector<MirrorTarget*> targets) : targets_(std::move(targets)) {}
+
+  void UpsertTenant(const iotauth::registry::v1::Tenant& tenant) override {
+    for (MirrorTarget* t : targets_) t->UpsertTenant(tenant);
+  }
+  void RemoveTenant(const std::string& tenant_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveTenant(tenant_id);
+  }
+  void UpsertProduct(const iotauth::registry::v1::Product& product) override {
+    for (MirrorTarget* t : targets_) t->UpsertProduct(product);
+  }
+  void RemoveProduct(const std::string& tenant_id, const std::string& product_key) override {
+    for (MirrorTarget* t : targets_) t->RemoveProduct(tenant_id, product_key);
+  }
+  void UpsertDevice(const iotauth::registry::v1::Device& device) override {
+    for (MirrorTarget* t : targets_) t->UpsertDevice(device);
+  }
+  void RemoveDevice(const std::string& tenant_id, const std::string& device_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveDevice(tenant_id, device_id);
+  }
+  void UpsertGroup(const iotauth::registry::v1::EnrollmentGroup& group) override {
+    for (MirrorTarget* t : targets_) t->UpsertGroup(group);
+  }
+  void RemoveGroup(const std::string& tenant_id, const std::string& group_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveGroup(tenant_id, group_id);
+  }
+  void Clear() override {
+    for (MirrorTarget* t : targets_) t->Clear();
+  }
+  void UpsertCa(const iotauth::registry::v1::CaCertificate& ca) override {
+    for (MirrorTarget* t : targets_) t->UpsertCa(ca);
+  }
+  void RemoveCa(const std::string& tenant_id, const std::string& ca_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveCa(tenant_id, ca_id);
+  }
+  void UpsertRevocation(const iotauth::registry::v1::CertificateRevocation& revocation) override {
+    for (MirrorTarget* t : targets_) t->UpsertRevocation(revocation);
+  }
+  void RemoveRevocation(const std::string& tenant_id, const std::string& revocation_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveRevocation(tenant_id, revocation_id);
+  }
+  void UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl) override {
+    for (MirrorTarget* t : targets_) t->UpsertCrl(crl);
+  }
+  void RemoveCrl(const std::string& tenant_id, const std::string& ca_id) override {
+    for (MirrorTarget* t : targets_) t->RemoveCrl(tenant_id, ca_id);
+  }
+
+ private:
+  std::vector<MirrorTarget*> targets_;
 };
 
 struct RegistryMirrorOptions {
@@ -43,6 +110,9 @@ struct RegistryMirrorOptions {
   std::string bearer_token;
   MirrorTarget* target = nullptr;
   absl::Duration max_backoff = absl::Seconds(5);
+  // Also mirror CA certificates, revocations and CRLs (snapshot lists them per
+  // tenant; their change events re-read them). Off: those events are skipped.
+  bool mirror_certificates = true;
 };
 
 class RegistryMirror {
@@ -62,6 +132,7 @@ class RegistryMirror {
  private:
   void Run();
   absl::Status Snapshot(std::string* cursor);
+  absl::Status SnapshotCertificates(const std::string& tenant);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;

@@ -1,0 +1,286 @@
+// The registry mirror feeding an X.509 CaDirectory end to end, in process: a real
+// RegistryService over a SqliteStore, the CertificateService writing to the same
+// store, and RegistryMirror + CaMirrorTarget following it over gRPC. Also the
+// JIT registrar over the same server.
+#include "services/identity/sync/ca_target.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "services/audit/sink_interface.h"
+#include "services/common/caller.h"
+#include "services/common/clock.h"
+#include "services/identity/directory_cache.h"
+#include "services/identity/sync/cert_registrar.h"
+#include "services/identity/sync/registry_mirror.h"
+#include "services/identity/x509/certificate_service.h"
+#include "services/identity/x509/test_pki.h"
+#include "services/identity/x509/x509_certificate_verifier.h"
+#include "services/registry/registry_service.h"
+#include "services/registry/sqlite_store.h"
+
+namespace iotauth::identity {
+namespace {
+
+namespace rv1 = ::iotauth::registry::v1;
+namespace iv1 = ::iotauth::identity::v1;
+using x509::X509Ptr;
+using x509::testing::CertSpec;
+using x509::testing::KeyType;
+using x509::testing::MakeCert;
+using x509::testing::NewKey;
+
+Caller AdminCaller() {
+  Caller c;
+  c.authenticated = true;
+  c.principal = "test";
+  c.roles = static_cast<uint32_t>(Role::kAdmin);
+  return c;
+}
+
+// Waits (real time: the mirror is asynchronous) until `pred` holds.
+template <typename Pred>
+bool Eventually(Pred pred) {
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return pred();
+}
+
+class CaMirrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = absl::StrCat(::testing::TempDir(), "/camirror_",
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+    ::iotauth::registry::SqliteStore::Options so;
+    so.path = dir + "/registry.db";
+    so.secret_box = std::shared_ptr<const ::iotauth::registry::SecretBox>(
+        *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
+    so.clock = &clock_;
+    store_ = *::iotauth::registry::SqliteStore::Open(so);
+    ::iotauth::registry::RegistryService::Options ro;
+    ro.store = store_.get();
+    ro.clock = &clock_;
+    ro.audit = &audit_;
+    ro.caller_resolver = &resolver_;
+    registry_ = *::iotauth::registry::RegistryService::Create(ro);
+    x509::CertificateService::Options co;
+    co.store = store_.get();
+    co.clock = &clock_;
+    co.audit = &audit_;
+    co.caller_resolver = &resolver_;
+    certs_ = *x509::CertificateService::Create(co);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(registry_.get());
+    server_ = builder.BuildAndStart();
+    channel_ = server_->InProcessChannel(grpc::ChannelArguments());
+
+    rv1::Tenant t;
+    t.set_id("t1");
+    ASSERT_TRUE(store_->CreateTenant(t).ok());
+    rv1::Product p;
+    p.set_tenant_id("t1");
+    p.set_product_key("p1");
+    ASSERT_TRUE(store_->CreateProduct(p).ok());
+  }
+
+  void TearDown() override {
+    if (mirror_) mirror_->Stop();
+    server_->Shutdown();
+  }
+
+  void StartMirror() {
+    RegistryMirrorOptions mo;
+    mo.channel = channel_;
+    mo.target = &fanout_;
+    mirror_ = std::make_unique<RegistryMirror>(mo);
+    mirror_->Start();
+    ASSERT_TRUE(mirror_->WaitForInitialSync(absl::Seconds(10)));
+  }
+
+  size_t CaCount() const {
+    auto t = cas_.Find("t1");
+    return t == nullptr ? 0 : t->cas.size();
+  }
+  bool Trusted(const std::string& ca_id) const {
+    auto t = cas_.Find("t1");
+    if (t == nullptr) return false;
+    auto it = t->cas.find(ca_id);
+    return it != t->cas.end() && it->second->status == rv1::CA_STATUS_VERIFIED &&
+           t->trusted_by_sha256.contains(it->second->cert->sha256());
+  }
+  bool Revoked(const std::string& fingerprint) const {
+    auto t = cas_.Find("t1");
+    return t != nullptr && t->revoked_fingerprints.contains(fingerprint);
+  }
+  size_t CrlCount() const {
+    auto t = cas_.Find("t1");
+    return t == nullptr || t->store == nullptr ? 0 : t->store->crls().size();
+  }
+
+  FakeClock clock_;
+  audit::NullAuditSink audit_;
+  AllowAllCallerResolver resolver_;
+  std::unique_ptr<::iotauth::registry::SqliteStore> store_;
+  std::unique_ptr<::iotauth::registry::RegistryService> registry_;
+  std::unique_ptr<x509::CertificateService> certs_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  x509::CaDirectory cas_;
+  CaMirrorTarget ca_target_{&cas_};
+  FanoutMirrorTarget fanout_{{&ca_target_}};
+  std::unique_ptr<RegistryMirror> mirror_;
+};
+
+TEST_F(CaMirrorTest, SnapshotThenChangesReachTheCaDirectory) {
+  // Before the mirror starts: an issuing CA and a revocation (snapshot path).
+  iv1::CreateIssuingCaRequest create;
+  create.set_tenant_id("t1");
+  create.mutable_generate();
+  auto issuing = certs_->DoCreateIssuingCa(AdminCaller(), create);
+  ASSERT_TRUE(issuing.ok()) << issuing.status();
+  iv1::RevokeCertificateRequest revoke;
+  revoke.set_tenant_id("t1");
+  revoke.set_fingerprint(std::string(64, 'a'));
+  ASSERT_TRUE(certs_->DoRevokeCertificate(AdminCaller(), revoke).ok());
+
+  StartMirror();
+  EXPECT_EQ(CaCount(), 1u);
+  EXPECT_TRUE(Trusted(issuing->id()));
+  EXPECT_TRUE(Revoked(std::string(64, 'a')));
+
+  // Changes: an uploaded CA (unverified, then verified by proof of possession), a
+  // CRL, a revocation, then deletions.
+  auto ca_key = NewKey(KeyType::kP256);
+  X509Ptr root =
+      MakeCert(CertSpec{.cn = "Uploaded Root", .ca = true}, ca_key.get(), nullptr, nullptr);
+  grpc::ServerContext ctx;
+  rv1::CreateCaCertificateRequest up;
+  up.mutable_ca()->set_tenant_id("t1");
+  up.mutable_ca()->set_certificate_pem(x509::testing::Pem(root.get()));
+  rv1::CaCertificate uploaded;
+  ASSERT_TRUE(registry_->CreateCaCertificate(&ctx, &up, &uploaded).ok());
+  ASSERT_TRUE(Eventually([&] { return CaCount() == 2; }));
+  EXPECT_FALSE(Trusted(uploaded.id()));
+
+  X509Ptr proof = MakeCert(CertSpec{.cn = uploaded.verification_code()},
+                           NewKey(KeyType::kP256).get(), root.get(), ca_key.get());
+  iv1::VerifyCaPossessionRequest pop;
+  pop.set_tenant_id("t1");
+  pop.set_ca_id(uploaded.id());
+  pop.set_verification_certificate(x509::testing::Pem(proof.get()));
+  ASSERT_TRUE(certs_->DoVerifyCaPossession(AdminCaller(), pop).ok());
+  ASSERT_TRUE(Eventually([&] { return Trusted(uploaded.id()); }));
+
+  iv1::UploadCrlRequest crl;
+  crl.set_tenant_id("t1");
+  crl.set_ca_id(uploaded.id());
+  crl.set_crl(x509::testing::MakeCrlPem(root.get(), ca_key.get(), {3}, clock_.Now(),
+                                        clock_.Now() + absl::Hours(24)));
+  ASSERT_TRUE(certs_->DoUploadCrl(AdminCaller(), crl).ok());
+  ASSERT_TRUE(Eventually([&] { return CrlCount() == 1; }));
+
+  revoke.set_fingerprint(std::string(64, 'b'));
+  auto rev = certs_->DoRevokeCertificate(AdminCaller(), revoke);
+  ASSERT_TRUE(rev.ok());
+  ASSERT_TRUE(Eventually([&] { return Revoked(std::string(64, 'b')); }));
+  iv1::DeleteRevocationRequest del;
+  del.set_tenant_id("t1");
+  del.set_revocation_id(rev->id());
+  ASSERT_TRUE(certs_->DoDeleteRevocation(AdminCaller(), del).ok());
+  ASSERT_TRUE(Eventually([&] { return !Revoked(std::string(64, 'b')); }));
+
+  // Deleting the CA removes it and its CRL.
+  rv1::DeleteCaCertificateRequest dca;
+  dca.set_tenant_id("t1");
+  dca.set_ca_id(uploaded.id());
+  rv1::DeleteResponse dresp;
+  grpc::ServerContext ctx2;
+  ASSERT_TRUE(registry_->DeleteCaCertificate(&ctx2, &dca, &dresp).ok());
+  ASSERT_TRUE(Eventually([&] { return CaCount() == 1 && CrlCount() == 0; }));
+  EXPECT_EQ(ca_target_.malformed_records(), 0);
+}
+
+TEST_F(CaMirrorTest, RegistrarRegistersJitDevicesIdempotently) {
+  RegistryCertificateRegistrar registrar(channel_, "");
+  x509::CaInfo ca;
+  ca.tenant_id = "t1";
+  ca.id = "ca-1";
+  ca.jit_registration = true;
+  ca.jit_product_key = "p1";
+  ca.jit_auto_enable = false;
+  auto d = registrar.RegisterFromCertificate(ca, "jit-1", std::string(64, 'c'));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->status(), rv1::DEVICE_STATUS_PENDING_APPROVAL);
+  EXPECT_TRUE(d->credentials().ca_signed_allowed());
+  EXPECT_EQ(d->product_key(), "p1");
+  EXPECT_EQ(d->tags().at(RegistryCertificateRegistrar::kJitCaTag), "ca-1");
+  auto again = registrar.RegisterFromCertificate(ca, "jit-1", std::string(64, 'c'));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->etag(), d->etag());
+  ca.jit_auto_enable = true;
+  auto enabled = registrar.RegisterFromCertificate(ca, "jit-2", "");
+  ASSERT_TRUE(enabled.ok());
+  EXPECT_EQ(enabled->status(), rv1::DEVICE_STATUS_ENABLED);
+  ca.jit_product_key = "missing";
+  EXPECT_EQ(registrar.RegisterFromCertificate(ca, "jit-3", "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ca.jit_product_key = "";
+  EXPECT_EQ(registrar.RegisterFromCertificate(ca, "jit-3", "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->GetDevice("t1", "jit-3", ::iotauth::registry::Secrets::kOmit).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(CaMirrorTest, IssuedCertificateAuthenticatesUntilRevokedWithinASecond) {
+  StartMirror();
+  rv1::Device device;
+  device.set_tenant_id("t1");
+  device.set_device_id("device-1");
+  device.set_product_key("p1");
+  device.set_status(rv1::DEVICE_STATUS_ENABLED);
+  device.mutable_credentials()->set_ca_signed_allowed(true);
+  ASSERT_TRUE(store_->CreateDevice(device).ok());
+  DirectoryCache directory(DirectoryCache::Options{});
+  ASSERT_TRUE(directory.UpsertDevice(device).ok());
+  x509::X509CertificateVerifier::Options vo;
+  vo.cas = &cas_;
+  vo.directory = &directory;
+  auto verifier = x509::X509CertificateVerifier::Create(vo);
+  ASSERT_TRUE(verifier.ok());
+
+  iv1::CreateIssuingCaRequest create;
+  create.set_tenant_id("t1");
+  create.mutable_generate();
+  ASSERT_TRUE(certs_->DoCreateIssuingCa(AdminCaller(), create).ok());
+  auto key = NewKey(KeyType::kP256);
+  iv1::IssueCertificateRequest issue;
+  issue.set_tenant_id("t1");
+  issue.set_device_id("device-1");
+  issue.set_csr(x509::testing::MakeCsrPem("device-1", key.get()));
+  auto issued = certs_->DoIssueCertificate(AdminCaller(), issue);
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  std::vector<absl::string_view> chain = {issued->certificate_pem()};
+  auto verify = [&] { return (*verifier)->Verify(chain, "t1", clock_.Now()); };
+  ASSERT_TRUE(Eventually([&] { return verify().verdict.ok(); }));
+  EXPECT_EQ(verify().device_id, "device-1");
+
+  iv1::RevokeCertificateRequest revoke;
+  revoke.set_tenant_id("t1");
+  revoke.set_certificate(issued->certificate_pem());
+  absl::Time revoked_at = absl::Now();
+  ASSERT_TRUE(certs_->DoRevokeCertificate(AdminCaller(), revoke).ok());
+  ASSERT_TRUE(Eventually([&] { return verify().verdict.reason == iv1::DENY_REASON_REVOKED; }));
+  EXPECT_LT(absl::Now() - revoked_at, absl::Seconds(1));
+}
+
+}  // namespace
+}  // namespace iotauth::identity
