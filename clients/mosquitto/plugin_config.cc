@@ -43,6 +43,10 @@ absl::StatusOr<PluginConfig> ParsePluginOptions(
       absl::Status s = ParseRange(name, value, 0, 10000000, &n);
       if (!s.ok()) return s;
       c.cache_size = static_cast<size_t>(n);
+    } else if (name == "cache_max_ttl_ms") {
+      absl::Status s = ParseRange(name, value, 0, 86400000, &n);
+      if (!s.ok()) return s;
+      c.cache_max_ttl = absl::Milliseconds(n);
     } else if (name == "failure_backoff_ms") {
       absl::Status s = ParseRange(name, value, 0, 600000, &n);
       if (!s.ok()) return s;

@@ -31,6 +31,9 @@ struct PluginConfig {
   std::string tenant_id;
   absl::Duration timeout = absl::Milliseconds(1000);
   size_t cache_size = 10000;
+  // Longest a cached allow is reused for a reconnect, whatever TTL iotauth returned:
+  // a revocation, key rotation or disable reaches this broker within it.
+  absl::Duration cache_max_ttl = absl::Milliseconds(1000);
   absl::Duration failure_backoff = absl::Milliseconds(1000);
 };
 

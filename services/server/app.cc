@@ -29,9 +29,14 @@
 #include "services/identity/authorizer.h"
 #include "services/identity/directory_cache.h"
 #include "services/identity/identity_service.h"
+#include "services/identity/sync/ca_target.h"
+#include "services/identity/sync/cert_registrar.h"
 #include "services/identity/sync/directory_target.h"
 #include "services/identity/sync/registry_mirror.h"
 #include "services/identity/sync/registry_registrar.h"
+#include "services/identity/x509/ca_directory.h"
+#include "services/identity/x509/certificate_service.h"
+#include "services/identity/x509/x509_certificate_verifier.h"
 #include "services/registry/registry_service.h"
 #include "services/registry/secret_box.h"
 #include "services/registry/sqlite_store.h"
@@ -190,6 +195,9 @@ class EmbeddedApp final : public App {
     if (registry_service_) {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
     }
+    if (certificate_service_) {
+      out.push_back({"iotauth.identity.v1.CertificateService", certificate_service_.get()});
+    }
     if (audit_service_) out.push_back({"iotauth.audit.v1.AuditLog", audit_service_.get()});
     if (exhook_service_) out.push_back({"emqx.exhook.v2.HookProvider", exhook_service_.get()});
     if (ext_authz_service_) {
@@ -217,11 +225,12 @@ class EmbeddedApp final : public App {
       token = upstream_token;
     }
     registrar_ = std::make_unique<identity::RegistryRegistrar>(channel, token);
+    cert_registrar_ = std::make_unique<identity::RegistryCertificateRegistrar>(channel, token);
     registrar_ready_.store(true);
     identity::RegistryMirrorOptions mo;
     mo.channel = channel;
     mo.bearer_token = token;
-    mo.target = mirror_target_.get();
+    mo.target = fanout_target_.get();
     mirror_ = std::make_unique<identity::RegistryMirror>(mo);
     auto* health = runner.server()->GetHealthCheckService();
     health->SetServingStatus("iotauth.identity.v1.IdentityService", false);
@@ -361,18 +370,37 @@ class EmbeddedApp final : public App {
     ro.audit = sink_;
     ro.caller_resolver = resolver_.get();
     IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
+    // CA proof of possession, issuance, revocation and CRLs write registry data, so
+    // they run beside the registry store.
+    identity::x509::CertificateService::Options co;
+    co.store = registry_store_.get();
+    co.clock = clock;
+    co.audit = sink_;
+    co.caller_resolver = resolver_.get();
+    IOTAUTH_ASSIGN_OR_RETURN(certificate_service_, identity::x509::CertificateService::Create(co));
     return absl::OkStatus();
   }
 
   absl::Status InitIdentity(const Clock* clock) {
     IOTAUTH_ASSIGN_OR_RETURN(directory_, identity::DirectoryCache::Create({}));
     mirror_target_ = std::make_unique<identity::DirectoryMirrorTarget>(directory_.get());
+    ca_directory_ = std::make_unique<identity::x509::CaDirectory>();
+    ca_target_ = std::make_unique<identity::CaMirrorTarget>(ca_directory_.get());
+    fanout_target_ = std::make_unique<identity::FanoutMirrorTarget>(
+        std::vector<identity::MirrorTarget*>{mirror_target_.get(), ca_target_.get()});
+    identity::x509::X509CertificateVerifier::Options xo;
+    xo.cas = ca_directory_.get();
+    xo.directory = directory_.get();
+    xo.directory_writer = directory_.get();
+    xo.registrar = &lazy_cert_registrar_;
+    IOTAUTH_ASSIGN_OR_RETURN(x509_verifier_, identity::x509::X509CertificateVerifier::Create(xo));
     const auto& ic = config_.identity();
     identity::Authenticator::Options ao;
     ao.clock = clock;
     ao.directory = directory_.get();
     ao.directory_writer = directory_.get();
     ao.registrar = &lazy_registrar_;
+    ao.certificate_verifier = x509_verifier_.get();
     ao.audit_sink = sink_;
     ao.config.sas_clock_skew = ToDuration(ic.clock_skew());
     ao.config.triple_timestamp_window = ToDuration(ic.timestamp_window());
@@ -432,6 +460,21 @@ class EmbeddedApp final : public App {
     EmbeddedApp* app_;
   };
 
+  // Just-in-time registration of certificate devices, over the registry contract.
+  class LazyCertRegistrar final : public identity::x509::CertificateDeviceRegistrar {
+   public:
+    explicit LazyCertRegistrar(EmbeddedApp* app) : app_(app) {}
+    absl::StatusOr<iotauth::registry::v1::Device> RegisterFromCertificate(
+        const identity::x509::CaInfo& ca, absl::string_view device_id,
+        absl::string_view fingerprint) override {
+      if (!app_->registrar_ready_.load()) return absl::UnavailableError("registry not ready");
+      return app_->cert_registrar_->RegisterFromCertificate(ca, device_id, fingerprint);
+    }
+
+   private:
+    EmbeddedApp* app_;
+  };
+
   ServerConfig config_;
   std::shared_ptr<prometheus::Registry> metrics_;
   std::unique_ptr<CallerResolver> resolver_;
@@ -451,18 +494,25 @@ class EmbeddedApp final : public App {
   std::shared_ptr<const registry::SecretBox> secret_box_;
   std::unique_ptr<registry::SqliteStore> registry_store_;
   std::unique_ptr<registry::RegistryService> registry_service_;
+  std::unique_ptr<identity::x509::CertificateService> certificate_service_;
 
   // Identity.
   std::unique_ptr<identity::DirectoryCache> directory_;
   std::unique_ptr<identity::DirectoryMirrorTarget> mirror_target_;
+  std::unique_ptr<identity::x509::CaDirectory> ca_directory_;
+  std::unique_ptr<identity::CaMirrorTarget> ca_target_;
+  std::unique_ptr<identity::FanoutMirrorTarget> fanout_target_;
+  std::unique_ptr<identity::x509::X509CertificateVerifier> x509_verifier_;
   std::unique_ptr<identity::IdentityService> identity_service_;
   std::unique_ptr<LocalIdentityBackend> backend_;
   std::unique_ptr<gateway::ExHookService> exhook_service_;
   std::unique_ptr<gateway::ExtAuthzService> ext_authz_service_;
   std::unique_ptr<identity::RegistryMirror> mirror_;
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
+  std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
   std::atomic<bool> registrar_ready_{false};
   LazyRegistrar lazy_registrar_{this};
+  LazyCertRegistrar lazy_cert_registrar_{this};
 };
 
 }  // namespace
