@@ -19,6 +19,7 @@ std::unique_ptr<Command> BuildCli() {
   AddConnectionFlags(*root);
   AddOutputFlags(*root);
   AddRegistryCommands(*root);
+  AddCertificateCommands(*root);
   AddIdentityCommands(*root);
   AddAuditCommands(*root);
   AddTokenCommands(*root);

@@ -2,6 +2,11 @@
 // gRPC server: exit codes, output, secrets handling, import batching.
 #include "clients/iotauthctl/cli.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -12,6 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
+#include "proto/iotauth/identity/v1/certificates.grpc.pb.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
 
@@ -81,8 +87,49 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status CreateCaCertificate(grpc::ServerContext*, const rv1::CreateCaCertificateRequest* req,
+                                   rv1::CaCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_create_ca = *req;
+    *resp = req->ca();
+    resp->set_id("ca-1");
+    resp->set_status(rv1::CA_STATUS_UNVERIFIED);
+    resp->set_verification_code("code-123");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status UpdateCaCertificate(grpc::ServerContext*, const rv1::UpdateCaCertificateRequest* req,
+                                   rv1::CaCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_update_ca = *req;
+    *resp = req->ca();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status RewrapSecrets(grpc::ServerContext*, const rv1::RewrapSecretsRequest* req,
+                             grpc::ServerWriter<rv1::RewrapSecretsProgress>* writer) override {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      rewrap_batch_size = req->batch_size();
+    }
+    rv1::RewrapSecretsProgress p;
+    p.set_rows_total(10);
+    for (int64_t done : {4, 8, 10}) {
+      p.set_rows_done(done);
+      writer->Write(p);
+    }
+    if (rewrap_fail) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "store closed");
+    p.set_done(true);
+    writer->Write(p);
+    return grpc::Status::OK;
+  }
+
   std::mutex mu;
   std::string last_authorization;
+  rv1::CreateCaCertificateRequest last_create_ca;
+  rv1::UpdateCaCertificateRequest last_update_ca;
+  int32_t rewrap_batch_size = -1;
+  std::atomic<bool> rewrap_fail{false};
   int import_messages = 0;
   std::string import_tenant;
   bool import_generate_keys = false;
@@ -103,6 +150,87 @@ class FakeIdentity final : public iv1::IdentityService::Service {
   }
 };
 
+// Records each request; answers with canned resources.
+class FakeCertificates final : public iv1::CertificateService::Service {
+ public:
+  grpc::Status VerifyCaPossession(grpc::ServerContext*, const iv1::VerifyCaPossessionRequest* req,
+                                  rv1::CaCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_verify = *req;
+    if (req->verification_certificate() == "wrong") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "POSSESSION_NOT_PROVEN");
+    }
+    resp->set_id(req->ca_id());
+    resp->set_status(rv1::CA_STATUS_VERIFIED);
+    return grpc::Status::OK;
+  }
+  grpc::Status RegenerateVerificationCode(grpc::ServerContext*,
+                                          const iv1::RegenerateVerificationCodeRequest* req,
+                                          rv1::CaCertificate* resp) override {
+    resp->set_id(req->ca_id());
+    resp->set_tenant_id(req->tenant_id());
+    resp->set_verification_code("fresh-code-42");
+    return grpc::Status::OK;
+  }
+  grpc::Status RevokeCertificate(grpc::ServerContext*, const iv1::RevokeCertificateRequest* req,
+                                 rv1::CertificateRevocation* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_revoke = *req;
+    resp->set_id("rev-1");
+    return grpc::Status::OK;
+  }
+  grpc::Status DeleteRevocation(grpc::ServerContext*, const iv1::DeleteRevocationRequest* req,
+                                iv1::DeleteRevocationResponse*) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_unrevoke = *req;
+    return grpc::Status::OK;
+  }
+  grpc::Status UploadCrl(grpc::ServerContext*, const iv1::UploadCrlRequest* req,
+                         rv1::CertificateRevocationList*) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_crl = *req;
+    return grpc::Status::OK;
+  }
+  grpc::Status CreateIssuingCa(grpc::ServerContext*, const iv1::CreateIssuingCaRequest* req,
+                               rv1::CaCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_issuing = *req;
+    resp->set_id("issuing-1");
+    resp->set_issuing(true);
+    return grpc::Status::OK;
+  }
+  grpc::Status IssueCertificate(grpc::ServerContext*, const iv1::IssueCertificateRequest* req,
+                                iv1::IssuedCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_issue = *req;
+    Issued(req->device_id(), resp);
+    return grpc::Status::OK;
+  }
+  grpc::Status RenewCertificate(grpc::ServerContext*, const iv1::RenewCertificateRequest* req,
+                                iv1::IssuedCertificate* resp) override {
+    std::lock_guard<std::mutex> l(mu);
+    last_renew = *req;
+    Issued("dev-1", resp);
+    return grpc::Status::OK;
+  }
+
+  static void Issued(const std::string& device, iv1::IssuedCertificate* resp) {
+    resp->set_certificate_pem("-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n");
+    resp->set_issuer_pem("-----BEGIN CERTIFICATE-----\nISSUER\n-----END CERTIFICATE-----\n");
+    resp->set_serial_hex("0a1b");
+    resp->set_device_id(device);
+  }
+
+  std::mutex mu;
+  iv1::VerifyCaPossessionRequest last_verify;
+  iv1::RevokeCertificateRequest last_revoke;
+  iv1::DeleteRevocationRequest last_unrevoke;
+  iv1::UploadCrlRequest last_crl;
+  iv1::CreateIssuingCaRequest last_issuing;
+  iv1::IssueCertificateRequest last_issue;
+  iv1::RenewCertificateRequest last_renew;
+};
+
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { grpc::EnableDefaultHealthCheckService(true); }
@@ -111,6 +239,7 @@ class CliTest : public ::testing::Test {
     grpc::ServerBuilder builder;
     builder.RegisterService(&registry_);
     builder.RegisterService(&identity_);
+    builder.RegisterService(&certs_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     app_.channel_override = [this] { return server_->InProcessChannel(grpc::ChannelArguments()); };
@@ -128,6 +257,7 @@ class CliTest : public ::testing::Test {
 
   FakeRegistry registry_;
   FakeIdentity identity_;
+  FakeCertificates certs_;
   std::unique_ptr<grpc::Server> server_;
   App app_;
   std::ostringstream out_, err_;
@@ -291,6 +421,344 @@ TEST_F(CliTest, ImportDryRunNeedsNoServer) {
       Run({"device", "import", "--tenant", "t", "--file", path, "--dry_run", "--no_progress"}),
       kExitOk);
   EXPECT_NE(out_.str().find("parsed 2 of 2 devices"), std::string::npos) << out_.str();
+}
+
+TEST_F(CliTest, AdminRewrapSecretsReportsProgressAndSummary) {
+  ASSERT_EQ(Run({"admin", "rewrap-secrets", "--batch_size", "50", "--no_progress"}), kExitOk)
+      << err_.str();
+  EXPECT_NE(out_.str().find("re-wrapped secrets under the current master key: 10 of 10 rows"),
+            std::string::npos)
+      << out_.str();
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    EXPECT_EQ(registry_.rewrap_batch_size, 50);
+  }
+  ASSERT_EQ(Run({"--json", "admin", "rewrap-secrets"}), kExitOk);
+  EXPECT_EQ(out_.str(), "{\"rowsDone\":\"10\",\"rowsTotal\":\"10\",\"done\":true}\n");
+  EXPECT_NE(err_.str().find("10 rows"), std::string::npos) << err_.str();  // the progress line
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    EXPECT_EQ(registry_.rewrap_batch_size, 1000);  // the default
+  }
+  EXPECT_EQ(Run({"admin", "rewrap-secrets", "--batch_size", "0"}), kExitUsage);
+  EXPECT_EQ(Run({"admin", "rewrap-secrets", "--batch_size", "many"}), kExitUsage);
+  registry_.rewrap_fail = true;
+  EXPECT_EQ(Run({"admin", "rewrap-secrets", "--no_progress"}), kExitRpcError);
+  EXPECT_NE(err_.str().find("rewrap stopped after 10 of 10 rows"), std::string::npos) << err_.str();
+  EXPECT_NE(err_.str().find("UNAVAILABLE"), std::string::npos);
+}
+
+TEST_F(CliTest, CaUploadVerifyAndStatus) {
+  const std::string pem = WriteFile("ca.pem", "-----BEGIN CERTIFICATE-----\nX\n");
+  ASSERT_EQ(Run({"ca", "upload", "--tenant", "t1", "--file", pem, "--jit_registration",
+                 "--jit_product", "p1", "--device_id_pattern", "urn:dev:{tenant}:{device}"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_NE(out_.str().find("code-123"), std::string::npos) << out_.str();
+  EXPECT_NE(err_.str().find("ca verify --tenant t1 ca-1"), std::string::npos) << err_.str();
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    const rv1::CaCertificate& ca = registry_.last_create_ca.ca();
+    EXPECT_EQ(ca.tenant_id(), "t1");
+    EXPECT_EQ(ca.certificate_pem(), "-----BEGIN CERTIFICATE-----\nX\n");
+    EXPECT_TRUE(ca.jit_registration());
+    EXPECT_EQ(ca.jit_product_key(), "p1");
+    EXPECT_FALSE(ca.jit_auto_enable());
+    EXPECT_EQ(ca.device_id_pattern(), "urn:dev:{tenant}:{device}");
+  }
+  EXPECT_EQ(Run({"ca", "upload", "--tenant", "t1"}), kExitUsage);  // no --file
+  EXPECT_EQ(Run({"ca", "upload", "--tenant", "t1", "--file", "/nonexistent/ca.pem"}),
+            kExitLocalError);
+  EXPECT_EQ(Run({"ca", "upload", "--tenant", "t1", "--file", pem, "--jit_registration"}),
+            kExitUsage);  // JIT without a product
+  // The older spelling still works.
+  ASSERT_EQ(Run({"ca", "create", "--tenant", "t2", "--cert_file", pem}), kExitOk);
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    EXPECT_EQ(registry_.last_create_ca.ca().tenant_id(), "t2");
+  }
+
+  ASSERT_EQ(Run({"ca", "verification-code", "--tenant", "t1", "ca-1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "fresh-code-42\n");
+  ASSERT_EQ(Run({"--json", "ca", "verification-code", "--tenant", "t1", "ca-1"}), kExitOk);
+  EXPECT_NE(out_.str().find("\"verificationCode\":\"fresh-code-42\""), std::string::npos);
+  EXPECT_EQ(Run({"ca", "verification-code", "--tenant", "t1"}), kExitUsage);  // no CA_ID
+
+  const std::string proof = WriteFile("proof.pem", "proof-bytes");
+  ASSERT_EQ(Run({"ca", "verify", "--tenant", "t1", "ca-1", "--file", proof}), kExitOk);
+  EXPECT_NE(out_.str().find("verified"), std::string::npos) << out_.str();
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_verify.tenant_id(), "t1");
+    EXPECT_EQ(certs_.last_verify.ca_id(), "ca-1");
+    EXPECT_EQ(certs_.last_verify.verification_certificate(), "proof-bytes");
+  }
+  const std::string wrong = WriteFile("wrong.pem", "wrong");
+  EXPECT_EQ(Run({"ca", "verify", "--tenant", "t1", "ca-1", "--file", wrong}), kExitRpcError);
+  EXPECT_NE(err_.str().find("POSSESSION_NOT_PROVEN"), std::string::npos) << err_.str();
+
+  ASSERT_EQ(Run({"ca", "disable", "--tenant", "t1", "ca-1", "--etag", "e7"}), kExitOk);
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    EXPECT_EQ(registry_.last_update_ca.ca().id(), "ca-1");
+    EXPECT_EQ(registry_.last_update_ca.ca().status(), rv1::CA_STATUS_DISABLED);
+    ASSERT_EQ(registry_.last_update_ca.update_mask().paths_size(), 1);
+    EXPECT_EQ(registry_.last_update_ca.update_mask().paths(0), "status");
+    EXPECT_EQ(registry_.last_update_ca.etag(), "e7");
+  }
+  ASSERT_EQ(Run({"ca", "enable", "--tenant", "t1", "ca-1"}), kExitOk);
+  {
+    std::lock_guard<std::mutex> l(registry_.mu);
+    EXPECT_EQ(registry_.last_update_ca.ca().status(), rv1::CA_STATUS_VERIFIED);
+  }
+}
+
+TEST_F(CliTest, CaCreateIssuingGeneratesOrImports) {
+  ASSERT_EQ(Run({"ca", "create-issuing", "--tenant", "t1", "--key_algorithm", "ec-p384",
+                 "--validity", "365d", "--common_name", "Fleet CA"}),
+            kExitOk)
+      << err_.str();
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    ASSERT_TRUE(certs_.last_issuing.has_generate());
+    EXPECT_EQ(certs_.last_issuing.generate().key_algorithm(), iv1::KEY_ALGORITHM_EC_P384);
+    EXPECT_EQ(certs_.last_issuing.generate().validity().seconds(), 365 * 86400);
+    EXPECT_EQ(certs_.last_issuing.generate().common_name(), "Fleet CA");
+  }
+  ASSERT_EQ(Run({"ca", "create-issuing", "--tenant", "t1"}), kExitOk);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    ASSERT_TRUE(certs_.last_issuing.has_generate());
+    EXPECT_FALSE(certs_.last_issuing.generate().has_validity());
+  }
+  const std::string cert = WriteFile("issuing.pem", "CERT");
+  const std::string key = WriteFile("issuing.key", "KEY");
+  ASSERT_EQ(
+      Run({"ca", "create-issuing", "--tenant", "t1", "--import_cert", cert, "--import_key", key}),
+      kExitOk);
+  EXPECT_EQ(out_.str().find("KEY"), std::string::npos);  // the key is never echoed
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    ASSERT_TRUE(certs_.last_issuing.has_import());
+    EXPECT_EQ(certs_.last_issuing.import().certificate_pem(), "CERT");
+    EXPECT_EQ(certs_.last_issuing.import().private_key_pem(), "KEY");
+  }
+  EXPECT_EQ(Run({"ca", "create-issuing", "--tenant", "t1", "--import_cert", cert}), kExitUsage);
+  EXPECT_EQ(Run({"ca", "create-issuing", "--tenant", "t1", "--import_cert", cert, "--import_key",
+                 key, "--key_algorithm", "rsa-2048"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"ca", "create-issuing", "--tenant", "t1", "--key_algorithm", "dsa"}), kExitUsage);
+  EXPECT_EQ(Run({"ca", "create-issuing", "--tenant", "t1", "--validity", "-5d"}), kExitUsage);
+}
+
+TEST_F(CliTest, CertIssueWritesTheChain) {
+  const std::string csr = WriteFile("dev.csr", "CSR-BYTES");
+  ASSERT_EQ(Run({"cert", "issue", "--tenant", "t1", "--device", "dev-1", "--csr", csr, "--validity",
+                 "30d"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(out_.str(),
+            "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n"
+            "-----BEGIN CERTIFICATE-----\nISSUER\n-----END CERTIFICATE-----\n");
+  EXPECT_NE(err_.str().find("0a1b"), std::string::npos) << err_.str();
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_issue.tenant_id(), "t1");
+    EXPECT_EQ(certs_.last_issue.device_id(), "dev-1");
+    EXPECT_EQ(certs_.last_issue.csr(), "CSR-BYTES");
+    EXPECT_EQ(certs_.last_issue.validity().seconds(), 30 * 86400);
+  }
+  const char* dir = std::getenv("TEST_TMPDIR");
+  const std::string out_path = absl::StrCat(dir ? dir : "/tmp", "/dev-chain.pem");
+  ASSERT_EQ(Run({"cert", "issue", "--tenant", "t1", "--device", "dev-1", "--csr", csr, "--out",
+                 out_path}),
+            kExitOk);
+  EXPECT_NE(out_.str().find("wrote " + out_path), std::string::npos) << out_.str();
+  std::ifstream written(out_path);
+  std::stringstream content;
+  content << written.rdbuf();
+  EXPECT_NE(content.str().find("ISSUER"), std::string::npos);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_FALSE(certs_.last_issue.has_validity());
+  }
+  ASSERT_EQ(Run({"--json", "cert", "issue", "--tenant", "t1", "--device", "dev-1", "--csr", csr}),
+            kExitOk);
+  EXPECT_NE(out_.str().find("\"serialHex\":\"0a1b\""), std::string::npos) << out_.str();
+
+  EXPECT_EQ(Run({"cert", "issue", "--tenant", "t1", "--device", "dev-1"}), kExitUsage);
+  EXPECT_EQ(Run({"cert", "issue", "--tenant", "t1", "--csr", csr}), kExitUsage);
+  EXPECT_EQ(
+      Run({"cert", "issue", "--tenant", "t1", "--device", "d", "--csr", csr, "--validity", "soon"}),
+      kExitUsage);
+  EXPECT_EQ(Run({"cert", "issue", "--tenant", "t1", "--device", "d", "--csr", "/nonexistent"}),
+            kExitLocalError);
+  EXPECT_EQ(Run({"cert", "issue", "--tenant", "t1", "--device", "d", "--csr", csr, "--out",
+                 "/nonexistent/dir/x.pem"}),
+            kExitLocalError);
+}
+
+// A P-256 key and a CSR for `cn`, both PEM.
+void MakeKeyAndCsr(const std::string& cn, std::string* key_pem, std::string* csr_pem,
+                   std::string* csr_der, EVP_PKEY** key_out) {
+  EVP_PKEY_CTX* kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
+  ASSERT_NE(kctx, nullptr);
+  ASSERT_EQ(EVP_PKEY_keygen_init(kctx), 1);
+  ASSERT_EQ(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_X9_62_prime256v1), 1);
+  EVP_PKEY* key = nullptr;
+  ASSERT_EQ(EVP_PKEY_keygen(kctx, &key), 1);
+  EVP_PKEY_CTX_free(kctx);
+  X509_REQ* req = X509_REQ_new();
+  X509_NAME* name = X509_REQ_get_subject_name(req);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req, key);
+  ASSERT_GT(X509_REQ_sign(req, key, EVP_sha256()), 0);
+  auto to_string = [](BIO* bio) {
+    char* data = nullptr;
+    long len = BIO_get_mem_data(bio, &data);  // NOLINT(runtime/int)
+    std::string s(data, static_cast<size_t>(len));
+    BIO_free(bio);
+    return s;
+  };
+  BIO* kb = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(kb, key, nullptr, nullptr, 0, nullptr, nullptr);
+  *key_pem = to_string(kb);
+  BIO* rb = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509_REQ(rb, req);
+  *csr_pem = to_string(rb);
+  unsigned char* der = nullptr;
+  int len = i2d_X509_REQ(req, &der);
+  ASSERT_GT(len, 0);
+  csr_der->assign(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  X509_REQ_free(req);
+  *key_out = key;
+}
+
+TEST_F(CliTest, CertRenewSignsTheCsrWithTheCurrentKey) {
+  std::string key_pem, csr_pem, csr_der;
+  EVP_PKEY* key = nullptr;
+  MakeKeyAndCsr("dev-1", &key_pem, &csr_pem, &csr_der, &key);
+  ASSERT_NE(key, nullptr);
+  const std::string key_file = WriteFile("current.key", key_pem);
+  const std::string csr_file = WriteFile("renew.csr", csr_pem);
+  const std::string chain =
+      WriteFile("current.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                "junk between\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n");
+  ASSERT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", csr_file,
+                 "--key_file", key_file, "--validity", "12h"}),
+            kExitOk)
+      << err_.str();
+  EXPECT_EQ(out_.str().find("PRIVATE KEY"), std::string::npos);
+  iv1::RenewCertificateRequest got;
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    got = certs_.last_renew;
+  }
+  EXPECT_EQ(got.tenant_id(), "t1");
+  ASSERT_EQ(got.current_chain_size(), 2);
+  EXPECT_EQ(got.current_chain(0), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(got.current_chain(1), "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(got.csr(), csr_pem);
+  EXPECT_EQ(got.validity().seconds(), 12 * 3600);
+  // The signature verifies over the CSR's DER with the current public key.
+  EVP_MD_CTX* vctx = EVP_MD_CTX_new();
+  ASSERT_EQ(EVP_DigestVerifyInit(vctx, nullptr, EVP_sha256(), nullptr, key), 1);
+  EXPECT_EQ(EVP_DigestVerify(
+                vctx, reinterpret_cast<const unsigned char*>(got.current_key_signature().data()),
+                got.current_key_signature().size(),
+                reinterpret_cast<const unsigned char*>(csr_der.data()), csr_der.size()),
+            1);
+  EVP_MD_CTX_free(vctx);
+  EVP_PKEY_free(key);
+
+  const std::string sig = WriteFile("renew.sig", "SIG");
+  ASSERT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", csr_file,
+                 "--signature_file", sig}),
+            kExitOk);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_renew.current_key_signature(), "SIG");
+    EXPECT_FALSE(certs_.last_renew.has_validity());
+  }
+  // Exactly one proof source.
+  EXPECT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", csr_file}),
+            kExitUsage);
+  EXPECT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", csr_file,
+                 "--signature_file", sig, "--key_file", key_file}),
+            kExitUsage);
+  EXPECT_EQ(Run({"cert", "renew", "--tenant", "t1", "--csr", csr_file, "--signature_file", sig}),
+            kExitUsage);  // no --chain
+  // A key file that is not a key, and a CSR that is not a CSR, are local errors.
+  EXPECT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", csr_file,
+                 "--key_file", sig}),
+            kExitLocalError);
+  EXPECT_EQ(Run({"cert", "renew", "--tenant", "t1", "--chain", chain, "--csr", sig, "--key_file",
+                 key_file}),
+            kExitLocalError);
+}
+
+TEST_F(CliTest, CertRevokeTakesExactlyOneTarget) {
+  const std::string cert = WriteFile("leaf.pem", "LEAF");
+  ASSERT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--cert_file", cert, "--reason",
+                 "keyCompromise", "--device", "dev-1"}),
+            kExitOk)
+      << err_.str();
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_revoke.certificate(), "LEAF");
+    EXPECT_EQ(certs_.last_revoke.reason(), "keyCompromise");
+    EXPECT_EQ(certs_.last_revoke.device_id(), "dev-1");
+  }
+  const std::string fp(64, 'A');
+  ASSERT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--fingerprint", fp}), kExitOk);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_revoke.fingerprint(), std::string(64, 'a'));
+  }
+  ASSERT_EQ(
+      Run({"cert", "revoke", "--tenant", "t1", "--fingerprint", "AB:" + std::string(62, '0')}),
+      kExitOk);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_revoke.fingerprint(), "ab" + std::string(62, '0'));
+  }
+  ASSERT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--issuer_ca", "ca-1", "--serial", "0x0A1B"}),
+            kExitOk);
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_revoke.issuer_serial().ca_id(), "ca-1");
+    EXPECT_EQ(certs_.last_revoke.issuer_serial().serial_hex(), "0x0A1B");
+  }
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1"}), kExitUsage);
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--cert_file", cert, "--fingerprint", fp}),
+            kExitUsage);
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--fingerprint", "abc"}), kExitUsage);
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--issuer_ca", "ca-1"}), kExitUsage);
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--serial", "0a"}), kExitUsage);
+  EXPECT_EQ(Run({"cert", "revoke", "--tenant", "t1", "--issuer_ca", "ca-1", "--serial", "xyz"}),
+            kExitUsage);
+
+  ASSERT_EQ(Run({"cert", "unrevoke", "--tenant", "t1", "rev-1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "deleted revocation 'rev-1'\n");
+  std::lock_guard<std::mutex> l(certs_.mu);
+  EXPECT_EQ(certs_.last_unrevoke.revocation_id(), "rev-1");
+}
+
+TEST_F(CliTest, CrlUpload) {
+  const std::string crl = WriteFile("ca.crl", "CRL-BYTES");
+  ASSERT_EQ(Run({"crl", "upload", "--tenant", "t1", "--issuer_ca", "ca-1", "--file", crl}), kExitOk)
+      << err_.str();
+  {
+    std::lock_guard<std::mutex> l(certs_.mu);
+    EXPECT_EQ(certs_.last_crl.tenant_id(), "t1");
+    EXPECT_EQ(certs_.last_crl.ca_id(), "ca-1");
+    EXPECT_EQ(certs_.last_crl.crl(), "CRL-BYTES");
+  }
+  EXPECT_EQ(Run({"crl", "upload", "--tenant", "t1", "--file", crl}), kExitUsage);
+  EXPECT_EQ(Run({"crl", "upload", "--tenant", "t1", "--issuer_ca", "ca-1"}), kExitUsage);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// tenant, product, device, group, ca and watch: every DeviceRegistry RPC.
+// tenant, product, device, group, ca, watch and admin: every DeviceRegistry RPC.
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -1060,6 +1060,56 @@ int Watch(Invocation& inv) {
   return kExitOk;
 }
 
+// --- admin ---------------------------------------------------------------------
+
+int AdminRewrapSecrets(Invocation& inv) {
+  auto batch_size = inv.flags.GetInt("batch_size");
+  if (!batch_size.ok()) return inv.UsageError(batch_size.status().message());
+  if (*batch_size < 1 || *batch_size > 10000) {
+    return inv.UsageError("--batch_size must be 1 to 10000");
+  }
+  int exit = 0;
+  auto r = OpenRegistry(inv, &exit);
+  if (!r) return exit;
+  rv1::RewrapSecretsRequest req;
+  req.set_batch_size(static_cast<int32_t>(*batch_size));
+  grpc::ClientContext context;
+  r->conn->PrepareStream(&context);
+  auto reader = r->stub->RewrapSecrets(&context, req);
+  ProgressBar progress(&inv.err(), inv.io.err_is_tty, !inv.flags.IsSet("no_progress"));
+  rv1::RewrapSecretsProgress p, last;
+  bool done = false;
+  while (reader->Read(&p)) {
+    last = p;
+    done = done || p.done();
+    const double fraction = p.rows_total() > 0 ? static_cast<double>(p.rows_done()) /
+                                                     static_cast<double>(p.rows_total())
+                                               : -1;
+    progress.Update(p.rows_done(), 0, fraction);
+  }
+  progress.Finish(last.rows_done(), 0);
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    inv.err() << "rewrap stopped after " << last.rows_done() << " of " << last.rows_total()
+              << " rows; batches already committed stay re-wrapped; run the command again to "
+                 "finish\n";
+    return ReportRpcError(inv, status, "DeviceRegistry.RewrapSecrets", r->conn->settings());
+  }
+  if (JsonOutput(inv)) {
+    inv.out() << ToJson(last) << "\n";
+  } else {
+    inv.out() << "re-wrapped secrets under the current master key: " << last.rows_done() << " of "
+              << last.rows_total() << " rows in "
+              << absl::FormatDuration(absl::Trunc(progress.Elapsed(), absl::Milliseconds(1)))
+              << "\n";
+  }
+  if (!done) {
+    inv.err() << "error: the server ended the stream without reporting completion\n";
+    return kExitCheckFailed;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddRegistryCommands(Command& root) {
@@ -1240,7 +1290,8 @@ void AddRegistryCommands(Command& root) {
       group.Sub("list", "List a tenant's enrollment groups").Flag(kTenantFlag).Run(GroupList));
 
   // ca
-  Command& ca = root.Sub("ca", "Manage a tenant's trusted CA certificate records");
+  Command& ca =
+      root.Sub("ca", "Tenant CA certificates: records, proof of possession, the issuing CA");
   ca.Sub("create", "Register a CA certificate")
       .Flag(kTenantFlag)
       .Flag({"cert_file", "FILE", "PEM CA certificate"})
@@ -1259,6 +1310,19 @@ void AddRegistryCommands(Command& root) {
       .Flag(kTenantFlag)
       .Flag(kEtagFlag)
       .Run(CaDelete);
+  // upload, verification-code, verify, enable, disable, create-issuing.
+  AddCaLifecycleCommands(ca);
+
+  // admin
+  Command& admin = root.Sub("admin", "Server maintenance (admin role)");
+  admin.Sub("rewrap-secrets", "Re-encrypt every stored secret under the current master key")
+      .Description(
+          "Run after deploying a new storage.master_key_file with the old key listed in\n"
+          "storage.previous_master_key_files. The registry keeps serving meanwhile; an\n"
+          "interrupted run is safe to repeat. Once it completes, the old key can be retired.")
+      .Flag({"batch_size", "N", "Rows re-encrypted per transaction (1 to 10000)", "1000"})
+      .Flag({"no_progress", "", "No progress bar on stderr"})
+      .Run(AdminRewrapSecrets);
 
   // watch
   root.Sub("watch", "Stream registry change events (WatchChanges) until interrupted")

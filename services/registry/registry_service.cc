@@ -1188,4 +1188,50 @@ grpc::Status RegistryService::GetChangeCursor(grpc::ServerContext* ctx,
   return ToGrpcStatus(s);
 }
 
+absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
+                                              const v1::RewrapSecretsRequest& req,
+                                              Sink<v1::RewrapSecretsProgress>& sink,
+                                              v1::RewrapSecretsProgress* final_progress) {
+  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  if (req.batch_size() < 0 || static_cast<size_t>(req.batch_size()) > Limits::kMaxBatchSize) {
+    return InvalidField("batch_size", absl::StrCat("must be 0 to ", Limits::kMaxBatchSize));
+  }
+  if (options_.secret_box == nullptr) {
+    return absl::FailedPreconditionError("this server was started without its secret box");
+  }
+  v1::RewrapSecretsProgress last;
+  // Once the client is gone, stop writing but finish the run: a half-done run is
+  // harmless, yet abandoning it would only make the operator start again.
+  bool client_gone = false;
+  absl::Status s = options_.store->RewrapSecrets(options_.secret_box, req.batch_size(),
+                                                 [&](const RewrapProgress& p) {
+                                                   last.set_rows_done(p.rows_done);
+                                                   last.set_rows_total(p.rows_total);
+                                                   if (!client_gone && !sink.Write(last))
+                                                     client_gone = true;
+                                                 });
+  if (final_progress != nullptr) *final_progress = last;
+  IOTAUTH_RETURN_IF_ERROR(s);
+  last.set_done(true);
+  if (final_progress != nullptr) *final_progress = last;
+  if (!client_gone) sink.Write(last);
+  return absl::OkStatus();
+}
+
+grpc::Status RegistryService::RewrapSecrets(grpc::ServerContext* ctx,
+                                            const v1::RewrapSecretsRequest* req,
+                                            grpc::ServerWriter<v1::RewrapSecretsProgress>* writer) {
+  Caller caller = ResolveCaller(ctx);
+  WriterSink<v1::RewrapSecretsProgress> sink(ctx, writer);
+  v1::RewrapSecretsProgress last;
+  absl::Status s = DoRewrapSecrets(caller, *req, sink, &last);
+  // Key ids are safe to log; keys never are.
+  Audit(caller, "RewrapSecrets", "", "", "", "", s,
+        {{"rows_done", absl::StrCat(last.rows_done())},
+         {"rows_total", absl::StrCat(last.rows_total())},
+         {"primary_key_id",
+          options_.secret_box != nullptr ? options_.secret_box->primary_key_id() : ""}});
+  return ToGrpcStatus(s);
+}
+
 }  // namespace iotauth::registry

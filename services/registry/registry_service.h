@@ -36,6 +36,10 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     absl::Duration watch_poll_interval = absl::Milliseconds(100);
     // Change events read per store call by WatchChanges.
     int32_t watch_batch_size = 500;
+    // The store's current SecretBox (new primary key plus previous keys), passed to
+    // RegistryStore::RewrapSecrets. Optional: when null, RewrapSecrets answers
+    // FAILED_PRECONDITION.
+    std::shared_ptr<const SecretBox> secret_box;
   };
 
   // INVALID_ARGUMENT when a required option is missing.
@@ -132,6 +136,8 @@ class RegistryService final : public v1::DeviceRegistry::Service {
                             grpc::ServerWriter<v1::ChangeEvent>* writer) override;
   grpc::Status GetChangeCursor(grpc::ServerContext* ctx, const v1::GetChangeCursorRequest* req,
                                v1::GetChangeCursorResponse* resp) override;
+  grpc::Status RewrapSecrets(grpc::ServerContext* ctx, const v1::RewrapSecretsRequest* req,
+                             grpc::ServerWriter<v1::RewrapSecretsProgress>* writer) override;
 
   // The streaming RPCs' logic over small interfaces, so tests (and benchmarks)
   // can drive them without a server. Each returns the RPC's status.
@@ -156,6 +162,12 @@ class RegistryService final : public v1::DeviceRegistry::Service {
                                Sink<v1::Device>& sink);
   absl::Status DoWatchChanges(const Caller& caller, const v1::WatchChangesRequest& req,
                               Sink<v1::ChangeEvent>& sink);
+  // Admin. Streams a progress message after each batch and a last one with
+  // done=true. A client that goes away does not stop the run (it is idempotent
+  // and cheap to repeat); `final_progress` (optional) receives the last counts.
+  absl::Status DoRewrapSecrets(const Caller& caller, const v1::RewrapSecretsRequest& req,
+                               Sink<v1::RewrapSecretsProgress>& sink,
+                               v1::RewrapSecretsProgress* final_progress = nullptr);
 
  private:
   explicit RegistryService(Options options) : options_(std::move(options)) {}

@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -786,6 +787,131 @@ TEST_F(RegistryServiceTest, RevocationAndCrlReadersNeedTheReaderRole) {
     EXPECT_EQ(svc_->GetRevocation(&ctx, &req, &out).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
   }
+}
+
+TEST_F(RegistryServiceTest, RewrapSecretsMovesEverySecretToTheNewKey) {
+  Seed();
+  std::map<std::string, std::string> keys;  // device id -> primary key
+  for (int i = 0; i < 5; ++i) {
+    v1::Device d;
+    ASSERT_TRUE(CreateDevice(absl::StrCat("dev-", i), &d).ok());
+    keys[d.device_id()] = d.credentials().symmetric_key().primary_key();
+    ASSERT_FALSE(keys[d.device_id()].empty());
+  }
+  const std::string path = store_->path();
+  const std::string key_a(32, 'm');  // the fixture's key
+  const std::string key_b(32, 'n');
+  svc_.reset();
+  store_.reset();
+
+  auto open = [&](std::shared_ptr<const SecretBox> box) {
+    SqliteStore::Options so;
+    so.path = path;
+    so.secret_box = std::move(box);
+    so.clock = &clock_;
+    auto store = SqliteStore::Open(so);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  };
+  std::shared_ptr<const SecretBox> b_only(*SecretBox::Create(key_b));
+  {
+    // Before the rewrap, key B alone cannot read what key A sealed.
+    auto store = open(b_only);
+    ASSERT_NE(store, nullptr);
+    EXPECT_FALSE(store->GetDevice("t1", "dev-0", Secrets::kInclude).ok());
+  }
+
+  // Restart with {B primary, A previous} and run the RPC through a server.
+  std::shared_ptr<const SecretBox> b_and_a(*SecretBox::Create(key_b, {key_a}));
+  store_ = open(b_and_a);
+  ASSERT_NE(store_, nullptr);
+  RegistryService::Options o;
+  o.store = store_.get();
+  o.clock = &clock_;
+  o.audit = &audit_;
+  o.caller_resolver = &resolver_;
+  o.secret_box = b_and_a;
+  auto svc = RegistryService::Create(o);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  svc_ = std::move(*svc);
+  size_t audits_before = audit_.events().size();
+
+  grpc::ServerBuilder builder;
+  builder.RegisterService(svc_.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::DeviceRegistry::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+
+  resolver_.Set(true, kReader);
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub->RewrapSecrets(&ctx, v1::RewrapSecretsRequest());
+    v1::RewrapSecretsProgress p;
+    while (reader->Read(&p)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  resolver_.Set(true, kAdmin);
+  std::vector<v1::RewrapSecretsProgress> progress;
+  {
+    grpc::ClientContext ctx;
+    v1::RewrapSecretsRequest req;
+    req.set_batch_size(2);
+    auto reader = stub->RewrapSecrets(&ctx, req);
+    v1::RewrapSecretsProgress p;
+    while (reader->Read(&p)) progress.push_back(p);
+    grpc::Status s = reader->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  // 5 devices in batches of 2, plus products and the tenant: several batches.
+  ASSERT_GE(progress.size(), 4u);
+  for (size_t i = 0; i + 1 < progress.size(); ++i) {
+    EXPECT_FALSE(progress[i].done());
+    EXPECT_LE(progress[i].rows_done(), progress[i + 1].rows_done());
+  }
+  EXPECT_TRUE(progress.back().done());
+  EXPECT_GE(progress.back().rows_total(), 5);
+  EXPECT_EQ(progress.back().rows_done(), progress.back().rows_total());
+
+  std::vector<audit::v1::AuditEvent> events = audit_.events();
+  ASSERT_EQ(events.size(), audits_before + 2);  // the denied call and the run
+  const audit::v1::AuditEvent& e = events.back();
+  EXPECT_EQ(e.type(), audit::v1::EVENT_TYPE_ADMIN_MUTATION);
+  EXPECT_EQ(e.reason(), "RewrapSecrets");
+  EXPECT_EQ(e.outcome(), audit::v1::OUTCOME_SUCCESS);
+  EXPECT_EQ(e.attributes().at("primary_key_id"), b_only->primary_key_id());
+
+  server->Shutdown();
+  server.reset();
+  svc_.reset();
+  store_.reset();
+
+  // Key A is no longer needed to read anything.
+  auto store = open(b_only);
+  ASSERT_NE(store, nullptr);
+  for (const auto& [id, key] : keys) {
+    auto d = store->GetDevice("t1", id, Secrets::kInclude);
+    ASSERT_TRUE(d.ok()) << id << ": " << d.status();
+    EXPECT_EQ(d->credentials().symmetric_key().primary_key(), key);
+  }
+  for (const char* product : {"p1", "p2"}) {
+    auto p = store->GetProduct("t1", product, Secrets::kInclude);
+    EXPECT_TRUE(p.ok()) << product << ": " << p.status();
+  }
+  EXPECT_TRUE(store->GetTenant("t1", Secrets::kInclude).ok());
+}
+
+TEST_F(RegistryServiceTest, RewrapSecretsWithoutABoxIsAPreconditionFailure) {
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  VectorSink<v1::RewrapSecretsProgress> sink;
+  EXPECT_EQ(svc_->DoRewrapSecrets(admin, v1::RewrapSecretsRequest(), sink).code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::RewrapSecretsRequest bad;
+  bad.set_batch_size(-1);
+  EXPECT_EQ(svc_->DoRewrapSecrets(admin, bad, sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(sink.items().empty());
 }
 
 }  // namespace

@@ -369,6 +369,7 @@ class EmbeddedApp final : public App {
     ro.clock = clock;
     ro.audit = sink_;
     ro.caller_resolver = resolver_.get();
+    ro.secret_box = secret_box_;
     IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
     // CA proof of possession, issuance, revocation and CRLs write registry data, so
     // they run beside the registry store.
