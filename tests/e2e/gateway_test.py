@@ -86,6 +86,17 @@ class GatewayContractsTest(unittest.TestCase):
         self.assertEqual(denied["denied_response"]["status"]["code"], "Unauthorized")
         missing = check({})
         self.assertNotEqual(missing.get("status", {}).get("code", 0), 0)
+        malformed = check({"authorization": "SharedAccessSignature sr=%%%zz&sig="})
+        self.assertNotEqual(malformed.get("status", {}).get("code", 0), 0)
+        self.assertIn(malformed["denied_response"]["status"]["code"], ("Unauthorized", "Forbidden"))
+
+    def test_emqx_malformed(self):
+        # A CONNECT without credentials and one with a garbage password are refused.
+        for pw in ("", "\x00\xff garbage"):
+            r = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthenticate",
+                                 {"clientinfo": self.client_info(pw)}))
+            self.assertEqual(r.get("type"), "STOP_AND_RETURN")
+            self.assertFalse(r.get("bool_result", False))
 
 
 if __name__ == "__main__":

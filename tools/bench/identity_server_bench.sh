@@ -77,6 +77,25 @@ start=$(date +%s.%N)
 "${CTL[@]}" device import --tenant bench --file "$work/devices.csv" --no_progress
 end=$(date +%s.%N)
 rss_kb=$(awk '/VmHWM/{print $2}' /proc/$spid/status)
+echo "==> GetDevice latency (2000 sequential calls from Debian's python3-grpcio, one channel)" >&2
+PYTHONPATH="$ROOT/tests/e2e" /usr/bin/python3 - "$port" "$devices" <<'PY' >&2
+import random, sys, time
+import grpc
+import iotauth_harness as h
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+lat = []
+for i in range(2200):
+    d = "bench-%07d" % random.randrange(n)
+    t = time.perf_counter()
+    h.call(ch, "iotauth.registry.v1.DeviceRegistry/GetDevice", {"tenant_id": "bench", "device_id": d})
+    if i >= 200:
+        lat.append((time.perf_counter() - t) * 1e6)
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))]
+print("GetDevice over %d devices: p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us (client: python)"
+      % (n, pct(50), pct(90), pct(99), pct(99.9)))
+PY
 kill -TERM $spid; wait $spid || true
 printf 'import: %d devices in %.1fs (%.0f/s); server peak RSS %d MiB\n' "$devices" \
   "$(echo "$end - $start" | bc)" "$(echo "$devices / ($end - $start)" | bc -l)" $((rss_kb / 1024)) >&2

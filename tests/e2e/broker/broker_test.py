@@ -357,6 +357,28 @@ class BrokerE2ETest(unittest.TestCase):
         finally:
             d.close()
 
+    def test_e_every_attempt_audited(self):
+        """(e) The connects of (a) and (b) -- allowed and refused -- are in the audit
+        log with the right outcome and reason (runs after them: tests sort by name)."""
+        reader = self.server.channel("reader")
+        events, token = [], ""
+        while True:
+            resp = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query", {
+                "tenant_id": TENANT, "type": "EVENT_TYPE_AUTHENTICATION", "page_size": 1000,
+                "page_token": token}))
+            events += resp.get("events", [])
+            token = resp.get("next_page_token", "")
+            if not token:
+                break
+        seen = {(e.get("device_id"), e.get("outcome"), e.get("reason", "")) for e in events}
+        self.assertIn(("d1", "OUTCOME_ALLOW", ""), seen)
+        self.assertIn(("d1", "OUTCOME_DENY", "DENY_REASON_BAD_SIGNATURE"), seen)
+        self.assertIn(("d3", "OUTCOME_ALLOW", ""), seen)
+        self.assertIn(("d3", "OUTCOME_DENY", "DENY_REASON_BAD_SIGNATURE"), seen)
+        for e in events:
+            self.assertEqual(e.get("credential_type") is not None or e.get("outcome") == "OUTCOME_DENY", True)
+            self.assertTrue(e.get("hash"))
+
     def test_d_publish_subscribe_rules(self):
         d1 = self.sas_device("d1")
         d2 = self.sas_device("d2")
