@@ -15,7 +15,8 @@ if ((${#targets[@]} == 0)); then
   echo "fuzz: no targets tagged fuzz" >&2
   exit 1
 fi
-OUT_BASE="${IOTAUTH_FUZZ_OUTPUT_BASE:-$HOME/.cache/bazel-iotauth-fuzz}"
+# One output base per checkout: Bazel ties an output base to one workspace.
+OUT_BASE="${IOTAUTH_FUZZ_OUTPUT_BASE:-$HOME/.cache/bazel-iotauth-fuzz-$(printf %s "$ROOT" | sha256sum | cut -c1-12)}"
 echo "fuzz: building ${#targets[@]} targets with clang-14 (output base $OUT_BASE)" >&2
 CC=clang-14 CXX=clang++-14 bazel --output_base="$OUT_BASE" build --config=fuzz "${targets[@]}"
 BIN="$(CC=clang-14 bazel --output_base="$OUT_BASE" info --config=fuzz bazel-bin 2>/dev/null)"
