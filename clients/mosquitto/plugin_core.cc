@@ -125,9 +125,9 @@ Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
   }
   const bool replay_protected = resp->credential_type() == rv1::CREDENTIAL_TYPE_DEVICE_TRIPLE ||
                                 resp->credential_type() == rv1::CREDENTIAL_TYPE_DEVICE_TRIPLE_ENOS;
-  const absl::Duration ttl = std::min(
-      resp->has_cache_ttl() ? ToDuration(resp->cache_ttl()) : absl::ZeroDuration(),
-      config_.cache_max_ttl);
+  const absl::Duration ttl =
+      std::min(resp->has_cache_ttl() ? ToDuration(resp->cache_ttl()) : absl::ZeroDuration(),
+               config_.cache_max_ttl);
   if (!replay_protected && ttl > absl::ZeroDuration()) {
     CachePut(key, g, std::min(now + ttl, g.credential_expires_at));
   }
