@@ -443,6 +443,14 @@ int CertRevoke(Invocation& inv) {
   if (by_cert) {
     std::string cert;
     if (!ReadFlagFile(inv, "cert_file", &cert, &exit)) return exit;
+    // A PEM chain file (what `cert issue --out` writes) names its leaf first:
+    // revoke that one.
+    const std::string kEnd = "-----END CERTIFICATE-----";
+    const size_t end = cert.find(kEnd);
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(cert), "-----BEGIN") &&
+        end != std::string::npos) {
+      cert = cert.substr(0, end + kEnd.size()) + "\n";
+    }
     req.set_certificate(cert);
   } else if (by_fp) {
     std::string fp = absl::AsciiStrToLower(inv.flags.Get("fingerprint"));

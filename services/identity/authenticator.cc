@@ -547,6 +547,12 @@ class Authenticator::Attempt {
     }
     resp_->mutable_identity()->set_tenant_id(r.tenant_id);
     resp_->mutable_identity()->set_device_id(r.device_id);
+    // As for SAS tokens (and Azure IoT's rule), an MQTT client id must name the
+    // certificate's device: one device may not connect under another's id.
+    if (!client_id_.empty() && client_id_ != r.device_id) {
+      return Deny(v1::DENY_REASON_IDENTITY_MISMATCH,
+                  "client id differs from the certificate's device");
+    }
     auto device = opt_.directory->FindDevice(r.tenant_id, r.device_id);
     if (device == nullptr) return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
     std::shared_ptr<const ProductRecord> product;

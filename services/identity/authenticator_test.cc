@@ -710,6 +710,9 @@ TEST_F(AuthenticatorTest, CertificateSeam) {
   r.mutable_connect()->set_peer_certificate_chain(0, "good");
   // pk-sas does not allow X.509.
   EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+  // A valid certificate of d1 presented under another device's client id.
+  r.mutable_connect()->set_client_id("d2");
+  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
 }
 
 }  // namespace
