@@ -26,7 +26,7 @@ for a in "$@"; do
     *) pass+=("$a") ;;
   esac
 done
-bazel build -c opt //services/server:iotauthd //clients/iotauthctl //tools/bench:all >&2
+bazel build -c opt //services/server:iotauthd //clients/iotauthctl //tools/bench:all //proto:iotauth_descriptors >&2
 B="$ROOT/bazel-out/k8-opt/bin"
 work="$(mktemp -d /tmp/iotauth-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT

@@ -101,7 +101,7 @@ def main():
     binary = os.path.join(opt, "services/server/iotauthd")
     plugin = os.path.join(opt, "clients/mosquitto/libiotauth_mosquitto.so")
     os.environ.setdefault("IOTAUTH_ROOT", ROOT)
-    server = h.Server(args=["--set=log.level=warn"])
+    server = h.Server()
     server.binary = binary
     server.start()
     d = tempfile.mkdtemp(prefix="iotauth-mqttbench-")
