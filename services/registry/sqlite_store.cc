@@ -294,6 +294,24 @@ std::string DeviceAad(absl::string_view tenant, absl::string_view id, absl::stri
   IOTAUTH_ASSIGN_OR_RETURN(sqlite3_stmt* IOTAUTH_STATUS_CONCAT_(var, _raw), (db).Prepare(sql)); \
   Stmt var(IOTAUTH_STATUS_CONCAT_(var, _raw))
 
+namespace {
+
+// The etag precondition of a Delete: NOT_FOUND naming `kind` when the row
+// selected by `select_etag_sql` (two text parameters) does not exist,
+// FAILED_PRECONDITION when `expected_etag` is set and differs.
+absl::Status CheckRowEtag(Db& db, const char* select_etag_sql, absl::string_view key1,
+                          absl::string_view key2, absl::string_view kind,
+                          absl::string_view expected_etag) {
+  IOTAUTH_PREPARE(st, db, select_etag_sql);
+  st.Text(1, key1).Text(2, key2);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return NotFound(kind);
+  if (rc != SQLITE_ROW) return db.Error(absl::StrCat("get ", kind));
+  return CheckEtag(st.ColText(0), expected_etag);
+}
+
+}  // namespace
+
 // State of one write transaction.
 struct SqliteStore::Txn {
   Db* db;
@@ -865,15 +883,9 @@ absl::StatusOr<v1::Product> SqliteStore::UpdateProduct(const v1::Product& produc
 absl::Status SqliteStore::DeleteProduct(absl::string_view tenant_id, absl::string_view product_key,
                                         absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db,
-                      "SELECT etag FROM products WHERE product_key = ?1 AND tenant_id = ?2");
-      st.Text(1, product_key).Text(2, tenant_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("product");
-      if (rc != SQLITE_ROW) return txn.db->Error("get product");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM products WHERE product_key = ?1 AND tenant_id = ?2",
+                     product_key, tenant_id, "product", expected_etag));
     {
       IOTAUTH_PREPARE(
           st, *txn.db,
@@ -1137,15 +1149,9 @@ absl::StatusOr<v1::Device> SqliteStore::UpdateDevice(const v1::Device& device,
 absl::Status SqliteStore::DeleteDevice(absl::string_view tenant_id, absl::string_view device_id,
                                        absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db,
-                      "SELECT etag FROM devices WHERE tenant_id = ?1 AND device_id = ?2");
-      st.Text(1, tenant_id).Text(2, device_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("device");
-      if (rc != SQLITE_ROW) return txn.db->Error("get device");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM devices WHERE tenant_id = ?1 AND device_id = ?2",
+                     tenant_id, device_id, "device", expected_etag));
     {
       IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM devices WHERE tenant_id = ?1 AND device_id = ?2");
       st.Text(1, tenant_id).Text(2, device_id);
@@ -1308,15 +1314,9 @@ absl::Status SqliteStore::DeleteEnrollmentGroup(absl::string_view tenant_id,
                                                 absl::string_view group_id,
                                                 absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db,
-                      "SELECT etag FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2");
-      st.Text(1, tenant_id).Text(2, group_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("enrollment group");
-      if (rc != SQLITE_ROW) return txn.db->Error("get enrollment group");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2",
+                     tenant_id, group_id, "enrollment group", expected_etag));
     IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2");
     st.Text(1, tenant_id).Text(2, group_id);
     IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete enrollment group"));
@@ -1442,15 +1442,9 @@ absl::StatusOr<v1::CaCertificate> SqliteStore::UpdateCaCertificate(
 absl::Status SqliteStore::DeleteCaCertificate(absl::string_view tenant_id, absl::string_view ca_id,
                                               absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db,
-                      "SELECT etag FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
-      st.Text(1, tenant_id).Text(2, ca_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("CA certificate");
-      if (rc != SQLITE_ROW) return txn.db->Error("get CA certificate");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2",
+                     tenant_id, ca_id, "CA certificate", expected_etag));
     {
       IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
       st.Text(1, tenant_id).Text(2, ca_id);
@@ -1594,14 +1588,9 @@ absl::Status SqliteStore::DeleteRevocation(absl::string_view tenant_id,
                                            absl::string_view revocation_id,
                                            absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db, "SELECT etag FROM revocations WHERE tenant_id = ?1 AND id = ?2");
-      st.Text(1, tenant_id).Text(2, revocation_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("revocation");
-      if (rc != SQLITE_ROW) return txn.db->Error("get revocation");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM revocations WHERE tenant_id = ?1 AND id = ?2",
+                     tenant_id, revocation_id, "revocation", expected_etag));
     IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM revocations WHERE tenant_id = ?1 AND id = ?2");
     st.Text(1, tenant_id).Text(2, revocation_id);
     IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete revocation"));
@@ -1691,14 +1680,9 @@ absl::StatusOr<v1::CertificateRevocationList> SqliteStore::GetCrl(absl::string_v
 absl::Status SqliteStore::DeleteCrl(absl::string_view tenant_id, absl::string_view ca_id,
                                     absl::string_view expected_etag) {
   return WriteTxn([&](Txn& txn) -> absl::Status {
-    {
-      IOTAUTH_PREPARE(st, *txn.db, "SELECT etag FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
-      st.Text(1, tenant_id).Text(2, ca_id);
-      int rc = st.Step();
-      if (rc == SQLITE_DONE) return NotFound("CRL");
-      if (rc != SQLITE_ROW) return txn.db->Error("get CRL");
-      IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        CheckRowEtag(*txn.db, "SELECT etag FROM crls WHERE tenant_id = ?1 AND ca_id = ?2",
+                     tenant_id, ca_id, "CRL", expected_etag));
     IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
     st.Text(1, tenant_id).Text(2, ca_id);
     IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CRL"));
