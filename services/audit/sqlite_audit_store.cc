@@ -1,3 +1,4 @@
+#include "services/common/sqlite_setup.h"
 #include "services/audit/sqlite_audit_store.h"
 
 #include <sqlite3.h>
@@ -309,6 +310,7 @@ absl::Status PutCheckpoint(sqlite3* db, uint64_t sequence, absl::string_view has
 }
 
 absl::StatusOr<sqlite3*> OpenDb(const std::string& path, bool read_only) {
+  ConfigureSqliteOnce();
   sqlite3* db = nullptr;
   const int flags =
       (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |

@@ -232,6 +232,7 @@ ServerConfig DefaultConfig() {
   c.mutable_audit()->set_batch_size(512);
   c.mutable_audit()->set_full_queue_policy("block");
   c.mutable_audit()->mutable_block_timeout()->set_nanos(50 * 1000 * 1000);
+  c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
   c.mutable_shutdown()->mutable_grace_period()->set_seconds(10);
   return c;
 }
@@ -387,6 +388,8 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   }
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.block_timeout", au.block_timeout(),
                                            absl::ZeroDuration(), absl::Seconds(60)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.batch_linger", au.batch_linger(),
+                                           absl::ZeroDuration(), absl::Seconds(1)));
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("audit.remote_address", au.remote_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("registry_address", c.registry_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("shutdown.grace_period", c.shutdown().grace_period(),

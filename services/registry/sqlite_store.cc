@@ -1,3 +1,4 @@
+#include "services/common/sqlite_setup.h"
 #include "services/registry/sqlite_store.h"
 
 #include <openssl/crypto.h>
@@ -483,6 +484,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(Options options) 
 }
 
 absl::StatusOr<std::unique_ptr<Db>> SqliteStore::OpenConnection(bool writer) {
+  ConfigureSqliteOnce();
   sqlite3* raw = nullptr;
   int rc =
       sqlite3_open_v2(options_.path.c_str(), &raw,

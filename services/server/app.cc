@@ -190,7 +190,8 @@ class EmbeddedApp final : public App {
   std::vector<HostedService> Services() override {
     std::vector<HostedService> out;
     if (identity_service_) {
-      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get()});
+      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get(),
+                     identity_service_->SelfMeteredMethods()});
     }
     if (registry_service_) {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
@@ -283,6 +284,7 @@ class EmbeddedApp final : public App {
       po.max_batch = static_cast<size_t>(ac.batch_size());
       po.full_queue_policy = policy;
       po.block_timeout = ToDuration(ac.block_timeout());
+      po.linger = ToDuration(ac.batch_linger());
       po.notifier = &notifier_;
       po.observer = audit_metrics_.get();
       IOTAUTH_ASSIGN_OR_RETURN(local_sink_, audit::LocalAuditSink::Create(po));
@@ -418,6 +420,10 @@ class EmbeddedApp final : public App {
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;
     so.caller_resolver = resolver_.get();
+    if (metrics_) {
+      identity_metrics_ = std::make_unique<GrpcServerMetrics>(*metrics_);
+      so.metrics = identity_metrics_.get();
+    }
     IOTAUTH_ASSIGN_OR_RETURN(identity_service_, identity::IdentityService::Create(so));
 
     // Broker and gateway contracts over the same decision logic.
@@ -478,6 +484,7 @@ class EmbeddedApp final : public App {
 
   ServerConfig config_;
   std::shared_ptr<prometheus::Registry> metrics_;
+  std::unique_ptr<GrpcServerMetrics> identity_metrics_;  // same registry as the runner's
   std::unique_ptr<CallerResolver> resolver_;
   std::string internal_token_;
 

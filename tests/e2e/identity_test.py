@@ -162,6 +162,19 @@ class IdentityE2ETest(unittest.TestCase):
             h.call(self.gateway, AUTH, {"connect": {"client_id": "x" * 5000, "password": "cA=="}})
         self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("client_id", e.exception.details())
+        # The handler meters Authenticate itself (the interceptor skips it): each call
+        # is counted exactly once, under its status code.
+        labels = dict(grpc_service="iotauth.identity.v1.IdentityService", grpc_method="Authenticate",
+                      grpc_type="unary")
+        before = h.metric_value(self.server.metrics(), "grpc_server_handled_total",
+                                grpc_code="INVALID_ARGUMENT", **labels) or 0
+        for _ in range(3):
+            with self.assertRaises(grpc.RpcError):
+                h.call(self.gateway, AUTH, {"connect": {"client_id": "x" * 5000, "password": "cA=="}})
+        text = self.server.metrics()
+        self.assertEqual(h.metric_value(text, "grpc_server_handled_total", grpc_code="INVALID_ARGUMENT",
+                                        **labels), before + 3)
+        self.assertGreaterEqual(h.metric_value(text, "grpc_server_started_total", **labels), before + 3)
 
     def test_4_audit_watch_and_query(self):
         h.call(self.admin, REG + "CreateTenant", {"tenant": {"id": "aud", "hub_host": "aud.example.net"}})
