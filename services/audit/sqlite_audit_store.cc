@@ -1,4 +1,3 @@
-#include "services/common/sqlite_setup.h"
 #include "services/audit/sqlite_audit_store.h"
 
 #include <sqlite3.h>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/common/sqlite_setup.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth::audit {

@@ -14,8 +14,8 @@
 #include <prometheus/registry.h>
 
 #include <array>
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>

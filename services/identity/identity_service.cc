@@ -35,8 +35,7 @@ GrpcServerMetrics::Method* IdentityService::MethodSeries(const char* name) const
 std::vector<std::string> IdentityService::SelfMeteredMethods() const {
   if (options_.metrics == nullptr) return {};
   return {absl::StrCat(kServicePath, "Authenticate"),
-          absl::StrCat(kServicePath, "AuthenticateBatch"),
-          absl::StrCat(kServicePath, "Authorize")};
+          absl::StrCat(kServicePath, "AuthenticateBatch"), absl::StrCat(kServicePath, "Authorize")};
 }
 
 grpc::ServerUnaryReactor* IdentityService::Authenticate(grpc::CallbackServerContext* context,

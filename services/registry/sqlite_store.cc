@@ -1,4 +1,3 @@
-#include "services/common/sqlite_setup.h"
 #include "services/registry/sqlite_store.h"
 
 #include <openssl/crypto.h>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "services/common/crypto.h"
+#include "services/common/sqlite_setup.h"
 #include "services/common/status_macros.h"
 #include "services/registry/validation.h"
 
