@@ -557,7 +557,7 @@ void AddCaLifecycleCommands(Command& ca) {
       .Flag(kTenantFlag)
       .Flag({"etag", "ETAG", "Only if the stored etag equals this"})
       .Run([](Invocation& inv) { return CaSetStatus(inv, rv1::CA_STATUS_DISABLED); });
-  ca.Sub("enable", "Trust a disabled CA again (status verified; no new proof is asked)")
+  ca.Sub("enable", "Trust a disabled CA again (only one whose key possession was proven)")
       .Args("CA_ID", 1, 1)
       .Flag(kTenantFlag)
       .Flag({"etag", "ETAG", "Only if the stored etag equals this"})

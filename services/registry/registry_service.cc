@@ -150,6 +150,21 @@ const MaskSpec& CaMask() {
   return *spec;
 }
 
+// VERIFIED means "the owner proved possession of the CA's key": only
+// CertificateService.VerifyCaPossession (or CreateIssuingCa) can grant it. An admin may
+// re-enable a CA that was proven before and disabled since.
+absl::Status RequirePossessionForVerified(const v1::CaCertificate& ca) {
+  if (ca.status() != v1::CA_STATUS_VERIFIED || ca.has_possession_verified_time()) {
+    return absl::OkStatus();
+  }
+  return WithReason(
+      absl::FailedPreconditionError(
+          "a CA becomes verified only by proof of possession of its key: get its code with "
+          "`iotauthctl ca verification-code`, sign a certificate with that CN using the CA's "
+          "key, and submit it with `iotauthctl ca verify` (CertificateService.VerifyCaPossession)"),
+      "POSSESSION_NOT_PROVEN");
+}
+
 absl::Status EtagMismatch() {
   return WithReason(absl::FailedPreconditionError("etag does not match the stored version"),
                     "ETAG_MISMATCH");
@@ -841,7 +856,9 @@ grpc::Status RegistryService::CreateCaCertificate(grpc::ServerContext* ctx,
     ca.set_verification_code(crypto::HexEncode(code));
     // Only the certificate service's CreateIssuingCa registers an issuing CA.
     ca.set_issuing(false);
+    ca.clear_possession_verified_time();
     if (ca.status() == v1::CA_STATUS_UNSPECIFIED) ca.set_status(v1::CA_STATUS_UNVERIFIED);
+    IOTAUTH_RETURN_IF_ERROR(RequirePossessionForVerified(ca));
     return options_.store->CreateCaCertificate(ca);
   }();
   Audit(caller, "CreateCaCertificate", in.tenant_id(), in.jit_product_key(), "",
@@ -900,6 +917,7 @@ grpc::Status RegistryService::UpdateCaCertificate(grpc::ServerContext* ctx,
           if (c.status() == v1::CA_STATUS_UNSPECIFIED) {
             return InvalidField("ca.status", "is required");
           }
+          IOTAUTH_RETURN_IF_ERROR(RequirePossessionForVerified(c));
           return ValidateCaCertificate(c);
         },
         [&](const v1::CaCertificate& c, const std::string& etag) {

@@ -683,9 +683,39 @@ TEST_F(RegistryServiceTest, CaCertificatesAreParsedAndVerifiable) {
     req.mutable_ca()->set_status(v1::CA_STATUS_VERIFIED);
     req.mutable_update_mask()->add_paths("status");
     v1::CaCertificate verified;
-    ASSERT_TRUE(svc_->UpdateCaCertificate(&ctx, &req, &verified).ok());
-    EXPECT_EQ(verified.status(), v1::CA_STATUS_VERIFIED);
-    EXPECT_EQ(verified.sha256_fingerprint(), out.sha256_fingerprint());
+    // No proof of possession yet: an admin cannot just mark it verified.
+    grpc::Status st = svc_->UpdateCaCertificate(&ctx, &req, &verified);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(st.error_message().find("iotauthctl ca verify"), std::string::npos);
+    EXPECT_EQ(store_->GetCaCertificate("t1", out.id())->status(), v1::CA_STATUS_UNVERIFIED);
+  }
+  {
+    // Nor create it verified.
+    grpc::ServerContext ctx;
+    v1::CreateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_certificate_pem(MakeCertificatePem(true));
+    req.mutable_ca()->set_status(v1::CA_STATUS_VERIFIED);
+    req.mutable_ca()->mutable_possession_verified_time()->set_seconds(1);
+    v1::CaCertificate created;
+    EXPECT_EQ(svc_->CreateCaCertificate(&ctx, &req, &created).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  // Once possession is proven (the certificate service's path), disable and enable
+  // again work without a new proof.
+  ASSERT_TRUE(store_->SetCaVerification("t1", out.id(), v1::CA_STATUS_VERIFIED, "code2", "").ok());
+  for (v1::CaStatus status : {v1::CA_STATUS_DISABLED, v1::CA_STATUS_VERIFIED}) {
+    grpc::ServerContext ctx;
+    v1::UpdateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_id(out.id());
+    req.mutable_ca()->set_status(status);
+    req.mutable_update_mask()->add_paths("status");
+    v1::CaCertificate updated;
+    ASSERT_TRUE(svc_->UpdateCaCertificate(&ctx, &req, &updated).ok());
+    EXPECT_EQ(updated.status(), status);
+    EXPECT_TRUE(updated.has_possession_verified_time());
+    EXPECT_EQ(updated.sha256_fingerprint(), out.sha256_fingerprint());
   }
 }
 

@@ -1515,6 +1515,10 @@ absl::StatusOr<v1::CaCertificate> SqliteStore::SetCaVerification(
     }
     old_status = out.status();
     if (status != v1::CA_STATUS_UNSPECIFIED) out.set_status(status);
+    if (status == v1::CA_STATUS_VERIFIED) {
+      const absl::Time now = options_.clock->Now();
+      out.mutable_possession_verified_time()->set_seconds(absl::ToUnixSeconds(now));
+    }
     out.set_verification_code(std::string(verification_code));
     out.set_etag(txn.NextEtag());
     v1::CaCertificate body = out;

@@ -604,6 +604,8 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
   ca.set_tenant_id(req.tenant_id());
   DescribeCa(*ca_cert, &ca);
   ca.set_status(rv1::CA_STATUS_VERIFIED);
+  // iotauth generated or was handed the key: possession is established.
+  ca.mutable_possession_verified_time()->set_seconds(absl::ToUnixSeconds(options_.clock->Now()));
   ca.set_issuing(true);
   rv1::IssuingCa issuing;
   issuing.set_tenant_id(req.tenant_id());

@@ -317,6 +317,7 @@ TEST_F(CertificateServiceTest, ProofOfPossessionFlow) {
   rv1::CaCertificate verified;
   ASSERT_TRUE(svc_->VerifyCaPossession(&ctx, &req, &verified).ok());
   EXPECT_EQ(verified.status(), rv1::CA_STATUS_VERIFIED);
+  EXPECT_TRUE(verified.has_possession_verified_time());
   EXPECT_NE(verified.verification_code(), regenerated->verification_code());  // rotated
   EXPECT_EQ(store_->GetCaCertificate("t1", ca.id())->status(), rv1::CA_STATUS_VERIFIED);
   EXPECT_EQ(EventsSince(cursor),
