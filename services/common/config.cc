@@ -228,6 +228,8 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->mutable_clock_skew()->set_seconds(300);
   c.mutable_identity()->mutable_timestamp_window()->set_seconds(300);
   c.mutable_identity()->mutable_decision_cache_ttl()->set_seconds(300);
+  c.mutable_identity()->set_x509_parsed_cache_size(65536);
+  c.mutable_identity()->set_x509_result_cache_size(65536);
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(512);
   c.mutable_audit()->set_full_queue_policy("block");
@@ -374,6 +376,14 @@ absl::Status ValidateConfig(const ServerConfig& c) {
                                            absl::Seconds(1), absl::Hours(24)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.decision_cache_ttl", id.decision_cache_ttl(),
                                            absl::ZeroDuration(), absl::Hours(24)));
+  for (const auto& [key, v] : {std::pair<const char*, int32_t>{"identity.x509_parsed_cache_size",
+                                                               id.x509_parsed_cache_size()},
+                               {"identity.x509_result_cache_size", id.x509_result_cache_size()}}) {
+    if (v < 0 || v > 10000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config key '", key, "' must be in [0, 10000000] (0 turns it off)"));
+    }
+  }
   const auto& au = c.audit();
   if (au.queue_capacity() < 1 || au.queue_capacity() > 10000000) {
     return absl::InvalidArgumentError("config key 'audit.queue_capacity' must be in [1, 10000000]");

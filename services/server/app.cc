@@ -396,6 +396,10 @@ class EmbeddedApp final : public App {
     xo.directory = directory_.get();
     xo.directory_writer = directory_.get();
     xo.registrar = &lazy_cert_registrar_;
+    xo.config.parsed_cache_capacity =
+        static_cast<size_t>(config_.identity().x509_parsed_cache_size());
+    xo.config.result_cache_capacity =
+        static_cast<size_t>(config_.identity().x509_result_cache_size());
     IOTAUTH_ASSIGN_OR_RETURN(x509_verifier_, identity::x509::X509CertificateVerifier::Create(xo));
     const auto& ic = config_.identity();
     identity::Authenticator::Options ao;

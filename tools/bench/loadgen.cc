@@ -67,8 +67,8 @@ ABSL_FLAG(absl::Duration, tick, absl::Microseconds(50),
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "Per-call deadline.");
 ABSL_FLAG(std::string, mode, "raw",
           "raw: one fixed request (--request_json, else a built-in ~250-byte MQTT connect; "
-          "--requests_file accepted unchecked); sas / triple: --requests_file required, each "
-          "request must carry a SAS token / a device triple.");
+          "--requests_file accepted unchecked); sas / triple / x509: --requests_file required, "
+          "each request must carry a SAS token / a device triple / a certificate chain.");
 ABSL_FLAG(std::string, requests_file, "",
           "One AuthenticateRequest per line in proto JSON, cycled round-robin. Blank lines "
           "and lines starting with # are skipped.");
@@ -198,6 +198,11 @@ bool IsSas(const AuthenticateRequest& r) {
   return r.has_connect() && absl::StartsWith(r.connect().password(), "SharedAccessSignature ");
 }
 
+bool IsX509(const AuthenticateRequest& r) {
+  if (r.has_credential()) return r.credential().has_x509();
+  return r.has_connect() && r.connect().peer_certificate_chain_size() > 0;
+}
+
 bool IsTriple(const AuthenticateRequest& r) {
   if (r.has_credential()) return r.credential().has_device_triple();
   return r.has_connect() && absl::StrContains(r.connect().client_id(), "|securemode=");
@@ -208,8 +213,8 @@ std::vector<AuthenticateRequest> LoadRequests(std::string* error) {
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const std::string file = absl::GetFlag(FLAGS_requests_file);
   std::vector<AuthenticateRequest> out;
-  if (mode != "raw" && mode != "sas" && mode != "triple") {
-    *error = "--mode must be raw, sas or triple";
+  if (mode != "raw" && mode != "sas" && mode != "triple" && mode != "x509") {
+    *error = "--mode must be raw, sas, triple or x509";
     return {};
   }
   if (file.empty()) {
@@ -242,7 +247,8 @@ std::vector<AuthenticateRequest> LoadRequests(std::string* error) {
       *error = absl::StrCat(file, ":", n, ": ", st.ToString());
       return {};
     }
-    if ((mode == "sas" && !IsSas(r)) || (mode == "triple" && !IsTriple(r))) {
+    if ((mode == "sas" && !IsSas(r)) || (mode == "triple" && !IsTriple(r)) ||
+        (mode == "x509" && !IsX509(r))) {
       *error = absl::StrCat(file, ":", n, ": not a ", mode, " request");
       return {};
     }
@@ -769,7 +775,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Load generator for iotauth IdentityService.Authenticate.\n"
       "  iotauth_loadgen --target=127.0.0.1:PORT [--channels=4 --concurrency=64]\n"
-      "                  [--rate=QPS] [--mode=raw|sas|triple --requests_file=F] [--json]");
+      "                  [--rate=QPS] [--mode=raw|sas|triple|x509 --requests_file=F] [--json]");
   absl::ParseCommandLine(argc, argv);
   return iotauth::bench::Run();
 }

@@ -14,7 +14,7 @@
 #
 # Options (defaults in brackets):
 #   --target=HOST:PORT   an already running target (not started, not pinned)
-#   --mode=raw|sas|triple [raw]   --requests_file=F   --request_json=JSON
+#   --mode=raw|sas|triple|x509 [raw]   --requests_file=F   --request_json=JSON
 #   --channels=N [4]  --concurrency=M [64]  --warmup=D [3s]  --duration=D [10s]
 #   --half_duration=D [10s]      duration of the fixed-rate runs at 50% of peak
 #   --tls                 TLS for both: a throw-away CA and server certificate are made

@@ -17,10 +17,16 @@ namespace iotauth::identity::x509 {
 template <typename V>
 class BoundedCache {
  public:
-  explicit BoundedCache(size_t capacity) : per_shard_(capacity / kShards + 1) {}
+  // Capacity 0 disables the cache: every Get misses and Put keeps nothing.
+  explicit BoundedCache(size_t capacity)
+      : enabled_(capacity > 0), per_shard_(capacity / kShards + 1) {}
 
   // Copies the value out under the shard lock; false on a miss.
   bool Get(const std::string& key, V* out) const {
+    if (!enabled_) {
+      misses_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
     const Shard& s = shards_[ShardOf(key)];
     absl::MutexLock lock(&s.mu);
     auto it = s.map.find(key);
@@ -33,6 +39,7 @@ class BoundedCache {
     return true;
   }
   void Put(const std::string& key, V value) {
+    if (!enabled_) return;
     Shard& s = shards_[ShardOf(key)];
     absl::MutexLock lock(&s.mu);
     if (s.map.size() >= per_shard_ && s.map.find(key) == s.map.end()) {
@@ -70,6 +77,7 @@ class BoundedCache {
   };
   static size_t ShardOf(const std::string& key) { return absl::Hash<std::string>()(key) % kShards; }
 
+  bool enabled_;
   size_t per_shard_;
   std::array<Shard, kShards> shards_;
   mutable std::atomic<uint64_t> hits_{0}, misses_{0};

@@ -206,6 +206,22 @@ TEST_F(X509VerifierTest, RevocationByFingerprintAndIssuerSerialBeatsTheCache) {
   EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
 }
 
+TEST_F(X509VerifierTest, CachesOfSizeZeroAreOff) {
+  X509CertificateVerifier::Options o;
+  o.cas = &cas_;
+  o.directory = directory_.get();
+  o.config.parsed_cache_capacity = 0;
+  o.config.result_cache_capacity = 0;
+  auto uncached = X509CertificateVerifier::Create(o);
+  ASSERT_TRUE(uncached.ok());
+  auto chain = Chain({.cn = "device-1"});
+  std::vector<absl::string_view> views(chain.begin(), chain.end());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE((*uncached)->Verify(views, "t1", kNow).verdict.ok());
+  EXPECT_EQ((*uncached)->stats().result_hits, 0u);
+  EXPECT_EQ((*uncached)->stats().parse_hits, 0u);
+  EXPECT_GE((*uncached)->stats().result_misses, 3u);
+}
+
 TEST_F(X509VerifierTest, CrlUploadRevokes) {
   auto chain = Chain({.cn = "device-1", .serial = 77});
   EXPECT_TRUE(Verify(chain).verdict.ok());
