@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
   libsqlite3-dev libpq-dev
   # end-to-end peers and tools
-  python3-grpcio python3-protobuf python3-paho-mqtt mosquitto mosquitto-dev
+  python3-grpcio python3-protobuf python3-paho-mqtt python3-cryptography mosquitto mosquitto-dev
   libmosquitto-dev mosquitto-clients nghttp2-client prometheus postgresql
   curl ca-certificates
 )
