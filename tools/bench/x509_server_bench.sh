@@ -179,8 +179,11 @@ for name, what in (("cold", "new leaf every call, intermediate parse cached"),
           % (name.upper(), what, t["server_cpu_us_per_call"], o["cpu_us_per_chain"],
              n["server_cpu_us_per_call"], base, out[name + "_cpu_ratio"]))
 # Every cold call must present a chain iotauthd has not seen: warn if the file wrapped.
-t = runs["cold"][1]
-used = t["qps"] * (t.get("warmup_s", 3) + t.get("elapsed_s", 10)) * 1.6  # + the half-rate run
+used = 0
+for f in ("target_peak.json", "target_half.json"):
+    r = j("cold", f)
+    used += r["completed_qps"] * (r["warmup_s"] + r["elapsed_s"])
+print("cold chains presented: ~%d of %d distinct" % (used, devices))
 if used > devices:
     print("WARNING: ~%d cold calls for %d distinct chains: some repeated (raise --devices)" % (used, devices))
 out.update({k: {"noop": v[0], "target": v[1]} for k, v in runs.items()})

@@ -123,11 +123,15 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
     std::vector<CrlPtr> crls;
     for (const auto& [id, ca] : src.cas) {
       t->cas[id] = ca;
+      // Every registered CA's CRL applies, anchor or not: a tenant may register an
+      // intermediate only to publish its CRL. A CRL can only add revocations, and
+      // OpenSSL uses it only for certificates whose issuer in the path has its name and
+      // verifies its signature (a mismatch fails closed).
+      auto crl = src.crls.find(id);
+      if (crl != src.crls.end()) crls.push_back(crl->second);
       if (ca->status != reg::CA_STATUS_VERIFIED) continue;
       t->trusted_by_sha256[ca->cert->sha256()] = ca;
       anchors.push_back(ca->cert);
-      auto crl = src.crls.find(id);
-      if (crl != src.crls.end()) crls.push_back(crl->second);
     }
     if (!anchors.empty()) {
       auto store = TrustStore::Create(std::move(anchors), {}, std::move(crls));

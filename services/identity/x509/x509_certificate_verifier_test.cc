@@ -243,6 +243,27 @@ TEST_F(X509VerifierTest, CrlUploadRevokes) {
   EXPECT_EQ(Verify(chain, "t1", kNow + absl::Hours(2)).verdict.reason, v1::DENY_REASON_REVOKED);
 }
 
+TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
+  // Only the root is trusted; the intermediate is registered (not verified, so not an
+  // anchor) just to carry its CRL. Its revocations must still apply.
+  auto chain = Chain({.cn = "device-1", .serial = 78});
+  EXPECT_TRUE(Verify(chain).verdict.ok());
+  reg::CaCertificate ca;
+  ca.set_tenant_id("t1");
+  ca.set_id("inter");
+  ca.set_certificate_pem(testing::Pem(inter_.get()));
+  ca.set_status(reg::CA_STATUS_UNVERIFIED);
+  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  reg::CertificateRevocationList crl;
+  crl.set_tenant_id("t1");
+  crl.set_ca_id("inter");
+  crl.set_crl_pem(testing::MakeCrlPem(inter_.get(), Key(KeyType::kP384).get(), {78},
+                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
+  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  EXPECT_TRUE(Verify(Chain({.cn = "device-1", .serial = 79})).verdict.ok());
+}
+
 TEST_F(X509VerifierTest, CachedResultExpiresAtNotAfter) {
   auto chain = Chain({.cn = "device-1", .not_after = kNow + absl::Minutes(1)});
   EXPECT_TRUE(Verify(chain).verdict.ok());
