@@ -15,12 +15,15 @@ class AuditSink {
   // `event_id` when empty; `sequence`, `prev_hash` and `hash` are set at commit.
   // Events must never contain a secret.
   virtual void Record(iotauth::audit::v1::AuditEvent event) = 0;
+  // False when every event would be discarded: producers may skip building them.
+  virtual bool enabled() const { return true; }
 };
 
 // Discards events (auditing off).
 class NullAuditSink final : public AuditSink {
  public:
   void Record(iotauth::audit::v1::AuditEvent) override {}
+  bool enabled() const override { return false; }
 };
 
 }  // namespace iotauth::audit

@@ -670,6 +670,7 @@ class Authenticator::Attempt {
   }
 
   void Audit() {
+    if (!auth_->audit_->enabled()) return;
     namespace av1 = ::iotauth::audit::v1;
     av1::AuditEvent e;
     const absl::Time end = auth_->clock_->Now();

@@ -12,7 +12,8 @@
 #    computed here in Python, not by project code);
 # 4. runs tools/bench/run_identity_bench.sh: the no-op server, then iotauthd on
 #    the same data, same generator, concurrency and transport; prints the QPS
-#    ratio and p99 at half of each one's peak; adds RSS per device.
+#    ratio and p99 at half of each one's peak; adds RSS per device;
+# 5. repeats 4 with the audit log off and prints audit on / audit off.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -100,7 +101,27 @@ kill -TERM $spid; wait $spid || true
 printf 'import: %d devices in %.1fs (%.0f/s); server peak RSS %d MiB\n' "$devices" \
   "$(echo "$end - $start" | bc)" "$(echo "$devices / ($end - $start)" | bc -l)" $((rss_kb / 1024)) >&2
 
-echo "==> Authenticate: no-op baseline vs iotauthd ($devices devices cached)" >&2
+echo "==> Authenticate: no-op baseline vs iotauthd ($devices devices cached), audit log on" >&2
+rc=0
 BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
-  --requests_file="$work/requests.jsonl" "${pass[@]}" -- \
-  "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port
+  --requests_file="$work/requests.jsonl" --out_dir="$work/audit_on" "${pass[@]}" -- \
+  "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port || rc=$?
+echo "==> the same with the audit log off (--set=services=identity,registry)" >&2
+BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
+  --requests_file="$work/requests.jsonl" --out_dir="$work/audit_off" "${pass[@]}" -- \
+  "$B/services/server/iotauthd" "${COMMON[@]}" --set=services=identity,registry \
+  --announce_port || rc=$?
+/usr/bin/python3 - "$work" <<'PY'
+import json, os, sys
+w = sys.argv[1]
+j = lambda d, f: json.load(open(os.path.join(w, d, f)))
+on, off = j("audit_on", "target_peak.json"), j("audit_off", "target_peak.json")
+n1, n2 = j("audit_on", "noop_peak.json"), j("audit_off", "noop_peak.json")
+print("\nSummary (peak, closed loop):")
+for name, r in (("no-op (1st)", n1), ("iotauthd audit on", on), ("no-op (2nd)", n2), ("iotauthd audit off", off)):
+    print("  %-20s %8.0f QPS  p99 %6.0f us  server CPU %5.1f us/call" % (
+        name, r["qps"], r["latency_us"]["p99"], r.get("server_cpu_us_per_call") or 0))
+print("  identity vs no-op:   audit on %.2f, audit off %.2f (floor 0.85)" % (on["qps"] / n1["qps"], off["qps"] / n2["qps"]))
+print("  audit on / audit off: %.2f (floor 0.95)" % (on["qps"] / off["qps"]))
+PY
+exit $rc
