@@ -235,6 +235,7 @@ ServerConfig DefaultConfig() {
   c.mutable_audit()->set_full_queue_policy("block");
   c.mutable_audit()->mutable_block_timeout()->set_nanos(50 * 1000 * 1000);
   c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
+  c.mutable_audit()->mutable_retention_interval()->set_seconds(60);
   c.mutable_shutdown()->mutable_grace_period()->set_seconds(10);
   return c;
 }
@@ -400,6 +401,14 @@ absl::Status ValidateConfig(const ServerConfig& c) {
                                            absl::ZeroDuration(), absl::Seconds(60)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.batch_linger", au.batch_linger(),
                                            absl::ZeroDuration(), absl::Seconds(1)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.retention_max_age", au.retention_max_age(),
+                                           absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.retention_interval", au.retention_interval(),
+                                           absl::Seconds(1), absl::Hours(24)));
+  if (au.retention_max_events() < 0) {
+    return absl::InvalidArgumentError(
+        "config key 'audit.retention_max_events' must be >= 0 (0: no limit)");
+  }
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("audit.remote_address", au.remote_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("registry_address", c.registry_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("shutdown.grace_period", c.shutdown().grace_period(),

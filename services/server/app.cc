@@ -285,6 +285,9 @@ class EmbeddedApp final : public App {
       po.full_queue_policy = policy;
       po.block_timeout = ToDuration(ac.block_timeout());
       po.linger = ToDuration(ac.batch_linger());
+      po.retention.max_age = ToDuration(ac.retention_max_age());
+      po.retention.max_rows = static_cast<uint64_t>(ac.retention_max_events());
+      po.retention_interval = ToDuration(ac.retention_interval());
       po.notifier = &notifier_;
       po.observer = audit_metrics_.get();
       IOTAUTH_ASSIGN_OR_RETURN(local_sink_, audit::LocalAuditSink::Create(po));

@@ -267,6 +267,32 @@ def connect_sas_hub(hub, device, token):
                         "password": base64.b64encode(token.encode()).decode()}}
 
 
+class RetentionTest(unittest.TestCase):
+    def test_retention_by_count_keeps_the_rest_verifiable(self):
+        server = h.Server(args=["--set=audit.retention_max_events=25",
+                                "--set=audit.retention_interval=1s"]).start()
+        try:
+            admin, reader = server.channel("admin"), server.channel("reader")
+            h.call(admin, REG + "CreateTenant", {"tenant": {"id": "ret", "hub_host": "ret.example.net"}})
+            for i in range(60):  # 61 audited mutations
+                h.call(admin, REG + "UpdateTenant", {"tenant": {"id": "ret", "display_name": "r%d" % i},
+                                                     "update_mask": "displayName"})
+            deadline = time.time() + 5
+            events = []
+            while time.time() < deadline:
+                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                          {"page_size": 1000})).get("events", [])
+                if len(events) <= 25:
+                    break
+                time.sleep(0.2)
+            self.assertLessEqual(len(events), 25, "retention did not prune within 5 s")
+            self.assertGreater(int(events[0]["sequence"]), 1)
+            v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
+            self.assertTrue(v.get("ok"), v)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
 class DurabilityTest(unittest.TestCase):
     def test_acknowledged_writes_survive_kill_9(self):
         server = h.Server().start()
