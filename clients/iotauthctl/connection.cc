@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace iotauth::cli {
@@ -256,7 +257,14 @@ int ReportRpcError(const Invocation& inv, const grpc::Status& status, absl::stri
                    const ConnectionSettings& settings) {
   inv.err() << "error: " << rpc << ": " << StatusCodeName(status.error_code());
   if (!status.error_message().empty()) inv.err() << ": " << status.error_message();
-  inv.err() << "\nhint: " << RpcErrorHint(status.error_code(), settings) << "\n";
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+      !absl::StrContains(status.error_message(), "etag")) {
+    // Not a concurrent change: the server's message says which state is missing.
+    inv.err() << "\nhint: the resource is not in the state this call needs; do what the "
+                 "message above says first.\n";
+  } else {
+    inv.err() << "\nhint: " << RpcErrorHint(status.error_code(), settings) << "\n";
+  }
   return kExitRpcError;
 }
 
