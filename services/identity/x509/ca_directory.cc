@@ -129,6 +129,7 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
       // verifies its signature (a mismatch fails closed).
       auto crl = src.crls.find(id);
       if (crl != src.crls.end()) crls.push_back(crl->second);
+      if (ca->status == reg::CA_STATUS_DISABLED) t->disabled_by_sha256[ca->cert->sha256()] = ca;
       if (ca->status != reg::CA_STATUS_VERIFIED) continue;
       t->trusted_by_sha256[ca->cert->sha256()] = ca;
       anchors.push_back(ca->cert);

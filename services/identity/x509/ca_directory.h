@@ -44,6 +44,9 @@ struct TenantTrust {
   absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> cas;
   // VERIFIED CAs by raw SHA-256 of their DER.
   absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> trusted_by_sha256;
+  // DISABLED CAs by raw SHA-256 of their DER: a chain through one is refused even
+  // when it reaches a verified anchor (an intermediate disabled under a trusted root).
+  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> disabled_by_sha256;
   // Anchors: VERIFIED CAs (and their CRLs). Null when the tenant trusts no CA.
   std::shared_ptr<const TrustStore> store;
   // Revoked leaf fingerprints (lowercase hex) and `issuer fingerprint hex/serial hex`.

@@ -267,6 +267,15 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
   }
   *valid_from = r.valid_from;
   *valid_until = std::min(r.valid_until, trust->store->earliest_crl_next_update());
+  for (size_t i = 1; i < r.path.size(); ++i) {
+    auto disabled = trust->disabled_by_sha256.find(r.path[i]->sha256());
+    if (disabled != trust->disabled_by_sha256.end()) {
+      o.verdict =
+          Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER,
+                        absl::StrCat("CA ", disabled->second->id, " at depth ", i, " is disabled"));
+      return o;
+    }
+  }
   for (size_t i = 0; i < r.path.size(); ++i) {
     bool revoked = trust->revoked_fingerprints.contains(r.path[i]->fingerprint_hex());
     if (!revoked && i + 1 < r.path.size()) {

@@ -264,6 +264,23 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
   EXPECT_TRUE(Verify(Chain({.cn = "device-1", .serial = 79})).verdict.ok());
 }
 
+TEST_F(X509VerifierTest, DisabledIntermediateUnderATrustedRootIsRefused) {
+  auto chain = Chain({.cn = "device-1"});
+  EXPECT_TRUE(Verify(chain).verdict.ok());
+  reg::CaCertificate ca;
+  ca.set_tenant_id("t1");
+  ca.set_id("inter");
+  ca.set_certificate_pem(testing::Pem(inter_.get()));
+  ca.set_status(reg::CA_STATUS_DISABLED);
+  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  auto r = Verify(chain);  // the cached ALLOW is dropped with the CA change
+  EXPECT_EQ(r.verdict.reason, v1::DENY_REASON_UNTRUSTED_ISSUER);
+  EXPECT_NE(r.verdict.detail.find("inter"), std::string::npos);
+  ca.set_status(reg::CA_STATUS_UNVERIFIED);  // merely registered: no effect on trust
+  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  EXPECT_TRUE(Verify(chain).verdict.ok());
+}
+
 TEST_F(X509VerifierTest, CachedResultExpiresAtNotAfter) {
   auto chain = Chain({.cn = "device-1", .not_after = kNow + absl::Minutes(1)});
   EXPECT_TRUE(Verify(chain).verdict.ok());
