@@ -1,5 +1,6 @@
 #include "services/audit/sqlite_audit_store.h"
 
+#include <sched.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -553,6 +554,10 @@ absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
   const absl::Time now = options_.clock->Now();
   for (AuditEvent& e : events) {
     e.set_sequence(st.head_sequence + 1);
+    if (options_.yield_every_events > 0 && ++appended_since_yield_ >= options_.yield_every_events) {
+      appended_since_yield_ = 0;
+      sched_yield();
+    }
     IOTAUTH_RETURN_IF_ERROR(ChainEvent(st.head_hash, &e));
     insert.Reset();
     BindEvent(insert, e);

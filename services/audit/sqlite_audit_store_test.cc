@@ -53,11 +53,12 @@ AuditEvent MakeEvent(int i, absl::Time t = absl::FromUnixSeconds(1700000000)) {
 
 class StoreTest : public ::testing::Test {
  protected:
-  void Open(uint64_t checkpoint_interval = 4) {
+  void Open(uint64_t checkpoint_interval = 4, int yield_every_events = 0) {
     store_.reset();
     SqliteAuditStore::Options o;
     o.path = path_;
     o.checkpoint_interval = checkpoint_interval;
+    o.yield_every_events = yield_every_events;
     o.clock = &clock_;
     auto s = SqliteAuditStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -124,6 +125,16 @@ TEST_F(StoreTest, AppendAssignsGapFreeSequencesAndChains) {
   ASSERT_TRUE(head.ok());
   EXPECT_EQ(head->sequence, 6u);
   EXPECT_EQ(head->hash, (*all)[5].hash());
+}
+
+TEST_F(StoreTest, YieldingWriterStillWritesOneGapFreeChain) {
+  Open(/*checkpoint_interval=*/4, /*yield_every_events=*/2);
+  AppendRange(1, 9);
+  AppendRange(10, 11);
+  VerifyResult v = VerifyAll();
+  EXPECT_TRUE(v.ok);
+  EXPECT_EQ(v.events_checked, 11u);
+  EXPECT_EQ(Get(11).sequence(), 11u);
 }
 
 TEST_F(StoreTest, RejectsEventWithoutId) {

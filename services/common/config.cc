@@ -405,6 +405,10 @@ absl::Status ValidateConfig(const ServerConfig& c) {
                                            absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.retention_interval", au.retention_interval(),
                                            absl::Seconds(1), absl::Hours(24)));
+  if (au.writer_yield_every() < 0 || au.writer_yield_every() > 1000000) {
+    return absl::InvalidArgumentError(
+        "config key 'audit.writer_yield_every' must be in [0, 1000000] (0: never)");
+  }
   if (au.retention_max_events() < 0) {
     return absl::InvalidArgumentError(
         "config key 'audit.retention_max_events' must be >= 0 (0: no limit)");

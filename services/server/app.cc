@@ -271,6 +271,7 @@ class EmbeddedApp final : public App {
       audit::SqliteAuditStore::Options so;
       so.path = AuditDbPath(config_);
       so.clock = clock;
+      so.yield_every_events = ac.writer_yield_every();
       auto store = audit::SqliteAuditStore::Open(so);
       if (!store.ok()) {
         return absl::Status(store.status().code(),
