@@ -88,6 +88,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "audit.batch_linger=5s", "audit.batch_linger"},
         BadCase{"", "audit.retention_max_events=-1", "audit.retention_max_events"},
         BadCase{"", "audit.retention_interval=0s", "audit.retention_interval"},
+        BadCase{"", "audit.writer_yield_every=-3", "audit.writer_yield_every"},
         BadCase{"", "identity.x509_result_cache_size=-1", "identity.x509_result_cache_size"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},
