@@ -50,8 +50,9 @@ class GrpcServerMetrics {
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
   // Methods whose handlers record these series themselves (UnaryCallMeter): the
-  // interceptor leaves them alone, which saves gRPC's interception machinery on the
-  // hot path (measured ~1.3 us of server CPU per Authenticate). Call before serving.
+  // interceptor leaves them alone, which saves its per-call work on the hot path
+  // (small: with no interceptor at all Authenticate measured ~0.7 us of server CPU
+  // less per call, out of ~16). Call before serving.
   void SkipInterception(absl::string_view full_method);
   bool Skipped(absl::string_view full_method) const;
 
