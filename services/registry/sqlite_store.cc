@@ -283,6 +283,27 @@ absl::Status StepDone(Db& db, Stmt& st, absl::string_view what) {
 
 bool IsConstraint(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
 
+// Collects one page of a List: `st` selects rows whose first column is the page key,
+// bound with LIMIT page_size + 1 (the extra row only says there is more); `decode`
+// turns the current row into an item. INTERNAL names `what` on a SQLite failure.
+template <typename T, typename Decode>
+absl::StatusOr<Page<T>> CollectPage(Db& db, Stmt& st, int32_t page_size, absl::string_view what,
+                                    Decode decode) {
+  Page<T> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    if (static_cast<int32_t>(out.items.size()) == page_size) {
+      out.more = true;
+      break;
+    }
+    IOTAUTH_ASSIGN_OR_RETURN(T item, decode(st));
+    out.last_key = std::string(st.ColText(0));
+    out.items.push_back(std::move(item));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error(absl::StrCat("list ", what));
+  return out;
+}
+
 // AADs: one per secret column, naming the row.
 std::string DeviceAad(absl::string_view tenant, absl::string_view id, absl::string_view field) {
   return SecretAad("device", tenant, id, field);
@@ -296,6 +317,14 @@ std::string DeviceAad(absl::string_view tenant, absl::string_view id, absl::stri
   Stmt var(IOTAUTH_STATUS_CONCAT_(var, _raw))
 
 namespace {
+
+// Runs a two-key statement (a DELETE by tenant and id, typically) to completion.
+absl::Status ExecKeyed(Db& db, const char* sql, absl::string_view key1, absl::string_view key2,
+                       absl::string_view what) {
+  IOTAUTH_PREPARE(st, db, sql);
+  st.Text(1, key1).Text(2, key2);
+  return StepDone(db, st, what);
+}
 
 // The etag precondition of a Delete: NOT_FOUND naming `kind` when the row
 // selected by `select_etag_sql` (two text parameters) does not exist,
@@ -752,19 +781,9 @@ absl::StatusOr<Page<v1::Tenant>> SqliteStore::ListTenants(const PageRequest& pag
   IOTAUTH_WITH_READER(db);
   IOTAUTH_PREPARE(st, db, "SELECT id, etag, body FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2");
   st.Text(1, page.after_key).Int(2, page.page_size + 1);
-  Page<v1::Tenant> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::Tenant t, DecodeTenant(st.ColBlob(2), "", st.ColText(1), nullptr));
-    out.last_key = t.id();
-    out.items.push_back(std::move(t));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list tenants");
-  return out;
+  return CollectPage<v1::Tenant>(db, st, page.page_size, "tenants", [&](Stmt& row) {
+    return DecodeTenant(row.ColBlob(2), "", row.ColText(1), nullptr);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -916,20 +935,9 @@ absl::StatusOr<Page<v1::Product>> SqliteStore::ListProducts(absl::string_view te
                   "SELECT product_key, etag, body FROM products WHERE tenant_id = ?1 AND "
                   "product_key > ?2 ORDER BY product_key LIMIT ?3");
   st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
-  Page<v1::Product> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::Product p,
-                             DecodeProduct(st.ColBlob(2), "", st.ColText(1), nullptr));
-    out.last_key = p.product_key();
-    out.items.push_back(std::move(p));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list products");
-  return out;
+  return CollectPage<v1::Product>(db, st, page.page_size, "products", [&](Stmt& row) {
+    return DecodeProduct(row.ColBlob(2), "", row.ColText(1), nullptr);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -967,9 +975,9 @@ std::string DeviceBody(const v1::Device& d) {
 
 absl::Status WriteTags(Db& db, const v1::Device& d, bool replace) {
   if (replace) {
-    IOTAUTH_PREPARE(st, db, "DELETE FROM device_tags WHERE tenant_id = ?1 AND device_id = ?2");
-    st.Text(1, d.tenant_id()).Text(2, d.device_id());
-    IOTAUTH_RETURN_IF_ERROR(StepDone(db, st, "delete tags"));
+    IOTAUTH_RETURN_IF_ERROR(
+        ExecKeyed(db, "DELETE FROM device_tags WHERE tenant_id = ?1 AND device_id = ?2",
+                  d.tenant_id(), d.device_id(), "delete tags"));
   }
   if (d.tags().empty()) return absl::OkStatus();
   IOTAUTH_PREPARE(st, db,
@@ -1154,17 +1162,12 @@ absl::Status SqliteStore::DeleteDevice(absl::string_view tenant_id, absl::string
     IOTAUTH_RETURN_IF_ERROR(
         CheckRowEtag(*txn.db, "SELECT etag FROM devices WHERE tenant_id = ?1 AND device_id = ?2",
                      tenant_id, device_id, "device", expected_etag));
-    {
-      IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM devices WHERE tenant_id = ?1 AND device_id = ?2");
-      st.Text(1, tenant_id).Text(2, device_id);
-      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete device"));
-    }
-    {
-      IOTAUTH_PREPARE(st, *txn.db,
-                      "DELETE FROM device_tags WHERE tenant_id = ?1 AND device_id = ?2");
-      st.Text(1, tenant_id).Text(2, device_id);
-      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete device tags"));
-    }
+    IOTAUTH_RETURN_IF_ERROR(ExecKeyed(*txn.db,
+                                      "DELETE FROM devices WHERE tenant_id = ?1 AND device_id = ?2",
+                                      tenant_id, device_id, "delete device"));
+    IOTAUTH_RETURN_IF_ERROR(
+        ExecKeyed(*txn.db, "DELETE FROM device_tags WHERE tenant_id = ?1 AND device_id = ?2",
+                  tenant_id, device_id, "delete device tags"));
     return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_DEVICE, tenant_id,
                             device_id);
   });
@@ -1204,20 +1207,9 @@ absl::StatusOr<Page<v1::Device>> SqliteStore::ListDevices(absl::string_view tena
   }
   std::shared_ptr<const SecretBox> b = box();
   const SecretBox* open_with = secrets == Secrets::kInclude ? b.get() : nullptr;
-  Page<v1::Device> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::Device d, DecodeDevice(st.ColBlob(2), st.ColBlob(3), st.ColBlob(4),
-                                                        st.ColText(1), open_with));
-    out.last_key = d.device_id();
-    out.items.push_back(std::move(d));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list devices");
-  return out;
+  return CollectPage<v1::Device>(db, st, page.page_size, "devices", [&](Stmt& row) {
+    return DecodeDevice(row.ColBlob(2), row.ColBlob(3), row.ColBlob(4), row.ColText(1), open_with);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1319,9 +1311,9 @@ absl::Status SqliteStore::DeleteEnrollmentGroup(absl::string_view tenant_id,
     IOTAUTH_RETURN_IF_ERROR(
         CheckRowEtag(*txn.db, "SELECT etag FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2",
                      tenant_id, group_id, "enrollment group", expected_etag));
-    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2");
-    st.Text(1, tenant_id).Text(2, group_id);
-    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete enrollment group"));
+    IOTAUTH_RETURN_IF_ERROR(
+        ExecKeyed(*txn.db, "DELETE FROM enrollment_groups WHERE tenant_id = ?1 AND id = ?2",
+                  tenant_id, group_id, "delete enrollment group"));
     return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_ENROLLMENT_GROUP, tenant_id,
                             group_id);
   });
@@ -1334,20 +1326,9 @@ absl::StatusOr<Page<v1::EnrollmentGroup>> SqliteStore::ListEnrollmentGroups(
                   "SELECT id, etag, body FROM enrollment_groups WHERE tenant_id = ?1 AND "
                   "id > ?2 ORDER BY id LIMIT ?3");
   st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
-  Page<v1::EnrollmentGroup> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::EnrollmentGroup g,
-                             DecodeGroup(st.ColBlob(2), "", st.ColText(1), nullptr));
-    out.last_key = g.id();
-    out.items.push_back(std::move(g));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list enrollment groups");
-  return out;
+  return CollectPage<v1::EnrollmentGroup>(
+      db, st, page.page_size, "enrollment groups",
+      [&](Stmt& row) { return DecodeGroup(row.ColBlob(2), "", row.ColText(1), nullptr); });
 }
 
 // ---------------------------------------------------------------------------
@@ -1447,26 +1428,22 @@ absl::Status SqliteStore::DeleteCaCertificate(absl::string_view tenant_id, absl:
     IOTAUTH_RETURN_IF_ERROR(
         CheckRowEtag(*txn.db, "SELECT etag FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2",
                      tenant_id, ca_id, "CA certificate", expected_etag));
-    {
-      IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2");
-      st.Text(1, tenant_id).Text(2, ca_id);
-      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CA certificate"));
-    }
+    IOTAUTH_RETURN_IF_ERROR(
+        ExecKeyed(*txn.db, "DELETE FROM ca_certificates WHERE tenant_id = ?1 AND id = ?2",
+                  tenant_id, ca_id, "delete CA certificate"));
     IOTAUTH_RETURN_IF_ERROR(txn.AppendChange(v1::CHANGE_TYPE_DELETED,
                                              v1::RESOURCE_TYPE_CA_CERTIFICATE, tenant_id, ca_id));
     // The CA's CRL and, for the issuing CA, its key go with it.
-    {
-      IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
-      st.Text(1, tenant_id).Text(2, ca_id);
-      IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CRL"));
-      if (sqlite3_changes(txn.db->raw()) > 0) {
-        IOTAUTH_RETURN_IF_ERROR(
-            txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CRL, tenant_id, ca_id));
-      }
+    IOTAUTH_RETURN_IF_ERROR(ExecKeyed(*txn.db,
+                                      "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2",
+                                      tenant_id, ca_id, "delete CRL"));
+    if (sqlite3_changes(txn.db->raw()) > 0) {
+      IOTAUTH_RETURN_IF_ERROR(
+          txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CRL, tenant_id, ca_id));
     }
-    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM issuing_cas WHERE tenant_id = ?1 AND ca_id = ?2");
-    st.Text(1, tenant_id).Text(2, ca_id);
-    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete issuing CA"));
+    IOTAUTH_RETURN_IF_ERROR(ExecKeyed(*txn.db,
+                                      "DELETE FROM issuing_cas WHERE tenant_id = ?1 AND ca_id = ?2",
+                                      tenant_id, ca_id, "delete issuing CA"));
     if (sqlite3_changes(txn.db->raw()) > 0) {
       IOTAUTH_RETURN_IF_ERROR(txn.AppendChange(v1::CHANGE_TYPE_DELETED,
                                                v1::RESOURCE_TYPE_ISSUING_CA, tenant_id, ca_id));
@@ -1482,19 +1459,9 @@ absl::StatusOr<Page<v1::CaCertificate>> SqliteStore::ListCaCertificates(absl::st
                   "SELECT id, etag, body FROM ca_certificates WHERE tenant_id = ?1 AND "
                   "id > ?2 ORDER BY id LIMIT ?3");
   st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
-  Page<v1::CaCertificate> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::CaCertificate c, DecodeCa(st.ColBlob(2), st.ColText(1)));
-    out.last_key = c.id();
-    out.items.push_back(std::move(c));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list CA certificates");
-  return out;
+  return CollectPage<v1::CaCertificate>(db, st, page.page_size, "CA certificates", [&](Stmt& row) {
+    return DecodeCa(row.ColBlob(2), row.ColText(1));
+  });
 }
 
 absl::StatusOr<v1::CaCertificate> SqliteStore::SetCaVerification(
@@ -1597,9 +1564,9 @@ absl::Status SqliteStore::DeleteRevocation(absl::string_view tenant_id,
     IOTAUTH_RETURN_IF_ERROR(
         CheckRowEtag(*txn.db, "SELECT etag FROM revocations WHERE tenant_id = ?1 AND id = ?2",
                      tenant_id, revocation_id, "revocation", expected_etag));
-    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM revocations WHERE tenant_id = ?1 AND id = ?2");
-    st.Text(1, tenant_id).Text(2, revocation_id);
-    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete revocation"));
+    IOTAUTH_RETURN_IF_ERROR(ExecKeyed(*txn.db,
+                                      "DELETE FROM revocations WHERE tenant_id = ?1 AND id = ?2",
+                                      tenant_id, revocation_id, "delete revocation"));
     return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_REVOCATION, tenant_id,
                             revocation_id);
   });
@@ -1612,20 +1579,10 @@ absl::StatusOr<Page<v1::CertificateRevocation>> SqliteStore::ListRevocations(
                   "SELECT id, etag, body FROM revocations WHERE tenant_id = ?1 AND id > ?2 "
                   "ORDER BY id LIMIT ?3");
   st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
-  Page<v1::CertificateRevocation> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(v1::CertificateRevocation r,
-                             DecodePlain<v1::CertificateRevocation>(st.ColBlob(2), st.ColText(1)));
-    out.last_key = r.id();
-    out.items.push_back(std::move(r));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list revocations");
-  return out;
+  return CollectPage<v1::CertificateRevocation>(
+      db, st, page.page_size, "revocations", [&](Stmt& row) {
+        return DecodePlain<v1::CertificateRevocation>(row.ColBlob(2), row.ColText(1));
+      });
 }
 
 // ---------------------------------------------------------------------------
@@ -1689,9 +1646,9 @@ absl::Status SqliteStore::DeleteCrl(absl::string_view tenant_id, absl::string_vi
     IOTAUTH_RETURN_IF_ERROR(
         CheckRowEtag(*txn.db, "SELECT etag FROM crls WHERE tenant_id = ?1 AND ca_id = ?2",
                      tenant_id, ca_id, "CRL", expected_etag));
-    IOTAUTH_PREPARE(st, *txn.db, "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2");
-    st.Text(1, tenant_id).Text(2, ca_id);
-    IOTAUTH_RETURN_IF_ERROR(StepDone(*txn.db, st, "delete CRL"));
+    IOTAUTH_RETURN_IF_ERROR(ExecKeyed(*txn.db,
+                                      "DELETE FROM crls WHERE tenant_id = ?1 AND ca_id = ?2",
+                                      tenant_id, ca_id, "delete CRL"));
     return txn.AppendChange(v1::CHANGE_TYPE_DELETED, v1::RESOURCE_TYPE_CRL, tenant_id, ca_id);
   });
 }
@@ -1703,21 +1660,9 @@ absl::StatusOr<Page<v1::CertificateRevocationList>> SqliteStore::ListCrls(
                   "SELECT ca_id, etag, body FROM crls WHERE tenant_id = ?1 AND ca_id > ?2 "
                   "ORDER BY ca_id LIMIT ?3");
   st.Text(1, tenant_id).Text(2, page.after_key).Int(3, page.page_size + 1);
-  Page<v1::CertificateRevocationList> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    if (static_cast<int32_t>(out.items.size()) == page.page_size) {
-      out.more = true;
-      break;
-    }
-    IOTAUTH_ASSIGN_OR_RETURN(
-        v1::CertificateRevocationList c,
-        DecodePlain<v1::CertificateRevocationList>(st.ColBlob(2), st.ColText(1)));
-    out.last_key = c.ca_id();
-    out.items.push_back(std::move(c));
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("list CRLs");
-  return out;
+  return CollectPage<v1::CertificateRevocationList>(db, st, page.page_size, "CRLs", [&](Stmt& row) {
+    return DecodePlain<v1::CertificateRevocationList>(row.ColBlob(2), row.ColText(1));
+  });
 }
 
 // ---------------------------------------------------------------------------
