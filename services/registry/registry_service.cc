@@ -297,9 +297,7 @@ grpc::Status RegistryService::CreateTenant(grpc::ServerContext* ctx,
     return options_.store->CreateTenant(req->tenant());
   }();
   Audit(caller, "CreateTenant", req->tenant().id(), "", "", req->tenant().id(), r.status());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::GetTenant(grpc::ServerContext* ctx, const v1::GetTenantRequest* req,
@@ -311,9 +309,7 @@ grpc::Status RegistryService::GetTenant(grpc::ServerContext* ctx, const v1::GetT
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     return options_.store->GetTenant(req->tenant_id(), SecretsFor(req->include_secrets()));
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::UpdateTenant(grpc::ServerContext* ctx,
@@ -410,9 +406,7 @@ grpc::Status RegistryService::GetProduct(grpc::ServerContext* ctx, const v1::Get
     return options_.store->GetProduct(req->tenant_id(), req->product_key(),
                                       SecretsFor(req->include_secrets()));
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::UpdateProduct(grpc::ServerContext* ctx,
@@ -534,9 +528,7 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
     return options_.store->GetDevice(req->tenant_id(), req->device_id(),
                                      SecretsFor(req->include_secrets()));
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 namespace {
@@ -749,9 +741,7 @@ grpc::Status RegistryService::CreateEnrollmentGroup(grpc::ServerContext* ctx,
     return options_.store->CreateEnrollmentGroup(g);
   }();
   Audit(caller, "CreateEnrollmentGroup", in.tenant_id(), in.product_key(), "", in.id(), r.status());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::GetEnrollmentGroup(grpc::ServerContext* ctx,
@@ -766,9 +756,7 @@ grpc::Status RegistryService::GetEnrollmentGroup(grpc::ServerContext* ctx,
     return options_.store->GetEnrollmentGroup(req->tenant_id(), req->group_id(),
                                               SecretsFor(req->include_secrets()));
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::UpdateEnrollmentGroup(grpc::ServerContext* ctx,
@@ -863,9 +851,7 @@ grpc::Status RegistryService::CreateCaCertificate(grpc::ServerContext* ctx,
   }();
   Audit(caller, "CreateCaCertificate", in.tenant_id(), in.jit_product_key(), "",
         r.ok() ? r->id() : "", r.status());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::GetCaCertificate(grpc::ServerContext* ctx,
@@ -878,9 +864,7 @@ grpc::Status RegistryService::GetCaCertificate(grpc::ServerContext* ctx,
     IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req->ca_id()));
     return options_.store->GetCaCertificate(req->tenant_id(), req->ca_id());
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::ListCaCertificates(grpc::ServerContext* ctx,
@@ -927,9 +911,7 @@ grpc::Status RegistryService::UpdateCaCertificate(grpc::ServerContext* ctx,
   }();
   Audit(caller, "UpdateCaCertificate", in.tenant_id(), in.jit_product_key(), "", in.id(),
         r.status());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::DeleteCaCertificate(grpc::ServerContext* ctx,
@@ -959,9 +941,7 @@ grpc::Status RegistryService::GetRevocation(grpc::ServerContext* ctx,
     IOTAUTH_RETURN_IF_ERROR(ValidateId("revocation_id", req->revocation_id()));
     return options_.store->GetRevocation(req->tenant_id(), req->revocation_id());
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::ListRevocations(grpc::ServerContext* ctx,
@@ -991,9 +971,7 @@ grpc::Status RegistryService::GetCrl(grpc::ServerContext* ctx, const v1::GetCrlR
     IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req->ca_id()));
     return options_.store->GetCrl(req->tenant_id(), req->ca_id());
   }();
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status RegistryService::ListCrls(grpc::ServerContext* ctx, const v1::ListCrlsRequest* req,

@@ -845,9 +845,7 @@ grpc::Status CertificateService::VerifyCaPossession(grpc::ServerContext* ctx,
   absl::StatusOr<rv1::CaCertificate> r = DoVerifyCaPossession(caller, *req);
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "VerifyCaPossession", req->tenant_id(), "",
         r.status(), {{"ca_id", req->ca_id()}});
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::RegenerateVerificationCode(
@@ -857,9 +855,7 @@ grpc::Status CertificateService::RegenerateVerificationCode(
   absl::StatusOr<rv1::CaCertificate> r = DoRegenerateVerificationCode(caller, *req);
   Audit(caller, audit::v1::EVENT_TYPE_ADMIN_MUTATION, "RegenerateVerificationCode",
         req->tenant_id(), "", r.status(), {{"ca_id", req->ca_id()}});
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::RevokeCertificate(grpc::ServerContext* ctx,
@@ -878,9 +874,7 @@ grpc::Status CertificateService::RevokeCertificate(grpc::ServerContext* ctx,
         req->device_id(), r.status(), std::move(attrs),
         r.ok() && !r->fingerprint().empty() ? absl::StrCat("x509:sha256:", r->fingerprint())
                                             : std::string());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::DeleteRevocation(grpc::ServerContext* ctx,
@@ -905,9 +899,7 @@ grpc::Status CertificateService::UploadCrl(grpc::ServerContext* ctx,
   }
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "UploadCrl", req->tenant_id(), "", r.status(),
         std::move(attrs));
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::CreateIssuingCa(grpc::ServerContext* ctx,
@@ -921,9 +913,7 @@ grpc::Status CertificateService::CreateIssuingCa(grpc::ServerContext* ctx,
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "CreateIssuingCa", req->tenant_id(), "", r.status(),
         std::move(attrs),
         r.ok() ? absl::StrCat("x509:sha256:", r->sha256_fingerprint()) : std::string());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::IssueCertificate(grpc::ServerContext* ctx,
@@ -939,9 +929,7 @@ grpc::Status CertificateService::IssueCertificate(grpc::ServerContext* ctx,
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "IssueCertificate", req->tenant_id(),
         req->device_id(), r.status(), std::move(attrs),
         r.ok() ? absl::StrCat("x509:sha256:", r->fingerprint()) : std::string());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 grpc::Status CertificateService::RenewCertificate(grpc::ServerContext* ctx,
@@ -957,9 +945,7 @@ grpc::Status CertificateService::RenewCertificate(grpc::ServerContext* ctx,
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "RenewCertificate", req->tenant_id(),
         r.ok() ? r->device_id() : "", r.status(), std::move(attrs),
         r.ok() ? absl::StrCat("x509:sha256:", r->fingerprint()) : std::string());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  return RespondWith(std::move(r), resp);
 }
 
 }  // namespace iotauth::identity::x509
