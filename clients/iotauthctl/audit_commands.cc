@@ -70,18 +70,8 @@ void AddFilterFlags(Command& c) {
              absl::StrCat("Outcome: ", EnumChoices(av1::Outcome_descriptor()))});
 }
 
-struct Audit {
-  std::unique_ptr<Connection> conn;
-  std::unique_ptr<av1::AuditLog::Stub> stub;
-};
-
-std::optional<Audit> OpenAudit(const Invocation& inv, int* exit) {
-  auto conn = ConnectOrReport(inv, exit);
-  if (!conn) return std::nullopt;
-  Audit a;
-  a.stub = av1::AuditLog::NewStub(conn->channel());
-  a.conn = std::move(conn);
-  return a;
+std::optional<ServiceClient<av1::AuditLog>> OpenAudit(const Invocation& inv, int* exit) {
+  return OpenClient<av1::AuditLog>(inv, exit);
 }
 
 int Query(Invocation& inv) {

@@ -6,7 +6,9 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -110,5 +112,23 @@ App& AppOf(const Invocation& inv);
 // Resolves the connection flags and opens the channel. On failure prints the
 // error and sets `*exit_code` (2 for bad flags, 1 for missing files) and returns null.
 std::unique_ptr<Connection> ConnectOrReport(const Invocation& inv, int* exit_code);
+
+// A connection and one service's stub over it.
+template <typename Service>
+struct ServiceClient {
+  std::unique_ptr<Connection> conn;
+  std::unique_ptr<typename Service::Stub> stub;
+};
+
+// ConnectOrReport, then the stub; nullopt (with `*exit_code` set) when it fails.
+template <typename Service>
+std::optional<ServiceClient<Service>> OpenClient(const Invocation& inv, int* exit_code) {
+  auto conn = ConnectOrReport(inv, exit_code);
+  if (!conn) return std::nullopt;
+  ServiceClient<Service> c;
+  c.stub = Service::NewStub(conn->channel());
+  c.conn = std::move(conn);
+  return c;
+}
 
 }  // namespace iotauth::cli

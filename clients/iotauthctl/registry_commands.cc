@@ -20,18 +20,8 @@ namespace {
 namespace rv1 = ::iotauth::registry::v1;
 using google::protobuf::Message;
 
-struct Registry {
-  std::unique_ptr<Connection> conn;
-  std::unique_ptr<rv1::DeviceRegistry::Stub> stub;
-};
-
-std::optional<Registry> OpenRegistry(const Invocation& inv, int* exit) {
-  auto conn = ConnectOrReport(inv, exit);
-  if (!conn) return std::nullopt;
-  Registry r;
-  r.stub = rv1::DeviceRegistry::NewStub(conn->channel());
-  r.conn = std::move(conn);
-  return r;
+std::optional<ServiceClient<rv1::DeviceRegistry>> OpenRegistry(const Invocation& inv, int* exit) {
+  return OpenClient<rv1::DeviceRegistry>(inv, exit);
 }
 
 bool ShowKeys(const Invocation& inv) { return inv.flags.IsSet("show_keys"); }
@@ -632,7 +622,7 @@ int DeviceImport(Invocation& inv) {
     in = &file;
   }
 
-  std::optional<Registry> r;
+  std::optional<ServiceClient<rv1::DeviceRegistry>> r;
   grpc::ClientContext context;
   rv1::ImportDevicesResponse response;
   std::unique_ptr<grpc::ClientWriter<rv1::ImportDevicesRequest>> writer;
