@@ -61,7 +61,7 @@ class MetricsInterceptorFactory final
   explicit MetricsInterceptorFactory(GrpcServerMetrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(ServerRpcInfo* info) override {
     const char* method = info->method();
-    if (method == nullptr || metrics_->Skipped(method)) return nullptr;
+    if (method == nullptr) return nullptr;
     return new MetricsInterceptor(metrics_, metrics_->Lookup(method, TypeName(info->type())));
   }
 
@@ -177,14 +177,6 @@ void GrpcServerMetrics::RecordHandled(Method* m, int code, double seconds) {
   }
   c->Increment();
   m->handling->Observe(seconds);
-}
-
-void GrpcServerMetrics::SkipInterception(absl::string_view full_method) {
-  skipped_.insert(std::string(full_method));
-}
-
-bool GrpcServerMetrics::Skipped(absl::string_view full_method) const {
-  return skipped_.contains(full_method);
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

@@ -34,9 +34,6 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   for (const auto& s : services) names.push_back(s.name);
   names.push_back("grpc.reflection.v1alpha.ServerReflection");
   runner->grpc_metrics_->RegisterServices(names);
-  for (const auto& s : services) {
-    for (const auto& m : s.self_metered_methods) runner->grpc_metrics_->SkipInterception(m);
-  }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
   creators.push_back(runner->grpc_metrics_->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(creators));

@@ -23,9 +23,6 @@ struct HostedService {
   std::string name;
   // Not owned; must outlive the runner.
   grpc::Service* service = nullptr;
-  // Full method paths ("/pkg.Service/Method") whose handlers record the gRPC server
-  // metrics themselves (UnaryCallMeter); the interceptor skips them.
-  std::vector<std::string> self_metered_methods = {};
 };
 
 class ServerRunner {

@@ -7,13 +7,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
-#include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
 #include "services/common/caller.h"
-#include "services/common/grpc_metrics.h"
 #include "services/identity/authenticator.h"
 #include "services/identity/authorizer.h"
 
@@ -28,16 +25,9 @@ class IdentityService final : public iotauth::identity::v1::IdentityService::Cal
     const CallerResolver* caller_resolver = nullptr;
     // Optional: without it Authorize answers UNIMPLEMENTED.
     std::shared_ptr<Authorizer> authorizer;
-    // Optional: the handlers record the conventional gRPC server metrics here
-    // themselves; host the service with SelfMeteredMethods() so the server's
-    // interceptor skips them. Must outlive the service.
-    GrpcServerMetrics* metrics = nullptr;
   };
   // INVALID_ARGUMENT when a required option is missing.
   static absl::StatusOr<std::unique_ptr<IdentityService>> Create(Options options);
-
-  // The methods this service meters itself when Options::metrics is set.
-  std::vector<std::string> SelfMeteredMethods() const;
 
   // Allow and deny are OK responses; INVALID_ARGUMENT names a malformed field;
   // UNAUTHENTICATED / PERMISSION_DENIED when the caller lacks the gateway role.
@@ -60,13 +50,8 @@ class IdentityService final : public iotauth::identity::v1::IdentityService::Cal
                                       iotauth::identity::v1::AuthorizeResponse* response) override;
 
  private:
-  explicit IdentityService(Options options);
-  GrpcServerMetrics::Method* MethodSeries(const char* name) const;
-
+  explicit IdentityService(Options options) : options_(std::move(options)) {}
   Options options_;
-  GrpcServerMetrics::Method* authenticate_series_ = nullptr;
-  GrpcServerMetrics::Method* batch_series_ = nullptr;
-  GrpcServerMetrics::Method* authorize_series_ = nullptr;
 };
 
 }  // namespace iotauth::identity

@@ -190,8 +190,7 @@ class EmbeddedApp final : public App {
   std::vector<HostedService> Services() override {
     std::vector<HostedService> out;
     if (identity_service_) {
-      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get(),
-                     identity_service_->SelfMeteredMethods()});
+      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get()});
     }
     if (registry_service_) {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
@@ -428,10 +427,6 @@ class EmbeddedApp final : public App {
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;
     so.caller_resolver = resolver_.get();
-    if (metrics_) {
-      identity_metrics_ = std::make_unique<GrpcServerMetrics>(*metrics_);
-      so.metrics = identity_metrics_.get();
-    }
     IOTAUTH_ASSIGN_OR_RETURN(identity_service_, identity::IdentityService::Create(so));
 
     // Broker and gateway contracts over the same decision logic.
@@ -492,7 +487,6 @@ class EmbeddedApp final : public App {
 
   ServerConfig config_;
   std::shared_ptr<prometheus::Registry> metrics_;
-  std::unique_ptr<GrpcServerMetrics> identity_metrics_;  // same registry as the runner's
   std::unique_ptr<CallerResolver> resolver_;
   std::string internal_token_;
 
