@@ -31,9 +31,7 @@ bazel build -c opt //services/server:iotauthd //clients/iotauthctl //tools/bench
 B="$ROOT/bazel-out/k8-opt/bin"
 work="$(mktemp -d /tmp/iotauth-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-data="$work/data"
-COMMON=(--data_dir="$data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
-        --set=grpc.tls.mode=insecure --set=auth.disabled=true --set=log.level=warn)
+source "$ROOT/tools/bench/bench_server.sh"
 
 echo "==> generating $devices devices and their $mode requests" >&2
 /usr/bin/python3 - "$work" "$devices" "$mode" <<'PY'
@@ -68,10 +66,7 @@ with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work
 PY
 
 echo "==> importing $devices devices through ImportDevices (streaming RPC)" >&2
-"$B/services/server/iotauthd" "${COMMON[@]}" --announce_port >"$work/setup.out" 2>"$work/setup.err" &
-spid=$!
-for _ in $(seq 1 300); do port="$(awk '/^LISTENING /{print $2; exit}' "$work/setup.out")"; [[ -n "$port" ]] && break; sleep 0.1; done
-CTL=("$B/clients/iotauthctl/iotauthctl" --insecure --address "127.0.0.1:$port")
+start_setup_server
 "${CTL[@]}" tenant create bench --hub_host bench.example.net >/dev/null
 "${CTL[@]}" product create pk-bench --tenant bench --credential_types sas,device_triple >/dev/null
 start=$(date +%s.%N)
@@ -97,7 +92,7 @@ pct = lambda p: lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))]
 print("GetDevice over %d devices: p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us (client: python)"
       % (n, pct(50), pct(90), pct(99), pct(99.9)))
 PY
-kill -TERM $spid; wait $spid || true
+stop_setup_server
 printf 'import: %d devices in %.1fs (%.0f/s); server peak RSS %d MiB\n' "$devices" \
   "$(echo "$end - $start" | bc)" "$(echo "$devices / ($end - $start)" | bc -l)" $((rss_kb / 1024)) >&2
 

@@ -56,9 +56,7 @@ B="$ROOT/bazel-out/k8-opt/bin"
 work="$(mktemp -d /tmp/iotauth-x509-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; [[ $keep == 1 ]] || rm -rf "$work"' EXIT
 pki="$work/pki"; mkdir -p "$pki"
-data="$work/data"
-COMMON=(--data_dir="$data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
-        --set=grpc.tls.mode=insecure --set=auth.disabled=true --set=log.level=warn)
+source "$ROOT/tools/bench/bench_server.sh"
 read -r -a EXTRA <<<"${IOTAUTHD_FLAGS:-}"
 ossl() { openssl "$@" 2>>"$work/openssl.log"; }
 
@@ -118,11 +116,7 @@ with open(work + "/devices.csv", "w") as dev, open(work + "/cold.jsonl", "w") as
 PY
 
 echo "==> registering the root CA (proof of possession) and $devices devices" >&2
-"$B/services/server/iotauthd" "${COMMON[@]}" --announce_port >"$work/setup.out" 2>"$work/setup.err" &
-spid=$!
-for _ in $(seq 1 300); do port="$(awk '/^LISTENING /{print $2; exit}' "$work/setup.out")"; [[ -n "$port" ]] && break; sleep 0.1; done
-[[ -n "${port:-}" ]] || { cat "$work/setup.err" >&2; exit 1; }
-CTL=("$B/clients/iotauthctl/iotauthctl" --insecure --address "127.0.0.1:$port")
+start_setup_server
 "${CTL[@]}" tenant create bench --hub_host bench.example.net >/dev/null
 "${CTL[@]}" product create pk-x509 --tenant bench --credential_types x509_ca >/dev/null
 ca_id="$("${CTL[@]}" --json ca upload --tenant bench --file "$pki/root.pem" |
@@ -133,7 +127,7 @@ ossl x509 -req -in "$pki/proof.csr" -CA "$pki/root.pem" -CAkey "$pki/root.key" -
   -days 1 -out "$pki/proof.pem"
 "${CTL[@]}" ca verify --tenant bench "$ca_id" --file "$pki/proof.pem" >/dev/null
 "${CTL[@]}" device import --tenant bench --file "$work/devices.csv" --no_progress >&2
-kill -TERM $spid; wait $spid || true
+stop_setup_server
 
 run() {  # run NAME REQUESTS [iotauthd flags...]: no-op vs iotauthd, JSON kept in $work/NAME
   local name="$1" requests="$2"; shift 2
