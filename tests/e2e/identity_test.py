@@ -237,10 +237,16 @@ class IdentityE2ETest(unittest.TestCase):
         bad_pw = "PlantedWrongPassword-abc123"
         self.authenticate({"connect": {"client_id": "dev-sec", "username": "u",
                                        "password": base64.b64encode(bad_pw.encode()).decode()}})
-        ts = int(time.time() * 1000)
-        trip = triple_connect("pk-sec", "dev-sec2", planted_secret, "c1", ts)
-        trip_pw = base64.b64decode(trip["password"]).decode()
-        self.assertEqual(self.authenticate({"connect": trip})["decision"], "DECISION_ALLOW")
+        # dev-sec2 was created after dev-sec: wait for the mirror to have it too. Each
+        # attempt signs a fresh timestamp (a repeated one would be refused as a replay).
+        trips = []
+
+        def triple_allowed():
+            ts = int(time.time() * 1000) + len(trips)
+            trips.append(triple_connect("pk-sec", "dev-sec2", planted_secret, "c1", ts))
+            return self.authenticate({"connect": trips[-1]})["decision"] == "DECISION_ALLOW"
+        self.wait_for(triple_allowed, what="planted triple device allow")
+        trip_pw = base64.b64decode(trips[-1]["password"]).decode()
         time.sleep(0.5)  # let the audit writer commit
         needles = {"device key": planted_key, "raw key": "PLANTED-KEY-0123456789", "policy key": planted_policy,
                    "triple secret": planted_secret, "sas token": token, "sas signature": sig,
