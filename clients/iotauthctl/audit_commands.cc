@@ -1,6 +1,7 @@
 // audit query|watch|verify|export|checkpoint over the AuditLog service.
 #include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "clients/iotauthctl/command_util.h"
 #include "clients/iotauthctl/commands.h"
@@ -167,8 +168,19 @@ int WatchEvents(Invocation& inv) {
   grpc::ClientContext context;
   a->conn->PrepareStream(&context);
   auto reader = a->stub->Watch(&context, req);
+  uint64_t last = req.after_sequence();
+  // The server sends its headers once the stream's start is fixed (see
+  // WatchRequest.from_now in audit.proto); say where that is.
+  reader->WaitForInitialMetadata();
+  const auto& headers = context.GetServerInitialMetadata();
+  if (auto it = headers.find("iotauth-watch-cursor"); it != headers.end()) {
+    uint64_t cursor = 0;
+    if (absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &cursor)) {
+      last = cursor;
+      inv.err() << "watching events after sequence " << cursor << " (Ctrl-C stops)\n";
+    }
+  }
   av1::AuditEvent e;
-  uint64_t last = 0;
   while (reader->Read(&e)) {
     last = e.sequence();
     if (JsonOutput(inv)) {

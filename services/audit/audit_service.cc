@@ -145,6 +145,11 @@ grpc::Status AuditService::Watch(grpc::ServerContext* context, const v1::WatchRe
     if (!head.ok()) return ToGrpcStatus(head.status());
     cursor = head->sequence;
   }
+  // Tell the client where the stream starts. Once it has these headers every
+  // event recorded afterwards will be delivered, so a client (or a test) that
+  // waits for them cannot miss an event it records next.
+  context->AddInitialMetadata(std::string(kWatchCursorHeader), absl::StrCat(cursor));
+  writer->SendInitialMetadata();
   while (!context->IsCancelled()) {
     auto head = options_.store->Head();
     if (!head.ok()) return ToGrpcStatus(head.status());

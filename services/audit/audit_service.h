@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/audit/v1/audit.grpc.pb.h"
 #include "services/audit/audit_store.h"
@@ -15,6 +16,10 @@
 #include "services/common/clock.h"
 
 namespace iotauth::audit {
+
+// Response header of Watch: the sequence the stream starts after. It is sent as
+// soon as that starting point is fixed (see WatchRequest.from_now).
+inline constexpr absl::string_view kWatchCursorHeader = "iotauth-watch-cursor";
 
 class AuditService final : public iotauth::audit::v1::AuditLog::Service {
  public:

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -14,6 +15,9 @@
 
 namespace iotauth::audit {
 namespace {
+
+// Streaming tests give up after this instead of hanging until the test timeout.
+constexpr std::chrono::seconds kStreamDeadline(60);
 
 namespace v1 = iotauth::audit::v1;
 
@@ -162,6 +166,7 @@ TEST_F(AuditServiceTest, QueryRejectsBadInput) {
 TEST_F(AuditServiceTest, WatchSendsBacklogThenLiveEventsWithinASecond) {
   RecordAndFlush(1, 3);
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);  // fail, never hang
   v1::WatchRequest req;
   auto reader = stub_->Watch(&ctx, req);
   v1::AuditEvent e;
@@ -186,10 +191,17 @@ TEST_F(AuditServiceTest, WatchSendsBacklogThenLiveEventsWithinASecond) {
 TEST_F(AuditServiceTest, WatchFromNowWithFilter) {
   RecordAndFlush(1, 4);
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);  // fail, never hang
   v1::WatchRequest req;
   req.set_from_now(true);
   req.set_tenant_id("odd");
   auto reader = stub_->Watch(&ctx, req);
+  // The headers arrive once the server has fixed the stream's start at the head.
+  reader->WaitForInitialMetadata();
+  const auto& headers = ctx.GetServerInitialMetadata();
+  auto cursor = headers.find(std::string(kWatchCursorHeader));
+  ASSERT_NE(cursor, headers.end());
+  EXPECT_EQ(std::string(cursor->second.data(), cursor->second.size()), "4");
   RecordAndFlush(5, 8);  // odd: 5, 7
   v1::AuditEvent e;
   ASSERT_TRUE(reader->Read(&e));
@@ -204,6 +216,7 @@ TEST_F(AuditServiceTest, WatchFromNowWithFilter) {
 TEST_F(AuditServiceTest, WatchLargeBacklogInOrder) {
   RecordAndFlush(1, 600);  // more than one watch batch
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);  // fail, never hang
   v1::WatchRequest req;
   req.set_after_sequence(10);
   auto reader = stub_->Watch(&ctx, req);
@@ -220,6 +233,7 @@ TEST_F(AuditServiceTest, WatchLargeBacklogInOrder) {
 TEST_F(AuditServiceTest, IngestAcknowledgesAndDeduplicates) {
   resolver_.Set(true, kGateway);
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);  // fail, never hang
   auto stream = stub_->Ingest(&ctx);
   v1::IngestRequest req;
   *req.add_events() = Event(1);
