@@ -1010,6 +1010,12 @@ class WriterSink final : public RegistryService::Sink<T> {
   WriterSink(grpc::ServerContext* ctx, grpc::ServerWriter<T>* w) : ctx_(ctx), w_(w) {}
   bool Write(const T& msg) override { return w_->Write(msg); }
   bool Cancelled() override { return ctx_->IsCancelled(); }
+  // The response headers carry the cursor, so a client that waits for them knows
+  // its stream will see every later change (see WatchChangesRequest.cursor).
+  void Started(absl::string_view cursor) override {
+    ctx_->AddInitialMetadata(std::string(kChangeCursorHeader), std::string(cursor));
+    w_->SendInitialMetadata();
+  }
 
  private:
   grpc::ServerContext* ctx_;
@@ -1153,6 +1159,7 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   } else if (!absl::SimpleAtoi(req.cursor(), &cursor) || cursor < 0) {
     return InvalidField("cursor", "is not a cursor this server issued");
   }
+  sink.Started(absl::StrCat(cursor));
   while (!sink.Cancelled()) {
     IOTAUTH_ASSIGN_OR_RETURN(
         ChangeBatch batch,

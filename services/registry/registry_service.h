@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
 #include "services/audit/sink_interface.h"
@@ -18,6 +19,10 @@
 #include "services/registry/store.h"
 
 namespace iotauth::registry {
+
+// Response header of WatchChanges: the cursor the stream starts after, sent as
+// soon as it is fixed (see WatchChangesRequest.cursor).
+inline constexpr absl::string_view kChangeCursorHeader = "iotauth-change-cursor";
 
 class RegistryService final : public v1::DeviceRegistry::Service {
  public:
@@ -154,6 +159,9 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     // False when the client is gone.
     virtual bool Write(const T& msg) = 0;
     virtual bool Cancelled() = 0;
+    // WatchChanges calls this once its starting cursor is fixed: every change
+    // committed afterwards will be written.
+    virtual void Started(absl::string_view /*cursor*/) {}
   };
   // `tenant_id` (optional) receives the stream's tenant for the audit record.
   absl::Status DoImportDevices(const Caller& caller, DeviceSource& source,

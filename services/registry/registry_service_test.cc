@@ -7,11 +7,13 @@
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
 #include "services/common/crypto.h"
@@ -443,13 +445,28 @@ class VectorSink final : public RegistryService::Sink<T> {
     return true;
   }
   bool Cancelled() override { return cancelled_.load(); }
+  void Started(absl::string_view cursor) override {
+    start_cursor_ = std::string(cursor);
+    started_.Notify();
+  }
+  // Waits (bounded) until the watch has fixed its start; false on timeout.
+  bool WaitStarted() { return started_.WaitForNotificationWithTimeout(absl::Seconds(60)); }
+  // Waits (bounded) until at least `n` items arrived.
+  size_t WaitForItems(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&] { return items_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(60));
+    return items_.size();
+  }
   std::vector<T> items() {
     absl::MutexLock lock(&mu_);
     return items_;
   }
   std::atomic<bool> cancelled_{false};
+  std::string start_cursor_;  // valid once WaitStarted() returned true
 
  private:
+  absl::Notification started_;
   absl::Mutex mu_;
   std::vector<T> items_;
 };
@@ -481,13 +498,12 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   VectorSink<v1::ChangeEvent> sink;
   absl::Status result;
   std::thread watcher([&] { result = svc_->DoWatchChanges(admin, req, sink); });
-  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(sink.WaitStarted());
+  EXPECT_EQ(sink.start_cursor_, "3");  // tenant + 2 products
   absl::Time wrote = absl::Now();
   v1::Device d;
   ASSERT_TRUE(CreateDevice("w1", &d).ok());
-  while (sink.items().empty() && absl::Now() - wrote < absl::Seconds(5)) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
+  sink.WaitForItems(1);
   absl::Duration latency = absl::Now() - wrote;
   ASSERT_EQ(sink.items().size(), 1u);
   EXPECT_LT(latency, absl::Milliseconds(500));
@@ -512,10 +528,10 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   VectorSink<v1::ChangeEvent> all;
   all.cancelled_ = false;
   std::thread t([&] { result = svc_->DoWatchChanges(reader, replay, all); });
-  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_EQ(all.WaitForItems(4), 4u);  // tenant, 2 products, device
   all.cancelled_ = true;
   t.join();
-  EXPECT_EQ(all.items().size(), 4u);  // tenant, 2 products, device
+  EXPECT_EQ(all.items().size(), 4u);  // nothing more
   replay.set_cursor("x");
   VectorSink<v1::ChangeEvent> bad;
   EXPECT_EQ(svc_->DoWatchChanges(reader, replay, bad).code(), absl::StatusCode::kInvalidArgument);
@@ -547,8 +563,13 @@ TEST_F(RegistryServiceTest, InProcessServerWatchAndCancel) {
   grpc::ClientContext watch_ctx;
   v1::WatchChangesRequest req;
   req.set_tenant_id("t1");
+  watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   auto reader = stub->WatchChanges(&watch_ctx, req);
-  absl::SleepFor(absl::Milliseconds(100));  // let the stream start from "now"
+  reader->WaitForInitialMetadata();  // the stream's start ("now") is fixed
+  const auto& headers = watch_ctx.GetServerInitialMetadata();
+  auto start = headers.find(std::string(kChangeCursorHeader));
+  ASSERT_NE(start, headers.end());
+  EXPECT_EQ(std::string(start->second.data(), start->second.size()), "3");
 
   grpc::ClientContext create_ctx;
   v1::CreateDeviceRequest create;
