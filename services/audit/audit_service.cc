@@ -74,13 +74,12 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
   for (const auto& e : events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
   }
-  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended,
-                           options_.store->Append(std::move(events), nullptr));
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended, options_.store->Append(&events));
   v1::IngestAck ack;
   uint64_t head = 0;
-  for (const AppendedEvent& a : appended) {
-    ack.add_event_ids(a.event_id);
-    head = std::max(head, a.sequence);
+  for (size_t i = 0; i < appended.size(); ++i) {
+    ack.add_event_ids(events[i].event_id());
+    head = std::max(head, appended[i].sequence);
   }
   if (options_.notifier != nullptr && head > 0) options_.notifier->Publish(head);
   return ack;

@@ -27,9 +27,8 @@ struct EventFilter {
   uint64_t max_sequence = 0;    // sequence <= max_sequence; 0 = no bound
 };
 
-// Outcome of appending one event.
+// Outcome of appending one event (results are in the order of the input).
 struct AppendedEvent {
-  std::string event_id;
   uint64_t sequence = 0;
   // True when an event with this id was already stored (nothing was written;
   // `sequence` is the stored one).
@@ -77,15 +76,16 @@ class AuditStore {
  public:
   virtual ~AuditStore() = default;
 
-  // Appends `events` in one transaction, in order: each new event gets the next
-  // gap-free sequence, prev_hash and hash (input values of those fields are
-  // ignored). An event whose event_id is already stored is not written again and
-  // is reported as a duplicate. All or nothing: on error nothing was written.
-  // `committed`, when non-null, receives the stored form of each newly written
-  // event (with sequence and hashes). INVALID_ARGUMENT for an empty event_id.
+  // Appends `*events` in one transaction, in order: each new event gets the next
+  // gap-free sequence, prev_hash and hash, set in place (input values of those
+  // fields are ignored), so on success each newly written event holds its stored
+  // form. An event whose event_id is already stored is not written again and is
+  // reported as a duplicate (its sequence is then the stored one; its hashes mean
+  // nothing). The result has one entry per input event, in order. All or nothing:
+  // on error nothing was written and the same vector may be appended again.
+  // INVALID_ARGUMENT for an empty event_id.
   virtual absl::StatusOr<std::vector<AppendedEvent>> Append(
-      std::vector<iotauth::audit::v1::AuditEvent> events,
-      std::vector<iotauth::audit::v1::AuditEvent>* committed) = 0;
+      std::vector<iotauth::audit::v1::AuditEvent>* events) = 0;
 
   // Up to `limit` events matching `filter`, ascending by sequence.
   virtual absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(

@@ -31,7 +31,7 @@ TEST(JsonExportTest, OneParsableLinePerEvent) {
     (*e.mutable_attributes())["k"] = "v";
     events.push_back(e);
   }
-  ASSERT_TRUE((*store)->Append(events, nullptr).ok());
+  ASSERT_TRUE((*store)->Append(&events).ok());
 
   EventFilter f;
   f.tenant_id = "a";

@@ -140,9 +140,10 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap) {
   }
   absl::Duration backoff = options_.retry_backoff;
   for (int attempt = 1;; ++attempt) {
-    std::vector<AuditEvent> committed;
     const absl::Time start = absl::Now();
-    auto result = options_.store->Append(batch, &committed);
+    // In place: on success `batch` holds the stored form; on failure it may be
+    // appended again as it is.
+    auto result = options_.store->Append(&batch);
     const absl::Duration latency = absl::Now() - start;
     if (result.ok()) {
       uint64_t duplicates = 0;
@@ -151,6 +152,16 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap) {
         if (a.duplicate) ++duplicates;
         head = std::max(head, a.sequence);
       }
+      // The observer sees the newly written events only (duplicates are rare:
+      // the pipeline makes fresh ids).
+      std::vector<AuditEvent> written;
+      if (duplicates > 0) {
+        for (size_t i = 0; i < batch.size(); ++i) {
+          if (!(*result)[i].duplicate) written.push_back(std::move(batch[i]));
+        }
+        batch = std::move(written);
+      }
+      const std::vector<AuditEvent>& committed = batch;
       {
         absl::MutexLock lock(&mu_);
         stats_.committed += committed.size();

@@ -44,8 +44,7 @@ class GatedStore final : public AuditStore {
     return batch_sizes_;
   }
 
-  absl::StatusOr<std::vector<AppendedEvent>> Append(std::vector<AuditEvent> events,
-                                                    std::vector<AuditEvent>* committed) override {
+  absl::StatusOr<std::vector<AppendedEvent>> Append(std::vector<AuditEvent>* events) override {
     {
       absl::MutexLock l(&mu_);
       ++waiting_;
@@ -55,9 +54,9 @@ class GatedStore final : public AuditStore {
         --fail_next_;
         return absl::UnavailableError("injected");
       }
-      batch_sizes_.push_back(events.size());
+      batch_sizes_.push_back(events->size());
     }
-    return inner_->Append(std::move(events), committed);
+    return inner_->Append(events);
   }
   absl::StatusOr<std::vector<AuditEvent>> Query(const EventFilter& f, int limit) override {
     return inner_->Query(f, limit);

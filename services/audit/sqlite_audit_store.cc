@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
 #include "services/common/sqlite_setup.h"
@@ -43,9 +46,15 @@ CREATE TABLE IF NOT EXISTS audit_events (
   hash TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS audit_events_event_id ON audit_events(event_id);
-CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(time_s, time_nanos);
-CREATE INDEX IF NOT EXISTS audit_events_tenant ON audit_events(tenant_id, sequence);
-CREATE INDEX IF NOT EXISTS audit_events_device ON audit_events(device_id, sequence);
+-- One row per complete block of kBlockEvents sequences (see block_filter.h): what
+-- Query and retention consult instead of per-column indexes.
+CREATE TABLE IF NOT EXISTS audit_blocks (
+  block INTEGER PRIMARY KEY,
+  min_time_s INTEGER,
+  max_time_s INTEGER,
+  filter_version INTEGER NOT NULL,
+  filter BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
   sequence INTEGER PRIMARY KEY,
   head_hash TEXT NOT NULL,
@@ -58,6 +67,15 @@ CREATE TABLE IF NOT EXISTS audit_state (
   head_sequence INTEGER NOT NULL,
   head_hash TEXT NOT NULL
 );
+)sql";
+
+// Version 1 had B-tree indexes on time, (tenant, sequence) and (device, sequence);
+// version 2 replaces them with audit_blocks.
+constexpr int kSchemaVersion = 2;
+constexpr char kDropVersion1Indexes[] = R"sql(
+DROP INDEX IF EXISTS audit_events_time;
+DROP INDEX IF EXISTS audit_events_tenant;
+DROP INDEX IF EXISTS audit_events_device;
 )sql";
 
 // How far Verify looks for the original sequence of a renumbered event.
@@ -109,10 +127,12 @@ class Stmt {
   }
   int64_t Int(int c) { return sqlite3_column_int64(stmt_, c); }
   bool IsNull(int c) { return sqlite3_column_type(stmt_, c) == SQLITE_NULL; }
-  std::string Text(int c) {
+  std::string Text(int c) { return std::string(View(c)); }
+  // Valid until the next Step, Reset or column read of another type.
+  absl::string_view View(int c) {
     const void* p = sqlite3_column_blob(stmt_, c);
     const int n = sqlite3_column_bytes(stmt_, c);
-    return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
+    return p == nullptr ? absl::string_view() : absl::string_view(static_cast<const char*>(p), n);
   }
 
  private:
@@ -310,6 +330,131 @@ absl::Status PutCheckpoint(sqlite3* db, uint64_t sequence, absl::string_view has
   return absl::OkStatus();
 }
 
+// Writes the summary of block `b` from its stored rows (inside the caller's
+// write transaction). Runs once per kBlockEvents events.
+absl::Status SummarizeBlock(sqlite3* db, uint64_t b) {
+  Stmt rows(db,
+            "SELECT tenant_id, device_id, time_s FROM audit_events "
+            "WHERE sequence > ? AND sequence <= ?");
+  IOTAUTH_RETURN_IF_ERROR(rows.status());
+  rows.Bind(1, static_cast<int64_t>(b * kBlockEvents));
+  rows.Bind(2, static_cast<int64_t>((b + 1) * kBlockEvents));
+  BlockFilter filter;
+  std::optional<int64_t> min_time;
+  std::optional<int64_t> max_time;
+  int rc;
+  while ((rc = rows.Step()) == SQLITE_ROW) {
+    filter.AddTenant(rows.View(0));
+    filter.AddDevice(rows.View(1));
+    if (!rows.IsNull(2)) {
+      const int64_t t = rows.Int(2);
+      min_time = std::min(min_time.value_or(t), t);
+      max_time = std::max(max_time.value_or(t), t);
+    }
+  }
+  if (rc != SQLITE_DONE) return SqlError(db, "summarize block");
+  Stmt put(db,
+           "INSERT OR REPLACE INTO audit_blocks(block, min_time_s, max_time_s, filter_version, "
+           "filter) VALUES (?, ?, ?, ?, ?)");
+  IOTAUTH_RETURN_IF_ERROR(put.status());
+  put.Bind(1, static_cast<int64_t>(b));
+  if (min_time) {
+    put.Bind(2, *min_time);
+    put.Bind(3, *max_time);
+  } else {
+    put.BindNull(2);
+    put.BindNull(3);
+  }
+  put.Bind(4, BlockFilter::kFilterVersion);
+  put.BindBlob(5, filter.bytes());
+  if (put.Step() != SQLITE_DONE) return SqlError(db, "write block summary");
+  return absl::OkStatus();
+}
+
+// Summarises every complete block after the last summarised one (a log written
+// by schema version 1, or blocks completed before a crash: none, since a block
+// is summarised in the transaction that completes it).
+absl::StatusOr<uint64_t> SummarizeMissingBlocks(sqlite3* db, const State& st) {
+  Stmt s(db, "SELECT IFNULL(MAX(block) + 1, 0) FROM audit_blocks");
+  IOTAUTH_RETURN_IF_ERROR(s.status());
+  if (s.Step() != SQLITE_ROW) return SqlError(db, "block summaries");
+  const uint64_t complete = st.head_sequence / kBlockEvents;
+  uint64_t b = std::max(static_cast<uint64_t>(s.Int(0)), (st.first_sequence - 1) / kBlockEvents);
+  uint64_t done = 0;
+  for (; b < complete; ++b, ++done) IOTAUTH_RETURN_IF_ERROR(SummarizeBlock(db, b));
+  return done;
+}
+
+// One row of audit_blocks as the candidate search reads it.
+struct BlockRow {
+  uint64_t block = 0;
+  std::optional<int64_t> min_time_s;
+  std::optional<int64_t> max_time_s;
+  int filter_version = 0;
+  absl::string_view filter;  // valid during the may_match call only
+};
+
+// Calls `scan(lo, hi)` for the sequence ranges (lo, hi] inside (after, upper]
+// that may hold a match, in increasing order: each summarised block that
+// `may_match` accepts, and every range no summary covers (the incomplete last
+// block, say). Stops when `scan` returns false. Runs in the caller's transaction.
+absl::Status ForEachCandidateRange(
+    sqlite3* db, uint64_t after, uint64_t upper, absl::FunctionRef<bool(const BlockRow&)> may_match,
+    absl::FunctionRef<absl::StatusOr<bool>(uint64_t, uint64_t)> scan) {
+  Stmt blocks(db,
+              "SELECT block, min_time_s, max_time_s, filter_version, filter FROM audit_blocks "
+              "WHERE block >= ? ORDER BY block");
+  IOTAUTH_RETURN_IF_ERROR(blocks.status());
+  blocks.Bind(1, static_cast<int64_t>(after / kBlockEvents));
+  uint64_t cursor = after;
+  int rc = SQLITE_DONE;
+  while (cursor < upper && (rc = blocks.Step()) == SQLITE_ROW) {
+    BlockRow row;
+    row.block = static_cast<uint64_t>(blocks.Int(0));
+    const uint64_t first = row.block * kBlockEvents + 1;
+    const uint64_t last = (row.block + 1) * kBlockEvents;
+    if (last <= cursor) continue;
+    if (first > cursor + 1) {  // not summarised: a candidate as a whole
+      const uint64_t hi = std::min(first - 1, upper);
+      IOTAUTH_ASSIGN_OR_RETURN(bool more, scan(cursor, hi));
+      cursor = hi;
+      if (!more || cursor >= upper) return absl::OkStatus();
+    }
+    if (!blocks.IsNull(1)) row.min_time_s = blocks.Int(1);
+    if (!blocks.IsNull(2)) row.max_time_s = blocks.Int(2);
+    row.filter_version = static_cast<int>(blocks.Int(3));
+    row.filter = blocks.View(4);
+    const uint64_t hi = std::min(last, upper);
+    if (may_match(row)) {
+      IOTAUTH_ASSIGN_OR_RETURN(bool more, scan(cursor, hi));
+      if (!more) return absl::OkStatus();
+    }
+    cursor = hi;
+  }
+  if (cursor < upper) {
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(db, "read block summaries");
+    IOTAUTH_ASSIGN_OR_RETURN(bool more, scan(cursor, upper));
+    (void)more;
+  }
+  return absl::OkStatus();
+}
+
+// Whether a block may hold an event matching `f` (never false for a match).
+bool BlockMayMatch(const BlockRow& row, const EventFilter& f) {
+  if (f.start_time || f.end_time) {
+    if (!row.min_time_s) return false;  // no event of the block has a time
+    if (f.start_time && *row.max_time_s < absl::ToUnixSeconds(*f.start_time)) return false;
+    if (f.end_time && *row.min_time_s > absl::ToUnixSeconds(*f.end_time)) return false;
+  }
+  if (f.tenant_id.empty() && f.device_id.empty()) return true;
+  if (row.filter_version != BlockFilter::kFilterVersion) return true;  // unknown: scan it
+  auto filter = BlockFilter::FromBytes(row.filter);
+  if (!filter.ok()) return true;
+  if (!f.tenant_id.empty() && !filter->MayContainTenant(f.tenant_id)) return false;
+  if (!f.device_id.empty() && !filter->MayContainDevice(f.device_id)) return false;
+  return true;
+}
+
 absl::StatusOr<sqlite3*> OpenDb(const std::string& path, bool read_only) {
   ConfigureSqliteOnce();
   sqlite3* db = nullptr;
@@ -485,6 +630,35 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
   return r;
 }
 
+// Brings a log written by an older schema up to kSchemaVersion, in one
+// transaction: version 1 -> 2 drops the per-column indexes and summarises the
+// complete blocks (about a second per million events).
+absl::Status MigrateToCurrentSchema(sqlite3* db) {
+  IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db, /*write=*/true));
+  int version = 0;
+  {
+    Stmt s(db, "SELECT schema_version FROM audit_state WHERE id = 1");
+    IOTAUTH_RETURN_IF_ERROR(s.status());
+    if (s.Step() != SQLITE_ROW) return SqlError(db, "read schema version");
+    version = static_cast<int>(s.Int(0));
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "audit store: the database has schema version ", version,
+        ", newer than this build understands (", kSchemaVersion, "); run a newer iotauthd"));
+  }
+  IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(db));
+  IOTAUTH_RETURN_IF_ERROR(Exec(db, kDropVersion1Indexes));
+  IOTAUTH_RETURN_IF_ERROR(SummarizeMissingBlocks(db, st).status());
+  if (version != kSchemaVersion) {
+    Stmt s(db, "UPDATE audit_state SET schema_version = ? WHERE id = 1");
+    IOTAUTH_RETURN_IF_ERROR(s.status());
+    s.Bind(1, kSchemaVersion);
+    if (s.Step() != SQLITE_DONE) return SqlError(db, "write schema version");
+  }
+  return txn.Commit();
+}
+
 }  // namespace
 
 SqliteAuditStore::SqliteAuditStore(Options options, sqlite3* writer, sqlite3* reader)
@@ -521,8 +695,10 @@ absl::StatusOr<std::unique_ptr<SqliteAuditStore>> SqliteAuditStore::Open(Options
     if (!s.ok()) return close_writer(s);
     s = Exec(writer,
              "INSERT OR IGNORE INTO audit_state(id, schema_version, first_sequence, "
-             "head_sequence, head_hash) VALUES (1, 1, 1, 0, "
+             "head_sequence, head_hash) VALUES (1, 2, 1, 0, "
              "'0000000000000000000000000000000000000000000000000000000000000000')");
+    if (!s.ok()) return close_writer(s);
+    s = MigrateToCurrentSchema(writer);
     if (!s.ok()) return close_writer(s);
   }
   auto reader = OpenDb(options.path, /*read_only=*/true);
@@ -532,7 +708,8 @@ absl::StatusOr<std::unique_ptr<SqliteAuditStore>> SqliteAuditStore::Open(Options
 }
 
 absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
-    std::vector<AuditEvent> events, std::vector<AuditEvent>* committed) {
+    std::vector<AuditEvent>* events_ptr) {
+  std::vector<AuditEvent>& events = *events_ptr;
   for (const AuditEvent& e : events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("audit event without event_id");
     if (e.has_time() && (e.time().nanos() < 0 || e.time().nanos() > 999999999)) {
@@ -550,7 +727,7 @@ absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
 
   std::vector<AppendedEvent> results;
   results.reserve(events.size());
-  std::vector<AuditEvent> written;
+  const uint64_t complete_before = st.head_sequence / kBlockEvents;
   const absl::Time now = options_.clock->Now();
   for (AuditEvent& e : events) {
     e.set_sequence(st.head_sequence + 1);
@@ -567,7 +744,8 @@ absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
       existing.Reset();
       existing.BindText(1, e.event_id());
       if (existing.Step() != SQLITE_ROW) return SqlError(writer_, "dedup lookup");
-      results.push_back({e.event_id(), static_cast<uint64_t>(existing.Int(0)), true});
+      e.set_sequence(static_cast<uint64_t>(existing.Int(0)));
+      results.push_back({e.sequence(), true});
       continue;
     }
     if (rc != SQLITE_DONE) return SqlError(writer_, "insert event");
@@ -576,18 +754,22 @@ absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
     if (options_.checkpoint_interval != 0 && st.head_sequence % options_.checkpoint_interval == 0) {
       IOTAUTH_RETURN_IF_ERROR(PutCheckpoint(writer_, st.head_sequence, st.head_hash, now));
     }
-    results.push_back({e.event_id(), e.sequence(), false});
-    if (committed != nullptr) written.push_back(std::move(e));
+    results.push_back({e.sequence(), false});
+  }
+  // Blocks this batch completed get their summary in the same transaction.
+  for (uint64_t b = complete_before; b < st.head_sequence / kBlockEvents; ++b) {
+    IOTAUTH_RETURN_IF_ERROR(SummarizeBlock(writer_, b));
   }
   IOTAUTH_RETURN_IF_ERROR(WriteState(writer_, st));
   IOTAUTH_RETURN_IF_ERROR(txn.Commit());
-  if (committed != nullptr) *committed = std::move(written);
   return results;
 }
 
 absl::StatusOr<std::vector<AuditEvent>> SqliteAuditStore::Query(const EventFilter& f, int limit) {
-  std::string sql = absl::StrCat("SELECT ", kEventColumns, " FROM audit_events WHERE sequence > ?");
-  if (f.max_sequence != 0) sql += " AND sequence <= ?";
+  // Always bounded by a sequence range: the whole filter (after_sequence,
+  // max_sequence], or one candidate block of it.
+  std::string sql = absl::StrCat("SELECT ", kEventColumns,
+                                 " FROM audit_events WHERE sequence > ? AND sequence <= ?");
   if (f.start_time) sql += " AND (time_s, time_nanos) >= (?, ?)";
   if (f.end_time) sql += " AND (time_s, time_nanos) < (?, ?)";
   if (!f.tenant_id.empty()) sql += " AND tenant_id = ?";
@@ -597,31 +779,49 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteAuditStore::Query(const EventFilte
   sql += " ORDER BY sequence LIMIT ?";
 
   absl::MutexLock lock(&reader_mu_);
+  // One snapshot for the block summaries and the rows they lead to.
+  IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(reader_, /*write=*/false));
   Stmt s(reader_, sql);
   IOTAUTH_RETURN_IF_ERROR(s.status());
-  int i = 1;
-  s.Bind(i++, static_cast<int64_t>(f.after_sequence));
-  if (f.max_sequence != 0) s.Bind(i++, static_cast<int64_t>(f.max_sequence));
-  for (const auto& t : {f.start_time, f.end_time}) {
-    if (!t) continue;
-    google::protobuf::Timestamp ts;
-    SetTimestamp(*t, &ts);
-    s.Bind(i++, ts.seconds());
-    s.Bind(i++, ts.nanos());
-  }
-  if (!f.tenant_id.empty()) s.BindText(i++, f.tenant_id);
-  if (!f.device_id.empty()) s.BindText(i++, f.device_id);
-  if (f.type != iotauth::audit::v1::EVENT_TYPE_UNSPECIFIED) s.Bind(i++, f.type);
-  if (f.outcome != iotauth::audit::v1::OUTCOME_UNSPECIFIED) s.Bind(i++, f.outcome);
-  s.Bind(i++, std::max(limit, 0));
-
   std::vector<AuditEvent> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) {
-    out.emplace_back();
-    RowToEvent(s, &out.back());
+  const auto wanted = static_cast<size_t>(std::max(limit, 0));
+  // Appends the matches in (lo, hi] to `out`; false once `out` is full.
+  auto scan = [&](uint64_t lo, uint64_t hi) -> absl::StatusOr<bool> {
+    if (out.size() >= wanted) return false;
+    s.Reset();
+    int i = 1;
+    s.Bind(i++, static_cast<int64_t>(lo));
+    s.Bind(i++, static_cast<int64_t>(std::min<uint64_t>(hi, INT64_MAX)));
+    for (const auto& t : {f.start_time, f.end_time}) {
+      if (!t) continue;
+      google::protobuf::Timestamp ts;
+      SetTimestamp(*t, &ts);
+      s.Bind(i++, ts.seconds());
+      s.Bind(i++, ts.nanos());
+    }
+    if (!f.tenant_id.empty()) s.BindText(i++, f.tenant_id);
+    if (!f.device_id.empty()) s.BindText(i++, f.device_id);
+    if (f.type != iotauth::audit::v1::EVENT_TYPE_UNSPECIFIED) s.Bind(i++, f.type);
+    if (f.outcome != iotauth::audit::v1::OUTCOME_UNSPECIFIED) s.Bind(i++, f.outcome);
+    s.Bind(i++, static_cast<int64_t>(wanted - out.size()));
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      out.emplace_back();
+      RowToEvent(s, &out.back());
+    }
+    if (rc != SQLITE_DONE) return SqlError(reader_, "query");
+    return out.size() < wanted;
+  };
+  const uint64_t upper = f.max_sequence != 0 ? f.max_sequence : UINT64_MAX;
+  const bool selective = !f.tenant_id.empty() || !f.device_id.empty() || f.start_time || f.end_time;
+  if (!selective) {
+    // Type and outcome are not summarised: one range scan in sequence order.
+    IOTAUTH_RETURN_IF_ERROR(scan(f.after_sequence, upper).status());
+    return out;
   }
-  if (rc != SQLITE_DONE) return SqlError(reader_, "query");
+  IOTAUTH_RETURN_IF_ERROR(ForEachCandidateRange(
+      reader_, f.after_sequence, upper, [&f](const BlockRow& row) { return BlockMayMatch(row, f); },
+      scan));
   return out;
 }
 
@@ -683,12 +883,30 @@ absl::StatusOr<uint64_t> SqliteAuditStore::ApplyRetention(const RetentionPolicy&
   if (policy.max_age > absl::ZeroDuration()) {
     google::protobuf::Timestamp cutoff;
     SetTimestamp(now - policy.max_age, &cutoff);
-    Stmt s(writer_, "SELECT MIN(sequence) FROM audit_events WHERE (time_s, time_nanos) >= (?, ?)");
+    // The first event at or after the cutoff: blocks that end before it are
+    // skipped by their summary.
+    Stmt s(writer_,
+           "SELECT MIN(sequence) FROM audit_events WHERE sequence > ? AND sequence <= ? AND "
+           "(time_s, time_nanos) >= (?, ?)");
     IOTAUTH_RETURN_IF_ERROR(s.status());
-    s.Bind(1, cutoff.seconds());
-    s.Bind(2, cutoff.nanos());
-    if (s.Step() != SQLITE_ROW) return SqlError(writer_, "retention cutoff");
-    const uint64_t young = s.IsNull(0) ? st.head_sequence + 1 : static_cast<uint64_t>(s.Int(0));
+    uint64_t young = st.head_sequence + 1;
+    auto scan = [&](uint64_t lo, uint64_t hi) -> absl::StatusOr<bool> {
+      s.Reset();
+      s.Bind(1, static_cast<int64_t>(lo));
+      s.Bind(2, static_cast<int64_t>(hi));
+      s.Bind(3, cutoff.seconds());
+      s.Bind(4, cutoff.nanos());
+      if (s.Step() != SQLITE_ROW) return SqlError(writer_, "retention cutoff");
+      if (s.IsNull(0)) return true;
+      young = static_cast<uint64_t>(s.Int(0));
+      return false;
+    };
+    IOTAUTH_RETURN_IF_ERROR(ForEachCandidateRange(
+        writer_, st.first_sequence - 1, st.head_sequence,
+        [&cutoff](const BlockRow& row) {
+          return row.max_time_s.has_value() && *row.max_time_s >= cutoff.seconds();
+        },
+        scan));
     new_first = std::max(new_first, young);
   }
   if (new_first <= st.first_sequence) return 0;
@@ -725,6 +943,14 @@ absl::StatusOr<uint64_t> SqliteAuditStore::ApplyRetention(const RetentionPolicy&
     IOTAUTH_RETURN_IF_ERROR(s.status());
     s.Bind(1, static_cast<int64_t>(anchor));
     if (s.Step() != SQLITE_DONE) return SqlError(writer_, "prune checkpoints");
+  }
+  {
+    // Summaries of blocks that are now wholly pruned (a partly pruned block keeps
+    // its summary: it still describes the events left).
+    Stmt s(writer_, "DELETE FROM audit_blocks WHERE block < ?");
+    IOTAUTH_RETURN_IF_ERROR(s.status());
+    s.Bind(1, static_cast<int64_t>((new_first - 1) / kBlockEvents));
+    if (s.Step() != SQLITE_DONE) return SqlError(writer_, "prune block summaries");
   }
   st.first_sequence = new_first;
   IOTAUTH_RETURN_IF_ERROR(WriteState(writer_, st));

@@ -46,8 +46,7 @@ class SqliteAuditStore final : public AuditStore {
   ~SqliteAuditStore() override;
 
   absl::StatusOr<std::vector<AppendedEvent>> Append(
-      std::vector<iotauth::audit::v1::AuditEvent> events,
-      std::vector<iotauth::audit::v1::AuditEvent>* committed) override;
+      std::vector<iotauth::audit::v1::AuditEvent>* events) override;
   absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(const EventFilter& filter,
                                                                     int limit) override;
   absl::StatusOr<ChainHead> Head() override;

@@ -2,12 +2,15 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
 #include "services/common/clock.h"
 
@@ -67,7 +70,7 @@ class StoreTest : public ::testing::Test {
   void AppendRange(int from, int to) {
     std::vector<AuditEvent> batch;
     for (int i = from; i <= to; ++i) batch.push_back(MakeEvent(i));
-    auto r = store_->Append(std::move(batch), nullptr);
+    auto r = store_->Append(&batch);
     ASSERT_TRUE(r.ok()) << r.status();
   }
   VerifyResult VerifyAll(uint64_t from = 0, uint64_t to = 0) {
@@ -92,11 +95,11 @@ class StoreTest : public ::testing::Test {
 
 TEST_F(StoreTest, AppendAssignsGapFreeSequencesAndChains) {
   Open();
-  std::vector<AuditEvent> committed;
   std::vector<AuditEvent> batch = {MakeEvent(1), MakeEvent(2), MakeEvent(3)};
   batch[0].set_sequence(99);  // ignored
   batch[0].set_hash("bogus");
-  auto r = store_->Append(batch, &committed);
+  auto r = store_->Append(&batch);
+  const std::vector<AuditEvent>& committed = batch;  // the stored form, in place
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 3u);
   EXPECT_EQ((*r)[0].sequence, 1u);
@@ -141,15 +144,16 @@ TEST_F(StoreTest, RejectsEventWithoutId) {
   Open();
   AuditEvent e = MakeEvent(1);
   e.clear_event_id();
-  EXPECT_EQ(store_->Append({e}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<AuditEvent> batch = {e};
+  EXPECT_EQ(store_->Append(&batch).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Head()->sequence, 0u);
 }
 
 TEST_F(StoreTest, DeduplicatesByEventId) {
   Open();
   AppendRange(1, 2);
-  std::vector<AuditEvent> committed;
-  auto r = store_->Append({MakeEvent(2), MakeEvent(3), MakeEvent(3)}, &committed);
+  std::vector<AuditEvent> batch = {MakeEvent(2), MakeEvent(3), MakeEvent(3)};
+  auto r = store_->Append(&batch);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 3u);
   EXPECT_TRUE((*r)[0].duplicate);
@@ -158,7 +162,8 @@ TEST_F(StoreTest, DeduplicatesByEventId) {
   EXPECT_EQ((*r)[1].sequence, 3u);
   EXPECT_TRUE((*r)[2].duplicate);
   EXPECT_EQ((*r)[2].sequence, 3u);
-  EXPECT_EQ(committed.size(), 1u);
+  EXPECT_EQ(batch[1].sequence(), 3u);
+  EXPECT_EQ(*ComputeEventHash(batch[1]), batch[1].hash());
   EXPECT_EQ(store_->Head()->sequence, 3u);
   EXPECT_TRUE(VerifyAll().ok);
 }
@@ -446,6 +451,195 @@ TEST_F(StoreTest, RetentionRefusesToPruneTamperedEvents) {
   auto removed = store_->ApplyRetention({absl::ZeroDuration(), 3}, clock_.Now());
   EXPECT_EQ(removed.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(*store_->FirstSequence(), 1u);
+}
+
+// Events spread over several summarised blocks plus an incomplete tail: devices
+// from a large set, some rare; times mostly increasing with a few stragglers.
+std::vector<AuditEvent> ManyBlockEvents(int n) {
+  std::vector<AuditEvent> out;
+  std::mt19937_64 rng(42);
+  for (int i = 1; i <= n; ++i) {
+    AuditEvent e = MakeEvent(i);
+    e.set_device_id(absl::StrCat("dev-", rng() % 3000));
+    if (i % 1777 == 0) e.set_device_id("rare");
+    e.set_tenant_id(i % 7 == 0 ? "t-seven" : (i < 5000 ? "t-early" : "t-late"));
+    if (i % 1001 == 0) e.mutable_time()->set_seconds(1600000000);  // an old straggler
+    if (i % 997 == 0) e.clear_time();
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+bool Matches(const AuditEvent& e, const EventFilter& f) {
+  if (e.sequence() <= f.after_sequence) return false;
+  if (f.max_sequence != 0 && e.sequence() > f.max_sequence) return false;
+  const bool has_time = e.has_time();
+  const absl::Time t =
+      absl::FromUnixSeconds(e.time().seconds()) + absl::Nanoseconds(e.time().nanos());
+  if (f.start_time && (!has_time || t < *f.start_time)) return false;
+  if (f.end_time && (!has_time || t >= *f.end_time)) return false;
+  if (!f.tenant_id.empty() && e.tenant_id() != f.tenant_id) return false;
+  if (!f.device_id.empty() && e.device_id() != f.device_id) return false;
+  if (f.type != iotauth::audit::v1::EVENT_TYPE_UNSPECIFIED && e.type() != f.type) return false;
+  if (f.outcome != iotauth::audit::v1::OUTCOME_UNSPECIFIED && e.outcome() != f.outcome)
+    return false;
+  return true;
+}
+
+std::vector<uint64_t> Sequences(const std::vector<AuditEvent>& events) {
+  std::vector<uint64_t> out;
+  for (const auto& e : events) out.push_back(e.sequence());
+  return out;
+}
+
+class BlockQueryTest : public StoreTest {
+ protected:
+  static constexpr int kEvents = 3 * static_cast<int>(kBlockEvents) + 700;
+  void Fill() {
+    Open(/*checkpoint_interval=*/1000);
+    std::vector<AuditEvent> all = ManyBlockEvents(kEvents);
+    // Uneven batches, some crossing block boundaries.
+    for (size_t i = 0; i < all.size();) {
+      const size_t n = std::min(all.size() - i, static_cast<size_t>(1 + (i * 7919) % 2500));
+      std::vector<AuditEvent> batch(all.begin() + i, all.begin() + i + n);
+      auto r = store_->Append(&batch);
+      ASSERT_TRUE(r.ok()) << r.status();
+      for (auto& e : batch) stored_.push_back(std::move(e));
+      i += n;
+    }
+  }
+  // Query, paging with `page` events at a time, must equal brute force.
+  void ExpectExact(EventFilter f, int page, const std::string& what) {
+    std::vector<uint64_t> want;
+    for (const auto& e : stored_) {
+      if (Matches(e, f)) want.push_back(e.sequence());
+    }
+    std::vector<uint64_t> got;
+    for (int guard = 0; guard < 100000; ++guard) {
+      auto r = store_->Query(f, page);
+      ASSERT_TRUE(r.ok()) << r.status();
+      for (uint64_t s : Sequences(*r)) got.push_back(s);
+      if (static_cast<int>(r->size()) < page) break;
+      f.after_sequence = r->back().sequence();
+    }
+    EXPECT_EQ(got, want) << what;
+  }
+  int64_t CountRows(const std::string& table) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, ("SELECT COUNT(*) FROM " + table).c_str(), -1, &st, nullptr);
+    int64_t n = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+  }
+  void ExpectAllFiltersExact() {
+    const absl::Time base = absl::FromUnixSeconds(1700000000);
+    struct Case {
+      std::string name;
+      EventFilter f;
+    };
+    std::vector<Case> cases;
+    auto add = [&cases](std::string name, auto set) {
+      EventFilter f;
+      set(f);
+      cases.push_back({std::move(name), f});
+    };
+    add("rare device", [](EventFilter& f) { f.device_id = "rare"; });
+    add("common device", [](EventFilter& f) { f.device_id = "dev-17"; });
+    add("absent device", [](EventFilter& f) { f.device_id = "nobody"; });
+    add("tenant only in early blocks", [](EventFilter& f) { f.tenant_id = "t-early"; });
+    add("tenant everywhere", [](EventFilter& f) { f.tenant_id = "t-seven"; });
+    add("tenant and device", [](EventFilter& f) {
+      f.tenant_id = "t-late";
+      f.device_id = "rare";
+    });
+    add("time window", [base](EventFilter& f) {
+      f.start_time = base + absl::Seconds(5000);
+      f.end_time = base + absl::Seconds(9000);
+    });
+    add("old stragglers", [](EventFilter& f) { f.end_time = absl::FromUnixSeconds(1600000001); });
+    add("from a time on", [base](EventFilter& f) { f.start_time = base + absl::Seconds(12000); });
+    add("device, type and outcome after a cursor", [](EventFilter& f) {
+      f.device_id = "rare";
+      f.after_sequence = 5000;
+      f.max_sequence = 12000;
+      f.type = iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION;
+    });
+    add("outcome only", [](EventFilter& f) { f.outcome = iotauth::audit::v1::OUTCOME_DENY; });
+    for (const Case& c : cases) {
+      ExpectExact(c.f, 1000, c.name);
+      ExpectExact(c.f, 7, c.name + " (pages of 7)");
+    }
+  }
+  std::vector<AuditEvent> stored_;
+};
+
+TEST_F(BlockQueryTest, QueriesThroughBlockSummariesAreExact) {
+  Fill();
+  EXPECT_EQ(CountRows("audit_blocks"), 3);  // three complete blocks, the tail unsummarised
+  ExpectAllFiltersExact();
+}
+
+TEST_F(BlockQueryTest, MissingOrDamagedSummariesOnlyCostSpeed) {
+  Fill();
+  Tamper(path_,
+         "DELETE FROM audit_blocks WHERE block = 1; "
+         "UPDATE audit_blocks SET filter = x'00' WHERE block = 0; "
+         "UPDATE audit_blocks SET filter_version = 99 WHERE block = 2;");
+  ExpectAllFiltersExact();
+}
+
+TEST_F(BlockQueryTest, Version1LogIsMigratedOnOpen) {
+  Fill();
+  store_.reset();
+  // What schema version 1 left: per-column indexes, no block summaries.
+  Tamper(path_,
+         "DELETE FROM audit_blocks; UPDATE audit_state SET schema_version = 1; "
+         "CREATE INDEX audit_events_device ON audit_events(device_id, sequence); "
+         "CREATE INDEX audit_events_tenant ON audit_events(tenant_id, sequence); "
+         "CREATE INDEX audit_events_time ON audit_events(time_s, time_nanos);");
+  Open(/*checkpoint_interval=*/1000);
+  EXPECT_EQ(CountRows("audit_blocks"), 3);
+  EXPECT_EQ(CountRows("sqlite_master WHERE type = 'index' AND name LIKE 'audit_events_%'"), 1)
+      << "only the event_id index stays";
+  EXPECT_EQ(CountRows("audit_state WHERE schema_version = 2"), 1);
+  ExpectAllFiltersExact();
+  EXPECT_TRUE(VerifyAll().ok);
+}
+
+TEST_F(BlockQueryTest, NewerSchemaIsRefused) {
+  Open();
+  AppendRange(1, 3);
+  store_.reset();
+  Tamper(path_, "UPDATE audit_state SET schema_version = 3");
+  SqliteAuditStore::Options o;
+  o.path = path_;
+  auto s = SqliteAuditStore::Open(o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.status().message().find("newer iotauthd"), absl::string_view::npos) << s.status();
+}
+
+TEST_F(BlockQueryTest, RetentionByAgeAcrossBlocksDropsOldSummaries) {
+  Open(/*checkpoint_interval=*/0);
+  const int n = 2 * static_cast<int>(kBlockEvents) + 300;
+  AppendRange(1, n);  // event i at 1700000000 + i
+  const int keep_from = static_cast<int>(kBlockEvents) + 1000;
+  clock_.Set(absl::FromUnixSeconds(1700000000 + n));
+  auto removed = store_->ApplyRetention({absl::Seconds(n - keep_from), 0}, clock_.Now());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, static_cast<uint64_t>(keep_from - 1));
+  EXPECT_EQ(*store_->FirstSequence(), static_cast<uint64_t>(keep_from));
+  EXPECT_EQ(CountRows("audit_blocks"), 1) << "block 0 went with its events; block 1 is partly kept";
+  EXPECT_TRUE(VerifyAll().ok);
+  EventFilter f;
+  f.device_id = "dev-1";
+  auto r = store_->Query(f, 1);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_GE((*r)[0].sequence(), static_cast<uint64_t>(keep_from));
 }
 
 }  // namespace
