@@ -175,7 +175,7 @@ grpc::Status AuditService::Watch(grpc::ServerContext* context, const v1::WatchRe
       absl::SleepFor(options_.watch_poll_interval);
     }
   }
-  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+  return {grpc::StatusCode::CANCELLED, "watch cancelled"};
 }
 
 grpc::Status AuditService::Ingest(

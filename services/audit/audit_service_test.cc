@@ -29,7 +29,7 @@ class FakeCallerResolver final : public CallerResolver {
     caller_.principal = "test";
     caller_.roles = roles;
   }
-  Caller Resolve(const grpc::ServerContextBase&) const override {
+  Caller Resolve(const grpc::ServerContextBase& /*context*/) const override {
     absl::MutexLock l(&mu_);
     return caller_;
   }

@@ -1,5 +1,6 @@
 #include "services/audit/block_filter.h"
 
+#include <algorithm>
 #include <array>
 
 namespace iotauth::audit {
@@ -59,10 +60,10 @@ void BlockFilter::Add(char kind, absl::string_view id) {
 }
 
 bool BlockFilter::MayContain(char kind, absl::string_view id) const {
-  for (uint32_t bit : Probes(kind, id)) {
-    if ((static_cast<unsigned char>(bits_[bit / 8]) & (1U << (bit % 8))) == 0) return false;
-  }
-  return true;
+  const auto probes = Probes(kind, id);
+  return std::all_of(probes.begin(), probes.end(), [this](uint32_t bit) {
+    return (static_cast<unsigned char>(bits_[bit / 8]) & (1U << (bit % 8))) != 0;
+  });
 }
 
 }  // namespace iotauth::audit

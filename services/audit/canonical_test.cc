@@ -112,20 +112,23 @@ TEST(CanonicalTest, EveryFieldChangesTheHash) {
 }
 
 TEST(CanonicalTest, LengthPrefixesPreventShifting) {
-  AuditEvent a = FixedEvent(), b = FixedEvent();
+  AuditEvent a = FixedEvent();
+  AuditEvent b = FixedEvent();
   a.set_reason("ab");
   a.set_credential_type("");
   b.set_reason("a");
   b.set_credential_type("b");
   EXPECT_NE(CanonicalEncoding(a), CanonicalEncoding(b));
-  AuditEvent c = FixedEvent(), d = FixedEvent();
+  AuditEvent c = FixedEvent();
+  AuditEvent d = FixedEvent();
   c.clear_attributes();
   (*c.mutable_attributes())["ab"] = "";
   d.clear_attributes();
   (*d.mutable_attributes())["a"] = "b";
   EXPECT_NE(CanonicalEncoding(c), CanonicalEncoding(d));
   // An unset timestamp differs from the epoch.
-  AuditEvent f = FixedEvent(), g = FixedEvent();
+  AuditEvent f = FixedEvent();
+  AuditEvent g = FixedEvent();
   f.clear_time();
   g.mutable_time()->set_seconds(0);
   g.mutable_time()->set_nanos(0);

@@ -2,11 +2,11 @@
 // the pipeline flat out and reports every committed sequence over a pipe; the
 // parent SIGKILLs it mid-stream, reopens the database and checks that every
 // reported event is there, with no hole before it, and that the chain verifies.
-#include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -24,7 +24,8 @@ using iotauth::audit::v1::AuditEvent;
 class PipeReporter final : public AuditPipelineObserver {
  public:
   explicit PipeReporter(int fd) : fd_(fd) {}
-  void OnBatchCommitted(const std::vector<AuditEvent>& events, absl::Duration) override {
+  void OnBatchCommitted(const std::vector<AuditEvent>& events,
+                        absl::Duration /*latency*/) override {
     if (events.empty()) return;
     const uint64_t seq = events.back().sequence();
     if (write(fd_, &seq, sizeof(seq)) != static_cast<ssize_t>(sizeof(seq))) _exit(3);
@@ -77,8 +78,10 @@ TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
     }
     close(fds[1]);
     // Let it commit a few hundred batches' worth, then kill it mid-stream.
-    uint64_t last_reported = 0, reports = 0, seq = 0;
-    while (reports < static_cast<uint64_t>(40 + 30 * round) &&
+    uint64_t last_reported = 0;
+    uint64_t reports = 0;
+    uint64_t seq = 0;
+    while (reports < 40 + 30 * static_cast<uint64_t>(round) &&
            read(fds[0], &seq, sizeof(seq)) == static_cast<ssize_t>(sizeof(seq))) {
       last_reported = seq;
       ++reports;
@@ -88,8 +91,9 @@ TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with " << WEXITSTATUS(status);
     // Reports already in the pipe were made before the kill: they count too.
-    while (read(fds[0], &seq, sizeof(seq)) == static_cast<ssize_t>(sizeof(seq)))
+    while (read(fds[0], &seq, sizeof(seq)) == static_cast<ssize_t>(sizeof(seq))) {
       last_reported = seq;
+    }
     close(fds[0]);
     ASSERT_GT(last_reported, previous_head);
 

@@ -37,7 +37,7 @@ class GatedStore final : public AuditStore {
   void AwaitWaiting() {
     absl::MutexLock l(&mu_);
     mu_.Await(absl::Condition(
-        +[](int* w) { return *w > 0; }, &waiting_));
+        +[](const int* w) { return *w > 0; }, static_cast<const int*>(&waiting_)));
   }
   std::vector<size_t> batch_sizes() {
     absl::MutexLock l(&mu_);
@@ -89,11 +89,12 @@ class CountingObserver final : public AuditPipelineObserver {
  public:
   void OnEnqueued() override { ++enqueued; }
   void OnDropped(uint64_t n) override { dropped += n; }
-  void OnBatchCommitted(const std::vector<AuditEvent>& events, absl::Duration) override {
+  void OnBatchCommitted(const std::vector<AuditEvent>& events,
+                        absl::Duration /*latency*/) override {
     committed += events.size();
     ++batches;
   }
-  void OnCommitFailed(const absl::Status&) override { ++failures; }
+  void OnCommitFailed(const absl::Status& /*status*/) override { ++failures; }
   std::atomic<uint64_t> enqueued{0}, dropped{0}, committed{0}, batches{0}, failures{0};
 };
 
@@ -320,6 +321,7 @@ TEST_F(PipelineTest, ConcurrentProducersLoseNothing) {
   options_.block_timeout = absl::Seconds(20);
   Start();
   std::vector<std::thread> producers;
+  producers.reserve(4);
   for (int t = 0; t < 4; ++t) {
     producers.emplace_back([this, t] {
       for (int i = 0; i < 500; ++i) sink_->Record(Event(t * 1000 + i));
@@ -344,8 +346,9 @@ TEST_F(PipelineTest, AppliesRetentionOnTheWriterThread) {
   sink_->Record(Event(13));
   ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (sink_->Stats().pruned == 0 && absl::Now() < deadline)
+  while (sink_->Stats().pruned == 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
+  }
   EXPECT_EQ(sink_->Stats().pruned, 8u);
   auto all = All();
   ASSERT_EQ(all.size(), 5u);

@@ -11,14 +11,16 @@
 namespace iotauth::audit {
 
 absl::StatusOr<std::unique_ptr<RemoteAuditSink>> RemoteAuditSink::Create(Options options) {
-  if (options.channel == nullptr)
+  if (options.channel == nullptr) {
     return absl::InvalidArgumentError("remote audit sink: no channel");
+  }
   if (options.queue_capacity == 0 || options.max_batch == 0 || options.max_in_flight == 0) {
     return absl::InvalidArgumentError("remote audit sink: sizes must be > 0");
   }
   if (options.clock == nullptr) options.clock = &RealClock::Get();
-  if (options.initial_backoff <= absl::ZeroDuration())
+  if (options.initial_backoff <= absl::ZeroDuration()) {
     options.initial_backoff = absl::Milliseconds(1);
+  }
   options.max_backoff = std::max(options.max_backoff, options.initial_backoff);
   std::unique_ptr<RemoteAuditSink> sink(new RemoteAuditSink(std::move(options)));
   sink->sender_ = std::thread([s = sink.get()] { s->SenderLoop(); });

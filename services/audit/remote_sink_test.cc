@@ -38,7 +38,7 @@ class FlakyIngest final : public v1::AuditLog::Service {
         committed_without_ack_ = req.events_size();
         EXPECT_TRUE(real_->RunIngest(req).ok());
       }
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "injected failure");
+      return {grpc::StatusCode::UNAVAILABLE, "injected failure"};
     }
     return real_->Ingest(context, stream);
   }
@@ -93,8 +93,8 @@ class RemoteSinkTest : public ::testing::Test {
     sink_.reset();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
-  std::unique_ptr<grpc::Server> StartServer(grpc::Service* service, const std::string& address,
-                                            int* port) {
+  static std::unique_ptr<grpc::Server> StartServer(grpc::Service* service,
+                                                   const std::string& address, int* port) {
     grpc::ServerBuilder builder;
     if (!address.empty()) {
       builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);

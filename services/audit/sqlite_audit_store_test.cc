@@ -481,13 +481,12 @@ bool Matches(const AuditEvent& e, const EventFilter& f) {
   if (!f.tenant_id.empty() && e.tenant_id() != f.tenant_id) return false;
   if (!f.device_id.empty() && e.device_id() != f.device_id) return false;
   if (f.type != iotauth::audit::v1::EVENT_TYPE_UNSPECIFIED && e.type() != f.type) return false;
-  if (f.outcome != iotauth::audit::v1::OUTCOME_UNSPECIFIED && e.outcome() != f.outcome)
-    return false;
-  return true;
+  return f.outcome == iotauth::audit::v1::OUTCOME_UNSPECIFIED || e.outcome() == f.outcome;
 }
 
 std::vector<uint64_t> Sequences(const std::vector<AuditEvent>& events) {
   std::vector<uint64_t> out;
+  out.reserve(events.size());
   for (const auto& e : events) out.push_back(e.sequence());
   return out;
 }
@@ -501,7 +500,8 @@ class BlockQueryTest : public StoreTest {
     // Uneven batches, some crossing block boundaries.
     for (size_t i = 0; i < all.size();) {
       const size_t n = std::min(all.size() - i, static_cast<size_t>(1 + (i * 7919) % 2500));
-      std::vector<AuditEvent> batch(all.begin() + i, all.begin() + i + n);
+      const auto from = all.begin() + static_cast<std::ptrdiff_t>(i);
+      std::vector<AuditEvent> batch(from, from + static_cast<std::ptrdiff_t>(n));
       auto r = store_->Append(&batch);
       ASSERT_TRUE(r.ok()) << r.status();
       for (auto& e : batch) stored_.push_back(std::move(e));
