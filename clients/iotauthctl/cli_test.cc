@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -53,7 +54,10 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
 
   grpc::Status ListDevices(grpc::ServerContext*, const rv1::ListDevicesRequest* req,
                            rv1::ListDevicesResponse* resp) override {
-    const int page = req->page_token().empty() ? 0 : std::atoi(req->page_token().c_str());
+    int page = 0;
+    if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &page)) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "bad page token"};
+    }
     for (int i = 0; i < 2; ++i) resp->add_devices()->set_device_id(absl::StrCat("d", page * 2 + i));
     if (page < 2) resp->set_next_page_token(absl::StrCat(page + 1));
     return grpc::Status::OK;
@@ -292,10 +296,10 @@ TEST_F(CliTest, TokenTripleAndDpsVectors) {
       << out_.str();
   EXPECT_NE(out_.str().find("SN1928339|securemode=2,signmethod=hmacsha1,timestamp=1539421321846|"),
             std::string::npos);
-  ASSERT_EQ(Run({"token", "dps-key", "--group_key",
-                 "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/"
-                 "lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==",
-                 "--registration_id", "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"}),
+  constexpr char kGroupKey[] =
+      "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
+  ASSERT_EQ(Run({"token", "dps-key", "--group_key", kGroupKey, "--registration_id",
+                 "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"}),
             kExitOk);
   EXPECT_EQ(out_.str(), "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=\n");
 }

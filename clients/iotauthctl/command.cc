@@ -324,7 +324,7 @@ ParseResult Parse(const Command& root, const std::vector<std::string>& argv, Env
   for (const Command* c = cmd; c != nullptr; c = c->parent()) {
     for (const FlagSpec& f : c->flags()) specs.emplace(f.name, &f);
   }
-  r.flags = Flags(std::move(given), std::move(specs), env);
+  r.flags = Flags(std::move(given), specs, env);  // `specs` is used below
   if (r.help) return r;
   if (!cmd->children().empty() && !cmd->handler()) {
     if (!r.args.empty()) {

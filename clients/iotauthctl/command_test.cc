@@ -11,7 +11,9 @@ struct Tree {
   Command root{"tool", "A tool"};
   std::vector<std::string> seen_args;
   Tree() {
-    root.Flag({"json", "", "JSON"}).Flag({"address", "HOST", "Address", "localhost:1", "T_ADDR"});
+    root.Flag({"json", "", "JSON"})
+        .Flag({"address", "HOST", "Address", "localhost:1", "T_ADDR"})
+        .Flag({"insecure", "", "Plaintext", "", "T_INSECURE"});
     Command& dev = root.Sub("device", "Devices");
     dev.Sub("get", "Get")
         .Args("ID", 1, 1)
@@ -68,6 +70,13 @@ TEST(ParseTest, BoolValues) {
   EXPECT_TRUE(r.flags.GivenOnCommandLine("show-keys"));
   ParseResult bad = Parse(t.root, {"device", "get", "d1", "--show_keys=maybe"}, NoEnv());
   EXPECT_NE(bad.error.find("not a boolean"), std::string::npos);
+  // A bad value from the environment is refused too, not read as false.
+  EnvLookup env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "T_INSECURE") return "ture";
+    return std::nullopt;
+  };
+  ParseResult bad_env = Parse(t.root, {"device", "get", "d1"}, env);
+  EXPECT_NE(bad_env.error.find("not a boolean"), std::string::npos) << bad_env.error;
 }
 
 TEST(ParseTest, DoubleDashEndsFlags) {

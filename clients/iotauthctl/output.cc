@@ -1,6 +1,7 @@
 #include "clients/iotauthctl/output.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <ostream>
 #include <set>
@@ -345,7 +346,7 @@ std::string FormatProgress(int64_t count, int64_t rejected, double fraction,
   if (fraction >= 0) {
     fraction = std::min(1.0, fraction);
     constexpr int kWidth = 24;
-    const int filled = static_cast<int>(fraction * kWidth + 0.5);
+    const int filled = static_cast<int>(std::lround(fraction * kWidth));
     absl::StrAppend(&out, "[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
                     absl::StrFormat("%3d%%", static_cast<int>(fraction * 100)), "  ");
   }

@@ -637,7 +637,7 @@ int DeviceImport(Invocation& inv) {
   ProgressBar progress(&inv.err(), inv.io.err_is_tty, !inv.flags.IsSet("no_progress"));
   std::vector<int64_t> line_of_index;  // stream index -> file line
   std::vector<Rejection> local;
-  int64_t local_count = 0, sent = 0;
+  int64_t local_rejected = 0, sent = 0;
   bool stream_broken = false;
   rv1::ImportDevicesRequest batch;
   auto flush = [&]() {
@@ -657,12 +657,12 @@ int DeviceImport(Invocation& inv) {
     if (!next.ok()) {
       if (writer) context.TryCancel();
       if (writer) (void)writer->Finish();
-      progress.Finish(sent, local_count);
+      progress.Finish(sent, local_rejected);
       return inv.LocalError(absl::StrCat(path, ": ", next.status().message()));
     }
     if (*next == DeviceReader::Result::kEof) break;
     if (*next == DeviceReader::Result::kRowError) {
-      ++local_count;
+      ++local_rejected;
       if (local.size() < 1000)
         local.push_back({row_error.line, -1, "", "PARSE_ERROR", row_error.message});
     } else {
@@ -675,10 +675,10 @@ int DeviceImport(Invocation& inv) {
       const auto pos = in->tellg();
       if (pos >= 0) fraction = static_cast<double>(pos) / static_cast<double>(total_bytes);
     }
-    progress.Update(sent + batch.devices_size(), local_count, fraction);
+    progress.Update(sent + batch.devices_size(), local_rejected, fraction);
   }
   if (!stream_broken) flush();
-  progress.Finish(sent, local_count);
+  progress.Finish(sent, local_rejected);
 
   std::vector<Rejection> rejections = local;
   int64_t imported = dry_run ? sent : 0;
@@ -707,19 +707,19 @@ int DeviceImport(Invocation& inv) {
   }
   std::sort(rejections.begin(), rejections.end(),
             [](const Rejection& a, const Rejection& b) { return a.line < b.line; });
-  const int64_t rejected_total = local_count + server_rejected;
+  const int64_t rejected_total = local_rejected + server_rejected;
   if (JsonOutput(inv)) {
     inv.out() << ToJson(response) << "\n";
     for (const auto& rej : local) {
       inv.err() << "line " << rej.line << ": " << rej.message << "\n";
     }
   } else {
-    inv.out() << (dry_run ? "parsed " : "imported ") << imported << " of " << (sent + local_count)
-              << " devices in "
+    inv.out() << (dry_run ? "parsed " : "imported ") << imported << " of "
+              << (sent + local_rejected) << " devices in "
               << absl::FormatDuration(absl::Trunc(progress.Elapsed(), absl::Milliseconds(1)))
               << (dry_run ? " (dry run: nothing sent)" : "");
     if (rejected_total > 0) {
-      inv.out() << "; " << rejected_total << " rejected (" << local_count << " unreadable rows, "
+      inv.out() << "; " << rejected_total << " rejected (" << local_rejected << " unreadable rows, "
                 << server_rejected << " refused by the server)";
     }
     inv.out() << "\n";

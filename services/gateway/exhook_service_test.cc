@@ -166,7 +166,7 @@ TEST_F(ExHookHandlerTest, DenyIsFalse) {
 }
 
 TEST_F(ExHookHandlerTest, BackendErrorFailsClosed) {
-  for (absl::Status err :
+  for (const absl::Status& err :
        {absl::InvalidArgumentError("connect.client_id too long"), absl::UnavailableError("down")}) {
     backend_.authenticate_error = err;
     ev2::ValuedResponse r = Connect(Client());

@@ -341,7 +341,7 @@ grpc::Status RegistryService::UpdateTenant(grpc::ServerContext* ctx,
 
 grpc::Status RegistryService::DeleteTenant(grpc::ServerContext* ctx,
                                            const v1::DeleteTenantRequest* req,
-                                           v1::DeleteResponse* resp) {
+                                           v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
     IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
@@ -444,7 +444,7 @@ grpc::Status RegistryService::UpdateProduct(grpc::ServerContext* ctx,
 
 grpc::Status RegistryService::DeleteProduct(grpc::ServerContext* ctx,
                                             const v1::DeleteProductRequest* req,
-                                            v1::DeleteResponse* resp) {
+                                            v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
     IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
@@ -583,7 +583,7 @@ grpc::Status RegistryService::UpdateDevice(grpc::ServerContext* ctx,
 
 grpc::Status RegistryService::DeleteDevice(grpc::ServerContext* ctx,
                                            const v1::DeleteDeviceRequest* req,
-                                           v1::DeleteResponse* resp) {
+                                           v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
     IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
@@ -793,7 +793,7 @@ grpc::Status RegistryService::UpdateEnrollmentGroup(grpc::ServerContext* ctx,
 
 grpc::Status RegistryService::DeleteEnrollmentGroup(grpc::ServerContext* ctx,
                                                     const v1::DeleteEnrollmentGroupRequest* req,
-                                                    v1::DeleteResponse* resp) {
+                                                    v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
     IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
@@ -916,7 +916,7 @@ grpc::Status RegistryService::UpdateCaCertificate(grpc::ServerContext* ctx,
 
 grpc::Status RegistryService::DeleteCaCertificate(grpc::ServerContext* ctx,
                                                   const v1::DeleteCaCertificateRequest* req,
-                                                  v1::DeleteResponse* resp) {
+                                                  v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
     IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));

@@ -390,6 +390,8 @@ class SqliteStore::ReaderLease {
   std::unique_ptr<Db>* db_;
 };
 
+// `db` names variables (and is pasted into two more), so it cannot be parenthesized.
+// NOLINTNEXTLINE(bugprone-macro-parentheses)
 #define IOTAUTH_WITH_READER(db)                                                     \
   IOTAUTH_ASSIGN_OR_RETURN(std::unique_ptr<Db> db##_owned, AcquireReaderOrError()); \
   ReaderLease db##_lease(this, &db##_owned);                                        \

@@ -106,8 +106,8 @@ absl::StatusOr<CertPtr> ParseOneCertificate(absl::string_view field, absl::strin
 absl::StatusOr<CertPtr> ParseStoredCa(const rv1::CaCertificate& ca) {
   ParseLimits limits;
   limits.max_certificates = 1;
-  limits.max_entry_bytes = 64 * 1024;
-  limits.max_total_bytes = 64 * 1024;
+  limits.max_entry_bytes = size_t{64} * 1024;
+  limits.max_total_bytes = size_t{64} * 1024;
   absl::StatusOr<std::vector<CertPtr>> certs = ParseCertificates(ca.certificate_pem(), limits);
   if (!certs.ok() || certs->size() != 1) {
     return absl::DataLossError("stored CA certificate does not parse");
@@ -302,7 +302,7 @@ absl::StatusOr<std::unique_ptr<CertificateService>> CertificateService::Create(O
   if (c.max_certificate_bytes == 0 || c.max_csr_bytes == 0 || c.max_crl_bytes == 0) {
     return absl::InvalidArgumentError("input size limits must be positive");
   }
-  return std::unique_ptr<CertificateService>(new CertificateService(std::move(options)));
+  return std::unique_ptr<CertificateService>(new CertificateService(options));
 }
 
 std::string CertificateService::RevocationIdForFingerprint(absl::string_view fingerprint_hex) {
@@ -579,7 +579,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
       if (now < parsed->not_before() || now >= parsed->not_after()) {
         return InvalidField("import.certificate_pem", "is not valid now");
       }
-      if (im.private_key_pem().empty() || im.private_key_pem().size() > 16 * 1024) {
+      if (im.private_key_pem().empty() || im.private_key_pem().size() > size_t{16} * 1024) {
         return InvalidField("import.private_key_pem", "is required (at most 16 KiB)");
       }
       absl::StatusOr<PkeyPtr> k = LoadPrivateKey(im.private_key_pem());

@@ -9,7 +9,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace iotauth::identity::x509;
   absl::string_view in(reinterpret_cast<const char*>(data), size);
-  auto req = ParseCsr(in, 16 * 1024);
+  auto req = ParseCsr(in, size_t{16} * 1024);
   if (!req.ok()) return 0;
   auto cn = VerifyCsr(req->get(), AlgorithmPolicy{});
   (void)cn;

@@ -74,7 +74,7 @@ bool MatchDevicePattern(absl::string_view pattern, absl::string_view value,
 }
 
 X509CertificateVerifier::X509CertificateVerifier(Options options)
-    : options_(std::move(options)),
+    : options_(options),
       parsed_(options_.config.parsed_cache_capacity),
       results_(options_.config.result_cache_capacity) {}
 
@@ -85,7 +85,7 @@ absl::StatusOr<std::unique_ptr<X509CertificateVerifier>> X509CertificateVerifier
   if (options.config.policy.max_depth < 0 || options.config.policy.max_depth > 32) {
     return absl::InvalidArgumentError("policy.max_depth must be within 0..32");
   }
-  return std::unique_ptr<X509CertificateVerifier>(new X509CertificateVerifier(std::move(options)));
+  return std::unique_ptr<X509CertificateVerifier>(new X509CertificateVerifier(options));
 }
 
 X509CertificateVerifier::Stats X509CertificateVerifier::stats() const {
