@@ -93,7 +93,7 @@ std::string UrlEncode(absl::string_view text) {
   std::string out;
   out.reserve(text.size() * 3 / 2);
   for (char ch : text) {
-    unsigned char c = static_cast<unsigned char>(ch);
+    auto c = static_cast<unsigned char>(ch);
     if (IsUnreserved(c)) {
       out.push_back(ch);
     } else {
@@ -109,7 +109,7 @@ std::string HexEncode(absl::string_view data) {
   std::string out;
   out.reserve(data.size() * 2);
   for (char ch : data) {
-    unsigned char c = static_cast<unsigned char>(ch);
+    auto c = static_cast<unsigned char>(ch);
     out.push_back(kHexLower[c >> 4]);
     out.push_back(kHexLower[c & 15]);
   }

@@ -53,8 +53,9 @@ absl::StatusOr<av1::QueryRequest> BuildQuery(const Invocation& inv) {
   }
   if (inv.flags.Has("outcome")) {
     auto v = ParseEnumName(av1::Outcome_descriptor(), inv.flags.Get("outcome"));
-    if (!v.ok())
+    if (!v.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--outcome: ", v.status().message()));
+    }
     q.set_outcome(static_cast<av1::Outcome>(*v));
   }
   return q;
@@ -96,6 +97,7 @@ int Query(Invocation& inv) {
       });
   if (rc != kExitOk) return rc;
   std::vector<google::protobuf::Message*> ms;
+  ms.reserve(events.size());
   for (auto& e : events) ms.push_back(&e);
   PrintResources(inv, ms, EventColumns(), false);
   return kExitOk;
@@ -237,8 +239,9 @@ int Checkpoint(Invocation& inv) {
   av1::Checkpoint resp;
   if (int rc = CallUnary(inv, *a->conn, "AuditLog.GetCheckpoint", [&](grpc::ClientContext* c) {
         return a->stub->GetCheckpoint(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return kExitOk;
 }

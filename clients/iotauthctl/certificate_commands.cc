@@ -176,7 +176,8 @@ bool IsHex(absl::string_view s) {
 
 int CaUpload(Invocation& inv) {
   rv1::CreateCaCertificateRequest req;
-  std::string tenant, pem;
+  std::string tenant;
+  std::string pem;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!ReadFlagFile(inv, "file", &pem, &exit)) return exit;
@@ -196,8 +197,9 @@ int CaUpload(Invocation& inv) {
   if (int rc = CallUnary(inv, *c->conn, "DeviceRegistry.CreateCaCertificate",
                          [&](grpc::ClientContext* cx) {
                            return c->registry->CreateCaCertificate(cx, req, &resp);
-                         }))
+                         })) {
     return rc;
+  }
   if (!JsonOutput(inv)) {
     resp.clear_certificate_pem();
     if (resp.status() == rv1::CA_STATUS_UNVERIFIED) {
@@ -223,8 +225,9 @@ int CaVerificationCode(Invocation& inv) {
   if (int rc = CallUnary(inv, *c->conn, "CertificateService.RegenerateVerificationCode",
                          [&](grpc::ClientContext* cx) {
                            return c->certs->RegenerateVerificationCode(cx, req, &resp);
-                         }))
+                         })) {
     return rc;
+  }
   if (JsonOutput(inv)) {
     resp.clear_certificate_pem();
     PrintResource(inv, &resp, false);
@@ -237,7 +240,8 @@ int CaVerificationCode(Invocation& inv) {
 
 int CaVerify(Invocation& inv) {
   iv1::VerifyCaPossessionRequest req;
-  std::string tenant, proof;
+  std::string tenant;
+  std::string proof;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!ReadFlagFile(inv, "file", &proof, &exit)) return exit;
@@ -249,8 +253,9 @@ int CaVerify(Invocation& inv) {
   rv1::CaCertificate resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.VerifyCaPossession",
-          [&](grpc::ClientContext* cx) { return c->certs->VerifyCaPossession(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->VerifyCaPossession(cx, req, &resp); })) {
     return rc;
+  }
   if (!JsonOutput(inv)) resp.clear_certificate_pem();
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -272,8 +277,9 @@ int CaSetStatus(Invocation& inv, rv1::CaStatus status) {
   if (int rc = CallUnary(inv, *c->conn, "DeviceRegistry.UpdateCaCertificate",
                          [&](grpc::ClientContext* cx) {
                            return c->registry->UpdateCaCertificate(cx, req, &resp);
-                         }))
+                         })) {
     return rc;
+  }
   if (!JsonOutput(inv)) resp.clear_certificate_pem();
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -294,7 +300,8 @@ int CaCreateIssuing(Invocation& inv) {
           "--key_algorithm, --common_name and --validity apply to a generated CA, not to "
           "--import_cert/--import_key");
     }
-    std::string cert, key;
+    std::string cert;
+    std::string key;
     if (!ReadFlagFile(inv, "import_cert", &cert, &exit)) return exit;
     if (!ReadFlagFile(inv, "import_key", &key, &exit)) return exit;
     req.mutable_import()->set_certificate_pem(cert);
@@ -303,8 +310,9 @@ int CaCreateIssuing(Invocation& inv) {
     iv1::GenerateIssuingCa* gen = req.mutable_generate();
     if (inv.flags.Has("key_algorithm")) {
       auto alg = ParseEnumName(iv1::KeyAlgorithm_descriptor(), inv.flags.Get("key_algorithm"));
-      if (!alg.ok())
+      if (!alg.ok()) {
         return inv.UsageError(absl::StrCat("--key_algorithm: ", alg.status().message()));
+      }
       gen->set_key_algorithm(static_cast<iv1::KeyAlgorithm>(*alg));
     }
     gen->set_common_name(inv.flags.Get("common_name"));
@@ -317,8 +325,9 @@ int CaCreateIssuing(Invocation& inv) {
   rv1::CaCertificate resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.CreateIssuingCa",
-          [&](grpc::ClientContext* cx) { return c->certs->CreateIssuingCa(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->CreateIssuingCa(cx, req, &resp); })) {
     return rc;
+  }
   if (!JsonOutput(inv)) resp.clear_certificate_pem();
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -357,7 +366,9 @@ int PrintIssued(const Invocation& inv, iv1::IssuedCertificate& issued) {
 
 int CertIssue(Invocation& inv) {
   iv1::IssueCertificateRequest req;
-  std::string tenant, device, csr;
+  std::string tenant;
+  std::string device;
+  std::string csr;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "device", &device, &exit)) return exit;
@@ -373,14 +384,17 @@ int CertIssue(Invocation& inv) {
   iv1::IssuedCertificate resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.IssueCertificate",
-          [&](grpc::ClientContext* cx) { return c->certs->IssueCertificate(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->IssueCertificate(cx, req, &resp); })) {
     return rc;
+  }
   return PrintIssued(inv, resp);
 }
 
 int CertRenew(Invocation& inv) {
   iv1::RenewCertificateRequest req;
-  std::string tenant, chain, csr;
+  std::string tenant;
+  std::string chain;
+  std::string csr;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   const bool with_key = inv.flags.Has("key_file");
@@ -419,8 +433,9 @@ int CertRenew(Invocation& inv) {
   iv1::IssuedCertificate resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.RenewCertificate",
-          [&](grpc::ClientContext* cx) { return c->certs->RenewCertificate(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->RenewCertificate(cx, req, &resp); })) {
     return rc;
+  }
   return PrintIssued(inv, resp);
 }
 
@@ -460,7 +475,8 @@ int CertRevoke(Invocation& inv) {
     }
     req.set_fingerprint(fp);
   } else {
-    std::string ca, serial;
+    std::string ca;
+    std::string serial;
     if (!RequireFlag(inv, "issuer_ca", &ca, &exit)) return exit;
     if (!RequireFlag(inv, "serial", &serial, &exit)) return exit;
     absl::string_view digits = serial;
@@ -475,8 +491,9 @@ int CertRevoke(Invocation& inv) {
   rv1::CertificateRevocation resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.RevokeCertificate",
-          [&](grpc::ClientContext* cx) { return c->certs->RevokeCertificate(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->RevokeCertificate(cx, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return kExitOk;
 }
@@ -493,8 +510,9 @@ int CertUnrevoke(Invocation& inv) {
   iv1::DeleteRevocationResponse resp;
   if (int rc = CallUnary(
           inv, *c->conn, "CertificateService.DeleteRevocation",
-          [&](grpc::ClientContext* cx) { return c->certs->DeleteRevocation(cx, req, &resp); }))
+          [&](grpc::ClientContext* cx) { return c->certs->DeleteRevocation(cx, req, &resp); })) {
     return rc;
+  }
   if (JsonOutput(inv)) {
     inv.out() << "{}\n";
   } else {
@@ -507,7 +525,9 @@ int CertUnrevoke(Invocation& inv) {
 
 int CrlUpload(Invocation& inv) {
   iv1::UploadCrlRequest req;
-  std::string tenant, ca, crl;
+  std::string tenant;
+  std::string ca;
+  std::string crl;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "issuer_ca", &ca, &exit)) return exit;
@@ -520,8 +540,9 @@ int CrlUpload(Invocation& inv) {
   rv1::CertificateRevocationList resp;
   if (int rc =
           CallUnary(inv, *c->conn, "CertificateService.UploadCrl",
-                    [&](grpc::ClientContext* cx) { return c->certs->UploadCrl(cx, req, &resp); }))
+                    [&](grpc::ClientContext* cx) { return c->certs->UploadCrl(cx, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return kExitOk;
 }

@@ -52,7 +52,7 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListDevices(grpc::ServerContext*, const rv1::ListDevicesRequest* req,
+  grpc::Status ListDevices(grpc::ServerContext* /*context*/, const rv1::ListDevicesRequest* req,
                            rv1::ListDevicesResponse* resp) override {
     int page = 0;
     if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &page)) {
@@ -63,7 +63,7 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ImportDevices(grpc::ServerContext*,
+  grpc::Status ImportDevices(grpc::ServerContext* /*context*/,
                              grpc::ServerReader<rv1::ImportDevicesRequest>* reader,
                              rv1::ImportDevicesResponse* resp) override {
     rv1::ImportDevicesRequest req;
@@ -91,7 +91,8 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status CreateCaCertificate(grpc::ServerContext*, const rv1::CreateCaCertificateRequest* req,
+  grpc::Status CreateCaCertificate(grpc::ServerContext* /*context*/,
+                                   const rv1::CreateCaCertificateRequest* req,
                                    rv1::CaCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_create_ca = *req;
@@ -102,7 +103,8 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status UpdateCaCertificate(grpc::ServerContext*, const rv1::UpdateCaCertificateRequest* req,
+  grpc::Status UpdateCaCertificate(grpc::ServerContext* /*context*/,
+                                   const rv1::UpdateCaCertificateRequest* req,
                                    rv1::CaCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_update_ca = *req;
@@ -110,7 +112,7 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status RewrapSecrets(grpc::ServerContext*, const rv1::RewrapSecretsRequest* req,
+  grpc::Status RewrapSecrets(grpc::ServerContext* /*context*/, const rv1::RewrapSecretsRequest* req,
                              grpc::ServerWriter<rv1::RewrapSecretsProgress>* writer) override {
     {
       std::lock_guard<std::mutex> l(mu);
@@ -141,7 +143,7 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
 
 class FakeIdentity final : public iv1::IdentityService::Service {
  public:
-  grpc::Status Authenticate(grpc::ServerContext*, const iv1::AuthenticateRequest* req,
+  grpc::Status Authenticate(grpc::ServerContext* /*context*/, const iv1::AuthenticateRequest* req,
                             iv1::AuthenticateResponse* resp) override {
     if (req->connect().password() == "good") {
       resp->set_decision(iv1::DECISION_ALLOW);
@@ -157,7 +159,8 @@ class FakeIdentity final : public iv1::IdentityService::Service {
 // Records each request; answers with canned resources.
 class FakeCertificates final : public iv1::CertificateService::Service {
  public:
-  grpc::Status VerifyCaPossession(grpc::ServerContext*, const iv1::VerifyCaPossessionRequest* req,
+  grpc::Status VerifyCaPossession(grpc::ServerContext* /*context*/,
+                                  const iv1::VerifyCaPossessionRequest* req,
                                   rv1::CaCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_verify = *req;
@@ -168,7 +171,7 @@ class FakeCertificates final : public iv1::CertificateService::Service {
     resp->set_status(rv1::CA_STATUS_VERIFIED);
     return grpc::Status::OK;
   }
-  grpc::Status RegenerateVerificationCode(grpc::ServerContext*,
+  grpc::Status RegenerateVerificationCode(grpc::ServerContext* /*context*/,
                                           const iv1::RegenerateVerificationCodeRequest* req,
                                           rv1::CaCertificate* resp) override {
     resp->set_id(req->ca_id());
@@ -176,26 +179,29 @@ class FakeCertificates final : public iv1::CertificateService::Service {
     resp->set_verification_code("fresh-code-42");
     return grpc::Status::OK;
   }
-  grpc::Status RevokeCertificate(grpc::ServerContext*, const iv1::RevokeCertificateRequest* req,
+  grpc::Status RevokeCertificate(grpc::ServerContext* /*context*/,
+                                 const iv1::RevokeCertificateRequest* req,
                                  rv1::CertificateRevocation* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_revoke = *req;
     resp->set_id("rev-1");
     return grpc::Status::OK;
   }
-  grpc::Status DeleteRevocation(grpc::ServerContext*, const iv1::DeleteRevocationRequest* req,
-                                iv1::DeleteRevocationResponse*) override {
+  grpc::Status DeleteRevocation(grpc::ServerContext* /*context*/,
+                                const iv1::DeleteRevocationRequest* req,
+                                iv1::DeleteRevocationResponse* /*response*/) override {
     std::lock_guard<std::mutex> l(mu);
     last_unrevoke = *req;
     return grpc::Status::OK;
   }
-  grpc::Status UploadCrl(grpc::ServerContext*, const iv1::UploadCrlRequest* req,
-                         rv1::CertificateRevocationList*) override {
+  grpc::Status UploadCrl(grpc::ServerContext* /*context*/, const iv1::UploadCrlRequest* req,
+                         rv1::CertificateRevocationList* /*response*/) override {
     std::lock_guard<std::mutex> l(mu);
     last_crl = *req;
     return grpc::Status::OK;
   }
-  grpc::Status CreateIssuingCa(grpc::ServerContext*, const iv1::CreateIssuingCaRequest* req,
+  grpc::Status CreateIssuingCa(grpc::ServerContext* /*context*/,
+                               const iv1::CreateIssuingCaRequest* req,
                                rv1::CaCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_issuing = *req;
@@ -203,14 +209,16 @@ class FakeCertificates final : public iv1::CertificateService::Service {
     resp->set_issuing(true);
     return grpc::Status::OK;
   }
-  grpc::Status IssueCertificate(grpc::ServerContext*, const iv1::IssueCertificateRequest* req,
+  grpc::Status IssueCertificate(grpc::ServerContext* /*context*/,
+                                const iv1::IssueCertificateRequest* req,
                                 iv1::IssuedCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_issue = *req;
     Issued(req->device_id(), resp);
     return grpc::Status::OK;
   }
-  grpc::Status RenewCertificate(grpc::ServerContext*, const iv1::RenewCertificateRequest* req,
+  grpc::Status RenewCertificate(grpc::ServerContext* /*context*/,
+                                const iv1::RenewCertificateRequest* req,
                                 iv1::IssuedCertificate* resp) override {
     std::lock_guard<std::mutex> l(mu);
     last_renew = *req;
@@ -641,7 +649,9 @@ void MakeKeyAndCsr(const std::string& cn, std::string* key_pem, std::string* csr
 }
 
 TEST_F(CliTest, CertRenewSignsTheCsrWithTheCurrentKey) {
-  std::string key_pem, csr_pem, csr_der;
+  std::string key_pem;
+  std::string csr_pem;
+  std::string csr_der;
   EVP_PKEY* key = nullptr;
   MakeKeyAndCsr("dev-1", &key_pem, &csr_pem, &csr_der, &key);
   ASSERT_NE(key, nullptr);

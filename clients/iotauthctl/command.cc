@@ -207,7 +207,7 @@ void AppendFlagHelp(const std::vector<FlagSpec>& flags, std::ostringstream& os) 
     std::vector<std::string> notes;
     if (!f.default_value.empty()) notes.push_back(absl::StrCat("default ", f.default_value));
     if (!f.env.empty()) notes.push_back(absl::StrCat("env ", f.env));
-    if (f.repeated) notes.push_back("repeatable");
+    if (f.repeated) notes.emplace_back("repeatable");
     if (!notes.empty()) os << " (" << absl::StrJoin(notes, ", ") << ")";
     os << "\n";
   }

@@ -123,7 +123,8 @@ TEST(ParseTest, HelpAnywhere) {
 
 TEST(DispatchTest, ExitCodes) {
   Tree t;
-  std::ostringstream out, err;
+  std::ostringstream out;
+  std::ostringstream err;
   Io io{&out, &err, NoEnv(), false};
   EXPECT_EQ(Dispatch(t.root, {"device", "get", "d1"}, io, nullptr), kExitOk);
   EXPECT_EQ(Dispatch(t.root, {"device", "get", "--help"}, io, nullptr), kExitOk);

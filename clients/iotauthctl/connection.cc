@@ -108,7 +108,8 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& f,
   auto ca = read(ca_path);
   if (!ca.ok()) return ca.status();
   s.ca_pem = *std::move(ca);
-  std::string cert_path = f.cert, key_path = f.key;
+  std::string cert_path = f.cert;
+  std::string key_path = f.key;
   if (cert_path.empty() && f.token.empty()) {
     cert_path = pki + "/admin.pem";
     key_path = pki + "/admin.key";

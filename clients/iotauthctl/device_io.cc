@@ -261,8 +261,9 @@ absl::Status DeviceReader::ReadHeader() {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", csv_.record_line(), ": duplicate column '", f, "'"));
     }
-    if (absl::StartsWith(name, "tag:"))
+    if (absl::StartsWith(name, "tag:")) {
       name = "tag:" + std::string(absl::StripAsciiWhitespace(f).substr(4));
+    }
     columns_.push_back(std::move(name));
   }
   if (seen.count("device_id") == 0) {

@@ -96,15 +96,18 @@ int Authenticate(Invocation& inv) {
   iv1::AuthenticateResponse resp;
   if (int rc = CallUnary(inv, *conn, "IdentityService.Authenticate", [&](grpc::ClientContext* c) {
         return stub->Authenticate(c, *req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, inv.flags.IsSet("show_keys"));
   return ExitForDecision(inv, resp.decision());
 }
 
 int Authorize(Invocation& inv) {
   iv1::AuthorizeRequest req;
-  std::string device, action, topic;
+  std::string device;
+  std::string action;
+  std::string topic;
   int exit = 0;
   if (!RequireFlag(inv, "device", &device, &exit)) return exit;
   if (!RequireFlag(inv, "action", &action, &exit)) return exit;
@@ -127,8 +130,9 @@ int Authorize(Invocation& inv) {
   auto stub = iv1::IdentityService::NewStub(conn->channel());
   iv1::AuthorizeResponse resp;
   if (int rc = CallUnary(inv, *conn, "IdentityService.Authorize",
-                         [&](grpc::ClientContext* c) { return stub->Authorize(c, req, &resp); }))
+                         [&](grpc::ClientContext* c) { return stub->Authorize(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return ExitForDecision(inv, resp.decision());
 }

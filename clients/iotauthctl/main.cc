@@ -1,7 +1,7 @@
 // iotauthctl entry point.
-#include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>

@@ -124,6 +124,7 @@ std::string RenderMap(const Message& m, const FieldDescriptor* f) {
     entries[RenderScalar(e, key_f, 0)] = RenderScalar(e, val_f, 0);
   }
   std::vector<std::string> parts;
+  parts.reserve(entries.size());
   for (const auto& [k, v] : entries) parts.push_back(absl::StrCat(k, "=", v));
   return absl::StrJoin(parts, ", ");
 }
@@ -148,6 +149,7 @@ void FlattenInto(const Message& m, const std::string& prefix, KeyValues* out) {
         for (int i = 0; i < n; ++i) out->emplace_back(i == 0 ? key : "", RenderScalar(m, f, i));
       } else {
         std::vector<std::string> parts;
+        parts.reserve(n);
         for (int i = 0; i < n; ++i) parts.push_back(RenderScalar(m, f, i));
         out->emplace_back(key, absl::StrJoin(parts, ", "));
       }
@@ -280,6 +282,7 @@ std::string FieldValue(const Message& message, absl::string_view path) {
     if (f->is_map()) return RenderMap(*m, f);
     if (f->is_repeated()) {
       std::vector<std::string> vals;
+      vals.reserve(r->FieldSize(*m, f));
       for (int j = 0; j < r->FieldSize(*m, f); ++j) vals.push_back(RenderScalar(*m, f, j));
       return absl::StrJoin(vals, ", ");
     }
@@ -321,10 +324,12 @@ std::string RenderTable(const std::vector<std::string>& headers,
 std::string RenderMessageTable(const std::vector<const Message*>& messages,
                                const std::vector<Column>& columns) {
   std::vector<std::string> headers;
+  headers.reserve(columns.size());
   for (const Column& c : columns) headers.push_back(c.header);
   std::vector<std::vector<std::string>> rows;
   for (const Message* m : messages) {
     std::vector<std::string> row;
+    row.reserve(columns.size());
     for (const Column& c : columns) row.push_back(FieldValue(*m, c.path));
     rows.push_back(std::move(row));
   }

@@ -51,6 +51,7 @@ const FlagSpec kRuleFlag{"rule",
 template <class Item>
 std::vector<Message*> AsMessages(std::vector<Item>& items) {
   std::vector<Message*> out;
+  out.reserve(items.size());
   for (auto& i : items) out.push_back(&i);
   return out;
 }
@@ -95,8 +96,9 @@ int TenantCreate(Invocation& inv) {
   rv1::Tenant resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateTenant", [&](grpc::ClientContext* c) {
         return r->stub->CreateTenant(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -109,9 +111,11 @@ int TenantGet(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Tenant resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetTenant",
-                         [&](grpc::ClientContext* c) { return r->stub->GetTenant(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetTenant", [&](grpc::ClientContext* c) {
+        return r->stub->GetTenant(c, req, &resp);
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -143,8 +147,9 @@ int TenantUpdate(Invocation& inv) {
   rv1::Tenant resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateTenant", [&](grpc::ClientContext* c) {
         return r->stub->UpdateTenant(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -159,8 +164,9 @@ int TenantDelete(Invocation& inv) {
   rv1::DeleteResponse resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteTenant", [&](grpc::ClientContext* c) {
         return r->stub->DeleteTenant(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   return PrintDeleted(inv, "tenant", req.tenant_id());
 }
 
@@ -252,10 +258,11 @@ int ProductCreate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Product resp;
-  if (int rc =
-          CallUnary(inv, *r->conn, "DeviceRegistry.CreateProduct",
-                    [&](grpc::ClientContext* c) { return r->stub->CreateProduct(c, req, &resp); }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.CreateProduct",
+          [&](grpc::ClientContext* c) { return r->stub->CreateProduct(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -273,8 +280,9 @@ int ProductGet(Invocation& inv) {
   rv1::Product resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetProduct", [&](grpc::ClientContext* c) {
         return r->stub->GetProduct(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -295,10 +303,11 @@ int ProductUpdate(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Product resp;
-  if (int rc =
-          CallUnary(inv, *r->conn, "DeviceRegistry.UpdateProduct",
-                    [&](grpc::ClientContext* c) { return r->stub->UpdateProduct(c, req, &resp); }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.UpdateProduct",
+          [&](grpc::ClientContext* c) { return r->stub->UpdateProduct(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -314,10 +323,11 @@ int ProductDelete(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::DeleteResponse resp;
-  if (int rc =
-          CallUnary(inv, *r->conn, "DeviceRegistry.DeleteProduct",
-                    [&](grpc::ClientContext* c) { return r->stub->DeleteProduct(c, req, &resp); }))
+  if (int rc = CallUnary(
+          inv, *r->conn, "DeviceRegistry.DeleteProduct",
+          [&](grpc::ClientContext* c) { return r->stub->DeleteProduct(c, req, &resp); })) {
     return rc;
+  }
   return PrintDeleted(inv, "product", req.product_key());
 }
 
@@ -356,7 +366,8 @@ int ProductList(Invocation& inv) {
 int DeviceCreate(Invocation& inv) {
   rv1::CreateDeviceRequest req;
   rv1::Device* d = req.mutable_device();
-  std::string tenant, product;
+  std::string tenant;
+  std::string product;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   d->set_tenant_id(tenant);
@@ -389,8 +400,9 @@ int DeviceCreate(Invocation& inv) {
   rv1::Device resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.CreateDevice", [&](grpc::ClientContext* c) {
         return r->stub->CreateDevice(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -406,9 +418,11 @@ int DeviceGet(Invocation& inv) {
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::Device resp;
-  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetDevice",
-                         [&](grpc::ClientContext* c) { return r->stub->GetDevice(c, req, &resp); }))
+  if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.GetDevice", [&](grpc::ClientContext* c) {
+        return r->stub->GetDevice(c, req, &resp);
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -454,8 +468,9 @@ int DeviceUpdate(Invocation& inv) {
   rv1::Device resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.UpdateDevice", [&](grpc::ClientContext* c) {
         return r->stub->UpdateDevice(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -473,8 +488,9 @@ int DeviceDelete(Invocation& inv) {
   rv1::DeleteResponse resp;
   if (int rc = CallUnary(inv, *r->conn, "DeviceRegistry.DeleteDevice", [&](grpc::ClientContext* c) {
         return r->stub->DeleteDevice(c, req, &resp);
-      }))
+      })) {
     return rc;
+  }
   return PrintDeleted(inv, "device", req.device_id());
 }
 
@@ -533,15 +549,17 @@ int DeviceSetStatus(Invocation& inv, rv1::DeviceStatus status) {
   rv1::Device resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.SetDeviceStatus",
-          [&](grpc::ClientContext* c) { return r->stub->SetDeviceStatus(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->SetDeviceStatus(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return kExitOk;
 }
 
 int DeviceRegenerateKey(Invocation& inv) {
   rv1::RegenerateDeviceKeyRequest req;
-  std::string tenant, slot;
+  std::string tenant;
+  std::string slot;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "slot", &slot, &exit)) return exit;
@@ -556,8 +574,9 @@ int DeviceRegenerateKey(Invocation& inv) {
   rv1::Device resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.RegenerateDeviceKey",
-          [&](grpc::ClientContext* c) { return r->stub->RegenerateDeviceKey(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->RegenerateDeviceKey(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -580,8 +599,9 @@ int DeviceSetThumbprints(Invocation& inv) {
   rv1::Device resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.SetDeviceThumbprints",
-          [&](grpc::ClientContext* c) { return r->stub->SetDeviceThumbprints(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->SetDeviceThumbprints(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, false);
   return kExitOk;
 }
@@ -597,7 +617,8 @@ struct Rejection {
 };
 
 int DeviceImport(Invocation& inv) {
-  std::string tenant, path;
+  std::string tenant;
+  std::string path;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "file", &path, &exit)) return exit;
@@ -605,8 +626,9 @@ int DeviceImport(Invocation& inv) {
   if (!format.ok()) return inv.UsageError(format.status().message());
   auto batch_size = inv.flags.GetInt("batch_size");
   if (!batch_size.ok()) return inv.UsageError(batch_size.status().message());
-  if (*batch_size < 1 || *batch_size > 10000)
+  if (*batch_size < 1 || *batch_size > 10000) {
     return inv.UsageError("--batch_size must be 1 to 10000");
+  }
   auto generate = inv.flags.GetBool("generate_keys");
   if (!generate.ok()) return inv.UsageError(generate.status().message());
   const bool dry_run = inv.flags.IsSet("dry_run");
@@ -637,7 +659,8 @@ int DeviceImport(Invocation& inv) {
   ProgressBar progress(&inv.err(), inv.io.err_is_tty, !inv.flags.IsSet("no_progress"));
   std::vector<int64_t> line_of_index;  // stream index -> file line
   std::vector<Rejection> local;
-  int64_t local_rejected = 0, sent = 0;
+  int64_t local_rejected = 0;
+  int64_t sent = 0;
   bool stream_broken = false;
   rv1::ImportDevicesRequest batch;
   auto flush = [&]() {
@@ -663,8 +686,9 @@ int DeviceImport(Invocation& inv) {
     if (*next == DeviceReader::Result::kEof) break;
     if (*next == DeviceReader::Result::kRowError) {
       ++local_rejected;
-      if (local.size() < 1000)
+      if (local.size() < 1000) {
         local.push_back({row_error.line, -1, "", "PARSE_ERROR", row_error.message});
+      }
     } else {
       line_of_index.push_back(reader.line());
       batch.add_devices()->Swap(&device);
@@ -731,7 +755,7 @@ int DeviceImport(Invocation& inv) {
       if (!rej.message.empty()) inv.out() << ": " << rej.message;
       inv.out() << "\n";
     }
-    const int64_t listed = static_cast<int64_t>(rejections.size());
+    const auto listed = static_cast<int64_t>(rejections.size());
     if (rejected_total > listed) {
       inv.out() << "  ... and " << (rejected_total - listed) << " more\n";
     }
@@ -786,7 +810,8 @@ int DeviceExport(Invocation& inv) {
 int GroupCreate(Invocation& inv) {
   rv1::CreateEnrollmentGroupRequest req;
   rv1::EnrollmentGroup* g = req.mutable_group();
-  std::string tenant, product;
+  std::string tenant;
+  std::string product;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "product", &product, &exit)) return exit;
@@ -806,8 +831,9 @@ int GroupCreate(Invocation& inv) {
   rv1::EnrollmentGroup resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.CreateEnrollmentGroup",
-          [&](grpc::ClientContext* c) { return r->stub->CreateEnrollmentGroup(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->CreateEnrollmentGroup(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -825,8 +851,9 @@ int GroupGet(Invocation& inv) {
   rv1::EnrollmentGroup resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.GetEnrollmentGroup",
-          [&](grpc::ClientContext* c) { return r->stub->GetEnrollmentGroup(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->GetEnrollmentGroup(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -863,8 +890,9 @@ int GroupUpdate(Invocation& inv) {
   rv1::EnrollmentGroup resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.UpdateEnrollmentGroup",
-          [&](grpc::ClientContext* c) { return r->stub->UpdateEnrollmentGroup(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->UpdateEnrollmentGroup(c, req, &resp); })) {
     return rc;
+  }
   PrintResource(inv, &resp, ShowKeys(inv));
   return kExitOk;
 }
@@ -882,8 +910,9 @@ int GroupDelete(Invocation& inv) {
   rv1::DeleteResponse resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.DeleteEnrollmentGroup",
-          [&](grpc::ClientContext* c) { return r->stub->DeleteEnrollmentGroup(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->DeleteEnrollmentGroup(c, req, &resp); })) {
     return rc;
+  }
   return PrintDeleted(inv, "enrollment group", req.group_id());
 }
 
@@ -921,7 +950,8 @@ int GroupList(Invocation& inv) {
 
 int CaCreate(Invocation& inv) {
   rv1::CreateCaCertificateRequest req;
-  std::string tenant, cert_file;
+  std::string tenant;
+  std::string cert_file;
   int exit = 0;
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   if (!RequireFlag(inv, "cert_file", &cert_file, &exit)) return exit;
@@ -938,8 +968,9 @@ int CaCreate(Invocation& inv) {
   rv1::CaCertificate resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.CreateCaCertificate",
-          [&](grpc::ClientContext* c) { return r->stub->CreateCaCertificate(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->CreateCaCertificate(c, req, &resp); })) {
     return rc;
+  }
   if (!JsonOutput(inv)) resp.clear_certificate_pem();  // long; `ca get --json` has it
   PrintResource(inv, &resp, false);
   return kExitOk;
@@ -957,8 +988,9 @@ int CaGet(Invocation& inv) {
   rv1::CaCertificate resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.GetCaCertificate",
-          [&](grpc::ClientContext* c) { return r->stub->GetCaCertificate(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->GetCaCertificate(c, req, &resp); })) {
     return rc;
+  }
   if (inv.flags.IsSet("pem")) {
     inv.out() << resp.certificate_pem();
     return kExitOk;
@@ -1012,8 +1044,9 @@ int CaDelete(Invocation& inv) {
   rv1::DeleteResponse resp;
   if (int rc = CallUnary(
           inv, *r->conn, "DeviceRegistry.DeleteCaCertificate",
-          [&](grpc::ClientContext* c) { return r->stub->DeleteCaCertificate(c, req, &resp); }))
+          [&](grpc::ClientContext* c) { return r->stub->DeleteCaCertificate(c, req, &resp); })) {
     return rc;
+  }
   return PrintDeleted(inv, "CA certificate", req.ca_id());
 }
 
@@ -1067,7 +1100,8 @@ int AdminRewrapSecrets(Invocation& inv) {
   r->conn->PrepareStream(&context);
   auto reader = r->stub->RewrapSecrets(&context, req);
   ProgressBar progress(&inv.err(), inv.io.err_is_tty, !inv.flags.IsSet("no_progress"));
-  rv1::RewrapSecretsProgress p, last;
+  rv1::RewrapSecretsProgress p;
+  rv1::RewrapSecretsProgress last;
   bool done = false;
   while (reader->Read(&p)) {
     last = p;

@@ -13,7 +13,8 @@ namespace iotauth::cli {
 namespace {
 
 int Sas(Invocation& inv) {
-  std::string hub, device_id;
+  std::string hub;
+  std::string device_id;
   int exit = 0;
   if (!RequireFlag(inv, "hub", &hub, &exit)) return exit;
   if (!RequireFlag(inv, "device", &device_id, &exit)) return exit;
@@ -53,7 +54,8 @@ int Sas(Invocation& inv) {
 }
 
 int Triple(Invocation& inv) {
-  std::string product_key, device_name;
+  std::string product_key;
+  std::string device_name;
   int exit = 0;
   if (!RequireFlag(inv, "product_key", &product_key, &exit)) return exit;
   if (!RequireFlag(inv, "device_name", &device_name, &exit)) return exit;

@@ -51,7 +51,7 @@ std::string CertificatePem(const struct mosquitto* client) {
   return pem;
 }
 
-int OnBasicAuth(int, void* event_data, void* userdata) {
+int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
   ConnectAttempt a;
@@ -69,7 +69,7 @@ int OnBasicAuth(int, void* event_data, void* userdata) {
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
 }
 
-int OnAclCheck(int, void* event_data, void* userdata) {
+int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_acl_check*>(event_data);
   Access access;
@@ -99,7 +99,7 @@ int OnAclCheck(int, void* event_data, void* userdata) {
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
 
-int OnDisconnect(int, void* event_data, void* userdata) {
+int OnDisconnect(int /*unused*/, void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_disconnect*>(event_data);
   state->core->OnDisconnect(reinterpret_cast<uintptr_t>(ev->client));
@@ -120,6 +120,7 @@ int mosquitto_plugin_version(int supported_version_count, const int* supported_v
 int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
                           struct mosquitto_opt* options, int option_count) {
   std::vector<std::pair<std::string, std::string>> opts;
+  opts.reserve(option_count);
   for (int i = 0; i < option_count; ++i) {
     opts.emplace_back(OrEmpty(options[i].key), OrEmpty(options[i].value));
   }
@@ -160,7 +161,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
   return MOSQ_ERR_SUCCESS;
 }
 
-int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, int) {
+int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt* /*unused*/, int /*unused*/) {
   auto* state = static_cast<PluginState*>(userdata);
   if (state == nullptr) return MOSQ_ERR_SUCCESS;
   mosquitto_callback_unregister(state->id, MOSQ_EVT_BASIC_AUTH, OnBasicAuth, nullptr);

@@ -21,8 +21,6 @@
 #include "services/common/log.h"
 #include "services/common/status_macros.h"
 
-extern char** environ;
-
 namespace iotauth {
 namespace {
 

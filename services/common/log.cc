@@ -82,8 +82,8 @@ std::string JsonEscape(absl::string_view s) {
 std::string FormatLine(absl::Time now, Level level, absl::string_view msg,
                        std::initializer_list<Field> fields) {
   std::string line =
-      absl::StrCat("{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()),
-                   "\",\"level\":\"", LevelName(level), "\",\"msg\":\"", JsonEscape(msg), "\"");
+      absl::StrCat(R"({"ts":")", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()),
+                   R"(","level":")", LevelName(level), R"(","msg":")", JsonEscape(msg), "\"");
   for (const auto& [key, value] : fields) {
     absl::StrAppend(&line, ",\"", JsonEscape(key), "\":\"", JsonEscape(value), "\"");
   }

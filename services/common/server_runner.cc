@@ -3,7 +3,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
-#include <signal.h>
+
+#include <csignal>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
@@ -31,8 +32,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
 
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
   std::vector<std::string> names;
+  names.reserve(services.size());
   for (const auto& s : services) names.push_back(s.name);
-  names.push_back("grpc.reflection.v1alpha.ServerReflection");
+  names.emplace_back("grpc.reflection.v1alpha.ServerReflection");
   runner->grpc_metrics_->RegisterServices(names);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
   creators.push_back(runner->grpc_metrics_->InterceptorFactory());

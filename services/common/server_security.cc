@@ -34,8 +34,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
   if (mode == iotauth::config::v1::TLS_MODE_INSECURE) {
     return grpc::InsecureServerCredentials();
   }
-  std::string cert_file = tls.cert_file(), key_file = tls.key_file(),
-              ca_file = tls.client_ca_file();
+  std::string cert_file = tls.cert_file();
+  std::string key_file = tls.key_file();
+  std::string ca_file = tls.client_ca_file();
   if (mode == iotauth::config::v1::TLS_MODE_DEV_PKI ||
       mode == iotauth::config::v1::TLS_MODE_UNSPECIFIED) {
     IOTAUTH_RETURN_IF_ERROR(EnsureDevPki(DevPkiDir(config), absl::Now()).status());
@@ -60,7 +61,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
 
 std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject) {
   std::vector<std::pair<std::string, std::string>> out;
-  std::string attr, value;
+  std::string attr;
+  std::string value;
   bool in_value = false;
   for (size_t i = 0; i < subject.size(); ++i) {
     char c = subject[i];
@@ -83,8 +85,9 @@ std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string&
 
 ConfiguredCallerResolver::ConfiguredCallerResolver(const iotauth::config::v1::AuthConfig& auth)
     : roles_from_ou_(auth.roles_from_ou()) {
-  for (const auto& b : auth.cert_roles())
+  for (const auto& b : auth.cert_roles()) {
     cn_roles_.emplace_back(b.subject_cn(), RolesOf(b.roles()));
+  }
   for (const auto& t : auth.bearer_tokens()) {
     auto raw = crypto::HexDecode(t.sha256());
     if (raw.ok()) tokens_.push_back({t.name(), *raw, RolesOf(t.roles())});

@@ -90,7 +90,7 @@ ExHookHandler::ExHookHandler(Options options)
       clock_(options_.clock != nullptr ? options_.clock : &RealClock::Get()),
       sessions_(options_.max_sessions) {}
 
-ev2::LoadedResponse ExHookHandler::OnProviderLoaded(const ev2::ProviderLoadedRequest&) const {
+ev2::LoadedResponse ExHookHandler::OnProviderLoaded(const ev2::ProviderLoadedRequest& /*unused*/) {
   ev2::LoadedResponse r;
   for (const char* name : {"client.authenticate", "client.authorize", "client.disconnected"}) {
     r.add_hooks()->set_name(name);
@@ -156,7 +156,7 @@ absl::StatusOr<std::unique_ptr<ExHookService>> ExHookService::Create(Options opt
   return std::unique_ptr<ExHookService>(new ExHookService(std::move(options)));
 }
 
-grpc::ServerUnaryReactor* ExHookService::Empty(grpc::CallbackServerContext* context) {
+grpc::ServerUnaryReactor* ExHookService::Empty(grpc::CallbackServerContext* context) const {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   reactor->Finish(ToGrpcStatus(RequireRole(caller, Role::kGateway)));
@@ -200,7 +200,7 @@ grpc::ServerUnaryReactor* ExHookService::OnClientAuthorize(
 
 grpc::ServerUnaryReactor* ExHookService::OnClientDisconnected(
     grpc::CallbackServerContext* context, const ev2::ClientDisconnectedRequest* request,
-    ev2::EmptySuccess*) {
+    ev2::EmptySuccess* /*unused*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
@@ -209,92 +209,92 @@ grpc::ServerUnaryReactor* ExHookService::OnClientDisconnected(
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ExHookService::OnMessagePublish(grpc::CallbackServerContext* context,
-                                                          const ev2::MessagePublishRequest*,
-                                                          ev2::ValuedResponse* response) {
+grpc::ServerUnaryReactor* ExHookService::OnMessagePublish(
+    grpc::CallbackServerContext* context, const ev2::MessagePublishRequest* /*unused*/,
+    ev2::ValuedResponse* response) {
   // Not registered on load; if EMQX calls it anyway, leave the message untouched.
   response->set_type(ev2::ValuedResponse::IGNORE);
   return Empty(context);
 }
 
-grpc::ServerUnaryReactor* ExHookService::OnProviderUnloaded(grpc::CallbackServerContext* context,
-                                                            const ev2::ProviderUnloadedRequest*,
-                                                            ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnProviderUnloaded(
+    grpc::CallbackServerContext* context, const ev2::ProviderUnloadedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnClientConnect(grpc::CallbackServerContext* context,
-                                                         const ev2::ClientConnectRequest*,
-                                                         ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnClientConnect(
+    grpc::CallbackServerContext* context, const ev2::ClientConnectRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnClientConnack(grpc::CallbackServerContext* context,
-                                                         const ev2::ClientConnackRequest*,
-                                                         ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnClientConnack(
+    grpc::CallbackServerContext* context, const ev2::ClientConnackRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnClientConnected(grpc::CallbackServerContext* context,
-                                                           const ev2::ClientConnectedRequest*,
-                                                           ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnClientConnected(
+    grpc::CallbackServerContext* context, const ev2::ClientConnectedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnClientSubscribe(grpc::CallbackServerContext* context,
-                                                           const ev2::ClientSubscribeRequest*,
-                                                           ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnClientSubscribe(
+    grpc::CallbackServerContext* context, const ev2::ClientSubscribeRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnClientUnsubscribe(grpc::CallbackServerContext* context,
-                                                             const ev2::ClientUnsubscribeRequest*,
-                                                             ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnClientUnsubscribe(
+    grpc::CallbackServerContext* context, const ev2::ClientUnsubscribeRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionCreated(grpc::CallbackServerContext* context,
-                                                          const ev2::SessionCreatedRequest*,
-                                                          ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionCreated(
+    grpc::CallbackServerContext* context, const ev2::SessionCreatedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionSubscribed(grpc::CallbackServerContext* context,
-                                                             const ev2::SessionSubscribedRequest*,
-                                                             ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionSubscribed(
+    grpc::CallbackServerContext* context, const ev2::SessionSubscribedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
 grpc::ServerUnaryReactor* ExHookService::OnSessionUnsubscribed(
-    grpc::CallbackServerContext* context, const ev2::SessionUnsubscribedRequest*,
-    ev2::EmptySuccess*) {
+    grpc::CallbackServerContext* context, const ev2::SessionUnsubscribedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionResumed(grpc::CallbackServerContext* context,
-                                                          const ev2::SessionResumedRequest*,
-                                                          ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionResumed(
+    grpc::CallbackServerContext* context, const ev2::SessionResumedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionDiscarded(grpc::CallbackServerContext* context,
-                                                            const ev2::SessionDiscardedRequest*,
-                                                            ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionDiscarded(
+    grpc::CallbackServerContext* context, const ev2::SessionDiscardedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionTakenover(grpc::CallbackServerContext* context,
-                                                            const ev2::SessionTakenoverRequest*,
-                                                            ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionTakenover(
+    grpc::CallbackServerContext* context, const ev2::SessionTakenoverRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnSessionTerminated(grpc::CallbackServerContext* context,
-                                                             const ev2::SessionTerminatedRequest*,
-                                                             ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnSessionTerminated(
+    grpc::CallbackServerContext* context, const ev2::SessionTerminatedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnMessageDelivered(grpc::CallbackServerContext* context,
-                                                            const ev2::MessageDeliveredRequest*,
-                                                            ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnMessageDelivered(
+    grpc::CallbackServerContext* context, const ev2::MessageDeliveredRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
-grpc::ServerUnaryReactor* ExHookService::OnMessageDropped(grpc::CallbackServerContext* context,
-                                                          const ev2::MessageDroppedRequest*,
-                                                          ev2::EmptySuccess*) {
+grpc::ServerUnaryReactor* ExHookService::OnMessageDropped(
+    grpc::CallbackServerContext* context, const ev2::MessageDroppedRequest* /*unused*/,
+    ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
 grpc::ServerUnaryReactor* ExHookService::OnMessageAcked(grpc::CallbackServerContext* context,
-                                                        const ev2::MessageAckedRequest*,
-                                                        ev2::EmptySuccess*) {
+                                                        const ev2::MessageAckedRequest* /*unused*/,
+                                                        ev2::EmptySuccess* /*unused*/) {
   return Empty(context);
 }
 

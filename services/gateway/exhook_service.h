@@ -60,8 +60,8 @@ class ExHookHandler {
   // INVALID_ARGUMENT when the backend is missing or max_sessions is 0.
   static absl::StatusOr<std::unique_ptr<ExHookHandler>> Create(Options options);
 
-  emqx::exhook::v2::LoadedResponse OnProviderLoaded(
-      const emqx::exhook::v2::ProviderLoadedRequest& request) const;
+  static emqx::exhook::v2::LoadedResponse OnProviderLoaded(
+      const emqx::exhook::v2::ProviderLoadedRequest& request);
   // Allow -> true (and the session is remembered); deny or any backend error -> false.
   emqx::exhook::v2::ValuedResponse OnClientAuthenticate(
       const emqx::exhook::v2::ClientAuthenticateRequest& request,
@@ -170,7 +170,7 @@ class ExHookService final : public emqx::exhook::v2::HookProvider::CallbackServi
  private:
   explicit ExHookService(Options options) : options_(std::move(options)) {}
   // Finishes with the caller's role check and nothing else (hooks we ignore).
-  grpc::ServerUnaryReactor* Empty(grpc::CallbackServerContext* context);
+  grpc::ServerUnaryReactor* Empty(grpc::CallbackServerContext* context) const;
   Options options_;
 };
 

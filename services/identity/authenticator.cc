@@ -61,8 +61,9 @@ absl::Status Validate(const v1::AuthenticateRequest& r, const AuthenticatorConfi
     if (ci.peer_address().size() > kMaxPeerAddressBytes) {
       return TooLong("connect.peer_address", kMaxPeerAddressBytes);
     }
-    if (ci.listener().size() > kMaxListenerBytes)
+    if (ci.listener().size() > kMaxListenerBytes) {
       return TooLong("connect.listener", kMaxListenerBytes);
+    }
     return CheckChain(ci.peer_certificate_chain(), "connect.peer_certificate_chain", c);
   }
   if (r.has_credential()) {
@@ -273,8 +274,9 @@ class Authenticator::Attempt {
     auto device = opt_.directory->FindDevice(tenant->id, aud->device_id);
     if (token->has_key_name) {
       const TenantRecord::Policy* policy = tenant->FindPolicy(token->key_name);
-      if (policy == nullptr)
+      if (policy == nullptr) {
         return Deny(v1::DENY_REASON_UNKNOWN_POLICY, "unknown shared access policy");
+      }
       if (device == nullptr) return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
       std::shared_ptr<const ProductRecord> product;
       if (!ProductAllows(*device, reg::CREDENTIAL_TYPE_SAS, &product)) return;
@@ -768,7 +770,7 @@ Authenticator::Authenticator(Options options, std::string request_id_prefix)
   if (c.device_max_failures > 0) device_limiter_ = limiter(c.device_max_failures);
   if (c.source_max_failures > 0) source_limiter_ = limiter(c.source_max_failures);
   if (audit_ == nullptr) {
-    static audit::NullAuditSink* null_sink = new audit::NullAuditSink();
+    static auto* null_sink = new audit::NullAuditSink();
     audit_ = null_sink;
   }
 }

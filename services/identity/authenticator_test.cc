@@ -158,7 +158,7 @@ class AuthenticatorTest : public ::testing::Test {
   }
 
   void AddDevice(const std::string& tenant, const std::string& id, const std::string& product,
-                 reg::DeviceStatus status, std::vector<reg::AccessRule> rules = {}) {
+                 reg::DeviceStatus status, std::vector<reg::AccessRule> rules = {}) const {
     reg::Device d;
     d.set_tenant_id(tenant);
     d.set_device_id(id);
@@ -185,8 +185,8 @@ class AuthenticatorTest : public ::testing::Test {
 
   absl::Time Expiry() const { return clock_.Now() + absl::Hours(1); }
 
-  std::string Token(const std::string& resource, const std::string& key, absl::Time expiry,
-                    const std::string& policy = "") {
+  static std::string Token(const std::string& resource, const std::string& key, absl::Time expiry,
+                           const std::string& policy = "") {
     auto t = MakeSasToken(resource, key, expiry, policy);
     EXPECT_TRUE(t.ok());
     return *t;
@@ -208,7 +208,7 @@ class AuthenticatorTest : public ::testing::Test {
                                         const std::string& secret,
                                         TripleSignMethod method = TripleSignMethod::kHmacSha256,
                                         absl::Duration ts_offset = absl::ZeroDuration(),
-                                        int secure_mode = 2) {
+                                        int secure_mode = 2) const {
     auto tc = MakeTripleConnect(product, device, secret, "c1", method,
                                 absl::ToUnixMillis(clock_.Now() + ts_offset), secure_mode);
     EXPECT_TRUE(tc.ok());
@@ -220,7 +220,7 @@ class AuthenticatorTest : public ::testing::Test {
     return r;
   }
 
-  v1::AuthenticateResponse Run(const v1::AuthenticateRequest& r) {
+  v1::AuthenticateResponse Run(const v1::AuthenticateRequest& r) const {
     auto resp = auth_->Authenticate(r, CallContext{"gw-1"});
     EXPECT_TRUE(resp.ok()) << resp.status();
     return resp.ok() ? *resp : v1::AuthenticateResponse();
@@ -680,8 +680,8 @@ TEST_F(AuthenticatorTest, CreateValidates) {
 
 class StubVerifier final : public CertificateVerifier {
  public:
-  Result Verify(absl::Span<const absl::string_view> chain, absl::string_view,
-                absl::Time) const override {
+  Result Verify(absl::Span<const absl::string_view> chain, absl::string_view /*tenant_hint*/,
+                absl::Time /*now*/) const override {
     Result r;
     if (chain.empty() || chain[0] != "good") {
       r.verdict = Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER, "unknown issuer");

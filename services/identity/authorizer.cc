@@ -10,15 +10,15 @@ namespace iotauth::identity {
 namespace {
 
 namespace reg = ::iotauth::registry::v1;
-namespace v1 = ::iotauth::identity::v1;
 constexpr size_t kMaxIdBytes = 128;
 constexpr size_t kMaxFieldBytes = 1024;
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(Options options) {
-  if (options.directory == nullptr)
+  if (options.directory == nullptr) {
     return absl::InvalidArgumentError("Authorizer needs a directory");
+  }
   if (options.default_effect == reg::RULE_EFFECT_UNSPECIFIED) {
     return absl::InvalidArgumentError("default_effect must be ALLOW or DENY");
   }
@@ -42,14 +42,18 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
     return absl::InvalidArgumentError(
         absl::StrCat("identity fields exceed ", kMaxIdBytes, " bytes"));
   }
-  if (request.client_id().size() > kMaxFieldBytes)
+  if (request.client_id().size() > kMaxFieldBytes) {
     return absl::InvalidArgumentError("client_id is too long");
-  if (request.username().size() > kMaxFieldBytes)
+  }
+  if (request.username().size() > kMaxFieldBytes) {
     return absl::InvalidArgumentError("username is too long");
-  if (request.cert_cn().size() > kMaxFieldBytes)
+  }
+  if (request.cert_cn().size() > kMaxFieldBytes) {
     return absl::InvalidArgumentError("cert_cn is too long");
-  if (request.request_id().size() > kMaxIdBytes)
+  }
+  if (request.request_id().size() > kMaxIdBytes) {
     return absl::InvalidArgumentError("request_id is too long");
+  }
   if (request.topic().size() > options_.max_topic_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("topic exceeds ", options_.max_topic_bytes, " bytes"));

@@ -110,8 +110,9 @@ absl::StatusOr<TripleClientId> ParseTripleClientId(absl::string_view in) {
   bool have_ts = false;
   int count = 0;
   while (!params.empty()) {
-    if (++count > kMaxParams)
+    if (++count > kMaxParams) {
       return absl::InvalidArgumentError("triple client id has too many parameters");
+    }
     const size_t comma = params.find(',');
     const absl::string_view kv = params.substr(0, comma);
     params = comma == absl::string_view::npos ? absl::string_view() : params.substr(comma + 1);
@@ -124,8 +125,9 @@ absl::StatusOr<TripleClientId> ParseTripleClientId(absl::string_view in) {
     }
     const absl::string_view k = kv.substr(0, eq);
     const absl::string_view v = kv.substr(eq + 1);
-    if (HasControl(kv))
+    if (HasControl(kv)) {
       return absl::InvalidArgumentError("triple client id has a control character");
+    }
     if (k == "securemode") {
       if (have_mode) return absl::InvalidArgumentError("triple client id repeats 'securemode'");
       have_mode = true;
@@ -180,8 +182,9 @@ absl::StatusOr<TripleUsername> ParseTripleUsername(absl::string_view username) {
   const absl::string_view pk = username.substr(amp + 1);
   if (dn.empty()) return absl::InvalidArgumentError("triple username has an empty deviceName");
   if (pk.empty()) return absl::InvalidArgumentError("triple username has an empty productKey");
-  if (HasControl(username))
+  if (HasControl(username)) {
     return absl::InvalidArgumentError("triple username has a control character");
+  }
   out.device_name.assign(dn.data(), dn.size());
   out.product_key.assign(pk.data(), pk.size());
   return out;

@@ -45,8 +45,9 @@ class LowerKey {
       heap_.resize(s.size());
       p = heap_.data();
     }
-    for (size_t i = 0; i < s.size(); ++i)
+    for (size_t i = 0; i < s.size(); ++i) {
       p[i] = absl::ascii_tolower(static_cast<unsigned char>(s[i]));
+    }
     view_ = absl::string_view(p, s.size());
   }
   LowerKey(const LowerKey&) = delete;
@@ -67,8 +68,9 @@ void DecodeKey(absl::string_view b64, absl::string_view field, std::string* out,
   if (b64.empty()) return;
   auto raw = crypto::Base64Decode(b64);
   if (!raw.ok() || raw->empty()) {
-    if (status->ok())
+    if (status->ok()) {
       *status = absl::InvalidArgumentError(absl::StrCat(field, " is not valid base64"));
+    }
     return;
   }
   *out = *std::move(raw);
@@ -244,7 +246,7 @@ absl::Status DirectoryCache::UpsertDevice(const registry::Device& device) {
   }
   auto record = std::make_shared<DeviceRecord>();
   absl::Status status = MakeDeviceRecord(device, record.get());
-  const int64_t bytes = static_cast<int64_t>(record->ApproximateBytes());
+  const auto bytes = static_cast<int64_t>(record->ApproximateBytes());
   CompositeKey key(record->tenant_id, record->device_id);
   auto old = devices_.Put(key.view(), std::move(record));
   device_record_bytes_.fetch_add(

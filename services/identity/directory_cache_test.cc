@@ -122,9 +122,11 @@ TEST(DirectoryCacheTest, ProductsAndGroups) {
 
 TEST(DirectoryCacheTest, ConcurrentReadersAndWriters) {
   auto cache = NewCache();
-  for (int i = 0; i < 1000; ++i)
+  for (int i = 0; i < 1000; ++i) {
     ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t", absl::StrCat(i))).ok());
+  }
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&cache, t] {
       for (int n = 0; n < 20000; ++n) {

@@ -34,7 +34,9 @@ TEST(HmacTest, RfcVectors) {
 }
 
 TEST(HmacTest, PartsEqualConcatenationAndKeyReuseIsCorrect) {
-  MacValue whole, split, other;
+  MacValue whole;
+  MacValue split;
+  MacValue other;
   ASSERT_TRUE(HmacCompute(HmacAlgorithm::kSha256, "k1", "hello world", &whole).ok());
   const absl::string_view parts[] = {"hello", "", " ", "world"};
   ASSERT_TRUE(HmacCompute(HmacAlgorithm::kSha256, "k1", parts, &split).ok());

@@ -15,7 +15,7 @@ namespace reg = ::iotauth::registry::v1;
 
 class FixedCallerResolver final : public CallerResolver {
  public:
-  Caller Resolve(const grpc::ServerContextBase&) const override { return caller; }
+  Caller Resolve(const grpc::ServerContextBase& /*context*/) const override { return caller; }
   Caller caller;
 };
 

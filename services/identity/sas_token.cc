@@ -32,9 +32,9 @@ constexpr size_t kSignatureSize = 32;
 // Branch-free base64 digit lookup (-1 for anything else): signatures are random, so
 // a range-compare decoder mispredicts on most characters.
 struct Base64Table {
-  int8_t v[256];
-  constexpr Base64Table() : v() {
-    for (int i = 0; i < 256; ++i) v[i] = -1;
+  int8_t v[256]{};
+  constexpr Base64Table() {
+    for (signed char& i : v) i = -1;
     for (int i = 0; i < 26; ++i) {
       v['A' + i] = static_cast<int8_t>(i);
       v['a' + i] = static_cast<int8_t>(26 + i);
@@ -70,15 +70,19 @@ bool DecodeSignature(absl::string_view encoded, std::array<char, kSignatureSize>
   if (n != sizeof(b64) || b64[43] != '=') return false;
   size_t o = 0;
   for (size_t i = 0; i < 40; i += 4) {
-    const int a = Base64Value(b64[i]), b = Base64Value(b64[i + 1]);
-    const int c = Base64Value(b64[i + 2]), d = Base64Value(b64[i + 3]);
+    const int a = Base64Value(b64[i]);
+    const int b = Base64Value(b64[i + 1]);
+    const int c = Base64Value(b64[i + 2]);
+    const int d = Base64Value(b64[i + 3]);
     if ((a | b | c | d) < 0) return false;
     const uint32_t w = (a << 18) | (b << 12) | (c << 6) | d;
     (*out)[o++] = static_cast<char>(w >> 16);
     (*out)[o++] = static_cast<char>((w >> 8) & 0xff);
     (*out)[o++] = static_cast<char>(w & 0xff);
   }
-  const int a = Base64Value(b64[40]), b = Base64Value(b64[41]), c = Base64Value(b64[42]);
+  const int a = Base64Value(b64[40]);
+  const int b = Base64Value(b64[41]);
+  const int c = Base64Value(b64[42]);
   if ((a | b | c) < 0 || (c & 3) != 0) return false;  // canonical: unused bits are zero
   const uint32_t w = (a << 18) | (b << 12) | (c << 6);
   (*out)[o++] = static_cast<char>(w >> 16);
@@ -110,7 +114,7 @@ absl::StatusOr<std::string> UrlDecode(absl::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
+    auto c = static_cast<unsigned char>(s[i]);
     if (c == '%') {
       if (i + 2 >= s.size()) {
         return absl::InvalidArgumentError("truncated percent-encoding");
@@ -205,8 +209,9 @@ absl::StatusOr<SasToken> ParseSasToken(absl::string_view token) {
         "SAS token 'sig' is not a URL-encoded, canonical base64 32-byte HMAC-SHA256");
   }
 
-  if (se.size() > kMaxExpiryDigits)
+  if (se.size() > kMaxExpiryDigits) {
     return absl::InvalidArgumentError("SAS token 'se' is too large");
+  }
   for (char c : se) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
       return absl::InvalidArgumentError("SAS token 'se' is not a decimal number");
@@ -242,8 +247,9 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource) {
   }
   const size_t next = rest.find('/');
   out.device_id = std::string(rest.substr(0, next));
-  if (out.device_id.empty())
+  if (out.device_id.empty()) {
     return absl::InvalidArgumentError("SAS audience has an empty device id");
+  }
   if (next != absl::string_view::npos) {
     absl::string_view tail = rest.substr(next + 1);
     if (!absl::ConsumePrefix(&tail, "modules/") || tail.empty() ||

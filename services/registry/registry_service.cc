@@ -1037,7 +1037,7 @@ void AddImportError(v1::ImportDevicesResponse* resp, int64_t index, const std::s
 
 absl::Status RegistryService::DoImportDevices(const Caller& caller, DeviceSource& source,
                                               v1::ImportDevicesResponse* resp,
-                                              std::string* tenant_out) {
+                                              std::string* tenant_out) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   std::string tenant_id;
   std::vector<v1::Device> batch;
@@ -1115,7 +1115,7 @@ grpc::Status RegistryService::ImportDevices(grpc::ServerContext* ctx,
 
 absl::Status RegistryService::DoExportDevices(const Caller& caller,
                                               const v1::ExportDevicesRequest& req,
-                                              Sink<v1::Device>& sink) {
+                                              Sink<v1::Device>& sink) const {
   IOTAUTH_RETURN_IF_ERROR(
       RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
@@ -1149,7 +1149,7 @@ grpc::Status RegistryService::ExportDevices(grpc::ServerContext* ctx,
 
 absl::Status RegistryService::DoWatchChanges(const Caller& caller,
                                              const v1::WatchChangesRequest& req,
-                                             Sink<v1::ChangeEvent>& sink) {
+                                             Sink<v1::ChangeEvent>& sink) const {
   IOTAUTH_RETURN_IF_ERROR(
       RequireRole(caller, req.tenant_id().empty() ? Role::kAdmin : Role::kReader));
   if (!req.tenant_id().empty()) IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
@@ -1183,7 +1183,7 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext* ctx,
 }
 
 grpc::Status RegistryService::GetChangeCursor(grpc::ServerContext* ctx,
-                                              const v1::GetChangeCursorRequest* req,
+                                              const v1::GetChangeCursorRequest* /*req*/,
                                               v1::GetChangeCursorResponse* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = RequireRole(caller, Role::kReader);
@@ -1194,7 +1194,7 @@ grpc::Status RegistryService::GetChangeCursor(grpc::ServerContext* ctx,
 absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
                                               const v1::RewrapSecretsRequest& req,
                                               Sink<v1::RewrapSecretsProgress>& sink,
-                                              v1::RewrapSecretsProgress* final_progress) {
+                                              v1::RewrapSecretsProgress* final_progress) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   if (req.batch_size() < 0 || static_cast<size_t>(req.batch_size()) > Limits::kMaxBatchSize) {
     return InvalidField("batch_size", absl::StrCat("must be 0 to ", Limits::kMaxBatchSize));
@@ -1210,8 +1210,9 @@ absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
                                                  [&](const RewrapProgress& p) {
                                                    last.set_rows_done(p.rows_done);
                                                    last.set_rows_total(p.rows_total);
-                                                   if (!client_gone && !sink.Write(last))
+                                                   if (!client_gone && !sink.Write(last)) {
                                                      client_gone = true;
+                                                   }
                                                  });
   if (final_progress != nullptr) *final_progress = last;
   IOTAUTH_RETURN_IF_ERROR(s);

@@ -165,17 +165,18 @@ class RegistryService final : public v1::DeviceRegistry::Service {
   };
   // `tenant_id` (optional) receives the stream's tenant for the audit record.
   absl::Status DoImportDevices(const Caller& caller, DeviceSource& source,
-                               v1::ImportDevicesResponse* resp, std::string* tenant_id = nullptr);
+                               v1::ImportDevicesResponse* resp,
+                               std::string* tenant_id = nullptr) const;
   absl::Status DoExportDevices(const Caller& caller, const v1::ExportDevicesRequest& req,
-                               Sink<v1::Device>& sink);
+                               Sink<v1::Device>& sink) const;
   absl::Status DoWatchChanges(const Caller& caller, const v1::WatchChangesRequest& req,
-                              Sink<v1::ChangeEvent>& sink);
+                              Sink<v1::ChangeEvent>& sink) const;
   // Admin. Streams a progress message after each batch and a last one with
   // done=true. A client that goes away does not stop the run (it is idempotent
   // and cheap to repeat); `final_progress` (optional) receives the last counts.
   absl::Status DoRewrapSecrets(const Caller& caller, const v1::RewrapSecretsRequest& req,
                                Sink<v1::RewrapSecretsProgress>& sink,
-                               v1::RewrapSecretsProgress* final_progress = nullptr);
+                               v1::RewrapSecretsProgress* final_progress = nullptr) const;
 
  private:
   explicit RegistryService(Options options) : options_(std::move(options)) {}

@@ -24,7 +24,7 @@ namespace {
 
 class FakeResolver final : public CallerResolver {
  public:
-  Caller Resolve(const grpc::ServerContextBase&) const override {
+  Caller Resolve(const grpc::ServerContextBase& /*context*/) const override {
     absl::MutexLock lock(&mu_);
     return caller_;
   }

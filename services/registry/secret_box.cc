@@ -27,7 +27,7 @@ struct CtxDeleter {
 using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter>;
 
 void AppendLengthPrefixed(std::string* out, absl::string_view part) {
-  uint32_t n = static_cast<uint32_t>(part.size());
+  auto n = static_cast<uint32_t>(part.size());
   char len[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
                  static_cast<char>(n)};
   out->append(len, 4);

@@ -1,8 +1,8 @@
 #include "services/registry/secret_box.h"
 
-#include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 

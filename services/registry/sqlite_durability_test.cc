@@ -1,10 +1,10 @@
 // kill -9 durability: a child process writes devices and reports each
 // acknowledged id over a pipe; the parent SIGKILLs it mid-stream, reopens the
 // store and checks every acknowledged write is present (and the file is sound).
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <set>
 #include <string>

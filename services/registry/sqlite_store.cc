@@ -391,11 +391,12 @@ class SqliteStore::ReaderLease {
 };
 
 // `db` names variables (and is pasted into two more), so it cannot be parenthesized.
-// NOLINTNEXTLINE(bugprone-macro-parentheses)
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define IOTAUTH_WITH_READER(db)                                                     \
   IOTAUTH_ASSIGN_OR_RETURN(std::unique_ptr<Db> db##_owned, AcquireReaderOrError()); \
   ReaderLease db##_lease(this, &db##_owned);                                        \
   Db& db = *db##_owned
+// NOLINTEND(bugprone-macro-parentheses)
 
 namespace {
 
@@ -514,7 +515,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(Options options) 
   return store;
 }
 
-absl::StatusOr<std::unique_ptr<Db>> SqliteStore::OpenConnection(bool writer) {
+absl::StatusOr<std::unique_ptr<Db>> SqliteStore::OpenConnection(bool writer) const {
   ConfigureSqliteOnce();
   sqlite3* raw = nullptr;
   int rc =
@@ -1186,8 +1187,9 @@ absl::StatusOr<Page<v1::Device>> SqliteStore::ListDevices(absl::string_view tena
       "WHERE tenant_id = ?1 AND device_id > ?2";
   int next = 4;
   if (!filter.product_key.empty()) absl::StrAppend(&sql, " AND product_key = ?", next++);
-  if (filter.status != v1::DEVICE_STATUS_UNSPECIFIED)
+  if (filter.status != v1::DEVICE_STATUS_UNSPECIFIED) {
     absl::StrAppend(&sql, " AND status = ?", next++);
+  }
   for (size_t i = 0; i < filter.tags.size(); ++i) {
     absl::StrAppend(&sql,
                     " AND EXISTS(SELECT 1 FROM device_tags t WHERE t.tenant_id = devices.tenant_id"
@@ -1912,7 +1914,8 @@ absl::Status SqliteStore::RewrapSecrets(
         "SELECT ", t.tenant_col, ", ", t.id_col, cols, " FROM ", t.table, " WHERE (", t.tenant_col,
         ", ", t.id_col, ") > (?1, ?2) ORDER BY ", t.tenant_col, ", ", t.id_col, " LIMIT ?3");
     // Ids are never empty, so ("", "") precedes every row.
-    std::string last_tenant, last_id;
+    std::string last_tenant;
+    std::string last_id;
     for (;;) {
       int64_t rows = 0;
       IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {

@@ -161,7 +161,7 @@ class SqliteStore final : public RegistryStore {
   // Runs `fn` in one BEGIN IMMEDIATE transaction on the writer connection; commits
   // when it returns OK, rolls back otherwise, then wakes change watchers.
   absl::Status WriteTxn(const std::function<absl::Status(Txn&)>& fn);
-  absl::StatusOr<std::unique_ptr<sqlite_internal::Db>> OpenConnection(bool writer);
+  absl::StatusOr<std::unique_ptr<sqlite_internal::Db>> OpenConnection(bool writer) const;
   absl::StatusOr<std::unique_ptr<sqlite_internal::Db>> AcquireReaderOrError();
   void ReleaseReader(std::unique_ptr<sqlite_internal::Db> db);
   std::shared_ptr<const SecretBox> box() const;

@@ -63,7 +63,7 @@ class SqliteStoreTest : public ::testing::Test {
     }
   }
 
-  v1::Device MakeDevice(const std::string& id, const std::string& product = "p1") {
+  static v1::Device MakeDevice(const std::string& id, const std::string& product = "p1") {
     v1::Device d;
     d.set_tenant_id("t1");
     d.set_device_id(id);
@@ -211,6 +211,7 @@ TEST_F(SqliteStoreTest, GroupsAndCas) {
 TEST_F(SqliteStoreTest, PaginationVisitsEveryDeviceOnceInOrder) {
   Seed();
   std::vector<v1::Device> batch;
+  batch.reserve(25);
   for (int i = 0; i < 25; ++i) batch.push_back(MakeDevice(absl::StrCat("dev-", 100 + i)));
   auto r = store_->CreateDevices("t1", batch);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -317,9 +318,12 @@ TEST_F(SqliteStoreTest, ConcurrentUpdatesOnOneEtagExactlyOneWins) {
   for (int round = 0; round < 5; ++round) {
     auto cur = store_->GetDevice("t1", "race", Secrets::kInclude);
     ASSERT_TRUE(cur.ok());
-    std::atomic<int> ok{0}, conflict{0}, other{0};
+    std::atomic<int> ok{0};
+    std::atomic<int> conflict{0};
+    std::atomic<int> other{0};
     absl::Notification go;
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int i = 0; i < kThreads; ++i) {
       threads.emplace_back([&, i] {
         v1::Device mine = *cur;
@@ -570,6 +574,7 @@ TEST_F(SqliteStoreTest, RewrapMovesEverySecretToTheNewKey) {
   pol->set_secondary_key(Key('2'));
   ASSERT_TRUE(store_->UpdateTenant(t, "").ok());
   std::vector<v1::Device> batch;
+  batch.reserve(250);
   for (int i = 0; i < 250; ++i) batch.push_back(MakeDevice(absl::StrCat("r", i)));
   ASSERT_TRUE(store_->CreateDevices("t1", batch).ok());
   v1::EnrollmentGroup g;

@@ -112,7 +112,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
     *bearer_token = tok;
   }
   if (u.insecure()) return grpc::InsecureChannelCredentials();
-  std::string ca = u.ca_file(), cert = u.cert_file(), key = u.key_file();
+  std::string ca = u.ca_file();
+  std::string cert = u.cert_file();
+  std::string key = u.key_file();
   const bool dev = c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_DEV_PKI ||
                    c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_UNSPECIFIED;
   if (dev) {
@@ -273,8 +275,8 @@ class EmbeddedApp final : public App {
       so.yield_every_events = ac.writer_yield_every();
       auto store = audit::SqliteAuditStore::Open(so);
       if (!store.ok()) {
-        return absl::Status(store.status().code(),
-                            absl::StrCat("audit store ", so.path, ": ", store.status().message()));
+        return {store.status().code(),
+                absl::StrCat("audit store ", so.path, ": ", store.status().message())};
       }
       audit_store_ = std::move(*store);
       audit::LocalAuditSink::Options po;
@@ -335,10 +337,10 @@ class EmbeddedApp final : public App {
     const bool may_create = config_.storage().master_key_file().empty();
     auto key = registry::LoadOrCreateMasterKey("IOTAUTH_MASTER_KEY", key_file, may_create);
     if (!key.ok()) {
-      return absl::Status(key.status().code(),
-                          absl::StrCat("master key: ", key.status().message(),
-                                       " (set storage.master_key_file or IOTAUTH_MASTER_KEY "
-                                       "to a base64 32-byte key)"));
+      return {key.status().code(),
+              absl::StrCat("master key: ", key.status().message(),
+                           " (set storage.master_key_file or IOTAUTH_MASTER_KEY "
+                           "to a base64 32-byte key)")};
     }
     if (key->generated) {
       log::Warn(
@@ -365,8 +367,8 @@ class EmbeddedApp final : public App {
     so.clock = clock;
     auto store = registry::SqliteStore::Open(so);
     if (!store.ok()) {
-      return absl::Status(store.status().code(),
-                          absl::StrCat("registry store ", so.path, ": ", store.status().message()));
+      return {store.status().code(),
+              absl::StrCat("registry store ", so.path, ": ", store.status().message())};
     }
     registry_store_ = std::move(*store);
     registry::RegistryService::Options ro;

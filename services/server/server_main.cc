@@ -1,9 +1,9 @@
 #include "services/server/server_main.h"
 
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -103,7 +103,9 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   if (!default_services.empty()) {
     sources.sets.push_back(absl::StrCat("services=", absl::StrJoin(default_services, ",")));
   }
-  bool check_only = false, print_config = false, announce_port = false;
+  bool check_only = false;
+  bool print_config = false;
+  bool announce_port = false;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     auto value_of = [&](absl::string_view flag, std::string* out) {
@@ -121,7 +123,8 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
     if (arg == "--help" || arg == "-h") {
       PrintUsage(binary_name);
       return kExitOk;
-    } else if (arg == "--check_config") {
+    }
+    if (arg == "--check_config") {
       check_only = true;
     } else if (arg == "--print_config") {
       print_config = true;

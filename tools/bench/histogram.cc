@@ -25,14 +25,14 @@ int Histogram::BucketIndex(uint64_t value) {
 uint64_t Histogram::BucketLowest(int index) {
   if (index < 2 * kSubBuckets) return static_cast<uint64_t>(index);
   const int e = index / kSubBuckets - 1;
-  const uint64_t m = static_cast<uint64_t>(index - e * kSubBuckets);
+  const auto m = static_cast<uint64_t>(index - e * kSubBuckets);
   return m << e;
 }
 
 uint64_t Histogram::BucketHighest(int index) {
   if (index < 2 * kSubBuckets) return static_cast<uint64_t>(index);
   const int e = index / kSubBuckets - 1;
-  const uint64_t m = static_cast<uint64_t>(index - e * kSubBuckets);
+  const auto m = static_cast<uint64_t>(index - e * kSubBuckets);
   // For the last bucket, ((m + 1) << e) wraps to 0 and the result is UINT64_MAX.
   return ((m + 1) << e) - 1;
 }

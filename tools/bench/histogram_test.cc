@@ -33,7 +33,7 @@ TEST(HistogramTest, RelativeErrorIsBounded) {
     const int i = Histogram::BucketIndex(v);
     ASSERT_LE(Histogram::BucketLowest(i), v);
     ASSERT_GE(Histogram::BucketHighest(i), v);
-    const double width =
+    const auto width =
         static_cast<double>(Histogram::BucketHighest(i) - Histogram::BucketLowest(i));
     ASSERT_LE(width, static_cast<double>(v) / Histogram::kSubBuckets + 1.0) << v;
   }
@@ -51,7 +51,7 @@ TEST(HistogramTest, QuantilesOfAUniformSequence) {
     double want;
   } kCases[] = {{0.5, 50e6}, {0.9, 90e6}, {0.99, 99e6}, {0.999, 99.9e6}, {1.0, 100e6}};
   for (const auto& c : kCases) {
-    const double got = static_cast<double>(h.Quantile(c.q));
+    const auto got = static_cast<double>(h.Quantile(c.q));
     EXPECT_GE(got, c.want) << c.q;
     EXPECT_LE(got, c.want * (1.0 + 1.0 / Histogram::kSubBuckets)) << c.q;
   }
@@ -79,6 +79,7 @@ TEST(HistogramTest, EmptyReportsZero) {
 TEST(HistogramTest, ConcurrentRecordsAreAllCounted) {
   Histogram h;
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&h, t] {
       for (int i = 0; i < 50000; ++i) h.Record(static_cast<uint64_t>(t * 1000 + i % 1000));

@@ -330,7 +330,9 @@ class LoadGenerator {
       }
     }
 
-    double cpu_start = 0, server_cpu_start = 0, machine_start = 0;
+    double cpu_start = 0;
+    double server_cpu_start = 0;
+    double machine_start = 0;
     bool measuring = false;
     int64_t next_print = t0 + 1000000000;
     uint64_t last_completed = 0;
@@ -568,6 +570,7 @@ std::string JsonString(absl::string_view s) {
 
 std::string JsonCounts(const std::vector<std::pair<std::string, uint64_t>>& counts) {
   std::vector<std::string> parts;
+  parts.reserve(counts.size());
   for (const auto& [name, n] : counts) parts.push_back(absl::StrCat(JsonString(name), ":", n));
   return absl::StrCat("{", absl::StrJoin(parts, ","), "}");
 }
@@ -614,7 +617,7 @@ int Run() {
   if (const std::string path = absl::GetFlag(FLAGS_dump_body); !path.empty()) {
     // gRPC message framing: 1 byte compressed flag (0), 4 bytes big-endian length.
     const std::string msg = requests[0].SerializeAsString();
-    const uint32_t n = static_cast<uint32_t>(msg.size());
+    const auto n = static_cast<uint32_t>(msg.size());
     std::string body = {'\0', static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                         static_cast<char>(n >> 8), static_cast<char>(n)};
     body += msg;
@@ -691,11 +694,10 @@ int Run() {
         ",\"target_rate\":", config.rate, ",\"warmup_s\":", config.warmup_ns / 1e9,
         ",\"duration_s\":", config.duration_ns / 1e9, ",\"elapsed_s\":", seconds,
         ",\"requests\":", requests.size(), ",\"request_bytes\":", request_bytes / requests.size());
-    absl::StrAppend(
-        &out, ",\"calls\":", r.calls, ",\"allow\":", r.allow, ",\"deny\":", r.deny,
-        ",\"errors\":", r.errors, ",\"errors_by_code\":", JsonCounts(r.errors_by_code),
-        ",\"deny_reasons\":", JsonCounts(r.deny_reasons),
-        absl::StrFormat(",\"qps\":%.1f,\"completed_qps\":%.1f", qps, r.calls / seconds));
+    absl::StrAppend(&out, ",\"calls\":", r.calls, ",\"allow\":", r.allow, ",\"deny\":", r.deny,
+                    ",\"errors\":", r.errors, ",\"errors_by_code\":", JsonCounts(r.errors_by_code),
+                    ",\"deny_reasons\":", JsonCounts(r.deny_reasons),
+                    absl::StrFormat(R"(,"qps":%.1f,"completed_qps":%.1f)", qps, r.calls / seconds));
     absl::StrAppend(
         &out, absl::StrFormat(
                   ",\"latency_us\":{\"count\":%d,\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,"
@@ -705,16 +707,15 @@ int Run() {
     if (config.rate > 0) {
       const Histogram& lag = generator.send_lag();
       absl::StrAppend(&out,
-                      absl::StrFormat(",\"send_lag_us\":{\"p99\":%.1f,\"max\":%.1f}",
+                      absl::StrFormat(R"(,"send_lag_us":{"p99":%.1f,"max":%.1f})",
                                       Us(lag.Quantile(0.99)), Us(lag.Max())),
                       ",\"rate_kept\":", rate_kept ? "true" : "false");
     }
-    absl::StrAppend(&out, absl::StrFormat(",\"client_cpu_s\":%.3f,\"client_cpu_us_per_call\":%.2f",
+    absl::StrAppend(&out, absl::StrFormat(R"(,"client_cpu_s":%.3f,"client_cpu_us_per_call":%.2f)",
                                           r.client_cpu_s, r.client_cpu_s * per_call));
     if (r.server_cpu_s >= 0) {
-      absl::StrAppend(&out,
-                      absl::StrFormat(",\"server_cpu_s\":%.3f,\"server_cpu_us_per_call\":%.2f",
-                                      r.server_cpu_s, r.server_cpu_s * per_call));
+      absl::StrAppend(&out, absl::StrFormat(R"(,"server_cpu_s":%.3f,"server_cpu_us_per_call":%.2f)",
+                                            r.server_cpu_s, r.server_cpu_s * per_call));
     }
     if (r.other_cpu_s >= 0) {
       absl::StrAppend(&out, absl::StrFormat(",\"other_cpu_cores\":%.2f", other_cores));
@@ -732,10 +733,12 @@ int Run() {
     std::printf("%-22s %" PRIu64 " in %.2fs (allow %" PRIu64 ", deny %" PRIu64 ", errors %" PRIu64
                 ")\n",
                 "calls", r.calls, seconds, r.allow, r.deny, r.errors);
-    for (const auto& [name, n] : r.errors_by_code)
+    for (const auto& [name, n] : r.errors_by_code) {
       std::printf("  error %-18s %" PRIu64 "\n", name.c_str(), n);
-    for (const auto& [name, n] : r.deny_reasons)
+    }
+    for (const auto& [name, n] : r.deny_reasons) {
       std::printf("  deny %-40s %" PRIu64 "\n", name.c_str(), n);
+    }
     std::printf("%-22s %.0f\n", "qps (allow)", qps);
     std::printf("%-22s p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (mean %.0f)\n",
                 "latency us", Us(h.Quantile(0.5)), Us(h.Quantile(0.9)), Us(h.Quantile(0.99)),

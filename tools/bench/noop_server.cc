@@ -10,8 +10,8 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
-#include <signal.h>
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <memory>

@@ -55,7 +55,7 @@ X509* ParseEntry(const std::string& bytes) {
     BIO_free(bio);
     return x;
   }
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   return d2i_X509(nullptr, &p, static_cast<long>(bytes.size()));
 }
 

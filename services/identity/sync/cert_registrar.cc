@@ -9,7 +9,7 @@ namespace {
 namespace rv1 = iotauth::registry::v1;
 
 absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  return {static_cast<absl::StatusCode>(s.error_code()), s.error_message()};
 }
 
 }  // namespace

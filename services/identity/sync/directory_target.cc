@@ -23,7 +23,8 @@ void DirectoryMirrorTarget::RemoveTenant(const std::string& tenant_id) {
 void DirectoryMirrorTarget::UpsertProduct(const iotauth::registry::v1::Product& p) {
   Check(writer_->UpsertProduct(p), "product", p.product_key());
 }
-void DirectoryMirrorTarget::RemoveProduct(const std::string&, const std::string& product_key) {
+void DirectoryMirrorTarget::RemoveProduct(const std::string& /*tenant_id*/,
+                                          const std::string& product_key) {
   writer_->RemoveProduct(product_key);
 }
 void DirectoryMirrorTarget::UpsertDevice(const iotauth::registry::v1::Device& d) {

@@ -12,8 +12,8 @@ namespace rv1 = iotauth::registry::v1;
 
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
+  return {static_cast<absl::StatusCode>(s.error_code()),
+          absl::StrCat(what, ": ", s.error_message())};
 }
 
 }  // namespace

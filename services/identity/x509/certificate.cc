@@ -181,8 +181,9 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view entry,
     std::unique_ptr<char, OpenSslFree> n(name);
     std::unique_ptr<char, OpenSslFree> h(header);
     std::unique_ptr<unsigned char, OpenSslFree> d(data);
-    if (absl::string_view(name) != "CERTIFICATE")
+    if (absl::string_view(name) != "CERTIFICATE") {
       return Malformed("PEM block is not a CERTIFICATE");
+    }
     if (header != nullptr && header[0] != '\0') return Malformed("PEM headers are not allowed");
     if (out.size() >= limits.max_certificates) return Malformed("too many certificates");
     auto c = ParsedCertificate::FromDer(

@@ -87,7 +87,7 @@ absl::StatusOr<absl::Duration> ResolveValidity(absl::string_view field,
 }
 
 // ---- Parsing bounded, hostile input ----
-int NoPassword(char*, int, int, void*) { return -1; }
+int NoPassword(char* /*unused*/, int /*unused*/, int /*unused*/, void* /*unused*/) { return -1; }
 
 absl::StatusOr<CertPtr> ParseOneCertificate(absl::string_view field, absl::string_view data,
                                             size_t max_bytes) {
@@ -346,7 +346,7 @@ void CertificateService::Audit(const Caller& caller, audit::v1::EventType type,
 // Proof of possession.
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoVerifyCaPossession(
-    const Caller& caller, const iv1::VerifyCaPossessionRequest& req) {
+    const Caller& caller, const iv1::VerifyCaPossessionRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
@@ -385,7 +385,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoVerifyCaPossession(
 }
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoRegenerateVerificationCode(
-    const Caller& caller, const iv1::RegenerateVerificationCodeRequest& req) {
+    const Caller& caller, const iv1::RegenerateVerificationCodeRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
@@ -400,7 +400,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoRegenerateVerificationC
 // Revocation.
 
 absl::StatusOr<rv1::CertificateRevocation> CertificateService::DoRevokeCertificate(
-    const Caller& caller, const iv1::RevokeCertificateRequest& req) {
+    const Caller& caller, const iv1::RevokeCertificateRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   if (!req.device_id().empty()) IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req.device_id()));
@@ -446,7 +446,7 @@ absl::StatusOr<rv1::CertificateRevocation> CertificateService::DoRevokeCertifica
 }
 
 absl::Status CertificateService::DoDeleteRevocation(const Caller& caller,
-                                                    const iv1::DeleteRevocationRequest& req) {
+                                                    const iv1::DeleteRevocationRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("revocation_id", req.revocation_id()));
@@ -454,7 +454,7 @@ absl::Status CertificateService::DoDeleteRevocation(const Caller& caller,
 }
 
 absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
-    const Caller& caller, const iv1::UploadCrlRequest& req) {
+    const Caller& caller, const iv1::UploadCrlRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
@@ -514,7 +514,7 @@ absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
 // Issuing CA and issuance.
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
-    const Caller& caller, const iv1::CreateIssuingCaRequest& req) {
+    const Caller& caller, const iv1::CreateIssuingCaRequest& req) const {
   IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   {
@@ -621,7 +621,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
 
 absl::StatusOr<iv1::IssuedCertificate> CertificateService::Issue(
     absl::string_view tenant_id, absl::string_view device_id, X509_REQ* csr,
-    const google::protobuf::Duration& requested_validity) {
+    const google::protobuf::Duration& requested_validity) const {
   IOTAUTH_ASSIGN_OR_RETURN(
       absl::Duration validity,
       ResolveValidity("validity", requested_validity, options_.config.default_validity,
@@ -710,7 +710,7 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoIssueCertificate(
 }
 
 absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateService::TenantTrust(
-    absl::string_view tenant_id, std::vector<std::pair<CertPtr, rv1::CaCertificate>>* cas) {
+    absl::string_view tenant_id, std::vector<std::pair<CertPtr, rv1::CaCertificate>>* cas) const {
   std::vector<CertPtr> anchors;
   std::vector<CrlPtr> crls;
   ::iotauth::registry::PageRequest page{1000, ""};
@@ -879,7 +879,7 @@ grpc::Status CertificateService::RevokeCertificate(grpc::ServerContext* ctx,
 
 grpc::Status CertificateService::DeleteRevocation(grpc::ServerContext* ctx,
                                                   const iv1::DeleteRevocationRequest* req,
-                                                  iv1::DeleteRevocationResponse*) {
+                                                  iv1::DeleteRevocationResponse* /*response*/) {
   Caller caller = options_.caller_resolver->Resolve(*ctx);
   absl::Status s = DoDeleteRevocation(caller, *req);
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "DeleteRevocation", req->tenant_id(), "", s,

@@ -97,17 +97,18 @@ class CertificateService final : public iotauth::identity::v1::CertificateServic
   // CRL_BAD_SIGNATURE, CRL_ISSUER_MISMATCH, CRL_NOT_NEWER, CA_DISABLED,
   // CURRENT_CERTIFICATE_INVALID, BAD_KEY_SIGNATURE, INVALID_<FIELD>, ...
   absl::StatusOr<iotauth::registry::v1::CaCertificate> DoVerifyCaPossession(
-      const Caller& caller, const iotauth::identity::v1::VerifyCaPossessionRequest& req);
+      const Caller& caller, const iotauth::identity::v1::VerifyCaPossessionRequest& req) const;
   absl::StatusOr<iotauth::registry::v1::CaCertificate> DoRegenerateVerificationCode(
-      const Caller& caller, const iotauth::identity::v1::RegenerateVerificationCodeRequest& req);
+      const Caller& caller,
+      const iotauth::identity::v1::RegenerateVerificationCodeRequest& req) const;
   absl::StatusOr<iotauth::registry::v1::CertificateRevocation> DoRevokeCertificate(
-      const Caller& caller, const iotauth::identity::v1::RevokeCertificateRequest& req);
+      const Caller& caller, const iotauth::identity::v1::RevokeCertificateRequest& req) const;
   absl::Status DoDeleteRevocation(const Caller& caller,
-                                  const iotauth::identity::v1::DeleteRevocationRequest& req);
+                                  const iotauth::identity::v1::DeleteRevocationRequest& req) const;
   absl::StatusOr<iotauth::registry::v1::CertificateRevocationList> DoUploadCrl(
-      const Caller& caller, const iotauth::identity::v1::UploadCrlRequest& req);
+      const Caller& caller, const iotauth::identity::v1::UploadCrlRequest& req) const;
   absl::StatusOr<iotauth::registry::v1::CaCertificate> DoCreateIssuingCa(
-      const Caller& caller, const iotauth::identity::v1::CreateIssuingCaRequest& req);
+      const Caller& caller, const iotauth::identity::v1::CreateIssuingCaRequest& req) const;
   absl::StatusOr<iotauth::identity::v1::IssuedCertificate> DoIssueCertificate(
       const Caller& caller, const iotauth::identity::v1::IssueCertificateRequest& req);
   absl::StatusOr<iotauth::identity::v1::IssuedCertificate> DoRenewCertificate(
@@ -126,11 +127,11 @@ class CertificateService final : public iotauth::identity::v1::CertificateServic
   // tenant's issuing CA; checks the device. `csr_der` was verified by the caller.
   absl::StatusOr<iotauth::identity::v1::IssuedCertificate> Issue(
       absl::string_view tenant_id, absl::string_view device_id, X509_REQ* csr,
-      const google::protobuf::Duration& requested_validity);
+      const google::protobuf::Duration& requested_validity) const;
   // The tenant's VERIFIED CAs and their CRLs as a trust store.
   absl::StatusOr<std::shared_ptr<const TrustStore>> TenantTrust(
       absl::string_view tenant_id,
-      std::vector<std::pair<CertPtr, iotauth::registry::v1::CaCertificate>>* cas);
+      std::vector<std::pair<CertPtr, iotauth::registry::v1::CaCertificate>>* cas) const;
 
   void Audit(const Caller& caller, iotauth::audit::v1::EventType type, absl::string_view method,
              absl::string_view tenant_id, absl::string_view device_id, const absl::Status& outcome,

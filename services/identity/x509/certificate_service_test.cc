@@ -54,7 +54,7 @@ class RecordingSink final : public audit::AuditSink {
 
 class FixedResolver final : public CallerResolver {
  public:
-  Caller Resolve(const grpc::ServerContextBase&) const override {
+  Caller Resolve(const grpc::ServerContextBase& /*context*/) const override {
     absl::MutexLock lock(&mu_);
     return caller_;
   }

@@ -195,7 +195,9 @@ Verdict CheckAlgorithms(const ParsedCertificate& cert, const AlgorithmPolicy& po
           absl::StrCat("key type ", OBJ_nid2sn(type), " not allowed in ", cert.subject()));
   }
   if (!check_signature) return Verdict::Pass();
-  int mdnid = NID_undef, pknid = NID_undef, secbits = 0;
+  int mdnid = NID_undef;
+  int pknid = NID_undef;
+  int secbits = 0;
   uint32_t flags = 0;
   if (X509_get_signature_info(cert.x509(), &mdnid, &pknid, &secbits, &flags) != 1 ||
       (flags & X509_SIG_INFO_VALID) == 0) {

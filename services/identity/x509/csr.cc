@@ -31,11 +31,12 @@ absl::Status Internal(absl::string_view what) {
 }
 
 // Never prompt for (or accept) a passphrase.
-int NoPassword(char*, int, int, void*) { return -1; }
+int NoPassword(char* /*unused*/, int /*unused*/, int /*unused*/, void* /*unused*/) { return -1; }
 
 // MD5/SHA-1 (and SHA-224 unless allowed) signatures are refused.
 absl::Status CheckSignatureDigest(int sig_nid, const AlgorithmPolicy& policy) {
-  int md_nid = NID_undef, pk_nid = NID_undef;
+  int md_nid = NID_undef;
+  int pk_nid = NID_undef;
   if (OBJ_find_sigid_algs(sig_nid, &md_nid, &pk_nid) != 1) {
     return Invalid("WEAK_ALGORITHM", "unknown signature algorithm");
   }

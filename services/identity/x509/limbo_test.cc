@@ -59,7 +59,8 @@ Outcome RunCase(const Struct& tc) {
   ParseLimits limits;
   limits.max_certificates = 64;
   limits.max_total_bytes = 1 << 20;
-  std::vector<CertPtr> anchors, inters;
+  std::vector<CertPtr> anchors;
+  std::vector<CertPtr> inters;
   for (const std::string& pem : Strings(tc, "trusted_certs")) {
     auto c = ParseCertificates(pem, limits);
     if (!c.ok()) return {false, absl::StrCat("trusted cert: ", c.status().message())};
@@ -127,8 +128,9 @@ Outcome RunCase(const Struct& tc) {
 TEST(LimboTest, Suite) {
   const std::string path = VectorsDir() + "/limbo/limbo-core-no-bettertls.json";
   std::ifstream in(path);
-  if (!in)
+  if (!in) {
     GTEST_SKIP() << "x509-limbo vectors not found at " << path << " (set IOTAUTH_VECTORS_DIR)";
+  }
   std::stringstream buf;
   buf << in.rdbuf();
   Struct root;
@@ -148,7 +150,8 @@ TEST(LimboTest, Suite) {
       known[parts[0]] = parts[2];
     }
   }
-  int agree = 0, disagree = 0;
+  int agree = 0;
+  int disagree = 0;
   std::string report;
   std::vector<std::string> unexpected;
   std::map<std::string, bool> seen;

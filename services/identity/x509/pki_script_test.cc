@@ -67,7 +67,10 @@ class PkiScriptTest : public ::testing::Test {
     std::string line;
     while (std::getline(in, line)) {
       std::istringstream fields(line);
-      std::string name, fp, nb, na;
+      std::string name;
+      std::string fp;
+      std::string nb;
+      std::string na;
       ManifestEntry e;
       std::string err;
       if (!(fields >> name >> fp >> nb >> na) ||

@@ -62,7 +62,7 @@ KeyPtr NewKey(KeyType type) {
       break;
   }
   if (k == nullptr) Die("keygen");
-  return KeyPtr(k, PkeyFree());
+  return {k, PkeyFree()};
 }
 
 KeyPtr Key(KeyType type) {

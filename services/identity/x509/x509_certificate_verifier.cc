@@ -33,7 +33,8 @@ std::string NormalizeThumbprint(absl::string_view t) {
 
 bool MatchDevicePattern(absl::string_view pattern, absl::string_view value,
                         absl::string_view tenant_id, std::string* device) {
-  size_t pi = 0, vi = 0;
+  size_t pi = 0;
+  size_t vi = 0;
   bool have_device = false;
   std::string dev;
   while (pi < pattern.size()) {
@@ -143,7 +144,8 @@ CertificateVerifier::Result X509CertificateVerifier::Verify(
     bad.verdict = Verdict::Deny(v1::DENY_REASON_MALFORMED, "too many certificates");
     return bad;
   }
-  absl::Time valid_from = absl::InfinitePast(), valid_until = absl::InfiniteFuture();
+  absl::Time valid_from = absl::InfinitePast();
+  absl::Time valid_until = absl::InfiniteFuture();
   auto outcome = std::make_shared<const ChainOutcome>(
       VerifyUncached(certs, tenant_hint, now, &valid_from, &valid_until));
   if (outcome->verdict.reason != v1::DENY_REASON_NOT_YET_VALID &&
@@ -195,7 +197,8 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyUncached(
   }
   ChainOutcome first;
   for (size_t i = 0; i < tenants.size(); ++i) {
-    absl::Time from = absl::InfinitePast(), until = absl::InfiniteFuture();
+    absl::Time from = absl::InfinitePast();
+    absl::Time until = absl::InfiniteFuture();
     ChainOutcome o = VerifyInTenant(certs, tenants[i], now, &from, &until);
     if (o.verdict.ok()) {
       *valid_from = from;

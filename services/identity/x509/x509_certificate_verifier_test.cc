@@ -23,7 +23,7 @@ const absl::Time kNow = absl::FromUnixSeconds(1700000000);
 class RecordingRegistrar : public CertificateDeviceRegistrar {
  public:
   absl::StatusOr<reg::Device> RegisterFromCertificate(const CaInfo& ca, absl::string_view device_id,
-                                                      absl::string_view) override {
+                                                      absl::string_view /*fingerprint*/) override {
     ++calls;
     reg::Device d;
     d.set_tenant_id(ca.tenant_id);
