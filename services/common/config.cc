@@ -3,6 +3,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -451,11 +452,9 @@ std::string AuditDbPath(const ServerConfig& c) {
 std::string DevPkiDir(const ServerConfig& c) { return JoinPath(c.data_dir(), "pki"); }
 
 bool HostsService(const ServerConfig& c, absl::string_view service) {
-  if (c.services().empty()) return true;
-  for (const auto& s : c.services()) {
-    if (s == service) return true;
-  }
-  return false;
+  return c.services().empty() ||
+         std::any_of(c.services().begin(), c.services().end(),
+                     [service](const std::string& s) { return s == service; });
 }
 
 }  // namespace iotauth

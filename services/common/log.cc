@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -30,13 +32,12 @@ absl::string_view LevelName(Level level) {
 }  // namespace
 
 bool ParseLevel(absl::string_view name, Level* level) {
-  for (Level l : {Level::kDebug, Level::kInfo, Level::kWarn, Level::kError}) {
-    if (name == LevelName(l)) {
-      *level = l;
-      return true;
-    }
-  }
-  return false;
+  constexpr Level kLevels[] = {Level::kDebug, Level::kInfo, Level::kWarn, Level::kError};
+  const auto* it = std::find_if(std::begin(kLevels), std::end(kLevels),
+                                [name](Level l) { return name == LevelName(l); });
+  if (it == std::end(kLevels)) return false;
+  *level = *it;
+  return true;
 }
 
 void SetLevel(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }

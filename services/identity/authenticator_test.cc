@@ -192,7 +192,7 @@ class AuthenticatorTest : public ::testing::Test {
     return *t;
   }
 
-  v1::AuthenticateRequest SasConnect(const std::string& device, const std::string& key) {
+  v1::AuthenticateRequest SasConnect(const std::string& device, const std::string& key) const {
     v1::AuthenticateRequest r;
     r.set_request_id("req-1");
     auto* c = r.mutable_connect();

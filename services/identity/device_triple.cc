@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -18,10 +19,10 @@ constexpr int kMaxParams = 16;
 constexpr size_t kMaxTimestampDigits = 15;
 
 bool HasControl(absl::string_view s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) return true;
-  }
-  return false;
+  return std::any_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c < 0x20 || c == 0x7f;
+  });
 }
 
 bool ParseSignMethod(absl::string_view v, TripleSignMethod* m) {

@@ -1,5 +1,6 @@
 #include "services/identity/topic_rules.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -32,11 +33,9 @@ bool Lookup(const Placeholders& vars, absl::string_view name, absl::string_view*
 }
 
 bool SafeTopicValue(absl::string_view v) {
-  if (v.empty()) return false;
-  for (char c : v) {
-    if (c == '/' || c == '+' || c == '#' || c == '\0') return false;
-  }
-  return true;
+  return !v.empty() && std::none_of(v.begin(), v.end(), [](char c) {
+    return c == '/' || c == '+' || c == '#' || c == '\0';
+  });
 }
 
 using Levels = absl::InlinedVector<absl::string_view, 16>;

@@ -163,10 +163,10 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     // committed afterwards will be written.
     virtual void Started(absl::string_view /*cursor*/) {}
   };
-  // `tenant_id` (optional) receives the stream's tenant for the audit record.
+  // `tenant_out` (optional) receives the stream's tenant for the audit record.
   absl::Status DoImportDevices(const Caller& caller, DeviceSource& source,
                                v1::ImportDevicesResponse* resp,
-                               std::string* tenant_id = nullptr) const;
+                               std::string* tenant_out = nullptr) const;
   absl::Status DoExportDevices(const Caller& caller, const v1::ExportDevicesRequest& req,
                                Sink<v1::Device>& sink) const;
   absl::Status DoWatchChanges(const Caller& caller, const v1::WatchChangesRequest& req,

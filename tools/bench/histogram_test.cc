@@ -11,7 +11,7 @@ namespace iotauth::bench {
 namespace {
 
 TEST(HistogramTest, SmallValuesAreExact) {
-  for (uint64_t v = 0; v < 2 * Histogram::kSubBuckets; ++v) {
+  for (uint64_t v = 0; v < uint64_t{2} * Histogram::kSubBuckets; ++v) {
     const int i = Histogram::BucketIndex(v);
     EXPECT_EQ(Histogram::BucketLowest(i), v);
     EXPECT_EQ(Histogram::BucketHighest(i), v);
@@ -82,7 +82,8 @@ TEST(HistogramTest, ConcurrentRecordsAreAllCounted) {
   threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&h, t] {
-      for (int i = 0; i < 50000; ++i) h.Record(static_cast<uint64_t>(t * 1000 + i % 1000));
+      for (int i = 0; i < 50000; ++i)
+        h.Record(static_cast<uint64_t>(t) * 1000 + static_cast<uint64_t>(i % 1000));
     });
   }
   for (auto& t : threads) t.join();
