@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: setup, build with warnings as errors, unit
-# and end-to-end tests, the same suite under ASan+UBSan, a fuzzing smoke run of
-# every libFuzzer target, and a format check.
+# and end-to-end tests, clang-tidy (warnings are errors), the same suite under
+# ASan+UBSan, a fuzzing smoke run of every libFuzzer target, and a format check.
 #
 #   tools/test.sh            everything
-#   tools/test.sh --quick    build + tests only (no sanitizer pass, no fuzzing)
+#   tools/test.sh --quick    build + tests only (no tidy, no sanitizer pass, no fuzzing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,6 +27,10 @@ step "build and test: bazel test //..."
 bazel test "${TEST_ENV[@]}" //...
 
 if (( ! quick )); then
+  # Before the sanitizer build, which would replace the outputs tidy reads.
+  step "clang-tidy over every .cc (fast checks; 'tools/tidy.sh' alone adds clang-analyzer)"
+  tools/tidy.sh --fast
+
   step "sanitizers: bazel test --config=asan //... (ASan + UBSan)"
   bazel test --config=asan "${TEST_ENV[@]}" \
     --test_env=LSAN_OPTIONS=suppressions="$ROOT/tools/lsan.supp":print_suppressions=0 //...

@@ -69,7 +69,12 @@ while read -r f; do
   ) &
   if (( n % jobs == 0 )); then
     for p in $(jobs -p); do wait "$p" || fail=1; done
-    printf 'tidy: %d/%d\r' "$n" "$total" >&2
+    # A live counter on a terminal; a line every 20 files in a log (CI).
+    if [[ -t 2 ]]; then
+      printf 'tidy: %d/%d\r' "$n" "$total" >&2
+    elif (( n % 20 == 0 )); then
+      echo "tidy: $n/$total" >&2
+    fi
   fi
 done <"$db/files"
 for p in $(jobs -p); do wait "$p" || fail=1; done

@@ -82,8 +82,9 @@ TEST(HistogramTest, ConcurrentRecordsAreAllCounted) {
   threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&h, t] {
-      for (int i = 0; i < 50000; ++i)
+      for (int i = 0; i < 50000; ++i) {
         h.Record(static_cast<uint64_t>(t) * 1000 + static_cast<uint64_t>(i % 1000));
+      }
     });
   }
   for (auto& t : threads) t.join();
