@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdint>
 #include <utility>
-#include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "services/common/crypto.h"
@@ -62,27 +61,31 @@ void PutTimeField(uint32_t number, bool present, const T& t, std::string* out) {
   PutU32(static_cast<uint32_t>(t.nanos()), out);
 }
 
-// Map entries sorted by key bytes, each u32 key_length, key, u32 value_length, value.
-void PutAttributesField(uint32_t number, const google::protobuf::Map<std::string, std::string>& m,
-                        std::string* out) {
-  if (m.empty()) {
-    PutHeader(number, 0, out);
-    return;
-  }
-  absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4> entries;
+using Attributes = google::protobuf::Map<std::string, std::string>;
+
+// Bytes AppendAttributeEntries appends for `m`.
+size_t AttributeEntriesSize(const Attributes& m) {
   size_t size = 0;
-  for (const auto& [k, v] : m) {
-    entries.emplace_back(k, v);
-    size += 8 + k.size() + v.size();
-  }
+  for (const auto& [k, v] : m) size += 8 + k.size() + v.size();
+  return size;
+}
+
+// Map entries sorted by key bytes, each u32 key_length, key, u32 value_length, value.
+void AppendAttributeEntries(const Attributes& m, std::string* out) {
+  absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4> entries;
+  for (const auto& [k, v] : m) entries.emplace_back(k, v);
   std::sort(entries.begin(), entries.end());  // string_view compares bytes
-  PutHeader(number, size, out);
   for (const auto& [k, v] : entries) {
     PutU32(static_cast<uint32_t>(k.size()), out);
     out->append(k.data(), k.size());
     PutU32(static_cast<uint32_t>(v.size()), out);
     out->append(v.data(), v.size());
   }
+}
+
+void PutAttributesField(uint32_t number, const Attributes& m, std::string* out) {
+  PutHeader(number, AttributeEntriesSize(m), out);
+  AppendAttributeEntries(m, out);
 }
 
 // Value of a hex digit; kNotHex for anything but 0-9 and a-f.
@@ -120,6 +123,13 @@ void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
 }
 
 }  // namespace
+
+std::string EncodeAttributes(const Attributes& attributes) {
+  std::string out;
+  out.reserve(AttributeEntriesSize(attributes));
+  AppendAttributeEntries(attributes, &out);
+  return out;
+}
 
 std::string CanonicalEncoding(const AuditEvent& e) {
   std::string out;

@@ -44,6 +44,11 @@ absl::StatusOr<std::string> ComputeEventHash(const iotauth::audit::v1::AuditEven
 // Sets `event->prev_hash = prev_hash` and `event->hash` from ComputeEventHash.
 absl::Status ChainEvent(absl::string_view prev_hash, iotauth::audit::v1::AuditEvent* event);
 
+// The attributes map as the canonical encoding's field 16 payload: entries sorted
+// by key bytes, each u32 key_length, key, u32 value_length, value. The SQLite
+// store keeps this same form in its `attributes` column.
+std::string EncodeAttributes(const google::protobuf::Map<std::string, std::string>& attributes);
+
 // True when `hex` is a 64-digit lowercase hex string (the form every stored hash has).
 bool IsWellFormedHash(absl::string_view hex);
 

@@ -178,27 +178,6 @@ class Transaction {
   sqlite3* db_;
 };
 
-// Attributes column: entries sorted by key, each u32 key_length, key, u32
-// value_length, value (big-endian lengths), as in the canonical encoding.
-std::string EncodeAttributes(const AuditEvent& e) {
-  std::vector<std::pair<std::string, std::string>> entries(e.attributes().begin(),
-                                                           e.attributes().end());
-  std::sort(entries.begin(), entries.end());
-  std::string out;
-  auto put = [&out](const std::string& s) {
-    const auto n = static_cast<uint32_t>(s.size());
-    char b[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
-                 static_cast<char>(n)};
-    out.append(b, 4);
-    out.append(s);
-  };
-  for (const auto& [k, v] : entries) {
-    put(k);
-    put(v);
-  }
-  return out;
-}
-
 // False when the blob is malformed (a tampered row); Verify then reports ALTERED.
 bool DecodeAttributes(absl::string_view in, AuditEvent* e) {
   auto get = [&in](std::string* s) {
@@ -280,7 +259,7 @@ void BindEvent(Stmt& s, const AuditEvent& e) {
     s.BindNull(16);
     s.BindNull(17);
   }
-  s.BindBlob(18, EncodeAttributes(e));
+  s.BindBlob(18, EncodeAttributes(e.attributes()));  // the canonical field 16 form
   s.BindText(19, e.prev_hash());
   s.BindText(20, e.hash());
 }
@@ -374,15 +353,17 @@ absl::Status SummarizeBlock(sqlite3* db, uint64_t b) {
 // Summarises every complete block after the last summarised one (a log written
 // by schema version 1, or blocks completed before a crash: none, since a block
 // is summarised in the transaction that completes it).
-absl::StatusOr<uint64_t> SummarizeMissingBlocks(sqlite3* db, const State& st) {
+absl::Status SummarizeMissingBlocks(sqlite3* db, const State& st) {
   Stmt s(db, "SELECT IFNULL(MAX(block) + 1, 0) FROM audit_blocks");
   IOTAUTH_RETURN_IF_ERROR(s.status());
   if (s.Step() != SQLITE_ROW) return SqlError(db, "block summaries");
   const uint64_t complete = st.head_sequence / kBlockEvents;
-  uint64_t b = std::max(static_cast<uint64_t>(s.Int(0)), (st.first_sequence - 1) / kBlockEvents);
-  uint64_t done = 0;
-  for (; b < complete; ++b, ++done) IOTAUTH_RETURN_IF_ERROR(SummarizeBlock(db, b));
-  return done;
+  for (uint64_t b =
+           std::max(static_cast<uint64_t>(s.Int(0)), (st.first_sequence - 1) / kBlockEvents);
+       b < complete; ++b) {
+    IOTAUTH_RETURN_IF_ERROR(SummarizeBlock(db, b));
+  }
+  return absl::OkStatus();
 }
 
 // One row of audit_blocks as the candidate search reads it.
@@ -649,7 +630,7 @@ absl::Status MigrateToCurrentSchema(sqlite3* db) {
   }
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(db));
   IOTAUTH_RETURN_IF_ERROR(Exec(db, kDropVersion1Indexes));
-  IOTAUTH_RETURN_IF_ERROR(SummarizeMissingBlocks(db, st).status());
+  IOTAUTH_RETURN_IF_ERROR(SummarizeMissingBlocks(db, st));
   if (version != kSchemaVersion) {
     Stmt s(db, "UPDATE audit_state SET schema_version = ? WHERE id = 1");
     IOTAUTH_RETURN_IF_ERROR(s.status());

@@ -82,6 +82,16 @@ class X509VerifierTest : public ::testing::Test {
     ASSERT_TRUE(cas_.UpsertCa(ca).ok());
   }
 
+  // Registers the intermediate as a CA record of t1 with `status`.
+  void SetIntermediate(reg::CaStatus status) {
+    reg::CaCertificate ca;
+    ca.set_tenant_id("t1");
+    ca.set_id("inter");
+    ca.set_certificate_pem(testing::Pem(inter_.get()));
+    ca.set_status(status);
+    ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  }
+
   // Leaf signed by the intermediate; returns {leaf DER, intermediate PEM}.
   std::vector<std::string> Chain(CertSpec spec) {
     if (spec.eku.empty()) spec.eku = "clientAuth";
@@ -248,12 +258,7 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
   // anchor) just to carry its CRL. Its revocations must still apply.
   auto chain = Chain({.cn = "device-1", .serial = 78});
   EXPECT_TRUE(Verify(chain).verdict.ok());
-  reg::CaCertificate ca;
-  ca.set_tenant_id("t1");
-  ca.set_id("inter");
-  ca.set_certificate_pem(testing::Pem(inter_.get()));
-  ca.set_status(reg::CA_STATUS_UNVERIFIED);
-  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  SetIntermediate(reg::CA_STATUS_UNVERIFIED);
   reg::CertificateRevocationList crl;
   crl.set_tenant_id("t1");
   crl.set_ca_id("inter");
@@ -267,17 +272,11 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
 TEST_F(X509VerifierTest, DisabledIntermediateUnderATrustedRootIsRefused) {
   auto chain = Chain({.cn = "device-1"});
   EXPECT_TRUE(Verify(chain).verdict.ok());
-  reg::CaCertificate ca;
-  ca.set_tenant_id("t1");
-  ca.set_id("inter");
-  ca.set_certificate_pem(testing::Pem(inter_.get()));
-  ca.set_status(reg::CA_STATUS_DISABLED);
-  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  SetIntermediate(reg::CA_STATUS_DISABLED);
   auto r = Verify(chain);  // the cached ALLOW is dropped with the CA change
   EXPECT_EQ(r.verdict.reason, v1::DENY_REASON_UNTRUSTED_ISSUER);
   EXPECT_NE(r.verdict.detail.find("inter"), std::string::npos);
-  ca.set_status(reg::CA_STATUS_UNVERIFIED);  // merely registered: no effect on trust
-  ASSERT_TRUE(cas_.UpsertCa(ca).ok());
+  SetIntermediate(reg::CA_STATUS_UNVERIFIED);  // merely registered: no effect on trust
   EXPECT_TRUE(Verify(chain).verdict.ok());
 }
 
