@@ -8,8 +8,12 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/audit/sink_interface.h"
@@ -280,6 +284,102 @@ TEST_F(CaMirrorTest, IssuedCertificateAuthenticatesUntilRevokedWithinASecond) {
   ASSERT_TRUE(certs_->DoRevokeCertificate(AdminCaller(), revoke).ok());
   ASSERT_TRUE(Eventually([&] { return verify().verdict.reason == iv1::DENY_REASON_REVOKED; }));
   EXPECT_LT(absl::Now() - revoked_at, absl::Seconds(1));
+}
+
+// Counts the devices the mirror delivers; the first UpsertDevice can be held back
+// (a slow target) so that the change stream runs ahead of it.
+class CountingTarget final : public MirrorTarget {
+ public:
+  explicit CountingTarget(absl::Notification* gate) : gate_(gate) {}
+  void UpsertTenant(const rv1::Tenant& /*tenant*/) override {}
+  void RemoveTenant(const std::string& /*tenant_id*/) override {}
+  void UpsertProduct(const rv1::Product& /*product*/) override {}
+  void RemoveProduct(const std::string& /*tenant_id*/, const std::string& /*key*/) override {}
+  void UpsertDevice(const rv1::Device& device) override {
+    if (gate_ != nullptr) gate_->WaitForNotification();
+    absl::MutexLock lock(&mu_);
+    order_.push_back(device.device_id());
+  }
+  void RemoveDevice(const std::string& /*tenant_id*/, const std::string& /*id*/) override {}
+  void UpsertGroup(const rv1::EnrollmentGroup& /*group*/) override {}
+  void RemoveGroup(const std::string& /*tenant_id*/, const std::string& /*id*/) override {}
+  void Clear() override {
+    absl::MutexLock lock(&mu_);
+    order_.clear();
+  }
+  std::vector<std::string> Devices() const {
+    absl::MutexLock lock(&mu_);
+    return order_;
+  }
+
+ private:
+  absl::Notification* gate_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
+};
+
+// More changes than the mirror buffers (1024) while its target is stuck: the
+// stream pauses and resumes, and every change arrives once, in order.
+TEST_F(CaMirrorTest, ChangesBeyondTheBufferArriveInOrderBehindASlowTarget) {
+  absl::Notification gate;
+  CountingTarget target(&gate);
+  RegistryMirrorOptions mo;
+  mo.channel = channel_;
+  mo.target = &target;
+  mo.mirror_certificates = false;
+  RegistryMirror mirror(mo);
+  mirror.Start();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+
+  constexpr int kDevices = 3000;
+  std::vector<std::string> want;
+  for (int batch = 0; batch < kDevices / 100; ++batch) {
+    std::vector<rv1::Device> devices;
+    for (int i = 0; i < 100; ++i) {
+      rv1::Device d;
+      d.set_tenant_id("t1");
+      d.set_device_id(absl::StrCat("dev-", batch * 100 + i));
+      d.set_product_key("p1");
+      d.set_status(rv1::DEVICE_STATUS_ENABLED);
+      want.push_back(d.device_id());
+      devices.push_back(std::move(d));
+    }
+    auto r = store_->CreateDevices("t1", devices);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  gate.Notify();
+  ASSERT_TRUE(Eventually([&] { return target.Devices().size() >= want.size(); }))
+      << target.Devices().size() << " of " << want.size();
+  EXPECT_EQ(target.Devices(), want);
+  mirror.Stop();
+}
+
+// Stop() while the target is behind and the stream is paused ends the call and
+// returns (it does not wait for the registry or drain the backlog first).
+TEST_F(CaMirrorTest, StopWhileBehindEndsTheStream) {
+  absl::Notification gate;
+  CountingTarget target(&gate);
+  RegistryMirrorOptions mo;
+  mo.channel = channel_;
+  mo.target = &target;
+  mo.mirror_certificates = false;
+  RegistryMirror mirror(mo);
+  mirror.Start();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  std::vector<rv1::Device> devices;
+  for (int i = 0; i < 2000; ++i) {
+    rv1::Device d;
+    d.set_tenant_id("t1");
+    d.set_device_id(absl::StrCat("dev-", i));
+    d.set_product_key("p1");
+    devices.push_back(std::move(d));
+  }
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  // The failure mode is a hang: Stop() waiting for a call that never ends.
+  std::thread stopper([&] { mirror.Stop(); });
+  gate.Notify();
+  stopper.join();
+  EXPECT_LE(target.Devices().size(), devices.size());
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "services/identity/sync/registry_mirror.h"
 
+#include <grpcpp/support/client_callback.h>
+
 #include <algorithm>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
@@ -15,6 +18,80 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   return {static_cast<absl::StatusCode>(s.error_code()),
           absl::StrCat(what, ": ", s.error_message())};
 }
+
+// The change stream, read with gRPC's callback API. A thread blocked in a
+// synchronous Read() is a gRPC poller: on the shared epoll set it picks up socket
+// events of unrelated calls (every Authenticate, in the all-in-one server) and hands
+// them to the callback threads, one context switch each. Measured: ~25 k switches/s
+// and 13.5 -> 15.8 us of server CPU per Authenticate at 63 k/s. Here gRPC's own
+// threads deliver the events into a queue, and the mirror thread waits on a mutex.
+class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
+ public:
+  // Events buffered before reading pauses (flow control reaches the registry).
+  static constexpr size_t kMaxQueued = 1024;
+
+  void Start(rv1::DeviceRegistry::Stub* stub, grpc::ClientContext* ctx,
+             const rv1::WatchChangesRequest& req) {
+    stub->async()->WatchChanges(ctx, &req, this);
+    StartRead(&incoming_);
+    StartCall();
+  }
+
+  // Blocks until an event arrives (true) or the stream ended (false; see status()).
+  bool Next(rv1::ChangeEvent* out) {
+    bool resume = false;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ChangeReader* r)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return !r->queue_.empty() || r->done_; },
+          this));
+      if (queue_.empty()) return false;
+      *out = std::move(queue_.front());
+      queue_.pop_front();
+      if (paused_ && queue_.size() <= kMaxQueued / 2) {
+        paused_ = false;
+        resume = true;
+      }
+    }
+    if (resume) StartRead(&incoming_);
+    return true;
+  }
+
+  // Waits for the end of the call (after a cancel, for example) and returns its status.
+  grpc::Status Finish() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    return status_;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone follows
+    bool more;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.push_back(std::move(incoming_));
+      incoming_.Clear();
+      more = queue_.size() < kMaxQueued;
+      paused_ = !more;
+    }
+    if (more) StartRead(&incoming_);
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    absl::MutexLock lock(&mu_);
+    status_ = s;
+    done_ = true;
+  }
+
+ private:
+  rv1::ChangeEvent incoming_;  // owned by the outstanding read
+  absl::Mutex mu_;
+  std::deque<rv1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace
 
@@ -248,10 +325,11 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   }
   rv1::WatchChangesRequest req;
   req.set_cursor(cursor);
-  auto reader = stub_->WatchChanges(&ctx, req);
+  ChangeReader reader;
+  reader.Start(stub_.get(), &ctx, req);
   rv1::ChangeEvent ev;
   absl::Status apply_status;
-  while (reader->Read(&ev)) {
+  while (!stopping_.load() && reader.Next(&ev)) {
     apply_status = Apply(ev);
     if (!apply_status.ok()) {
       ctx.TryCancel();
@@ -260,7 +338,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
     if (!ev.cursor().empty()) *last_cursor = ev.cursor();
     applied_.fetch_add(1);
   }
-  auto s = reader->Finish();
+  const grpc::Status s = reader.Finish();
   {
     absl::MutexLock lock(&mu_);
     watch_ctx_ = nullptr;
