@@ -62,6 +62,7 @@ class MetricsInterceptorFactory final
   grpc::experimental::Interceptor* CreateServerInterceptor(ServerRpcInfo* info) override {
     const char* method = info->method();
     if (method == nullptr) return nullptr;
+    if (metrics_->IsMeteredInHandler(method)) return nullptr;  // its handler records them
     return new MetricsInterceptor(metrics_, metrics_->Lookup(method, TypeName(info->type())));
   }
 
@@ -159,6 +160,12 @@ GrpcServerMetrics::Method* GrpcServerMetrics::Create(absl::string_view full_meth
                                  {"grpc_code", "OK"}});
   slot = std::move(m);
   return slot.get();
+}
+
+GrpcServerMetrics::Method* GrpcServerMetrics::MeterInHandler(absl::string_view full_method,
+                                                             const char* type) {
+  metered_in_handler_.insert(std::string(full_method));
+  return Lookup(full_method, type);
 }
 
 void GrpcServerMetrics::RecordHandled(Method* m, int code, double seconds) {

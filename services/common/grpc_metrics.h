@@ -2,11 +2,15 @@
 //   grpc_server_started_total{grpc_type,grpc_service,grpc_method}
 //   grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
 //   grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method} (histogram)
-// recorded by a server interceptor. Series for known methods are created up front
-// so the hot path does no label hashing and takes no lock.
+// recorded by a server interceptor, or by the handler itself for the hot methods
+// that opt in (MeterInHandler): gRPC's interception machinery costs ~0.8 us of
+// server CPU per call, measured on Authenticate (13.4 -> 12.5 us). Series for known
+// methods are created up front so the hot path does no label hashing and takes no
+// lock.
 #pragma once
 
 #include <grpcpp/support/server_interceptor.h>
+#include <grpcpp/support/status.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/histogram.h>
@@ -14,11 +18,13 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
@@ -43,6 +49,14 @@ class GrpcServerMetrics {
   Method* Lookup(absl::string_view full_method, const char* type);
   void RecordHandled(Method* m, int code, double seconds);
 
+  // The interceptor leaves `full_method` ("/pkg.Service/Method") alone: its handler
+  // records the same series with a CallMeter. Only before serving starts (the set
+  // is read without a lock afterwards).
+  Method* MeterInHandler(absl::string_view full_method, const char* type);
+  bool IsMeteredInHandler(absl::string_view full_method) const {
+    return !metered_in_handler_.empty() && metered_in_handler_.contains(full_method);
+  }
+
   // Interceptor factory to hand to grpc::ServerBuilder.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -56,6 +70,32 @@ class GrpcServerMetrics {
   // methods afterwards; read lock-free through the frozen map when possible.
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_ ABSL_GUARDED_BY(mu_);
+  // Frozen once serving starts (see MeterInHandler).
+  absl::flat_hash_set<std::string> metered_in_handler_;
+};
+
+// One call's metrics, recorded by its handler: counts the start when constructed
+// and the status and duration in Done(). A null method records nothing.
+class CallMeter {
+ public:
+  CallMeter(GrpcServerMetrics* metrics, GrpcServerMetrics::Method* method)
+      : metrics_(method == nullptr ? nullptr : metrics), method_(method) {
+    if (metrics_ != nullptr) {
+      start_ = std::chrono::steady_clock::now();
+      method_->started->Increment();
+    }
+  }
+  void Done(const grpc::Status& status) {
+    if (metrics_ == nullptr) return;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    metrics_->RecordHandled(method_, static_cast<int>(status.error_code()), secs);
+  }
+
+ private:
+  GrpcServerMetrics* metrics_;
+  GrpcServerMetrics::Method* method_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // gRPC status code name as Prometheus label ("OK", "INVALID_ARGUMENT", ...).

@@ -36,6 +36,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   for (const auto& s : services) names.push_back(s.name);
   names.emplace_back("grpc.reflection.v1alpha.ServerReflection");
   runner->grpc_metrics_->RegisterServices(names);
+  for (const auto& s : services) {
+    if (s.attach_metrics) s.attach_metrics(runner->grpc_metrics_.get());
+  }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
   creators.push_back(runner->grpc_metrics_->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(creators));

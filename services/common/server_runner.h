@@ -7,6 +7,7 @@
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct HostedService {
   std::string name;
   // Not owned; must outlive the runner.
   grpc::Service* service = nullptr;
+  // Optional: called before serving starts, for services whose hot handlers record
+  // the gRPC server metrics themselves (GrpcServerMetrics::MeterInHandler).
+  std::function<void(GrpcServerMetrics*)> attach_metrics;
 };
 
 class ServerRunner {

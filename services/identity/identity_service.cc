@@ -17,22 +17,45 @@ absl::StatusOr<std::unique_ptr<IdentityService>> IdentityService::Create(Options
   return std::unique_ptr<IdentityService>(new IdentityService(std::move(options)));
 }
 
+void IdentityService::AttachMetrics(GrpcServerMetrics* metrics) {
+  metrics_ = metrics;
+  authenticate_metrics_ =
+      metrics->MeterInHandler("/iotauth.identity.v1.IdentityService/Authenticate", "unary");
+  batch_metrics_ =
+      metrics->MeterInHandler("/iotauth.identity.v1.IdentityService/AuthenticateBatch", "unary");
+  authorize_metrics_ =
+      metrics->MeterInHandler("/iotauth.identity.v1.IdentityService/Authorize", "unary");
+}
+
+namespace {
+
+// Finishes the call and records its metrics.
+void FinishMetered(grpc::ServerUnaryReactor* reactor, CallMeter* meter, const absl::Status& s) {
+  const grpc::Status status = ToGrpcStatus(s);
+  meter->Done(status);
+  reactor->Finish(status);
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* IdentityService::Authenticate(grpc::CallbackServerContext* context,
                                                         const v1::AuthenticateRequest* request,
                                                         v1::AuthenticateResponse* response) {
+  CallMeter meter(metrics_, authenticate_metrics_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
   if (s.ok()) {
     s = options_.authenticator->Authenticate(*request, CallContext{caller.principal}, response);
   }
-  reactor->Finish(ToGrpcStatus(s));
+  FinishMetered(reactor, &meter, s);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* IdentityService::AuthenticateBatch(
     grpc::CallbackServerContext* context, const v1::AuthenticateBatchRequest* request,
     v1::AuthenticateBatchResponse* response) {
+  CallMeter meter(metrics_, batch_metrics_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
@@ -54,13 +77,14 @@ grpc::ServerUnaryReactor* IdentityService::AuthenticateBatch(
     }
   }
   if (!s.ok()) response->Clear();
-  reactor->Finish(ToGrpcStatus(s));
+  FinishMetered(reactor, &meter, s);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* IdentityService::Authorize(grpc::CallbackServerContext* context,
                                                      const v1::AuthorizeRequest* request,
                                                      v1::AuthorizeResponse* response) {
+  CallMeter meter(metrics_, authorize_metrics_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
@@ -69,7 +93,7 @@ grpc::ServerUnaryReactor* IdentityService::Authorize(grpc::CallbackServerContext
             ? absl::UnimplementedError("Authorize is not enabled on this server")
             : options_.authorizer->Authorize(*request, CallContext{caller.principal}, response);
   }
-  reactor->Finish(ToGrpcStatus(s));
+  FinishMetered(reactor, &meter, s);
   return reactor;
 }
 

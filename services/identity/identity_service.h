@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
 #include "services/common/caller.h"
+#include "services/common/grpc_metrics.h"
 #include "services/identity/authenticator.h"
 #include "services/identity/authorizer.h"
 
@@ -44,6 +45,12 @@ class IdentityService final : public iotauth::identity::v1::IdentityService::Cal
       const iotauth::identity::v1::AuthenticateBatchRequest* request,
       iotauth::identity::v1::AuthenticateBatchResponse* response) override;
 
+  // Authenticate, AuthenticateBatch and Authorize record their gRPC server metrics
+  // in the handler instead of through the interceptor (the hot path; see
+  // grpc_metrics.h). Call before serving starts; without it nothing is recorded
+  // here (the interceptor does it).
+  void AttachMetrics(GrpcServerMetrics* metrics);
+
   // Topic authorization (same role rule); UNIMPLEMENTED when no authorizer is set.
   grpc::ServerUnaryReactor* Authorize(grpc::CallbackServerContext* context,
                                       const iotauth::identity::v1::AuthorizeRequest* request,
@@ -52,6 +59,10 @@ class IdentityService final : public iotauth::identity::v1::IdentityService::Cal
  private:
   explicit IdentityService(Options options) : options_(std::move(options)) {}
   Options options_;
+  GrpcServerMetrics* metrics_ = nullptr;
+  GrpcServerMetrics::Method* authenticate_metrics_ = nullptr;
+  GrpcServerMetrics::Method* batch_metrics_ = nullptr;
+  GrpcServerMetrics::Method* authorize_metrics_ = nullptr;
 };
 
 }  // namespace iotauth::identity

@@ -1,6 +1,10 @@
 #include "services/identity/identity_service.h"
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -152,6 +156,75 @@ TEST_F(IdentityServiceTest, AuthorizeWithoutAuthorizerIsUnimplemented) {
   v1::AuthorizeResponse resp;
   EXPECT_EQ(stub_->Authorize(&ctx, v1::AuthorizeRequest(), &resp).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Sum of the samples of `family` whose labels include all of `want` (counter
+// values, or histogram sample counts).
+double MetricValue(prometheus::Registry& registry, const std::string& family,
+                   const std::map<std::string, std::string>& want) {
+  double total = 0;
+  for (const auto& f : registry.Collect()) {
+    if (f.name != family) continue;
+    for (const auto& m : f.metric) {
+      size_t matched = 0;
+      for (const auto& l : m.label) {
+        auto it = want.find(l.name);
+        if (it != want.end() && it->second == l.value) ++matched;
+      }
+      if (matched != want.size()) continue;
+      total += f.type == prometheus::MetricType::Histogram
+                   ? static_cast<double>(m.histogram.sample_count)
+                   : m.counter.value;
+    }
+  }
+  return total;
+}
+
+// The hot methods record the gRPC server metrics in the handler, and the
+// interceptor skips them: every call is counted exactly once, under its code.
+TEST_F(IdentityServiceTest, HandlerMetricsCountEachCallOnce) {
+  server_->Shutdown();
+  auto registry = std::make_shared<prometheus::Registry>();
+  GrpcServerMetrics metrics(*registry);
+  metrics.RegisterServices({"iotauth.identity.v1.IdentityService"});
+  service_->AttachMetrics(&metrics);
+  grpc::ServerBuilder builder;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(metrics.InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(creators));
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  ASSERT_NE(server_, nullptr);
+  stub_ = v1::IdentityService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+
+  v1::AuthenticateResponse resp;
+  ASSERT_TRUE(Call(Request(), &resp).ok());
+  ASSERT_TRUE(Call(Request(), &resp).ok());
+  auto bad = Request();
+  bad.mutable_connect()->set_password(std::string(10000, 'x'));
+  EXPECT_EQ(Call(bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext ctx;
+  v1::AuthorizeResponse authz;
+  EXPECT_EQ(stub_->Authorize(&ctx, v1::AuthorizeRequest(), &authz).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+
+  const std::map<std::string, std::string> authn = {
+      {"grpc_service", "iotauth.identity.v1.IdentityService"},
+      {"grpc_method", "Authenticate"},
+      {"grpc_type", "unary"}};
+  auto with_code = [&](const char* code) {
+    auto labels = authn;
+    labels["grpc_code"] = code;
+    return labels;
+  };
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_started_total", authn), 3);
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_handled_total", with_code("OK")), 2);
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_handled_total", with_code("INVALID_ARGUMENT")), 1);
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_handling_seconds", authn), 3);
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_handled_total",
+                        {{"grpc_method", "Authorize"}, {"grpc_code", "UNIMPLEMENTED"}}),
+            1);
+  EXPECT_EQ(MetricValue(*registry, "grpc_server_started_total", {{"grpc_method", "Authorize"}}), 1);
 }
 
 TEST(IdentityServiceCreateTest, Validates) { EXPECT_FALSE(IdentityService::Create({}).ok()); }

@@ -192,7 +192,9 @@ class EmbeddedApp final : public App {
   std::vector<HostedService> Services() override {
     std::vector<HostedService> out;
     if (identity_service_) {
-      out.push_back({"iotauth.identity.v1.IdentityService", identity_service_.get()});
+      identity::IdentityService* identity = identity_service_.get();
+      out.push_back({"iotauth.identity.v1.IdentityService", identity,
+                     [identity](GrpcServerMetrics* m) { identity->AttachMetrics(m); }});
     }
     if (registry_service_) {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
