@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # libraries
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
-  libsqlite3-dev libpq-dev
+  libsqlite3-dev libpq-dev libjemalloc-dev
   # end-to-end peers and tools
   python3-grpcio python3-protobuf python3-paho-mqtt python3-cryptography mosquitto mosquitto-dev
   libmosquitto-dev mosquitto-clients nghttp2-client prometheus postgresql

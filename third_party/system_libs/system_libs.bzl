@@ -19,6 +19,9 @@ _LIBS = {
     "sqlite3": (["sqlite3"], []),
     "libpq": (["libpq"], []),
     "mosquitto": (["libmosquitto"], []),
+    # Replaces malloc in the server binaries (see //bazel:malloc); no symbol refers to
+    # it by name, so it must not be dropped as unneeded.
+    "jemalloc": (["jemalloc"], ["-Wl,--no-as-needed", "-ljemalloc", "-Wl,--as-needed"]),
 }
 
 # Abseil components the project uses (pkg-config module absl_<name>).
