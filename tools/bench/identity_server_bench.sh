@@ -2,13 +2,17 @@
 # Authenticate throughput and latency of the real all-in-one server against the
 # no-op gRPC baseline, in one invocation (issue: identity hot path).
 #
-#   tools/bench/identity_server_bench.sh [--devices=N] [--mode=sas|triple] [run_identity_bench.sh flags]
+#   tools/bench/identity_server_bench.sh [--devices=N] [--mode=sas|triple]
+#       [--request_devices=M (100000)] [--triple_requests=R (2500000)] [run_identity_bench.sh flags]
 #
 # 1. builds iotauthd, iotauthctl and the bench tools with -c opt;
 # 2. starts iotauthd once (plaintext, caller auth off: the no-op baseline has
 #    neither), imports N devices, each with its own random key, through the
 #    streaming ImportDevices RPC, and stops it;
-# 3. writes one request per device (SAS tokens or device-triple signatures,
+# 3. writes one request per device (SAS tokens; device-triple signatures are
+#    single-use, so --mode=triple writes --triple_requests (2.5 M) of them, cycling
+#    over the devices with a fresh timestamp each time; requests cycle over the first
+#    --request_devices of the N registered devices,
 #    computed here in Python, not by project code);
 # 4. runs tools/bench/run_identity_bench.sh: the no-op server, then iotauthd on
 #    the same data, same generator, concurrency and transport; prints the QPS
@@ -20,11 +24,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 devices=100000
 mode=sas
+triple_requests=2500000
+request_devices=100000
 pass=()
 for a in "$@"; do
   case "$a" in
     --devices=*) devices="${a#*=}" ;;
     --mode=*) mode="${a#*=}" ;;
+    --triple_requests=*) triple_requests="${a#*=}" ;;
+    --request_devices=*) request_devices="${a#*=}" ;;
     *) pass+=("$a") ;;
   esac
 done
@@ -35,20 +43,25 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 source "$ROOT/tools/bench/bench_server.sh"
 
 echo "==> generating $devices devices and their $mode requests" >&2
-/usr/bin/python3 - "$work" "$devices" "$mode" <<'PY'
+/usr/bin/python3 - "$work" "$devices" "$mode" "$triple_requests" "$request_devices" <<'PY'
 import base64, hashlib, hmac, json, os, sys, time, urllib.parse
-work, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, n, mode, triple_requests = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+m = min(n, int(sys.argv[5]))  # requests cycle over the first m devices
 hub, pk = "bench.example.net", "pk-bench"
 se = int(time.time()) + 24 * 3600
 ts = int(time.time() * 1000)
 with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work, "requests.jsonl"), "w") as req:
     dev.write("device_id,product_key,status,primary_key,secondary_key\n")
+    keys = []
     for i in range(n):
         d = "bench-%07d" % i
         key = base64.b64encode(os.urandom(32)).decode()
         dev.write("%s,%s,enabled,%s,%s\n" % (d, pk, key, key))
-        if i >= 100000:
-            continue  # requests cycle over the first 100k devices
+        if mode == "triple":
+            keys.append(key)
+            continue  # written below
+        if i >= m:
+            continue
         if mode == "sas":
             sr = urllib.parse.quote("%s/devices/%s" % (hub, d), safe="")
             sig = base64.b64encode(hmac.new(base64.b64decode(key), ("%s\n%d" % (sr, se)).encode(),
@@ -56,13 +69,19 @@ with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work
             tok = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), se)
             r = {"connect": {"client_id": d, "username": "%s/%s/?api-version=2021-04-12" % (hub, d),
                              "password": base64.b64encode(tok.encode()).decode()}}
-        else:
-            # Replays are refused, so each request needs its own timestamp; the
-            # generator cycles the file, so triple runs are bounded by its length.
-            content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (d, d, pk, ts + i)
-            pw = hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
-            r = {"connect": {"client_id": "%s|securemode=2,signmethod=hmacsha256,timestamp=%d|" % (d, ts + i),
-                             "username": "%s&%s" % (d, pk), "password": base64.b64encode(pw.encode()).decode()}}
+        req.write(json.dumps(r) + "\n")
+    # Device triples: a replay is refused, so every request is single-use. Enough for
+    # both runs against iotauthd (peak, then half of it from where the peak stopped:
+    # run_identity_bench passes --start_request), each with its own timestamp.
+    for i in range(triple_requests if mode == "triple" else 0):
+        # The k-th request of a device is stamped ts + 250 s + k ms: the default
+        # 300 s window then accepts it from 50 s before this script started until
+        # 9 minutes after, which covers both configurations' runs.
+        d, key, t = "bench-%07d" % (i % m), keys[i % m], ts + 250000 + i // m
+        content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (d, d, pk, t)
+        pw = hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
+        r = {"connect": {"client_id": "%s|securemode=2,signmethod=hmacsha256,timestamp=%d|" % (d, t),
+                         "username": "%s&%s" % (d, pk), "password": base64.b64encode(pw.encode()).decode()}}
         req.write(json.dumps(r) + "\n")
 PY
 

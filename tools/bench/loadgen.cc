@@ -69,6 +69,10 @@ ABSL_FLAG(std::string, mode, "raw",
           "raw: one fixed request (--request_json, else a built-in ~250-byte MQTT connect; "
           "--requests_file accepted unchecked); sas / triple / x509: --requests_file required, "
           "each request must carry a SAS token / a device triple / a certificate chain.");
+ABSL_FLAG(uint64_t, start_request, 0,
+          "Index (modulo the number of requests) of the first request sent. Device-triple "
+          "requests are single-use (replays are refused): a second run against the same "
+          "server starts after the requests the first one sent (its JSON's requests_sent).");
 ABSL_FLAG(std::string, requests_file, "",
           "One AuthenticateRequest per line in proto JSON, cycled round-robin. Blank lines "
           "and lines starting with # are skipped.");
@@ -288,6 +292,7 @@ struct Config {
   int64_t duration_ns = 0;
   int64_t timeout_ns = 0;
   int64_t tick_ns = 0;
+  uint64_t start_request = 0;   // index of the first request sent (then round-robin)
   std::string bearer_metadata;  // "Bearer <token>" or empty
   bool progress = true;
 };
@@ -302,14 +307,18 @@ struct Results {
   double elapsed_s = 0;  // duration, or longer when a fixed-rate window drained late
   double client_cpu_s = 0;
   double server_cpu_s = -1;
-  double other_cpu_s = -1;  // the rest of the machine (includes the server if no pid)
+  double other_cpu_s = -1;     // the rest of the machine (includes the server if no pid)
+  uint64_t requests_sent = 0;  // all calls started, warm-up included
 };
 
 class LoadGenerator {
  public:
   LoadGenerator(Config config, std::vector<std::unique_ptr<IdentityService::Stub>> stubs,
                 std::vector<AuthenticateRequest> requests)
-      : config_(std::move(config)), stubs_(std::move(stubs)), requests_(std::move(requests)) {}
+      : config_(std::move(config)),
+        stubs_(std::move(stubs)),
+        requests_(std::move(requests)),
+        next_request_(config_.start_request) {}
 
   Results Run(int server_pid) {
     const int64_t t0 = NowNs();
@@ -405,6 +414,7 @@ class LoadGenerator {
       }
     }
     r.calls = r.allow + r.deny + r.errors;
+    r.requests_sent = next_request_.load() - config_.start_request;
     // Fixed rate: if the calls of the window finished late (server or client behind),
     // throughput is calls over the time they really took, not over the schedule.
     r.elapsed_s = config_.duration_ns / 1e9;
@@ -539,7 +549,7 @@ class LoadGenerator {
   int64_t measure_start_ns_ = 0;
   int64_t measure_end_ns_ = 0;
 
-  std::atomic<uint64_t> next_request_{0};
+  std::atomic<uint64_t> next_request_;
   std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> completed_{0};  // all phases, for progress
   std::atomic<uint64_t> all_errors_{0};
@@ -591,6 +601,7 @@ int Run() {
   config.warmup_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_warmup));
   config.duration_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_duration));
   config.timeout_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_timeout));
+  config.start_request = absl::GetFlag(FLAGS_start_request);
   config.tick_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_tick));
   config.progress = absl::GetFlag(FLAGS_progress);
   if (const std::string token = absl::GetFlag(FLAGS_bearer_token); !token.empty()) {
@@ -693,7 +704,8 @@ int Run() {
         ",\"channels\":", num_channels, ",\"concurrency\":", config.concurrency,
         ",\"target_rate\":", config.rate, ",\"warmup_s\":", config.warmup_ns / 1e9,
         ",\"duration_s\":", config.duration_ns / 1e9, ",\"elapsed_s\":", seconds,
-        ",\"requests\":", requests.size(), ",\"request_bytes\":", request_bytes / requests.size());
+        ",\"requests\":", requests.size(), ",\"request_bytes\":", request_bytes / requests.size(),
+        ",\"start_request\":", config.start_request, ",\"requests_sent\":", r.requests_sent);
     absl::StrAppend(&out, ",\"calls\":", r.calls, ",\"allow\":", r.allow, ",\"deny\":", r.deny,
                     ",\"errors\":", r.errors, ",\"errors_by_code\":", JsonCounts(r.errors_by_code),
                     ",\"deny_reasons\":", JsonCounts(r.deny_reasons),

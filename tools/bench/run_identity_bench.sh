@@ -201,8 +201,13 @@ else
   [[ -n "$target_tls_ca" ]] && ca="$target_tls_ca"
 fi
 run_loadgen target_peak "$target_addr" "$tpid" "$ca" --duration="$duration"
+# Same server process: start after the requests the peak run used (device-triple
+# requests are single-use; a replay would be denied).
+sent="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' \
+  "$out_dir/target_peak.json")"
 run_loadgen target_half "$target_addr" "$tpid" "$ca" --duration="$half_duration" \
-  --rate="$(half_rate "$out_dir/target_peak.json")" --concurrency="$half_cap"
+  --rate="$(half_rate "$out_dir/target_peak.json")" --concurrency="$half_cap" \
+  --start_request="$sent"
 [[ -n "$tpid" ]] && stop_server
 
 # 3. Report.
