@@ -518,8 +518,8 @@ class Authenticator::Attempt {
 
   bool CheckReplay(const ProductRecord& product, const TripleInput& in) {
     if (!in.has_timestamp) return true;
-    const std::string key = ReplayCache::Key(product.tenant_id, product.product_key, in.device_name,
-                                             in.timestamp_raw, in.signature);
+    const ReplayKey key = ReplayCache::Key(product.tenant_id, product.product_key, in.device_name,
+                                           in.timestamp_raw, in.signature);
     if (!auth_->replay_.CheckAndInsert(
             key, now_, absl::FromUnixMillis(in.timestamp_ms) + cfg_.triple_timestamp_window)) {
       Deny(v1::DENY_REASON_REPLAYED, "this timestamp and signature were already used");

@@ -1,7 +1,10 @@
 #include "services/identity/replay_cache.h"
 
+#include <algorithm>
+#include <cstring>
+#include <tuple>
+
 #include "absl/hash/hash.h"
-#include "absl/strings/str_cat.h"
 
 namespace iotauth::identity {
 
@@ -13,17 +16,28 @@ ReplayCache::ReplayCache(size_t capacity, size_t shards) {
   for (size_t i = 0; i < shards; ++i) shards_.push_back(std::make_unique<Shard>());
 }
 
-std::string ReplayCache::Key(absl::string_view tenant_id, absl::string_view product_key,
-                             absl::string_view device_name, absl::string_view timestamp,
-                             absl::string_view signature) {
-  // NUL separators: none of the parts (validated text) contains one before `signature`.
-  return absl::StrCat(tenant_id, absl::string_view("\0", 1), product_key,
-                      absl::string_view("\0", 1), device_name, absl::string_view("\0", 1),
-                      timestamp, absl::string_view("\0", 1), signature);
+ReplayKey ReplayCache::Key(absl::string_view tenant_id, absl::string_view product_key,
+                           absl::string_view device_name, absl::string_view timestamp,
+                           absl::string_view signature) {
+  ReplayKey k;
+  // absl hashes a string_view with its length, so ("ab","c") and ("a","bc") differ.
+  k.tuple = absl::Hash<
+      std::tuple<absl::string_view, absl::string_view, absl::string_view, absl::string_view>>()(
+      std::make_tuple(tenant_id, product_key, device_name, timestamp));
+  std::memcpy(&k.mac, signature.data(), std::min(signature.size(), sizeof(k.mac)));
+  return k;
 }
 
 bool ReplayCache::CheckAndInsert(absl::string_view key, absl::Time now, absl::Time expires_at) {
-  Shard& shard = *shards_[absl::Hash<absl::string_view>()(key) % shards_.size()];
+  ReplayKey k;
+  k.tuple = absl::Hash<absl::string_view>()(key);
+  k.mac = absl::Hash<std::pair<absl::string_view, int>>()(std::make_pair(key, 1));
+  return CheckAndInsert(k, now, expires_at);
+}
+
+bool ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now, absl::Time expires_at) {
+  // The MAC bytes are uniform: they pick the shard (the map hashes both halves).
+  Shard& shard = *shards_[key.mac % shards_.size()];
   absl::MutexLock lock(&shard.mu);
   // Collect from the front: entries superseded by a later insert, expired entries, and
   // (when the shard is full) the oldest live entry. Insertion order approximates
@@ -40,14 +54,12 @@ bool ReplayCache::CheckAndInsert(absl::string_view key, absl::Time now, absl::Ti
     }
     shard.order.pop_front();
   }
-  auto it = shard.entries.find(key);
-  if (it != shard.entries.end()) {
+  auto [it, inserted] = shard.entries.try_emplace(key, expires_at);
+  if (!inserted) {
     if (it->second > now) return false;
     it->second = expires_at;
-  } else {
-    shard.entries.emplace(std::string(key), expires_at);
   }
-  shard.order.emplace_back(std::string(key), expires_at);
+  shard.order.emplace_back(key, expires_at);
   return true;
 }
 

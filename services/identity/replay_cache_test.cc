@@ -10,12 +10,27 @@ const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
 
 TEST(ReplayCacheTest, SecondSightingInsideWindowIsReplay) {
   ReplayCache cache(1000, 4);
-  const std::string key = ReplayCache::Key("t", "pk", "dn", "1700000000000", "sig");
+  const ReplayKey key = ReplayCache::Key("t", "pk", "dn", "1700000000000", "signature-1");
   EXPECT_TRUE(cache.CheckAndInsert(key, kT0, kT0 + absl::Minutes(5)));
   EXPECT_FALSE(cache.CheckAndInsert(key, kT0 + absl::Minutes(4), kT0 + absl::Minutes(5)));
   // Another device with the same timestamp and signature bytes is not a replay.
-  EXPECT_TRUE(cache.CheckAndInsert(ReplayCache::Key("t", "pk", "dn2", "1700000000000", "sig"), kT0,
-                                   kT0 + absl::Minutes(5)));
+  EXPECT_TRUE(
+      cache.CheckAndInsert(ReplayCache::Key("t", "pk", "dn2", "1700000000000", "signature-1"), kT0,
+                           kT0 + absl::Minutes(5)));
+}
+
+TEST(ReplayCacheTest, KeyCoversEveryPartAndKeepsFieldBoundaries) {
+  const ReplayKey base = ReplayCache::Key("t", "pk", "dn", "1700000000000", "signature-1");
+  EXPECT_EQ(base, ReplayCache::Key("t", "pk", "dn", "1700000000000", "signature-1"));
+  EXPECT_FALSE(base == ReplayCache::Key("t2", "pk", "dn", "1700000000000", "signature-1"));
+  EXPECT_FALSE(base == ReplayCache::Key("t", "pk2", "dn", "1700000000000", "signature-1"));
+  EXPECT_FALSE(base == ReplayCache::Key("t", "pk", "dn", "1700000000001", "signature-1"));
+  EXPECT_FALSE(base == ReplayCache::Key("t", "pk", "dn", "1700000000000", "SIGNATURE-1"));
+  // ("tp","k") and ("t","pk") are different tenants and products.
+  EXPECT_FALSE(base == ReplayCache::Key("tp", "k", "dn", "1700000000000", "signature-1"));
+  // A signature shorter than 8 bytes is zero-padded, not read past its end.
+  EXPECT_EQ(ReplayCache::Key("t", "pk", "dn", "1", "ab").mac,
+            ReplayCache::Key("t", "pk", "dn", "1", std::string("ab\0\0", 4)).mac);
 }
 
 TEST(ReplayCacheTest, EntriesExpireWithTheWindow) {
