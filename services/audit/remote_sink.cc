@@ -1,11 +1,14 @@
 #include "services/audit/remote_sink.h"
 
+#include <grpcpp/support/client_callback.h>
+
 #include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/notification.h"
 #include "services/audit/event_util.h"
 
 namespace iotauth::audit {
@@ -61,32 +64,106 @@ void RemoteAuditSink::Record(v1::AuditEvent event) {
   }
 }
 
-void RemoteAuditSink::ReaderLoop(
-    grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestAck>* stream) {
-  v1::IngestAck ack;
-  while (stream->Read(&ack)) {
-    std::vector<v1::AuditEvent> done;
+// One Ingest call through the callback API, with blocking Write / WritesDone /
+// Finish for the sender thread (which then waits on a mutex, not in gRPC). Acks go
+// to the sink as they arrive.
+class RemoteAuditSink::IngestStream final
+    : public grpc::ClientBidiReactor<v1::IngestRequest, v1::IngestAck> {
+ public:
+  IngestStream(RemoteAuditSink* sink, v1::AuditLog::Stub* stub, grpc::ClientContext* context)
+      : sink_(sink) {
+    stub->async()->Ingest(context, this);
+    StartRead(&ack_);
+    StartCall();
+  }
+
+  // Writes `request` and waits until it is on the wire (or the call failed: false).
+  bool Write(v1::IngestRequest request) {
     {
       absl::MutexLock lock(&mu_);
-      absl::flat_hash_set<std::string> ids(ack.event_ids().begin(), ack.event_ids().end());
-      // Acks come in send order, so the acknowledged events are at the front.
-      size_t i = 0;
-      while (!ids.empty() && i < pending_.size()) {
-        if (ids.erase(pending_[i].event_id()) > 0) {
-          done.push_back(std::move(pending_[i]));
-          pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
-          if (i < sent_) --sent_;
-        } else {
-          ++i;
-        }
-      }
-      stats_.acked += done.size();
-      ack_wait_start_ = absl::Now();
+      if (ended_ || write_failed_) return false;
+      outgoing_ = std::move(request);
+      writing_ = true;
     }
-    if (options_.observer != nullptr && !done.empty()) {
-      options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
-    }
+    StartWrite(&outgoing_);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](IngestStream* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return !s->writing_; }, this));
+    return !write_failed_;
   }
+
+  // Half-closes the call (the server ends it after acknowledging everything).
+  void WritesDone() { StartWritesDone(); }
+
+  // Waits for the end of the call (after WritesDone or a cancel) and returns its
+  // status. The stream may be destroyed as soon as this returns.
+  grpc::Status Finish() {
+    done_.WaitForNotification();
+    return status_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) write_failed_ = true;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      sink_->MarkStreamBroken();
+      return;
+    }
+    sink_->HandleAck(ack_);
+    StartRead(&ack_);
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      writing_ = false;  // a write still pending will never complete
+    }
+    status_ = s;
+    done_.Notify();  // last: Finish() may destroy this stream right after
+  }
+
+ private:
+  RemoteAuditSink* sink_;
+  v1::IngestAck ack_;           // owned by the outstanding read
+  v1::IngestRequest outgoing_;  // owned by the outstanding write
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_;  // written before done_ is notified
+  absl::Notification done_;
+};
+
+void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
+  std::vector<v1::AuditEvent> done;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::flat_hash_set<std::string> ids(ack.event_ids().begin(), ack.event_ids().end());
+    // Acks come in send order, so the acknowledged events are at the front.
+    size_t i = 0;
+    while (!ids.empty() && i < pending_.size()) {
+      if (ids.erase(pending_[i].event_id()) > 0) {
+        done.push_back(std::move(pending_[i]));
+        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+        if (i < sent_) --sent_;
+      } else {
+        ++i;
+      }
+    }
+    stats_.acked += done.size();
+    ack_wait_start_ = absl::Now();
+  }
+  if (options_.observer != nullptr && !done.empty()) {
+    options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
+  }
+}
+
+void RemoteAuditSink::MarkStreamBroken() {
   absl::MutexLock lock(&mu_);
   stream_broken_ = true;
 }
@@ -110,8 +187,7 @@ void RemoteAuditSink::SenderLoop() {
     }
     grpc::ClientContext context;
     if (options_.configure_context) options_.configure_context(&context);
-    auto stream = stub_->Ingest(&context);
-    std::thread reader([this, s = stream.get()] { ReaderLoop(s); });
+    auto stream = std::make_unique<IngestStream>(this, stub_.get(), &context);
     bool clean_end = false;
     bool ended_by_us = false;  // else the stream failed (and already has its status)
     bool ack_timed_out = false;
@@ -166,14 +242,13 @@ void RemoteAuditSink::SenderLoop() {
         sent_ += n;
         stats_.sent += n;
       }
-      if (!stream->Write(request)) break;
+      if (!stream->Write(std::move(request))) break;
     }
     // Tear down this stream; whatever is unacknowledged goes again on the next one.
     if (clean_end) stream->WritesDone();
     // Cancel only a stream we are abandoning: a failed one is finished already, and
     // cancelling it would replace its status with CANCELLED.
     if (ended_by_us) context.TryCancel();
-    reader.join();
     const grpc::Status finish = stream->Finish();
     bool stop_now = false;
     {

@@ -3,6 +3,11 @@
 // server acknowledges their event_id (after its commit); after a failure the sink
 // reconnects with exponential backoff and resends everything unacknowledged. The
 // server deduplicates by event_id, so a resend never creates a duplicate.
+//
+// The stream uses gRPC's callback API; the sender thread waits on this sink's mutex,
+// never inside gRPC. (A thread blocked in a synchronous Read or Write is a gRPC
+// poller and takes the socket events of the server's own calls, handing each to
+// another thread: measured on the registry mirror, ~2 us per Authenticate.)
 #pragma once
 
 #include <grpcpp/channel.h>
@@ -83,10 +88,14 @@ class RemoteAuditSink final : public AuditSink {
   RemoteSinkStats Stats() const;
 
  private:
+  class IngestStream;
+
   explicit RemoteAuditSink(Options options);
   void SenderLoop();
-  void ReaderLoop(grpc::ClientReaderWriter<iotauth::audit::v1::IngestRequest,
-                                           iotauth::audit::v1::IngestAck>* stream);
+  // An ack arrived: releases the acknowledged events (called on a gRPC thread).
+  void HandleAck(const iotauth::audit::v1::IngestAck& ack);
+  // The stream's reads ended: the sender tears it down and reconnects.
+  void MarkStreamBroken();
 
   const Options options_;
   std::unique_ptr<iotauth::audit::v1::AuditLog::Stub> stub_;

@@ -58,10 +58,10 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
     return true;
   }
 
-  // Waits for the end of the call (after a cancel, for example) and returns its status.
+  // Waits for the end of the call (after a cancel, for example) and returns its
+  // status. The reader may be destroyed as soon as this returns.
   grpc::Status Finish() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&done_));
+    finished_.WaitForNotification();
     return status_;
   }
 
@@ -79,9 +79,12 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
   }
 
   void OnDone(const grpc::Status& s) override {
-    absl::MutexLock lock(&mu_);
     status_ = s;
-    done_ = true;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    finished_.Notify();  // last: Finish() may destroy this reader right after
   }
 
  private:
@@ -90,7 +93,8 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
   std::deque<rv1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  grpc::Status status_;  // written before finished_ is notified
+  absl::Notification finished_;
 };
 
 }  // namespace
