@@ -543,7 +543,15 @@ class Authenticator::Attempt {
     resp_->set_credential_fingerprint(r.fingerprint);
     expires_at_ = r.not_after;
     cert_cn_ = std::move(r.cert_cn);
-    if (!r.verdict.ok()) return Deny(r.verdict);
+    if (!r.verdict.ok()) {
+      // The tenant whose CAs judged the chain (a revoked or expired certificate of a
+      // tenant CA): the decision is audited, and queryable, under it. Empty when no
+      // tenant trusts the issuer. Never another tenant than the caller asked for.
+      if (request_.tenant_id().empty() || r.tenant_id == request_.tenant_id()) {
+        resp_->mutable_identity()->set_tenant_id(r.tenant_id);
+      }
+      return Deny(r.verdict);
+    }
     if (!request_.tenant_id().empty() && r.tenant_id != request_.tenant_id()) {
       return Deny(v1::DENY_REASON_UNTRUSTED_ISSUER, "certificate belongs to another tenant");
     }

@@ -683,6 +683,11 @@ class StubVerifier final : public CertificateVerifier {
   Result Verify(absl::Span<const absl::string_view> chain, absl::string_view /*tenant_hint*/,
                 absl::Time /*now*/) const override {
     Result r;
+    if (!chain.empty() && chain[0] == "revoked") {
+      r.verdict = Verdict::Deny(v1::DENY_REASON_REVOKED, "certificate is revoked");
+      r.tenant_id = "t1";  // judged by t1's CAs
+      return r;
+    }
     if (chain.empty() || chain[0] != "good") {
       r.verdict = Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER, "unknown issuer");
       return r;
@@ -713,6 +718,34 @@ TEST_F(AuthenticatorTest, CertificateSeam) {
   // A valid certificate of d1 presented under another device's client id.
   r.mutable_connect()->set_client_id("d2");
   EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
+}
+
+// A deny judged by a tenant's CAs (here: revoked) is audited under that tenant, so a
+// tenant-filtered audit query shows it; an untrusted issuer has no tenant.
+TEST_F(AuthenticatorTest, CertificateDenyCarriesTheJudgingTenant) {
+  StubVerifier verifier;
+  Authenticator::Options o;
+  o.clock = &clock_;
+  o.directory = cache_.get();
+  o.certificate_verifier = &verifier;
+  o.audit_sink = &sink_;
+  auto a = Authenticator::Create(o);
+  ASSERT_TRUE(a.ok());
+  v1::AuthenticateRequest r;
+  r.mutable_connect()->add_peer_certificate_chain("revoked");
+  auto resp = (*a)->Authenticate(r);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->deny_reason(), v1::DENY_REASON_REVOKED);
+  EXPECT_EQ(resp->identity().tenant_id(), "t1");
+  EXPECT_EQ(sink_.events().back().tenant_id(), "t1");
+  EXPECT_EQ(sink_.events().back().reason(), "DENY_REASON_REVOKED");
+  // A caller asking for another tenant gets no tenant attributed.
+  r.set_tenant_id("t2");
+  EXPECT_EQ((*a)->Authenticate(r)->identity().tenant_id(), "");
+  r.clear_tenant_id();
+  r.mutable_connect()->set_peer_certificate_chain(0, "bad");
+  EXPECT_EQ((*a)->Authenticate(r)->identity().tenant_id(), "");
+  EXPECT_EQ(sink_.events().back().tenant_id(), "");
 }
 
 }  // namespace
