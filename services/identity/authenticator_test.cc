@@ -170,13 +170,14 @@ class AuthenticatorTest : public ::testing::Test {
     ASSERT_TRUE(cache_->UpsertDevice(d).ok());
   }
 
-  void Rebuild(AuthenticatorConfig config) {
+  void Rebuild(AuthenticatorConfig config, const CertificateVerifier* verifier = nullptr) {
     Authenticator::Options o;
     o.clock = &clock_;
     o.directory = cache_.get();
     o.directory_writer = cache_.get();
     o.registrar = &registrar_;
     o.audit_sink = &sink_;
+    o.certificate_verifier = verifier;
     o.config = config;
     auto a = Authenticator::Create(o);
     ASSERT_TRUE(a.ok()) << a.status();
@@ -702,49 +703,37 @@ class StubVerifier final : public CertificateVerifier {
 
 TEST_F(AuthenticatorTest, CertificateSeam) {
   StubVerifier verifier;
-  Authenticator::Options o;
-  o.clock = &clock_;
-  o.directory = cache_.get();
-  o.certificate_verifier = &verifier;
-  auto a = Authenticator::Create(o);
-  ASSERT_TRUE(a.ok());
+  Rebuild({}, &verifier);
   v1::AuthenticateRequest r;
   r.mutable_connect()->set_client_id("d1");
   r.mutable_connect()->add_peer_certificate_chain("bad");
-  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_UNTRUSTED_ISSUER);
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_UNTRUSTED_ISSUER);
   r.mutable_connect()->set_peer_certificate_chain(0, "good");
   // pk-sas does not allow X.509.
-  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
   // A valid certificate of d1 presented under another device's client id.
   r.mutable_connect()->set_client_id("d2");
-  EXPECT_EQ((*a)->Authenticate(r)->deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
+  EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
 }
 
 // A deny judged by a tenant's CAs (here: revoked) is audited under that tenant, so a
 // tenant-filtered audit query shows it; an untrusted issuer has no tenant.
 TEST_F(AuthenticatorTest, CertificateDenyCarriesTheJudgingTenant) {
   StubVerifier verifier;
-  Authenticator::Options o;
-  o.clock = &clock_;
-  o.directory = cache_.get();
-  o.certificate_verifier = &verifier;
-  o.audit_sink = &sink_;
-  auto a = Authenticator::Create(o);
-  ASSERT_TRUE(a.ok());
+  Rebuild({}, &verifier);
   v1::AuthenticateRequest r;
   r.mutable_connect()->add_peer_certificate_chain("revoked");
-  auto resp = (*a)->Authenticate(r);
-  ASSERT_TRUE(resp.ok());
-  EXPECT_EQ(resp->deny_reason(), v1::DENY_REASON_REVOKED);
-  EXPECT_EQ(resp->identity().tenant_id(), "t1");
+  const v1::AuthenticateResponse resp = Run(r);
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_REVOKED);
+  EXPECT_EQ(resp.identity().tenant_id(), "t1");
   EXPECT_EQ(sink_.events().back().tenant_id(), "t1");
   EXPECT_EQ(sink_.events().back().reason(), "DENY_REASON_REVOKED");
   // A caller asking for another tenant gets no tenant attributed.
   r.set_tenant_id("t2");
-  EXPECT_EQ((*a)->Authenticate(r)->identity().tenant_id(), "");
+  EXPECT_EQ(Run(r).identity().tenant_id(), "");
   r.clear_tenant_id();
   r.mutable_connect()->set_peer_certificate_chain(0, "bad");
-  EXPECT_EQ((*a)->Authenticate(r)->identity().tenant_id(), "");
+  EXPECT_EQ(Run(r).identity().tenant_id(), "");
   EXPECT_EQ(sink_.events().back().tenant_id(), "");
 }
 

@@ -318,32 +318,45 @@ class CountingTarget final : public MirrorTarget {
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
 };
 
+// A mirror of the fixture's registry into `target` (devices only), synced.
+std::unique_ptr<RegistryMirror> StartDeviceMirror(std::shared_ptr<grpc::Channel> channel,
+                                                  MirrorTarget* target) {
+  RegistryMirrorOptions mo;
+  mo.channel = std::move(channel);
+  mo.target = target;
+  mo.mirror_certificates = false;
+  auto mirror = std::make_unique<RegistryMirror>(mo);
+  mirror->Start();
+  EXPECT_TRUE(mirror->WaitForInitialSync(absl::Seconds(10)));
+  return mirror;
+}
+
+// Enabled devices dev-<first> ... dev-<first + n - 1> of t1/p1.
+std::vector<rv1::Device> Devices(int first, int n) {
+  std::vector<rv1::Device> devices;
+  devices.reserve(static_cast<size_t>(n));
+  for (int i = first; i < first + n; ++i) {
+    rv1::Device d;
+    d.set_tenant_id("t1");
+    d.set_device_id(absl::StrCat("dev-", i));
+    d.set_product_key("p1");
+    d.set_status(rv1::DEVICE_STATUS_ENABLED);
+    devices.push_back(std::move(d));
+  }
+  return devices;
+}
+
 // More changes than the mirror buffers (1024) while its target is stuck: the
 // stream pauses and resumes, and every change arrives once, in order.
 TEST_F(CaMirrorTest, ChangesBeyondTheBufferArriveInOrderBehindASlowTarget) {
   absl::Notification gate;
   CountingTarget target(&gate);
-  RegistryMirrorOptions mo;
-  mo.channel = channel_;
-  mo.target = &target;
-  mo.mirror_certificates = false;
-  RegistryMirror mirror(mo);
-  mirror.Start();
-  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  auto mirror = StartDeviceMirror(channel_, &target);
 
-  constexpr int kDevices = 3000;
   std::vector<std::string> want;
-  for (int batch = 0; batch < kDevices / 100; ++batch) {
-    std::vector<rv1::Device> devices;
-    for (int i = 0; i < 100; ++i) {
-      rv1::Device d;
-      d.set_tenant_id("t1");
-      d.set_device_id(absl::StrCat("dev-", batch * 100 + i));
-      d.set_product_key("p1");
-      d.set_status(rv1::DEVICE_STATUS_ENABLED);
-      want.push_back(d.device_id());
-      devices.push_back(std::move(d));
-    }
+  for (int batch = 0; batch < 30; ++batch) {
+    const std::vector<rv1::Device> devices = Devices(batch * 100, 100);
+    for (const auto& d : devices) want.push_back(d.device_id());
     auto r = store_->CreateDevices("t1", devices);
     ASSERT_TRUE(r.ok()) << r.status();
   }
@@ -351,7 +364,7 @@ TEST_F(CaMirrorTest, ChangesBeyondTheBufferArriveInOrderBehindASlowTarget) {
   ASSERT_TRUE(Eventually([&] { return target.Devices().size() >= want.size(); }))
       << target.Devices().size() << " of " << want.size();
   EXPECT_EQ(target.Devices(), want);
-  mirror.Stop();
+  mirror->Stop();
 }
 
 // Stop() while the target is behind and the stream is paused ends the call and
@@ -359,24 +372,11 @@ TEST_F(CaMirrorTest, ChangesBeyondTheBufferArriveInOrderBehindASlowTarget) {
 TEST_F(CaMirrorTest, StopWhileBehindEndsTheStream) {
   absl::Notification gate;
   CountingTarget target(&gate);
-  RegistryMirrorOptions mo;
-  mo.channel = channel_;
-  mo.target = &target;
-  mo.mirror_certificates = false;
-  RegistryMirror mirror(mo);
-  mirror.Start();
-  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
-  std::vector<rv1::Device> devices;
-  for (int i = 0; i < 2000; ++i) {
-    rv1::Device d;
-    d.set_tenant_id("t1");
-    d.set_device_id(absl::StrCat("dev-", i));
-    d.set_product_key("p1");
-    devices.push_back(std::move(d));
-  }
+  auto mirror = StartDeviceMirror(channel_, &target);
+  const std::vector<rv1::Device> devices = Devices(0, 2000);
   ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
   // The failure mode is a hang: Stop() waiting for a call that never ends.
-  std::thread stopper([&] { mirror.Stop(); });
+  std::thread stopper([&] { mirror->Stop(); });
   gate.Notify();
   stopper.join();
   EXPECT_LE(target.Devices().size(), devices.size());

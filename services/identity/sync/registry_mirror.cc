@@ -37,7 +37,7 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
     StartCall();
   }
 
-  // Blocks until an event arrives (true) or the stream ended (false; see status()).
+  // Blocks until an event arrives (true) or the stream ended (false; see Finish()).
   bool Next(rv1::ChangeEvent* out) {
     bool resume = false;
     {
