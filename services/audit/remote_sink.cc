@@ -141,26 +141,39 @@ class RemoteAuditSink::IngestStream final
 
 void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
   std::vector<v1::AuditEvent> done;
+  const bool keep = options_.observer != nullptr;
   {
     absl::MutexLock lock(&mu_);
-    absl::flat_hash_set<std::string> ids(ack.event_ids().begin(), ack.event_ids().end());
-    // Acks come in send order, so the acknowledged events are at the front.
-    size_t i = 0;
-    while (!ids.empty() && i < pending_.size()) {
-      if (ids.erase(pending_[i].event_id()) > 0) {
-        done.push_back(std::move(pending_[i]));
-        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
-        if (i < sent_) --sent_;
-      } else {
-        ++i;
+    const auto& ids = ack.event_ids();
+    // The server acknowledges in send order, so the acknowledged events are normally
+    // the oldest pending ones, in the same order: compare each id with the front.
+    int matched = 0;
+    while (matched < ids.size() && !pending_.empty() &&
+           pending_.front().event_id() == ids.Get(matched)) {
+      if (keep) done.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+      if (sent_ > 0) --sent_;
+      ++matched;
+    }
+    if (matched < ids.size()) {
+      // Out of order (not expected from our server): look the rest up by id.
+      absl::flat_hash_set<absl::string_view> rest(ids.begin() + matched, ids.end());
+      size_t i = 0;
+      while (!rest.empty() && i < pending_.size()) {
+        if (rest.erase(pending_[i].event_id()) > 0) {
+          if (keep) done.push_back(std::move(pending_[i]));
+          pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+          if (i < sent_) --sent_;
+          ++matched;
+        } else {
+          ++i;
+        }
       }
     }
-    stats_.acked += done.size();
+    stats_.acked += static_cast<uint64_t>(matched);
     ack_wait_start_ = absl::Now();
   }
-  if (options_.observer != nullptr && !done.empty()) {
-    options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
-  }
+  if (keep && !done.empty()) options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
 }
 
 void RemoteAuditSink::MarkStreamBroken() {

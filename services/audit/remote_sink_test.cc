@@ -69,6 +69,31 @@ class SilentIngest final : public v1::AuditLog::Service {
   AuditService* real_;
 };
 
+// Commits each request, then acknowledges its ids in reverse order, plus one id the
+// sink never sent (a server free to ack in any order, or a confused one).
+class ReversedAckIngest final : public v1::AuditLog::Service {
+ public:
+  explicit ReversedAckIngest(AuditService* real) : real_(real) {}
+  grpc::Status Ingest(grpc::ServerContext* /*context*/,
+                      grpc::ServerReaderWriter<v1::IngestAck, v1::IngestRequest>* stream) override {
+    v1::IngestRequest req;
+    while (stream->Read(&req)) {
+      auto ack = real_->RunIngest(req);
+      if (!ack.ok()) return {grpc::StatusCode::INTERNAL, std::string(ack.status().message())};
+      v1::IngestAck reversed;
+      reversed.add_event_ids("never-sent");
+      for (int i = ack->event_ids_size() - 1; i >= 0; --i) {
+        reversed.add_event_ids(ack->event_ids(i));
+      }
+      stream->Write(reversed);
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  AuditService* real_;
+};
+
 class RemoteSinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -146,6 +171,20 @@ TEST_F(RemoteSinkTest, StreamsEventsInOrderUntilAcknowledged) {
   EXPECT_EQ(st.pending, 0u);
   EXPECT_EQ(st.dropped, 0u);
   EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+TEST_F(RemoteSinkTest, AcceptsAcknowledgementsInAnyOrder) {
+  ReversedAckIngest reversed(service_.get());
+  server_ = StartServer(&reversed, "", nullptr);
+  StartSink(server_->InProcessChannel(grpc::ChannelArguments()));
+  for (int i = 0; i < 95; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(Stored().size(), 95u);
+  RemoteSinkStats st = sink_->Stats();
+  EXPECT_EQ(st.acked, 95u);  // the unknown id released nothing
+  EXPECT_EQ(st.pending, 0u);
+  EXPECT_EQ(st.resent, 0u);
+  EXPECT_EQ(st.stream_failures, 0u);
 }
 
 TEST_F(RemoteSinkTest, ResendsAfterFailureWithoutDuplicates) {

@@ -26,6 +26,9 @@
 #   --client_cpus=LIST [0]  --server_cpus=LIST [1]   taskset CPU lists
 #   --out_dir=DIR         keep the JSON results there (default: a temp dir, removed)
 #   --loadgen_arg=ARG     extra flag for every loadgen run (repeatable)
+#   --stall_check=SECONDS [5]  first spin tools/bench/machine_stalls on the client and
+#                         server CPUs and report how often the machine took them away
+#                         (the floor under any p99 measured here); 0 skips it
 #   --wait_quiet=SECONDS [120]  before each run, wait (up to this long) until the
 #                         machine is idle (< 10% of one CPU busy over 1 s); shared VMs
 # Exit status: 0 when every run was clean; 3 if a run had gRPC errors or DENYs; 4 if
@@ -51,7 +54,7 @@ NOOP="$bin_dir/noop_server"
 
 target="" mode="raw" requests_file="" request_json="" channels=4 concurrency=64
 warmup=3s duration=10s half_duration=10s tls=0 target_tls_ca="" authority="" bearer=""
-client_cpus=0 server_cpus=1 out_dir="" extra=() target_cmd=() wait_quiet=120
+client_cpus=0 server_cpus=1 out_dir="" extra=() target_cmd=() wait_quiet=120 stall_check=5
 while (($#)); do
   case "$1" in
     --target=*) target="${1#*=}" ;;
@@ -72,6 +75,7 @@ while (($#)); do
     --out_dir=*) out_dir="${1#*=}" ;;
     --loadgen_arg=*) extra+=("${1#*=}") ;;
     --wait_quiet=*) wait_quiet="${1#*=}" ;;
+    --stall_check=*) stall_check="${1#*=}" ;;
     --) shift; target_cmd=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -177,6 +181,15 @@ half_rate() {  # 50% of the measured peak of a result file
 # Fixed-rate runs get room for queueing: cap in flight at 4x the closed-loop count.
 half_cap=$((concurrency * 4))
 
+# 0. How much the machine itself stalls the CPUs (both at once, idle otherwise).
+if ((stall_check > 0)) && [[ -x "$bin_dir/machine_stalls" ]]; then
+  ((wait_quiet > 0)) && wait_quiet
+  echo "== machine stalls (${stall_check}s)" >&2
+  "${pin_client[@]}" "$bin_dir/machine_stalls" --duration="${stall_check}s" --json >"$out_dir/stalls_client.json" &
+  "${pin_server[@]}" "$bin_dir/machine_stalls" --duration="${stall_check}s" --json >"$out_dir/stalls_server.json"
+  wait
+fi
+
 # 1. Baseline.
 noop_args=("$NOOP" --port=0)
 ((tls)) && noop_args+=(--tls_cert="$BENCH_TLS_CERT" --tls_key="$BENCH_TLS_KEY")
@@ -246,6 +259,13 @@ for n in ("noop", "target"):
     h = r[n + "_half"]
     print("p99 at half of peak, %-6s: %.0f us at %.0f/s (p50 %.0f us, send lag p99 %.0f us)" % (
         n, h["latency_us"]["p99"], h["target_rate"], h["latency_us"]["p50"], h["send_lag_us"]["p99"]))
+for side in ("client", "server"):
+    f = os.path.join(d, "stalls_%s.json" % side)
+    if os.path.exists(f):
+        m = json.load(open(f))
+        print("machine, idle: %s CPU %d stalled %d times > 1 ms in %.0fs (%d > 100 us, longest %.1f ms)" % (
+            side, m["cpu"], m["stalls_over_1ms"], m["seconds"], m["stalls_over_100us"],
+            m["max_stall_us"] / 1000))
 busy = [n for n, x in r.items() if x.get("machine_busy")]
 if busy:
     print("NOT MEANINGFUL: other processes used the CPUs during " + ", ".join(busy) +
