@@ -6,6 +6,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -57,6 +59,22 @@ bool Eventually(Pred pred) {
   }
   return pred();
 }
+
+// Every caller has every role, except the one call numbered `fail_call` (counting
+// from 1; 0 = none), which gets no role and so PERMISSION_DENIED.
+class FailNthCallResolver final : public CallerResolver {
+ public:
+  Caller Resolve(const grpc::ServerContextBase& context) const override {
+    Caller c = allow_.Resolve(context);
+    if (calls_.fetch_add(1) + 1 == fail_call.load()) c.roles = 0;
+    return c;
+  }
+  std::atomic<int> fail_call{0};
+
+ private:
+  AllowAllCallerResolver allow_;
+  mutable std::atomic<int> calls_{0};
+};
 
 class CaMirrorTest : public ::testing::Test {
  protected:
@@ -132,7 +150,7 @@ class CaMirrorTest : public ::testing::Test {
 
   FakeClock clock_;
   audit::NullAuditSink audit_;
-  AllowAllCallerResolver resolver_;
+  FailNthCallResolver resolver_;
   std::unique_ptr<::iotauth::registry::SqliteStore> store_;
   std::unique_ptr<::iotauth::registry::RegistryService> registry_;
   std::unique_ptr<x509::CertificateService> certs_;
@@ -380,6 +398,45 @@ TEST_F(CaMirrorTest, StopWhileBehindEndsTheStream) {
   gate.Notify();
   stopper.join();
   EXPECT_LE(target.Devices().size(), devices.size());
+}
+
+// A snapshot that fails part-way (here the 4th registry call of the mirror, after
+// it read the change cursor) is started again from scratch: every device that
+// existed before the mirror started reaches the target.
+TEST_F(CaMirrorTest, SnapshotFailingPartWayIsRetriedWhole) {
+  const std::vector<rv1::Device> devices = Devices(0, 50);
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  resolver_.fail_call = 4;
+  CountingTarget target(nullptr);
+  auto mirror = StartDeviceMirror(channel_, &target);
+  std::vector<std::string> want;
+  for (const auto& d : devices) want.push_back(d.device_id());
+  std::vector<std::string> got = target.Devices();
+  std::sort(want.begin(), want.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  mirror->Stop();
+}
+
+// Stop() during a long device export (the target is slow) cancels the export
+// instead of reading it to the end.
+TEST_F(CaMirrorTest, StopCancelsTheSnapshotExport) {
+  const std::vector<rv1::Device> devices = Devices(0, 3000);
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  absl::Notification gate;
+  CountingTarget target(&gate);
+  RegistryMirrorOptions mo;
+  mo.channel = channel_;
+  mo.target = &target;
+  mo.mirror_certificates = false;
+  RegistryMirror mirror(mo);
+  mirror.Start();  // the snapshot blocks in the target's first UpsertDevice
+  std::thread stopper([&] { mirror.Stop(); });
+  ASSERT_TRUE(Eventually([&] { return mirror.stop_requested(); }));
+  gate.Notify();
+  stopper.join();
+  EXPECT_FALSE(mirror.WaitForInitialSync(absl::ZeroDuration()));
+  EXPECT_LT(target.Devices().size(), devices.size());
 }
 
 }  // namespace

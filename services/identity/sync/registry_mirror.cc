@@ -19,31 +19,35 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
           absl::StrCat(what, ": ", s.error_message())};
 }
 
-// The change stream, read with gRPC's callback API. A thread blocked in a
-// synchronous Read() is a gRPC poller: on the shared epoll set it picks up socket
-// events of unrelated calls (every Authenticate, in the all-in-one server) and hands
-// them to the callback threads, one context switch each. Measured: ~25 k switches/s
-// and 13.5 -> 15.8 us of server CPU per Authenticate at 63 k/s. Here gRPC's own
-// threads deliver the events into a queue, and the mirror thread waits on a mutex.
-class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
+// A server stream (the change stream, or the device export of a snapshot), read
+// with gRPC's callback API. A thread blocked in a synchronous Read() is a gRPC
+// poller: on the shared epoll set it picks up socket events of unrelated calls
+// (every Authenticate, in the all-in-one server) and hands them to the callback
+// threads, one context switch each. Measured: ~25 k switches/s and 13.5 -> 15.8 us
+// of server CPU per Authenticate at 63 k/s. Here gRPC's own threads deliver the
+// messages into a bounded queue, and the mirror thread waits on a mutex.
+template <typename Message>
+class StreamReader final : public grpc::ClientReadReactor<Message> {
  public:
-  // Events buffered before reading pauses (flow control reaches the registry).
+  // Messages buffered before reading pauses (flow control reaches the registry).
   static constexpr size_t kMaxQueued = 1024;
 
-  void Start(rv1::DeviceRegistry::Stub* stub, grpc::ClientContext* ctx,
-             const rv1::WatchChangesRequest& req) {
-    stub->async()->WatchChanges(ctx, &req, this);
-    StartRead(&incoming_);
-    StartCall();
+  // `begin(reactor)` starts the call on this reactor, for example
+  // stub->async()->WatchChanges(&ctx, &req, reactor).
+  template <typename Begin>
+  void Start(Begin begin) {
+    begin(this);
+    this->StartRead(&incoming_);
+    this->StartCall();
   }
 
-  // Blocks until an event arrives (true) or the stream ended (false; see Finish()).
-  bool Next(rv1::ChangeEvent* out) {
+  // Blocks until a message arrives (true) or the stream ended (false; see Finish()).
+  bool Next(Message* out) {
     bool resume = false;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ChangeReader* r)
+          +[](StreamReader* r)
                ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return !r->queue_.empty() || r->done_; },
           this));
       if (queue_.empty()) return false;
@@ -54,7 +58,7 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
         resume = true;
       }
     }
-    if (resume) StartRead(&incoming_);
+    if (resume) this->StartRead(&incoming_);
     return true;
   }
 
@@ -75,7 +79,7 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
       more = queue_.size() < kMaxQueued;
       paused_ = !more;
     }
-    if (more) StartRead(&incoming_);
+    if (more) this->StartRead(&incoming_);
   }
 
   void OnDone(const grpc::Status& s) override {
@@ -88,9 +92,9 @@ class ChangeReader final : public grpc::ClientReadReactor<rv1::ChangeEvent> {
   }
 
  private:
-  rv1::ChangeEvent incoming_;  // owned by the outstanding read
+  Message incoming_;  // owned by the outstanding read
   absl::Mutex mu_;
-  std::deque<rv1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Message> queue_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_;  // written before finished_ is notified
@@ -119,7 +123,7 @@ void RegistryMirror::Stop() {
   }
   {
     absl::MutexLock lock(&mu_);
-    if (watch_ctx_ != nullptr) watch_ctx_->TryCancel();
+    if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -163,6 +167,15 @@ void RegistryMirror::Run() {
 }
 
 absl::Status RegistryMirror::Snapshot(std::string* cursor) {
+  absl::Status st = SnapshotFrom(cursor);
+  // A snapshot that failed part-way left the target half filled: the cursor must
+  // stay empty so that the next attempt starts a whole snapshot again (following
+  // changes from it would leave whatever was not copied missing for good).
+  if (!st.ok()) cursor->clear();
+  return st;
+}
+
+absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
   // The change log's head before the snapshot: changes racing the snapshot are
   // replayed afterwards (re-reading the current state makes replays harmless).
   {
@@ -260,15 +273,30 @@ absl::Status RegistryMirror::Snapshot(std::string* cursor) {
       if (!st.ok()) return st;
     }
 
+    // The device export can be long (a million devices): Stop() cancels it.
     grpc::ClientContext ctx;
     Prepare(&ctx, absl::InfiniteDuration());
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_.load()) return absl::CancelledError("stopping");
+      stream_ctx_ = &ctx;
+    }
     rv1::ExportDevicesRequest req;
     req.set_tenant_id(tenant);
     req.set_include_secrets(true);
-    auto reader = stub_->ExportDevices(&ctx, req);
+    StreamReader<rv1::Device> reader;
+    reader.Start([&](grpc::ClientReadReactor<rv1::Device>* r) {
+      stub_->async()->ExportDevices(&ctx, &req, r);
+    });
     rv1::Device d;
-    while (reader->Read(&d)) options_.target->UpsertDevice(d);
-    auto s = reader->Finish();
+    while (!stopping_.load() && reader.Next(&d)) options_.target->UpsertDevice(d);
+    if (stopping_.load()) ctx.TryCancel();
+    const grpc::Status s = reader.Finish();
+    {
+      absl::MutexLock lock(&mu_);
+      stream_ctx_ = nullptr;
+    }
+    if (stopping_.load()) return absl::CancelledError("stopping");
     if (!s.ok()) return FromGrpc(s, "ExportDevices");
   }
   return absl::OkStatus();
@@ -325,12 +353,14 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   {
     absl::MutexLock lock(&mu_);
     if (stopping_.load()) return absl::CancelledError("stopping");
-    watch_ctx_ = &ctx;
+    stream_ctx_ = &ctx;
   }
   rv1::WatchChangesRequest req;
   req.set_cursor(cursor);
-  ChangeReader reader;
-  reader.Start(stub_.get(), &ctx, req);
+  StreamReader<rv1::ChangeEvent> reader;
+  reader.Start([&](grpc::ClientReadReactor<rv1::ChangeEvent>* r) {
+    stub_->async()->WatchChanges(&ctx, &req, r);
+  });
   rv1::ChangeEvent ev;
   absl::Status apply_status;
   while (!stopping_.load() && reader.Next(&ev)) {
@@ -345,7 +375,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   const grpc::Status s = reader.Finish();
   {
     absl::MutexLock lock(&mu_);
-    watch_ctx_ = nullptr;
+    stream_ctx_ = nullptr;
   }
   if (!apply_status.ok()) return apply_status;
   if (stopping_.load()) return absl::OkStatus();

@@ -126,12 +126,17 @@ class RegistryMirror {
   bool WaitForInitialSync(absl::Duration timeout);
   void Stop();
 
+  // True once Stop() began (for tests).
+  bool stop_requested() const { return stopping_.load(); }
   // Number of change events applied (for tests and metrics).
   int64_t applied_changes() const { return applied_.load(); }
 
  private:
   void Run();
+  // Copies the whole registry into the target and sets `cursor` to the change log's
+  // head from before the copy; on failure `cursor` is left empty.
   absl::Status Snapshot(std::string* cursor);
+  absl::Status SnapshotFrom(std::string* cursor);
   absl::Status SnapshotCertificates(const std::string& tenant);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
@@ -144,7 +149,8 @@ class RegistryMirror {
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
   absl::Mutex mu_;
-  grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The long-lived call in progress (device export or change stream), for Stop().
+  grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace iotauth::identity
