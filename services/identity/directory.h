@@ -116,8 +116,14 @@ class DirectoryWriter {
   virtual void RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) = 0;
   virtual absl::Status UpsertEnrollmentGroup(const registry::EnrollmentGroup& group) = 0;
   virtual void RemoveEnrollmentGroup(absl::string_view tenant_id, absl::string_view group_id) = 0;
-  // Drops everything (before a full resync).
+  // Drops everything.
   virtual void Clear() = 0;
+  // A full resync that never leaves a record missing: after BeginSnapshot(), Upsert
+  // everything the registry has, then EndSnapshot() removes every record that was
+  // not upserted since (deleted while the writer was not following). Records stay
+  // readable throughout. The defaults clear first (a window with nothing cached).
+  virtual void BeginSnapshot() { Clear(); }
+  virtual void EndSnapshot() {}
 };
 
 // Registers devices on their first connect. Implemented over the registry by the lead.

@@ -321,6 +321,54 @@ void DirectoryCache::Clear() {
   device_record_bytes_.store(0, std::memory_order_relaxed);
 }
 
+void DirectoryCache::BeginSnapshot() {
+  absl::MutexLock lock(&write_mu_);
+  snapshot_.tenants = tenants_.NewStamp();
+  snapshot_.products = products_.NewStamp();
+  snapshot_.devices = devices_.NewStamp();
+  snapshot_.groups = groups_.NewStamp();
+}
+
+void DirectoryCache::EndSnapshot() {
+  SnapshotStamps st;
+  {
+    absl::MutexLock lock(&write_mu_);
+    st = snapshot_;
+    snapshot_ = SnapshotStamps{};
+  }
+  if (st.devices == 0) return;  // no BeginSnapshot
+  // Children first, as the registry deletes them. An entry upserted since
+  // BeginSnapshot (by the snapshot, or a device registered on its first connect)
+  // carries the new stamp and stays.
+  for (const std::string& key : devices_.KeysStampedBefore(st.devices)) {
+    auto old = devices_.EraseIfStampedBefore(key, st.devices);
+    if (old != nullptr) {
+      device_record_bytes_.fetch_sub(static_cast<int64_t>(old->ApproximateBytes()),
+                                     std::memory_order_relaxed);
+    }
+  }
+  for (const std::string& key : products_.KeysStampedBefore(st.products)) {
+    products_.EraseIfStampedBefore(key, st.products);
+  }
+  absl::MutexLock lock(&write_mu_);
+  for (const std::string& key : groups_.KeysStampedBefore(st.groups)) {
+    auto old = groups_.EraseIfStampedBefore(key, st.groups);
+    if (old == nullptr) continue;
+    auto list = WithGroup(groups_by_tenant_.Find(old->tenant_id), old->id, nullptr);
+    if (list->empty()) {
+      groups_by_tenant_.Erase(old->tenant_id);
+    } else {
+      groups_by_tenant_.Put(old->tenant_id, std::move(list));
+    }
+  }
+  for (const std::string& key : tenants_.KeysStampedBefore(st.tenants)) {
+    auto old = tenants_.EraseIfStampedBefore(key, st.tenants);
+    if (old == nullptr || old->hub_host.empty()) continue;
+    auto mapped = tenants_by_host_.Find(old->hub_host);
+    if (mapped != nullptr && mapped->id == old->id) tenants_by_host_.Erase(old->hub_host);
+  }
+}
+
 DirectoryCache::Stats DirectoryCache::GetStats() const {
   Stats s;
   s.tenants = tenants_.size();

@@ -44,6 +44,8 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   absl::Status UpsertEnrollmentGroup(const registry::EnrollmentGroup& group) override;
   void RemoveEnrollmentGroup(absl::string_view tenant_id, absl::string_view group_id) override;
   void Clear() override;
+  void BeginSnapshot() override;
+  void EndSnapshot() override;
 
   struct Stats {
     size_t tenants = 0;
@@ -69,6 +71,14 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   // take it.
   absl::Mutex write_mu_;
   std::atomic<int64_t> device_record_bytes_{0};
+  // The maps' stamps started by the last BeginSnapshot (0: none pending).
+  struct SnapshotStamps {
+    uint64_t tenants = 0;
+    uint64_t products = 0;
+    uint64_t devices = 0;
+    uint64_t groups = 0;
+  };
+  SnapshotStamps snapshot_ ABSL_GUARDED_BY(write_mu_);
 };
 
 }  // namespace iotauth::identity

@@ -120,6 +120,75 @@ TEST(DirectoryCacheTest, ProductsAndGroups) {
   EXPECT_TRUE(cache->FindEnrollmentGroups("t2", "reg")->empty());
 }
 
+// A full resync (BeginSnapshot, upsert what the registry has, EndSnapshot) keeps
+// every record readable until the end, then drops exactly what was not upserted.
+TEST(DirectoryCacheTest, SnapshotKeepsRecordsReadableAndSweepsTheRest) {
+  auto cache = NewCache();
+  registry::Tenant t1;
+  t1.set_id("t1");
+  t1.set_hub_host("hub1.example.com");
+  registry::Tenant t2;
+  t2.set_id("t2");
+  t2.set_hub_host("hub2.example.com");
+  registry::Product p1;
+  p1.set_tenant_id("t1");
+  p1.set_product_key("pk1");
+  registry::Product p2 = p1;
+  p2.set_product_key("pk2");
+  registry::EnrollmentGroup g1;
+  g1.set_tenant_id("t1");
+  g1.set_id("g1");
+  g1.set_group_key("cGFzc3dvcmQ=");
+  g1.set_enabled(true);
+  registry::EnrollmentGroup g2 = g1;
+  g2.set_id("g2");
+  for (const auto& t : {t1, t2}) ASSERT_TRUE(cache->UpsertTenant(t).ok());
+  for (const auto& p : {p1, p2}) ASSERT_TRUE(cache->UpsertProduct(p).ok());
+  for (const auto& g : {g1, g2}) ASSERT_TRUE(cache->UpsertEnrollmentGroup(g).ok());
+  for (const char* d : {"d1", "d2"}) ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t1", d)).ok());
+
+  cache->BeginSnapshot();
+  // The registry now has t1, pk1, g1 and d1 only.
+  ASSERT_TRUE(cache->UpsertTenant(t1).ok());
+  ASSERT_TRUE(cache->UpsertProduct(p1).ok());
+  ASSERT_TRUE(cache->UpsertEnrollmentGroup(g1).ok());
+  ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t1", "d1")).ok());
+  // A device registered on its first connect while the snapshot runs.
+  ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t1", "d3")).ok());
+  // Until the end, nothing is missing.
+  EXPECT_NE(cache->FindDevice("t1", "d2"), nullptr);
+  EXPECT_NE(cache->FindTenantByHubHost("hub2.example.com"), nullptr);
+  EXPECT_EQ(cache->FindEnrollmentGroups("t1", "reg")->size(), 2U);
+
+  cache->EndSnapshot();
+  EXPECT_NE(cache->FindDevice("t1", "d1"), nullptr);
+  EXPECT_NE(cache->FindDevice("t1", "d3"), nullptr);
+  EXPECT_EQ(cache->FindDevice("t1", "d2"), nullptr);
+  EXPECT_NE(cache->FindProduct("pk1"), nullptr);
+  EXPECT_EQ(cache->FindProduct("pk2"), nullptr);
+  EXPECT_NE(cache->FindTenant("t1"), nullptr);
+  EXPECT_NE(cache->FindTenantByHubHost("hub1.example.com"), nullptr);
+  EXPECT_EQ(cache->FindTenant("t2"), nullptr);
+  EXPECT_EQ(cache->FindTenantByHubHost("hub2.example.com"), nullptr);
+  auto groups = cache->FindEnrollmentGroups("t1", "reg");
+  ASSERT_EQ(groups->size(), 1U);
+  EXPECT_EQ((*groups)[0]->id, "g1");
+  DirectoryCache::Stats st = cache->GetStats();
+  EXPECT_EQ(st.devices, 2U);
+  EXPECT_EQ(st.tenants, 1U);
+  EXPECT_EQ(st.products, 1U);
+
+  // Without BeginSnapshot, EndSnapshot removes nothing.
+  cache->EndSnapshot();
+  EXPECT_EQ(cache->GetStats().devices, 2U);
+  // A snapshot that brings nothing empties the cache.
+  cache->BeginSnapshot();
+  cache->EndSnapshot();
+  st = cache->GetStats();
+  EXPECT_EQ(st.devices + st.tenants + st.products, 0U);
+  EXPECT_TRUE(cache->FindEnrollmentGroups("t1", "reg")->empty());
+}
+
 TEST(DirectoryCacheTest, ConcurrentReadersAndWriters) {
   auto cache = NewCache();
   for (int i = 0; i < 1000; ++i) {

@@ -4,10 +4,13 @@
 // a reader keeps a consistent record after the lock is released.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
@@ -27,20 +30,54 @@ class ShardedMap {
     const Shard& s = ShardFor(key);
     absl::ReaderMutexLock lock(&s.mu);
     auto it = s.map.find(key);
-    return it == s.map.end() ? nullptr : it->second;
+    return it == s.map.end() ? nullptr : it->second.value;
   }
 
-  // Returns the replaced value (null if none).
+  // Returns the replaced value (null if none). The entry carries the current stamp.
   std::shared_ptr<const V> Put(absl::string_view key, std::shared_ptr<const V> value) {
+    Shard& s = ShardFor(key);
+    const uint64_t stamp = stamp_.load(std::memory_order_acquire);
+    std::shared_ptr<const V> old;
+    {
+      absl::MutexLock lock(&s.mu);
+      Slot& slot = s.map[key];
+      old = std::move(slot.value);
+      slot.value = std::move(value);
+      slot.stamp = stamp;
+    }
+    return old;  // released outside the lock
+  }
+
+  // Stamps, for a full resync without a window where entries are missing: start a
+  // new stamp, Put everything the source still has, then erase the entries that
+  // still carry an older stamp (KeysStampedBefore + EraseIfStampedBefore).
+  uint64_t NewStamp() { return stamp_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+
+  // Keys of the entries last Put before `stamp`.
+  std::vector<std::string> KeysStampedBefore(uint64_t stamp) const {
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < count_; ++i) {
+      absl::ReaderMutexLock lock(&shards_[i].mu);
+      for (const auto& [key, slot] : shards_[i].map) {
+        if (slot.stamp < stamp) keys.push_back(key);
+      }
+    }
+    return keys;
+  }
+
+  // Erases `key` only if it was last Put before `stamp` (a Put racing the sweep
+  // wins). Returns the removed value (null if none).
+  std::shared_ptr<const V> EraseIfStampedBefore(absl::string_view key, uint64_t stamp) {
     Shard& s = ShardFor(key);
     std::shared_ptr<const V> old;
     {
       absl::MutexLock lock(&s.mu);
-      auto& slot = s.map[key];
-      old = std::move(slot);
-      slot = std::move(value);
+      auto it = s.map.find(key);
+      if (it == s.map.end() || it->second.stamp >= stamp) return nullptr;
+      old = std::move(it->second.value);
+      s.map.erase(it);
     }
-    return old;  // released outside the lock
+    return old;
   }
 
   // Returns the removed value (null if none).
@@ -51,7 +88,7 @@ class ShardedMap {
       absl::MutexLock lock(&s.mu);
       auto it = s.map.find(key);
       if (it == s.map.end()) return nullptr;
-      old = std::move(it->second);
+      old = std::move(it->second.value);
       s.map.erase(it);
     }
     return old;
@@ -59,7 +96,7 @@ class ShardedMap {
 
   void Clear() {
     for (size_t i = 0; i < count_; ++i) {
-      absl::flat_hash_map<std::string, std::shared_ptr<const V>> dropped;
+      absl::flat_hash_map<std::string, Slot> dropped;
       {
         absl::MutexLock lock(&shards_[i].mu);
         dropped.swap(shards_[i].map);
@@ -82,17 +119,20 @@ class ShardedMap {
     size_t n = 0;
     for (size_t i = 0; i < count_; ++i) {
       absl::ReaderMutexLock lock(&shards_[i].mu);
-      n += shards_[i].map.capacity() *
-           (sizeof(std::pair<std::string, std::shared_ptr<const V>>) + 1);
+      n += shards_[i].map.capacity() * (sizeof(std::pair<std::string, Slot>) + 1);
     }
     return n;
   }
 
  private:
+  struct Slot {
+    std::shared_ptr<const V> value;
+    uint64_t stamp = 0;  // stamp_ when last Put
+  };
   // Cache-line aligned so readers of neighbouring shards do not share a line.
   struct alignas(64) Shard {
     mutable absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::shared_ptr<const V>> map ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<std::string, Slot> map ABSL_GUARDED_BY(mu);
   };
 
   const Shard& ShardFor(absl::string_view key) const {
@@ -106,6 +146,7 @@ class ShardedMap {
 
   size_t count_;
   std::unique_ptr<Shard[]> shards_;
+  std::atomic<uint64_t> stamp_{0};
 };
 
 }  // namespace iotauth::identity::internal

@@ -7,11 +7,11 @@
 //
 //   taskset -c 1 machine_stalls --duration=5s [--json]
 #include <sched.h>
-#include <time.h>
 
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"

@@ -14,6 +14,8 @@ void CaMirrorTarget::Check(const absl::Status& st, absl::string_view kind, absl:
 
 void CaMirrorTarget::RemoveTenant(const std::string& tenant_id) { cas_->RemoveTenant(tenant_id); }
 void CaMirrorTarget::Clear() { cas_->Clear(); }
+void CaMirrorTarget::BeginSnapshot() { cas_->BeginSnapshot(); }
+void CaMirrorTarget::EndSnapshot() { cas_->EndSnapshot(); }
 
 void CaMirrorTarget::UpsertCa(const iotauth::registry::v1::CaCertificate& ca) {
   Check(cas_->UpsertCa(ca), "ca_certificate", ca.id());

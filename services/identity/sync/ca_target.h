@@ -28,6 +28,8 @@ class CaMirrorTarget final : public MirrorTarget {
   void UpsertGroup(const iotauth::registry::v1::EnrollmentGroup&) override {}
   void RemoveGroup(const std::string&, const std::string&) override {}
   void Clear() override;
+  void BeginSnapshot() override;
+  void EndSnapshot() override;
 
   void UpsertCa(const iotauth::registry::v1::CaCertificate& ca) override;
   void RemoveCa(const std::string& tenant_id, const std::string& ca_id) override;

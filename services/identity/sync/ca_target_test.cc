@@ -23,6 +23,7 @@
 #include "services/common/clock.h"
 #include "services/identity/directory_cache.h"
 #include "services/identity/sync/cert_registrar.h"
+#include "services/identity/sync/directory_target.h"
 #include "services/identity/sync/registry_mirror.h"
 #include "services/identity/x509/certificate_service.h"
 #include "services/identity/x509/test_pki.h"
@@ -410,6 +411,7 @@ TEST_F(CaMirrorTest, SnapshotFailingPartWayIsRetriedWhole) {
   CountingTarget target(nullptr);
   auto mirror = StartDeviceMirror(channel_, &target);
   std::vector<std::string> want;
+  want.reserve(devices.size());
   for (const auto& d : devices) want.push_back(d.device_id());
   std::vector<std::string> got = target.Devices();
   std::sort(want.begin(), want.end());
@@ -437,6 +439,92 @@ TEST_F(CaMirrorTest, StopCancelsTheSnapshotExport) {
   stopper.join();
   EXPECT_FALSE(mirror.WaitForInitialSync(absl::ZeroDuration()));
   EXPECT_LT(target.Devices().size(), devices.size());
+}
+
+// A resync never leaves the identity cache without its records: while the snapshot
+// runs, a device the registry still has and one it deleted are both readable; once
+// it completes, the deleted one is gone.
+TEST_F(CaMirrorTest, ResyncKeepsTheCacheReadableUntilComplete) {
+  auto cache = *DirectoryCache::Create({});
+  rv1::Device ghost;
+  ghost.set_tenant_id("t1");
+  ghost.set_device_id("ghost");  // deleted from the registry while nobody followed
+  ghost.set_product_key("p1");
+  ASSERT_TRUE(cache->UpsertDevice(ghost).ok());
+  ASSERT_TRUE(cache->UpsertDevice(Devices(0, 1)[0]).ok());
+  const auto dev0_before = cache->FindDevice("t1", "dev-0");
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 5)).ok());
+
+  DirectoryMirrorTarget directory(cache.get());
+  absl::Notification gate;
+  CountingTarget slow(&gate);  // after the cache: holds the export at the first device
+  FanoutMirrorTarget both({&directory, &slow});
+  RegistryMirrorOptions mo;
+  mo.channel = channel_;
+  mo.target = &both;
+  mo.mirror_certificates = false;
+  RegistryMirror mirror(mo);
+  mirror.Start();
+  // The export replaced dev-0's record and is now held there (the slow target is
+  // called after the cache): the snapshot is under way, and nothing was cleared.
+  ASSERT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-0") != dev0_before; }));
+  EXPECT_NE(cache->FindDevice("t1", "ghost"), nullptr);
+  EXPECT_NE(cache->FindDevice("t1", "dev-0"), nullptr);
+  gate.Notify();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  EXPECT_EQ(cache->FindDevice("t1", "ghost"), nullptr);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NE(cache->FindDevice("t1", absl::StrCat("dev-", i)), nullptr) << i;
+  }
+  mirror.Stop();
+}
+
+// The same for X.509 trust: CAs and revocations the snapshot does not bring are
+// removed at its end, not before.
+TEST(CaDirectorySnapshotTest, SweepsWhatTheSnapshotDidNotBring) {
+  x509::CaDirectory dir;
+  auto key = NewKey(KeyType::kP256);
+  X509Ptr root_a = MakeCert(CertSpec{.cn = "Root A", .ca = true}, key.get(), nullptr, nullptr);
+  X509Ptr root_b = MakeCert(CertSpec{.cn = "Root B", .ca = true}, key.get(), nullptr, nullptr);
+  auto ca = [](const std::string& tenant, const std::string& id, X509* cert) {
+    rv1::CaCertificate c;
+    c.set_tenant_id(tenant);
+    c.set_id(id);
+    c.set_status(rv1::CA_STATUS_VERIFIED);
+    c.set_certificate_pem(x509::testing::Pem(cert));
+    return c;
+  };
+  auto revocation = [](const std::string& id, char fill) {
+    rv1::CertificateRevocation r;
+    r.set_tenant_id("t1");
+    r.set_id(id);
+    r.set_fingerprint(std::string(64, fill));
+    return r;
+  };
+  ASSERT_TRUE(dir.UpsertCa(ca("t1", "a", root_a.get())).ok());
+  ASSERT_TRUE(dir.UpsertCa(ca("t1", "b", root_b.get())).ok());
+  ASSERT_TRUE(dir.UpsertCa(ca("t2", "c", root_a.get())).ok());
+  ASSERT_TRUE(dir.UpsertRevocation(revocation("r1", 'a')).ok());
+  ASSERT_TRUE(dir.UpsertRevocation(revocation("r2", 'b')).ok());
+
+  dir.BeginSnapshot();  // the registry now has t1's CA a and revocation r1 only
+  ASSERT_TRUE(dir.UpsertCa(ca("t1", "a", root_a.get())).ok());
+  ASSERT_TRUE(dir.UpsertRevocation(revocation("r1", 'a')).ok());
+  EXPECT_EQ(dir.Find("t1")->cas.size(), 2U);
+  EXPECT_NE(dir.Find("t2"), nullptr);
+  EXPECT_TRUE(dir.Find("t1")->revoked_fingerprints.contains(std::string(64, 'b')));
+
+  const uint64_t generation = dir.generation();
+  dir.EndSnapshot();
+  EXPECT_GT(dir.generation(), generation);  // cached verifications are invalidated
+  auto t1 = dir.Find("t1");
+  ASSERT_NE(t1, nullptr);
+  EXPECT_EQ(t1->cas.size(), 1U);
+  EXPECT_TRUE(t1->cas.contains("a"));
+  EXPECT_EQ(t1->trusted_by_sha256.size(), 1U);
+  EXPECT_TRUE(t1->revoked_fingerprints.contains(std::string(64, 'a')));
+  EXPECT_FALSE(t1->revoked_fingerprints.contains(std::string(64, 'b')));
+  EXPECT_EQ(dir.Find("t2"), nullptr);
 }
 
 }  // namespace

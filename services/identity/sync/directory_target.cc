@@ -41,5 +41,7 @@ void DirectoryMirrorTarget::RemoveGroup(const std::string& tenant_id, const std:
   writer_->RemoveEnrollmentGroup(tenant_id, group_id);
 }
 void DirectoryMirrorTarget::Clear() { writer_->Clear(); }
+void DirectoryMirrorTarget::BeginSnapshot() { writer_->BeginSnapshot(); }
+void DirectoryMirrorTarget::EndSnapshot() { writer_->EndSnapshot(); }
 
 }  // namespace iotauth::identity

@@ -24,6 +24,8 @@ class DirectoryMirrorTarget final : public MirrorTarget {
   void UpsertGroup(const iotauth::registry::v1::EnrollmentGroup& group) override;
   void RemoveGroup(const std::string& tenant_id, const std::string& group_id) override;
   void Clear() override;
+  void BeginSnapshot() override;
+  void EndSnapshot() override;
 
   int64_t malformed_records() const { return malformed_.load(); }
 

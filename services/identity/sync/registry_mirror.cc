@@ -187,7 +187,8 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     if (!s.ok()) return FromGrpc(s, "GetChangeCursor");
     *cursor = resp.cursor();
   }
-  options_.target->Clear();
+  // Old records stay readable until the snapshot is complete (EndSnapshot below).
+  options_.target->BeginSnapshot();
   std::string page;
   std::vector<std::string> tenants;
   do {
@@ -299,6 +300,8 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     if (stopping_.load()) return absl::CancelledError("stopping");
     if (!s.ok()) return FromGrpc(s, "ExportDevices");
   }
+  // Complete: drop what the registry no longer has (deleted while not following).
+  options_.target->EndSnapshot();
   return absl::OkStatus();
 }
 

@@ -35,8 +35,13 @@ class MirrorTarget {
   virtual void RemoveDevice(const std::string& tenant_id, const std::string& device_id) = 0;
   virtual void UpsertGroup(const iotauth::registry::v1::EnrollmentGroup& group) = 0;
   virtual void RemoveGroup(const std::string& tenant_id, const std::string& group_id) = 0;
-  // Drops everything (before a full resync).
+  // Drops everything.
   virtual void Clear() = 0;
+  // A full snapshot follows: every record it copies is upserted, then EndSnapshot()
+  // (after a complete snapshot only) removes what it did not copy. A target should
+  // keep serving its old records meanwhile; the default clears first.
+  virtual void BeginSnapshot() { Clear(); }
+  virtual void EndSnapshot() {}
 
   // X.509 trust: tenant CA certificates (any status), explicit revocations and
   // CRLs (one per CA). Ignored by default, for targets that keep no certificates.
@@ -80,6 +85,12 @@ class FanoutMirrorTarget final : public MirrorTarget {
   }
   void Clear() override {
     for (MirrorTarget* t : targets_) t->Clear();
+  }
+  void BeginSnapshot() override {
+    for (MirrorTarget* t : targets_) t->BeginSnapshot();
+  }
+  void EndSnapshot() override {
+    for (MirrorTarget* t : targets_) t->EndSnapshot();
   }
   void UpsertCa(const iotauth::registry::v1::CaCertificate& ca) override {
     for (MirrorTarget* t : targets_) t->UpsertCa(ca);

@@ -25,6 +25,7 @@ std::string CaDirectory::IssuerSerialKey(absl::string_view issuer_fingerprint_he
 absl::Status CaDirectory::UpsertCa(const reg::CaCertificate& ca) {
   auto certs = ParseCertificates(ca.certificate_pem(), ParseLimits{});
   absl::MutexLock lock(&mu_);
+  if (in_snapshot_) seen_[ca.tenant_id()].cas.insert(ca.id());
   Source& src = sources_[ca.tenant_id()];
   if (!certs.ok() || certs->size() != 1) {
     src.cas.erase(ca.id());
@@ -62,6 +63,7 @@ absl::Status CaDirectory::UpsertRevocation(const reg::CertificateRevocation& rev
     return absl::InvalidArgumentError("revocation names no certificate");
   }
   absl::MutexLock lock(&mu_);
+  if (in_snapshot_) seen_[revocation.tenant_id()].revocations.insert(revocation.id());
   sources_[revocation.tenant_id()].revocations[revocation.id()] = revocation;
   Rebuild(revocation.tenant_id());
   return absl::OkStatus();
@@ -78,6 +80,7 @@ void CaDirectory::RemoveRevocation(absl::string_view tenant_id, absl::string_vie
 absl::Status CaDirectory::UpsertCrl(const reg::CertificateRevocationList& crl) {
   auto parsed = ParsedCrl::Parse(crl.crl_pem());
   absl::MutexLock lock(&mu_);
+  if (in_snapshot_) seen_[crl.tenant_id()].crls.insert(crl.ca_id());
   Source& src = sources_[crl.tenant_id()];
   if (!parsed.ok()) {
     src.crls.erase(crl.ca_id());
@@ -103,8 +106,51 @@ void CaDirectory::RemoveTenant(absl::string_view tenant_id) {
   Rebuild(std::string(tenant_id));
 }
 
+void CaDirectory::BeginSnapshot() {
+  absl::MutexLock lock(&mu_);
+  in_snapshot_ = true;
+  seen_.clear();
+}
+
+void CaDirectory::EndSnapshot() {
+  absl::MutexLock lock(&mu_);
+  if (!in_snapshot_) return;
+  in_snapshot_ = false;
+  // Drops what the snapshot did not bring; returns whether anything went.
+  auto sweep = [](auto& map, const absl::flat_hash_set<std::string>* keep) {
+    bool changed = false;
+    for (auto it = map.begin(); it != map.end();) {
+      if (keep == nullptr || !keep->contains(it->first)) {
+        map.erase(it++);
+        changed = true;
+      } else {
+        ++it;
+      }
+    }
+    return changed;
+  };
+  std::vector<std::string> changed;
+  for (auto& [tenant, src] : sources_) {
+    auto s = seen_.find(tenant);
+    const Seen* seen = s == seen_.end() ? nullptr : &s->second;
+    bool c = sweep(src.cas, seen == nullptr ? nullptr : &seen->cas);
+    c = sweep(src.revocations, seen == nullptr ? nullptr : &seen->revocations) || c;
+    c = sweep(src.crls, seen == nullptr ? nullptr : &seen->crls) || c;
+    if (c) changed.push_back(tenant);
+  }
+  seen_.clear();
+  for (const std::string& tenant : changed) {
+    auto it = sources_.find(tenant);
+    const Source& src = it->second;
+    if (src.cas.empty() && src.revocations.empty() && src.crls.empty()) sources_.erase(it);
+    Rebuild(tenant);
+  }
+}
+
 void CaDirectory::Clear() {
   absl::MutexLock lock(&mu_);
+  in_snapshot_ = false;
+  seen_.clear();
   sources_.clear();
   snapshots_.clear();
   issuer_index_.clear();

@@ -69,6 +69,11 @@ class CaDirectory {
   void RemoveCrl(absl::string_view tenant_id, absl::string_view ca_id);
   void RemoveTenant(absl::string_view tenant_id);
   void Clear();
+  // A full resync that never leaves a tenant's trust missing: after BeginSnapshot(),
+  // Upsert every CA, revocation and CRL the registry has; EndSnapshot() then removes
+  // whatever was not upserted since (deleted while nobody was following).
+  void BeginSnapshot();
+  void EndSnapshot();
 
   // ---- read side (hot path; thread-safe, never blocks for long) ----
   std::shared_ptr<const TenantTrust> Find(absl::string_view tenant_id) const;
@@ -91,8 +96,17 @@ class CaDirectory {
   // Rebuilds the tenant's snapshot from its source and publishes it.
   void Rebuild(const std::string& tenant_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // What a snapshot in progress has upserted, per tenant.
+  struct Seen {
+    absl::flat_hash_set<std::string> cas;
+    absl::flat_hash_set<std::string> revocations;
+    absl::flat_hash_set<std::string> crls;  // by CA id
+  };
+
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Source> sources_ ABSL_GUARDED_BY(mu_);
+  bool in_snapshot_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<const TenantTrust>> snapshots_
       ABSL_GUARDED_BY(mu_);
   // X509_NAME hash of a VERIFIED CA's subject -> tenants.
