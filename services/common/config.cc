@@ -235,6 +235,7 @@ ServerConfig DefaultConfig() {
   c.mutable_audit()->mutable_block_timeout()->set_nanos(50 * 1000 * 1000);
   c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
   c.mutable_audit()->mutable_retention_interval()->set_seconds(60);
+  c.mutable_storage()->mutable_registry_change_retention()->set_seconds(int64_t{7} * 24 * 3600);
   c.mutable_shutdown()->mutable_grace_period()->set_seconds(10);
   return c;
 }
@@ -400,6 +401,9 @@ absl::Status ValidateConfig(const ServerConfig& c) {
                                            absl::ZeroDuration(), absl::Seconds(60)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.batch_linger", au.batch_linger(),
                                            absl::ZeroDuration(), absl::Seconds(1)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("storage.registry_change_retention",
+                                           c.storage().registry_change_retention(),
+                                           absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.retention_max_age", au.retention_max_age(),
                                            absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.retention_interval", au.retention_interval(),

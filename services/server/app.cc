@@ -6,6 +6,8 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "services/audit/audit_service.h"
@@ -37,6 +39,7 @@
 #include "services/identity/x509/ca_directory.h"
 #include "services/identity/x509/certificate_service.h"
 #include "services/identity/x509/x509_certificate_verifier.h"
+#include "services/registry/change_log_pruner.h"
 #include "services/registry/registry_service.h"
 #include "services/registry/secret_box.h"
 #include "services/registry/sqlite_store.h"
@@ -258,6 +261,7 @@ class EmbeddedApp final : public App {
 
   void Stop() override {
     if (mirror_) mirror_->Stop();
+    if (change_pruner_) change_pruner_->Stop();
     // Flush the audit pipeline after the server drained: every decision made is
     // committed before exit.
     if (local_sink_) local_sink_->Shutdown();
@@ -380,6 +384,17 @@ class EmbeddedApp final : public App {
     ro.caller_resolver = resolver_.get();
     ro.secret_box = secret_box_;
     IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
+    // The change log stays bounded: pruned hourly (or every tenth of a short retention).
+    if (const absl::Duration retention = ToDuration(config_.storage().registry_change_retention());
+        retention > absl::ZeroDuration()) {
+      registry::ChangeLogPruner::Options po;
+      po.store = registry_store_.get();
+      po.clock = clock;
+      po.retention = retention;
+      po.interval = std::clamp(retention / 10, absl::Seconds(1), absl::Hours(1));
+      IOTAUTH_ASSIGN_OR_RETURN(change_pruner_, registry::ChangeLogPruner::Create(po));
+      change_pruner_->Start();
+    }
     // CA proof of possession, issuance, revocation and CRLs write registry data, so
     // they run beside the registry store.
     identity::x509::CertificateService::Options co;
@@ -508,6 +523,7 @@ class EmbeddedApp final : public App {
   std::shared_ptr<const registry::SecretBox> secret_box_;
   std::unique_ptr<registry::SqliteStore> registry_store_;
   std::unique_ptr<registry::RegistryService> registry_service_;
+  std::unique_ptr<registry::ChangeLogPruner> change_pruner_;
   std::unique_ptr<identity::x509::CertificateService> certificate_service_;
 
   // Identity.
