@@ -479,6 +479,71 @@ TEST_F(CaMirrorTest, ResyncKeepsTheCacheReadableUntilComplete) {
   mirror.Stop();
 }
 
+// The whole resync path: the registry goes away, a device is deleted and another
+// created meanwhile, and the change log is pruned past the mirror's cursor. On
+// reconnect WatchChanges answers CURSOR_EXPIRED, the mirror takes a new snapshot,
+// and the cache ends exact: the deleted device gone, the rest present.
+TEST_F(CaMirrorTest, ResyncsAfterItsCursorWasPruned) {
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 3)).ok());
+  auto start_server = [&](int port_wanted, int* port) {
+    ::iotauth::registry::RegistryService::Options ro;
+    ro.store = store_.get();
+    ro.clock = &clock_;
+    ro.audit = &audit_;
+    ro.caller_resolver = &resolver_;
+    auto service = ::iotauth::registry::RegistryService::Create(ro);
+    EXPECT_TRUE(service.ok());
+    grpc::ServerBuilder b;
+    b.AddListeningPort(absl::StrCat("127.0.0.1:", port_wanted), grpc::InsecureServerCredentials(),
+                       port);
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    b.RegisterService(service->get());
+    auto server = b.BuildAndStart();
+    return std::make_pair(std::move(*service), std::move(server));
+  };
+  int port = 0;
+  auto first = start_server(0, &port);
+  ASSERT_GT(port, 0);
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  RegistryMirrorOptions mo;
+  mo.channel = channel;
+  mo.target = &directory;
+  mo.mirror_certificates = false;
+  mo.max_backoff = absl::Milliseconds(200);
+  RegistryMirror mirror(mo);
+  mirror.Start();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  ASSERT_NE(cache->FindDevice("t1", "dev-1"), nullptr);
+
+  first.second->Shutdown(std::chrono::system_clock::now());
+  first.second.reset();
+  ASSERT_TRUE(store_->DeleteDevice("t1", "dev-1", "").ok());
+  clock_.Advance(absl::Hours(2));
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(9, 1)).ok());
+  auto pruned = store_->PruneChanges(clock_.Now() - absl::Hours(1));
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  ASSERT_GT(*pruned, 0);
+
+  int port2 = 0;
+  auto second = start_server(port, &port2);
+  ASSERT_EQ(port2, port);
+  EXPECT_TRUE(Eventually([&] {
+    return cache->FindDevice("t1", "dev-9") != nullptr &&
+           cache->FindDevice("t1", "dev-1") == nullptr;
+  }));
+  EXPECT_NE(cache->FindDevice("t1", "dev-0"), nullptr);
+  EXPECT_NE(cache->FindDevice("t1", "dev-2"), nullptr);
+  mirror.Stop();
+  second.second->Shutdown(std::chrono::system_clock::now());
+}
+
 // The same for X.509 trust: CAs and revocations the snapshot does not bring are
 // removed at its end, not before.
 TEST(CaDirectorySnapshotTest, SweepsWhatTheSnapshotDidNotBring) {
