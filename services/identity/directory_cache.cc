@@ -212,10 +212,7 @@ absl::Status DirectoryCache::UpsertTenant(const registry::Tenant& tenant) {
   absl::Status status = MakeTenantRecord(tenant, record.get());
   absl::MutexLock lock(&write_mu_);
   auto old = tenants_.Put(record->id, record);
-  if (old != nullptr && !old->hub_host.empty() && old->hub_host != record->hub_host) {
-    auto mapped = tenants_by_host_.Find(old->hub_host);
-    if (mapped != nullptr && mapped->id == record->id) tenants_by_host_.Erase(old->hub_host);
-  }
+  if (old != nullptr && old->hub_host != record->hub_host) UnmapHost(*old);
   if (!record->hub_host.empty()) tenants_by_host_.Put(record->hub_host, record);
   return status;
 }
@@ -223,10 +220,13 @@ absl::Status DirectoryCache::UpsertTenant(const registry::Tenant& tenant) {
 void DirectoryCache::RemoveTenant(absl::string_view tenant_id) {
   absl::MutexLock lock(&write_mu_);
   auto old = tenants_.Erase(tenant_id);
-  if (old != nullptr && !old->hub_host.empty()) {
-    auto mapped = tenants_by_host_.Find(old->hub_host);
-    if (mapped != nullptr && mapped->id == old->id) tenants_by_host_.Erase(old->hub_host);
-  }
+  if (old != nullptr) UnmapHost(*old);
+}
+
+void DirectoryCache::UnmapHost(const TenantRecord& old) {
+  if (old.hub_host.empty()) return;
+  auto mapped = tenants_by_host_.Find(old.hub_host);
+  if (mapped != nullptr && mapped->id == old.id) tenants_by_host_.Erase(old.hub_host);
 }
 
 absl::Status DirectoryCache::UpsertProduct(const registry::Product& product) {
@@ -258,10 +258,12 @@ absl::Status DirectoryCache::UpsertDevice(const registry::Device& device) {
 void DirectoryCache::RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) {
   CompositeKey key(tenant_id, device_id);
   auto old = devices_.Erase(key.view());
-  if (old != nullptr) {
-    device_record_bytes_.fetch_sub(static_cast<int64_t>(old->ApproximateBytes()),
-                                   std::memory_order_relaxed);
-  }
+  if (old != nullptr) ForgetDeviceBytes(*old);
+}
+
+void DirectoryCache::ForgetDeviceBytes(const DeviceRecord& old) {
+  device_record_bytes_.fetch_sub(static_cast<int64_t>(old.ApproximateBytes()),
+                                 std::memory_order_relaxed);
 }
 
 namespace {
@@ -302,6 +304,10 @@ void DirectoryCache::RemoveEnrollmentGroup(absl::string_view tenant_id,
   absl::MutexLock lock(&write_mu_);
   CompositeKey key(tenant_id, group_id);
   if (groups_.Erase(key.view()) == nullptr) return;
+  DropFromGroupList(tenant_id, group_id);
+}
+
+void DirectoryCache::DropFromGroupList(absl::string_view tenant_id, absl::string_view group_id) {
   auto list = WithGroup(groups_by_tenant_.Find(tenant_id), group_id, nullptr);
   if (list->empty()) {
     groups_by_tenant_.Erase(tenant_id);
@@ -342,10 +348,7 @@ void DirectoryCache::EndSnapshot() {
   // carries the new stamp and stays.
   for (const std::string& key : devices_.KeysStampedBefore(st.devices)) {
     auto old = devices_.EraseIfStampedBefore(key, st.devices);
-    if (old != nullptr) {
-      device_record_bytes_.fetch_sub(static_cast<int64_t>(old->ApproximateBytes()),
-                                     std::memory_order_relaxed);
-    }
+    if (old != nullptr) ForgetDeviceBytes(*old);
   }
   for (const std::string& key : products_.KeysStampedBefore(st.products)) {
     products_.EraseIfStampedBefore(key, st.products);
@@ -353,19 +356,11 @@ void DirectoryCache::EndSnapshot() {
   absl::MutexLock lock(&write_mu_);
   for (const std::string& key : groups_.KeysStampedBefore(st.groups)) {
     auto old = groups_.EraseIfStampedBefore(key, st.groups);
-    if (old == nullptr) continue;
-    auto list = WithGroup(groups_by_tenant_.Find(old->tenant_id), old->id, nullptr);
-    if (list->empty()) {
-      groups_by_tenant_.Erase(old->tenant_id);
-    } else {
-      groups_by_tenant_.Put(old->tenant_id, std::move(list));
-    }
+    if (old != nullptr) DropFromGroupList(old->tenant_id, old->id);
   }
   for (const std::string& key : tenants_.KeysStampedBefore(st.tenants)) {
     auto old = tenants_.EraseIfStampedBefore(key, st.tenants);
-    if (old == nullptr || old->hub_host.empty()) continue;
-    auto mapped = tenants_by_host_.Find(old->hub_host);
-    if (mapped != nullptr && mapped->id == old->id) tenants_by_host_.Erase(old->hub_host);
+    if (old != nullptr) UnmapHost(*old);
   }
 }
 

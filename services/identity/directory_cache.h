@@ -60,6 +60,14 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   Stats GetStats() const;
 
  private:
+  // Drops the hub-host mapping of a tenant record being replaced or removed, if it
+  // still points at that tenant.
+  void UnmapHost(const TenantRecord& old) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuilds the tenant's list of enabled groups without `group_id`.
+  void DropFromGroupList(absl::string_view tenant_id, absl::string_view group_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void ForgetDeviceBytes(const DeviceRecord& old);
+
   internal::ShardedMap<TenantRecord> tenants_;
   internal::ShardedMap<TenantRecord> tenants_by_host_;
   internal::ShardedMap<ProductRecord> products_;

@@ -89,12 +89,7 @@ class CaMirrorTest : public ::testing::Test {
         *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
     so.clock = &clock_;
     store_ = *::iotauth::registry::SqliteStore::Open(so);
-    ::iotauth::registry::RegistryService::Options ro;
-    ro.store = store_.get();
-    ro.clock = &clock_;
-    ro.audit = &audit_;
-    ro.caller_resolver = &resolver_;
-    registry_ = *::iotauth::registry::RegistryService::Create(ro);
+    registry_ = NewRegistryService();
     x509::CertificateService::Options co;
     co.store = store_.get();
     co.clock = &clock_;
@@ -118,6 +113,18 @@ class CaMirrorTest : public ::testing::Test {
   void TearDown() override {
     if (mirror_) mirror_->Stop();
     server_->Shutdown();
+  }
+
+  // A RegistryService over the fixture's store, clock, audit sink and resolver.
+  std::unique_ptr<::iotauth::registry::RegistryService> NewRegistryService() {
+    ::iotauth::registry::RegistryService::Options ro;
+    ro.store = store_.get();
+    ro.clock = &clock_;
+    ro.audit = &audit_;
+    ro.caller_resolver = &resolver_;
+    auto service = ::iotauth::registry::RegistryService::Create(ro);
+    EXPECT_TRUE(service.ok()) << service.status();
+    return service.ok() ? std::move(*service) : nullptr;
   }
 
   void StartMirror() {
@@ -337,14 +344,20 @@ class CountingTarget final : public MirrorTarget {
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
 };
 
-// A mirror of the fixture's registry into `target` (devices only), synced.
-std::unique_ptr<RegistryMirror> StartDeviceMirror(std::shared_ptr<grpc::Channel> channel,
-                                                  MirrorTarget* target) {
+// Options for a mirror of the registry behind `channel` into `target`, devices only.
+RegistryMirrorOptions DeviceMirrorOptions(std::shared_ptr<grpc::Channel> channel,
+                                          MirrorTarget* target) {
   RegistryMirrorOptions mo;
   mo.channel = std::move(channel);
   mo.target = target;
   mo.mirror_certificates = false;
-  auto mirror = std::make_unique<RegistryMirror>(mo);
+  return mo;
+}
+
+// A mirror of the fixture's registry into `target` (devices only), synced.
+std::unique_ptr<RegistryMirror> StartDeviceMirror(std::shared_ptr<grpc::Channel> channel,
+                                                  MirrorTarget* target) {
+  auto mirror = std::make_unique<RegistryMirror>(DeviceMirrorOptions(std::move(channel), target));
   mirror->Start();
   EXPECT_TRUE(mirror->WaitForInitialSync(absl::Seconds(10)));
   return mirror;
@@ -427,11 +440,7 @@ TEST_F(CaMirrorTest, StopCancelsTheSnapshotExport) {
   ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
   absl::Notification gate;
   CountingTarget target(&gate);
-  RegistryMirrorOptions mo;
-  mo.channel = channel_;
-  mo.target = &target;
-  mo.mirror_certificates = false;
-  RegistryMirror mirror(mo);
+  RegistryMirror mirror(DeviceMirrorOptions(channel_, &target));
   mirror.Start();  // the snapshot blocks in the target's first UpsertDevice
   std::thread stopper([&] { mirror.Stop(); });
   ASSERT_TRUE(Eventually([&] { return mirror.stop_requested(); }));
@@ -459,11 +468,7 @@ TEST_F(CaMirrorTest, ResyncKeepsTheCacheReadableUntilComplete) {
   absl::Notification gate;
   CountingTarget slow(&gate);  // after the cache: holds the export at the first device
   FanoutMirrorTarget both({&directory, &slow});
-  RegistryMirrorOptions mo;
-  mo.channel = channel_;
-  mo.target = &both;
-  mo.mirror_certificates = false;
-  RegistryMirror mirror(mo);
+  RegistryMirror mirror(DeviceMirrorOptions(channel_, &both));
   mirror.Start();
   // The export replaced dev-0's record and is now held there (the slow target is
   // called after the cache): the snapshot is under way, and nothing was cleared.
@@ -486,20 +491,14 @@ TEST_F(CaMirrorTest, ResyncKeepsTheCacheReadableUntilComplete) {
 TEST_F(CaMirrorTest, ResyncsAfterItsCursorWasPruned) {
   ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 3)).ok());
   auto start_server = [&](int port_wanted, int* port) {
-    ::iotauth::registry::RegistryService::Options ro;
-    ro.store = store_.get();
-    ro.clock = &clock_;
-    ro.audit = &audit_;
-    ro.caller_resolver = &resolver_;
-    auto service = ::iotauth::registry::RegistryService::Create(ro);
-    EXPECT_TRUE(service.ok());
+    auto service = NewRegistryService();
     grpc::ServerBuilder b;
     b.AddListeningPort(absl::StrCat("127.0.0.1:", port_wanted), grpc::InsecureServerCredentials(),
                        port);
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    b.RegisterService(service->get());
+    b.RegisterService(service.get());
     auto server = b.BuildAndStart();
-    return std::make_pair(std::move(*service), std::move(server));
+    return std::make_pair(std::move(service), std::move(server));
   };
   int port = 0;
   auto first = start_server(0, &port);
@@ -512,10 +511,7 @@ TEST_F(CaMirrorTest, ResyncsAfterItsCursorWasPruned) {
                                            grpc::InsecureChannelCredentials(), args);
   auto cache = *DirectoryCache::Create({});
   DirectoryMirrorTarget directory(cache.get());
-  RegistryMirrorOptions mo;
-  mo.channel = channel;
-  mo.target = &directory;
-  mo.mirror_certificates = false;
+  RegistryMirrorOptions mo = DeviceMirrorOptions(channel, &directory);
   mo.max_backoff = absl::Milliseconds(200);
   RegistryMirror mirror(mo);
   mirror.Start();

@@ -137,6 +137,18 @@ void RegistryMirror::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) c
   }
 }
 
+bool RegistryMirror::AttachStream(grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_.load()) return false;
+  stream_ctx_ = ctx;
+  return true;
+}
+
+void RegistryMirror::DetachStream() {
+  absl::MutexLock lock(&mu_);
+  stream_ctx_ = nullptr;
+}
+
 void RegistryMirror::Run() {
   absl::Duration backoff = absl::Milliseconds(100);
   std::string cursor;
@@ -277,11 +289,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     // The device export can be long (a million devices): Stop() cancels it.
     grpc::ClientContext ctx;
     Prepare(&ctx, absl::InfiniteDuration());
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_.load()) return absl::CancelledError("stopping");
-      stream_ctx_ = &ctx;
-    }
+    if (!AttachStream(&ctx)) return absl::CancelledError("stopping");
     rv1::ExportDevicesRequest req;
     req.set_tenant_id(tenant);
     req.set_include_secrets(true);
@@ -291,12 +299,8 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     });
     rv1::Device d;
     while (!stopping_.load() && reader.Next(&d)) options_.target->UpsertDevice(d);
-    if (stopping_.load()) ctx.TryCancel();
     const grpc::Status s = reader.Finish();
-    {
-      absl::MutexLock lock(&mu_);
-      stream_ctx_ = nullptr;
-    }
+    DetachStream();
     if (stopping_.load()) return absl::CancelledError("stopping");
     if (!s.ok()) return FromGrpc(s, "ExportDevices");
   }
@@ -353,11 +357,7 @@ absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
 absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last_cursor) {
   grpc::ClientContext ctx;
   Prepare(&ctx, absl::InfiniteDuration());
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_.load()) return absl::CancelledError("stopping");
-    stream_ctx_ = &ctx;
-  }
+  if (!AttachStream(&ctx)) return absl::CancelledError("stopping");
   rv1::WatchChangesRequest req;
   req.set_cursor(cursor);
   StreamReader<rv1::ChangeEvent> reader;
@@ -376,10 +376,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
     applied_.fetch_add(1);
   }
   const grpc::Status s = reader.Finish();
-  {
-    absl::MutexLock lock(&mu_);
-    stream_ctx_ = nullptr;
-  }
+  DetachStream();
   if (!apply_status.ok()) return apply_status;
   if (stopping_.load()) return absl::OkStatus();
   if (s.ok()) return absl::UnavailableError("WatchChanges ended");

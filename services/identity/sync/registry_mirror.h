@@ -152,6 +152,10 @@ class RegistryMirror {
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
+  // Makes `ctx` (a long-lived stream: device export or change stream) the call
+  // Stop() cancels; false if stopping already. DetachStream() after its Finish().
+  bool AttachStream(grpc::ClientContext* ctx);
+  void DetachStream();
 
   RegistryMirrorOptions options_;
   std::unique_ptr<iotauth::registry::v1::DeviceRegistry::Stub> stub_;
