@@ -4,14 +4,15 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
-#include "services/audit/sqlite_audit_store.h"
 
 namespace iotauth::audit {
 namespace {
@@ -59,12 +60,12 @@ class AuditServiceTest : public ::testing::Test {
     const char* dir = std::getenv("TEST_TMPDIR");
     const std::string path =
         absl::StrCat(dir ? dir : "/tmp", "/",
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
-    for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
-    SqliteAuditStore::Options so;
-    so.path = path;
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".log");
+    std::filesystem::remove_all(path);
+    LogAuditStore::Options so;  // the default backend
+    so.dir = path;
     so.checkpoint_interval = 0;
-    auto store = SqliteAuditStore::Open(so);
+    auto store = LogAuditStore::Open(so);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
 
@@ -102,7 +103,7 @@ class AuditServiceTest : public ::testing::Test {
   }
 
   FakeClock clock_;
-  std::unique_ptr<SqliteAuditStore> store_;
+  std::unique_ptr<LogAuditStore> store_;
   CommitNotifier notifier_;
   std::unique_ptr<LocalAuditSink> sink_;
   FakeCallerResolver resolver_;

@@ -1,10 +1,10 @@
-// Throughput check for the local audit pipeline on SQLite (WAL, synchronous=FULL):
+// Throughput check for the local audit pipeline (the segment log, or SQLite):
 // producers record authentication-like events for a while; prints sustained
 // committed events/s, the producer-side cost of Record(), drops and the batch
 // commit latency distribution.
 //
 //   bazel run -c opt //services/audit:audit_throughput --
-//       [seconds] [producers] [rate] [max_batch] [linger_ms]
+//       [seconds] [producers] [rate] [max_batch] [linger_ms] [log|sqlite]
 //
 // rate: offered events/s over all producers (0 = as fast as Record() returns,
 // with the block policy so nothing is dropped); with a rate the drop policy is
@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
 #include "services/audit/sqlite_audit_store.h"
 
@@ -93,15 +94,30 @@ int Main(int argc, char** argv) {
   const size_t max_batch = argc > 4 ? std::atoi(argv[4]) : LocalAuditSink::Options().max_batch;
   const absl::Duration linger =
       argc > 5 ? absl::Milliseconds(std::atoi(argv[5])) : LocalAuditSink::Options().linger;
-  const std::string path = absl::StrCat("/tmp/audit_throughput_", getpid(), ".db");
-
-  SqliteAuditStore::Options so;
-  so.path = path;
-  auto store = SqliteAuditStore::Open(so);
-  if (!store.ok()) {
-    std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
-    return 1;
+  const std::string backend = argc > 6 ? argv[6] : "log";
+  const std::string path =
+      absl::StrCat("/tmp/audit_throughput_", getpid(), backend == "sqlite" ? ".db" : ".log");
+  std::unique_ptr<AuditStore> store_holder;
+  if (backend == "sqlite") {
+    SqliteAuditStore::Options so;
+    so.path = path;
+    auto s = SqliteAuditStore::Open(so);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+      return 1;
+    }
+    store_holder = std::move(*s);
+  } else {
+    LogAuditStore::Options lo;
+    lo.dir = path;
+    auto s = LogAuditStore::Open(lo);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+      return 1;
+    }
+    store_holder = std::move(*s);
   }
+  auto* store = &store_holder;
   LatencyRecorder recorder;
   LocalAuditSink::Options o;
   o.store = store->get();
@@ -197,6 +213,9 @@ int Main(int argc, char** argv) {
   }
   store->reset();
   for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
+  if (backend != "sqlite" && std::system(absl::StrCat("rm -rf '", path, "'").c_str()) != 0) {
+    std::fprintf(stderr, "could not remove %s\n", path.c_str());
+  }
   return 0;
 }
 

@@ -122,7 +122,118 @@ void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
   PutField(17, e.prev_hash(), &out);
 }
 
+uint32_t GetU32(const char* p) {
+  return (static_cast<uint32_t>(static_cast<uint8_t>(p[0])) << 24) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 16) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 8) |
+         static_cast<uint32_t>(static_cast<uint8_t>(p[3]));
+}
+
+uint64_t GetU64(const char* p) { return (static_cast<uint64_t>(GetU32(p)) << 32) | GetU32(p + 4); }
+
+// Reads the next field header, which must carry `number`; `*payload` is its bytes.
+bool NextField(absl::string_view* in, uint32_t number, absl::string_view* payload) {
+  if (in->size() < 8 || GetU32(in->data()) != number) return false;
+  const uint32_t n = GetU32(in->data() + 4);
+  if (in->size() - 8 < n) return false;
+  *payload = in->substr(8, n);
+  in->remove_prefix(8 + static_cast<size_t>(n));
+  return true;
+}
+
+bool NextTime(absl::string_view* in, uint32_t number, bool* present, int64_t* seconds,
+              int32_t* nanos) {
+  absl::string_view p;
+  if (!NextField(in, number, &p)) return false;
+  if (p.empty()) {
+    *present = false;
+    return true;
+  }
+  if (p.size() != 12) return false;
+  *present = true;
+  *seconds = static_cast<int64_t>(GetU64(p.data()));
+  *nanos = static_cast<int32_t>(GetU32(p.data() + 8));
+  return true;
+}
+
+bool NextInt32(absl::string_view* in, uint32_t number, int32_t* v) {
+  absl::string_view p;
+  if (!NextField(in, number, &p) || p.size() != 4) return false;
+  *v = static_cast<int32_t>(GetU32(p.data()));
+  return true;
+}
+
 }  // namespace
+
+void AppendCanonicalEncoding(const AuditEvent& event, std::string* out) {
+  AppendCanonical(event, out);
+}
+
+bool ParseCanonical(absl::string_view in, CanonicalFields* f) {
+  if (in.substr(0, kDomainTag.size()) != kDomainTag) return false;
+  in.remove_prefix(kDomainTag.size());
+  absl::string_view p;
+  if (!NextField(&in, 1, &p) || p.size() != 8) return false;
+  f->sequence = GetU64(p.data());
+  if (!NextField(&in, 2, &f->event_id)) return false;
+  if (!NextTime(&in, 3, &f->has_time, &f->time_seconds, &f->time_nanos)) return false;
+  if (!NextInt32(&in, 4, &f->type)) return false;
+  if (!NextField(&in, 5, &f->tenant_id) || !NextField(&in, 6, &f->product_key) ||
+      !NextField(&in, 7, &f->device_id)) {
+    return false;
+  }
+  if (!NextInt32(&in, 8, &f->outcome)) return false;
+  if (!NextField(&in, 9, &f->reason) || !NextField(&in, 10, &f->credential_type) ||
+      !NextField(&in, 11, &f->credential_fingerprint) || !NextField(&in, 12, &f->caller) ||
+      !NextField(&in, 13, &f->peer_address) || !NextField(&in, 14, &f->request_id)) {
+    return false;
+  }
+  if (!NextTime(&in, 15, &f->has_duration, &f->duration_seconds, &f->duration_nanos)) {
+    return false;
+  }
+  if (!NextField(&in, 16, &f->attributes) || !NextField(&in, 17, &f->prev_hash)) return false;
+  return in.empty();
+}
+
+bool CanonicalFieldsToEvent(const CanonicalFields& f, AuditEvent* e) {
+  e->set_sequence(f.sequence);
+  e->set_event_id(std::string(f.event_id));
+  if (f.has_time) {
+    e->mutable_time()->set_seconds(f.time_seconds);
+    e->mutable_time()->set_nanos(f.time_nanos);
+  }
+  e->set_type(static_cast<iotauth::audit::v1::EventType>(f.type));
+  e->set_tenant_id(std::string(f.tenant_id));
+  e->set_product_key(std::string(f.product_key));
+  e->set_device_id(std::string(f.device_id));
+  e->set_outcome(static_cast<iotauth::audit::v1::Outcome>(f.outcome));
+  e->set_reason(std::string(f.reason));
+  e->set_credential_type(std::string(f.credential_type));
+  e->set_credential_fingerprint(std::string(f.credential_fingerprint));
+  e->set_caller(std::string(f.caller));
+  e->set_peer_address(std::string(f.peer_address));
+  e->set_request_id(std::string(f.request_id));
+  if (f.has_duration) {
+    e->mutable_duration()->set_seconds(f.duration_seconds);
+    e->mutable_duration()->set_nanos(f.duration_nanos);
+  }
+  e->set_prev_hash(std::string(f.prev_hash));
+  absl::string_view in = f.attributes;
+  auto* attrs = e->mutable_attributes();
+  while (!in.empty()) {
+    absl::string_view k;
+    absl::string_view v;
+    for (absl::string_view* s : {&k, &v}) {
+      if (in.size() < 4) return false;
+      const uint32_t n = GetU32(in.data());
+      if (in.size() - 4 < n) return false;
+      *s = in.substr(4, n);
+      in.remove_prefix(4 + static_cast<size_t>(n));
+    }
+    (*attrs)[std::string(k)] = std::string(v);
+  }
+  return true;
+}
 
 std::string EncodeAttributes(const Attributes& attributes) {
   std::string out;

@@ -21,6 +21,7 @@
 // encoding, so the hash commits to it twice; harmless and simple to check.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -43,6 +44,46 @@ absl::StatusOr<std::string> ComputeEventHash(const iotauth::audit::v1::AuditEven
 
 // Sets `event->prev_hash = prev_hash` and `event->hash` from ComputeEventHash.
 absl::Status ChainEvent(absl::string_view prev_hash, iotauth::audit::v1::AuditEvent* event);
+
+// Appends CanonicalEncoding(event) to `*out` (no temporary: the log store encodes
+// straight into its write buffer).
+void AppendCanonicalEncoding(const iotauth::audit::v1::AuditEvent& event, std::string* out);
+
+// The fields of a version-1 canonical encoding, as views into the encoded bytes.
+// `attributes` is field 16's payload (the EncodeAttributes form).
+struct CanonicalFields {
+  uint64_t sequence = 0;
+  absl::string_view event_id;
+  bool has_time = false;
+  int64_t time_seconds = 0;
+  int32_t time_nanos = 0;
+  int32_t type = 0;
+  absl::string_view tenant_id;
+  absl::string_view product_key;
+  absl::string_view device_id;
+  int32_t outcome = 0;
+  absl::string_view reason;
+  absl::string_view credential_type;
+  absl::string_view credential_fingerprint;
+  absl::string_view caller;
+  absl::string_view peer_address;
+  absl::string_view request_id;
+  bool has_duration = false;
+  int64_t duration_seconds = 0;
+  int32_t duration_nanos = 0;
+  absl::string_view attributes;
+  absl::string_view prev_hash;
+};
+
+// Parses a version-1 canonical encoding (the exact layout above, nothing after
+// it). False when `bytes` is not one: wrong tag, a field out of order, a length
+// past the end, a fixed-size payload of the wrong size. Never reads out of bounds
+// (fuzzed: canonical_fuzz).
+bool ParseCanonical(absl::string_view bytes, CanonicalFields* out);
+
+// The event `fields` describe (`hash` left empty). False when the attributes
+// payload is malformed; the other fields are set anyway.
+bool CanonicalFieldsToEvent(const CanonicalFields& fields, iotauth::audit::v1::AuditEvent* event);
 
 // The attributes map as the canonical encoding's field 16 payload: entries sorted
 // by key bytes, each u32 key_length, key, u32 value_length, value. The SQLite

@@ -1,5 +1,7 @@
 #include "services/audit/canonical.h"
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -166,6 +168,67 @@ TEST(CanonicalTest, ChainLinksEvents) {
   AuditEvent second = chain[1];
   ASSERT_TRUE(ChainEvent(first.hash(), &second).ok());
   EXPECT_NE(second.hash(), chain[1].hash());
+}
+
+}  // namespace
+}  // namespace iotauth::audit
+
+namespace iotauth::audit {
+namespace {
+
+TEST(ParseCanonicalTest, RoundTripsEveryField) {
+  AuditEvent e = FixedEvent();
+  e.set_sequence(77);
+  (*e.mutable_attributes())["b"] = "2";
+  (*e.mutable_attributes())["a"] = std::string("\0x", 2);
+  ASSERT_TRUE(ChainEvent(kGenesisHash, &e).ok());
+  const std::string bytes = CanonicalEncoding(e);
+  CanonicalFields f;
+  ASSERT_TRUE(ParseCanonical(bytes, &f));
+  EXPECT_EQ(f.sequence, 77u);
+  EXPECT_EQ(f.device_id, e.device_id());
+  EXPECT_EQ(f.prev_hash, e.prev_hash());
+  AuditEvent back;
+  ASSERT_TRUE(CanonicalFieldsToEvent(f, &back));
+  back.set_hash(e.hash());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(back, e));
+  EXPECT_EQ(CanonicalEncoding(back), bytes);
+}
+
+TEST(ParseCanonicalTest, UnsetTimeAndDurationStayUnset) {
+  AuditEvent e = FixedEvent();
+  e.clear_time();
+  e.clear_duration();
+  CanonicalFields f;
+  ASSERT_TRUE(ParseCanonical(CanonicalEncoding(e), &f));
+  EXPECT_FALSE(f.has_time);
+  EXPECT_FALSE(f.has_duration);
+}
+
+TEST(ParseCanonicalTest, RejectsEveryTruncationAndTrailingBytes) {
+  const std::string bytes = CanonicalEncoding(FixedEvent());
+  CanonicalFields f;
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(ParseCanonical(bytes.substr(0, n), &f)) << n;
+  }
+  EXPECT_FALSE(ParseCanonical(bytes + "x", &f));
+  std::string wrong_tag = bytes;
+  wrong_tag[0] = 'X';
+  EXPECT_FALSE(ParseCanonical(wrong_tag, &f));
+}
+
+TEST(ParseCanonicalTest, RejectsMalformedAttributes) {
+  AuditEvent e = FixedEvent();
+  (*e.mutable_attributes())["k"] = "v";
+  CanonicalFields f;
+  const std::string bytes = CanonicalEncoding(e);
+  ASSERT_TRUE(ParseCanonical(bytes, &f));
+  const std::string attrs(f.attributes);
+  CanonicalFields cut = f;
+  const std::string shorter = attrs.substr(0, attrs.size() - 1);
+  cut.attributes = shorter;
+  AuditEvent out;
+  EXPECT_FALSE(CanonicalFieldsToEvent(cut, &out));
 }
 
 }  // namespace

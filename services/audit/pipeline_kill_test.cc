@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
 #include "services/audit/sqlite_audit_store.h"
 
@@ -35,11 +36,28 @@ class PipeReporter final : public AuditPipelineObserver {
   int fd_;
 };
 
-[[noreturn]] void RunChild(const std::string& path, int fd, int round) {
+// Both backends; the segment log with small segments, so that the kills also land
+// around segment creation.
+absl::StatusOr<std::unique_ptr<AuditStore>> OpenStore(bool segment_log, const std::string& path) {
+  if (segment_log) {
+    LogAuditStore::Options lo;
+    lo.dir = path;
+    lo.checkpoint_interval = 100;
+    lo.events_per_segment = kBlockEvents;
+    auto s = LogAuditStore::Open(lo);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<AuditStore>(std::move(*s));
+  }
   SqliteAuditStore::Options so;
   so.path = path;
   so.checkpoint_interval = 100;
-  auto store = SqliteAuditStore::Open(so);
+  auto s = SqliteAuditStore::Open(so);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<AuditStore>(std::move(*s));
+}
+
+[[noreturn]] void RunChild(bool segment_log, const std::string& path, int fd, int round) {
+  auto store = OpenStore(segment_log, path);
   if (!store.ok()) _exit(1);
   PipeReporter reporter(fd);
   LocalAuditSink::Options o;
@@ -61,9 +79,12 @@ class PipeReporter final : public AuditPipelineObserver {
   }
 }
 
-TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
+class PipelineKillTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PipelineKillTest, CommittedEventsSurviveKill9) {
+  const bool segment_log = GetParam();
   const char* dir = std::getenv("TEST_TMPDIR");
-  const std::string path = absl::StrCat(dir ? dir : "/tmp", "/kill9.db");
+  const std::string path = absl::StrCat(dir ? dir : "/tmp", segment_log ? "/kill9" : "/kill9.db");
   for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
 
   uint64_t previous_head = 0;
@@ -74,7 +95,7 @@ TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       close(fds[0]);
-      RunChild(path, fds[1], round);
+      RunChild(segment_log, path, fds[1], round);
     }
     close(fds[1]);
     // Let it commit a few hundred batches' worth, then kill it mid-stream.
@@ -97,10 +118,7 @@ TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
     close(fds[0]);
     ASSERT_GT(last_reported, previous_head);
 
-    SqliteAuditStore::Options so;
-    so.path = path;
-    so.checkpoint_interval = 100;
-    auto store = SqliteAuditStore::Open(so);
+    auto store = OpenStore(segment_log, path);
     ASSERT_TRUE(store.ok()) << store.status();
     auto head = (*store)->Head();
     ASSERT_TRUE(head.ok());
@@ -124,6 +142,11 @@ TEST(PipelineKillTest, CommittedEventsSurviveKill9) {
     previous_head = head->sequence;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, PipelineKillTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "SegmentLog" : "Sqlite";
+                         });
 
 }  // namespace
 }  // namespace iotauth::audit

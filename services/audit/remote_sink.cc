@@ -73,8 +73,20 @@ class RemoteAuditSink::IngestStream final
   IngestStream(RemoteAuditSink* sink, v1::AuditLog::Stub* stub, grpc::ClientContext* context)
       : sink_(sink) {
     stub->async()->Ingest(context, this);
+    // The sender thread starts writes from outside any reaction: without a hold,
+    // the call could end (OnDone, the call object freed) between Write()'s check of
+    // ended_ and its StartWrite. Release() removes the hold once it writes no more.
+    AddHold();
     StartRead(&ack_);
     StartCall();
+  }
+
+  // The sender starts no more operations on this stream (call before Finish()).
+  void Release() {
+    if (!released_) {
+      released_ = true;
+      RemoveHold();
+    }
   }
 
   // Writes `request` and waits until it is on the wire (or the call failed: false).
@@ -137,6 +149,7 @@ class RemoteAuditSink::IngestStream final
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_;  // written before done_ is notified
   absl::Notification done_;
+  bool released_ = false;  // sender thread only
 };
 
 void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
@@ -262,6 +275,7 @@ void RemoteAuditSink::SenderLoop() {
     // Cancel only a stream we are abandoning: a failed one is finished already, and
     // cancelling it would replace its status with CANCELLED.
     if (ended_by_us) context.TryCancel();
+    stream->Release();
     const grpc::Status finish = stream->Finish();
     bool stop_now = false;
     {

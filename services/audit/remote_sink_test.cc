@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -11,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/audit/audit_service.h"
-#include "services/audit/sqlite_audit_store.h"
+#include "services/audit/log_audit_store.h"
 
 namespace iotauth::audit {
 namespace {
@@ -100,11 +101,11 @@ class RemoteSinkTest : public ::testing::Test {
     const char* dir = std::getenv("TEST_TMPDIR");
     const std::string path =
         absl::StrCat(dir ? dir : "/tmp", "/",
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".db");
-    for (const char* s : {"", "-wal", "-shm"}) std::remove((path + s).c_str());
-    SqliteAuditStore::Options so;
-    so.path = path;
-    auto store = SqliteAuditStore::Open(so);
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name(), ".log");
+    std::filesystem::remove_all(path);
+    LogAuditStore::Options so;  // the default backend
+    so.dir = path;
+    auto store = LogAuditStore::Open(so);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     AuditService::Options o;
@@ -148,7 +149,7 @@ class RemoteSinkTest : public ::testing::Test {
   }
 
   AllowAllCallerResolver resolver_;
-  std::unique_ptr<SqliteAuditStore> store_;
+  std::unique_ptr<LogAuditStore> store_;
   std::unique_ptr<AuditService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<RemoteAuditSink> sink_;

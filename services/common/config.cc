@@ -236,6 +236,7 @@ ServerConfig DefaultConfig() {
   c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
   c.mutable_audit()->mutable_retention_interval()->set_seconds(60);
   c.mutable_storage()->mutable_registry_change_retention()->set_seconds(int64_t{7} * 24 * 3600);
+  c.mutable_storage()->set_audit_backend("log");
   c.mutable_shutdown()->mutable_grace_period()->set_seconds(10);
   return c;
 }
@@ -385,6 +386,15 @@ absl::Status ValidateConfig(const ServerConfig& c) {
           absl::StrCat("config key '", key, "' must be in [0, 10000000] (0 turns it off)"));
     }
   }
+  const std::string& backend = c.storage().audit_backend();
+  if (!backend.empty() && backend != "log" && backend != "sqlite") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config key 'storage.audit_backend': invalid value '", backend, "' (log or sqlite)"));
+  }
+  if (c.storage().audit_segment_events() < 0 || c.storage().audit_segment_events() % 4096 != 0) {
+    return absl::InvalidArgumentError(
+        "config key 'storage.audit_segment_events' must be a multiple of 4096 (0: 262144)");
+  }
   const auto& au = c.audit();
   if (au.queue_capacity() < 1 || au.queue_capacity() > 10000000) {
     return absl::InvalidArgumentError("config key 'audit.queue_capacity' must be in [1, 10000000]");
@@ -452,6 +462,10 @@ std::string RegistryDbPath(const ServerConfig& c) {
 std::string AuditDbPath(const ServerConfig& c) {
   return c.storage().audit_db().empty() ? JoinPath(c.data_dir(), "audit.db")
                                         : c.storage().audit_db();
+}
+std::string AuditLogDir(const ServerConfig& c) {
+  return c.storage().audit_log_dir().empty() ? JoinPath(c.data_dir(), "audit")
+                                             : c.storage().audit_log_dir();
 }
 std::string DevPkiDir(const ServerConfig& c) { return JoinPath(c.data_dir(), "pki"); }
 

@@ -45,6 +45,8 @@ std::map<std::string, std::string> ProcessEnvironment();
 // Effective paths derived from the data dir.
 std::string RegistryDbPath(const ServerConfig& config);
 std::string AuditDbPath(const ServerConfig& config);
+// The "log" audit backend's directory (storage.audit_log_dir or <data_dir>/audit).
+std::string AuditLogDir(const ServerConfig& config);
 std::string DevPkiDir(const ServerConfig& config);
 
 // Whether this process hosts `service` ("identity", "registry", "audit").

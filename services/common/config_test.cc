@@ -89,6 +89,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "audit.retention_max_events=-1", "audit.retention_max_events"},
         BadCase{"", "audit.retention_interval=0s", "audit.retention_interval"},
         BadCase{"", "audit.writer_yield_every=-3", "audit.writer_yield_every"},
+        BadCase{"", "storage.audit_backend=postgres", "storage.audit_backend"},
+        BadCase{"", "storage.audit_segment_events=1000", "storage.audit_segment_events"},
         BadCase{"", "identity.x509_result_cache_size=-1", "identity.x509_result_cache_size"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},

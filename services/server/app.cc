@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/commit_notifier.h"
+#include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
 #include "services/audit/remote_sink.h"
 #include "services/audit/sink_interface.h"
@@ -275,16 +276,31 @@ class EmbeddedApp final : public App {
     auto policy = ac.full_queue_policy() == "drop" ? audit::LocalAuditSink::FullQueuePolicy::kDrop
                                                    : audit::LocalAuditSink::FullQueuePolicy::kBlock;
     if (HostsService(config_, "audit")) {
-      audit::SqliteAuditStore::Options so;
-      so.path = AuditDbPath(config_);
-      so.clock = clock;
-      so.yield_every_events = ac.writer_yield_every();
-      auto store = audit::SqliteAuditStore::Open(so);
-      if (!store.ok()) {
-        return {store.status().code(),
-                absl::StrCat("audit store ", so.path, ": ", store.status().message())};
+      if (config_.storage().audit_backend() == "sqlite") {
+        audit::SqliteAuditStore::Options so;
+        so.path = AuditDbPath(config_);
+        so.clock = clock;
+        so.yield_every_events = ac.writer_yield_every();
+        auto store = audit::SqliteAuditStore::Open(so);
+        if (!store.ok()) {
+          return {store.status().code(),
+                  absl::StrCat("audit store ", so.path, ": ", store.status().message())};
+        }
+        audit_store_ = std::move(*store);
+      } else {
+        audit::LogAuditStore::Options lo;
+        lo.dir = AuditLogDir(config_);
+        lo.clock = clock;
+        if (config_.storage().audit_segment_events() != 0) {
+          lo.events_per_segment = static_cast<uint64_t>(config_.storage().audit_segment_events());
+        }
+        auto store = audit::LogAuditStore::Open(lo);
+        if (!store.ok()) {
+          return {store.status().code(),
+                  absl::StrCat("audit log ", lo.dir, ": ", store.status().message())};
+        }
+        audit_store_ = std::move(*store);
       }
-      audit_store_ = std::move(*store);
       audit::LocalAuditSink::Options po;
       po.store = audit_store_.get();
       po.clock = clock;
@@ -511,7 +527,7 @@ class EmbeddedApp final : public App {
 
   // Audit.
   std::unique_ptr<AuditMetrics> audit_metrics_;
-  std::unique_ptr<audit::SqliteAuditStore> audit_store_;
+  std::unique_ptr<audit::AuditStore> audit_store_;
   audit::CommitNotifier notifier_;
   std::unique_ptr<audit::LocalAuditSink> local_sink_;
   std::unique_ptr<audit::RemoteAuditSink> remote_sink_;

@@ -277,7 +277,9 @@ def connect_sas_hub(hub, device, token):
 
 class RetentionTest(unittest.TestCase):
     def test_retention_by_count_keeps_the_rest_verifiable(self):
-        server = h.Server(args=["--set=audit.retention_max_events=25",
+        # The SQLite backend prunes event by event.
+        server = h.Server(args=["--set=storage.audit_backend=sqlite",
+                                "--set=audit.retention_max_events=25",
                                 "--set=audit.retention_interval=1s"]).start()
         try:
             admin, reader = server.channel("admin"), server.channel("reader")
@@ -297,6 +299,40 @@ class RetentionTest(unittest.TestCase):
             self.assertGreater(int(events[0]["sequence"]), 1)
             v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
             self.assertTrue(v.get("ok"), v)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+    def test_segment_log_prunes_whole_segments(self):
+        # The default backend: segments of 4096 events; keeping 4096 events prunes
+        # the first segment once the log passes 8192.
+        server = h.Server(args=["--set=storage.audit_segment_events=4096",
+                                "--set=audit.retention_max_events=4096",
+                                "--set=audit.retention_interval=1s"]).start()
+        try:
+            ident, reader = server.channel("gateway"), server.channel("reader")
+            batch = {"requests": [{"connect": {"client_id": "nobody-%d" % i, "username": "x",
+                                               "password": base64.b64encode(b"not a token").decode()}}
+                                  for i in range(1000)]}
+            for _ in range(9):  # 9000 audited decisions
+                h.call(ident, "iotauth.identity.v1.IdentityService/AuthenticateBatch", batch)
+            deadline = time.time() + 10
+            first = 0
+            while time.time() < deadline:
+                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                          {"page_size": 1})).get("events", [])
+                first = int(events[0]["sequence"]) if events else 0
+                if first > 1:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(first, 4097, "the first segment (events 1-4096) was not pruned")
+            files = sorted(os.listdir(os.path.join(server.data_dir, "audit")))
+            self.assertNotIn("%020d.seg" % 1, files)
+            self.assertIn("%020d.seg" % 4097, files)
+            self.assertIn("anchor", files)
+            v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
+            self.assertTrue(v.get("ok"), v)
+            self.assertEqual(int(v.get("anchorSequence", v.get("anchor_sequence", 0))), 4096, v)
         finally:
             self.assertEqual(server.stop(), 0)
 

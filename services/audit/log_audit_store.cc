@@ -1,0 +1,1490 @@
+#include "services/audit/log_audit_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "services/audit/canonical.h"
+#include "services/audit/event_util.h"
+#include "services/common/log.h"
+#include "services/common/status_macros.h"
+
+namespace iotauth::audit {
+
+using iotauth::audit::v1::AuditEvent;
+
+namespace {
+
+constexpr absl::string_view kSegmentMagic = "IOTAUDL1";
+constexpr absl::string_view kIndexMagic = "IOTAIDX1";
+constexpr absl::string_view kAnchorMagic = "IOTAANC1";
+constexpr size_t kSegmentHeader = 16;
+constexpr size_t kFrameHeader = 5;
+constexpr size_t kHashBytes = 32;
+constexpr char kKindEvent = 'E';
+constexpr char kKindCheckpoint = 'C';
+constexpr size_t kCheckpointBody = 8 + kHashBytes + 8;
+// Larger than any event gRPC accepts (4 MiB messages): a longer length is damage.
+constexpr uint32_t kMaxFrameBody = 16U << 20;
+// The sparse index keeps the offset of every kSparseEvery-th event of a segment.
+constexpr uint64_t kSparseEvery = 64;
+// How far Verify looks for the original sequence of a renumbered event.
+constexpr uint64_t kMaxRenumberSearch = 1024;
+
+void PutU32(uint32_t v, std::string* out) {
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+  out->append(b, 4);
+}
+void PutU64(uint64_t v, std::string* out) {
+  PutU32(static_cast<uint32_t>(v >> 32), out);
+  PutU32(static_cast<uint32_t>(v), out);
+}
+void SetU32(uint32_t v, char* p) {
+  p[0] = static_cast<char>(v >> 24);
+  p[1] = static_cast<char>(v >> 16);
+  p[2] = static_cast<char>(v >> 8);
+  p[3] = static_cast<char>(v);
+}
+uint32_t GetU32(const char* p) {
+  return (static_cast<uint32_t>(static_cast<uint8_t>(p[0])) << 24) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 16) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 8) |
+         static_cast<uint32_t>(static_cast<uint8_t>(p[3]));
+}
+uint64_t GetU64(const char* p) { return (static_cast<uint64_t>(GetU32(p)) << 32) | GetU32(p + 4); }
+
+// Reads fixed-size fields from a byte string; ok() turns false past the end.
+class Cursor {
+ public:
+  explicit Cursor(absl::string_view in) : in_(in) {}
+  bool ok() const { return ok_; }
+  absl::string_view Bytes(size_t n) {
+    if (!ok_ || in_.size() < n) {
+      ok_ = false;
+      return {};
+    }
+    absl::string_view out = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return out;
+  }
+  uint64_t U64() {
+    absl::string_view b = Bytes(8);
+    return ok_ ? GetU64(b.data()) : 0;
+  }
+  uint32_t U32() {
+    absl::string_view b = Bytes(4);
+    return ok_ ? GetU32(b.data()) : 0;
+  }
+  uint8_t U8() {
+    absl::string_view b = Bytes(1);
+    return ok_ ? static_cast<uint8_t>(b[0]) : 0;
+  }
+  size_t remaining() const { return in_.size(); }
+
+ private:
+  absl::string_view in_;
+  bool ok_ = true;
+};
+
+absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
+  return absl::UnavailableError(
+      absl::StrCat("audit log: ", what, " ", path, ": ", std::strerror(errno)));
+}
+
+// SHA-256(a || b) into `out` (32 bytes), with a per-thread context and a digest
+// fetched once (OpenSSL 3's one-shot API fetches per call: ~1 us).
+bool Sha256Two(absl::string_view a, absl::string_view b, unsigned char* out) {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct CtxDeleter {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  thread_local std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
+  unsigned int len = 0;
+  return md != nullptr && ctx != nullptr && EVP_DigestInit_ex2(ctx.get(), md, nullptr) == 1 &&
+         EVP_DigestUpdate(ctx.get(), a.data(), a.size()) == 1 &&
+         EVP_DigestUpdate(ctx.get(), b.data(), b.size()) == 1 &&
+         EVP_DigestFinal_ex(ctx.get(), out, &len) == 1 && len == kHashBytes;
+}
+
+std::string Sha256Of(absl::string_view data) {
+  std::string out(kHashBytes, '\0');
+  if (!Sha256Two(data, {}, reinterpret_cast<unsigned char*>(out.data()))) out.clear();
+  return out;
+}
+
+std::string ToHex(absl::string_view raw) { return absl::BytesToHexString(raw); }
+
+// Raw 32 bytes of a well-formed 64-digit hex hash ("" otherwise).
+std::string FromHex(absl::string_view hex) {
+  if (!IsWellFormedHash(hex)) return "";
+  return absl::HexStringToBytes(hex);
+}
+
+const std::string& GenesisRaw() {
+  static const std::string* const raw = new std::string(kHashBytes, '\0');
+  return *raw;
+}
+
+// Self-consistency of an event frame: its canonical bytes hash, with its own
+// prev_hash, to the hash stored in front of them.
+bool SelfHashOk(absl::string_view hash_raw, absl::string_view canonical, const CanonicalFields& f) {
+  const std::string prev = FromHex(f.prev_hash);
+  if (prev.empty()) return false;
+  unsigned char h[kHashBytes];
+  if (!Sha256Two(prev, canonical, h)) return false;
+  return absl::string_view(reinterpret_cast<const char*>(h), kHashBytes) == hash_raw;
+}
+
+bool WriteAll(int fd, absl::string_view data, uint64_t offset) {
+  while (!data.empty()) {
+    const ssize_t n = pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status s = ErrnoStatus("read", path);
+      close(fd);
+      return s;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+// Writes `data` to `path` through a temporary file and rename; `sync` makes it
+// durable (file and directory) before returning.
+absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0640);
+  if (fd < 0) return ErrnoStatus("create", tmp);
+  const bool ok = WriteAll(fd, data, 0) && (!sync || fsync(fd) == 0);
+  absl::Status st = ok ? absl::OkStatus() : ErrnoStatus("write", tmp);
+  close(fd);
+  if (st.ok() && rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoStatus("rename", tmp);
+  if (st.ok() && sync && fsync(dir_fd) != 0) st = ErrnoStatus("fsync directory of", path);
+  if (!st.ok()) unlink(tmp.c_str());
+  return st;
+}
+
+// Time range of a set of events (seconds).
+struct TimeRange {
+  bool has = false;
+  int64_t min_s = 0;
+  int64_t max_s = 0;
+  void Add(int64_t s) {
+    min_s = has ? std::min(min_s, s) : s;
+    max_s = has ? std::max(max_s, s) : s;
+    has = true;
+  }
+  void Add(const TimeRange& o) {
+    if (!o.has) return;
+    Add(o.min_s);
+    Add(o.max_s);
+  }
+};
+
+}  // namespace
+
+// Summary of one complete block of kBlockEvents sequences (block_filter.h).
+struct BlockSummary {
+  TimeRange time;
+  std::shared_ptr<const BlockFilter> filter;
+};
+
+// The block being filled by the writer.
+struct LogAuditStore::BlockBuilder {
+  uint64_t block = 0;
+  TimeRange time;
+  std::unique_ptr<BlockFilter> filter = std::make_unique<BlockFilter>();
+};
+
+struct LogAuditStore::Segment {
+  uint64_t first = 0;     // first sequence this segment holds
+  uint64_t capacity = 0;  // events_per_segment
+  std::string path;
+  std::string index_path;
+  int fd = -1;
+  // Mutable fields: guarded by the store's state_mu_.
+  uint64_t size = 0;                 // committed bytes
+  uint64_t last = 0;                 // last committed sequence; first - 1 when empty
+  std::vector<uint64_t> sparse;      // offset of event first + i * kSparseEvery
+  std::vector<BlockSummary> blocks;  // the complete blocks, from the segment's first
+  TimeRange time;
+
+  uint64_t end() const { return first + capacity - 1; }
+  uint64_t first_block() const { return (first - 1) / kBlockEvents; }
+  ~Segment() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+namespace {
+
+using Segment = LogAuditStore::Segment;
+
+// One frame read from a segment.
+struct Frame {
+  uint64_t offset = 0;
+  char kind = 0;
+  absl::string_view body;  // valid until the next Next()
+};
+
+// Reads the frames of one segment file in [start, end), buffered.
+class FrameReader {
+ public:
+  enum Result { kFrame, kEnd, kTruncated, kBadFrame, kIoError };
+
+  FrameReader(int fd, uint64_t start, uint64_t end) : fd_(fd), pos_(start), end_(end) {}
+
+  Result Next(Frame* f) {
+    if (pos_ >= end_) return kEnd;
+    if (end_ - pos_ < kFrameHeader) return kTruncated;
+    if (!Ensure(kFrameHeader)) return kIoError;
+    const char* h = buf_.data() + (pos_ - buf_start_);
+    const uint32_t len = GetU32(h);
+    const char kind = h[4];
+    if (len > kMaxFrameBody || (kind != kKindEvent && kind != kKindCheckpoint)) return kBadFrame;
+    if (end_ - pos_ - kFrameHeader < len) return kTruncated;
+    if (!Ensure(kFrameHeader + len)) return kIoError;
+    f->offset = pos_;
+    f->kind = kind;
+    f->body = absl::string_view(buf_.data() + (pos_ - buf_start_) + kFrameHeader, len);
+    pos_ += kFrameHeader + len;
+    return kFrame;
+  }
+  uint64_t position() const { return pos_; }
+
+ private:
+  // Makes [pos_, pos_ + n) available in buf_.
+  bool Ensure(size_t n) {
+    if (pos_ >= buf_start_ && pos_ + n <= buf_start_ + buf_.size()) return true;
+    const size_t want = std::max<size_t>(n, kReadChunk);
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(want, end_ - pos_));
+    if (len < n) return false;
+    buf_.resize(len);
+    size_t got = 0;
+    while (got < len) {
+      const ssize_t r = pread(fd_, buf_.data() + got, len - got, static_cast<off_t>(pos_ + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    buf_start_ = pos_;
+    return true;
+  }
+
+  static constexpr size_t kReadChunk = 256 << 10;
+  int fd_;
+  uint64_t pos_;
+  uint64_t end_;
+  std::string buf_;
+  uint64_t buf_start_ = 0;
+};
+
+// An event frame's parts.
+struct EventFrame {
+  absl::string_view hash_raw;
+  absl::string_view canonical;
+  CanonicalFields fields;
+};
+
+bool ParseEventFrame(absl::string_view body, EventFrame* e) {
+  if (body.size() < kHashBytes) return false;
+  e->hash_raw = body.substr(0, kHashBytes);
+  e->canonical = body.substr(kHashBytes);
+  return ParseCanonical(e->canonical, &e->fields);
+}
+
+bool ParseCheckpointFrame(absl::string_view body, CheckpointRecord* c) {
+  if (body.size() != kCheckpointBody) return false;
+  c->sequence = GetU64(body.data());
+  c->head_hash = ToHex(body.substr(8, kHashBytes));
+  c->time = absl::FromUnixNanos(static_cast<int64_t>(GetU64(body.data() + 8 + kHashBytes)));
+  return true;
+}
+
+void AppendCheckpointFrame(const CheckpointRecord& c, absl::string_view hash_raw,
+                           std::string* out) {
+  PutU32(static_cast<uint32_t>(kCheckpointBody), out);
+  out->push_back(kKindCheckpoint);
+  PutU64(c.sequence, out);
+  out->append(hash_raw.data(), hash_raw.size());
+  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), out);
+}
+
+absl::uint128 IdKey(absl::string_view id) {
+  const uint64_t hi = absl::Hash<std::pair<int, absl::string_view>>{}({0x5eed, id});
+  return absl::MakeUint128(hi, StableHash64(id));
+}
+
+bool Matches(const CanonicalFields& c, const EventFilter& f) {
+  if (!f.tenant_id.empty() && c.tenant_id != f.tenant_id) return false;
+  if (!f.device_id.empty() && c.device_id != f.device_id) return false;
+  if (f.type != iotauth::audit::v1::EVENT_TYPE_UNSPECIFIED && c.type != f.type) return false;
+  if (f.outcome != iotauth::audit::v1::OUTCOME_UNSPECIFIED && c.outcome != f.outcome) {
+    return false;
+  }
+  if (f.start_time || f.end_time) {
+    if (!c.has_time) return false;
+    const absl::Time t = absl::FromUnixSeconds(c.time_seconds) + absl::Nanoseconds(c.time_nanos);
+    if (f.start_time && t < *f.start_time) return false;
+    if (f.end_time && t >= *f.end_time) return false;
+  }
+  return true;
+}
+
+bool BlockMayMatch(const BlockSummary& b, const EventFilter& f) {
+  if (f.start_time || f.end_time) {
+    if (!b.time.has) return false;
+    if (f.start_time && b.time.max_s < absl::ToUnixSeconds(*f.start_time)) return false;
+    if (f.end_time && b.time.min_s > absl::ToUnixSeconds(*f.end_time)) return false;
+  }
+  if (!f.tenant_id.empty() && !b.filter->MayContainTenant(f.tenant_id)) return false;
+  if (!f.device_id.empty() && !b.filter->MayContainDevice(f.device_id)) return false;
+  return true;
+}
+
+// Whether `body` ends in a run of zero bytes. A complete event frame never does:
+// its last field is a hex prev_hash.
+bool EndsInZeros(absl::string_view body) {
+  constexpr size_t kRun = 8;
+  return body.size() >= kRun &&
+         std::all_of(body.end() - kRun, body.end(), [](char c) { return c == '\0'; });
+}
+
+// What a scan of a whole segment file found.
+struct SegmentScan {
+  uint64_t valid_size = kSegmentHeader;  // bytes up to the end of the last frame kept
+  uint64_t last = 0;                     // highest event sequence; 0 = none
+  std::string last_hash_raw;
+  std::vector<uint64_t> sparse;
+  std::vector<BlockSummary> blocks;  // complete blocks
+  TimeRange time;
+  std::vector<CheckpointRecord> checkpoints;
+  std::vector<std::pair<uint64_t, std::string>> ids;  // (sequence, event_id), for dedup
+  bool truncated_tail = false;
+};
+
+enum class ScanMode {
+  // The active segment: a torn tail (a frame cut short, a zero-filled end, a
+  // damaged last frame) is reported through valid_size; damaged framing before
+  // the end fails (appending after it would bury the evidence).
+  kActive,
+  // A sealed segment: reading stops at damaged framing (valid_size says where);
+  // the file is left as it is for Verify to report.
+  kSealed,
+};
+
+// Reads every frame of `seg`'s file.
+absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, ScanMode mode,
+                                        bool want_ids) {
+  const bool recover = mode == ScanMode::kActive;
+  SegmentScan out;
+  char header[kSegmentHeader];
+  if (file_size < kSegmentHeader ||
+      pread(seg.fd, header, kSegmentHeader, 0) != static_cast<ssize_t>(kSegmentHeader)) {
+    if (recover) {  // a segment whose creation did not complete: nothing committed
+      out.valid_size = 0;
+      out.truncated_tail = file_size > 0;
+      return out;
+    }
+    return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path, " has no header"));
+  }
+  if (absl::string_view(header, 8) != kSegmentMagic || GetU64(header + 8) != seg.first) {
+    return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path,
+                                            " has a bad header (not an iotauth audit segment, or "
+                                            "renamed)"));
+  }
+  const uint64_t blocks = seg.capacity / kBlockEvents;
+  std::vector<BlockSummary> building(blocks);
+  std::vector<std::unique_ptr<BlockFilter>> filters(blocks);
+  std::vector<uint64_t> block_count(blocks, 0);
+  std::vector<std::pair<uint64_t, uint64_t>> sparse;  // (index, offset)
+  FrameReader reader(seg.fd, kSegmentHeader, file_size);
+  Frame f;
+  for (;;) {
+    const FrameReader::Result r = reader.Next(&f);
+    if (r == FrameReader::kEnd) break;
+    if (r == FrameReader::kIoError) {
+      return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
+    }
+    if (r != FrameReader::kFrame) {
+      const uint64_t at = reader.position();
+      // A crash leaves a frame cut short or a zero-filled end (blocks allocated,
+      // data never written); both only at the end of the active segment.
+      bool zero_tail = false;
+      if (recover && r == FrameReader::kBadFrame) {
+        zero_tail = true;
+        std::string rest(static_cast<size_t>(std::min<uint64_t>(file_size - at, 1 << 20)), '\0');
+        for (uint64_t off = at; off < file_size && zero_tail; off += rest.size()) {
+          const size_t n = static_cast<size_t>(std::min<uint64_t>(rest.size(), file_size - off));
+          if (pread(seg.fd, rest.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n)) {
+            return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
+          }
+          zero_tail = std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(n),
+                                  [](char c) { return c == '\0'; });
+        }
+      }
+      if (recover && (r == FrameReader::kTruncated || zero_tail)) {
+        out.truncated_tail = true;
+        break;
+      }
+      if (!recover) {
+        log::Error(
+            "audit log: a sealed segment is damaged; reading stops there (verify "
+            "reports it)",
+            {{"segment", seg.path}, {"offset", absl::StrCat(at)}});
+        break;
+      }
+      return absl::DataLossError(absl::StrCat(
+          "audit log: segment ", seg.path, " is damaged at offset ", at,
+          " (a frame length or kind that does not parse). Move the file aside to start, and keep "
+          "it as evidence; `iotauthctl audit verify` then reports the missing events"));
+    }
+    if (f.kind == kKindCheckpoint) {
+      CheckpointRecord c;
+      if (ParseCheckpointFrame(f.body, &c)) out.checkpoints.push_back(c);
+      out.valid_size = reader.position();
+      continue;
+    }
+    EventFrame e;
+    const bool parsed = ParseEventFrame(f.body, &e);
+    if (recover && reader.position() == file_size &&
+        (!parsed || !SelfHashOk(e.hash_raw, e.canonical, e.fields)) && EndsInZeros(f.body)) {
+      // The last frame of the file ends in zeros where its hex prev_hash belongs:
+      // blocks allocated by the crashed write but never filled. (A complete last
+      // frame that is merely wrong stays, for Verify to name.)
+      out.truncated_tail = true;
+      break;
+    }
+    out.valid_size = reader.position();
+    if (!parsed) continue;  // damaged content: Verify names it
+    const uint64_t seq = e.fields.sequence;
+    if (seq < seg.first || seq > seg.end()) continue;  // out of place: Verify names it
+    if (seq >= out.last) {
+      out.last = seq;
+      out.last_hash_raw = std::string(e.hash_raw);
+    }
+    if ((seq - seg.first) % kSparseEvery == 0) {
+      sparse.emplace_back((seq - seg.first) / kSparseEvery, f.offset);
+    }
+    const uint64_t b = (seq - seg.first) / kBlockEvents;
+    if (!filters[b]) filters[b] = std::make_unique<BlockFilter>();
+    filters[b]->AddTenant(e.fields.tenant_id);
+    filters[b]->AddDevice(e.fields.device_id);
+    ++block_count[b];
+    if (e.fields.has_time) {
+      building[b].time.Add(e.fields.time_seconds);
+      out.time.Add(e.fields.time_seconds);
+    }
+    if (want_ids) out.ids.emplace_back(seq, std::string(e.fields.event_id));
+  }
+  // Sparse offsets: only a gap-free prefix is usable (later lookups check anyway).
+  for (const auto& [i, off] : sparse) {
+    if (i != out.sparse.size()) break;
+    out.sparse.push_back(off);
+  }
+  // Complete blocks: a prefix of blocks whose every sequence is at or below the
+  // last event (a damaged frame keeps its block summarised from the others; the
+  // filter may then over-approximate, never miss what is stored readable).
+  for (uint64_t b = 0; b < blocks; ++b) {
+    const uint64_t block_end = seg.first + (b + 1) * kBlockEvents - 1;
+    if (out.last < block_end) break;
+    BlockSummary s;
+    s.time = building[b].time;
+    s.filter = filters[b] ? std::shared_ptr<const BlockFilter>(std::move(filters[b]))
+                          : std::make_shared<const BlockFilter>();
+    out.blocks.push_back(std::move(s));
+  }
+  return out;
+}
+
+// The .idx file of a sealed segment: everything Open would otherwise scan for.
+std::string EncodeIndex(const Segment& seg, const std::vector<CheckpointRecord>& checkpoints) {
+  std::string out(kIndexMagic);
+  PutU64(seg.first, &out);
+  PutU64(seg.capacity, &out);
+  PutU64(seg.size, &out);
+  PutU64(seg.last, &out);
+  out.push_back(seg.time.has ? 1 : 0);
+  PutU64(static_cast<uint64_t>(seg.time.min_s), &out);
+  PutU64(static_cast<uint64_t>(seg.time.max_s), &out);
+  PutU32(static_cast<uint32_t>(seg.sparse.size()), &out);
+  for (uint64_t off : seg.sparse) PutU64(off, &out);
+  PutU32(static_cast<uint32_t>(seg.blocks.size()), &out);
+  for (const BlockSummary& b : seg.blocks) {
+    out.push_back(b.time.has ? 1 : 0);
+    PutU64(static_cast<uint64_t>(b.time.min_s), &out);
+    PutU64(static_cast<uint64_t>(b.time.max_s), &out);
+    out.append(b.filter->bytes());
+  }
+  PutU32(static_cast<uint32_t>(checkpoints.size()), &out);
+  for (const CheckpointRecord& c : checkpoints) {
+    PutU64(c.sequence, &out);
+    out.append(FromHex(c.head_hash));
+    PutU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), &out);
+  }
+  out.append(Sha256Of(out));
+  return out;
+}
+
+// Fills `seg` from its .idx when that is intact and describes the file as it is.
+bool DecodeIndex(absl::string_view data, uint64_t file_size, Segment* seg,
+                 std::vector<CheckpointRecord>* checkpoints) {
+  if (data.size() < kHashBytes) return false;
+  const absl::string_view body = data.substr(0, data.size() - kHashBytes);
+  if (Sha256Of(body) != data.substr(body.size())) return false;
+  Cursor c(body);
+  if (c.Bytes(8) != kIndexMagic || c.U64() != seg->first || c.U64() != seg->capacity ||
+      c.U64() != file_size) {
+    return false;
+  }
+  seg->size = file_size;
+  seg->last = c.U64();
+  seg->time.has = c.U8() != 0;
+  seg->time.min_s = static_cast<int64_t>(c.U64());
+  seg->time.max_s = static_cast<int64_t>(c.U64());
+  const uint32_t n_sparse = c.U32();
+  if (!c.ok() || n_sparse > seg->capacity / kSparseEvery + 1) return false;
+  seg->sparse.resize(n_sparse);
+  for (uint64_t& off : seg->sparse) off = c.U64();
+  const uint32_t n_blocks = c.U32();
+  if (!c.ok() || n_blocks > seg->capacity / kBlockEvents) return false;
+  seg->blocks.resize(n_blocks);
+  for (BlockSummary& b : seg->blocks) {
+    b.time.has = c.U8() != 0;
+    b.time.min_s = static_cast<int64_t>(c.U64());
+    b.time.max_s = static_cast<int64_t>(c.U64());
+    auto filter = BlockFilter::FromBytes(c.Bytes(BlockFilter::kBits / 8));
+    if (!c.ok() || !filter.ok()) return false;
+    b.filter = std::make_shared<const BlockFilter>(*std::move(filter));
+  }
+  const uint32_t n_ckpt = c.U32();
+  if (!c.ok() || n_ckpt > c.remaining() / kCheckpointBody) return false;
+  for (uint32_t i = 0; i < n_ckpt; ++i) {
+    CheckpointRecord r;
+    r.sequence = c.U64();
+    r.head_hash = ToHex(c.Bytes(kHashBytes));
+    r.time = absl::FromUnixNanos(static_cast<int64_t>(c.U64()));
+    checkpoints->push_back(std::move(r));
+  }
+  return c.ok() && c.remaining() == 0;
+}
+
+// Where to start reading `seg` for the first event with sequence >= `seq`: the
+// sparse entry at or before it (or the header). Caller holds the state lock.
+uint64_t StartOffset(const Segment& seg, uint64_t seq) {
+  if (seq <= seg.first || seg.sparse.empty()) return kSegmentHeader;
+  const uint64_t i = (seq - seg.first) / kSparseEvery;
+  return seg.sparse[std::min<uint64_t>(i, seg.sparse.size() - 1)];
+}
+
+}  // namespace
+
+// What one Append writes: byte ranges of buffer_ per segment, and the state the
+// store takes on once they are durable.
+struct LogAuditStore::Pending {
+  struct Chunk {
+    std::shared_ptr<Segment> segment;
+    bool created = false;
+    uint64_t offset = 0;  // file offset of the chunk's first byte
+    size_t begin = 0;     // range in buffer_
+    size_t end = 0;
+    uint64_t last = 0;  // last sequence written in it
+  };
+  std::vector<Chunk> chunks;
+  std::vector<std::pair<uint64_t, uint64_t>> sparse;  // (sequence, offset)
+  std::vector<CheckpointRecord> checkpoints;
+  std::vector<std::pair<absl::uint128, uint64_t>> ids;
+  uint64_t head = 0;
+  std::string head_raw;
+};
+
+std::string LogAuditStore::SegmentFileName(uint64_t first_sequence) {
+  return absl::StrFormat("%020d.seg", first_sequence);
+}
+
+LogAuditStore::LogAuditStore(Options options)
+    : options_(std::move(options)), builder_(std::make_unique<BlockBuilder>()) {}
+
+LogAuditStore::~LogAuditStore() {
+  if (dir_fd_ >= 0) close(dir_fd_);
+}
+
+absl::StatusOr<std::unique_ptr<LogAuditStore>> LogAuditStore::Open(Options options) {
+  if (options.dir.empty()) return absl::InvalidArgumentError("audit log: empty directory");
+  if (options.events_per_segment == 0 || options.events_per_segment % kBlockEvents != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "audit log: events_per_segment must be a positive multiple of ", kBlockEvents));
+  }
+  if (options.clock == nullptr) options.clock = &RealClock::Get();
+  if (mkdir(options.dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    return ErrnoStatus("cannot create directory", options.dir);
+  }
+  std::unique_ptr<LogAuditStore> store(new LogAuditStore(std::move(options)));
+  store->dir_fd_ = open(store->options_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (store->dir_fd_ < 0) return ErrnoStatus("cannot open directory", store->options_.dir);
+  IOTAUTH_RETURN_IF_ERROR(store->Recover());
+  return store;
+}
+
+absl::Status LogAuditStore::Recover() {
+  const std::string& dir = options_.dir;
+  const uint64_t cap = options_.events_per_segment;
+  std::vector<uint64_t> firsts;
+  {
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return ErrnoStatus("cannot list", dir);
+    while (dirent* ent = readdir(d)) {
+      absl::string_view name(ent->d_name);
+      uint64_t first = 0;
+      if (name.size() == 24 && absl::EndsWith(name, ".seg") &&
+          absl::SimpleAtoi(name.substr(0, 20), &first) && first > 0) {
+        firsts.push_back(first);
+      }
+    }
+    closedir(d);
+  }
+  std::sort(firsts.begin(), firsts.end());
+
+  absl::MutexLock wl(&writer_mu_);
+  absl::MutexLock sl(&state_mu_);
+  // The retention anchor.
+  {
+    const std::string path = absl::StrCat(dir, "/anchor");
+    if (access(path.c_str(), F_OK) == 0) {
+      IOTAUTH_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(path));
+      Cursor c(data);
+      CheckpointRecord a;
+      const bool magic = c.Bytes(8) == kAnchorMagic;
+      a.sequence = c.U64();
+      const std::string raw(c.Bytes(kHashBytes));
+      a.time = absl::FromUnixNanos(static_cast<int64_t>(c.U64()));
+      const absl::string_view sum = c.Bytes(kHashBytes);
+      if (!magic || !c.ok() || c.remaining() != 0 ||
+          Sha256Of(absl::string_view(data).substr(0, data.size() - kHashBytes)) != sum) {
+        return absl::DataLossError(absl::StrCat(
+            "audit log: ", path, " is damaged; it anchors the retained log after pruning"));
+      }
+      a.head_hash = ToHex(raw);
+      anchor_ = a;
+      checkpoints_[a.sequence] = a;
+      first_sequence_ = a.sequence + 1;
+    }
+  }
+  head_sequence_ = anchor_ ? anchor_->sequence : 0;
+  head_hash_raw_ = anchor_ ? FromHex(anchor_->head_hash) : GenesisRaw();
+
+  // Ids of the newest events (dedup): the active segment's, and the previous
+  // segment's when the active one holds fewer than the window.
+  std::vector<std::pair<uint64_t, std::string>> active_ids;
+  bool head_hash_known = true;
+  for (size_t i = 0; i < firsts.size(); ++i) {
+    const uint64_t first = firsts[i];
+    if ((first - 1) % cap != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("audit log: segment ", SegmentFileName(first), " in ", dir,
+                       " does not start at a multiple of events_per_segment (", cap,
+                       "): the log was written with another segment size; open it with that size"));
+    }
+    auto seg = std::make_shared<Segment>();
+    seg->first = first;
+    seg->capacity = cap;
+    seg->path = absl::StrCat(dir, "/", SegmentFileName(first));
+    seg->index_path = seg->path.substr(0, seg->path.size() - 4) + ".idx";
+    const bool active = i + 1 == firsts.size();
+    seg->fd = open(seg->path.c_str(), (active ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (seg->fd < 0) return ErrnoStatus("cannot open", seg->path);
+    struct stat st {};
+    if (fstat(seg->fd, &st) != 0) return ErrnoStatus("cannot stat", seg->path);
+    const auto file_size = static_cast<uint64_t>(st.st_size);
+    seg->last = first - 1;
+
+    std::vector<CheckpointRecord> ckpts;
+    bool from_index = false;
+    if (!active && access(seg->index_path.c_str(), F_OK) == 0) {
+      auto data = ReadWholeFile(seg->index_path);
+      from_index = data.ok() && DecodeIndex(*data, file_size, seg.get(), &ckpts);
+      if (!from_index) {
+        seg->sparse.clear();
+        seg->blocks.clear();
+        seg->time = TimeRange();
+        seg->last = first - 1;
+        ckpts.clear();
+      }
+    }
+    std::string last_hash_raw;
+    if (!from_index) {
+      if (active) log::Info("audit log: recovering", {{"segment", seg->path}});
+      IOTAUTH_ASSIGN_OR_RETURN(
+          SegmentScan scan,
+          ScanSegment(*seg, file_size, active ? ScanMode::kActive : ScanMode::kSealed, active));
+      if (scan.truncated_tail) {
+        log::Warn(
+            "audit log: cutting off a torn write at the end of the log (events never "
+            "reported committed)",
+            {{"segment", seg->path},
+             {"offset", absl::StrCat(scan.valid_size)},
+             {"bytes", absl::StrCat(file_size - scan.valid_size)}});
+        if (scan.valid_size == 0) {
+          close(seg->fd);
+          seg->fd = -1;
+          if (unlink(seg->path.c_str()) != 0) return ErrnoStatus("cannot remove", seg->path);
+          continue;
+        }
+        if (ftruncate(seg->fd, static_cast<off_t>(scan.valid_size)) != 0 ||
+            fdatasync(seg->fd) != 0) {
+          return ErrnoStatus("cannot truncate", seg->path);
+        }
+      }
+      seg->size = scan.valid_size;
+      seg->last = scan.last != 0 ? scan.last : first - 1;
+      seg->sparse = std::move(scan.sparse);
+      seg->blocks = std::move(scan.blocks);
+      seg->time = scan.time;
+      ckpts = std::move(scan.checkpoints);
+      last_hash_raw = std::move(scan.last_hash_raw);
+      if (active) active_ids = std::move(scan.ids);
+      if (!active && seg->size == file_size) {
+        // A sealed segment without a usable .idx: write one (best effort).
+        absl::Status s = ReplaceFile(seg->index_path, EncodeIndex(*seg, ckpts), false, dir_fd_);
+        if (!s.ok()) log::Warn("audit log: cannot write index", {{"error", s.ToString()}});
+      }
+    }
+    for (CheckpointRecord& c : ckpts) {
+      if (c.sequence >= first_sequence_) checkpoints_[c.sequence] = std::move(c);
+    }
+    if (seg->last >= seg->first && seg->last > head_sequence_) {
+      head_sequence_ = seg->last;
+      head_hash_raw_ = last_hash_raw;
+      head_hash_known = !from_index;
+    }
+    segments_.push_back(std::move(seg));
+  }
+  if (!head_hash_known) {
+    // The head lies in a sealed segment read from its index (the active one is
+    // empty): read its last event.
+    for (const auto& seg : segments_) {
+      if (seg->last < seg->first || seg->last != head_sequence_) continue;
+      IOTAUTH_ASSIGN_OR_RETURN(SegmentScan s,
+                               ScanSegment(*seg, seg->size, ScanMode::kSealed, false));
+      head_hash_raw_ = s.last_hash_raw;
+      break;
+    }
+  }
+  if (segments_.size() >= 2 && active_ids.size() < options_.dedup_window) {
+    const Segment& prev = *segments_[segments_.size() - 2];
+    IOTAUTH_ASSIGN_OR_RETURN(SegmentScan s, ScanSegment(prev, prev.size, ScanMode::kSealed, true));
+    const size_t keep = static_cast<size_t>(options_.dedup_window) - active_ids.size();
+    const size_t skip = s.ids.size() > keep ? s.ids.size() - keep : 0;
+    for (size_t i = skip; i < s.ids.size(); ++i) Remember(IdKey(s.ids[i].second), s.ids[i].first);
+  }
+  for (auto& [seq, id] : active_ids) Remember(IdKey(id), seq);
+  if (!segments_.empty() && first_sequence_ == 1 && segments_.front()->first > 1) {
+    log::Warn(
+        "audit log: the oldest segment does not start at 1 and there is no retention "
+        "anchor (segments were removed); verify will report the missing events",
+        {{"first_segment", segments_.front()->path}});
+  }
+  // The block being filled.
+  builder_ = std::make_unique<BlockBuilder>();
+  builder_->block = head_sequence_ / kBlockEvents;
+  if (head_sequence_ % kBlockEvents != 0 && !segments_.empty()) {
+    // Rebuild the partial block's filter from the active segment.
+    const std::shared_ptr<Segment>& seg = segments_.back();
+    FrameReader reader(seg->fd, kSegmentHeader, seg->size);
+    Frame f;
+    const uint64_t block_first = builder_->block * kBlockEvents + 1;
+    while (reader.Next(&f) == FrameReader::kFrame) {
+      EventFrame e;
+      if (f.kind != kKindEvent || !ParseEventFrame(f.body, &e)) continue;
+      if (e.fields.sequence < block_first) continue;
+      builder_->filter->AddTenant(e.fields.tenant_id);
+      builder_->filter->AddDevice(e.fields.device_id);
+      if (e.fields.has_time) builder_->time.Add(e.fields.time_seconds);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void LogAuditStore::Remember(absl::uint128 key, uint64_t sequence) {
+  const size_t window = static_cast<size_t>(std::max<uint64_t>(options_.dedup_window, 1));
+  if (recent_ring_.size() < window) {
+    recent_ring_.push_back(key);
+  } else {
+    recent_ids_.erase(recent_ring_[recent_next_]);
+    recent_ring_[recent_next_] = key;
+    recent_next_ = (recent_next_ + 1) % window;
+  }
+  recent_ids_[key] = sequence;
+}
+
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::Append(std::vector<AuditEvent>* events) {
+  for (const AuditEvent& e : *events) {
+    if (e.event_id().empty()) return absl::InvalidArgumentError("audit event without event_id");
+    if (e.has_time() && (e.time().nanos() < 0 || e.time().nanos() > 999999999)) {
+      return absl::InvalidArgumentError("audit event time has out-of-range nanos");
+    }
+  }
+  absl::MutexLock wl(&writer_mu_);
+  Pending p;
+  std::shared_ptr<Segment> seg;
+  uint64_t seg_size = 0;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    p.head = head_sequence_;
+    p.head_raw = head_hash_raw_;
+    if (!segments_.empty()) {
+      seg = segments_.back();
+      seg_size = seg->size;
+    }
+  }
+  buffer_.clear();
+  std::vector<AppendedEvent> results(events->size());
+  absl::flat_hash_map<absl::uint128, uint64_t> batch_ids;
+  const absl::Time now = options_.clock->Now();
+  const uint64_t cap = options_.events_per_segment;
+  Pending::Chunk* chunk = nullptr;
+  unsigned char hash[kHashBytes];
+  for (size_t i = 0; i < events->size(); ++i) {
+    AuditEvent& e = (*events)[i];
+    const absl::uint128 key = IdKey(e.event_id());
+    uint64_t stored = 0;
+    if (auto it = recent_ids_.find(key); it != recent_ids_.end()) {
+      stored = it->second;
+    } else if (auto jt = batch_ids.find(key); jt != batch_ids.end()) {
+      stored = jt->second;
+    }
+    if (stored != 0) {
+      e.set_sequence(stored);
+      results[i] = {stored, true};
+      continue;
+    }
+    const uint64_t seq = p.head + 1;
+    if (seg == nullptr || seq > seg->end()) {
+      // A new segment: the chunk for it starts with the segment header.
+      if (chunk != nullptr) chunk->end = buffer_.size();
+      seg = std::make_shared<Segment>();
+      seg->first = ((seq - 1) / cap) * cap + 1;
+      seg->capacity = cap;
+      seg->path = absl::StrCat(options_.dir, "/", SegmentFileName(seg->first));
+      seg->index_path = seg->path.substr(0, seg->path.size() - 4) + ".idx";
+      seg->last = seg->first - 1;
+      seg_size = 0;
+      p.chunks.push_back({seg, true, 0, buffer_.size(), 0, 0});
+      chunk = &p.chunks.back();
+      buffer_.append(kSegmentMagic.data(), kSegmentMagic.size());
+      PutU64(seg->first, &buffer_);
+    } else if (chunk == nullptr) {
+      p.chunks.push_back({seg, false, seg_size, buffer_.size(), 0, 0});
+      chunk = &p.chunks.back();
+    }
+    const size_t frame = buffer_.size();
+    const uint64_t offset = chunk->offset + (frame - chunk->begin);
+    if ((seq - seg->first) % kSparseEvery == 0) p.sparse.emplace_back(seq, offset);
+    e.set_sequence(seq);
+    e.set_prev_hash(ToHex(p.head_raw));
+    buffer_.append(kFrameHeader + kHashBytes, '\0');
+    const size_t canonical = buffer_.size();
+    AppendCanonicalEncoding(e, &buffer_);
+    const absl::string_view canon(buffer_.data() + canonical, buffer_.size() - canonical);
+    if (!Sha256Two(p.head_raw, canon, hash)) {
+      return absl::InternalError("audit log: SHA-256 failed");
+    }
+    SetU32(static_cast<uint32_t>(buffer_.size() - frame - kFrameHeader), &buffer_[frame]);
+    buffer_[frame + 4] = kKindEvent;
+    std::memcpy(&buffer_[frame + kFrameHeader], hash, kHashBytes);
+    p.head_raw.assign(reinterpret_cast<const char*>(hash), kHashBytes);
+    p.head = seq;
+    e.set_hash(ToHex(p.head_raw));
+    chunk->last = seq;
+    batch_ids.emplace(key, seq);
+    p.ids.emplace_back(key, seq);
+    results[i] = {seq, false};
+    if (options_.checkpoint_interval != 0 && seq % options_.checkpoint_interval == 0) {
+      CheckpointRecord c{seq, e.hash(), now};
+      AppendCheckpointFrame(c, p.head_raw, &buffer_);
+      p.checkpoints.push_back(std::move(c));
+    }
+  }
+  if (chunk == nullptr) return results;  // only duplicates: nothing to write
+  chunk->end = buffer_.size();
+  IOTAUTH_RETURN_IF_ERROR(WriteBatch(&p));
+  ApplyCommitted(p, *events, results);
+  return results;
+}
+
+absl::Status LogAuditStore::WriteBatch(Pending* p) {
+  size_t done = 0;
+  absl::Status status;
+  for (Pending::Chunk& c : p->chunks) {
+    if (c.created) {
+      c.segment->fd = open(c.segment->path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
+      if (c.segment->fd < 0) {
+        status = ErrnoStatus("cannot create", c.segment->path);
+        break;
+      }
+    }
+    ++done;
+    const absl::string_view data(buffer_.data() + c.begin, c.end - c.begin);
+    if (!WriteAll(c.segment->fd, data, c.offset) || fdatasync(c.segment->fd) != 0 ||
+        (c.created && fsync(dir_fd_) != 0)) {
+      status = ErrnoStatus("cannot write", c.segment->path);
+      break;
+    }
+  }
+  if (status.ok()) return status;
+  // All or nothing: take back what this batch wrote.
+  for (size_t i = 0; i < done; ++i) {
+    Pending::Chunk& c = p->chunks[i];
+    if (c.created) {
+      close(c.segment->fd);
+      c.segment->fd = -1;
+      unlink(c.segment->path.c_str());
+    } else if (ftruncate(c.segment->fd, static_cast<off_t>(c.offset)) != 0 ||
+               fdatasync(c.segment->fd) != 0) {
+      log::Error("audit log: cannot take back a failed write; restart to recover",
+                 {{"segment", c.segment->path}, {"error", std::strerror(errno)}});
+    }
+  }
+  return status;
+}
+
+void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<AuditEvent>& events,
+                                   const std::vector<AppendedEvent>& results) {
+  // Block summaries: the writer's builder takes every new event; a completed
+  // block's summary goes to the segment holding it.
+  std::vector<std::pair<uint64_t, BlockSummary>> completed;  // (block, summary)
+  std::vector<std::pair<uint64_t, TimeRange>> seg_times;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (results[i].duplicate) continue;
+    const AuditEvent& e = events[i];
+    BlockBuilder& b = *builder_;
+    b.filter->AddTenant(e.tenant_id());
+    b.filter->AddDevice(e.device_id());
+    if (e.has_time()) {
+      b.time.Add(e.time().seconds());
+      if (seg_times.empty() ||
+          (e.sequence() - 1) / options_.events_per_segment != seg_times.back().first) {
+        seg_times.emplace_back((e.sequence() - 1) / options_.events_per_segment, TimeRange());
+      }
+      seg_times.back().second.Add(e.time().seconds());
+    }
+    if (e.sequence() % kBlockEvents == 0) {
+      BlockSummary s;
+      s.time = b.time;
+      s.filter = std::shared_ptr<const BlockFilter>(std::move(b.filter));
+      completed.emplace_back(b.block, std::move(s));
+      b.block = e.sequence() / kBlockEvents;
+      b.time = TimeRange();
+      b.filter = std::make_unique<BlockFilter>();
+    }
+  }
+  for (const auto& [key, seq] : p.ids) Remember(key, seq);
+
+  std::vector<std::shared_ptr<Segment>> sealed;
+  {
+    absl::MutexLock sl(&state_mu_);
+    for (const Pending::Chunk& c : p.chunks) {
+      if (c.created) segments_.push_back(c.segment);
+      c.segment->size = c.offset + (c.end - c.begin);
+      c.segment->last = c.last;
+      if (c.last == c.segment->end()) sealed.push_back(c.segment);
+    }
+    for (const auto& [seq, offset] : p.sparse) {
+      for (const Pending::Chunk& c : p.chunks) {
+        if (seq >= c.segment->first && seq <= c.segment->end()) {
+          if (c.segment->sparse.size() == (seq - c.segment->first) / kSparseEvery) {
+            c.segment->sparse.push_back(offset);
+          }
+          break;
+        }
+      }
+    }
+    for (auto& [block, summary] : completed) {
+      for (const Pending::Chunk& c : p.chunks) {
+        if (block >= c.segment->first_block() &&
+            block < c.segment->first_block() + c.segment->capacity / kBlockEvents) {
+          if (c.segment->blocks.size() == block - c.segment->first_block()) {
+            c.segment->blocks.push_back(std::move(summary));
+          }
+          break;
+        }
+      }
+    }
+    for (const auto& [seg_no, range] : seg_times) {
+      for (const Pending::Chunk& c : p.chunks) {
+        if ((c.segment->first - 1) / options_.events_per_segment == seg_no) {
+          c.segment->time.Add(range);
+        }
+      }
+    }
+    for (const CheckpointRecord& c : p.checkpoints) checkpoints_[c.sequence] = c;
+    head_sequence_ = p.head;
+    head_hash_raw_ = p.head_raw;
+  }
+  for (const std::shared_ptr<Segment>& s : sealed) WriteIndex(*s);
+}
+
+void LogAuditStore::WriteIndex(const Segment& seg) {
+  std::string data;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    std::vector<CheckpointRecord> ckpts;
+    for (auto it = checkpoints_.lower_bound(seg.first);
+         it != checkpoints_.end() && it->first <= seg.end(); ++it) {
+      ckpts.push_back(it->second);
+    }
+    data = EncodeIndex(seg, ckpts);
+  }
+  absl::Status s = ReplaceFile(seg.index_path, data, /*sync=*/false, dir_fd_);
+  if (!s.ok()) log::Warn("audit log: cannot write segment index", {{"error", s.ToString()}});
+}
+
+absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& f, int limit) {
+  struct Range {
+    std::shared_ptr<Segment> segment;
+    uint64_t lo;  // events with lo < sequence <= hi
+    uint64_t hi;
+    uint64_t offset;
+    uint64_t end;
+  };
+  std::vector<Range> ranges;
+  const bool selective = !f.tenant_id.empty() || !f.device_id.empty() || f.start_time || f.end_time;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    const uint64_t upper =
+        std::min(f.max_sequence != 0 ? f.max_sequence : UINT64_MAX, head_sequence_);
+    for (const std::shared_ptr<Segment>& seg : segments_) {
+      if (seg->last < seg->first || seg->last <= f.after_sequence || seg->first > upper) continue;
+      const uint64_t lo = std::max(f.after_sequence, seg->first - 1);
+      const uint64_t hi = std::min(upper, seg->last);
+      if (!selective) {
+        ranges.push_back({seg, lo, hi, StartOffset(*seg, lo + 1), seg->size});
+        continue;
+      }
+      // Block by block: a summarised block the filter rules out is skipped.
+      uint64_t cursor = lo;
+      while (cursor < hi) {
+        const uint64_t b = cursor / kBlockEvents;
+        const uint64_t block_hi = std::min(hi, (b + 1) * kBlockEvents);
+        const uint64_t in_seg = b - seg->first_block();
+        const bool skip = in_seg < seg->blocks.size() && !BlockMayMatch(seg->blocks[in_seg], f);
+        if (!skip) {
+          if (!ranges.empty() && ranges.back().segment == seg && ranges.back().hi == cursor) {
+            ranges.back().hi = block_hi;
+          } else {
+            ranges.push_back({seg, cursor, block_hi, StartOffset(*seg, cursor + 1), seg->size});
+          }
+        }
+        cursor = block_hi;
+      }
+    }
+  }
+  std::vector<AuditEvent> out;
+  const auto wanted = static_cast<size_t>(std::max(limit, 0));
+  for (const Range& r : ranges) {
+    if (out.size() >= wanted) break;
+    uint64_t offset = r.offset;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      FrameReader reader(r.segment->fd, offset, r.end);
+      Frame fr;
+      bool misplaced = false;
+      bool first_event = true;
+      FrameReader::Result res;
+      while ((res = reader.Next(&fr)) == FrameReader::kFrame && out.size() < wanted) {
+        if (fr.kind != kKindEvent) continue;
+        EventFrame e;
+        if (!ParseEventFrame(fr.body, &e)) continue;  // damaged: Verify names it
+        const uint64_t seq = e.fields.sequence;
+        if (first_event && offset != kSegmentHeader && seq > r.lo + 1) {
+          misplaced = true;  // the sparse entry does not lead where expected
+          break;
+        }
+        first_event = false;
+        if (seq <= r.lo) continue;
+        if (seq > r.hi) break;
+        if (!Matches(e.fields, f)) continue;
+        out.emplace_back();
+        CanonicalFieldsToEvent(e.fields, &out.back());
+        out.back().set_hash(ToHex(e.hash_raw));
+      }
+      if (res == FrameReader::kIoError) {
+        return absl::UnavailableError(absl::StrCat("audit log: cannot read ", r.segment->path));
+      }
+      if (!misplaced) break;
+      offset = kSegmentHeader;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<ChainHead> LogAuditStore::Head() {
+  absl::ReaderMutexLock sl(&state_mu_);
+  return ChainHead{head_sequence_, ToHex(head_hash_raw_)};
+}
+
+absl::StatusOr<uint64_t> LogAuditStore::FirstSequence() {
+  absl::ReaderMutexLock sl(&state_mu_);
+  return first_sequence_;
+}
+
+absl::StatusOr<CheckpointRecord> LogAuditStore::CreateCheckpoint(absl::Time now) {
+  absl::MutexLock wl(&writer_mu_);
+  std::shared_ptr<Segment> seg;
+  CheckpointRecord c;
+  std::string raw;
+  uint64_t offset = 0;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    if (head_sequence_ == 0) {
+      return absl::FailedPreconditionError("audit log is empty: nothing to checkpoint");
+    }
+    auto it = checkpoints_.find(head_sequence_);
+    if (it != checkpoints_.end()) return it->second;
+    if (segments_.empty()) {
+      return absl::FailedPreconditionError("audit log holds no events since the last prune");
+    }
+    seg = segments_.back();
+    c = {head_sequence_, ToHex(head_hash_raw_), now};
+    raw = head_hash_raw_;
+    offset = seg->size;
+  }
+  std::string frame;
+  AppendCheckpointFrame(c, raw, &frame);
+  if (!WriteAll(seg->fd, frame, offset) || fdatasync(seg->fd) != 0) {
+    absl::Status s = ErrnoStatus("cannot write", seg->path);
+    if (ftruncate(seg->fd, static_cast<off_t>(offset)) != 0) {
+      log::Error("audit log: cannot take back a failed write; restart to recover",
+                 {{"segment", seg->path}});
+    }
+    return s;
+  }
+  bool sealed = false;
+  {
+    absl::MutexLock sl(&state_mu_);
+    seg->size = offset + frame.size();
+    checkpoints_[c.sequence] = c;
+    sealed = seg->last == seg->end();
+  }
+  if (sealed) WriteIndex(*seg);  // its size changed
+  return c;
+}
+
+absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::LatestCheckpoint() {
+  absl::ReaderMutexLock sl(&state_mu_);
+  if (checkpoints_.empty()) return std::optional<CheckpointRecord>();
+  return std::optional<CheckpointRecord>(checkpoints_.rbegin()->second);
+}
+
+absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& policy,
+                                                       absl::Time now) {
+  absl::MutexLock wl(&writer_mu_);
+  std::vector<std::shared_ptr<Segment>> prune;
+  uint64_t first = 0;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    first = first_sequence_;
+    const int64_t cutoff_s = absl::ToUnixSeconds(now - policy.max_age);
+    // Oldest first, never the active segment; stop at the first segment to keep.
+    for (size_t i = 0; i + 1 < segments_.size(); ++i) {
+      const Segment& s = *segments_[i];
+      const bool by_rows =
+          policy.max_rows > 0 && s.last >= s.first && head_sequence_ - s.last >= policy.max_rows;
+      const bool by_age =
+          policy.max_age > absl::ZeroDuration() && s.time.has && s.time.max_s < cutoff_s;
+      if (!by_rows && !by_age) break;
+      prune.push_back(segments_[i]);
+    }
+  }
+  if (prune.empty()) return 0;
+  const uint64_t anchor_seq = prune.back()->end();
+  std::string anchor_raw;
+  IOTAUTH_ASSIGN_OR_RETURN(VerifyResult check, VerifyRange(first, anchor_seq, &anchor_raw));
+  if (!check.ok) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing to prune: the chain does not verify at ", check.first_bad_sequence,
+                     " (", check.problem, ")"));
+  }
+  CheckpointRecord anchor{anchor_seq, ToHex(anchor_raw), now};
+  std::string data(kAnchorMagic);
+  PutU64(anchor.sequence, &data);
+  data.append(anchor_raw);
+  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(now)), &data);
+  data.append(Sha256Of(data));
+  IOTAUTH_RETURN_IF_ERROR(
+      ReplaceFile(absl::StrCat(options_.dir, "/anchor"), data, /*sync=*/true, dir_fd_));
+  uint64_t removed = 0;
+  {
+    absl::MutexLock sl(&state_mu_);
+    segments_.erase(segments_.begin(),
+                    segments_.begin() + static_cast<std::ptrdiff_t>(prune.size()));
+    checkpoints_.erase(checkpoints_.begin(), checkpoints_.lower_bound(anchor_seq));
+    checkpoints_[anchor_seq] = anchor;
+    anchor_ = anchor;
+    for (const auto& s : prune) removed += s->last - std::max(s->first, first_sequence_) + 1;
+    first_sequence_ = anchor_seq + 1;
+  }
+  for (const auto& s : prune) {
+    unlink(s->path.c_str());
+    unlink(s->index_path.c_str());
+  }
+  fsync(dir_fd_);
+  return removed;
+}
+
+absl::StatusOr<VerifyResult> LogAuditStore::Verify(uint64_t from_sequence, uint64_t to_sequence) {
+  return VerifyRange(from_sequence, to_sequence, nullptr);
+}
+
+absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t to,
+                                                        std::string* last_hash_raw) {
+  std::vector<std::shared_ptr<Segment>> segments;
+  std::vector<uint64_t> sizes;
+  std::map<uint64_t, std::string> checkpoints;  // sequence -> hex
+  uint64_t head = 0;
+  uint64_t first = 1;
+  uint64_t anchor_seq = 0;
+  std::string anchor_hash(kGenesisHash);
+  VerifyResult r;
+  auto fail = [&r](uint64_t seq, absl::string_view problem, std::string detail) {
+    r.ok = false;
+    r.first_bad_sequence = seq;
+    r.problem = std::string(problem);
+    r.detail = std::move(detail);
+    return r;
+  };
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    segments = segments_;
+    for (const auto& s : segments_) sizes.push_back(s->size);
+    head = head_sequence_;
+    first = first_sequence_;
+    from = std::max<uint64_t>({from, first, 1});
+    auto it = checkpoints_.lower_bound(from);
+    if (it != checkpoints_.begin()) {
+      --it;
+      if (it->first + 1 >= first) {
+        anchor_seq = it->first;
+        anchor_hash = it->second.head_hash;
+      }
+    }
+    for (auto c = checkpoints_.upper_bound(anchor_seq); c != checkpoints_.end(); ++c) {
+      checkpoints[c->first] = c->second.head_hash;
+    }
+  }
+  if (first > 1 && anchor_seq + 1 < first) {
+    return fail(
+        first, kProblemCheckpointMismatch,
+        absl::StrCat("no anchor checkpoint at ", first - 1, " for the retained start of the log"));
+  }
+  const uint64_t upper = to == 0 ? head : std::min(to, head);
+  r.anchor_sequence = anchor_seq;
+  if (last_hash_raw != nullptr) *last_hash_raw = FromHex(anchor_hash);
+  if (upper <= anchor_seq) return r;
+
+  uint64_t expected = anchor_seq + 1;
+  std::string expected_prev = anchor_hash;
+
+  // Searches the frames after (segment i, offset) for an event frame matching
+  // `pred`; returns its sequence, or 0.
+  auto find_later = [&](size_t seg_i, uint64_t offset,
+                        const std::function<bool(const EventFrame&)>& pred) -> uint64_t {
+    for (size_t i = seg_i; i < segments.size(); ++i) {
+      FrameReader reader(segments[i]->fd, i == seg_i ? offset : kSegmentHeader, sizes[i]);
+      Frame fr;
+      while (reader.Next(&fr) == FrameReader::kFrame) {
+        EventFrame e;
+        if (fr.kind == kKindEvent && ParseEventFrame(fr.body, &e) && pred(e)) {
+          return e.fields.sequence;
+        }
+      }
+    }
+    return 0;
+  };
+
+  for (size_t si = 0; si < segments.size() && expected <= upper; ++si) {
+    const Segment& seg = *segments[si];
+    if (seg.end() < expected) continue;
+    if (seg.first > expected) {
+      return fail(expected, kProblemMissing,
+                  absl::StrCat("events ", expected, " to ", seg.first - 1,
+                               " are absent (segment files removed); the next segment is ",
+                               SegmentFileName(seg.first)));
+    }
+    uint64_t start = kSegmentHeader;
+    {
+      absl::ReaderMutexLock sl(&state_mu_);
+      start = StartOffset(seg, expected);
+    }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      FrameReader reader(seg.fd, start, sizes[si]);
+      Frame fr;
+      bool restart = false;
+      bool started = false;
+      FrameReader::Result res;
+      while (expected <= upper && (res = reader.Next(&fr)) == FrameReader::kFrame) {
+        if (fr.kind == kKindCheckpoint) {
+          CheckpointRecord c;
+          if (!started) continue;
+          const bool parsed = ParseCheckpointFrame(fr.body, &c);
+          if (parsed && c.sequence > expected - 1 && c.sequence <= upper) {
+            // A checkpoint for a later event: the events before it are gone.
+            return fail(expected, kProblemMissing,
+                        absl::StrCat("event ", expected,
+                                     " is absent; the next frame is the "
+                                     "checkpoint of event ",
+                                     c.sequence));
+          }
+          if (!parsed || c.sequence != expected - 1 || c.head_hash != expected_prev) {
+            return fail(expected - 1, kProblemCheckpointMismatch,
+                        absl::StrCat("the checkpoint stored after event ", expected - 1,
+                                     " does not match it"));
+          }
+          continue;
+        }
+        EventFrame e;
+        if (!ParseEventFrame(fr.body, &e)) {
+          if (!started && start != kSegmentHeader) {
+            restart = true;
+            break;
+          }
+          return fail(expected, kProblemAltered,
+                      absl::StrCat("the frame at offset ", fr.offset, " of ", seg.path,
+                                   " (where event ", expected, " belongs) does not decode"));
+        }
+        const uint64_t seq = e.fields.sequence;
+        if (!started && seq < expected) continue;  // before the walk's start
+        if (!started && seq > expected && start != kSegmentHeader) {
+          restart = true;  // the sparse entry overshot: walk from the header
+          break;
+        }
+        started = true;
+        if (seq != expected) {
+          const uint64_t want = expected;
+          const uint64_t later = find_later(si, reader.position(), [want](const EventFrame& x) {
+            return x.fields.sequence == want;
+          });
+          if (later != 0 || seq < expected) {
+            return fail(expected, kProblemReordered,
+                        absl::StrCat("event ", expected, " is not stored in sequence order (event ",
+                                     seq, " is stored in its place)"));
+          }
+          return fail(
+              expected, kProblemMissing,
+              absl::StrCat("event ", expected, " is absent; the next stored event is ", seq));
+        }
+        const bool self_ok = SelfHashOk(e.hash_raw, e.canonical, e.fields);
+        const std::string hash_hex = ToHex(e.hash_raw);
+        if (e.fields.prev_hash != expected_prev) {
+          const std::string prev_raw = FromHex(e.fields.prev_hash);
+          const uint64_t later =
+              prev_raw.empty()
+                  ? 0
+                  : find_later(si, reader.position(),
+                               [&prev_raw](const EventFrame& x) { return x.hash_raw == prev_raw; });
+          if (later != 0) {
+            return fail(seq, kProblemReordered,
+                        absl::StrCat("event ", seq, " follows the event stored at ", later,
+                                     ", not the one before it"));
+          }
+          if (!self_ok) {
+            AuditEvent original;
+            if (CanonicalFieldsToEvent(e.fields, &original)) {
+              for (uint64_t d = 1; d <= kMaxRenumberSearch; ++d) {
+                original.set_sequence(seq + d);
+                auto h = ComputeEventHash(original);
+                if (h.ok() && *h == hash_hex) {
+                  return fail(seq, kProblemMissing,
+                              absl::StrCat(d, " event(s) from ", seq,
+                                           " were removed and the later events renumbered (event ",
+                                           seq, " was written as ", seq + d, ")"));
+                }
+              }
+            }
+          }
+          if (seq == anchor_seq + 1) {
+            return fail(seq, kProblemCheckpointMismatch,
+                        absl::StrCat("prev_hash of event ", seq, " does not match ",
+                                     anchor_seq == 0 ? std::string("the genesis hash")
+                                                     : absl::StrCat("checkpoint ", anchor_seq)));
+          }
+          if (self_ok) {
+            return fail(seq - 1, kProblemAltered,
+                        absl::StrCat("event ", seq - 1, " no longer has the hash that event ", seq,
+                                     " chained to (changed and re-hashed)"));
+          }
+          return fail(seq, kProblemAltered,
+                      absl::StrCat("event ", seq, " does not match its stored hash"));
+        }
+        if (!self_ok) {
+          return fail(seq, kProblemAltered,
+                      absl::StrCat("event ", seq, " does not match its stored hash"));
+        }
+        auto ck = checkpoints.find(seq);
+        if (ck != checkpoints.end() && ck->second != hash_hex) {
+          return fail(seq, kProblemCheckpointMismatch,
+                      absl::StrCat("event ", seq,
+                                   " hash differs from the checkpoint recorded "
+                                   "for it"));
+        }
+        ++r.events_checked;
+        r.last_sequence = seq;
+        expected_prev = hash_hex;
+        if (last_hash_raw != nullptr) last_hash_raw->assign(e.hash_raw.data(), e.hash_raw.size());
+        ++expected;
+      }
+      if (restart) {
+        start = kSegmentHeader;
+        continue;
+      }
+      if (expected <= upper && res == FrameReader::kIoError) {
+        return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
+      }
+      if (expected <= upper && res != FrameReader::kEnd && res != FrameReader::kFrame) {
+        return fail(expected, kProblemAltered,
+                    absl::StrCat(seg.path, " is damaged at offset ", reader.position(),
+                                 " (where event ", expected, " belongs)"));
+      }
+      break;
+    }
+  }
+  if (expected <= upper) {
+    return fail(expected, kProblemMissing,
+                absl::StrCat("the log should reach ", upper, " but ends at ", expected - 1));
+  }
+  return r;
+}
+
+}  // namespace iotauth::audit

@@ -1,0 +1,144 @@
+// AuditStore on append-only segment files: the default single-node audit log.
+//
+// Why not SQLite (which the project uses elsewhere, and which SqliteAuditStore
+// still offers): an audit log is written once, in order, and read by sequence.
+// SQLite's B-trees, WAL and checkpoint write each event twice and cost ~2.3 us of
+// CPU per event on this machine; the hot path budget for the whole audit pipeline
+// is ~0.6 us (see tools/bench/README.md). Here one batch is one pwrite + one
+// fdatasync, and the bytes written are exactly what the hash chain covers.
+//
+// Directory layout (`Options::dir`):
+//   <first sequence, 20 digits>.seg   segment: the events first..first+N-1, where N
+//                                     is Options::events_per_segment; the segment
+//                                     holding the head is "active", the rest sealed
+//   <first sequence, 20 digits>.idx   summary of a sealed segment (rebuildable:
+//                                     sparse offsets, block summaries, checkpoints)
+//   anchor                            retention anchor: (sequence, hash) of the last
+//                                     pruned event, fsynced before segments go
+//
+// Segment format (integers big-endian):
+//   header  "IOTAUDL1" then u64 first sequence                       (16 bytes)
+//   frames  u32 body_length, u8 kind, body
+//     kind 'E' (event):       32 raw bytes of the event's hash, then the event's
+//                             canonical encoding (canonical.h: it carries the
+//                             sequence and prev_hash), so the file holds exactly
+//                             what the chain covers
+//     kind 'C' (checkpoint):  u64 sequence, 32 raw bytes head hash, i64 unix nanos
+//
+// Durability: Append returns after fdatasync of every segment it wrote (and an
+// fsync of the directory when it created one). Recovery on Open: a frame cut short
+// by a crash at the end of the active segment (or a zero-filled tail) is cut off;
+// those events were never reported committed. A damaged frame anywhere else is
+// left in place for Verify to name (the store will not destroy evidence), except
+// that a length field that no longer parses makes Open fail with DATA_LOSS and the
+// offset (move the segment aside to start, then run `iotauthctl audit verify`).
+//
+// Tamper evidence is the same chain as SqliteAuditStore's. Removing events from
+// the end of the log is only caught against a checkpoint exported elsewhere
+// (GetCheckpoint), as for any log an attacker can rewrite.
+//
+// Retention works in whole sealed segments: a segment is deleted once all of its
+// events are older than max_age or outside the newest max_rows.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/numeric/int128.h"
+#include "absl/synchronization/mutex.h"
+#include "services/audit/audit_store.h"
+#include "services/audit/block_filter.h"
+#include "services/common/clock.h"
+
+namespace iotauth::audit {
+
+class LogAuditStore final : public AuditStore {
+ public:
+  struct Options {
+    // Directory of the log; created when missing.
+    std::string dir;
+    // Events per segment file: a positive multiple of kBlockEvents. Retention
+    // removes whole segments. 262,144 events is ~120 MiB of typical events.
+    uint64_t events_per_segment = 64 * kBlockEvents;
+    // A checkpoint frame follows every event whose sequence is a multiple of this
+    // (0 = only on demand and at retention).
+    uint64_t checkpoint_interval = 1000;
+    // How many of the newest events' ids are remembered for deduplication of
+    // resends (split mode). Must exceed what a producer can resend: the remote
+    // sink holds at most its queue (65,536) plus its in-flight window (8,192).
+    uint64_t dedup_window = 262144;
+    // Time of automatic checkpoints. Defaults to RealClock.
+    const Clock* clock = nullptr;
+  };
+
+  // Opens (creating when needed) the log in `options.dir` and recovers its state
+  // (reads the .idx of sealed segments, rebuilding a missing or stale one, and
+  // scans the active segment). INVALID_ARGUMENT for bad options, UNAVAILABLE for
+  // I/O errors, DATA_LOSS for a segment whose framing is broken.
+  static absl::StatusOr<std::unique_ptr<LogAuditStore>> Open(Options options);
+  ~LogAuditStore() override;
+
+  absl::StatusOr<std::vector<AppendedEvent>> Append(
+      std::vector<iotauth::audit::v1::AuditEvent>* events) override;
+  absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(const EventFilter& filter,
+                                                                    int limit) override;
+  absl::StatusOr<ChainHead> Head() override;
+  absl::StatusOr<uint64_t> FirstSequence() override;
+  absl::StatusOr<CheckpointRecord> CreateCheckpoint(absl::Time now) override;
+  absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() override;
+  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy, absl::Time now) override;
+  absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
+
+  // File name of the segment that starts at `first_sequence` ("000...1.seg").
+  static std::string SegmentFileName(uint64_t first_sequence);
+
+  struct Segment;  // defined in the .cc
+
+ private:
+  struct Pending;
+  struct BlockBuilder;
+  explicit LogAuditStore(Options options);
+  absl::Status Recover();
+  absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  void ApplyCommitted(const Pending& pending,
+                      const std::vector<iotauth::audit::v1::AuditEvent>& events,
+                      const std::vector<AppendedEvent>& results)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  void WriteIndex(const Segment& segment);
+  void Remember(absl::uint128 key, uint64_t sequence) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Verify; `last_hash_raw` (optional) receives the raw hash of the last event
+  // walked (the anchor's when none).
+  absl::StatusOr<VerifyResult> VerifyRange(uint64_t from, uint64_t to, std::string* last_hash_raw);
+
+  Options options_;
+  int dir_fd_ = -1;
+
+  // Serializes Append, CreateCheckpoint and ApplyRetention.
+  absl::Mutex writer_mu_;
+  // Dedup of event ids over the newest dedup_window events: 128-bit keys of the
+  // ids (two independent 64-bit hashes) in insertion order.
+  absl::flat_hash_map<absl::uint128, uint64_t> recent_ids_ ABSL_GUARDED_BY(writer_mu_);
+  std::vector<absl::uint128> recent_ring_ ABSL_GUARDED_BY(writer_mu_);
+  size_t recent_next_ ABSL_GUARDED_BY(writer_mu_) = 0;
+  std::string buffer_ ABSL_GUARDED_BY(writer_mu_);
+  std::unique_ptr<BlockBuilder> builder_ ABSL_GUARDED_BY(writer_mu_);
+
+  // What readers see: committed state only. Guarded by state_mu_ (writers of it
+  // also hold writer_mu_).
+  mutable absl::Mutex state_mu_;
+  std::vector<std::shared_ptr<Segment>> segments_ ABSL_GUARDED_BY(state_mu_);
+  uint64_t head_sequence_ ABSL_GUARDED_BY(state_mu_) = 0;
+  std::string head_hash_raw_ ABSL_GUARDED_BY(state_mu_);  // 32 bytes
+  uint64_t first_sequence_ ABSL_GUARDED_BY(state_mu_) = 1;
+  // Checkpoints of the retained log (including the retention anchor).
+  std::map<uint64_t, CheckpointRecord> checkpoints_ ABSL_GUARDED_BY(state_mu_);
+  std::optional<CheckpointRecord> anchor_ ABSL_GUARDED_BY(state_mu_);
+};
+
+}  // namespace iotauth::audit
