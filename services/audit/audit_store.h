@@ -87,6 +87,15 @@ class AuditStore {
   virtual absl::StatusOr<std::vector<AppendedEvent>> Append(
       std::vector<iotauth::audit::v1::AuditEvent>* events) = 0;
 
+  // Append for events whose ids were generated in this process and never handed
+  // out (the local pipeline's): none can be a resend, so a store may skip its
+  // duplicate lookup, and need not remember these ids for later lookups. The rest
+  // of Append's contract holds. Defaults to Append.
+  virtual absl::StatusOr<std::vector<AppendedEvent>> AppendFresh(
+      std::vector<iotauth::audit::v1::AuditEvent>* events) {
+    return Append(events);
+  }
+
   // Up to `limit` events matching `filter`, ascending by sequence.
   virtual absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(
       const EventFilter& filter, int limit) = 0;

@@ -851,6 +851,16 @@ void LogAuditStore::Remember(absl::uint128 key, uint64_t sequence) {
 }
 
 absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::Append(std::vector<AuditEvent>* events) {
+  return AppendImpl(events, /*deduplicate=*/true);
+}
+
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendFresh(
+    std::vector<AuditEvent>* events) {
+  return AppendImpl(events, /*deduplicate=*/false);
+}
+
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
+    std::vector<AuditEvent>* events, bool deduplicate) {
   for (const AuditEvent& e : *events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("audit event without event_id");
     if (e.has_time() && (e.time().nanos() < 0 || e.time().nanos() > 999999999)) {
@@ -879,9 +889,11 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::Append(std::vector<Aud
   unsigned char hash[kHashBytes];
   for (size_t i = 0; i < events->size(); ++i) {
     AuditEvent& e = (*events)[i];
-    const absl::uint128 key = IdKey(e.event_id());
+    const absl::uint128 key = deduplicate ? IdKey(e.event_id()) : absl::uint128();
     uint64_t stored = 0;
-    if (auto it = recent_ids_.find(key); it != recent_ids_.end()) {
+    if (!deduplicate) {
+      // Fresh ids: nothing to look up.
+    } else if (auto it = recent_ids_.find(key); it != recent_ids_.end()) {
       stored = it->second;
     } else if (auto jt = batch_ids.find(key); jt != batch_ids.end()) {
       stored = jt->second;
@@ -929,8 +941,10 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::Append(std::vector<Aud
     p.head = seq;
     e.set_hash(ToHex(p.head_raw));
     chunk->last = seq;
-    batch_ids.emplace(key, seq);
-    p.ids.emplace_back(key, seq);
+    if (deduplicate) {
+      batch_ids.emplace(key, seq);
+      p.ids.emplace_back(key, seq);
+    }
     results[i] = {seq, false};
     if (options_.checkpoint_interval != 0 && seq % options_.checkpoint_interval == 0) {
       CheckpointRecord c{seq, e.hash(), now};

@@ -70,8 +70,9 @@ class LogAuditStore final : public AuditStore {
     // (0 = only on demand and at retention).
     uint64_t checkpoint_interval = 1000;
     // How many of the newest events' ids are remembered for deduplication of
-    // resends (split mode). Must exceed what a producer can resend: the remote
-    // sink holds at most its queue (65,536) plus its in-flight window (8,192).
+    // resends (split mode; events written with AppendFresh are not counted). Must exceed what a
+    // producer can resend: the remote sink holds at most its queue (65,536) plus its in-flight
+    // window (8,192).
     uint64_t dedup_window = 262144;
     // Time of automatic checkpoints. Defaults to RealClock.
     const Clock* clock = nullptr;
@@ -85,6 +86,10 @@ class LogAuditStore final : public AuditStore {
   ~LogAuditStore() override;
 
   absl::StatusOr<std::vector<AppendedEvent>> Append(
+      std::vector<iotauth::audit::v1::AuditEvent>* events) override;
+  // Skips the dedup lookup and leaves the ids out of the dedup window (~0.3 us
+  // per event of cache misses on a 262,144-entry table).
+  absl::StatusOr<std::vector<AppendedEvent>> AppendFresh(
       std::vector<iotauth::audit::v1::AuditEvent>* events) override;
   absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(const EventFilter& filter,
                                                                     int limit) override;
@@ -105,6 +110,8 @@ class LogAuditStore final : public AuditStore {
   struct BlockBuilder;
   explicit LogAuditStore(Options options);
   absl::Status Recover();
+  absl::StatusOr<std::vector<AppendedEvent>> AppendImpl(
+      std::vector<iotauth::audit::v1::AuditEvent>* events, bool deduplicate);
   absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   void ApplyCommitted(const Pending& pending,
                       const std::vector<iotauth::audit::v1::AuditEvent>& events,

@@ -576,6 +576,37 @@ TEST_F(LogStoreTest, DeduplicatesByEventId) {
   ASSERT_NO_FATAL_FAILURE(ExpectHolds(1));
 }
 
+// AppendFresh (the local pipeline's ids, generated in-process): no lookup, and the
+// ids stay out of the dedup window; sequences and the chain are as for Append.
+TEST_F(LogStoreTest, AppendFreshSkipsTheDuplicateLookup) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  std::vector<AuditEvent> batch = {MakeEvent(1), MakeEvent(2)};
+  ASSERT_TRUE(store_->Append(&batch).ok());
+  batch = {MakeEvent(3), MakeEvent(4)};
+  auto r = store_->AppendFresh(&batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[1].sequence, 4u);
+  EXPECT_EQ(*ComputeEventHash(batch[1]), batch[1].hash());
+  // The caller vouched that the ids are new: an old one is written again.
+  batch = {MakeEvent(1)};
+  r = store_->AppendFresh(&batch);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[0].sequence, 5u);
+  // Ids written by Append are remembered, those by AppendFresh are not.
+  batch = {MakeEvent(2), MakeEvent(3)};
+  r = store_->Append(&batch);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[0].sequence, 2u);
+  EXPECT_FALSE((*r)[1].duplicate);
+  EXPECT_EQ((*r)[1].sequence, 6u);
+  VerifyResult v = Verify();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.events_checked, 6u);
+}
+
 TEST_F(LogStoreTest, DeduplicatesAcrossSealedSegmentsAfterReopen) {
   options_.events_per_segment = kBlockEvents;
   ASSERT_NO_FATAL_FAILURE(Open());

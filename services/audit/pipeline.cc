@@ -44,6 +44,7 @@ void LocalAuditSink::CountDropped(uint64_t n) {
 }
 
 void LocalAuditSink::Record(AuditEvent event) {
+  const bool fresh = event.event_id().empty();
   PrepareForRecord(*options_.clock, &event);
   bool accepted = false;
   {
@@ -58,7 +59,7 @@ void LocalAuditSink::Record(AuditEvent event) {
     if (stopping_ || queue_.size() >= capacity) {
       CountDropped(1);
     } else {
-      queue_.push_back(std::move(event));
+      queue_.emplace_back(std::move(event), fresh);  // one move (a swap) into the queue
       ++accepted_;
       ++stats_.enqueued;
       accepted = true;
@@ -95,6 +96,7 @@ void LocalAuditSink::WriterLoop() {
     MaybeApplyRetention();
     std::vector<AuditEvent> batch;
     uint64_t gap = 0;
+    bool fresh = true;
     {
       absl::MutexLock lock(&mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -121,19 +123,20 @@ void LocalAuditSink::WriterLoop() {
       const size_t n = std::min(queue_.size(), max_batch);
       batch.reserve(n + 1);
       for (size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(queue_.front()));
+        fresh = fresh && queue_.front().fresh;
+        batch.push_back(std::move(queue_.front().event));
         queue_.pop_front();
       }
       gap = std::exchange(gap_pending_, 0);
     }
     const uint64_t taken = batch.size();
-    CommitBatch(std::move(batch), gap);
+    CommitBatch(std::move(batch), gap, fresh);
     absl::MutexLock lock(&mu_);
     finished_ += taken;
   }
 }
 
-void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap) {
+void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap, bool fresh) {
   if (gap > 0) {
     // The loss happened before these events were accepted.
     batch.insert(batch.begin(), MakeGapEvent(gap, options_.clock->Now()));
@@ -143,7 +146,9 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap) {
     const absl::Time start = absl::Now();
     // In place: on success `batch` holds the stored form; on failure it may be
     // appended again as it is.
-    auto result = options_.store->Append(&batch);
+    // Ids this pipeline generated cannot be resends: the store may skip its
+    // duplicate lookup (the GAP event's id is generated too).
+    auto result = fresh ? options_.store->AppendFresh(&batch) : options_.store->Append(&batch);
     const absl::Duration latency = absl::Now() - start;
     if (result.ok()) {
       uint64_t duplicates = 0;

@@ -43,6 +43,19 @@ class GatedStore final : public AuditStore {
     absl::MutexLock l(&mu_);
     return batch_sizes_;
   }
+  int fresh_batches() {
+    absl::MutexLock l(&mu_);
+    return fresh_batches_;
+  }
+
+  // Counted, then through the gate like any append.
+  absl::StatusOr<std::vector<AppendedEvent>> AppendFresh(std::vector<AuditEvent>* events) override {
+    {
+      absl::MutexLock l(&mu_);
+      ++fresh_batches_;
+    }
+    return Append(events);
+  }
 
   absl::StatusOr<std::vector<AppendedEvent>> Append(std::vector<AuditEvent>* events) override {
     {
@@ -83,6 +96,7 @@ class GatedStore final : public AuditStore {
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_next_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+  int fresh_batches_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class CountingObserver final : public AuditPipelineObserver {
@@ -356,6 +370,22 @@ TEST_F(PipelineTest, AppliesRetentionOnTheWriterThread) {
   auto v = store_->Verify(0, 0);
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->ok) << v->problem << " " << v->detail;
+}
+
+// Ids the pipeline generates cannot be resends: those batches skip the store's
+// duplicate lookup (AppendFresh); a batch holding a caller's id does not.
+TEST_F(PipelineTest, OnlyBatchesOfGeneratedIdsSkipTheDuplicateLookup) {
+  Start();
+  AuditEvent generated;
+  generated.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION);
+  sink_->Record(generated);
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(store_->fresh_batches(), 1);
+  sink_->Record(Event(7));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_EQ(store_->fresh_batches(), 1);
+  EXPECT_EQ(store_->batch_sizes().size(), 2u);
+  EXPECT_EQ(All().size(), 2u);
 }
 
 }  // namespace
