@@ -32,6 +32,10 @@ constexpr absl::string_view kSegmentMagic = "IOTAUDL1";
 constexpr absl::string_view kIndexMagic = "IOTAIDX1";
 constexpr absl::string_view kAnchorMagic = "IOTAANC1";
 constexpr size_t kSegmentHeader = 16;
+// O_DIRECT alignment of offsets, lengths and memory, and how far ahead of the
+// writes the active segment is zero-filled.
+constexpr uint64_t kDirectAlign = 4096;
+constexpr uint64_t kZeroAhead = 8 << 20;
 constexpr size_t kFrameHeader = 5;
 constexpr size_t kHashBytes = 32;
 constexpr char kKindEvent = 'E';
@@ -222,6 +226,24 @@ struct BlockSummary {
   std::shared_ptr<const BlockFilter> filter;
 };
 
+// A 4 KiB-aligned buffer for O_DIRECT writes, reused across batches.
+struct LogAuditStore::DirectBuffer {
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> data;
+  size_t capacity = 0;
+  char* Get(size_t n) {
+    if (n > capacity) {
+      void* p = nullptr;
+      if (posix_memalign(&p, kDirectAlign, n) != 0) return nullptr;
+      data.reset(static_cast<char*>(p));
+      capacity = n;
+    }
+    return data.get();
+  }
+};
+
 // The block being filled by the writer.
 struct LogAuditStore::BlockBuilder {
   uint64_t block = 0;
@@ -234,7 +256,14 @@ struct LogAuditStore::Segment {
   uint64_t capacity = 0;  // events_per_segment
   std::string path;
   std::string index_path;
-  int fd = -1;
+  int fd = -1;  // buffered: reads (and writes when direct I/O is unavailable)
+  // Writer thread only (under writer_mu_): the active segment's O_DIRECT fd, how
+  // far the file is written (data or zeros; writes below are overwrites), and the
+  // bytes of its last partial 4 KiB block (what a direct write of the next batch
+  // must repeat in front of it).
+  int wfd = -1;
+  uint64_t zeroed_end = 0;
+  std::string tail;
   // Mutable fields: guarded by the store's state_mu_.
   uint64_t size = 0;                 // committed bytes
   uint64_t last = 0;                 // last committed sequence; first - 1 when empty
@@ -246,6 +275,7 @@ struct LogAuditStore::Segment {
   uint64_t first_block() const { return (first - 1) / kBlockEvents; }
   ~Segment() {
     if (fd >= 0) close(fd);
+    if (wfd >= 0) close(wfd);
   }
 };
 
@@ -383,6 +413,29 @@ bool EndsInZeros(absl::string_view body) {
          std::all_of(body.end() - kRun, body.end(), [](char c) { return c == '\0'; });
 }
 
+// Whether bytes [from, file_size) of `fd` are all zero.
+absl::StatusOr<bool> RestIsZero(int fd, uint64_t from, uint64_t file_size) {
+  std::string buf(
+      static_cast<size_t>(std::min<uint64_t>(file_size - std::min(from, file_size), 1 << 20)),
+      '\0');
+  for (uint64_t off = from; off < file_size; off += buf.size()) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), file_size - off));
+    if (pread(fd, buf.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n)) {
+      return absl::UnavailableError("audit log: cannot read a segment's tail");
+    }
+    if (!std::all_of(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n),
+                     [](char c) { return c == '\0'; })) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Drops the clean cached pages of a segment. A buffered read racing a direct
+// write of the same block can leave the old block in the page cache; reads that
+// find committed bytes that do not parse call this and read again.
+void DropCachedPages(int fd) { (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); }
+
 // What a scan of a whole segment file found.
 struct SegmentScan {
   uint64_t valid_size = kSegmentHeader;  // bytes up to the end of the last frame kept
@@ -393,7 +446,11 @@ struct SegmentScan {
   TimeRange time;
   std::vector<CheckpointRecord> checkpoints;
   std::vector<std::pair<uint64_t, std::string>> ids;  // (sequence, event_id), for dedup
+  // Bytes after valid_size: a write torn by a crash (non-zero bytes discarded),
+  // or zeros (the active segment's preallocation, or a crash that left blocks
+  // allocated but unwritten).
   bool truncated_tail = false;
+  bool zero_tail = false;
 };
 
 enum class ScanMode {
@@ -441,22 +498,13 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     }
     if (r != FrameReader::kFrame) {
       const uint64_t at = reader.position();
-      // A crash leaves a frame cut short or a zero-filled end (blocks allocated,
-      // data never written); both only at the end of the active segment.
-      bool zero_tail = false;
-      if (recover && r == FrameReader::kBadFrame) {
-        zero_tail = true;
-        std::string rest(static_cast<size_t>(std::min<uint64_t>(file_size - at, 1 << 20)), '\0');
-        for (uint64_t off = at; off < file_size && zero_tail; off += rest.size()) {
-          const size_t n = static_cast<size_t>(std::min<uint64_t>(rest.size(), file_size - off));
-          if (pread(seg.fd, rest.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n)) {
-            return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
-          }
-          zero_tail = std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(n),
-                                  [](char c) { return c == '\0'; });
-        }
+      // The normal end of the active segment is its zero-filled preallocation; a
+      // crash can also leave a frame cut short. Elsewhere either is damage.
+      if (r == FrameReader::kBadFrame) {
+        IOTAUTH_ASSIGN_OR_RETURN(out.zero_tail, RestIsZero(seg.fd, at, file_size));
+        if (out.zero_tail) break;
       }
-      if (recover && (r == FrameReader::kTruncated || zero_tail)) {
+      if (recover && r == FrameReader::kTruncated) {
         out.truncated_tail = true;
         break;
       }
@@ -480,8 +528,8 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     }
     EventFrame e;
     const bool parsed = ParseEventFrame(f.body, &e);
-    if (recover && reader.position() == file_size &&
-        (!parsed || !SelfHashOk(e.hash_raw, e.canonical, e.fields)) && EndsInZeros(f.body)) {
+    if (recover && (!parsed || !SelfHashOk(e.hash_raw, e.canonical, e.fields)) &&
+        EndsInZeros(f.body) && RestIsZero(seg.fd, reader.position(), file_size).value_or(false)) {
       // The last frame of the file ends in zeros where its hex prev_hash belongs:
       // blocks allocated by the crashed write but never filled. (A complete last
       // frame that is merely wrong stays, for Verify to name.)
@@ -728,7 +776,7 @@ absl::Status LogAuditStore::Recover() {
     if (seg->fd < 0) return ErrnoStatus("cannot open", seg->path);
     struct stat st {};
     if (fstat(seg->fd, &st) != 0) return ErrnoStatus("cannot stat", seg->path);
-    const auto file_size = static_cast<uint64_t>(st.st_size);
+    auto file_size = static_cast<uint64_t>(st.st_size);
     seg->last = first - 1;
 
     std::vector<CheckpointRecord> ckpts;
@@ -767,6 +815,14 @@ absl::Status LogAuditStore::Recover() {
             fdatasync(seg->fd) != 0) {
           return ErrnoStatus("cannot truncate", seg->path);
         }
+        file_size = scan.valid_size;
+      } else if (scan.zero_tail && !active) {
+        // A segment sealed by a batch whose cut of the preallocation did not
+        // happen (crash): sealed files end at their last frame.
+        if (truncate(seg->path.c_str(), static_cast<off_t>(scan.valid_size)) != 0) {
+          return ErrnoStatus("cannot truncate", seg->path);
+        }
+        file_size = scan.valid_size;
       }
       seg->size = scan.valid_size;
       seg->last = scan.last != 0 ? scan.last : first - 1;
@@ -791,6 +847,9 @@ absl::Status LogAuditStore::Recover() {
       head_hash_known = !from_index;
     }
     segments_.push_back(std::move(seg));
+  }
+  if (!segments_.empty()) {
+    IOTAUTH_RETURN_IF_ERROR(PrepareForWrites(segments_.back().get()));
   }
   if (!head_hash_known) {
     // The head lies in a sealed segment read from its index (the active one is
@@ -959,37 +1018,147 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
   return results;
 }
 
+absl::Status LogAuditStore::PrepareForWrites(Segment* seg) {
+  struct stat st {};
+  if (fstat(seg->fd, &st) != 0) return ErrnoStatus("cannot stat", seg->path);
+  // Opening changes nothing in the file (it may be evidence); the first write
+  // aligns and extends it.
+  seg->zeroed_end = static_cast<uint64_t>(st.st_size);
+  const uint64_t block = seg->size - seg->size % kDirectAlign;
+  seg->tail.assign(static_cast<size_t>(seg->size - block), '\0');
+  if (!seg->tail.empty() &&
+      pread(seg->fd, seg->tail.data(), seg->tail.size(), static_cast<off_t>(block)) !=
+          static_cast<ssize_t>(seg->tail.size())) {
+    return ErrnoStatus("cannot read", seg->path);
+  }
+  if (options_.direct_io && seg->wfd < 0) {
+    seg->wfd = open(seg->path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (seg->wfd < 0) {
+      log::Info("audit log: O_DIRECT refused here; writing through the page cache",
+                {{"segment", seg->path}, {"error", std::strerror(errno)}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uint64_t offset) {
+  if (seg->wfd < 0) {
+    if (!WriteAll(seg->fd, data, offset) || fdatasync(seg->fd) != 0) {
+      return ErrnoStatus("cannot write", seg->path);
+    }
+    return absl::OkStatus();
+  }
+  // Direct: whole 4 KiB blocks, the first repeating the bytes already in it.
+  const uint64_t start = offset - offset % kDirectAlign;
+  if (offset - start != seg->tail.size()) {
+    return absl::InternalError(
+        absl::StrCat("audit log: ", seg->path, ": write position and tail disagree; restart"));
+  }
+  const size_t total = seg->tail.size() + data.size();
+  const size_t padded =
+      static_cast<size_t>((total + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
+  if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
+  char* buf = direct_buffer_->Get(std::max<size_t>(padded, 1 << 20));
+  if (buf == nullptr) return absl::ResourceExhaustedError("audit log: no memory for a write");
+  std::memcpy(buf, seg->tail.data(), seg->tail.size());
+  std::memcpy(buf + seg->tail.size(), data.data(), data.size());
+  std::memset(buf + total, 0, padded - total);
+  // Keep the file zero-filled ahead: the data writes are then overwrites of
+  // allocated blocks (no allocation, no size change to journal).
+  if (start + padded > seg->zeroed_end) {
+    static char* const zeros = [] {
+      void* p = nullptr;
+      if (posix_memalign(&p, kDirectAlign, 1 << 20) != 0) return static_cast<char*>(nullptr);
+      std::memset(p, 0, 1 << 20);
+      return static_cast<char*>(p);
+    }();
+    if (zeros == nullptr) return absl::ResourceExhaustedError("audit log: no memory");
+    // From the block after the one holding the current end: that block lies
+    // inside [start, start + padded), which the data write below fills.
+    // Ahead by ~32 bytes per event of the segment's capacity (8 MiB for the
+    // default 262,144), at least 256 KiB.
+    const uint64_t ahead =
+        std::clamp<uint64_t>(options_.events_per_segment * 32, 256 << 10, kZeroAhead);
+    const uint64_t chunk = std::min<uint64_t>(ahead, 1 << 20);
+    const uint64_t target = start + padded + ahead;
+    const uint64_t from = (seg->zeroed_end + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    for (uint64_t off = from; off < target; off += chunk) {
+      if (pwrite(seg->wfd, zeros, chunk, static_cast<off_t>(off)) != static_cast<ssize_t>(chunk)) {
+        return ErrnoStatus("cannot preallocate", seg->path);
+      }
+      seg->zeroed_end = off + chunk;
+    }
+  }
+  if (pwrite(seg->wfd, buf, padded, static_cast<off_t>(start)) != static_cast<ssize_t>(padded) ||
+      fdatasync(seg->fd) != 0) {
+    return ErrnoStatus("cannot write", seg->path);
+  }
+  const size_t keep = total % kDirectAlign;
+  seg->tail.assign(buf + (total - keep), keep);
+  return absl::OkStatus();
+}
+
+void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, const std::string& old_tail) {
+  bool ok = true;
+  if (seg->wfd < 0) {
+    ok = ftruncate(seg->fd, static_cast<off_t>(offset)) == 0 && fdatasync(seg->fd) == 0;
+  } else {
+    // Put the old partial block back, zeros after it.
+    const uint64_t start = offset - offset % kDirectAlign;
+    const size_t span = static_cast<size_t>(
+        std::min<uint64_t>(std::max<uint64_t>(seg->zeroed_end, start + kDirectAlign) - start,
+                           direct_buffer_ ? direct_buffer_->capacity : 0));
+    char* buf = direct_buffer_ ? direct_buffer_->data.get() : nullptr;
+    ok = buf != nullptr && span >= kDirectAlign;
+    if (ok) {
+      std::memset(buf, 0, span);
+      std::memcpy(buf, old_tail.data(), old_tail.size());
+      ok = pwrite(seg->wfd, buf, span, static_cast<off_t>(start)) == static_cast<ssize_t>(span) &&
+           fdatasync(seg->fd) == 0;
+    }
+    seg->tail = old_tail;
+  }
+  if (!ok) {
+    log::Error("audit log: cannot take back a failed write; restart to recover",
+               {{"segment", seg->path}, {"error", std::strerror(errno)}});
+  }
+}
+
 absl::Status LogAuditStore::WriteBatch(Pending* p) {
   size_t done = 0;
   absl::Status status;
+  std::vector<std::string> old_tails;
   for (Pending::Chunk& c : p->chunks) {
+    Segment* seg = c.segment.get();
     if (c.created) {
-      c.segment->fd = open(c.segment->path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
-      if (c.segment->fd < 0) {
-        status = ErrnoStatus("cannot create", c.segment->path);
+      seg->fd = open(seg->path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
+      if (seg->fd < 0) {
+        status = ErrnoStatus("cannot create", seg->path);
         break;
       }
+      status = PrepareForWrites(seg);
+      if (!status.ok()) break;
     }
+    old_tails.push_back(seg->tail);
     ++done;
-    const absl::string_view data(buffer_.data() + c.begin, c.end - c.begin);
-    if (!WriteAll(c.segment->fd, data, c.offset) || fdatasync(c.segment->fd) != 0 ||
-        (c.created && fsync(dir_fd_) != 0)) {
-      status = ErrnoStatus("cannot write", c.segment->path);
-      break;
+    status =
+        WriteChunk(seg, absl::string_view(buffer_.data() + c.begin, c.end - c.begin), c.offset);
+    if (status.ok() && c.created && fsync(dir_fd_) != 0) {
+      status = ErrnoStatus("cannot sync the directory of", seg->path);
     }
+    if (!status.ok()) break;
   }
   if (status.ok()) return status;
   // All or nothing: take back what this batch wrote.
-  for (size_t i = 0; i < done; ++i) {
+  for (size_t i = 0; i < p->chunks.size(); ++i) {
     Pending::Chunk& c = p->chunks[i];
     if (c.created) {
-      close(c.segment->fd);
-      c.segment->fd = -1;
+      if (c.segment->fd >= 0) close(c.segment->fd);
+      if (c.segment->wfd >= 0) close(c.segment->wfd);
+      c.segment->fd = c.segment->wfd = -1;
       unlink(c.segment->path.c_str());
-    } else if (ftruncate(c.segment->fd, static_cast<off_t>(c.offset)) != 0 ||
-               fdatasync(c.segment->fd) != 0) {
-      log::Error("audit log: cannot take back a failed write; restart to recover",
-                 {{"segment", c.segment->path}, {"error", std::strerror(errno)}});
+    } else if (i < done) {
+      UndoChunk(c.segment.get(), c.offset, old_tails[i]);
     }
   }
   return status;
@@ -1068,7 +1237,21 @@ void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<AuditEven
     head_sequence_ = p.head;
     head_hash_raw_ = p.head_raw;
   }
-  for (const std::shared_ptr<Segment>& s : sealed) WriteIndex(*s);
+  for (const std::shared_ptr<Segment>& s : sealed) {
+    // Sealed files end at their last frame: cut the zero-filled preallocation.
+    if (s->wfd >= 0) {
+      close(s->wfd);
+      s->wfd = -1;
+    }
+    if (s->zeroed_end > s->size) {
+      if (ftruncate(s->fd, static_cast<off_t>(s->size)) != 0) {
+        log::Warn("audit log: cannot trim a sealed segment", {{"segment", s->path}});
+      }
+      s->zeroed_end = s->size;
+    }
+    s->tail.clear();
+    WriteIndex(*s);
+  }
 }
 
 void LogAuditStore::WriteIndex(const Segment& seg) {
@@ -1131,24 +1314,35 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
   for (const Range& r : ranges) {
     if (out.size() >= wanted) break;
     uint64_t offset = r.offset;
-    for (int attempt = 0; attempt < 2; ++attempt) {
+    uint64_t done = r.lo;  // events up to here were handled
+    bool dropped_cache = false;
+    for (int attempt = 0; attempt < 3; ++attempt) {
       FrameReader reader(r.segment->fd, offset, r.end);
       Frame fr;
-      bool misplaced = false;
+      bool restart = false;
       bool first_event = true;
       FrameReader::Result res;
       while ((res = reader.Next(&fr)) == FrameReader::kFrame && out.size() < wanted) {
         if (fr.kind != kKindEvent) continue;
         EventFrame e;
-        if (!ParseEventFrame(fr.body, &e)) continue;  // damaged: Verify names it
+        if (!ParseEventFrame(fr.body, &e)) {
+          // Damaged (Verify names it), or a page cached while a direct write
+          // replaced it: read once more from the disk before skipping it.
+          if (!dropped_cache) {
+            restart = true;
+            break;
+          }
+          continue;
+        }
         const uint64_t seq = e.fields.sequence;
-        if (first_event && offset != kSegmentHeader && seq > r.lo + 1) {
-          misplaced = true;  // the sparse entry does not lead where expected
+        if (first_event && offset != kSegmentHeader && seq > done + 1) {
+          restart = true;  // the sparse entry does not lead where expected
           break;
         }
         first_event = false;
-        if (seq <= r.lo) continue;
+        if (seq <= done) continue;
         if (seq > r.hi) break;
+        done = seq;
         if (!Matches(e.fields, f)) continue;
         out.emplace_back();
         CanonicalFieldsToEvent(e.fields, &out.back());
@@ -1157,7 +1351,14 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
       if (res == FrameReader::kIoError) {
         return absl::UnavailableError(absl::StrCat("audit log: cannot read ", r.segment->path));
       }
-      if (!misplaced) break;
+      if ((res == FrameReader::kBadFrame || res == FrameReader::kTruncated) && !dropped_cache) {
+        restart = true;  // committed bytes that do not parse: the same doubt
+      }
+      if (!restart) break;
+      if (!first_event || offset == kSegmentHeader) {
+        DropCachedPages(r.segment->fd);
+        dropped_cache = true;
+      }
       offset = kSegmentHeader;
     }
   }
@@ -1197,13 +1398,10 @@ absl::StatusOr<CheckpointRecord> LogAuditStore::CreateCheckpoint(absl::Time now)
   }
   std::string frame;
   AppendCheckpointFrame(c, raw, &frame);
-  if (!WriteAll(seg->fd, frame, offset) || fdatasync(seg->fd) != 0) {
-    absl::Status s = ErrnoStatus("cannot write", seg->path);
-    if (ftruncate(seg->fd, static_cast<off_t>(offset)) != 0) {
-      log::Error("audit log: cannot take back a failed write; restart to recover",
-                 {{"segment", seg->path}});
-    }
-    return s;
+  const std::string old_tail = seg->tail;
+  if (absl::Status st = WriteChunk(seg.get(), frame, offset); !st.ok()) {
+    UndoChunk(seg.get(), offset, old_tail);
+    return st;
   }
   bool sealed = false;
   {
@@ -1247,6 +1445,10 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
   std::string anchor_raw;
   IOTAUTH_ASSIGN_OR_RETURN(VerifyResult check, VerifyRange(first, anchor_seq, &anchor_raw));
   if (!check.ok) {
+    for (const auto& seg : prune) DropCachedPages(seg->fd);
+    IOTAUTH_ASSIGN_OR_RETURN(check, VerifyRange(first, anchor_seq, &anchor_raw));
+  }
+  if (!check.ok) {
     return absl::FailedPreconditionError(
         absl::StrCat("refusing to prune: the chain does not verify at ", check.first_bad_sequence,
                      " (", check.problem, ")"));
@@ -1279,7 +1481,16 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
 }
 
 absl::StatusOr<VerifyResult> LogAuditStore::Verify(uint64_t from_sequence, uint64_t to_sequence) {
+  IOTAUTH_ASSIGN_OR_RETURN(VerifyResult r, VerifyRange(from_sequence, to_sequence, nullptr));
+  if (r.ok) return r;
+  // Before reporting tampering, rule out a stale cached page (see DropCachedPages).
+  for (const auto& seg : SnapshotSegments()) DropCachedPages(seg->fd);
   return VerifyRange(from_sequence, to_sequence, nullptr);
+}
+
+std::vector<std::shared_ptr<LogAuditStore::Segment>> LogAuditStore::SnapshotSegments() const {
+  absl::ReaderMutexLock sl(&state_mu_);
+  return segments_;
 }
 
 absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t to,

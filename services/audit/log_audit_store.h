@@ -76,6 +76,11 @@ class LogAuditStore final : public AuditStore {
     uint64_t dedup_window = 262144;
     // Time of automatic checkpoints. Defaults to RealClock.
     const Clock* clock = nullptr;
+    // Write the active segment with O_DIRECT into a zero-filled preallocation
+    // (falls back to buffered writes where the file system refuses O_DIRECT).
+    // Buffered appends cost 0.15-0.8 us of kernel CPU per event here (page cache
+    // allocation, ext4 delayed allocation, writeback); direct overwrites ~0.05 us.
+    bool direct_io = true;
   };
 
   // Opens (creating when needed) the log in `options.dir` and recovers its state
@@ -108,11 +113,21 @@ class LogAuditStore final : public AuditStore {
  private:
   struct Pending;
   struct BlockBuilder;
+  struct DirectBuffer;
   explicit LogAuditStore(Options options);
   absl::Status Recover();
   absl::StatusOr<std::vector<AppendedEvent>> AppendImpl(
       std::vector<iotauth::audit::v1::AuditEvent>* events, bool deduplicate);
   absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Writes `data` at `offset` of `segment` (direct or buffered, by its wfd) and
+  // makes it durable; on success the segment's tail/zeroed_end describe the file.
+  absl::Status WriteChunk(Segment* segment, absl::string_view data, uint64_t offset)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Takes back a WriteChunk at `offset` whose segment tail was `old_tail` before.
+  void UndoChunk(Segment* segment, uint64_t offset, const std::string& old_tail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Opens the active segment for direct writes and loads its tail.
+  absl::Status PrepareForWrites(Segment* segment);
   void ApplyCommitted(const Pending& pending,
                       const std::vector<iotauth::audit::v1::AuditEvent>& events,
                       const std::vector<AppendedEvent>& results)
@@ -122,6 +137,7 @@ class LogAuditStore final : public AuditStore {
   // Verify; `last_hash_raw` (optional) receives the raw hash of the last event
   // walked (the anchor's when none).
   absl::StatusOr<VerifyResult> VerifyRange(uint64_t from, uint64_t to, std::string* last_hash_raw);
+  std::vector<std::shared_ptr<Segment>> SnapshotSegments() const;
 
   Options options_;
   int dir_fd_ = -1;
@@ -135,6 +151,7 @@ class LogAuditStore final : public AuditStore {
   size_t recent_next_ ABSL_GUARDED_BY(writer_mu_) = 0;
   std::string buffer_ ABSL_GUARDED_BY(writer_mu_);
   std::unique_ptr<BlockBuilder> builder_ ABSL_GUARDED_BY(writer_mu_);
+  std::unique_ptr<DirectBuffer> direct_buffer_ ABSL_GUARDED_BY(writer_mu_);
 
   // What readers see: committed state only. Guarded by state_mu_ (writers of it
   // also hold writer_mu_).
