@@ -43,7 +43,7 @@ void LocalAuditSink::CountDropped(uint64_t n) {
   if (!stopping_) gap_pending_ += n;
 }
 
-void LocalAuditSink::Record(AuditEvent event) {
+void LocalAuditSink::Record(AuditEvent&& event) {
   const bool fresh = event.event_id().empty();
   PrepareForRecord(*options_.clock, &event);
   bool accepted = false;
@@ -94,9 +94,7 @@ void LocalAuditSink::MaybeApplyRetention() {
 void LocalAuditSink::WriterLoop() {
   for (;;) {
     MaybeApplyRetention();
-    std::vector<AuditEvent> batch;
     uint64_t gap = 0;
-    bool fresh = true;
     {
       absl::MutexLock lock(&mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -120,19 +118,27 @@ void LocalAuditSink::WriterLoop() {
       if (!full() && options_.linger > absl::ZeroDuration()) {
         mu_.AwaitWithTimeout(absl::Condition(&full), options_.linger);
       }
-      const size_t n = std::min(queue_.size(), max_batch);
-      batch.reserve(n + 1);
-      for (size_t i = 0; i < n; ++i) {
-        fresh = fresh && queue_.front().fresh;
-        batch.push_back(std::move(queue_.front().event));
-        queue_.pop_front();
-      }
+      // Everything queued, in O(1): producers never wait behind the moves below.
+      taken_.swap(queue_);
       gap = std::exchange(gap_pending_, 0);
     }
-    const uint64_t taken = batch.size();
-    CommitBatch(std::move(batch), gap, fresh);
+    // Committed in batches of at most max_batch, in order.
+    const size_t n = taken_.size();
+    size_t at = 0;
+    do {
+      const size_t end = std::min(n, at + options_.max_batch);
+      std::vector<AuditEvent> batch;
+      batch.reserve(end - at + 1);
+      bool fresh = true;
+      for (; at < end; ++at) {
+        fresh = fresh && taken_[at].fresh;
+        batch.push_back(std::move(taken_[at].event));
+      }
+      CommitBatch(std::move(batch), std::exchange(gap, 0), fresh);
+    } while (at < n);
+    taken_.clear();  // keeps its capacity for the next swap
     absl::MutexLock lock(&mu_);
-    finished_ += taken;
+    finished_ += n;
   }
 }
 

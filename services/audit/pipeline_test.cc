@@ -287,7 +287,7 @@ TEST_F(PipelineTest, AssignsIdAndTimeWhenEmpty) {
   AuditEvent e;
   e.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHORIZATION);
   e.set_sequence(77);  // producers cannot choose
-  sink_->Record(e);
+  sink_->Record(AuditEvent(e));
   sink_->Record(Event(2));
   ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
   auto all = All();
@@ -378,7 +378,7 @@ TEST_F(PipelineTest, OnlyBatchesOfGeneratedIdsSkipTheDuplicateLookup) {
   Start();
   AuditEvent generated;
   generated.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION);
-  sink_->Record(generated);
+  sink_->Record(std::move(generated));
   ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
   EXPECT_EQ(store_->fresh_batches(), 1);
   sink_->Record(Event(7));

@@ -35,7 +35,7 @@ RemoteAuditSink::RemoteAuditSink(Options options)
 
 RemoteAuditSink::~RemoteAuditSink() { Shutdown(absl::Seconds(5)); }
 
-void RemoteAuditSink::Record(v1::AuditEvent event) {
+void RemoteAuditSink::Record(v1::AuditEvent&& event) {
   PrepareForRecord(*options_.clock, &event);
   bool accepted = false;
   {

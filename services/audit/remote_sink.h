@@ -75,7 +75,7 @@ class RemoteAuditSink final : public AuditSink {
   ~RemoteAuditSink() override;  // Shutdown(absl::Seconds(5))
 
   // Assigns event_id and time when empty; non-blocking under kDrop. Thread-safe.
-  void Record(iotauth::audit::v1::AuditEvent event) override;
+  void Record(iotauth::audit::v1::AuditEvent&& event) override;
 
   // Waits until everything recorded so far is acknowledged. False on timeout.
   bool Flush(absl::Duration timeout);

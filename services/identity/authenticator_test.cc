@@ -31,7 +31,7 @@ constexpr char kProductSecret[] = "productsecretproductsecret";
 
 class RecordingSink final : public audit::AuditSink {
  public:
-  void Record(audit::v1::AuditEvent event) override {
+  void Record(audit::v1::AuditEvent&& event) override {
     absl::MutexLock lock(&mu_);
     events_.push_back(std::move(event));
   }

@@ -13,7 +13,7 @@ namespace reg = ::iotauth::registry::v1;
 
 class CountingSink final : public audit::AuditSink {
  public:
-  void Record(audit::v1::AuditEvent e) override { events.push_back(std::move(e)); }
+  void Record(audit::v1::AuditEvent&& e) override { events.push_back(std::move(e)); }
   std::vector<audit::v1::AuditEvent> events;
 };
 

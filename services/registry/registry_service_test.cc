@@ -42,7 +42,7 @@ class FakeResolver final : public CallerResolver {
 
 class RecordingSink final : public audit::AuditSink {
  public:
-  void Record(audit::v1::AuditEvent e) override {
+  void Record(audit::v1::AuditEvent&& e) override {
     absl::MutexLock lock(&mu_);
     events_.push_back(std::move(e));
   }

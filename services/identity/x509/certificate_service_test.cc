@@ -38,7 +38,7 @@ using testing::NewKey;
 
 class RecordingSink final : public audit::AuditSink {
  public:
-  void Record(audit::v1::AuditEvent e) override {
+  void Record(audit::v1::AuditEvent&& e) override {
     absl::MutexLock lock(&mu_);
     events_.push_back(std::move(e));
   }
