@@ -169,7 +169,9 @@ void AppendCanonicalEncoding(const AuditEvent& event, std::string* out) {
   AppendCanonical(event, out);
 }
 
-bool ParseCanonical(absl::string_view in, CanonicalFields* f) {
+bool ParseCanonical(absl::string_view bytes, CanonicalFields* out) {
+  absl::string_view in = bytes;
+  CanonicalFields* const f = out;
   if (in.substr(0, kDomainTag.size()) != kDomainTag) return false;
   in.remove_prefix(kDomainTag.size());
   absl::string_view p;
@@ -195,7 +197,9 @@ bool ParseCanonical(absl::string_view in, CanonicalFields* f) {
   return in.empty();
 }
 
-bool CanonicalFieldsToEvent(const CanonicalFields& f, AuditEvent* e) {
+bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
+  const CanonicalFields& f = fields;
+  AuditEvent* const e = event;
   e->set_sequence(f.sequence);
   e->set_event_id(std::string(f.event_id));
   if (f.has_time) {

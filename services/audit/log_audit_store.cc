@@ -1018,7 +1018,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
   return results;
 }
 
-absl::Status LogAuditStore::PrepareForWrites(Segment* seg) {
+absl::Status LogAuditStore::PrepareForWrites(Segment* seg) const {
   struct stat st {};
   if (fstat(seg->fd, &st) != 0) return ErrnoStatus("cannot stat", seg->path);
   // Opening changes nothing in the file (it may be evidence); the first write
@@ -1055,12 +1055,11 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
         absl::StrCat("audit log: ", seg->path, ": write position and tail disagree; restart"));
   }
   const size_t total = seg->tail.size() + data.size();
-  const size_t padded =
-      static_cast<size_t>((total + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
+  const auto padded = static_cast<size_t>((total + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
   if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
   char* buf = direct_buffer_->Get(std::max<size_t>(padded, 1 << 20));
   if (buf == nullptr) return absl::ResourceExhaustedError("audit log: no memory for a write");
-  std::memcpy(buf, seg->tail.data(), seg->tail.size());
+  std::copy(seg->tail.begin(), seg->tail.end(), buf);
   std::memcpy(buf + seg->tail.size(), data.data(), data.size());
   std::memset(buf + total, 0, padded - total);
   // Keep the file zero-filled ahead: the data writes are then overwrites of
@@ -1112,7 +1111,7 @@ void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, const std::string& 
     ok = buf != nullptr && span >= kDirectAlign;
     if (ok) {
       std::memset(buf, 0, span);
-      std::memcpy(buf, old_tail.data(), old_tail.size());
+      std::copy(old_tail.begin(), old_tail.end(), buf);
       ok = pwrite(seg->wfd, buf, span, static_cast<off_t>(start)) == static_cast<ssize_t>(span) &&
            fdatasync(seg->fd) == 0;
     }

@@ -127,7 +127,7 @@ class LogAuditStore final : public AuditStore {
   void UndoChunk(Segment* segment, uint64_t offset, const std::string& old_tail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Opens the active segment for direct writes and loads its tail.
-  absl::Status PrepareForWrites(Segment* segment);
+  absl::Status PrepareForWrites(Segment* segment) const;
   void ApplyCommitted(const Pending& pending,
                       const std::vector<iotauth::audit::v1::AuditEvent>& events,
                       const std::vector<AppendedEvent>& results)

@@ -173,6 +173,7 @@ std::vector<Frame> ParseSegment(const std::string& bytes, uint64_t* first_sequen
 // "E1 E2 C2 ...": the frames of a segment in file order.
 std::string FrameList(const std::vector<Frame>& frames) {
   std::vector<std::string> parts;
+  parts.reserve(frames.size());
   for (const Frame& f : frames) parts.push_back(absl::StrCat(std::string(1, f.kind), f.sequence));
   return absl::StrJoin(parts, " ");
 }
@@ -976,9 +977,12 @@ TEST_P(BlockQueryTest, DamagedSummaryOnlyCostsSpeed) {
   const std::vector<Damage> damages = {
       {"flip a byte in the middle", [](std::string* b) { (*b)[b->size() / 2] ^= 0x5a; }},
       {"flip the first byte", [](std::string* b) { (*b)[0] ^= 0x01; }},
-      {"flip the last byte", [](std::string* b) { (*b)[b->size() - 1] ^= 0x80; }},
+      {"flip the last byte",
+       [](std::string* b) { (*b)[b->size() - 1] ^= static_cast<char>(0x80); }},
       {"zero the second half",
-       [](std::string* b) { std::fill(b->begin() + b->size() / 2, b->end(), '\0'); }},
+       [](std::string* b) {
+         std::fill(b->begin() + static_cast<std::ptrdiff_t>(b->size() / 2), b->end(), '\0');
+       }},
       {"zero all but the first 16 bytes",
        [](std::string* b) { std::fill(b->begin() + 16, b->end(), '\0'); }},
       {"truncated to half", [](std::string* b) { b->resize(b->size() / 2); }},
