@@ -5,6 +5,7 @@
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -290,6 +291,14 @@ class EmbeddedApp final : public App {
       } else {
         audit::LogAuditStore::Options lo;
         lo.dir = AuditLogDir(config_);
+        if (access(AuditDbPath(config_).c_str(), F_OK) == 0) {
+          // Written by an earlier version (SQLite was the default): not converted.
+          log::Warn(
+              "an SQLite audit log exists but storage.audit_backend is 'log': it is not read "
+              "or converted; the segment log starts empty. To keep appending to the old log, "
+              "set storage.audit_backend=sqlite",
+              {{"sqlite_log", AuditDbPath(config_)}, {"segment_log", lo.dir}});
+        }
         lo.clock = clock;
         if (config_.storage().audit_segment_events() != 0) {
           lo.events_per_segment = static_cast<uint64_t>(config_.storage().audit_segment_events());
