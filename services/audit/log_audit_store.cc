@@ -1453,13 +1453,7 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
                      " (", check.problem, ")"));
   }
   CheckpointRecord anchor{anchor_seq, ToHex(anchor_raw), now};
-  std::string data(kAnchorMagic);
-  PutU64(anchor.sequence, &data);
-  data.append(anchor_raw);
-  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(now)), &data);
-  data.append(Sha256Of(data));
-  IOTAUTH_RETURN_IF_ERROR(
-      ReplaceFile(absl::StrCat(options_.dir, "/anchor"), data, /*sync=*/true, dir_fd_));
+  IOTAUTH_RETURN_IF_ERROR(WriteAnchorFile(options_.dir, dir_fd_, anchor));
   uint64_t removed = 0;
   {
     absl::MutexLock sl(&state_mu_);
@@ -1477,6 +1471,44 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
   }
   fsync(dir_fd_);
   return removed;
+}
+
+absl::Status LogAuditStore::WriteAnchorFile(const std::string& dir, int dir_fd,
+                                            const CheckpointRecord& anchor) {
+  const std::string raw = FromHex(anchor.head_hash);
+  if (raw.size() != kHashBytes) {
+    return absl::InvalidArgumentError("audit log: an anchor needs a 64-digit hex hash");
+  }
+  std::string data(kAnchorMagic);
+  PutU64(anchor.sequence, &data);
+  data.append(raw);
+  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(anchor.time)), &data);
+  data.append(Sha256Of(data));
+  return ReplaceFile(absl::StrCat(dir, "/anchor"), data, /*sync=*/true, dir_fd);
+}
+
+absl::Status LogAuditStore::StartAfter(const std::string& dir, const CheckpointRecord& anchor) {
+  if (anchor.sequence == 0) return absl::OkStatus();
+  if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    return ErrnoStatus("cannot create directory", dir);
+  }
+  const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return ErrnoStatus("cannot open directory", dir);
+  absl::Status st;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* ent = readdir(d)) {
+      const absl::string_view name(ent->d_name);
+      if (name != "." && name != "..") {
+        st = absl::FailedPreconditionError(
+            absl::StrCat("audit log: ", dir, " is not empty (", name, ")"));
+        break;
+      }
+    }
+    closedir(d);
+  }
+  if (st.ok()) st = WriteAnchorFile(dir, dir_fd, anchor);
+  close(dir_fd);
+  return st;
 }
 
 absl::StatusOr<VerifyResult> LogAuditStore::Verify(uint64_t from_sequence, uint64_t to_sequence) {

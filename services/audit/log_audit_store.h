@@ -105,6 +105,12 @@ class LogAuditStore final : public AuditStore {
   absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy, absl::Time now) override;
   absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
 
+  // Prepares an empty `dir` for a log that continues a chain after `anchor` (the
+  // last event of a log whose earlier part is gone: a migrated, pruned log). The
+  // next event appended gets anchor.sequence + 1 and chains to anchor.head_hash.
+  // FAILED_PRECONDITION when `dir` holds anything.
+  static absl::Status StartAfter(const std::string& dir, const CheckpointRecord& anchor);
+
   // File name of the segment that starts at `first_sequence` ("000...1.seg").
   static std::string SegmentFileName(uint64_t first_sequence);
 
@@ -116,6 +122,8 @@ class LogAuditStore final : public AuditStore {
   struct DirectBuffer;
   explicit LogAuditStore(Options options);
   absl::Status Recover();
+  static absl::Status WriteAnchorFile(const std::string& dir, int dir_fd,
+                                      const CheckpointRecord& anchor);
   absl::StatusOr<std::vector<AppendedEvent>> AppendImpl(
       std::vector<iotauth::audit::v1::AuditEvent>* events, bool deduplicate);
   absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);

@@ -295,8 +295,9 @@ class EmbeddedApp final : public App {
           // Written by an earlier version (SQLite was the default): not converted.
           log::Warn(
               "an SQLite audit log exists but storage.audit_backend is 'log': it is not read "
-              "or converted; the segment log starts empty. To keep appending to the old log, "
-              "set storage.audit_backend=sqlite",
+              "or converted; the segment log starts empty. Stop, then copy it with audit_migrate "
+              "(keeps every sequence and hash; services/audit/README.md), or keep appending to "
+              "it with storage.audit_backend=sqlite",
               {{"sqlite_log", AuditDbPath(config_)}, {"segment_log", lo.dir}});
         }
         lo.clock = clock;
