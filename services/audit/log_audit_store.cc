@@ -1320,7 +1320,7 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
       Frame fr;
       bool restart = false;
       bool first_event = true;
-      FrameReader::Result res;
+      FrameReader::Result res = FrameReader::kEnd;
       while ((res = reader.Next(&fr)) == FrameReader::kFrame && out.size() < wanted) {
         if (fr.kind != kKindEvent) continue;
         EventFrame e;
@@ -1609,7 +1609,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
       Frame fr;
       bool restart = false;
       bool started = false;
-      FrameReader::Result res;
+      FrameReader::Result res = FrameReader::kEnd;
       while (expected <= upper && (res = reader.Next(&fr)) == FrameReader::kFrame) {
         if (fr.kind == kKindCheckpoint) {
           CheckpointRecord c;
