@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/common/crypto.h"
 #include "services/common/log.h"
 #include "services/common/status_macros.h"
 
@@ -109,27 +109,6 @@ absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
       absl::StrCat("audit log: ", what, " ", path, ": ", std::strerror(errno)));
 }
 
-// SHA-256(a || b) into `out` (32 bytes), with a per-thread context and a digest
-// fetched once (OpenSSL 3's one-shot API fetches per call: ~1 us).
-bool Sha256Two(absl::string_view a, absl::string_view b, unsigned char* out) {
-  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  struct CtxDeleter {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-  };
-  thread_local std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
-  unsigned int len = 0;
-  return md != nullptr && ctx != nullptr && EVP_DigestInit_ex2(ctx.get(), md, nullptr) == 1 &&
-         EVP_DigestUpdate(ctx.get(), a.data(), a.size()) == 1 &&
-         EVP_DigestUpdate(ctx.get(), b.data(), b.size()) == 1 &&
-         EVP_DigestFinal_ex(ctx.get(), out, &len) == 1 && len == kHashBytes;
-}
-
-std::string Sha256Of(absl::string_view data) {
-  std::string out(kHashBytes, '\0');
-  if (!Sha256Two(data, {}, reinterpret_cast<unsigned char*>(out.data()))) out.clear();
-  return out;
-}
-
 std::string ToHex(absl::string_view raw) { return absl::BytesToHexString(raw); }
 
 // Raw 32 bytes of a well-formed 64-digit hex hash ("" otherwise).
@@ -149,7 +128,7 @@ bool SelfHashOk(absl::string_view hash_raw, absl::string_view canonical, const C
   const std::string prev = FromHex(f.prev_hash);
   if (prev.empty()) return false;
   unsigned char h[kHashBytes];
-  if (!Sha256Two(prev, canonical, h)) return false;
+  if (!crypto::Sha256Into(prev, canonical, h)) return false;
   return absl::string_view(reinterpret_cast<const char*>(h), kHashBytes) == hash_raw;
 }
 
@@ -603,7 +582,7 @@ std::string EncodeIndex(const Segment& seg, const std::vector<CheckpointRecord>&
     out.append(FromHex(c.head_hash));
     PutU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), &out);
   }
-  out.append(Sha256Of(out));
+  out.append(crypto::Sha256(out));
   return out;
 }
 
@@ -612,7 +591,7 @@ bool DecodeIndex(absl::string_view data, uint64_t file_size, Segment* seg,
                  std::vector<CheckpointRecord>* checkpoints) {
   if (data.size() < kHashBytes) return false;
   const absl::string_view body = data.substr(0, data.size() - kHashBytes);
-  if (Sha256Of(body) != data.substr(body.size())) return false;
+  if (crypto::Sha256(body) != data.substr(body.size())) return false;
   Cursor c(body);
   if (c.Bytes(8) != kIndexMagic || c.U64() != seg->first || c.U64() != seg->capacity ||
       c.U64() != file_size) {
@@ -741,7 +720,7 @@ absl::Status LogAuditStore::Recover() {
       a.time = absl::FromUnixNanos(static_cast<int64_t>(c.U64()));
       const absl::string_view sum = c.Bytes(kHashBytes);
       if (!magic || !c.ok() || c.remaining() != 0 ||
-          Sha256Of(absl::string_view(data).substr(0, data.size() - kHashBytes)) != sum) {
+          crypto::Sha256(absl::string_view(data).substr(0, data.size() - kHashBytes)) != sum) {
         return absl::DataLossError(absl::StrCat(
             "audit log: ", path, " is damaged; it anchors the retained log after pruning"));
       }
@@ -990,7 +969,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     const size_t canonical = buffer_.size();
     AppendCanonicalEncoding(e, &buffer_);
     const absl::string_view canon(buffer_.data() + canonical, buffer_.size() - canonical);
-    if (!Sha256Two(p.head_raw, canon, hash)) {
+    if (!crypto::Sha256Into(p.head_raw, canon, hash)) {
       return absl::InternalError("audit log: SHA-256 failed");
     }
     SetU32(static_cast<uint32_t>(buffer_.size() - frame - kFrameHeader), &buffer_[frame]);
@@ -1483,7 +1462,7 @@ absl::Status LogAuditStore::WriteAnchorFile(const std::string& dir, int dir_fd,
   PutU64(anchor.sequence, &data);
   data.append(raw);
   PutU64(static_cast<uint64_t>(absl::ToUnixNanos(anchor.time)), &data);
-  data.append(Sha256Of(data));
+  data.append(crypto::Sha256(data));
   return ReplaceFile(absl::StrCat(dir, "/anchor"), data, /*sync=*/true, dir_fd);
 }
 

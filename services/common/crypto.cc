@@ -132,7 +132,7 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string Sha256(absl::string_view data) {
+bool Sha256Into(absl::string_view a, absl::string_view b, unsigned char* out) {
   // OpenSSL 3's one-shot SHA256() fetches the algorithm from the provider store on
   // every call (about 1 us of locks and lookups for a 300-byte input); a digest fetched
   // once and a per-thread context reused make it ~3x cheaper. It runs once per audit
@@ -142,14 +142,19 @@ std::string Sha256(absl::string_view data) {
     void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
   };
   thread_local std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
-  std::string out(SHA256_DIGEST_LENGTH, '\0');
   unsigned int len = 0;
-  if (md == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1) {
+  return md != nullptr && ctx != nullptr && EVP_DigestInit_ex2(ctx.get(), md, nullptr) == 1 &&
+         EVP_DigestUpdate(ctx.get(), a.data(), a.size()) == 1 &&
+         EVP_DigestUpdate(ctx.get(), b.data(), b.size()) == 1 &&
+         EVP_DigestFinal_ex(ctx.get(), out, &len) == 1 && len == kSha256Bytes;
+}
+
+std::string Sha256(absl::string_view data) {
+  std::string out(kSha256Bytes, '\0');
+  auto* raw = reinterpret_cast<unsigned char*>(out.data());
+  if (!Sha256Into(data, {}, raw)) {
     // Not expected with the default provider; the one-shot path is the fallback.
-    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(),
-           reinterpret_cast<unsigned char*>(out.data()));
+    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), raw);
   }
   return out;
 }

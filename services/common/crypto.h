@@ -28,6 +28,11 @@ absl::StatusOr<std::string> HexDecode(absl::string_view text);
 // only the length.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
+inline constexpr size_t kSha256Bytes = 32;
+
+// SHA-256 of `a` followed by `b`, written to `out` (kSha256Bytes). False only if
+// OpenSSL fails. For callers that hash a prefix and a body without joining them.
+bool Sha256Into(absl::string_view a, absl::string_view b, unsigned char* out);
 // Raw 32-byte SHA-256 digest.
 std::string Sha256(absl::string_view data);
 // Lowercase hex SHA-256.

@@ -47,5 +47,18 @@ TEST(Sha256Test, KnownDigest) {
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(Sha256Test, TwoPartsHashLikeTheirConcatenation) {
+  // FIPS 180-2 two-block message, split across the parts at every position.
+  const std::string msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  for (size_t cut = 0; cut <= msg.size(); ++cut) {
+    unsigned char out[kSha256Bytes];
+    ASSERT_TRUE(
+        Sha256Into(absl::string_view(msg).substr(0, cut), absl::string_view(msg).substr(cut), out));
+    EXPECT_EQ(HexEncode(absl::string_view(reinterpret_cast<const char*>(out), sizeof(out))),
+              "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        << "split at " << cut;
+  }
+}
+
 }  // namespace
 }  // namespace iotauth::crypto
