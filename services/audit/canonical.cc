@@ -6,32 +6,26 @@
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
+#include "services/common/big_endian.h"
 #include "services/common/crypto.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth::audit {
 namespace {
 
+using big_endian::AppendU32;
+using big_endian::AppendU64;
+using big_endian::LoadU32;
+using big_endian::LoadU64;
 using iotauth::audit::v1::AuditEvent;
 
 constexpr absl::string_view kDomainTag = "iotauth.audit.v1.AuditEvent/1";
 
 // The encoder appends straight into one buffer (no temporary per field): it
 // runs once per committed event and once per verified event.
-void PutU32(uint32_t v, std::string* out) {
-  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                     static_cast<char>(v >> 8), static_cast<char>(v)};
-  out->append(b, 4);
-}
-
-void PutU64(uint64_t v, std::string* out) {
-  PutU32(static_cast<uint32_t>(v >> 32), out);
-  PutU32(static_cast<uint32_t>(v), out);
-}
-
 void PutHeader(uint32_t number, size_t payload_size, std::string* out) {
-  PutU32(number, out);
-  PutU32(static_cast<uint32_t>(payload_size), out);
+  AppendU32(number, out);
+  AppendU32(static_cast<uint32_t>(payload_size), out);
 }
 
 void PutField(uint32_t number, absl::string_view payload, std::string* out) {
@@ -41,12 +35,12 @@ void PutField(uint32_t number, absl::string_view payload, std::string* out) {
 
 void PutUint64Field(uint32_t number, uint64_t v, std::string* out) {
   PutHeader(number, 8, out);
-  PutU64(v, out);
+  AppendU64(v, out);
 }
 
 void PutEnumField(uint32_t number, int32_t v, std::string* out) {
   PutHeader(number, 4, out);
-  PutU32(static_cast<uint32_t>(v), out);
+  AppendU32(static_cast<uint32_t>(v), out);
 }
 
 // Timestamp and Duration share the (seconds, nanos) shape.
@@ -57,8 +51,8 @@ void PutTimeField(uint32_t number, bool present, const T& t, std::string* out) {
     return;
   }
   PutHeader(number, 12, out);
-  PutU64(static_cast<uint64_t>(t.seconds()), out);
-  PutU32(static_cast<uint32_t>(t.nanos()), out);
+  AppendU64(static_cast<uint64_t>(t.seconds()), out);
+  AppendU32(static_cast<uint32_t>(t.nanos()), out);
 }
 
 using Attributes = google::protobuf::Map<std::string, std::string>;
@@ -76,9 +70,9 @@ void AppendAttributeEntries(const Attributes& m, std::string* out) {
   for (const auto& [k, v] : m) entries.emplace_back(k, v);
   std::sort(entries.begin(), entries.end());  // string_view compares bytes
   for (const auto& [k, v] : entries) {
-    PutU32(static_cast<uint32_t>(k.size()), out);
+    AppendU32(static_cast<uint32_t>(k.size()), out);
     out->append(k.data(), k.size());
-    PutU32(static_cast<uint32_t>(v.size()), out);
+    AppendU32(static_cast<uint32_t>(v.size()), out);
     out->append(v.data(), v.size());
   }
 }
@@ -122,19 +116,10 @@ void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
   PutField(17, e.prev_hash(), &out);
 }
 
-uint32_t GetU32(const char* p) {
-  return (static_cast<uint32_t>(static_cast<uint8_t>(p[0])) << 24) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 16) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 8) |
-         static_cast<uint32_t>(static_cast<uint8_t>(p[3]));
-}
-
-uint64_t GetU64(const char* p) { return (static_cast<uint64_t>(GetU32(p)) << 32) | GetU32(p + 4); }
-
 // Reads the next field header, which must carry `number`; `*payload` is its bytes.
 bool NextField(absl::string_view* in, uint32_t number, absl::string_view* payload) {
-  if (in->size() < 8 || GetU32(in->data()) != number) return false;
-  const uint32_t n = GetU32(in->data() + 4);
+  if (in->size() < 8 || LoadU32(in->data()) != number) return false;
+  const uint32_t n = LoadU32(in->data() + 4);
   if (in->size() - 8 < n) return false;
   *payload = in->substr(8, n);
   in->remove_prefix(8 + static_cast<size_t>(n));
@@ -151,15 +136,15 @@ bool NextTime(absl::string_view* in, uint32_t number, bool* present, int64_t* se
   }
   if (p.size() != 12) return false;
   *present = true;
-  *seconds = static_cast<int64_t>(GetU64(p.data()));
-  *nanos = static_cast<int32_t>(GetU32(p.data() + 8));
+  *seconds = static_cast<int64_t>(LoadU64(p.data()));
+  *nanos = static_cast<int32_t>(LoadU32(p.data() + 8));
   return true;
 }
 
 bool NextInt32(absl::string_view* in, uint32_t number, int32_t* v) {
   absl::string_view p;
   if (!NextField(in, number, &p) || p.size() != 4) return false;
-  *v = static_cast<int32_t>(GetU32(p.data()));
+  *v = static_cast<int32_t>(LoadU32(p.data()));
   return true;
 }
 
@@ -176,7 +161,7 @@ bool ParseCanonical(absl::string_view bytes, CanonicalFields* out) {
   in.remove_prefix(kDomainTag.size());
   absl::string_view p;
   if (!NextField(&in, 1, &p) || p.size() != 8) return false;
-  f->sequence = GetU64(p.data());
+  f->sequence = LoadU64(p.data());
   if (!NextField(&in, 2, &f->event_id)) return false;
   if (!NextTime(&in, 3, &f->has_time, &f->time_seconds, &f->time_nanos)) return false;
   if (!NextInt32(&in, 4, &f->type)) return false;
@@ -229,7 +214,7 @@ bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
     absl::string_view v;
     for (absl::string_view* s : {&k, &v}) {
       if (in.size() < 4) return false;
-      const uint32_t n = GetU32(in.data());
+      const uint32_t n = LoadU32(in.data());
       if (in.size() - 4 < n) return false;
       *s = in.substr(4, n);
       in.remove_prefix(4 + static_cast<size_t>(n));

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/common/big_endian.h"
 #include "services/common/crypto.h"
 #include "services/common/log.h"
 #include "services/common/status_macros.h"
@@ -27,6 +28,12 @@ namespace iotauth::audit {
 using iotauth::audit::v1::AuditEvent;
 
 namespace {
+
+using big_endian::AppendU32;
+using big_endian::AppendU64;
+using big_endian::LoadU32;
+using big_endian::LoadU64;
+using big_endian::StoreU32;
 
 constexpr absl::string_view kSegmentMagic = "IOTAUDL1";
 constexpr absl::string_view kIndexMagic = "IOTAIDX1";
@@ -48,29 +55,6 @@ constexpr uint64_t kSparseEvery = 64;
 // How far Verify looks for the original sequence of a renumbered event.
 constexpr uint64_t kMaxRenumberSearch = 1024;
 
-void PutU32(uint32_t v, std::string* out) {
-  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                     static_cast<char>(v >> 8), static_cast<char>(v)};
-  out->append(b, 4);
-}
-void PutU64(uint64_t v, std::string* out) {
-  PutU32(static_cast<uint32_t>(v >> 32), out);
-  PutU32(static_cast<uint32_t>(v), out);
-}
-void SetU32(uint32_t v, char* p) {
-  p[0] = static_cast<char>(v >> 24);
-  p[1] = static_cast<char>(v >> 16);
-  p[2] = static_cast<char>(v >> 8);
-  p[3] = static_cast<char>(v);
-}
-uint32_t GetU32(const char* p) {
-  return (static_cast<uint32_t>(static_cast<uint8_t>(p[0])) << 24) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 16) |
-         (static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 8) |
-         static_cast<uint32_t>(static_cast<uint8_t>(p[3]));
-}
-uint64_t GetU64(const char* p) { return (static_cast<uint64_t>(GetU32(p)) << 32) | GetU32(p + 4); }
-
 // Reads fixed-size fields from a byte string; ok() turns false past the end.
 class Cursor {
  public:
@@ -87,11 +71,11 @@ class Cursor {
   }
   uint64_t U64() {
     absl::string_view b = Bytes(8);
-    return ok_ ? GetU64(b.data()) : 0;
+    return ok_ ? LoadU64(b.data()) : 0;
   }
   uint32_t U32() {
     absl::string_view b = Bytes(4);
-    return ok_ ? GetU32(b.data()) : 0;
+    return ok_ ? LoadU32(b.data()) : 0;
   }
   uint8_t U8() {
     absl::string_view b = Bytes(1);
@@ -281,7 +265,7 @@ class FrameReader {
     if (end_ - pos_ < kFrameHeader) return kTruncated;
     if (!Ensure(kFrameHeader)) return kIoError;
     const char* h = buf_.data() + (pos_ - buf_start_);
-    const uint32_t len = GetU32(h);
+    const uint32_t len = LoadU32(h);
     const char kind = h[4];
     if (len > kMaxFrameBody || (kind != kKindEvent && kind != kKindCheckpoint)) return kBadFrame;
     if (end_ - pos_ - kFrameHeader < len) return kTruncated;
@@ -337,19 +321,19 @@ bool ParseEventFrame(absl::string_view body, EventFrame* e) {
 
 bool ParseCheckpointFrame(absl::string_view body, CheckpointRecord* c) {
   if (body.size() != kCheckpointBody) return false;
-  c->sequence = GetU64(body.data());
+  c->sequence = LoadU64(body.data());
   c->head_hash = ToHex(body.substr(8, kHashBytes));
-  c->time = absl::FromUnixNanos(static_cast<int64_t>(GetU64(body.data() + 8 + kHashBytes)));
+  c->time = absl::FromUnixNanos(static_cast<int64_t>(LoadU64(body.data() + 8 + kHashBytes)));
   return true;
 }
 
 void AppendCheckpointFrame(const CheckpointRecord& c, absl::string_view hash_raw,
                            std::string* out) {
-  PutU32(static_cast<uint32_t>(kCheckpointBody), out);
+  AppendU32(static_cast<uint32_t>(kCheckpointBody), out);
   out->push_back(kKindCheckpoint);
-  PutU64(c.sequence, out);
+  AppendU64(c.sequence, out);
   out->append(hash_raw.data(), hash_raw.size());
-  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), out);
+  AppendU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), out);
 }
 
 absl::uint128 IdKey(absl::string_view id) {
@@ -457,7 +441,7 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     }
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path, " has no header"));
   }
-  if (absl::string_view(header, 8) != kSegmentMagic || GetU64(header + 8) != seg.first) {
+  if (absl::string_view(header, 8) != kSegmentMagic || LoadU64(header + 8) != seg.first) {
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path,
                                             " has a bad header (not an iotauth audit segment, or "
                                             "renamed)"));
@@ -560,27 +544,27 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
 // The .idx file of a sealed segment: everything Open would otherwise scan for.
 std::string EncodeIndex(const Segment& seg, const std::vector<CheckpointRecord>& checkpoints) {
   std::string out(kIndexMagic);
-  PutU64(seg.first, &out);
-  PutU64(seg.capacity, &out);
-  PutU64(seg.size, &out);
-  PutU64(seg.last, &out);
+  AppendU64(seg.first, &out);
+  AppendU64(seg.capacity, &out);
+  AppendU64(seg.size, &out);
+  AppendU64(seg.last, &out);
   out.push_back(seg.time.has ? 1 : 0);
-  PutU64(static_cast<uint64_t>(seg.time.min_s), &out);
-  PutU64(static_cast<uint64_t>(seg.time.max_s), &out);
-  PutU32(static_cast<uint32_t>(seg.sparse.size()), &out);
-  for (uint64_t off : seg.sparse) PutU64(off, &out);
-  PutU32(static_cast<uint32_t>(seg.blocks.size()), &out);
+  AppendU64(static_cast<uint64_t>(seg.time.min_s), &out);
+  AppendU64(static_cast<uint64_t>(seg.time.max_s), &out);
+  AppendU32(static_cast<uint32_t>(seg.sparse.size()), &out);
+  for (uint64_t off : seg.sparse) AppendU64(off, &out);
+  AppendU32(static_cast<uint32_t>(seg.blocks.size()), &out);
   for (const BlockSummary& b : seg.blocks) {
     out.push_back(b.time.has ? 1 : 0);
-    PutU64(static_cast<uint64_t>(b.time.min_s), &out);
-    PutU64(static_cast<uint64_t>(b.time.max_s), &out);
+    AppendU64(static_cast<uint64_t>(b.time.min_s), &out);
+    AppendU64(static_cast<uint64_t>(b.time.max_s), &out);
     out.append(b.filter->bytes());
   }
-  PutU32(static_cast<uint32_t>(checkpoints.size()), &out);
+  AppendU32(static_cast<uint32_t>(checkpoints.size()), &out);
   for (const CheckpointRecord& c : checkpoints) {
-    PutU64(c.sequence, &out);
+    AppendU64(c.sequence, &out);
     out.append(FromHex(c.head_hash));
-    PutU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), &out);
+    AppendU64(static_cast<uint64_t>(absl::ToUnixNanos(c.time)), &out);
   }
   out.append(crypto::Sha256(out));
   return out;
@@ -955,7 +939,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
       p.chunks.push_back({seg, true, 0, buffer_.size(), 0, 0});
       chunk = &p.chunks.back();
       buffer_.append(kSegmentMagic.data(), kSegmentMagic.size());
-      PutU64(seg->first, &buffer_);
+      AppendU64(seg->first, &buffer_);
     } else if (chunk == nullptr) {
       p.chunks.push_back({seg, false, seg_size, buffer_.size(), 0, 0});
       chunk = &p.chunks.back();
@@ -972,7 +956,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     if (!crypto::Sha256Into(p.head_raw, canon, hash)) {
       return absl::InternalError("audit log: SHA-256 failed");
     }
-    SetU32(static_cast<uint32_t>(buffer_.size() - frame - kFrameHeader), &buffer_[frame]);
+    StoreU32(static_cast<uint32_t>(buffer_.size() - frame - kFrameHeader), &buffer_[frame]);
     buffer_[frame + 4] = kKindEvent;
     std::memcpy(&buffer_[frame + kFrameHeader], hash, kHashBytes);
     p.head_raw.assign(reinterpret_cast<const char*>(hash), kHashBytes);
@@ -1459,9 +1443,9 @@ absl::Status LogAuditStore::WriteAnchorFile(const std::string& dir, int dir_fd,
     return absl::InvalidArgumentError("audit log: an anchor needs a 64-digit hex hash");
   }
   std::string data(kAnchorMagic);
-  PutU64(anchor.sequence, &data);
+  AppendU64(anchor.sequence, &data);
   data.append(raw);
-  PutU64(static_cast<uint64_t>(absl::ToUnixNanos(anchor.time)), &data);
+  AppendU64(static_cast<uint64_t>(absl::ToUnixNanos(anchor.time)), &data);
   data.append(crypto::Sha256(data));
   return ReplaceFile(absl::StrCat(dir, "/anchor"), data, /*sync=*/true, dir_fd);
 }

@@ -14,6 +14,7 @@
 #include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/common/big_endian.h"
 #include "services/common/sqlite_setup.h"
 #include "services/common/status_macros.h"
 
@@ -182,10 +183,7 @@ class Transaction {
 bool DecodeAttributes(absl::string_view in, AuditEvent* e) {
   auto get = [&in](std::string* s) {
     if (in.size() < 4) return false;
-    const uint32_t n = (static_cast<uint32_t>(static_cast<uint8_t>(in[0])) << 24) |
-                       (static_cast<uint32_t>(static_cast<uint8_t>(in[1])) << 16) |
-                       (static_cast<uint32_t>(static_cast<uint8_t>(in[2])) << 8) |
-                       static_cast<uint32_t>(static_cast<uint8_t>(in[3]));
+    const uint32_t n = big_endian::LoadU32(in.data());
     in.remove_prefix(4);
     if (in.size() < n) return false;
     s->assign(in.data(), n);

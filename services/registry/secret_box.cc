@@ -14,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/big_endian.h"
 #include "services/common/crypto.h"
 
 namespace iotauth::registry {
@@ -27,10 +28,7 @@ struct CtxDeleter {
 using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter>;
 
 void AppendLengthPrefixed(std::string* out, absl::string_view part) {
-  auto n = static_cast<uint32_t>(part.size());
-  char len[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
-                 static_cast<char>(n)};
-  out->append(len, 4);
+  big_endian::AppendU32(static_cast<uint32_t>(part.size()), out);
   out->append(part.data(), part.size());
 }
 
