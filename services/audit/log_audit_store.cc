@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/audit/canonical.h"
+#include "services/audit/chain_check.h"
 #include "services/audit/event_util.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
@@ -52,8 +53,6 @@ constexpr size_t kCheckpointBody = 8 + kHashBytes + 8;
 constexpr uint32_t kMaxFrameBody = 16U << 20;
 // The sparse index keeps the offset of every kSparseEvery-th event of a segment.
 constexpr uint64_t kSparseEvery = 64;
-// How far Verify looks for the original sequence of a renumbered event.
-constexpr uint64_t kMaxRenumberSearch = 1024;
 
 // Reads fixed-size fields from a byte string; ok() turns false past the end.
 class Cursor {
@@ -1498,11 +1497,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
   std::string anchor_hash(kGenesisHash);
   VerifyResult r;
   auto fail = [&r](uint64_t seq, absl::string_view problem, std::string detail) {
-    r.ok = false;
-    r.first_bad_sequence = seq;
-    r.problem = std::string(problem);
-    r.detail = std::move(detail);
-    return r;
+    return FailWith(r, {seq, problem, std::move(detail)});
   };
   {
     absl::ReaderMutexLock sl(&state_mu_);
@@ -1620,9 +1615,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
                         absl::StrCat("event ", expected, " is not stored in sequence order (event ",
                                      seq, " is stored in its place)"));
           }
-          return fail(
-              expected, kProblemMissing,
-              absl::StrCat("event ", expected, " is absent; the next stored event is ", seq));
+          return FailWith(r, AbsentFault(expected, seq));
         }
         const bool self_ok = SelfHashOk(e.hash_raw, e.canonical, e.fields);
         const std::string hash_hex = ToHex(e.hash_raw);
@@ -1634,49 +1627,18 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
                   : find_later(si, reader.position(),
                                [&prev_raw](const EventFrame& x) { return x.hash_raw == prev_raw; });
           if (later != 0) {
-            return fail(seq, kProblemReordered,
-                        absl::StrCat("event ", seq, " follows the event stored at ", later,
-                                     ", not the one before it"));
+            return FailWith(r, FollowsLaterFault(seq, later));
           }
-          if (!self_ok) {
-            AuditEvent original;
-            if (CanonicalFieldsToEvent(e.fields, &original)) {
-              for (uint64_t d = 1; d <= kMaxRenumberSearch; ++d) {
-                original.set_sequence(seq + d);
-                auto h = ComputeEventHash(original);
-                if (h.ok() && *h == hash_hex) {
-                  return fail(seq, kProblemMissing,
-                              absl::StrCat(d, " event(s) from ", seq,
-                                           " were removed and the later events renumbered (event ",
-                                           seq, " was written as ", seq + d, ")"));
-                }
-              }
-            }
-          }
-          if (seq == anchor_seq + 1) {
-            return fail(seq, kProblemCheckpointMismatch,
-                        absl::StrCat("prev_hash of event ", seq, " does not match ",
-                                     anchor_seq == 0 ? std::string("the genesis hash")
-                                                     : absl::StrCat("checkpoint ", anchor_seq)));
-          }
-          if (self_ok) {
-            return fail(seq - 1, kProblemAltered,
-                        absl::StrCat("event ", seq - 1, " no longer has the hash that event ", seq,
-                                     " chained to (changed and re-hashed)"));
-          }
-          return fail(seq, kProblemAltered,
-                      absl::StrCat("event ", seq, " does not match its stored hash"));
+          AuditEvent stored;
+          const bool decoded = !self_ok && CanonicalFieldsToEvent(e.fields, &stored);
+          if (decoded) stored.set_hash(hash_hex);
+          return FailWith(r,
+                          BrokenLinkFault(seq, decoded ? &stored : nullptr, self_ok, anchor_seq));
         }
-        if (!self_ok) {
-          return fail(seq, kProblemAltered,
-                      absl::StrCat("event ", seq, " does not match its stored hash"));
-        }
+        if (!self_ok) return FailWith(r, AlteredFault(seq));
         auto ck = checkpoints.find(seq);
         if (ck != checkpoints.end() && ck->second != hash_hex) {
-          return fail(seq, kProblemCheckpointMismatch,
-                      absl::StrCat("event ", seq,
-                                   " hash differs from the checkpoint recorded "
-                                   "for it"));
+          return FailWith(r, CheckpointFault(seq));
         }
         ++r.events_checked;
         r.last_sequence = seq;
@@ -1699,10 +1661,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
       break;
     }
   }
-  if (expected <= upper) {
-    return fail(expected, kProblemMissing,
-                absl::StrCat("the log should reach ", upper, " but ends at ", expected - 1));
-  }
+  if (expected <= upper) return FailWith(r, EndsEarlyFault(upper, expected - 1));
   return r;
 }
 

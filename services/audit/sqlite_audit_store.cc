@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
+#include "services/audit/chain_check.h"
 #include "services/audit/event_util.h"
 #include "services/common/big_endian.h"
 #include "services/common/sqlite_setup.h"
@@ -80,7 +81,6 @@ DROP INDEX IF EXISTS audit_events_device;
 )sql";
 
 // How far Verify looks for the original sequence of a renumbered event.
-constexpr uint64_t kMaxRenumberSearch = 1024;
 
 constexpr char kEventColumns[] =
     "sequence, event_id, time_s, time_nanos, type, tenant_id, product_key, device_id, "
@@ -457,11 +457,7 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(db));
   VerifyResult r;
   auto fail = [&r](uint64_t seq, absl::string_view problem, std::string detail) {
-    r.ok = false;
-    r.first_bad_sequence = seq;
-    r.problem = std::string(problem);
-    r.detail = std::move(detail);
-    return r;
+    return FailWith(r, {seq, problem, std::move(detail)});
   };
 
   uint64_t max_row = 0;
@@ -534,11 +530,7 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
     AuditEvent e;
     const bool decoded = RowToEvent(rows, &e);
     const uint64_t seq = e.sequence();
-    if (seq != expected_seq) {
-      return fail(
-          expected_seq, kProblemMissing,
-          absl::StrCat("event ", expected_seq, " is absent; the next stored event is ", seq));
-    }
+    if (seq != expected_seq) return FailWith(r, AbsentFault(expected_seq, seq));
     auto computed = ComputeEventHash(e);
     const bool self_ok = decoded && computed.ok() && *computed == e.hash();
     if (e.prev_hash() != expected_prev) {
@@ -547,59 +539,21 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
       later.Bind(2, static_cast<int64_t>(seq));
       const int lrc = later.Step();
       if (lrc == SQLITE_ROW) {
-        return fail(seq, kProblemReordered,
-                    absl::StrCat("event ", seq, " follows the event stored at ", later.Int(0),
-                                 ", not the one before it"));
+        return FailWith(r, FollowsLaterFault(seq, static_cast<uint64_t>(later.Int(0))));
       }
       if (lrc != SQLITE_DONE) return SqlError(db, "verify reorder lookup");
-      // Rows deleted and the later ones renumbered to close the hole: the stored
-      // hash still commits to the original sequence.
-      if (decoded && !self_ok) {
-        AuditEvent original = e;
-        for (uint64_t d = 1; d <= kMaxRenumberSearch; ++d) {
-          original.set_sequence(seq + d);
-          auto h = ComputeEventHash(original);
-          if (h.ok() && *h == e.hash()) {
-            return fail(seq, kProblemMissing,
-                        absl::StrCat(d, " event(s) from ", seq,
-                                     " were removed and the later events renumbered (event ", seq,
-                                     " was written as ", seq + d, ")"));
-          }
-        }
-      }
-      if (seq == anchor_seq + 1) {
-        return fail(seq, kProblemCheckpointMismatch,
-                    absl::StrCat("prev_hash of event ", seq, " does not match ",
-                                 anchor_seq == 0 ? std::string("the genesis hash")
-                                                 : absl::StrCat("checkpoint ", anchor_seq)));
-      }
-      if (self_ok) {
-        return fail(seq - 1, kProblemAltered,
-                    absl::StrCat("event ", seq - 1, " no longer has the hash that event ", seq,
-                                 " chained to (changed and re-hashed)"));
-      }
-      return fail(seq, kProblemAltered,
-                  absl::StrCat("event ", seq, " does not match its stored hash"));
+      return FailWith(r, BrokenLinkFault(seq, decoded ? &e : nullptr, self_ok, anchor_seq));
     }
-    if (!self_ok) {
-      return fail(seq, kProblemAltered,
-                  absl::StrCat("event ", seq, " does not match its stored hash"));
-    }
+    if (!self_ok) return FailWith(r, AlteredFault(seq));
     auto ck = checkpoints.find(seq);
-    if (ck != checkpoints.end() && ck->second != e.hash()) {
-      return fail(seq, kProblemCheckpointMismatch,
-                  absl::StrCat("event ", seq, " hash differs from the checkpoint recorded for it"));
-    }
+    if (ck != checkpoints.end() && ck->second != e.hash()) return FailWith(r, CheckpointFault(seq));
     ++r.events_checked;
     r.last_sequence = seq;
     expected_prev = e.hash();
     ++expected_seq;
   }
   if (rc != SQLITE_DONE) return SqlError(db, "verify scan");
-  if (expected_seq <= upper) {
-    return fail(expected_seq, kProblemMissing,
-                absl::StrCat("the log should reach ", upper, " but ends at ", expected_seq - 1));
-  }
+  if (expected_seq <= upper) return FailWith(r, EndsEarlyFault(upper, expected_seq - 1));
   if (to_head && upper == st.head_sequence && st.head_sequence > anchor_seq &&
       expected_prev != st.head_hash) {
     return fail(st.head_sequence, kProblemCheckpointMismatch,
