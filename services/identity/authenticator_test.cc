@@ -574,6 +574,28 @@ TEST_F(AuthenticatorTest, TripleWeakMethodWhenEnabledAndExplicitCredential) {
   EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_REPLAYED);
 }
 
+// Found by authenticate_fuzzer: the token is raw bytes, and a device id URL-decoded
+// from it went into the response's identity (and the audit event) as it was; a byte
+// that is not UTF-8 made the whole response unparsable for the broker.
+TEST_F(AuthenticatorTest, SasAudienceWithBytesNoDeviceIdHasIsMalformedAudience) {
+  v1::AuthenticateRequest r = SasConnect("sn-007", kKey1);
+  r.mutable_connect()->set_password(Token(absl::StrCat(kHub,
+                                                       "/devices/sn-0\xF1"
+                                                       "07"),
+                                          kKey1, Expiry()));
+  auto resp = Run(r);
+  EXPECT_EQ(resp.decision(), v1::DECISION_DENY);
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_WRONG_AUDIENCE);
+  EXPECT_TRUE(resp.identity().device_id().empty());
+  v1::AuthenticateResponse again;
+  EXPECT_TRUE(again.ParseFromString(resp.SerializeAsString()));
+  auto events = sink_.events();
+  ASSERT_EQ(events.size(), 1U);
+  audit::v1::AuditEvent event_again;
+  EXPECT_TRUE(event_again.ParseFromString(events[0].SerializeAsString()));
+  EXPECT_EQ(events[0].reason(), "DENY_REASON_WRONG_AUDIENCE");
+}
+
 TEST_F(AuthenticatorTest, EnosStaticAndDynamicActivation) {
   auto resp = Run(TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kSha256));
   ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "services/common/crypto.h"
+#include "services/common/ids.h"
 #include "services/identity/hmac.h"
 
 namespace iotauth::identity {
@@ -250,6 +251,12 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource) {
   if (out.device_id.empty()) {
     return absl::InvalidArgumentError("SAS audience has an empty device id");
   }
+  // No registered device can have another id; and the id goes into the response
+  // and the audit event, whose strings must be UTF-8 (the token is raw bytes).
+  if (!IsValidId(out.device_id)) {
+    return absl::InvalidArgumentError(absl::StrCat("SAS audience device id is not 1-", kMaxIdLength,
+                                                   " characters of ", kIdCharsText));
+  }
   if (next != absl::string_view::npos) {
     absl::string_view tail = rest.substr(next + 1);
     if (!absl::ConsumePrefix(&tail, "modules/") || tail.empty() ||
@@ -258,6 +265,10 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource) {
           "SAS audience is not '{host}/devices/{device id}[/modules/{module id}]'");
     }
     out.module_id = std::string(tail);
+    if (!IsValidId(out.module_id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SAS audience module id is not 1-", kMaxIdLength, " characters of ", kIdCharsText));
+    }
   }
   return out;
 }

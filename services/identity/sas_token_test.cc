@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/common/crypto.h"
@@ -190,6 +191,30 @@ TEST(SasTokenTest, Audience) {
         "hub/devices/d/modules/", "hub/devices/d/x/m", "hub/devices/d/modules/m/x"}) {
     EXPECT_FALSE(ParseSasAudience(bad).ok()) << bad;
   }
+}
+
+TEST(SasTokenTest, AudienceIdsFollowTheDeviceIdRule) {
+  // Every character a registered id may have.
+  auto a = ParseSasAudience("hub/devices/Az09-.%_*?!(),:=@$'/modules/m-1.x");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->device_id, "Az09-.%_*?!(),:=@$'");
+  // The resource is URL-decoded token bytes: control characters, spaces, non-ASCII
+  // and bytes that are not UTF-8 are refused (they would reach the response and the
+  // audit event, whose strings must be UTF-8), and so is an id over 128 characters.
+  for (const std::string& bad :
+       {std::string("hub/devices/sn-0\xF1"
+                    "07"),
+        std::string("hub/devices/caf\xC3\xA9"), std::string("hub/devices/a b"),
+        std::string("hub/devices/a\tb"), std::string("hub/devices/a#b"),
+        std::string("hub/devices/d/modules/m\x80"),
+        std::string("hub/devices/") + std::string(129, 'd')}) {
+    auto r = ParseSasAudience(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(r.status().message(), " id is not 1-128 characters of "))
+        << r.status();
+  }
+  EXPECT_TRUE(ParseSasAudience("hub/devices/" + std::string(128, 'd')).ok());
 }
 
 TEST(SasTokenTest, UrlCoding) {

@@ -19,6 +19,7 @@
 #include "services/common/crypto.h"
 #include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
+#include "services/common/utf8.h"
 #include "services/registry/validation.h"
 
 namespace iotauth::registry {
@@ -1028,7 +1029,9 @@ void AddImportError(v1::ImportDevicesResponse* resp, int64_t index, const std::s
   if (static_cast<size_t>(resp->errors_size()) >= kMaxImportErrors) return;
   v1::ImportError* e = resp->add_errors();
   e->set_index(index);
-  e->set_device_id(device_id.substr(0, Limits::kMaxIdLength));
+  // Cut at a character boundary: a cut inside one would make the response
+  // unparsable for the client.
+  e->set_device_id(std::string(TruncateUtf8(device_id, Limits::kMaxIdLength)));
   e->set_reason(ReasonOf(status));
   e->set_message(std::string(status.message()));
 }

@@ -436,6 +436,29 @@ TEST_F(RegistryServiceTest, ImportReportsPerItemErrorsWithStreamIndexes) {
   EXPECT_EQ(svc_->DoImportDevices(reader, again, &r2).code(), absl::StatusCode::kPermissionDenied);
 }
 
+TEST_F(RegistryServiceTest, ImportErrorCutsALongIdAtACharacterBoundary) {
+  Seed();
+  v1::ImportDevicesRequest m;
+  m.set_tenant_id("t1");
+  m.set_generate_keys(true);
+  v1::Device* d = m.add_devices();
+  // 127 ASCII bytes then two-byte characters: byte 128 is inside the first of them.
+  d->set_device_id(std::string(127, 'a') + "\xC3\xA9\xC3\xA9");
+  d->set_product_key("p1");
+  VectorSource source({m});
+  v1::ImportDevicesResponse resp;
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  ASSERT_TRUE(svc_->DoImportDevices(admin, source, &resp).ok());
+  ASSERT_EQ(resp.errors_size(), 1);
+  EXPECT_EQ(resp.errors(0).reason(), "INVALID_DEVICE_ID");
+  EXPECT_EQ(resp.errors(0).device_id(), std::string(127, 'a'));
+  // The client can parse the response (every string UTF-8).
+  v1::ImportDevicesResponse again;
+  EXPECT_TRUE(again.ParseFromString(resp.SerializeAsString()));
+}
+
 template <typename T>
 class VectorSink final : public RegistryService::Sink<T> {
  public:

@@ -6,35 +6,12 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/ids.h"
 
 namespace iotauth::registry {
 namespace {
 
 constexpr char kReasonPayloadUrl[] = "type.iotauth.dev/registry.reason";
-
-bool IsIdChar(char c) {
-  if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
-  switch (c) {
-    case '-':
-    case '.':
-    case '%':
-    case '_':
-    case '*':
-    case '?':
-    case '!':
-    case '(':
-    case ')':
-    case ',':
-    case ':':
-    case '=':
-    case '@':
-    case '$':
-    case '\'':
-      return true;
-    default:
-      return false;
-  }
-}
 
 std::string ReasonForField(absl::string_view field) {
   size_t dot = field.rfind('.');
@@ -76,7 +53,7 @@ absl::Status ValidateId(absl::string_view field, absl::string_view id) {
   }
   for (char c : id) {
     if (!IsIdChar(c)) {
-      return InvalidField(field, "may contain only A-Z a-z 0-9 and - . % _ * ? ! ( ) , : = @ $ '");
+      return InvalidField(field, absl::StrCat("may contain only ", kIdCharsText));
     }
   }
   return absl::OkStatus();

@@ -16,12 +16,13 @@
 #include "google/protobuf/map.h"
 #include "google/protobuf/repeated_field.h"
 #include "proto/iotauth/registry/v1/types.pb.h"
+#include "services/common/ids.h"
 
 namespace iotauth::registry {
 
 // Size bounds. Changing one is a contract change: document it in the README.
 struct Limits {
-  static constexpr size_t kMaxIdLength = 128;
+  static constexpr size_t kMaxIdLength = ::iotauth::kMaxIdLength;
   static constexpr size_t kMaxDisplayNameLength = 256;
   static constexpr size_t kMaxHostLength = 253;
   static constexpr size_t kMinKeyBytes = 16;

@@ -21,6 +21,7 @@
 #include "services/common/crypto.h"
 #include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
+#include "services/common/utf8.h"
 #include "services/identity/x509/csr.h"
 #include "services/identity/x509/x509_certificate_verifier.h"
 #include "services/registry/validation.h"
@@ -868,7 +869,7 @@ grpc::Status CertificateService::RevokeCertificate(grpc::ServerContext* ctx,
     attrs = {{"revocation_id", r->id()},
              {"issuer_fingerprint", r->issuer_fingerprint()},
              {"serial_hex", r->serial_hex()},
-             {"revocation_reason", r->reason().substr(0, 64)}};
+             {"revocation_reason", std::string(TruncateUtf8(r->reason(), 64))}};
   }
   Audit(caller, audit::v1::EVENT_TYPE_ISSUANCE, "RevokeCertificate", req->tenant_id(),
         req->device_id(), r.status(), std::move(attrs),

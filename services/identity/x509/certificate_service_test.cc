@@ -535,6 +535,27 @@ TEST_F(CertificateServiceTest, RenewalNeedsAValidCurrentCertificateAndItsKey) {
             "CURRENT_CERTIFICATE_INVALID");
 }
 
+TEST_F(CertificateServiceTest, RevocationReasonInTheAuditIsCutAtACharacterBoundary) {
+  GenerateIssuingCa();
+  KeyPtr key = NewKey(KeyType::kP256);
+  auto issued = Issue("device-1", testing::MakeCsrPem("device-1", key.get()));
+  ASSERT_TRUE(issued.ok());
+  iv1::RevokeCertificateRequest req;
+  req.set_tenant_id("t1");
+  req.set_certificate(issued->certificate_pem());
+  // Byte 64 is inside the first two-byte character.
+  req.set_reason(std::string(63, 'r') + "\xC3\xA9\xC3\xA9");
+  grpc::ServerContext ctx;
+  rv1::CertificateRevocation rev;
+  ASSERT_TRUE(svc_->RevokeCertificate(&ctx, &req, &rev).ok());
+  const audit::v1::AuditEvent e = audit_.events().back();
+  ASSERT_EQ(e.reason(), "RevokeCertificate");
+  ASSERT_EQ(e.attributes().count("revocation_reason"), 1U) << e.DebugString();
+  EXPECT_EQ(e.attributes().at("revocation_reason"), std::string(63, 'r'));
+  audit::v1::AuditEvent again;
+  EXPECT_TRUE(again.ParseFromString(e.SerializeAsString()));
+}
+
 TEST_F(CertificateServiceTest, RevocationsAreStoredOnceAndDenyTheCertificate) {
   rv1::CaCertificate ca = GenerateIssuingCa();
   KeyPtr key = NewKey(KeyType::kP256);
