@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "services/common/grpc_status.h"
+#include "services/common/percent_encoding.h"
 
 namespace iotauth::gateway {
 
@@ -16,33 +17,9 @@ namespace iv1 = ::iotauth::identity::v1;
 
 namespace ext_authz {
 
-namespace {
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-}  // namespace
+namespace {}  // namespace
 
-absl::StatusOr<std::string> UrlDecode(absl::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    const int hi = i + 2 < in.size() ? HexValue(in[i + 1]) : -1;
-    const int lo = i + 2 < in.size() ? HexValue(in[i + 2]) : -1;
-    if (hi < 0 || lo < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("bad percent escape at offset ", i));
-    }
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
+absl::StatusOr<std::string> UrlDecode(absl::string_view in) { return PercentDecode(in); }
 
 std::string ReasonToken(iv1::DenyReason reason) {
   std::string name = iv1::DenyReason_Name(reason);

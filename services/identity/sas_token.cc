@@ -9,6 +9,7 @@
 #include "absl/strings/strip.h"
 #include "services/common/crypto.h"
 #include "services/common/ids.h"
+#include "services/common/percent_encoding.h"
 #include "services/identity/hmac.h"
 
 namespace iotauth::identity {
@@ -16,13 +17,6 @@ namespace {
 
 using iotauth::identity::v1::DENY_REASON_BAD_SIGNATURE;
 using iotauth::identity::v1::DENY_REASON_EXPIRED;
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 bool IsUnreserved(unsigned char c) {
   return absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
@@ -58,11 +52,9 @@ bool DecodeSignature(absl::string_view encoded, std::array<char, kSignatureSize>
   for (size_t i = 0; i < encoded.size(); ++i) {
     char c = encoded[i];
     if (c == '%') {
-      if (i + 2 >= encoded.size()) return false;
-      const int hi = HexDigit(encoded[i + 1]);
-      const int lo = HexDigit(encoded[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      c = static_cast<char>((hi << 4) | lo);
+      const int v = PercentEscapeValue(encoded, i);
+      if (v < 0) return false;
+      c = static_cast<char>(v);
       i += 2;
     }
     if (n == sizeof(b64)) return false;
@@ -112,24 +104,12 @@ std::string UrlEncode(absl::string_view s) {
 }
 
 absl::StatusOr<std::string> UrlDecode(absl::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == '%') {
-      if (i + 2 >= s.size()) {
-        return absl::InvalidArgumentError("truncated percent-encoding");
-      }
-      const int hi = HexDigit(s[i + 1]);
-      const int lo = HexDigit(s[i + 2]);
-      if (hi < 0 || lo < 0) return absl::InvalidArgumentError("invalid percent-encoding");
-      c = static_cast<unsigned char>((hi << 4) | lo);
-      i += 2;
-    }
-    if (c < 0x20 || c == 0x7f) {
+  absl::StatusOr<std::string> out = PercentDecode(s);
+  if (!out.ok()) return out;
+  for (char c : *out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
       return absl::InvalidArgumentError("control character in URL-encoded value");
     }
-    out.push_back(static_cast<char>(c));
   }
   return out;
 }

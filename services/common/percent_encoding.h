@@ -1,0 +1,49 @@
+// Percent-decoding (RFC 3986 %XX escapes), shared by the SAS token parser and the
+// Envoy ext_authz adapter (which receives the client certificate URL-encoded).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace iotauth {
+
+// 0-15 for a hex digit (either case), -1 otherwise.
+inline int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The byte of the escape starting at in[i] (a '%'), or -1 when fewer than two hex
+// digits follow.
+inline int PercentEscapeValue(absl::string_view in, size_t i) {
+  if (i + 2 >= in.size()) return -1;
+  const int hi = HexDigitValue(in[i + 1]);
+  const int lo = HexDigitValue(in[i + 2]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+// Replaces each %XX by its byte; every other byte is kept ('+' stays '+').
+// INVALID_ARGUMENT "bad percent escape at offset N" for a '%' without two hex digits.
+inline absl::StatusOr<std::string> PercentDecode(absl::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    const int v = PercentEscapeValue(in, i);
+    if (v < 0) return absl::InvalidArgumentError(absl::StrCat("bad percent escape at offset ", i));
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace iotauth
