@@ -1,7 +1,8 @@
 // libFuzzer target: a whole Authenticate call, from the fields a broker or gateway
 // forwards (MQTT CONNECT client id, username and password; an explicit SAS or
 // device-triple credential; or any AuthenticateRequest) to the decision, against a
-// directory of SAS, triple, EnOS and enrollment-group devices. Besides "no crash",
+// directory of SAS, triple, EnOS, enrollment-group and X.509 (CA-signed and
+// self-signed) devices, with the real X.509 verifier. Besides "no crash",
 // it checks on every input:
 //  - a decision is always made: ALLOW with no reason, or DENY with one;
 //  - ALLOW only for an enabled registered device of tenant t1, or one the registrar
@@ -18,7 +19,8 @@
 //   triple\n<tenant>\n<product key>\n<device name>\n<client id>\n<timestamp ms>\n
 //       <sign method>\n<signature>
 // or, for anything else, a serialized AuthenticateRequest (binary protobuf).
-// The clock is fixed at 2026-01-01T00:00:00Z; seeds carry credentials valid then.
+// The clock is fixed at 2027-01-01T00:00:00Z; seeds carry credentials valid then
+// (X.509 seeds: binary requests with a chain from the CA below, or self-signed).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +41,8 @@
 #include "services/common/crypto.h"
 #include "services/identity/authenticator.h"
 #include "services/identity/directory_cache.h"
+#include "services/identity/x509/ca_directory.h"
+#include "services/identity/x509/x509_certificate_verifier.h"
 
 namespace {
 
@@ -57,6 +61,23 @@ constexpr char kGroupKey[] =
 constexpr char kProductSecret[] = "productsecretproductsecret";
 constexpr char kTripleSecret[] = "tripledevicesecretvalue1";
 constexpr char kActivatedSecret[] = "activateddevicesecret";
+// Tenant t1's registered CA (P-256; generated for this target, valid 2026-2036). Seeds
+// hold a leaf it signed for device x1 and a self-signed certificate for device ss1.
+constexpr char kCaPem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBmTCCAT6gAwIBAgIBATAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhhdXRoZW50\n"
+    "aWNhdGUgZnV6emVyIHJvb3QwHhcNMjYxMTI2MTMwNzUxWhcNMzYxMTIzMTMwNzUx\n"
+    "WjAjMSEwHwYDVQQDDBhhdXRoZW50aWNhdGUgZnV6emVyIHJvb3QwWTATBgcqhkjO\n"
+    "PQIBBggqhkjOPQMBBwNCAASHbkO+Z1XqaCtE+BUEX5cDSHTrGOxSoHHOs4V/Lp09\n"
+    "We+Grb49wFv7vEISskz9uWZQXjfMC9b+o0MzKPel9cKGo2MwYTAdBgNVHQ4EFgQU\n"
+    "VJo+EnxvUYkBL0rEJLxZYwS5JHAwHwYDVR0jBBgwFoAUVJo+EnxvUYkBL0rEJLxZ\n"
+    "YwS5JHAwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZIzj0E\n"
+    "AwIDSQAwRgIhAPJSb9grJft4wG6sBIzhDVBcHxFrHdJcC4B5yOajLHdcAiEA30R3\n"
+    "mz9nXx/7Xnye9SY0lAoIxlDdcVLn2LaEugTh0mw=\n"
+    "-----END CERTIFICATE-----\n";
+// SHA-256 of ss1's self-signed certificate (DER), registered as its thumbprint.
+constexpr char kSelfSignedThumbprint[] =
+    "f65c72e0a330fcd43914411e6362bf38afce5aeb09b64a1fbfbfede0e0c402e4";
 
 [[noreturn]] void Fail(const char* broken) {
   std::fprintf(stderr, "authenticate_fuzzer: invariant broken: %s\n", broken);
@@ -154,6 +175,25 @@ std::unique_ptr<DirectoryCache> MakeDirectory() {
   AddDevice(cache->get(), "off3", "pk-triple", reg::DEVICE_STATUS_DISABLED, kTripleSecret);
   AddDevice(cache->get(), "weak3", "pk-weak", reg::DEVICE_STATUS_ENABLED, kTripleSecret);
 
+  reg::Product x509;
+  x509.set_tenant_id("t1");
+  x509.set_product_key("pk-x509");
+  x509.add_allowed_credential_types(reg::CREDENTIAL_TYPE_X509_CA);
+  x509.add_allowed_credential_types(reg::CREDENTIAL_TYPE_X509_SELF_SIGNED);
+  Check((*cache)->UpsertProduct(x509));
+  reg::Device x1;
+  x1.set_tenant_id("t1");
+  x1.set_device_id("x1");
+  x1.set_product_key("pk-x509");
+  x1.set_status(reg::DEVICE_STATUS_ENABLED);
+  x1.mutable_credentials()->set_ca_signed_allowed(true);
+  Check((*cache)->UpsertDevice(x1));
+  reg::Device ss1 = x1;
+  ss1.set_device_id("ss1");
+  ss1.mutable_credentials()->set_ca_signed_allowed(false);
+  ss1.mutable_credentials()->set_primary_thumbprint(kSelfSignedThumbprint);
+  Check((*cache)->UpsertDevice(ss1));
+
   reg::EnrollmentGroup g;
   g.set_tenant_id("t1");
   g.set_id("g1");
@@ -162,6 +202,21 @@ std::unique_ptr<DirectoryCache> MakeDirectory() {
   g.set_enabled(true);
   Check((*cache)->UpsertEnrollmentGroup(g));
   return *std::move(cache);
+}
+
+// Tenant t1's CAs: read-only, shared by every input.
+const iotauth::identity::x509::CaDirectory& Cas() {
+  static const auto* cas = [] {
+    auto* d = new iotauth::identity::x509::CaDirectory;
+    reg::CaCertificate ca;
+    ca.set_tenant_id("t1");
+    ca.set_id("root");
+    ca.set_certificate_pem(kCaPem);
+    ca.set_status(reg::CA_STATUS_VERIFIED);
+    Check(d->UpsertCa(ca));
+    return d;
+  }();
+  return *cas;
 }
 
 // Every form a planted secret could leak in.
@@ -250,7 +305,7 @@ void CheckDecision(const v1::AuthenticateResponse& resp, const FakeRegistrar& re
     if (resp.deny_reason() != v1::DENY_REASON_UNSPECIFIED) Fail("ALLOW with a deny reason");
     if (resp.identity().tenant_id() != "t1") Fail("ALLOW for another tenant");
     static const std::set<std::string>* const enabled =
-        new std::set<std::string>{"d1", "dev3", "weak3"};
+        new std::set<std::string>{"d1", "dev3", "weak3", "x1", "ss1"};
     const std::string& id = resp.identity().device_id();
     if (enabled->count(id) == 0 && registrar.created.count(id) == 0) {
       Fail("ALLOW for a device that is not enabled");
@@ -277,7 +332,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!BuildRequest(in, &req)) return 0;
 
   static const iotauth::FakeClock* const clock =
-      new iotauth::FakeClock(absl::FromUnixSeconds(1767225600));  // 2026-01-01T00:00:00Z
+      new iotauth::FakeClock(absl::FromUnixSeconds(1798761600));  // 2027-01-01T00:00:00Z
   // Fresh state per input: limiter lockouts, replays and registrations of one input
   // do not decide the next one.
   std::unique_ptr<DirectoryCache> cache = MakeDirectory();
@@ -289,6 +344,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.directory_writer = cache.get();
   o.registrar = &registrar;
   o.audit_sink = &sink;
+  iotauth::identity::x509::X509CertificateVerifier::Options xo;
+  xo.cas = &Cas();
+  xo.directory = cache.get();
+  xo.directory_writer = cache.get();
+  auto verifier = iotauth::identity::x509::X509CertificateVerifier::Create(xo);
+  if (!verifier.ok()) Fail("verifier set-up");
+  o.certificate_verifier = verifier->get();
   auto auth = Authenticator::Create(o);
   if (!auth.ok()) Fail("authenticator set-up");
 
