@@ -108,6 +108,13 @@ class IdentityE2ETest(unittest.TestCase):
         bad = token.replace("se=%d" % expiry, "se=%d" % (expiry + 1))
         resp = self.authenticate(connect_sas("sensor-1", bad))
         self.assertEqual((resp["decision"], resp["deny_reason"]), ("DECISION_DENY", "DENY_REASON_BAD_SIGNATURE"))
+        # A resource that decodes to a byte no device id has (and not UTF-8): a deny this
+        # client can parse (the id once went into the response's identity as it was).
+        odd_sr = urllib.parse.quote("%s/devices/sensor-" % HUB, safe="") + "%F1"
+        odd_sig = urllib.parse.quote(base64.b64encode(b"s" * 32).decode(), safe="")
+        odd = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (odd_sr, odd_sig, expiry)
+        resp = self.authenticate(connect_sas("sensor-1", odd))
+        self.assertEqual((resp["decision"], resp["deny_reason"]), ("DECISION_DENY", "DENY_REASON_WRONG_AUDIENCE"))
         # Regenerate the primary key: the old token is denied within a second.
         self.ctl("device", "regenerate-key", "sensor-1", "--tenant", "acme", "--slot", "primary")
         took = self.wait_for(lambda: self.authenticate(connect_sas("sensor-1", token))["decision"] == "DECISION_DENY",
