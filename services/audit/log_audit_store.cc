@@ -45,7 +45,7 @@ constexpr size_t kSegmentHeader = 16;
 constexpr uint64_t kDirectAlign = 4096;
 constexpr uint64_t kZeroAhead = 8 << 20;
 constexpr size_t kFrameHeader = 5;
-constexpr size_t kHashBytes = 32;
+constexpr size_t kHashBytes = crypto::kSha256Bytes;
 constexpr char kKindEvent = 'E';
 constexpr char kKindCheckpoint = 'C';
 constexpr size_t kCheckpointBody = 8 + kHashBytes + 8;
@@ -91,8 +91,6 @@ absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
   return absl::UnavailableError(
       absl::StrCat("audit log: ", what, " ", path, ": ", std::strerror(errno)));
 }
-
-std::string ToHex(absl::string_view raw) { return absl::BytesToHexString(raw); }
 
 // Raw 32 bytes of a well-formed 64-digit hex hash ("" otherwise).
 std::string FromHex(absl::string_view hex) {
@@ -321,7 +319,7 @@ bool ParseEventFrame(absl::string_view body, EventFrame* e) {
 bool ParseCheckpointFrame(absl::string_view body, CheckpointRecord* c) {
   if (body.size() != kCheckpointBody) return false;
   c->sequence = LoadU64(body.data());
-  c->head_hash = ToHex(body.substr(8, kHashBytes));
+  c->head_hash = crypto::HexEncode(body.substr(8, kHashBytes));
   c->time = absl::FromUnixNanos(static_cast<int64_t>(LoadU64(body.data() + 8 + kHashBytes)));
   return true;
 }
@@ -605,7 +603,7 @@ bool DecodeIndex(absl::string_view data, uint64_t file_size, Segment* seg,
   for (uint32_t i = 0; i < n_ckpt; ++i) {
     CheckpointRecord r;
     r.sequence = c.U64();
-    r.head_hash = ToHex(c.Bytes(kHashBytes));
+    r.head_hash = crypto::HexEncode(c.Bytes(kHashBytes));
     r.time = absl::FromUnixNanos(static_cast<int64_t>(c.U64()));
     checkpoints->push_back(std::move(r));
   }
@@ -707,7 +705,7 @@ absl::Status LogAuditStore::Recover() {
         return absl::DataLossError(absl::StrCat(
             "audit log: ", path, " is damaged; it anchors the retained log after pruning"));
       }
-      a.head_hash = ToHex(raw);
+      a.head_hash = crypto::HexEncode(raw);
       anchor_ = a;
       checkpoints_[a.sequence] = a;
       first_sequence_ = a.sequence + 1;
@@ -947,7 +945,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     const uint64_t offset = chunk->offset + (frame - chunk->begin);
     if ((seq - seg->first) % kSparseEvery == 0) p.sparse.emplace_back(seq, offset);
     e.set_sequence(seq);
-    e.set_prev_hash(ToHex(p.head_raw));
+    e.set_prev_hash(crypto::HexEncode(p.head_raw));
     buffer_.append(kFrameHeader + kHashBytes, '\0');
     const size_t canonical = buffer_.size();
     AppendCanonicalEncoding(e, &buffer_);
@@ -960,7 +958,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     std::memcpy(&buffer_[frame + kFrameHeader], hash, kHashBytes);
     p.head_raw.assign(reinterpret_cast<const char*>(hash), kHashBytes);
     p.head = seq;
-    e.set_hash(ToHex(p.head_raw));
+    e.set_hash(crypto::HexEncode(p.head_raw));
     chunk->last = seq;
     if (deduplicate) {
       batch_ids.emplace(key, seq);
@@ -1307,7 +1305,7 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
         if (!Matches(e.fields, f)) continue;
         out.emplace_back();
         CanonicalFieldsToEvent(e.fields, &out.back());
-        out.back().set_hash(ToHex(e.hash_raw));
+        out.back().set_hash(crypto::HexEncode(e.hash_raw));
       }
       if (res == FrameReader::kIoError) {
         return absl::UnavailableError(absl::StrCat("audit log: cannot read ", r.segment->path));
@@ -1328,7 +1326,7 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
 
 absl::StatusOr<ChainHead> LogAuditStore::Head() {
   absl::ReaderMutexLock sl(&state_mu_);
-  return ChainHead{head_sequence_, ToHex(head_hash_raw_)};
+  return ChainHead{head_sequence_, crypto::HexEncode(head_hash_raw_)};
 }
 
 absl::StatusOr<uint64_t> LogAuditStore::FirstSequence() {
@@ -1353,7 +1351,7 @@ absl::StatusOr<CheckpointRecord> LogAuditStore::CreateCheckpoint(absl::Time now)
       return absl::FailedPreconditionError("audit log holds no events since the last prune");
     }
     seg = segments_.back();
-    c = {head_sequence_, ToHex(head_hash_raw_), now};
+    c = {head_sequence_, crypto::HexEncode(head_hash_raw_), now};
     raw = head_hash_raw_;
     offset = seg->size;
   }
@@ -1414,7 +1412,7 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
         absl::StrCat("refusing to prune: the chain does not verify at ", check.first_bad_sequence,
                      " (", check.problem, ")"));
   }
-  CheckpointRecord anchor{anchor_seq, ToHex(anchor_raw), now};
+  CheckpointRecord anchor{anchor_seq, crypto::HexEncode(anchor_raw), now};
   IOTAUTH_RETURN_IF_ERROR(WriteAnchorFile(options_.dir, dir_fd_, anchor));
   uint64_t removed = 0;
   {
@@ -1618,7 +1616,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
           return FailWith(r, AbsentFault(expected, seq));
         }
         const bool self_ok = SelfHashOk(e.hash_raw, e.canonical, e.fields);
-        const std::string hash_hex = ToHex(e.hash_raw);
+        const std::string hash_hex = crypto::HexEncode(e.hash_raw);
         if (e.fields.prev_hash != expected_prev) {
           const std::string prev_raw = FromHex(e.fields.prev_hash);
           const uint64_t later =
