@@ -8,16 +8,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "services/common/hex_digit.h"
 
 namespace iotauth {
-
-// 0-15 for a hex digit (either case), -1 otherwise.
-inline int HexDigitValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // The byte of the escape starting at in[i] (a '%'), or -1 when fewer than two hex
 // digits follow.

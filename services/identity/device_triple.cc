@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/hex_digit.h"
 #include "services/identity/hmac.h"
 
 namespace iotauth::identity {
@@ -49,13 +50,6 @@ HmacAlgorithm ToHmac(TripleSignMethod m) {
     default:
       return HmacAlgorithm::kSha256;
   }
-}
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -200,8 +194,8 @@ absl::StatusOr<std::string> ParseTriplePassword(absl::string_view password,
   }
   std::string out(n, '\0');
   for (size_t i = 0; i < n; ++i) {
-    const int hi = HexDigit(password[2 * i]);
-    const int lo = HexDigit(password[2 * i + 1]);
+    const int hi = HexDigitValue(password[2 * i]);
+    const int lo = HexDigitValue(password[2 * i + 1]);
     if (hi < 0 || lo < 0) return absl::InvalidArgumentError("triple password is not hex");
     out[i] = static_cast<char>((hi << 4) | lo);
   }
