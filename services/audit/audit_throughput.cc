@@ -34,11 +34,10 @@ namespace {
 
 class LatencyRecorder final : public AuditPipelineObserver {
  public:
-  void OnBatchCommitted(const std::vector<iotauth::audit::v1::AuditEvent>& events,
-                        absl::Duration latency) override {
+  void OnBatchCommitted(const CommittedBatch& batch) override {
     absl::MutexLock l(&mu_);
-    latencies_.push_back(latency);
-    sizes_.push_back(events.size());
+    latencies_.push_back(batch.latency);
+    sizes_.push_back(batch.events);
   }
   void Print() {
     absl::MutexLock l(&mu_);

@@ -93,11 +93,13 @@ constexpr std::array<uint8_t, 256> MakeHexTable() {
 }
 constexpr std::array<uint8_t, 256> kHexValue = MakeHexTable();
 
-// Appends the canonical encoding of `e` to `*out_ptr`.
-void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
+// Appends the canonical encoding of `e`, with `sequence` and `prev_hash` in place
+// of the event's own, to `*out_ptr`.
+void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
+                         std::string* out_ptr) {
   std::string& out = *out_ptr;
   out.append(kDomainTag.data(), kDomainTag.size());
-  PutUint64Field(1, e.sequence(), &out);
+  PutUint64Field(1, sequence, &out);
   PutField(2, e.event_id(), &out);
   PutTimeField(3, e.has_time(), e.time(), &out);
   PutEnumField(4, static_cast<int32_t>(e.type()), &out);
@@ -113,7 +115,12 @@ void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
   PutField(14, e.request_id(), &out);
   PutTimeField(15, e.has_duration(), e.duration(), &out);
   PutAttributesField(16, e.attributes(), &out);
-  PutField(17, e.prev_hash(), &out);
+  PutField(17, prev_hash, &out);
+}
+
+// Appends the canonical encoding of `e` to `*out_ptr`.
+void AppendCanonical(const AuditEvent& e, std::string* out_ptr) {
+  AppendCanonicalWith(e, e.sequence(), e.prev_hash(), out_ptr);
 }
 
 // Reads the next field header, which must carry `number`; `*payload` is its bytes.
@@ -236,6 +243,34 @@ std::string CanonicalEncoding(const AuditEvent& e) {
   out.reserve(512);
   AppendCanonical(e, &out);
   return out;
+}
+
+void AppendUnchainedEncoding(const AuditEvent& event, std::string* out) {
+  AppendCanonicalWith(event, 0, kGenesisHash, out);
+}
+
+bool IsUnchainedEncoding(absl::string_view bytes) {
+  constexpr size_t kPrevHashField = 8 + kGenesisHash.size();
+  if (bytes.size() < kCanonicalSequenceOffset + 8 + kPrevHashField ||
+      bytes.substr(0, kDomainTag.size()) != kDomainTag) {
+    return false;
+  }
+  const char* seq_header = bytes.data() + kDomainTag.size();
+  const char* prev_header = bytes.data() + bytes.size() - kPrevHashField;
+  return LoadU32(seq_header) == 1 && LoadU32(seq_header + 4) == 8 && LoadU32(prev_header) == 17 &&
+         LoadU32(prev_header + 4) == kGenesisHash.size();
+}
+
+void ChainUnchainedEncoding(uint64_t sequence, absl::string_view prev_hash_raw, char* bytes,
+                            size_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  big_endian::StoreU64(sequence, bytes + kCanonicalSequenceOffset);
+  char* hex = bytes + size - kGenesisHash.size();
+  for (size_t i = 0; i < prev_hash_raw.size() && 2 * i + 1 < kGenesisHash.size(); ++i) {
+    const auto c = static_cast<unsigned char>(prev_hash_raw[i]);
+    hex[2 * i] = kHex[c >> 4U];
+    hex[2 * i + 1] = kHex[c & 15U];
+  }
 }
 
 bool IsWellFormedHash(absl::string_view hex) {

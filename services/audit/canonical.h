@@ -21,6 +21,7 @@
 // encoding, so the hash commits to it twice; harmless and simple to check.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -48,6 +49,28 @@ absl::Status ChainEvent(absl::string_view prev_hash, iotauth::audit::v1::AuditEv
 // Appends CanonicalEncoding(event) to `*out` (no temporary: the log store encodes
 // straight into its write buffer).
 void AppendCanonicalEncoding(const iotauth::audit::v1::AuditEvent& event, std::string* out);
+
+// Unchained encodings: the producer encodes an event before it has a place in the
+// chain, with sequence 0 and prev_hash kGenesisHash as placeholders; the store then
+// fills both in place (the layout does not move: field 1 is fixed-size and field 17
+// is last, 64 bytes). This keeps the encoding off the writer's thread.
+//
+// Offset of field 1's 8-byte payload: after the domain tag and field 1's header.
+inline constexpr size_t kCanonicalSequenceOffset = 29 + 8;
+
+// Appends the canonical encoding of `event` with sequence 0 and prev_hash
+// kGenesisHash in place of its own.
+void AppendUnchainedEncoding(const iotauth::audit::v1::AuditEvent& event, std::string* out);
+
+// True when `bytes` has the version-1 tag, field 1 with an 8-byte payload first and
+// field 17 with a 64-byte payload last: the layout ChainUnchainedEncoding patches.
+// (The rest is ParseCanonical's to check.)
+bool IsUnchainedEncoding(absl::string_view bytes);
+
+// Writes `sequence` and the lowercase hex of `prev_hash_raw` (32 bytes) into the
+// `size` bytes at `bytes`, an encoding IsUnchainedEncoding accepts.
+void ChainUnchainedEncoding(uint64_t sequence, absl::string_view prev_hash_raw, char* bytes,
+                            size_t size);
 
 // The fields of a version-1 canonical encoding, as views into the encoded bytes.
 // `attributes` is field 16's payload (the EncodeAttributes form).

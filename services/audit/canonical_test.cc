@@ -231,5 +231,62 @@ TEST(ParseCanonicalTest, RejectsMalformedAttributes) {
   EXPECT_FALSE(CanonicalFieldsToEvent(cut, &out));
 }
 
+// An unchained encoding, filled in, is exactly the canonical encoding of the event
+// with that sequence and prev_hash (so the log store can write producers' bytes).
+TEST(UnchainedEncodingTest, ChainingGivesTheCanonicalEncoding) {
+  AuditEvent event = FixedEvent();
+  event.set_hash("ignored");
+  std::string bytes;
+  AppendUnchainedEncoding(event, &bytes);
+  ASSERT_TRUE(IsUnchainedEncoding(bytes));
+  AuditEvent placeholders = event;
+  placeholders.set_sequence(0);
+  placeholders.set_prev_hash(std::string(kGenesisHash));
+  EXPECT_EQ(bytes, CanonicalEncoding(placeholders));
+
+  std::string prev_raw;
+  for (int i = 0; i < 32; ++i) prev_raw.push_back(static_cast<char>(0xf0 + (i % 16) - i));
+  ChainUnchainedEncoding(0x0102030405060708ULL, prev_raw, bytes.data(), bytes.size());
+  AuditEvent chained = event;
+  chained.set_sequence(0x0102030405060708ULL);
+  std::string prev_hex;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : prev_raw) {
+    prev_hex.push_back(kHex[c >> 4U]);
+    prev_hex.push_back(kHex[c & 15U]);
+  }
+  chained.set_prev_hash(prev_hex);
+  EXPECT_EQ(bytes, CanonicalEncoding(chained));
+  CanonicalFields fields;
+  ASSERT_TRUE(ParseCanonical(bytes, &fields));
+  EXPECT_EQ(fields.sequence, 0x0102030405060708ULL);
+  EXPECT_EQ(fields.prev_hash, prev_hex);
+
+  // An event with no optional fields at all has the same shape.
+  std::string empty;
+  AppendUnchainedEncoding(AuditEvent(), &empty);
+  EXPECT_TRUE(IsUnchainedEncoding(empty));
+  EXPECT_TRUE(ParseCanonical(empty, &fields));
+}
+
+TEST(UnchainedEncodingTest, RejectsOtherLayouts) {
+  AuditEvent event = FixedEvent();
+  std::string bytes;
+  AppendUnchainedEncoding(event, &bytes);
+  ASSERT_TRUE(IsUnchainedEncoding(bytes));
+  // A chained encoding with a short prev_hash: field 17 is not 64 bytes.
+  event.set_prev_hash("abc");
+  EXPECT_FALSE(IsUnchainedEncoding(CanonicalEncoding(event)));
+  EXPECT_FALSE(IsUnchainedEncoding(""));
+  EXPECT_FALSE(IsUnchainedEncoding(bytes.substr(0, bytes.size() - 1)));
+  EXPECT_FALSE(IsUnchainedEncoding(bytes.substr(1)));
+  std::string wrong_tag = bytes;
+  wrong_tag[0] = 'x';
+  EXPECT_FALSE(IsUnchainedEncoding(wrong_tag));
+  std::string wrong_sequence_size = bytes;
+  wrong_sequence_size[kCanonicalSequenceOffset - 1] = 9;
+  EXPECT_FALSE(IsUnchainedEncoding(wrong_sequence_size));
+}
+
 }  // namespace
 }  // namespace iotauth::audit

@@ -870,21 +870,58 @@ void LogAuditStore::Remember(absl::uint128 key, uint64_t sequence) {
 }
 
 absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::Append(std::vector<AuditEvent>* events) {
-  return AppendImpl(events, /*deduplicate=*/true);
+  return AppendEvents(events, /*deduplicate=*/true);
 }
 
 absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendFresh(
     std::vector<AuditEvent>* events) {
-  return AppendImpl(events, /*deduplicate=*/false);
+  return AppendEvents(events, /*deduplicate=*/false);
 }
 
-absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEncoded(const EncodedBatch& batch) {
+  bool fresh = true;
+  for (const EncodedEvent& e : batch.events) fresh = fresh && e.fresh;
+  return AppendCore(batch, /*deduplicate=*/!fresh, nullptr);
+}
+
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEvents(
     std::vector<AuditEvent>* events, bool deduplicate) {
   for (const AuditEvent& e : *events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("audit event without event_id");
     if (e.has_time() && (e.time().nanos() < 0 || e.time().nanos() > 999999999)) {
       return absl::InvalidArgumentError("audit event time has out-of-range nanos");
     }
+  }
+  std::string encoded;
+  std::vector<EncodedEvent> parts(events->size());
+  for (size_t i = 0; i < events->size(); ++i) {
+    parts[i].offset = encoded.size();
+    AppendUnchainedEncoding((*events)[i], &encoded);
+    parts[i].size = encoded.size() - parts[i].offset;
+  }
+  std::string chain;
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> results,
+                           AppendCore(EncodedBatch{encoded, parts}, deduplicate, &chain));
+  // The stored form back into the events: `chain` is the head before the batch,
+  // then each written event's hash.
+  size_t at = 0;
+  for (size_t i = 0; i < events->size(); ++i) {
+    AuditEvent& e = (*events)[i];
+    e.set_sequence(results[i].sequence);
+    if (results[i].duplicate) continue;
+    e.set_prev_hash(crypto::HexEncode(absl::string_view(chain).substr(at, kHashBytes)));
+    at += kHashBytes;
+    e.set_hash(crypto::HexEncode(absl::string_view(chain).substr(at, kHashBytes)));
+  }
+  return results;
+}
+
+absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const EncodedBatch& batch,
+                                                                     bool deduplicate,
+                                                                     std::string* chain) {
+  std::vector<CanonicalFields> fields(batch.events.size());
+  for (size_t i = 0; i < batch.events.size(); ++i) {
+    IOTAUTH_RETURN_IF_ERROR(CheckEncodedEvent(batch, batch.events[i], &fields[i]));
   }
   absl::MutexLock wl(&writer_mu_);
   Pending p;
@@ -899,16 +936,16 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
       seg_size = seg->size;
     }
   }
+  if (chain != nullptr) *chain = p.head_raw;
   buffer_.clear();
-  std::vector<AppendedEvent> results(events->size());
+  std::vector<AppendedEvent> results(batch.events.size());
   absl::flat_hash_map<absl::uint128, uint64_t> batch_ids;
   const absl::Time now = options_.clock->Now();
   const uint64_t cap = options_.events_per_segment;
   Pending::Chunk* chunk = nullptr;
   unsigned char hash[kHashBytes];
-  for (size_t i = 0; i < events->size(); ++i) {
-    AuditEvent& e = (*events)[i];
-    const absl::uint128 key = deduplicate ? IdKey(e.event_id()) : absl::uint128();
+  for (size_t i = 0; i < batch.events.size(); ++i) {
+    const absl::uint128 key = deduplicate ? IdKey(fields[i].event_id) : absl::uint128();
     uint64_t stored = 0;
     if (!deduplicate) {
       // Fresh ids: nothing to look up.
@@ -918,7 +955,6 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
       stored = jt->second;
     }
     if (stored != 0) {
-      e.set_sequence(stored);
       results[i] = {stored, true};
       continue;
     }
@@ -944,12 +980,13 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     const size_t frame = buffer_.size();
     const uint64_t offset = chunk->offset + (frame - chunk->begin);
     if ((seq - seg->first) % kSparseEvery == 0) p.sparse.emplace_back(seq, offset);
-    e.set_sequence(seq);
-    e.set_prev_hash(crypto::HexEncode(p.head_raw));
+    // The producer's bytes, with the chain fields filled in.
+    const EncodedEvent& in = batch.events[i];
     buffer_.append(kFrameHeader + kHashBytes, '\0');
     const size_t canonical = buffer_.size();
-    AppendCanonicalEncoding(e, &buffer_);
-    const absl::string_view canon(buffer_.data() + canonical, buffer_.size() - canonical);
+    buffer_.append(batch.buffer.data() + in.offset, in.size);
+    ChainUnchainedEncoding(seq, p.head_raw, &buffer_[canonical], in.size);
+    const absl::string_view canon(buffer_.data() + canonical, in.size);
     if (!crypto::Sha256Into(p.head_raw, canon, hash)) {
       return absl::InternalError("audit log: SHA-256 failed");
     }
@@ -958,7 +995,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     std::memcpy(&buffer_[frame + kFrameHeader], hash, kHashBytes);
     p.head_raw.assign(reinterpret_cast<const char*>(hash), kHashBytes);
     p.head = seq;
-    e.set_hash(crypto::HexEncode(p.head_raw));
+    if (chain != nullptr) chain->append(p.head_raw);
     chunk->last = seq;
     if (deduplicate) {
       batch_ids.emplace(key, seq);
@@ -966,7 +1003,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
     }
     results[i] = {seq, false};
     if (options_.checkpoint_interval != 0 && seq % options_.checkpoint_interval == 0) {
-      CheckpointRecord c{seq, e.hash(), now};
+      CheckpointRecord c{seq, crypto::HexEncode(p.head_raw), now};
       AppendCheckpointFrame(c, p.head_raw, &buffer_);
       p.checkpoints.push_back(std::move(c));
     }
@@ -974,7 +1011,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendImpl(
   if (chunk == nullptr) return results;  // only duplicates: nothing to write
   chunk->end = buffer_.size();
   IOTAUTH_RETURN_IF_ERROR(WriteBatch(&p));
-  ApplyCommitted(p, *events, results);
+  ApplyCommitted(p, fields, results);
   return results;
 }
 
@@ -1123,7 +1160,7 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
   return status;
 }
 
-void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<AuditEvent>& events,
+void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<CanonicalFields>& events,
                                    const std::vector<AppendedEvent>& results) {
   // Block summaries: the writer's builder takes every new event; a completed
   // block's summary goes to the segment holding it.
@@ -1131,24 +1168,24 @@ void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<AuditEven
   std::vector<std::pair<uint64_t, TimeRange>> seg_times;
   for (size_t i = 0; i < events.size(); ++i) {
     if (results[i].duplicate) continue;
-    const AuditEvent& e = events[i];
+    const CanonicalFields& e = events[i];
+    const uint64_t seq = results[i].sequence;
     BlockBuilder& b = *builder_;
-    b.filter->AddTenant(e.tenant_id());
-    b.filter->AddDevice(e.device_id());
-    if (e.has_time()) {
-      b.time.Add(e.time().seconds());
-      if (seg_times.empty() ||
-          (e.sequence() - 1) / options_.events_per_segment != seg_times.back().first) {
-        seg_times.emplace_back((e.sequence() - 1) / options_.events_per_segment, TimeRange());
+    b.filter->AddTenant(e.tenant_id);
+    b.filter->AddDevice(e.device_id);
+    if (e.has_time) {
+      b.time.Add(e.time_seconds);
+      if (seg_times.empty() || (seq - 1) / options_.events_per_segment != seg_times.back().first) {
+        seg_times.emplace_back((seq - 1) / options_.events_per_segment, TimeRange());
       }
-      seg_times.back().second.Add(e.time().seconds());
+      seg_times.back().second.Add(e.time_seconds);
     }
-    if (e.sequence() % kBlockEvents == 0) {
+    if (seq % kBlockEvents == 0) {
       BlockSummary s;
       s.time = b.time;
       s.filter = std::shared_ptr<const BlockFilter>(std::move(b.filter));
       completed.emplace_back(b.block, std::move(s));
-      b.block = e.sequence() / kBlockEvents;
+      b.block = seq / kBlockEvents;
       b.time = TimeRange();
       b.filter = std::make_unique<BlockFilter>();
     }

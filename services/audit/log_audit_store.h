@@ -54,6 +54,7 @@
 #include "absl/synchronization/mutex.h"
 #include "services/audit/audit_store.h"
 #include "services/audit/block_filter.h"
+#include "services/audit/canonical.h"
 #include "services/common/clock.h"
 
 namespace iotauth::audit {
@@ -96,6 +97,10 @@ class LogAuditStore final : public AuditStore {
   // per event of cache misses on a 262,144-entry table).
   absl::StatusOr<std::vector<AppendedEvent>> AppendFresh(
       std::vector<iotauth::audit::v1::AuditEvent>* events) override;
+  // Writes the producers' bytes as they are, with the chain fields filled in: no
+  // decoding on the writer (the local pipeline's path). Deduplicates only when some
+  // event is not fresh.
+  absl::StatusOr<std::vector<AppendedEvent>> AppendEncoded(const EncodedBatch& batch) override;
   absl::StatusOr<std::vector<iotauth::audit::v1::AuditEvent>> Query(const EventFilter& filter,
                                                                     int limit) override;
   absl::StatusOr<ChainHead> Head() override;
@@ -124,8 +129,13 @@ class LogAuditStore final : public AuditStore {
   absl::Status Recover();
   static absl::Status WriteAnchorFile(const std::string& dir, int dir_fd,
                                       const CheckpointRecord& anchor);
-  absl::StatusOr<std::vector<AppendedEvent>> AppendImpl(
+  // Encodes `events`, appends them with AppendCore and writes their stored form back.
+  absl::StatusOr<std::vector<AppendedEvent>> AppendEvents(
       std::vector<iotauth::audit::v1::AuditEvent>* events, bool deduplicate);
+  // The one append path. `chain` (optional) receives the raw head hash before the
+  // batch, then the raw hash of each event written, in order.
+  absl::StatusOr<std::vector<AppendedEvent>> AppendCore(const EncodedBatch& batch, bool deduplicate,
+                                                        std::string* chain);
   absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Writes `data` at `offset` of `segment` (direct or buffered, by its wfd) and
   // makes it durable; on success the segment's tail/zeroed_end describe the file.
@@ -136,8 +146,7 @@ class LogAuditStore final : public AuditStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Opens the active segment for direct writes and loads its tail.
   absl::Status PrepareForWrites(Segment* segment) const;
-  void ApplyCommitted(const Pending& pending,
-                      const std::vector<iotauth::audit::v1::AuditEvent>& events,
+  void ApplyCommitted(const Pending& pending, const std::vector<CanonicalFields>& events,
                       const std::vector<AppendedEvent>& results)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   void WriteIndex(const Segment& segment);

@@ -4,11 +4,18 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
 
 namespace iotauth::audit {
 
 using iotauth::audit::v1::AuditEvent;
+
+namespace {
+// The writer keeps its swapped-out queue's buffer for reuse up to this size.
+constexpr size_t kKeepQueueBytes = size_t{8} << 20;
+}  // namespace
 
 AuditEvent MakeGapEvent(uint64_t dropped, absl::Time now) {
   AuditEvent gap;
@@ -43,23 +50,30 @@ void LocalAuditSink::CountDropped(uint64_t n) {
   if (!stopping_) gap_pending_ += n;
 }
 
-void LocalAuditSink::Record(AuditEvent&& event) {
-  const bool fresh = event.event_id().empty();
-  PrepareForRecord(*options_.clock, &event);
+void LocalAuditSink::Record(AuditEvent&& event) { RecordReusing(&event); }
+
+void LocalAuditSink::RecordReusing(AuditEvent* event) {
+  const bool fresh = event->event_id().empty();
+  PrepareForRecord(*options_.clock, event);
+  // Encoded outside the lock into a per-thread buffer that keeps its capacity.
+  thread_local std::string encoded;
+  encoded.clear();
+  AppendUnchainedEncoding(*event, &encoded);
   bool accepted = false;
   {
     absl::MutexLock lock(&mu_);
     const size_t capacity = options_.queue_capacity;
     auto has_room = [this, capacity]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || queue_.size() < capacity;
+      return stopping_ || queue_.events.size() < capacity;
     };
     if (!has_room() && options_.full_queue_policy == FullQueuePolicy::kBlock) {
       mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.block_timeout);
     }
-    if (stopping_ || queue_.size() >= capacity) {
+    if (stopping_ || queue_.events.size() >= capacity) {
       CountDropped(1);
     } else {
-      queue_.emplace_back(std::move(event), fresh);  // one move (a swap) into the queue
+      queue_.events.push_back({queue_.bytes.size(), encoded.size(), fresh});
+      queue_.bytes.append(encoded);
       ++accepted_;
       ++stats_.enqueued;
       accepted = true;
@@ -98,7 +112,7 @@ void LocalAuditSink::WriterLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !queue_.empty() || gap_pending_ > 0;
+        return stopping_ || !queue_.events.empty() || gap_pending_ > 0;
       };
       if (RetentionEnabled()) {
         // Wake up now and then to run retention on an idle log (a FakeClock in
@@ -110,51 +124,58 @@ void LocalAuditSink::WriterLoop() {
       } else {
         mu_.Await(absl::Condition(&work));
       }
-      if (queue_.empty() && gap_pending_ == 0) return;  // stopping and drained
+      if (queue_.events.empty() && gap_pending_ == 0) return;  // stopping and drained
       const size_t max_batch = options_.max_batch;
       auto full = [this, max_batch]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || queue_.size() >= max_batch;
+        return stopping_ || queue_.events.size() >= max_batch;
       };
       if (!full() && options_.linger > absl::ZeroDuration()) {
         mu_.AwaitWithTimeout(absl::Condition(&full), options_.linger);
       }
-      // Everything queued, in O(1): producers never wait behind the moves below.
-      taken_.swap(queue_);
+      // Everything queued, in O(1): producers never wait behind the commit.
+      std::swap(taken_, queue_);
       gap = std::exchange(gap_pending_, 0);
     }
     // Committed in batches of at most max_batch, in order.
-    const size_t n = taken_.size();
+    const size_t n = taken_.events.size();
     size_t at = 0;
     do {
       const size_t end = std::min(n, at + options_.max_batch);
-      std::vector<AuditEvent> batch;
-      batch.reserve(end - at + 1);
-      bool fresh = true;
-      for (; at < end; ++at) {
-        fresh = fresh && taken_[at].fresh;
-        batch.push_back(std::move(taken_[at].event));
-      }
-      CommitBatch(std::move(batch), std::exchange(gap, 0), fresh);
+      CommitBatch(
+          EncodedBatch{taken_.bytes, absl::MakeConstSpan(taken_.events).subspan(at, end - at)},
+          std::exchange(gap, 0));
+      at = end;
     } while (at < n);
-    taken_.clear();  // keeps its capacity for the next swap
+    // Kept for the next swap, unless a burst made it large.
+    if (taken_.bytes.capacity() > kKeepQueueBytes) {
+      taken_ = Queue();
+    } else {
+      taken_.bytes.clear();
+      taken_.events.clear();
+    }
     absl::MutexLock lock(&mu_);
     finished_ += n;
   }
 }
 
-void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap, bool fresh) {
+void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
+  Queue with_gap;
   if (gap > 0) {
-    // The loss happened before these events were accepted.
-    batch.insert(batch.begin(), MakeGapEvent(gap, options_.clock->Now()));
+    // The loss happened before these events were accepted: the GAP goes first.
+    AppendUnchainedEncoding(MakeGapEvent(gap, options_.clock->Now()), &with_gap.bytes);
+    with_gap.events.push_back({0, with_gap.bytes.size(), true});
+    for (const EncodedEvent& e : batch.events) {
+      with_gap.events.push_back({with_gap.bytes.size(), e.size, e.fresh});
+      with_gap.bytes.append(batch.buffer.data() + e.offset, e.size);
+    }
+    batch = EncodedBatch{with_gap.bytes, with_gap.events};
   }
+  const size_t accepted = batch.events.size() - (gap > 0 ? 1 : 0);
   absl::Duration backoff = options_.retry_backoff;
   for (int attempt = 1;; ++attempt) {
     const absl::Time start = absl::Now();
-    // In place: on success `batch` holds the stored form; on failure it may be
-    // appended again as it is.
-    // Ids this pipeline generated cannot be resends: the store may skip its
-    // duplicate lookup (the GAP event's id is generated too).
-    auto result = fresh ? options_.store->AppendFresh(&batch) : options_.store->Append(&batch);
+    // The batch is not modified: on failure it is appended again as it is.
+    auto result = options_.store->AppendEncoded(batch);
     const absl::Duration latency = absl::Now() - start;
     if (result.ok()) {
       uint64_t duplicates = 0;
@@ -163,19 +184,10 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap, bo
         if (a.duplicate) ++duplicates;
         head = std::max(head, a.sequence);
       }
-      // The observer sees the newly written events only (duplicates are rare:
-      // the pipeline makes fresh ids).
-      std::vector<AuditEvent> written;
-      if (duplicates > 0) {
-        for (size_t i = 0; i < batch.size(); ++i) {
-          if (!(*result)[i].duplicate) written.push_back(std::move(batch[i]));
-        }
-        batch = std::move(written);
-      }
-      const std::vector<AuditEvent>& committed = batch;
+      const CommittedBatch committed{batch.events.size() - duplicates, head, latency};
       {
         absl::MutexLock lock(&mu_);
-        stats_.committed += committed.size();
+        stats_.committed += committed.events;
         stats_.duplicates += duplicates;
         stats_.gap_events += gap > 0 ? 1 : 0;
         ++stats_.batches;
@@ -183,7 +195,7 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap, bo
         stats_.commit_latency_max = std::max(stats_.commit_latency_max, latency);
       }
       if (options_.notifier) options_.notifier->Publish(head);
-      if (options_.observer) options_.observer->OnBatchCommitted(committed, latency);
+      if (options_.observer) options_.observer->OnBatchCommitted(committed);
       return;
     }
     {
@@ -196,14 +208,13 @@ void LocalAuditSink::CommitBatch(std::vector<AuditEvent> batch, uint64_t gap, bo
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
   // Given up: the events are lost; say so in the log once the store recovers.
-  const uint64_t lost = batch.size() - (gap > 0 ? 1 : 0) + gap;
   {
     absl::MutexLock lock(&mu_);
-    stats_.dropped += batch.size() - (gap > 0 ? 1 : 0);  // `gap` was counted already
+    stats_.dropped += accepted;  // `gap` was counted already
     // While stopping there is no later batch to carry the GAP; the counters keep it.
-    if (!stopping_) gap_pending_ += lost;
+    if (!stopping_) gap_pending_ += accepted + gap;
   }
-  if (options_.observer) options_.observer->OnDropped(batch.size() - (gap > 0 ? 1 : 0));
+  if (options_.observer) options_.observer->OnDropped(accepted);
 }
 
 bool LocalAuditSink::Flush(absl::Duration timeout) {
@@ -227,7 +238,7 @@ void LocalAuditSink::Shutdown() {
 AuditPipelineStats LocalAuditSink::Stats() const {
   absl::MutexLock lock(&mu_);
   AuditPipelineStats s = stats_;
-  s.queue_depth = queue_.size();
+  s.queue_depth = queue_.events.size();
   return s;
 }
 

@@ -25,10 +25,9 @@ using iotauth::audit::v1::AuditEvent;
 class PipeReporter final : public AuditPipelineObserver {
  public:
   explicit PipeReporter(int fd) : fd_(fd) {}
-  void OnBatchCommitted(const std::vector<AuditEvent>& events,
-                        absl::Duration /*latency*/) override {
-    if (events.empty()) return;
-    const uint64_t seq = events.back().sequence();
+  void OnBatchCommitted(const CommittedBatch& batch) override {
+    if (batch.events == 0) return;
+    const uint64_t seq = batch.last_sequence;
     if (write(fd_, &seq, sizeof(seq)) != static_cast<ssize_t>(sizeof(seq))) _exit(3);
   }
 

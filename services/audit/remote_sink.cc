@@ -153,17 +153,14 @@ class RemoteAuditSink::IngestStream final
 };
 
 void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
-  std::vector<v1::AuditEvent> done;
-  const bool keep = options_.observer != nullptr;
+  int matched = 0;
   {
     absl::MutexLock lock(&mu_);
     const auto& ids = ack.event_ids();
     // The server acknowledges in send order, so the acknowledged events are normally
     // the oldest pending ones, in the same order: compare each id with the front.
-    int matched = 0;
     while (matched < ids.size() && !pending_.empty() &&
            pending_.front().event_id() == ids.Get(matched)) {
-      if (keep) done.push_back(std::move(pending_.front()));
       pending_.pop_front();
       if (sent_ > 0) --sent_;
       ++matched;
@@ -174,7 +171,6 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
       size_t i = 0;
       while (!rest.empty() && i < pending_.size()) {
         if (rest.erase(pending_[i].event_id()) > 0) {
-          if (keep) done.push_back(std::move(pending_[i]));
           pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
           if (i < sent_) --sent_;
           ++matched;
@@ -186,7 +182,9 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
     stats_.acked += static_cast<uint64_t>(matched);
     ack_wait_start_ = absl::Now();
   }
-  if (keep && !done.empty()) options_.observer->OnBatchCommitted(done, absl::ZeroDuration());
+  if (options_.observer != nullptr && matched > 0) {
+    options_.observer->OnBatchCommitted({static_cast<uint64_t>(matched), 0, absl::ZeroDuration()});
+  }
 }
 
 void RemoteAuditSink::MarkStreamBroken() {

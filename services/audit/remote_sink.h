@@ -65,8 +65,8 @@ class RemoteAuditSink final : public AuditSink {
     absl::Duration max_backoff = absl::Seconds(10);
     // Called on each new Ingest call's context (for example to add a bearer token).
     std::function<void(grpc::ClientContext*)> configure_context;
-    // OnEnqueued / OnDropped, and OnBatchCommitted with the acknowledged events
-    // (as sent: no sequence or hashes) and zero latency.
+    // OnEnqueued / OnDropped, and OnBatchCommitted with the number of events
+    // acknowledged (last_sequence 0: acks carry ids only) and zero latency.
     AuditPipelineObserver* observer = nullptr;
   };
 

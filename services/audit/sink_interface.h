@@ -17,6 +17,13 @@ class AuditSink {
   // the event once, into its queue (a protobuf move is a field-by-field swap,
   // ~85 ns for an AuditEvent; by value it was done twice on the hot path).
   virtual void Record(iotauth::audit::v1::AuditEvent&& event) = 0;
+  // Record for a producer that keeps `*event` to reuse its storage (Clear() keeps
+  // the strings' capacity: a hot path then builds events without allocating). The
+  // sink may set event_id and time in `*event`, as Record does; it keeps no
+  // reference. The default records a copy.
+  virtual void RecordReusing(iotauth::audit::v1::AuditEvent* event) {
+    Record(iotauth::audit::v1::AuditEvent(*event));
+  }
   // False when every event would be discarded: producers may skip building them.
   virtual bool enabled() const { return true; }
 };
@@ -25,6 +32,7 @@ class AuditSink {
 class NullAuditSink final : public AuditSink {
  public:
   void Record(iotauth::audit::v1::AuditEvent&& /*event*/) override {}
+  void RecordReusing(iotauth::audit::v1::AuditEvent* /*event*/) override {}
   bool enabled() const override { return false; }
 };
 

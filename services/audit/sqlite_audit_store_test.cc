@@ -149,6 +149,39 @@ TEST_F(StoreTest, RejectsEventWithoutId) {
   EXPECT_EQ(store_->Head()->sequence, 0u);
 }
 
+// The AuditStore default: encoded events are decoded and appended like Append's
+// (deduplicated unless every event is fresh); a malformed one fails the batch.
+TEST_F(StoreTest, AppendEncodedDecodesIntoAppend) {
+  Open();
+  AppendRange(1, 2);
+  std::string bytes;
+  std::vector<EncodedEvent> events;
+  for (int i : {2, 3, 4}) {
+    const size_t offset = bytes.size();
+    AppendUnchainedEncoding(MakeEvent(i), &bytes);
+    events.push_back({offset, bytes.size() - offset, /*fresh=*/false});
+  }
+  auto r = store_->AppendEncoded(EncodedBatch{bytes, events});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[1].sequence, 3u);
+  EXPECT_EQ((*r)[2].sequence, 4u);
+  AuditEvent got = Get(4);
+  AuditEvent want = MakeEvent(4);
+  want.set_sequence(4);
+  want.set_prev_hash(Get(3).hash());
+  want.set_hash(got.hash());
+  EXPECT_EQ(CanonicalEncoding(got), CanonicalEncoding(want));
+  EXPECT_EQ(*ComputeEventHash(got), got.hash());
+  EXPECT_TRUE(VerifyAll().ok);
+
+  events.back().size -= 1;
+  EXPECT_EQ(store_->AppendEncoded(EncodedBatch{bytes, events}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Head()->sequence, 4u);
+}
+
 TEST_F(StoreTest, DeduplicatesByEventId) {
   Open();
   AppendRange(1, 2);

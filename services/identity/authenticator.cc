@@ -682,7 +682,10 @@ class Authenticator::Attempt {
   void Audit() {
     if (!auth_->audit_->enabled()) return;
     namespace av1 = ::iotauth::audit::v1;
-    av1::AuditEvent e;
+    // One event per thread, cleared and refilled: Clear() keeps the strings'
+    // storage, so a decision is audited without allocating (the sink copies).
+    thread_local av1::AuditEvent e;
+    e.Clear();
     const absl::Time end = auth_->clock_->Now();
     SetTimestamp(end, e.mutable_time());
     e.set_type(av1::EVENT_TYPE_AUTHENTICATION);
@@ -700,13 +703,13 @@ class Authenticator::Attempt {
       e.set_credential_type(reg::CredentialType_Name(resp_->credential_type()));
     }
     e.set_credential_fingerprint(resp_->credential_fingerprint());
-    e.set_caller(std::string(context_.caller));
+    e.set_caller(context_.caller.data(), context_.caller.size());
     if (request_.has_connect()) e.set_peer_address(request_.connect().peer_address());
     e.set_request_id(resp_->request_id());
     SetDuration(end - start_, e.mutable_duration());
     if (!id.module_id().empty()) (*e.mutable_attributes())["module_id"] = id.module_id();
     if (registered_) (*e.mutable_attributes())["device_registered"] = "true";
-    auth_->audit_->Record(std::move(e));
+    auth_->audit_->RecordReusing(&e);
   }
 
   Authenticator* auth_;

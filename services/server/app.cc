@@ -89,10 +89,9 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
                                                                       0.5, 1})) {}
   void OnEnqueued() override { enqueued_.Increment(); }
   void OnDropped(uint64_t count) override { dropped_.Increment(static_cast<double>(count)); }
-  void OnBatchCommitted(const std::vector<iotauth::audit::v1::AuditEvent>& events,
-                        absl::Duration latency) override {
-    committed_.Increment(static_cast<double>(events.size()));
-    latency_.Observe(absl::ToDoubleSeconds(latency));
+  void OnBatchCommitted(const audit::CommittedBatch& batch) override {
+    committed_.Increment(static_cast<double>(batch.events));
+    latency_.Observe(absl::ToDoubleSeconds(batch.latency));
   }
   void OnCommitFailed(const absl::Status& status) override {
     failures_.Increment();
