@@ -1,7 +1,9 @@
 // libFuzzer target: the canonical-encoding parser that reads audit log segments
 // (services/audit/log_audit_store.h). A file on disk is input an attacker may
 // have edited: parsing must never crash or read out of bounds, and what parses
-// must encode back to something that parses to the same event.
+// must encode back to something that parses to the same event. Bytes that pass
+// IsUnchainedEncoding (the check AppendEncoded makes) must stay in bounds when
+// chained, and chaining must not change what they parse to beyond the two fields.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -19,7 +21,23 @@ using iotauth::audit::ParseCanonical;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view in(reinterpret_cast<const char*>(data), size);
   CanonicalFields f;
-  if (!ParseCanonical(in, &f)) return 0;
+  const bool parses = ParseCanonical(in, &f);
+  if (iotauth::audit::IsUnchainedEncoding(in)) {
+    std::string chained(in);
+    const std::string prev(32, '\x5a');
+    iotauth::audit::ChainUnchainedEncoding(7, prev, chained.data(), chained.size());
+    CanonicalFields c;
+    if (ParseCanonical(chained, &c) != parses) std::abort();
+    if (parses) {
+      std::string want;
+      for (int i = 0; i < 32; ++i) want += "5a";
+      if (c.sequence != 7 || c.prev_hash != want || c.event_id != f.event_id ||
+          c.device_id != f.device_id || c.attributes != f.attributes) {
+        std::abort();
+      }
+    }
+  }
+  if (!parses) return 0;
   iotauth::audit::v1::AuditEvent e;
   if (!CanonicalFieldsToEvent(f, &e)) return 0;
   const std::string again = CanonicalEncoding(e);
