@@ -40,15 +40,16 @@ struct RandomPool {
 
 }  // namespace
 
-std::string NewEventId() {
+void NewEventIdInto(std::string* out) {
   thread_local RandomPool pool;
   const uint64_t generation = ForkGeneration();
   if (pool.generation != generation || pool.used + RandomPool::kIdBytes > RandomPool::kSize) {
     auto bytes = crypto::RandomBytes(RandomPool::kSize);
     if (!bytes.ok()) {
       static std::atomic<uint64_t> counter{0};
-      return absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()), absl::kZeroPad16),
+      *out = absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()), absl::kZeroPad16),
                           absl::Hex(counter.fetch_add(1), absl::kZeroPad16));
+      return;
     }
     pool.bytes = std::move(*bytes);
     pool.used = 0;
@@ -58,7 +59,8 @@ std::string NewEventId() {
   // 48-bit Unix milliseconds, then 80 random bits (the UUIDv7 idea): ids made close
   // in time sort close together, so the store's unique event_id index grows at its
   // right edge instead of dirtying a random page per event.
-  std::string id(32, '0');
+  std::string& id = *out;
+  id.assign(32, '0');
   auto ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
   for (int i = 11; i >= 0; --i, ms >>= 4) id[i] = kHex[ms & 0xf];
   for (size_t i = 0; i < RandomPool::kIdBytes; ++i) {
@@ -70,6 +72,11 @@ std::string NewEventId() {
   std::fill_n(pool.bytes.begin() + static_cast<std::ptrdiff_t>(pool.used), RandomPool::kIdBytes,
               '\0');
   pool.used += RandomPool::kIdBytes;
+}
+
+std::string NewEventId() {
+  std::string id;
+  NewEventIdInto(&id);
   return id;
 }
 
@@ -84,7 +91,8 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
 }
 
 void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event) {
-  if (event->event_id().empty()) event->set_event_id(NewEventId());
+  // Into the event's own string: a reused event keeps its storage.
+  if (event->event_id().empty()) NewEventIdInto(event->mutable_event_id());
   // An invalid timestamp would make the store reject the whole batch (and, in split
   // mode, the resend loop retry it forever): replace it with the current time.
   const bool valid_time =

@@ -14,6 +14,8 @@ namespace iotauth::audit {
 // Never fails: if the CSPRNG fails it falls back to a time-and-counter id, still
 // unique in the process.
 std::string NewEventId();
+// NewEventId into `*out` (replacing its contents; no allocation when it has room).
+void NewEventIdInto(std::string* out);
 
 // Assigns `event_id` (NewEventId) and `time` (clock.Now()) when they are empty (an
 // out-of-range time is replaced too, marked by attribute `invalid_time_replaced`), and

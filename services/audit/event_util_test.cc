@@ -28,6 +28,19 @@ TEST(EventUtilTest, EventIdsAreUniqueHex) {
   EXPECT_EQ(ids.size(), 5000u);
 }
 
+// Into an existing string: replaced whole (not appended to), reusing its storage.
+TEST(EventUtilTest, EventIdIntoReplacesTheString) {
+  std::string id = std::string(100, 'x');
+  const char* storage = id.data();
+  NewEventIdInto(&id);
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_TRUE(IsLowerHex(id)) << id;
+  EXPECT_EQ(id.data(), storage);
+  const std::string first = id;
+  NewEventIdInto(&id);
+  EXPECT_NE(id, first);
+}
+
 TEST(EventUtilTest, ForkedChildDoesNotRepeatParentIds) {
   (void)NewEventId();  // the parent's pool now holds unused random bytes
   int fds[2];
