@@ -263,14 +263,9 @@ bool IsUnchainedEncoding(absl::string_view bytes) {
 
 void ChainUnchainedEncoding(uint64_t sequence, absl::string_view prev_hash_raw, char* bytes,
                             size_t size) {
-  static constexpr char kHex[] = "0123456789abcdef";
   big_endian::StoreU64(sequence, bytes + kCanonicalSequenceOffset);
-  char* hex = bytes + size - kGenesisHash.size();
-  for (size_t i = 0; i < prev_hash_raw.size() && 2 * i + 1 < kGenesisHash.size(); ++i) {
-    const auto c = static_cast<unsigned char>(prev_hash_raw[i]);
-    hex[2 * i] = kHex[c >> 4U];
-    hex[2 * i + 1] = kHex[c & 15U];
-  }
+  crypto::HexEncodeInto(prev_hash_raw.substr(0, kGenesisHash.size() / 2),
+                        bytes + size - kGenesisHash.size());
 }
 
 bool IsWellFormedHash(absl::string_view hex) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 
 namespace iotauth::audit {
@@ -249,12 +250,7 @@ TEST(UnchainedEncodingTest, ChainingGivesTheCanonicalEncoding) {
   ChainUnchainedEncoding(0x0102030405060708ULL, prev_raw, bytes.data(), bytes.size());
   AuditEvent chained = event;
   chained.set_sequence(0x0102030405060708ULL);
-  std::string prev_hex;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned char c : prev_raw) {
-    prev_hex.push_back(kHex[c >> 4U]);
-    prev_hex.push_back(kHex[c & 15U]);
-  }
+  const std::string prev_hex = absl::BytesToHexString(prev_raw);
   chained.set_prev_hash(prev_hex);
   EXPECT_EQ(bytes, CanonicalEncoding(chained));
   CanonicalFields fields;

@@ -63,11 +63,8 @@ void NewEventIdInto(std::string* out) {
   id.assign(32, '0');
   auto ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
   for (int i = 11; i >= 0; --i, ms >>= 4) id[i] = kHex[ms & 0xf];
-  for (size_t i = 0; i < RandomPool::kIdBytes; ++i) {
-    const auto b = static_cast<unsigned char>(pool.bytes[pool.used + i]);
-    id[12 + 2 * i] = kHex[b >> 4];
-    id[12 + 2 * i + 1] = kHex[b & 0xf];
-  }
+  crypto::HexEncodeInto(absl::string_view(pool.bytes).substr(pool.used, RandomPool::kIdBytes),
+                        &id[12]);
   // Never hand out the same bytes twice.
   std::fill_n(pool.bytes.begin() + static_cast<std::ptrdiff_t>(pool.used), RandomPool::kIdBytes,
               '\0');

@@ -96,14 +96,17 @@ absl::StatusOr<std::string> Base64Decode(absl::string_view text) {
   return out;
 }
 
-std::string HexEncode(absl::string_view data) {
+void HexEncodeInto(absl::string_view data, char* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(data.size() * 2);
   for (unsigned char c : data) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
+    *out++ = kHex[c >> 4];
+    *out++ = kHex[c & 15];
   }
+}
+
+std::string HexEncode(absl::string_view data) {
+  std::string out(data.size() * 2, '\0');
+  HexEncodeInto(data, out.data());
   return out;
 }
 

@@ -21,6 +21,8 @@ absl::StatusOr<std::string> Base64Decode(absl::string_view text);
 
 // Lowercase hex.
 std::string HexEncode(absl::string_view data);
+// Lowercase hex of `data` into out[0, 2 * data.size()) (no allocation).
+void HexEncodeInto(absl::string_view data, char* out);
 // Accepts upper- or lowercase; INVALID_ARGUMENT on odd length or a non-hex digit.
 absl::StatusOr<std::string> HexDecode(absl::string_view text);
 
