@@ -886,12 +886,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEncoded(const En
 
 absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEvents(
     std::vector<AuditEvent>* events, bool deduplicate) {
-  for (const AuditEvent& e : *events) {
-    if (e.event_id().empty()) return absl::InvalidArgumentError("audit event without event_id");
-    if (e.has_time() && (e.time().nanos() < 0 || e.time().nanos() > 999999999)) {
-      return absl::InvalidArgumentError("audit event time has out-of-range nanos");
-    }
-  }
+  // AppendCore checks each encoding (event_id, time) before anything is written.
   std::string encoded;
   std::vector<EncodedEvent> parts(events->size());
   for (size_t i = 0; i < events->size(); ++i) {

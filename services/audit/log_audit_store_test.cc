@@ -847,6 +847,11 @@ TEST_F(LogStoreTest, RejectsEventWithoutIdAndWritesNothing) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_EQ(Head().sequence, 2u);
   EXPECT_EQ(Head().hash, stored_[1].hash());
+  // An out-of-range time is refused the same way.
+  std::vector<AuditEvent> late = {MakeEvent(3)};
+  late[0].mutable_time()->set_nanos(1000000000);
+  EXPECT_EQ(store_->Append(&late).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Head().sequence, 2u);
   EXPECT_EQ(ReadAll().size(), 2u);
   Close();
   EXPECT_EQ(ReadFile(SegPath(1)), before) << "a rejected batch wrote bytes";
