@@ -4,7 +4,8 @@
 #
 #   tools/bench/identity_server_bench.sh [--devices=N] [--mode=sas|triple]
 #       [--request_devices=M (100000)] [--triple_requests=R (2500000)]
-#       [--audit_backend=log|sqlite (log)] [run_identity_bench.sh flags]
+#       [--audit_backend=log|sqlite (log)] [--rounds=N (5)] [--round_duration=D (5s)]
+#       [run_identity_bench.sh flags]
 #
 # 1. builds iotauthd, iotauthctl and the bench tools with -c opt;
 # 2. starts iotauthd once (plaintext, caller auth off: the no-op baseline has
@@ -19,7 +20,13 @@
 #    the same data, same generator, concurrency and transport; prints the QPS
 #    ratio and p99 at half of each one's peak; adds RSS per device;
 # 5. repeats 4 with the audit log off and prints audit on / audit off;
-# 6. times audit queries by device over the log the runs wrote.
+# 6. interleaved rounds (--rounds=N, default 5; 0 skips): the no-op server,
+#    iotauthd with the audit log and iotauthd without it run side by side (each on
+#    the server CPU, idle while another is measured) and take turns under the same
+#    closed-loop load, --round_duration each (5s). Run-to-run drift on this machine
+#    (~12%, see /work/shared/notes/performance.md) then hits all three alike; the
+#    report gives each round's ratios and their median and range;
+# 7. times audit queries by device over the log the runs wrote.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -28,6 +35,9 @@ mode=sas
 triple_requests=2500000
 request_devices=100000
 audit_backend=log
+rounds=5
+round_duration=5s
+client_cpus=0 server_cpus=1 channels=4 concurrency=64
 pass=()
 for a in "$@"; do
   case "$a" in
@@ -36,6 +46,13 @@ for a in "$@"; do
     --triple_requests=*) triple_requests="${a#*=}" ;;
     --request_devices=*) request_devices="${a#*=}" ;;
     --audit_backend=*) audit_backend="${a#*=}" ;;
+    --rounds=*) rounds="${a#*=}" ;;
+    --round_duration=*) round_duration="${a#*=}" ;;
+    # Seen here for the interleaved rounds, and passed on.
+    --client_cpus=*) client_cpus="${a#*=}"; pass+=("$a") ;;
+    --server_cpus=*) server_cpus="${a#*=}"; pass+=("$a") ;;
+    --channels=*) channels="${a#*=}"; pass+=("$a") ;;
+    --concurrency=*) concurrency="${a#*=}"; pass+=("$a") ;;
     *) pass+=("$a") ;;
   esac
 done
@@ -172,6 +189,92 @@ else:
 print("  audit log: %d authentication events committed at up to %.0f/s, %d GAP events (drops)"
       % (auth, on["qps"], gaps))
 PY
+if ((rounds > 0)); then
+  echo "==> interleaved: no-op, audit on, audit off side by side; $rounds rounds of $round_duration each" >&2
+  il="$work/interleaved"
+  mkdir -p "$il"
+  inames=(noop on off)
+  ipids=() iports=() isent=(0 0 0)
+  for n in "${inames[@]}"; do
+    out="$il/$n.server.out"
+    if [[ $n == noop ]]; then
+      taskset -c "$server_cpus" "$B/tools/bench/noop_server" --port=0 >"$out" 2>"$out.err" &
+    else
+      # Each its own copy of the registry (and its own audit log).
+      mkdir -p "$il/data_$n"
+      cp "$work/data/registry.db" "$work/data/master.key" "$il/data_$n/"
+      args=(--data_dir="$il/data_$n")
+      for c in "${COMMON[@]}"; do [[ $c == --data_dir=* ]] || args+=("$c"); done
+      [[ $n == off ]] && args+=(--set=services=identity,registry)
+      taskset -c "$server_cpus" "$B/services/server/iotauthd" "${args[@]}" --announce_port \
+        >"$out" 2>"$out.err" &
+    fi
+    ipids+=($!)
+    p=""
+    for _ in $(seq 1 6000); do  # up to 600 s: loading 1 M devices takes a while
+      p="$(awk '/^LISTENING /{print $2; exit}' "$out")"
+      [[ -n "$p" ]] && break
+      kill -0 "${ipids[-1]}" 2>/dev/null || { cat "$out.err" >&2; echo "interleaved: $n exited" >&2; exit 1; }
+      sleep 0.1
+    done
+    [[ -n "$p" ]] || { echo "interleaved: $n did not start" >&2; exit 1; }
+    iports+=("$p")
+  done
+  for r in $(seq 1 "$rounds"); do
+    for i in "${!inames[@]}"; do
+      n="${inames[$i]}"
+      taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
+        --mode="$mode" --channels="$channels" --concurrency="$concurrency" --warmup=1s \
+        --duration="$round_duration" --requests_file="$work/requests.jsonl" \
+        --server_pid="${ipids[$i]}" --start_request="${isent[$i]}" --json --label="$n" \
+        >"$il/r${r}_$n.json" 2>/dev/null || true
+      # Device-triple requests are single-use: the next round starts after these.
+      isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/r${r}_$n.json") ))
+    done
+    echo "  round $r/$rounds done" >&2
+  done
+  kill "${ipids[@]}" 2>/dev/null || true
+  wait "${ipids[@]}" 2>/dev/null || true
+  /usr/bin/python3 - "$il" "$rounds" <<'PY' || rc=3
+import json, os, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+print("\nInterleaved rounds (same load, the three servers take turns; QPS / server CPU us per call):")
+ratios = {"on/noop": [], "off/noop": [], "on/off": []}
+bad = []
+both_cb = 0
+for r in range(1, rounds + 1):
+    x = {n: json.load(open(os.path.join(d, "r%d_%s.json" % (r, n)))) for n in ("noop", "on", "off")}
+    for n, v in x.items():
+        if v["errors"] or v["deny"] or v.get("machine_busy"):
+            bad.append("round %d %s" % (r, n))
+    q = {n: v["qps"] for n, v in x.items()}
+    ratios["on/noop"].append(q["on"] / q["noop"])
+    ratios["off/noop"].append(q["off"] / q["noop"])
+    ratios["on/off"].append(q["on"] / q["off"])
+    # A ratio of two client-bound runs compares the client with itself.
+    cb = {n: bool(v.get("client_bound")) for n, v in x.items()}
+    mark = lambda a, b: "*" if cb[a] and cb[b] else " "
+    print("  round %d: " % r + "  ".join(
+        "%s %6.0f/%4.1f%s" % (n, v["qps"], v.get("server_cpu_us_per_call") or 0,
+                              "cb" if cb[n] else "  ")
+        for n, v in x.items()) +
+          "   on/noop %.2f%s off/noop %.2f%s on/off %.2f%s" % (
+              ratios["on/noop"][-1], mark("on", "noop"), ratios["off/noop"][-1],
+              mark("off", "noop"), ratios["on/off"][-1], mark("on", "off")))
+    both_cb += sum(1 for a, b in (("on", "noop"), ("off", "noop"), ("on", "off")) if cb[a] and cb[b])
+floors = {"on/noop": 0.85, "off/noop": 0.85, "on/off": 0.95}
+for k, v in ratios.items():
+    print("  %-8s median %.2f (min %.2f, max %.2f; floor %.2f)" % (
+        k, statistics.median(v), min(v), max(v), floors[k]))
+print("  (QPS/server CPU us per call; cb: the client used > 0.9 core, it may be the limit)")
+if both_cb:
+    print("  * both runs client-bound: that ratio measures the client, not the servers (%d of %d)"
+          % (both_cb, 3 * rounds))
+if bad:
+    print("  INVALID rounds (errors, DENYs or a busy machine): " + ", ".join(bad))
+    sys.exit(1)
+PY
+fi
 # Reading the log back: a device's whole history and an absent device, through the
 # server's Query (block summaries pick the blocks to scan; see services/audit).
 echo "==> audit Query by device over the whole log (iotauthctl audit export, paging 1000)" >&2
