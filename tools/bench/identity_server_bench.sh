@@ -210,14 +210,9 @@ if ((rounds > 0)); then
         >"$out" 2>"$out.err" &
     fi
     ipids+=($!)
-    p=""
-    for _ in $(seq 1 6000); do  # up to 600 s: loading 1 M devices takes a while
-      p="$(awk '/^LISTENING /{print $2; exit}' "$out")"
-      [[ -n "$p" ]] && break
-      kill -0 "${ipids[-1]}" 2>/dev/null || { cat "$out.err" >&2; echo "interleaved: $n exited" >&2; exit 1; }
-      sleep 0.1
-    done
-    [[ -n "$p" ]] || { echo "interleaved: $n did not start" >&2; exit 1; }
+    # Up to 600 s: loading 1 M devices takes a while.
+    p="$(wait_listening "$out" "${ipids[-1]}" 600)" ||
+      { cat "$out.err" >&2; echo "interleaved: $n did not start" >&2; exit 1; }
     iports+=("$p")
   done
   for r in $(seq 1 "$rounds"); do
@@ -239,7 +234,9 @@ if ((rounds > 0)); then
 import json, os, statistics, sys
 d, rounds = sys.argv[1], int(sys.argv[2])
 print("\nInterleaved rounds (same load, the three servers take turns; QPS / server CPU us per call):")
-ratios = {"on/noop": [], "off/noop": [], "on/off": []}
+# (numerator, denominator, floor) of each ratio reported.
+pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95))
+ratios = {(a, b): [] for a, b, _ in pairs}
 bad = []
 both_cb = 0
 for r in range(1, rounds + 1):
@@ -247,25 +244,22 @@ for r in range(1, rounds + 1):
     for n, v in x.items():
         if v["errors"] or v["deny"] or v.get("machine_busy"):
             bad.append("round %d %s" % (r, n))
-    q = {n: v["qps"] for n, v in x.items()}
-    ratios["on/noop"].append(q["on"] / q["noop"])
-    ratios["off/noop"].append(q["off"] / q["noop"])
-    ratios["on/off"].append(q["on"] / q["off"])
     # A ratio of two client-bound runs compares the client with itself.
     cb = {n: bool(v.get("client_bound")) for n, v in x.items()}
-    mark = lambda a, b: "*" if cb[a] and cb[b] else " "
+    line = []
+    for a, b, _ in pairs:
+        ratios[(a, b)].append(x[a]["qps"] / x[b]["qps"])
+        both = cb[a] and cb[b]
+        both_cb += both
+        line.append("%s/%s %.2f%s" % (a, b, ratios[(a, b)][-1], "*" if both else " "))
     print("  round %d: " % r + "  ".join(
         "%s %6.0f/%4.1f%s" % (n, v["qps"], v.get("server_cpu_us_per_call") or 0,
                               "cb" if cb[n] else "  ")
-        for n, v in x.items()) +
-          "   on/noop %.2f%s off/noop %.2f%s on/off %.2f%s" % (
-              ratios["on/noop"][-1], mark("on", "noop"), ratios["off/noop"][-1],
-              mark("off", "noop"), ratios["on/off"][-1], mark("on", "off")))
-    both_cb += sum(1 for a, b in (("on", "noop"), ("off", "noop"), ("on", "off")) if cb[a] and cb[b])
-floors = {"on/noop": 0.85, "off/noop": 0.85, "on/off": 0.95}
-for k, v in ratios.items():
+        for n, v in x.items()) + "   " + " ".join(line))
+for a, b, floor in pairs:
+    v = ratios[(a, b)]
     print("  %-8s median %.2f (min %.2f, max %.2f; floor %.2f)" % (
-        k, statistics.median(v), min(v), max(v), floors[k]))
+        "%s/%s" % (a, b), statistics.median(v), min(v), max(v), floor))
 print("  (QPS/server CPU us per call; cb: the client used > 0.9 core, it may be the limit)")
 if both_cb:
     print("  * both runs client-bound: that ratio measures the client, not the servers (%d of %d)"
