@@ -7,6 +7,7 @@
 #include "absl/types/span.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/common/thread_name.h"
 
 namespace iotauth::audit {
 
@@ -106,6 +107,7 @@ void LocalAuditSink::MaybeApplyRetention() {
 }
 
 void LocalAuditSink::WriterLoop() {
+  SetCurrentThreadName("audit-writer");
   for (;;) {
     MaybeApplyRetention();
     uint64_t gap = 0;

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/notification.h"
 #include "services/audit/event_util.h"
+#include "services/common/thread_name.h"
 
 namespace iotauth::audit {
 
@@ -193,6 +194,7 @@ void RemoteAuditSink::MarkStreamBroken() {
 }
 
 void RemoteAuditSink::SenderLoop() {
+  SetCurrentThreadName("audit-sender");
   absl::Duration backoff = options_.initial_backoff;
   for (;;) {
     // One Ingest stream per iteration of this loop.

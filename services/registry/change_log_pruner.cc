@@ -3,6 +3,7 @@
 #include <string>
 
 #include "services/common/log.h"
+#include "services/common/thread_name.h"
 
 namespace iotauth::registry {
 
@@ -45,6 +46,7 @@ int64_t ChangeLogPruner::passes() const {
 }
 
 void ChangeLogPruner::Loop() {
+  SetCurrentThreadName("changelog-prune");
   for (;;) {
     absl::StatusOr<int64_t> pruned = RunOnce();
     if (!pruned.ok()) {

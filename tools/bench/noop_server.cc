@@ -5,6 +5,11 @@
 //
 //   noop_server --port=0                 # prints "LISTENING <port>" on stdout
 //   noop_server --port=0 --tls_cert=server.pem --tls_key=server.key
+//   noop_server --port=0 --api=cq [--cq_threads=N]
+//
+// --api=cq serves the same answer through the async completion-queue API instead
+// (N threads, each polling its own queue and answering inline, no hand-off to a
+// callback thread): a second baseline, for what the API style itself costs.
 //
 // Exits cleanly on SIGTERM or SIGINT.
 
@@ -17,6 +22,8 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -29,6 +36,10 @@ ABSL_FLAG(std::string, address, "127.0.0.1", "Address to bind (IPv4, [IPv6] or a
 ABSL_FLAG(int, port, 0, "Port to bind; 0 picks an ephemeral port (printed as LISTENING <port>).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; empty serves plaintext.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, api, "callback",
+          "callback: the callback API (what iotauthd uses); cq: the async completion-queue "
+          "API, --cq_threads threads each polling its own queue and answering inline.");
+ABSL_FLAG(int, cq_threads, 1, "--api=cq: completion queues, one thread each.");
 ABSL_FLAG(std::string, response_json, "",
           "Fixed AuthenticateResponse in proto JSON; default {\"decision\":\"DECISION_ALLOW\"}.");
 
@@ -54,6 +65,36 @@ class NoopIdentityService final : public IdentityService::CallbackService {
 
  private:
   const AuthenticateResponse response_;
+};
+
+// --api=cq: one call's state; kRequested until a call arrives, then answered at
+// once and deleted when the finish completes.
+class AsyncCall {
+ public:
+  AsyncCall(IdentityService::AsyncService* service, grpc::ServerCompletionQueue* cq,
+            const AuthenticateResponse* response)
+      : service_(service), cq_(cq), response_(response), responder_(&ctx_) {
+    service_->RequestAuthenticate(&ctx_, &request_, &responder_, cq_, cq_, this);
+  }
+  // Called with the event of this call's tag.
+  void Proceed(bool ok) {
+    if (finishing_ || !ok) {
+      delete this;
+      return;
+    }
+    new AsyncCall(service_, cq_, response_);  // the next call
+    finishing_ = true;
+    responder_.Finish(*response_, grpc::Status::OK, this);
+  }
+
+ private:
+  IdentityService::AsyncService* service_;
+  grpc::ServerCompletionQueue* cq_;
+  const AuthenticateResponse* response_;
+  grpc::ServerContext ctx_;
+  AuthenticateRequest request_;
+  grpc::ServerAsyncResponseWriter<AuthenticateResponse> responder_;
+  bool finishing_ = false;
 };
 
 bool ReadFile(const std::string& path, std::string* out) {
@@ -102,7 +143,15 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  NoopIdentityService service(std::move(response));
+  const std::string api = absl::GetFlag(FLAGS_api);
+  const int cq_threads = absl::GetFlag(FLAGS_cq_threads);
+  if ((api != "callback" && api != "cq") || cq_threads < 1) {
+    std::fprintf(stderr, "noop_server: --api is callback or cq; --cq_threads >= 1\n");
+    return 2;
+  }
+  NoopIdentityService service(response);
+  IdentityService::AsyncService async_service;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
   grpc::ServerBuilder builder;
   // A leftover server on the same port would silently take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -110,7 +159,12 @@ int Run() {
   const std::string address = absl::GetFlag(FLAGS_address);
   builder.AddListeningPort(absl::StrCat(address, ":", absl::GetFlag(FLAGS_port)), creds,
                            &selected_port);
-  builder.RegisterService(&service);
+  if (api == "cq") {
+    builder.RegisterService(&async_service);
+    for (int i = 0; i < cq_threads; ++i) cqs.push_back(builder.AddCompletionQueue());
+  } else {
+    builder.RegisterService(&service);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0) {
     std::fprintf(stderr, "noop_server: cannot listen on %s:%d\n", address.c_str(),
@@ -122,10 +176,22 @@ int Run() {
   std::fprintf(stderr, "noop_server: %s on %s:%d\n", cert_path.empty() ? "plaintext" : "TLS",
                address.c_str(), selected_port);
 
+  std::vector<std::thread> threads;
+  for (auto& cq : cqs) {
+    // Enough requests posted that a burst of new calls is accepted at once.
+    for (int i = 0; i < 64; ++i) new AsyncCall(&async_service, cq.get(), &response);
+    threads.emplace_back([q = cq.get()] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (q->Next(&tag, &ok)) static_cast<AsyncCall*>(tag)->Proceed(ok);
+    });
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   std::fprintf(stderr, "noop_server: signal %d, shutting down\n", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  for (auto& cq : cqs) cq->Shutdown();
+  for (auto& t : threads) t.join();
   server->Wait();
   return 0;
 }

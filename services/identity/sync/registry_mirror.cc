@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
+#include "services/common/thread_name.h"
 
 namespace iotauth::identity {
 namespace {
@@ -150,6 +151,7 @@ void RegistryMirror::DetachStream() {
 }
 
 void RegistryMirror::Run() {
+  SetCurrentThreadName("registry-mirror");
   absl::Duration backoff = absl::Milliseconds(100);
   std::string cursor;
   while (!stopping_.load()) {
