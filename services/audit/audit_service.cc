@@ -71,8 +71,9 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
         absl::StrCat("at most ", options_.max_ingest_batch, " events per IngestRequest"));
   }
   std::vector<v1::AuditEvent> events(request.events().begin(), request.events().end());
-  for (const auto& e : events) {
+  for (auto& e : events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
+    CapEventFields(&e);  // as the sending service's PrepareForRecord did
   }
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended, options_.store->Append(&events));
   v1::IngestAck ack;

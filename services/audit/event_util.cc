@@ -6,10 +6,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/utf8.h"
 
 namespace iotauth::audit {
 
@@ -101,6 +103,54 @@ void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event)
   event->clear_sequence();
   event->clear_prev_hash();
   event->clear_hash();
+  CapEventFields(event);
+}
+
+bool CapEventFields(iotauth::audit::v1::AuditEvent* event) {
+  using iotauth::audit::v1::AuditEvent;
+  bool cut = false;
+  auto cap = [&cut](const std::string& value, std::string* (*mut)(AuditEvent*), AuditEvent* e) {
+    if (value.size() <= kMaxAuditFieldBytes) return;
+    std::string* s = mut(e);
+    s->resize(TruncateUtf8(*s, kMaxAuditFieldBytes).size());
+    cut = true;
+  };
+  // The common case (nothing long) reads each size once and writes nothing.
+  cap(
+      event->tenant_id(), [](AuditEvent* e) { return e->mutable_tenant_id(); }, event);
+  cap(
+      event->product_key(), [](AuditEvent* e) { return e->mutable_product_key(); }, event);
+  cap(
+      event->device_id(), [](AuditEvent* e) { return e->mutable_device_id(); }, event);
+  cap(
+      event->reason(), [](AuditEvent* e) { return e->mutable_reason(); }, event);
+  cap(
+      event->credential_type(), [](AuditEvent* e) { return e->mutable_credential_type(); }, event);
+  cap(
+      event->credential_fingerprint(),
+      [](AuditEvent* e) { return e->mutable_credential_fingerprint(); }, event);
+  cap(
+      event->caller(), [](AuditEvent* e) { return e->mutable_caller(); }, event);
+  cap(
+      event->peer_address(), [](AuditEvent* e) { return e->mutable_peer_address(); }, event);
+  cap(
+      event->request_id(), [](AuditEvent* e) { return e->mutable_request_id(); }, event);
+  bool long_attribute = false;
+  for (const auto& [k, v] : event->attributes()) {
+    if (k.size() > kMaxAuditFieldBytes || v.size() > kMaxAuditFieldBytes) long_attribute = true;
+  }
+  if (long_attribute) {
+    google::protobuf::Map<std::string, std::string> capped;
+    for (const auto& [k, v] : event->attributes()) {
+      // Two keys equal after the cut keep the first in map order.
+      capped.insert({std::string(TruncateUtf8(k, kMaxAuditFieldBytes)),
+                     std::string(TruncateUtf8(v, kMaxAuditFieldBytes))});
+    }
+    *event->mutable_attributes() = std::move(capped);
+    cut = true;
+  }
+  if (cut) (*event->mutable_attributes())["truncated"] = "true";
+  return cut;
 }
 
 }  // namespace iotauth::audit

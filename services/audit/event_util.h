@@ -20,7 +20,18 @@ void NewEventIdInto(std::string* out);
 // Assigns `event_id` (NewEventId) and `time` (clock.Now()) when they are empty (an
 // out-of-range time is replaced too, marked by attribute `invalid_time_replaced`), and
 // clears the fields that only the store may set (`sequence`, `prev_hash`, `hash`).
+// Also applies CapEventFields.
 void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event);
+
+// Longest value an event keeps in any string field or attribute (key or value).
+inline constexpr size_t kMaxAuditFieldBytes = 1024;
+
+// Cuts every string field except event_id, and every attribute key and value, to
+// kMaxAuditFieldBytes (at a UTF-8 boundary) and marks a cut event with attribute
+// `truncated` = "true". Request fields reach events even when the request is refused
+// (an unauthenticated caller's ids, a device's client id): their size must not decide
+// the size of the permanent log. True when something was cut.
+bool CapEventFields(iotauth::audit::v1::AuditEvent* event);
 
 // Timestamp conversions.
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* ts);

@@ -86,5 +86,55 @@ TEST(EventUtilTest, PrepareForRecordFillsDefaultsAndClearsStoreFields) {
   EXPECT_EQ(bad.attributes().at("invalid_time_replaced"), "true");
 }
 
+TEST(EventUtilTest, CapEventFieldsLeavesOrdinaryEventsAlone) {
+  iotauth::audit::v1::AuditEvent e;
+  e.set_event_id(NewEventId());
+  e.set_tenant_id("t1");
+  e.set_device_id(std::string(kMaxAuditFieldBytes, 'd'));  // at the limit: kept
+  (*e.mutable_attributes())["detail"] = "bad signature";
+  const std::string before = e.SerializeAsString();
+  EXPECT_FALSE(CapEventFields(&e));
+  EXPECT_EQ(e.SerializeAsString(), before);
+}
+
+TEST(EventUtilTest, CapEventFieldsCutsEveryLongFieldAtACharacterBoundary) {
+  iotauth::audit::v1::AuditEvent e;
+  const std::string id(40, 'a');
+  e.set_event_id(id);
+  // "é" is two bytes: 1023 'x' then "é" crosses the limit and is dropped whole.
+  const std::string utf8 = std::string(kMaxAuditFieldBytes - 1, 'x') + "\xc3\xa9tail";
+  e.set_device_id(utf8);
+  e.set_tenant_id(std::string(8 << 20, 't'));
+  e.set_product_key(std::string(5000, 'p'));
+  e.set_reason(std::string(5000, 'r'));
+  e.set_credential_type(std::string(5000, 'c'));
+  e.set_credential_fingerprint(std::string(5000, 'f'));
+  e.set_caller(std::string(5000, 'k'));
+  e.set_peer_address(std::string(5000, 'a'));
+  e.set_request_id(std::string(5000, 'q'));
+  (*e.mutable_attributes())[std::string(3000, 'K')] = "v";
+  (*e.mutable_attributes())["detail"] = std::string(3000, 'v');
+  EXPECT_TRUE(CapEventFields(&e));
+  EXPECT_EQ(e.event_id(), id);
+  EXPECT_EQ(e.device_id(), std::string(kMaxAuditFieldBytes - 1, 'x'));
+  for (const std::string* f :
+       {&e.tenant_id(), &e.product_key(), &e.reason(), &e.credential_type(),
+        &e.credential_fingerprint(), &e.caller(), &e.peer_address(), &e.request_id()}) {
+    EXPECT_EQ(f->size(), kMaxAuditFieldBytes);
+  }
+  EXPECT_EQ(e.attributes().at(std::string(kMaxAuditFieldBytes, 'K')), "v");
+  EXPECT_EQ(e.attributes().at("detail"), std::string(kMaxAuditFieldBytes, 'v'));
+  EXPECT_EQ(e.attributes().at("truncated"), "true");
+  EXPECT_EQ(e.attributes().size(), 3u);
+}
+
+TEST(EventUtilTest, PrepareForRecordCaps) {
+  iotauth::audit::v1::AuditEvent e;
+  e.set_device_id(std::string(1 << 20, 'd'));
+  PrepareForRecord(RealClock::Get(), &e);
+  EXPECT_EQ(e.device_id().size(), kMaxAuditFieldBytes);
+  EXPECT_EQ(e.attributes().at("truncated"), "true");
+}
+
 }  // namespace
 }  // namespace iotauth::audit

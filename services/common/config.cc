@@ -229,6 +229,7 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->mutable_decision_cache_ttl()->set_seconds(300);
   c.mutable_identity()->set_x509_parsed_cache_size(65536);
   c.mutable_identity()->set_x509_result_cache_size(65536);
+  c.mutable_identity()->set_replay_cache_size(1 << 20);
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(512);
   c.mutable_audit()->set_full_queue_policy("block");
@@ -385,6 +386,10 @@ absl::Status ValidateConfig(const ServerConfig& c) {
       return absl::InvalidArgumentError(
           absl::StrCat("config key '", key, "' must be in [0, 10000000] (0 turns it off)"));
     }
+  }
+  if (id.replay_cache_size() < 1 || id.replay_cache_size() > 100000000) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.replay_cache_size' must be in [1, 100000000]");
   }
   const std::string& backend = c.storage().audit_backend();
   if (!backend.empty() && backend != "log" && backend != "sqlite") {

@@ -92,6 +92,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "storage.audit_backend=postgres", "storage.audit_backend"},
         BadCase{"", "storage.audit_segment_events=1000", "storage.audit_segment_events"},
         BadCase{"", "identity.x509_result_cache_size=-1", "identity.x509_result_cache_size"},
+        BadCase{"", "identity.replay_cache_size=0", "identity.replay_cache_size"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},
         BadCase{"", "grpc.tls.mode=mtls", "grpc.tls.cert_file"},

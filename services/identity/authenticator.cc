@@ -308,6 +308,8 @@ class Authenticator::Attempt {
     if (groups->empty() || !aud.module_id.empty()) {
       return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
     }
+    // Group-derived keys are guessed at like any device key: the same lockout.
+    if (DeviceLocked()) return;
     if (token.expiry() + cfg_.sas_clock_skew < now_) {
       return Deny(v1::DENY_REASON_EXPIRED, "SAS token expired");
     }
@@ -359,6 +361,9 @@ class Authenticator::Attempt {
       registered_ = true;
       return Allow(device->rules(), *product);
     }
+    // Still "unknown device" to the caller (no hint that a group matched the id), but
+    // counted against the device id like a bad signature.
+    enrollment_failed_ = true;
     Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
   }
 
@@ -520,12 +525,22 @@ class Authenticator::Attempt {
     if (!in.has_timestamp) return true;
     const ReplayKey key = ReplayCache::Key(product.tenant_id, product.product_key, in.device_name,
                                            in.timestamp_raw, in.signature);
-    if (!auth_->replay_.CheckAndInsert(
-            key, now_, absl::FromUnixMillis(in.timestamp_ms) + cfg_.triple_timestamp_window)) {
-      Deny(v1::DENY_REASON_REPLAYED, "this timestamp and signature were already used");
-      return false;
+    switch (auth_->replay_.CheckAndInsert(
+        key, now_, absl::FromUnixMillis(in.timestamp_ms) + cfg_.triple_timestamp_window)) {
+      case ReplayCheck::kNew:
+        return true;
+      case ReplayCheck::kReplay:
+        Deny(v1::DENY_REASON_REPLAYED, "this timestamp and signature were already used");
+        return false;
+      case ReplayCheck::kFull:
+        // Fail closed: without room to remember this connect, a replay of it could
+        // not be refused.
+        Deny(v1::DENY_REASON_RATE_LIMITED,
+             "too many recent timestamped connects to check for replays; try again later "
+             "(operators: raise identity.replay_cache_size)");
+        return false;
     }
-    return true;
+    return false;
   }
 
   // ---- X.509 (seam) ----
@@ -613,7 +628,8 @@ class Authenticator::Attempt {
     if (credential_failure && auth_->source_limiter_ != nullptr && !source_key_.empty()) {
       auth_->source_limiter_->RecordFailure(source_key_, now_);
     }
-    if ((r == v1::DENY_REASON_BAD_SIGNATURE || r == v1::DENY_REASON_REPLAYED) &&
+    if ((r == v1::DENY_REASON_BAD_SIGNATURE || r == v1::DENY_REASON_REPLAYED ||
+         enrollment_failed_) &&
         auth_->device_limiter_ != nullptr && !resp_->identity().device_id().empty()) {
       auth_->device_limiter_->RecordFailure(DeviceKey(), now_);
     }
@@ -726,6 +742,7 @@ class Authenticator::Attempt {
   absl::string_view source_key_;
   std::string cert_cn_;
   bool registered_ = false;
+  bool enrollment_failed_ = false;  // a token tried against enrollment groups failed
 };
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(Options options) {

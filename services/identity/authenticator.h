@@ -37,7 +37,9 @@ struct AuthenticatorConfig {
   absl::Duration max_cache_ttl = absl::Minutes(5);
   // Effect when no access rule matches.
   iotauth::registry::v1::RuleEffect default_effect = iotauth::registry::v1::RULE_EFFECT_DENY;
-  // Replay cache entries (about 2 x 60 + 100 bytes each).
+  // Device-triple connects remembered for replay checks (about 2 x 60 + 100 bytes
+  // each); a live entry is never evicted: when full, timestamped connects are denied
+  // RATE_LIMITED (ReplayCache).
   size_t replay_cache_capacity = 1 << 20;
   // Enrollment groups tried for an unknown device's SAS token.
   size_t max_enrollment_groups_tried = 8;

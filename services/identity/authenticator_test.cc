@@ -476,6 +476,37 @@ TEST_F(AuthenticatorTest, TripleReplayIsRefusedInsideWindowOnly) {
   EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_TIMESTAMP_OUT_OF_WINDOW);
 }
 
+TEST_F(AuthenticatorTest, TripleReplayAtTheWindowEdgeIsRefused) {
+  // A timestamp exactly one window old still passes the window check: its replay
+  // entry must still be live then.
+  auto req = TripleConnect("pk-triple", "dev3", kKey1);
+  EXPECT_EQ(Run(req).decision(), v1::DECISION_ALLOW);
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_REPLAYED);
+}
+
+TEST_F(AuthenticatorTest, FullReplayCacheFailsClosedWithoutEvicting) {
+  AuthenticatorConfig small;
+  small.replay_cache_capacity = 1;  // one shard of 64 holds it: every shard has room 1
+  Rebuild(small);
+  // Fill the cache with fresh connects of one device (distinct timestamps), then
+  // replay the first: still refused. Connects that find their shard full are
+  // denied RATE_LIMITED, not let through unchecked.
+  auto first = TripleConnect("pk-triple", "dev3", kKey1);
+  ASSERT_EQ(Run(first).decision(), v1::DECISION_ALLOW);
+  int limited = 0;
+  for (int i = 1; i <= 300; ++i) {
+    auto r = Run(TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha256,
+                               absl::Milliseconds(i)));
+    if (r.decision() == v1::DECISION_DENY) {
+      ASSERT_EQ(r.deny_reason(), v1::DENY_REASON_RATE_LIMITED) << r.deny_detail();
+      ++limited;
+    }
+  }
+  EXPECT_GT(limited, 200);
+  EXPECT_EQ(Run(first).deny_reason(), v1::DENY_REASON_REPLAYED);
+}
+
 TEST_F(AuthenticatorTest, TripleWithoutTimestamp) {
   auto tc = MakeTripleConnect("pk-triple", "dev3", kKey1, "c1", TripleSignMethod::kHmacSha256, -1);
   ASSERT_TRUE(tc.ok());
@@ -654,6 +685,23 @@ TEST_F(AuthenticatorTest, DeviceLockoutAfterRepeatedBadSignatures) {
   // Success forgets the failures: one more bad signature does not lock again.
   EXPECT_EQ(Run(SasConnect("d1", kOtherKey)).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
   EXPECT_EQ(Run(good).decision(), v1::DECISION_ALLOW);
+}
+
+TEST_F(AuthenticatorTest, EnrollmentCandidateLockout) {
+  // An unknown device id that enrollment groups could register: wrong tokens are
+  // counted against it like bad signatures, and once it is locked even the derived
+  // key is refused before any crypto (no registration).
+  auto key = DeriveDeviceKey(kGroupKey, kRegistrationId);
+  ASSERT_TRUE(key.ok());
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Run(SasConnect(kRegistrationId, kOtherKey)).deny_reason(),
+              v1::DENY_REASON_UNKNOWN_DEVICE);
+  }
+  EXPECT_EQ(Run(SasConnect(kRegistrationId, *key)).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  EXPECT_EQ(registrar_.registrations, 0);
+  clock_.Advance(absl::Seconds(30));
+  EXPECT_EQ(Run(SasConnect(kRegistrationId, *key)).decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(registrar_.registrations, 1);
 }
 
 TEST_F(AuthenticatorTest, SourceLockout) {

@@ -28,39 +28,64 @@ ReplayKey ReplayCache::Key(absl::string_view tenant_id, absl::string_view produc
   return k;
 }
 
-bool ReplayCache::CheckAndInsert(absl::string_view key, absl::Time now, absl::Time expires_at) {
+ReplayCheck ReplayCache::CheckAndInsert(absl::string_view key, absl::Time now,
+                                        absl::Time expires_at) {
   ReplayKey k;
   k.tuple = absl::Hash<absl::string_view>()(key);
   k.mac = absl::Hash<std::pair<absl::string_view, int>>()(std::make_pair(key, 1));
   return CheckAndInsert(k, now, expires_at);
 }
 
-bool ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now, absl::Time expires_at) {
-  // The MAC bytes are uniform: they pick the shard (the map hashes both halves).
-  Shard& shard = *shards_[key.mac % shards_.size()];
+ReplayCache::Shard& ReplayCache::ShardFor(const ReplayKey& key) const {
+  // Salted so the shard index is independent of the map's own hash of the key.
+  const size_t h = absl::Hash<std::pair<ReplayKey, int>>()(std::make_pair(key, 2));
+  return *shards_[(h >> 32) % shards_.size()];
+}
+
+ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
+                                        absl::Time expires_at) {
+  Shard& shard = ShardFor(key);
   absl::MutexLock lock(&shard.mu);
-  // Collect from the front: entries superseded by a later insert, expired entries, and
-  // (when the shard is full) the oldest live entry. Insertion order approximates
-  // expiry order because accepted timestamps all lie inside one window.
+  auto live = [now](absl::Time expiry) { return expiry >= now; };
+  // Collect from the front: entries superseded by a later insert, and expired
+  // entries. Insertion order approximates expiry order because accepted timestamps
+  // all lie inside one window.
   while (!shard.order.empty()) {
     const auto& front = shard.order.front();
     auto old = shard.entries.find(front.first);
     const bool superseded = old == shard.entries.end() || old->second != front.second;
     if (!superseded) {
-      const bool expired = old->second <= now;
-      const bool full = shard.entries.size() >= per_shard_;
-      if (!expired && !full) break;
+      if (live(old->second)) break;
       shard.entries.erase(old);
     }
     shard.order.pop_front();
   }
-  auto [it, inserted] = shard.entries.try_emplace(key, expires_at);
-  if (!inserted) {
-    if (it->second > now) return false;
+  auto it = shard.entries.find(key);
+  if (it != shard.entries.end()) {
+    if (live(it->second)) return ReplayCheck::kReplay;
     it->second = expires_at;
+  } else {
+    if (shard.entries.size() >= per_shard_ && now > shard.no_expiry_before) {
+      // Full: an entry behind the front may have expired (a later insert with an
+      // earlier timestamp). One sweep; until the earliest live expiry it finds,
+      // nothing more can be freed.
+      absl::Time earliest = absl::InfiniteFuture();
+      for (auto e = shard.entries.begin(); e != shard.entries.end();) {
+        if (live(e->second)) {
+          earliest = std::min(earliest, e->second);
+          ++e;
+        } else {
+          shard.entries.erase(e++);
+        }
+      }
+      shard.no_expiry_before = earliest;
+    }
+    if (shard.entries.size() >= per_shard_) return ReplayCheck::kFull;
+    shard.entries.emplace(key, expires_at);
   }
+  shard.no_expiry_before = std::min(shard.no_expiry_before, expires_at);
   shard.order.emplace_back(key, expires_at);
-  return true;
+  return ReplayCheck::kNew;
 }
 
 size_t ReplayCache::size() const {

@@ -22,6 +22,8 @@ namespace iotauth::identity {
 // first 8 bytes of the signature, an HMAC under the device's secret (unforgeable and
 // uniform). Two different connects share a key only if both halves collide, which no
 // one can arrange for another device's connect: they cannot know its MAC in advance.
+// The shard comes from a process-seeded hash of both halves, not from the MAC bytes a
+// device sends in the clear, so no one can aim connects at another device's shard.
 struct ReplayKey {
   uint64_t tuple = 0;
   uint64_t mac = 0;
@@ -35,18 +37,29 @@ struct ReplayKey {
   }
 };
 
+// What CheckAndInsert found.
+enum class ReplayCheck {
+  kNew,     // not seen inside its window: now remembered
+  kReplay,  // a live entry holds this key
+  kFull,    // the key's shard holds only live entries: nothing can be checked
+};
+
 class ReplayCache {
  public:
-  // At most `capacity` live entries in total (split evenly over `shards`). When a
-  // shard is full its oldest entry is evicted first: size the capacity for the peak
-  // connect rate times the window (each entry costs about 60 bytes).
+  // At most `capacity` live entries in total (split evenly over `shards`). A live
+  // entry is never evicted (that would let its connect be replayed): when a shard is
+  // full of live entries, new keys get kFull and the caller must refuse them. Size the
+  // capacity for the peak connect rate times the window, with headroom (each entry
+  // costs about 60 bytes).
   explicit ReplayCache(size_t capacity, size_t shards = 64);
 
-  // Returns true and remembers `key` until `expires_at` when it is new (or its previous
-  // entry expired by `now`); false when `key` is a live replay. Thread-safe.
-  bool CheckAndInsert(const ReplayKey& key, absl::Time now, absl::Time expires_at);
+  // kNew, and remembers `key` until `expires_at`, when it is new or its previous entry
+  // has expired; an entry is live while `expires_at >= now` (the same bound as the
+  // timestamp window check, so a timestamp exactly at the window's edge is still
+  // remembered). Thread-safe.
+  ReplayCheck CheckAndInsert(const ReplayKey& key, absl::Time now, absl::Time expires_at);
   // The same for an opaque key (digested with two differently seeded hashes).
-  bool CheckAndInsert(absl::string_view key, absl::Time now, absl::Time expires_at);
+  ReplayCheck CheckAndInsert(absl::string_view key, absl::Time now, absl::Time expires_at);
 
   // Live and not-yet-collected entries (for tests and metrics).
   size_t size() const;
@@ -61,9 +74,14 @@ class ReplayCache {
   struct Shard {
     mutable absl::Mutex mu;
     absl::flat_hash_map<ReplayKey, absl::Time> entries ABSL_GUARDED_BY(mu);
-    // Insertion order, for eviction when full and for collecting expired entries.
+    // Insertion order, for collecting expired entries from the front.
     std::deque<std::pair<ReplayKey, absl::Time>> order ABSL_GUARDED_BY(mu);
+    // No entry expires before this (the last full sweep's earliest live expiry,
+    // lowered by every insert): a full shard is swept again only once something can
+    // have expired, so a flood of connects against a full shard costs no scan each.
+    absl::Time no_expiry_before ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   };
+  Shard& ShardFor(const ReplayKey& key) const;
   size_t per_shard_;
   std::vector<std::unique_ptr<Shard>> shards_;
 };

@@ -198,9 +198,16 @@ struct X509Deleter {
   void operator()(X509* x) const { X509_free(x); }
 };
 
-// Parses the PEM and fills fingerprint, subject and not_after.
+// Parses the PEM and fills fingerprint, subject and not_after; replaces the PEM with
+// the certificate's own encoding (PEM_read_bio_X509 skips other blocks and text, which
+// would otherwise be stored as uploaded and served to readers).
 absl::Status DescribeCaCertificate(v1::CaCertificate* ca) {
   const std::string& pem = ca->certificate_pem();
+  if (absl::StrContains(pem, "PRIVATE KEY-----")) {
+    return InvalidField("ca.certificate_pem",
+                        "holds a private key: upload the CA certificate alone (the key must "
+                        "not leave the CA)");
+  }
   std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return absl::InternalError("BIO_new_mem_buf failed");
   std::unique_ptr<X509, X509Deleter> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
@@ -232,6 +239,13 @@ absl::Status DescribeCaCertificate(v1::CaCertificate* ca) {
   }
   ca->mutable_not_after()->set_seconds(timegm(&tm_after));
   ca->mutable_not_after()->set_nanos(0);
+
+  std::unique_ptr<BIO, BioDeleter> canonical(BIO_new(BIO_s_mem()));
+  if (!canonical || PEM_write_bio_X509(canonical.get(), cert.get()) != 1) {
+    return absl::InternalError("cannot encode the certificate");
+  }
+  len = BIO_get_mem_data(canonical.get(), &data);
+  ca->set_certificate_pem(std::string(data, static_cast<size_t>(std::max(0L, len))));
   return absl::OkStatus();
 }
 

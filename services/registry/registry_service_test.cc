@@ -691,6 +691,45 @@ std::string MakeCertificatePem(bool ca) {
   return pem;
 }
 
+TEST_F(RegistryServiceTest, CaCertificateIsStoredAsItsOwnEncodingOnly) {
+  Seed();
+  const std::string cert = MakeCertificatePem(true);
+  {
+    // Text around the certificate is dropped: what is stored (and served to readers)
+    // is the certificate alone.
+    grpc::ServerContext ctx;
+    v1::CreateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_certificate_pem("issuer notes: secret-ish text\n" + cert +
+                                          "-----BEGIN TRUSTED NOTE-----\nAAAA\n"
+                                          "-----END TRUSTED NOTE-----\n");
+    v1::CaCertificate out;
+    ASSERT_TRUE(svc_->CreateCaCertificate(&ctx, &req, &out).ok());
+    EXPECT_EQ(out.certificate_pem(), cert);
+    grpc::ServerContext gctx;
+    v1::GetCaCertificateRequest get;
+    get.set_tenant_id("t1");
+    get.set_ca_id(out.id());
+    v1::CaCertificate got;
+    ASSERT_TRUE(svc_->GetCaCertificate(&gctx, &get, &got).ok());
+    EXPECT_EQ(got.certificate_pem(), cert);
+  }
+  {
+    // A bundled private key is refused, and the message says why.
+    grpc::ServerContext ctx;
+    v1::CreateCaCertificateRequest req;
+    req.mutable_ca()->set_tenant_id("t1");
+    req.mutable_ca()->set_certificate_pem(
+        cert +
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n");
+    v1::CaCertificate out;
+    const grpc::Status st = svc_->CreateCaCertificate(&ctx, &req, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("private key"), std::string::npos) << st.error_message();
+    EXPECT_EQ(st.error_message().find("MC4CAQAw"), std::string::npos);
+  }
+}
+
 TEST_F(RegistryServiceTest, CaCertificatesAreParsedAndVerifiable) {
   Seed();
   v1::CaCertificate out;

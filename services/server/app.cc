@@ -459,6 +459,7 @@ class EmbeddedApp final : public App {
     ao.config.sas_clock_skew = ToDuration(ic.clock_skew());
     ao.config.triple_timestamp_window = ToDuration(ic.timestamp_window());
     ao.config.max_cache_ttl = ToDuration(ic.decision_cache_ttl());
+    ao.config.replay_cache_capacity = static_cast<size_t>(ic.replay_cache_size());
     IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));
     identity::Authorizer::Options zo;
     zo.clock = clock;
