@@ -1785,6 +1785,22 @@ absl::StatusOr<ChangeBatch> SqliteStore::ReadChanges(int64_t after_cursor, int32
                           "CURSOR_EXPIRED");
       }
     }
+    if (after_cursor > 0) {
+      // A cursor past the newest one ever issued came from another database (one
+      // restored from a backup, or recreated): reading on from it would skip every
+      // change until the log caught up, silently.
+      IOTAUTH_PREPARE(seq, db, "SELECT seq FROM sqlite_sequence WHERE name = 'changes'");
+      int rc = seq.Step();
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("read newest cursor");
+      const int64_t issued = rc == SQLITE_ROW ? seq.ColInt(0) : 0;
+      if (after_cursor > issued) {
+        return WithReason(
+            absl::OutOfRangeError("change cursor is ahead of this registry's log (was the "
+                                  "database restored or recreated?); resynchronise and watch "
+                                  "from now"),
+            "CURSOR_UNKNOWN");
+      }
+    }
     std::string sql =
         "SELECT cursor, time_us, type, resource_type, tenant_id, resource_id, etag "
         "FROM changes WHERE cursor > ?1";

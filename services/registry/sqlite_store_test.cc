@@ -445,6 +445,11 @@ TEST_F(SqliteStoreTest, ChangeLogOrderTypesAndTenantFilter) {
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->events.empty());
   EXPECT_EQ(none->next_cursor, store_->LatestCursor());
+  // A cursor this log never issued (another database's, say before a restore) is
+  // refused, so the reader resyncs instead of waiting for the log to catch up.
+  auto ahead = store_->ReadChanges(store_->LatestCursor() + 1, 100, "");
+  EXPECT_EQ(ahead.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(ReasonOf(ahead.status()), "CURSOR_UNKNOWN");
 
   // A failed mutation writes no change.
   int64_t latest = store_->LatestCursor();

@@ -281,7 +281,9 @@ class RegistryStore {
   // Change log: events with a cursor greater than `after_cursor`, oldest first, at
   // most `limit`; `tenant_id` empty means every tenant. `after_cursor` 0 means the
   // oldest retained event. OUT_OF_RANGE (reason CURSOR_EXPIRED) when events after
-  // `after_cursor` have been pruned: the reader must resynchronise in full.
+  // `after_cursor` have been pruned, or (reason CURSOR_UNKNOWN) when `after_cursor`
+  // is past every cursor this log has issued (another database's): the reader must
+  // resynchronise in full.
   virtual absl::StatusOr<ChangeBatch> ReadChanges(int64_t after_cursor, int32_t limit,
                                                   absl::string_view tenant_id) = 0;
   // Deletes change events older than `older_than` (retention). Returns how many.
