@@ -31,20 +31,23 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
   absl::MutexLock lock(&s.mu);
   auto it = s.entries.find(key);
   if (it == s.entries.end()) {
-    if (s.entries.size() >= per_shard_) {
+    if (s.entries.size() >= per_shard_ && now > s.sweep_not_before) {
       // Sweep entries that are neither locked nor recent.
+      absl::Time earliest = absl::InfiniteFuture();
       for (auto e = s.entries.begin(); e != s.entries.end();) {
         const Entry& v = e->second;
         if (v.locked_until <= now && now - v.last_failure > options_.failure_memory) {
           s.entries.erase(e++);
         } else {
+          earliest = std::min(earliest, SweepableAt(v));
           ++e;
         }
       }
-      if (s.entries.size() >= per_shard_) {
-        s.count.store(s.entries.size(), std::memory_order_relaxed);
-        return;  // full of live entries: this key is not tracked
-      }
+      s.sweep_not_before = earliest;
+    }
+    if (s.entries.size() >= per_shard_) {
+      s.count.store(s.entries.size(), std::memory_order_relaxed);
+      return;  // full of live entries: this key is not tracked
     }
     it = s.entries.emplace(std::string(key), Entry()).first;
   }
@@ -60,7 +63,12 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
     lockout = std::min(lockout, options_.max_lockout);
     e.locked_until = std::max(e.locked_until, now + lockout);
   }
+  s.sweep_not_before = std::min(s.sweep_not_before, SweepableAt(e));
   s.count.store(s.entries.size(), std::memory_order_relaxed);
+}
+
+absl::Time AttemptLimiter::SweepableAt(const Entry& e) const {
+  return std::max(e.locked_until, e.last_failure + options_.failure_memory);
 }
 
 void AttemptLimiter::RecordSuccess(absl::string_view key) {

@@ -55,7 +55,13 @@ class AttemptLimiter {
     mutable absl::Mutex mu;
     absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
     std::atomic<size_t> count{0};  // mirrors entries.size() for the lock-free check
+    // No entry can be swept before this (the last sweep's earliest, lowered by every
+    // change): a shard full of live entries is not scanned again on every failure,
+    // which would make each failed attempt cost a scan of the shard.
+    absl::Time sweep_not_before ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   };
+  // When `e` stops counting: unlocked and no failure for failure_memory.
+  absl::Time SweepableAt(const Entry& e) const;
   Shard& ShardFor(absl::string_view key) const;
 
   Options options_;

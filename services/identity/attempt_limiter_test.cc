@@ -59,5 +59,27 @@ TEST(AttemptLimiterTest, Bounded) {
   EXPECT_GE(l.size(), 2U);
 }
 
+TEST(AttemptLimiterTest, FullShardMakesRoomOnceAnEntryCanBeSwept) {
+  auto o = Opts();
+  o.capacity = 2;
+  o.shards = 1;
+  AttemptLimiter l(o);
+  l.RecordFailure("a", kT0);
+  l.RecordFailure("b", kT0 + absl::Seconds(30));
+  l.RecordFailure("c", kT0 + absl::Seconds(31));  // full of live entries: not tracked
+  EXPECT_EQ(l.size(), 2U);
+  // "a" falls out of failure_memory after kT0 + 1 min: its room goes to the next key.
+  for (int i = 0; i < 3; ++i) l.RecordFailure("d", kT0 + absl::Seconds(61));
+  EXPECT_TRUE(l.IsLocked("d", kT0 + absl::Seconds(62)));
+  EXPECT_EQ(l.size(), 2U);
+  // A failure of a tracked key extends its life: "b" is not swept at kT0 + 91 s.
+  l.RecordFailure("b", kT0 + absl::Seconds(80));
+  l.RecordFailure("e", kT0 + absl::Seconds(91));
+  EXPECT_EQ(l.size(), 2U);
+  l.RecordFailure("b", kT0 + absl::Seconds(91));
+  l.RecordFailure("b", kT0 + absl::Seconds(92));
+  EXPECT_TRUE(l.IsLocked("b", kT0 + absl::Seconds(93)));
+}
+
 }  // namespace
 }  // namespace iotauth::identity
