@@ -365,12 +365,20 @@ bool BlockMayMatch(const BlockSummary& b, const EventFilter& f) {
   return true;
 }
 
-// Whether `body` ends in a run of zero bytes. A complete event frame never does:
-// its last field is a hex prev_hash.
-bool EndsInZeros(absl::string_view body) {
+// Whether an event frame's `body` (starting at file offset `offset`) ends in zeros
+// the way a torn write leaves it: a run of 8, or everything after the last 512-byte
+// sector boundary it crosses (a device persists whole sectors). A complete event
+// frame never does: its last field is a 64-digit hex prev_hash, with no zero byte.
+bool EndsInZeros(absl::string_view body, uint64_t offset) {
+  auto zeros = [](const char* from, const char* to) {
+    return std::all_of(from, to, [](char c) { return c == '\0'; });
+  };
   constexpr size_t kRun = 8;
-  return body.size() >= kRun &&
-         std::all_of(body.end() - kRun, body.end(), [](char c) { return c == '\0'; });
+  constexpr uint64_t kSector = 512;
+  if (body.size() >= kRun && zeros(body.end() - kRun, body.end())) return true;
+  const uint64_t end = offset + body.size();
+  const uint64_t boundary = (end - 1) / kSector * kSector;
+  return !body.empty() && boundary > offset && zeros(body.data() + (boundary - offset), body.end());
 }
 
 // Whether bytes [from, file_size) of `fd` are all zero.
@@ -411,6 +419,9 @@ struct SegmentScan {
   // allocated but unwritten).
   bool truncated_tail = false;
   bool zero_tail = false;
+  // The active segment's creation did not complete (no header written, nothing but
+  // zeros): no event in it was ever reported committed; the file goes.
+  bool unfinished = false;
 };
 
 enum class ScanMode {
@@ -433,10 +444,21 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
       pread(seg.fd, header, kSegmentHeader, 0) != static_cast<ssize_t>(kSegmentHeader)) {
     if (recover) {  // a segment whose creation did not complete: nothing committed
       out.valid_size = 0;
-      out.truncated_tail = file_size > 0;
+      out.unfinished = true;
       return out;
     }
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path, " has no header"));
+  }
+  if (recover && std::all_of(header, header + kSegmentHeader, [](char c) { return c == '\0'; })) {
+    // Created and zero-filled ahead, but the crash came before the first batch
+    // (whose write starts with the header) was written: nothing in it was ever
+    // committed. Only an all-zero file qualifies; anything else is damage.
+    IOTAUTH_ASSIGN_OR_RETURN(const bool zero, RestIsZero(seg.fd, kSegmentHeader, file_size));
+    if (zero) {
+      out.valid_size = 0;
+      out.unfinished = true;
+      return out;
+    }
   }
   if (absl::string_view(header, 8) != kSegmentMagic || LoadU64(header + 8) != seg.first) {
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path,
@@ -482,14 +504,25 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     }
     if (f.kind == kKindCheckpoint) {
       CheckpointRecord c;
-      if (ParseCheckpointFrame(f.body, &c)) out.checkpoints.push_back(c);
+      const bool parsed = ParseCheckpointFrame(f.body, &c);
+      if (recover && RestIsZero(seg.fd, reader.position(), file_size).value_or(false) &&
+          (!parsed || c.sequence != out.last ||
+           crypto::HexEncode(out.last_hash_raw) != c.head_hash)) {
+        // The last frame is a checkpoint that does not name the event before it: a
+        // write of it torn by a crash (never reported done). Kept, it would read as
+        // tampering forever.
+        out.truncated_tail = true;
+        break;
+      }
+      if (parsed) out.checkpoints.push_back(c);
       out.valid_size = reader.position();
       continue;
     }
     EventFrame e;
     const bool parsed = ParseEventFrame(f.body, &e);
     if (recover && (!parsed || !SelfHashOk(e.hash_raw, e.canonical, e.fields)) &&
-        EndsInZeros(f.body) && RestIsZero(seg.fd, reader.position(), file_size).value_or(false)) {
+        EndsInZeros(f.body, f.offset + kFrameHeader) &&
+        RestIsZero(seg.fd, reader.position(), file_size).value_or(false)) {
       // The last frame of the file ends in zeros where its hex prev_hash belongs:
       // blocks allocated by the crashed write but never filled. (A complete last
       // frame that is merely wrong stays, for Verify to name.)
@@ -732,6 +765,17 @@ absl::Status LogAuditStore::Recover() {
     seg->path = absl::StrCat(dir, "/", SegmentFileName(first));
     seg->index_path = seg->path.substr(0, seg->path.size() - 4) + ".idx";
     const bool active = i + 1 == firsts.size();
+    if (anchor_ && seg->end() <= anchor_->sequence && !active) {
+      // Wholly pruned: retention wrote the anchor, then a crash came before these
+      // unlinks were durable. Finish the pruning.
+      log::Info("audit log: removing a segment retention had pruned", {{"segment", seg->path}});
+      if ((unlink(seg->path.c_str()) != 0 && errno != ENOENT) ||
+          (unlink(seg->index_path.c_str()) != 0 && errno != ENOENT)) {
+        return ErrnoStatus("cannot remove", seg->path);
+      }
+      fsync(dir_fd_);
+      continue;
+    }
     seg->fd = open(seg->path.c_str(), (active ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (seg->fd < 0) return ErrnoStatus("cannot open", seg->path);
     struct stat st {};
@@ -758,6 +802,18 @@ absl::Status LogAuditStore::Recover() {
       IOTAUTH_ASSIGN_OR_RETURN(
           SegmentScan scan,
           ScanSegment(*seg, file_size, active ? ScanMode::kActive : ScanMode::kSealed, active));
+      if (scan.unfinished) {
+        log::Warn(
+            "audit log: removing a segment whose creation a crash interrupted (it holds no "
+            "event)",
+            {{"segment", seg->path}, {"bytes", absl::StrCat(file_size)}});
+        close(seg->fd);
+        seg->fd = -1;
+        if (unlink(seg->path.c_str()) != 0 || fsync(dir_fd_) != 0) {
+          return ErrnoStatus("cannot remove", seg->path);
+        }
+        continue;
+      }
       if (scan.truncated_tail) {
         log::Warn(
             "audit log: cutting off a torn write at the end of the log (events never "
@@ -822,12 +878,26 @@ absl::Status LogAuditStore::Recover() {
       break;
     }
   }
-  if (segments_.size() >= 2 && active_ids.size() < options_.dedup_window) {
-    const Segment& prev = *segments_[segments_.size() - 2];
-    IOTAUTH_ASSIGN_OR_RETURN(SegmentScan s, ScanSegment(prev, prev.size, ScanMode::kSealed, true));
-    const size_t keep = static_cast<size_t>(options_.dedup_window) - active_ids.size();
-    const size_t skip = s.ids.size() > keep ? s.ids.size() - keep : 0;
-    for (size_t i = skip; i < s.ids.size(); ++i) Remember(IdKey(s.ids[i].second), s.ids[i].first);
+  // The dedup window: the newest `dedup_window` ids, from as many segments back as
+  // it takes (the active segment's were collected by its scan, if it survived).
+  {
+    const auto window = static_cast<size_t>(options_.dedup_window);
+    std::vector<std::vector<std::pair<uint64_t, std::string>>> newest_first;
+    size_t have = active_ids.size();
+    const bool active_scanned = !segments_.empty() && !active_ids.empty();
+    for (size_t j = segments_.size() - (active_scanned ? 1 : 0); j > 0 && have < window; --j) {
+      const Segment& prev = *segments_[j - 1];
+      if (prev.last < prev.first) continue;
+      IOTAUTH_ASSIGN_OR_RETURN(SegmentScan s,
+                               ScanSegment(prev, prev.size, ScanMode::kSealed, true));
+      const size_t keep = window - have;
+      if (s.ids.size() > keep) s.ids.erase(s.ids.begin(), s.ids.end() - keep);
+      have += s.ids.size();
+      newest_first.push_back(std::move(s.ids));
+    }
+    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
+      for (auto& [seq, id] : *it) Remember(IdKey(id), seq);
+    }
   }
   for (auto& [seq, id] : active_ids) Remember(IdKey(id), seq);
   if (!segments_.empty() && first_sequence_ == 1 && segments_.front()->first > 1) {

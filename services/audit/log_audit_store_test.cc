@@ -817,6 +817,66 @@ TEST_F(LogStoreTest, DeduplicatesAcrossSealedSegmentsAfterReopen) {
   EXPECT_EQ(Head().sequence, n + 1);
 }
 
+TEST_F(LogStoreTest, DedupWindowSpansAsManySegmentsAsItTakesAfterReopen) {
+  // Small segments: the window (default 262,144 ids) reaches back over three sealed
+  // segments, not only the one before the active segment.
+  options_.events_per_segment = kBlockEvents;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  const uint64_t n = 3 * kBlockEvents + 4;
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, n, 1500));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  std::vector<AuditEvent> batch = {MakeEvent(100), MakeEvent(kBlockEvents + 7), MakeEvent(n)};
+  auto r = store_->Append(&batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*r)[0].sequence, 100u);
+  EXPECT_TRUE((*r)[1].duplicate);
+  EXPECT_EQ((*r)[1].sequence, kBlockEvents + 7);
+  EXPECT_TRUE((*r)[2].duplicate);
+  EXPECT_EQ(Head().sequence, n);
+  // A window smaller than the log: the oldest ids fall out of it.
+  options_.dedup_window = kBlockEvents;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  batch = {MakeEvent(n - kBlockEvents + 1), MakeEvent(1)};
+  r = store_->Append(&batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_FALSE((*r)[1].duplicate);
+}
+
+TEST_F(LogStoreTest, FrameTornAtASectorBoundaryIsCut) {
+  // A device persists whole 512-byte sectors: a crash can leave a frame whose bytes
+  // after the last sector boundary it crosses are zeros, fewer than the 8-byte run
+  // the first check looks for. Append single events until the last frame ends 1-7
+  // bytes past a sector boundary, then tear it there.
+  ASSERT_NO_FATAL_FAILURE(Open());
+  Frame last;
+  for (uint64_t i = 1;; ++i) {
+    ASSERT_LT(i, 3000u) << "no frame ended just past a sector boundary";
+    ASSERT_NO_FATAL_FAILURE(AppendRange(i, i, 1));
+    Close();
+    const std::vector<Frame> frames = ParseSegment(ReadFile(SegPath(1)));
+    ASSERT_FALSE(frames.empty());
+    last = frames.back();
+    const size_t end = last.offset + last.size;
+    if (end % 512 >= 1 && end % 512 <= 7) break;
+    ASSERT_NO_FATAL_FAILURE(Open());
+  }
+  const uint64_t n = stored_.size();
+  std::string seg = ReadFile(SegPath(1));
+  const size_t end = last.offset + last.size;
+  std::fill(seg.begin() + static_cast<std::ptrdiff_t>(end - end % 512),
+            seg.begin() + static_cast<std::ptrdiff_t>(end), '\0');
+  ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), seg));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  EXPECT_EQ(Head().sequence, n - 1);
+  stored_.resize(n - 1);
+  ASSERT_NO_FATAL_FAILURE(ExpectHolds(1));
+  VerifyResult v = Verify();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+}
+
 // The head is the last event of a full (sealed) segment when the store reopens.
 TEST_F(LogStoreTest, ReopenWithFullSegmentContinuesTheChain) {
   options_.events_per_segment = kBlockEvents;
@@ -1496,6 +1556,11 @@ void ZeroEndOfLastFrame(std::string* seg, const Frame& last) {
             '\0');
 }
 
+// The whole file zeros, `size` bytes long (0: an empty file).
+TailEdit ZeroWholeFile(size_t size) {
+  return [size](std::string* seg, const Frame&) { seg->assign(size, '\0'); };
+}
+
 TailEdit AppendZeros(size_t n) {
   return [n](std::string* seg, const Frame&) { seg->append(n, '\0'); };
 }
@@ -1534,7 +1599,14 @@ INSTANTIATE_TEST_SUITE_P(
         Small("CutCheckpointFrame", 5, CutLastFrameTo(20), 10, 5),
         NewSegment("CutOnlyFrameOfNewSegment", CutLastFrameTo(10), kBlockEvents),
         NewSegment("NewSegmentHeaderOnly", CutLastFrameTo(0), kBlockEvents),
-        NewSegment("ZeroTailInNewSegment", AppendZeros(512), kBlockEvents + 1)),
+        NewSegment("ZeroTailInNewSegment", AppendZeros(512), kBlockEvents + 1),
+        // The last frame is checkpoint 10, its hash half zeros: cut, checkpoint 5 stays.
+        Small("CheckpointFrameEndsInZeros", 5, ZeroEndOfLastFrame, 10, 5),
+        // The new segment was created and zero-filled ahead, but the first batch (whose
+        // write starts with the header) never arrived; or the crash came right after
+        // the file was created.
+        NewSegment("NewSegmentOnlyItsPreallocation", ZeroWholeFile(1 << 20), kBlockEvents),
+        NewSegment("NewSegmentEmptyFile", ZeroWholeFile(0), kBlockEvents)),
     [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.name; });
 
 TEST_F(LogStoreTest, BrokenLengthMidSegmentIsDataLoss) {
@@ -1710,6 +1782,29 @@ INSTANTIATE_TEST_SUITE_P(
                       AgeCase{"YoungEventInSecondSegment", kRetentionEvents + 5, kBlockEvents + 50,
                               kBlockEvents}),
     [](const ::testing::TestParamInfo<AgeCase>& info) { return info.param.name; });
+
+TEST_F(RetentionTest, PrunedSegmentsThatSurviveACrashAreRemovedOnOpen) {
+  // Retention writes the anchor, then unlinks; a crash before the unlinks are
+  // durable leaves the pruned segments beside the anchor that replaced them.
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (uint64_t first : {uint64_t{1}, kBlockEvents + 1}) {
+    for (const std::string& path : {SegPath(first), IdxPath(first)}) {
+      if (fs::exists(path)) saved.emplace_back(path, ReadFile(path));
+    }
+  }
+  auto removed = store_->ApplyRetention({absl::ZeroDuration(), kBlockEvents + 100}, clock_.Now());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(*removed, 2 * kBlockEvents);
+  Close();
+  for (const auto& [path, data] : saved) ASSERT_NO_FATAL_FAILURE(WriteFile(path, data));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(ExpectRetained(2 * kBlockEvents));
+  // The next pass counts nothing twice (it used to wrap around on these segments).
+  removed = store_->ApplyRetention({absl::ZeroDuration(), kBlockEvents + 100}, clock_.Now());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0u);
+}
 
 TEST_F(RetentionTest, RefusesToPruneTamperedSegment) {
   ASSERT_NO_FATAL_FAILURE(Fill());
