@@ -891,7 +891,9 @@ absl::Status LogAuditStore::Recover() {
       IOTAUTH_ASSIGN_OR_RETURN(SegmentScan s,
                                ScanSegment(prev, prev.size, ScanMode::kSealed, true));
       const size_t keep = window - have;
-      if (s.ids.size() > keep) s.ids.erase(s.ids.begin(), s.ids.end() - keep);
+      if (s.ids.size() > keep) {
+        s.ids.erase(s.ids.begin(), s.ids.end() - static_cast<std::ptrdiff_t>(keep));
+      }
       have += s.ids.size();
       newest_first.push_back(std::move(s.ids));
     }
