@@ -849,20 +849,22 @@ TEST_F(LogStoreTest, FrameTornAtASectorBoundaryIsCut) {
   // A device persists whole 512-byte sectors: a crash can leave a frame whose bytes
   // after the last sector boundary it crosses are zeros, fewer than the 8-byte run
   // the first check looks for. Append single events until the last frame ends 1-7
-  // bytes past a sector boundary, then tear it there.
+  // bytes past a sector boundary, then tear it there. (Small segments: a small
+  // zero-filled preallocation to read back each time.)
+  options_.events_per_segment = kBlockEvents;
   ASSERT_NO_FATAL_FAILURE(Open());
   Frame last;
   for (uint64_t i = 1;; ++i) {
     ASSERT_LT(i, 3000u) << "no frame ended just past a sector boundary";
     ASSERT_NO_FATAL_FAILURE(AppendRange(i, i, 1));
-    Close();
+    // Each append is durable when it returns: the file can be read while open.
     const std::vector<Frame> frames = ParseSegment(ReadFile(SegPath(1)));
     ASSERT_FALSE(frames.empty());
     last = frames.back();
     const size_t end = last.offset + last.size;
     if (end % 512 >= 1 && end % 512 <= 7) break;
-    ASSERT_NO_FATAL_FAILURE(Open());
   }
+  Close();
   const uint64_t n = stored_.size();
   std::string seg = ReadFile(SegPath(1));
   const size_t end = last.offset + last.size;
