@@ -505,9 +505,11 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     if (f.kind == kKindCheckpoint) {
       CheckpointRecord c;
       const bool parsed = ParseCheckpointFrame(f.body, &c);
-      if (recover && RestIsZero(seg.fd, reader.position(), file_size).value_or(false) &&
+      // The read of the rest of the file only for a checkpoint that does not match.
+      if (recover &&
           (!parsed || c.sequence != out.last ||
-           crypto::HexEncode(out.last_hash_raw) != c.head_hash)) {
+           crypto::HexEncode(out.last_hash_raw) != c.head_hash) &&
+          RestIsZero(seg.fd, reader.position(), file_size).value_or(false)) {
         // The last frame is a checkpoint that does not name the event before it: a
         // write of it torn by a crash (never reported done). Kept, it would read as
         // tampering forever.
@@ -821,12 +823,6 @@ absl::Status LogAuditStore::Recover() {
             {{"segment", seg->path},
              {"offset", absl::StrCat(scan.valid_size)},
              {"bytes", absl::StrCat(file_size - scan.valid_size)}});
-        if (scan.valid_size == 0) {
-          close(seg->fd);
-          seg->fd = -1;
-          if (unlink(seg->path.c_str()) != 0) return ErrnoStatus("cannot remove", seg->path);
-          continue;
-        }
         if (ftruncate(seg->fd, static_cast<off_t>(scan.valid_size)) != 0 ||
             fdatasync(seg->fd) != 0) {
           return ErrnoStatus("cannot truncate", seg->path);
