@@ -108,33 +108,30 @@ void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event)
 
 bool CapEventFields(iotauth::audit::v1::AuditEvent* event) {
   using iotauth::audit::v1::AuditEvent;
-  bool cut = false;
-  auto cap = [&cut](const std::string& value, std::string* (*mut)(AuditEvent*), AuditEvent* e) {
-    if (value.size() <= kMaxAuditFieldBytes) return;
-    std::string* s = mut(e);
-    s->resize(TruncateUtf8(*s, kMaxAuditFieldBytes).size());
-    cut = true;
+  // Each string field but event_id: its reader and its mutable accessor.
+  struct Field {
+    const std::string& (AuditEvent::*get)() const;
+    std::string* (AuditEvent::*mut)();
   };
+  static constexpr Field kFields[] = {
+      {&AuditEvent::tenant_id, &AuditEvent::mutable_tenant_id},
+      {&AuditEvent::product_key, &AuditEvent::mutable_product_key},
+      {&AuditEvent::device_id, &AuditEvent::mutable_device_id},
+      {&AuditEvent::reason, &AuditEvent::mutable_reason},
+      {&AuditEvent::credential_type, &AuditEvent::mutable_credential_type},
+      {&AuditEvent::credential_fingerprint, &AuditEvent::mutable_credential_fingerprint},
+      {&AuditEvent::caller, &AuditEvent::mutable_caller},
+      {&AuditEvent::peer_address, &AuditEvent::mutable_peer_address},
+      {&AuditEvent::request_id, &AuditEvent::mutable_request_id},
+  };
+  bool cut = false;
   // The common case (nothing long) reads each size once and writes nothing.
-  cap(
-      event->tenant_id(), [](AuditEvent* e) { return e->mutable_tenant_id(); }, event);
-  cap(
-      event->product_key(), [](AuditEvent* e) { return e->mutable_product_key(); }, event);
-  cap(
-      event->device_id(), [](AuditEvent* e) { return e->mutable_device_id(); }, event);
-  cap(
-      event->reason(), [](AuditEvent* e) { return e->mutable_reason(); }, event);
-  cap(
-      event->credential_type(), [](AuditEvent* e) { return e->mutable_credential_type(); }, event);
-  cap(
-      event->credential_fingerprint(),
-      [](AuditEvent* e) { return e->mutable_credential_fingerprint(); }, event);
-  cap(
-      event->caller(), [](AuditEvent* e) { return e->mutable_caller(); }, event);
-  cap(
-      event->peer_address(), [](AuditEvent* e) { return e->mutable_peer_address(); }, event);
-  cap(
-      event->request_id(), [](AuditEvent* e) { return e->mutable_request_id(); }, event);
+  for (const Field& f : kFields) {
+    if ((event->*f.get)().size() <= kMaxAuditFieldBytes) continue;
+    std::string* value = (event->*f.mut)();
+    value->resize(TruncateUtf8(*value, kMaxAuditFieldBytes).size());
+    cut = true;
+  }
   bool long_attribute = false;
   for (const auto& [k, v] : event->attributes()) {
     if (k.size() > kMaxAuditFieldBytes || v.size() > kMaxAuditFieldBytes) long_attribute = true;

@@ -10,30 +10,24 @@
 namespace iotauth {
 namespace {
 
-std::string NameOf(pthread_t thread) {
-  char buf[32] = {};
-  if (pthread_getname_np(thread, buf, sizeof(buf)) != 0) return "<error>";
-  return buf;
+// The name a new thread has after calling SetCurrentThreadName(`name`).
+std::string NameAfterSetting(const std::string& name) {
+  std::string seen;
+  std::thread t([&] {
+    SetCurrentThreadName(name);
+    char buf[32] = {};
+    seen = pthread_getname_np(pthread_self(), buf, sizeof(buf)) == 0 ? buf : "<error>";
+  });
+  t.join();
+  return seen;
 }
 
 TEST(ThreadNameTest, NamesTheCallingThread) {
-  std::string seen;
-  std::thread t([&] {
-    SetCurrentThreadName("audit-writer");
-    seen = NameOf(pthread_self());
-  });
-  t.join();
-  EXPECT_EQ(seen, "audit-writer");
+  EXPECT_EQ(NameAfterSetting("audit-writer"), "audit-writer");
 }
 
 TEST(ThreadNameTest, CutsLongNamesToFifteenBytes) {
-  std::string seen;
-  std::thread t([&] {
-    SetCurrentThreadName("a-name-longer-than-fifteen-bytes");
-    seen = NameOf(pthread_self());
-  });
-  t.join();
-  EXPECT_EQ(seen, "a-name-longer-t");
+  EXPECT_EQ(NameAfterSetting("a-name-longer-than-fifteen-bytes"), "a-name-longer-t");
 }
 
 }  // namespace

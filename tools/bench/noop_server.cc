@@ -67,8 +67,9 @@ class NoopIdentityService final : public IdentityService::CallbackService {
   const AuthenticateResponse response_;
 };
 
-// --api=cq: one call's state; kRequested until a call arrives, then answered at
-// once and deleted when the finish completes.
+// --api=cq: one call's state. Posted as a request; when a call arrives it posts the
+// next request and answers at once; deleted when the finish completes (or, at
+// shutdown, when the request comes back not ok).
 class AsyncCall {
  public:
   AsyncCall(IdentityService::AsyncService* service, grpc::ServerCompletionQueue* cq,
