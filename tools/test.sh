@@ -12,8 +12,10 @@ cd "$ROOT"
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
-step() { printf '\n==> %s\n' "$*" >&2; }
 start=$(date +%s)
+# Each step's line carries the time since the start, so a slow CI run shows where
+# its minutes went.
+step() { printf '\n==> [%4ds] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
 
 step "setup (installs missing Debian/npm packages)"
 tools/setup.sh
