@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # clang-tidy over the project's C++ (config: .clang-tidy; warnings are errors).
 #
-#   tools/tidy.sh [--fast] [--fix] [path-regex]    e.g. tools/tidy.sh services/audit/
+#   tools/tidy.sh [--fast] [--fix] [--config=NAME] [path-regex]
+#       e.g. tools/tidy.sh services/audit/
 #
 # --fast skips the clang-analyzer-* checks (two thirds of the time; CI runs --fast,
 # a full run takes ~15 min on 2 cores). --fix applies clang-tidy's fixes to the .cc
@@ -9,16 +10,19 @@
 #
 # The compile commands come from Bazel itself (`bazel aquery` of every CppCompile
 # action), so clang-tidy sees exactly the flags and generated headers of the build;
-# the few gcc-only flags are dropped. Needs a prior `bazel build //...` (tools/test.sh
+# the few gcc-only flags are dropped. --config=NAME reads them from that Bazel config
+# (tools/test.sh passes --config=asan: the build it has just made). Needs a prior
+# `bazel build //...` with the same config (tools/test.sh
 # does one) for the generated protobuf headers. Exit 1 when any file has a finding.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-fast=0 fix=0 filter='^(services|clients|tools|tests)/'
+fast=0 fix=0 filter='^(services|clients|tools|tests)/' bazel_flags=()
 for a in "$@"; do
   case "$a" in
     --fast) fast=1 ;;
     --fix) fix=1 ;;
+    --config=*) bazel_flags+=("$a") ;;
     -*) echo "tidy: unknown option $a" >&2; exit 2 ;;
     *) filter="$a" ;;
   esac
@@ -28,11 +32,12 @@ extra=(--extra-arg=-Wno-unknown-warning-option)
 ((fix)) && extra+=(--fix --header-filter='^$')
 jobs="$(nproc)"
 
-bazel build //... >/dev/null 2>&1 || { echo "tidy: 'bazel build //...' failed; run it to see why" >&2; exit 2; }
-execroot="$(bazel info execution_root 2>/dev/null)"
+bazel build "${bazel_flags[@]}" //... >/dev/null 2>&1 ||
+  { echo "tidy: 'bazel build ${bazel_flags[*]} //...' failed; run it to see why" >&2; exit 2; }
+execroot="$(bazel info "${bazel_flags[@]}" execution_root 2>/dev/null)"
 db="$(mktemp -d /tmp/iotauth-tidy.XXXXXX)"
 trap 'rm -rf "$db"' EXIT
-bazel aquery --output=jsonproto 'mnemonic("CppCompile", //...)' 2>/dev/null >"$db/aquery.json"
+bazel aquery "${bazel_flags[@]}" --output=jsonproto 'mnemonic("CppCompile", //...)' 2>/dev/null >"$db/aquery.json"
 /usr/bin/python3 - "$db" "$execroot" "$filter" <<'PY'
 import json, os, re, sys
 db, execroot, pattern = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
@@ -54,29 +59,31 @@ with open(os.path.join(db, "files"), "w") as f:
 PY
 total=$(wc -l <"$db/files")
 echo "tidy: $total files, $jobs at a time (each takes a few seconds)" >&2
+# One clang-tidy per file, $jobs running at any time (xargs -P: no waiting for the
+# slowest of a group); findings print as they come, with a running count. The
+# largest files go first so the run does not end on one long file.
+export execroot db ROOT total
+export TIDY_EXTRA="${extra[*]}" TIDY_TTY="$([[ -t 2 ]] && echo 1 || echo 0)"
+: >"$db/done"
 fail=0
-n=0
-# One clang-tidy per file; print findings as they come and a running count.
-while read -r f; do
-  n=$((n + 1))
-  (
-    out="$(cd "$execroot" && clang-tidy -p "$db" --quiet --config-file="$ROOT/.clang-tidy" \
-           "${extra[@]}" "$f" 2>&1)" || {
-      printf '%s\n' "$out" | grep -v "warnings generated\|^Suppressed\|Use -header-filter\|Use -system-headers"
-      echo "tidy: FINDINGS in $f" >&2
-      exit 1
-    }
-  ) &
-  if (( n % jobs == 0 )); then
-    for p in $(jobs -p); do wait "$p" || fail=1; done
-    # A live counter on a terminal; a line every 20 files in a log (CI).
-    if [[ -t 2 ]]; then
-      printf 'tidy: %d/%d\r' "$n" "$total" >&2
-    elif (( n % 20 == 0 )); then
-      echo "tidy: $n/$total" >&2
-    fi
+xargs -a <(xargs -a "$db/files" ls -S) -P "$jobs" -n 1 bash -c '
+  set -f  # TIDY_EXTRA holds a glob (--checks=-clang-analyzer-*)
+  f="$1"
+  out="$(cd "$execroot" && clang-tidy -p "$db" --quiet --config-file="$ROOT/.clang-tidy" \
+         $TIDY_EXTRA "$f" 2>&1)"
+  rc=$?
+  n=$( (echo "$f" >>"$db/done"; wc -l <"$db/done") )
+  if ((rc != 0)); then
+    printf "%s\n" "$out" | grep -v "warnings generated\|^Suppressed\|Use -header-filter\|Use -system-headers"
+    echo "tidy: FINDINGS in $f" >&2
   fi
-done <"$db/files"
-for p in $(jobs -p); do wait "$p" || fail=1; done
-echo "tidy: $n/$total files checked" >&2
+  # A live counter on a terminal; a line every 20 files in a log (CI).
+  if ((TIDY_TTY)); then
+    printf "tidy: %d/%d\r" "$n" "$total" >&2
+  elif ((n % 20 == 0)); then
+    echo "tidy: $n/$total" >&2
+  fi
+  exit $rc
+' _ || fail=1
+echo "tidy: $(wc -l <"$db/done")/$total files checked" >&2
 exit $fail
