@@ -1590,6 +1590,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
   std::vector<uint64_t> sizes;
   std::map<uint64_t, std::string> checkpoints;  // sequence -> hex
   uint64_t head = 0;
+  std::string head_hash_raw;  // as this process committed it
   uint64_t first = 1;
   uint64_t anchor_seq = 0;
   std::string anchor_hash(kGenesisHash);
@@ -1602,6 +1603,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
     segments = segments_;
     for (const auto& s : segments_) sizes.push_back(s->size);
     head = head_sequence_;
+    head_hash_raw = head_hash_raw_;
     first = first_sequence_;
     from = std::max<uint64_t>({from, first, 1});
     auto it = checkpoints_.lower_bound(from);
@@ -1760,6 +1762,16 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
     }
   }
   if (expected <= upper) return FailWith(r, EndsEarlyFault(upper, expected - 1));
+  // The newest event has no successor or checkpoint yet to vouch for it: one
+  // rewritten whole (content and hash) would chain correctly. The head this process
+  // committed does vouch for it, until a restart reads the head from the file.
+  if (upper == head && r.last_sequence == head && head_hash_raw.size() == kHashBytes &&
+      expected_prev != crypto::HexEncode(head_hash_raw)) {
+    return fail(head, kProblemAltered,
+                absl::StrCat("event ", head,
+                             " is not the event this process committed last: the end of the log "
+                             "was rewritten while the service ran"));
+  }
   return r;
 }
 

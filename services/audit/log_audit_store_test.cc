@@ -1447,6 +1447,27 @@ INSTANTIATE_TEST_SUITE_P(
                  kProblemCheckpointMismatch, {3000})),
     [](const ::testing::TestParamInfo<TamperCase>& info) { return info.param.name; });
 
+// The newest event rewritten whole (new content, its hash recomputed) chains
+// correctly and no checkpoint covers it yet; the head the running store committed
+// still tells.
+TEST_F(LogStoreTest, NewestEventRewrittenWhileRunningIsCaught) {
+  options_.checkpoint_interval = 4;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, 10, 700));
+  VerifyResult v = Verify();
+  ASSERT_TRUE(v.ok) << v.problem << " " << v.detail;
+  std::string seg = ReadFile(SegPath(1));
+  ASSERT_NO_FATAL_FAILURE(FlipDeviceAndRehash(&seg, ParseSegment(seg), 10));
+  ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), seg));
+  v = Verify();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.problem, kProblemAltered) << v.detail;
+  EXPECT_EQ(v.first_bad_sequence, 10u) << v.detail;
+  // A range that stops before the head has nothing to compare with it.
+  v = Verify(1, 9);
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+}
+
 // ---------------------------------------------------------------------------
 // 6. Crash recovery.
 

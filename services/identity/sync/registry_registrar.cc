@@ -79,32 +79,43 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     if (existing.tags().count(kActivatedTag) > 0) {
       return absl::FailedPreconditionError("device already activated");
     }
-    rv1::UpdateDeviceRequest upd;
-    *upd.mutable_device() = existing;
-    (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
-    upd.mutable_device()->set_status(rv1::DEVICE_STATUS_ENABLED);
-    upd.mutable_update_mask()->add_paths("tags");
-    upd.set_etag(existing.etag());
-    rv1::Device updated;
-    grpc::ClientContext uctx;
-    Prepare(&uctx);
-    s = stub_->UpdateDevice(&uctx, upd, &updated);
-    if (!s.ok()) return FromGrpc(s);
-    rv1::SetDeviceStatusRequest st;
-    st.set_tenant_id(product.tenant_id);
-    st.set_device_id(std::string(device_name));
-    st.set_status(rv1::DEVICE_STATUS_ENABLED);
-    grpc::ClientContext sctx;
-    Prepare(&sctx);
-    s = stub_->SetDeviceStatus(&sctx, st, &updated);
-    if (!s.ok()) return FromGrpc(s);
+    // Three writes, each conditional on the version the one before returned, so a
+    // concurrent activation of the same device fails at its first write. The
+    // "activated" tag goes last: it is the commit point. A failure before it
+    // leaves a device that is not activated, holding a key nobody was given, and
+    // the device's next connect activates it again; tagged first (as before), a
+    // failed key generation left it activated with no secret delivered, for good.
     rv1::RegenerateDeviceKeyRequest regen;
     regen.set_tenant_id(product.tenant_id);
     regen.set_device_id(std::string(device_name));
     regen.set_slot(rv1::KEY_SLOT_PRIMARY);
+    regen.set_etag(existing.etag());
     grpc::ClientContext rctx;
     Prepare(&rctx);
-    s = stub_->RegenerateDeviceKey(&rctx, regen, &out.device);
+    rv1::Device regenerated;
+    s = stub_->RegenerateDeviceKey(&rctx, regen, &regenerated);
+    if (!s.ok()) return FromGrpc(s);
+    out.device_secret = regenerated.credentials().symmetric_key().primary_key();
+    rv1::SetDeviceStatusRequest st;
+    st.set_tenant_id(product.tenant_id);
+    st.set_device_id(std::string(device_name));
+    st.set_status(rv1::DEVICE_STATUS_ENABLED);
+    st.set_etag(regenerated.etag());
+    grpc::ClientContext sctx;
+    Prepare(&sctx);
+    rv1::Device enabled;
+    s = stub_->SetDeviceStatus(&sctx, st, &enabled);
+    if (!s.ok()) return FromGrpc(s);
+    rv1::UpdateDeviceRequest upd;
+    upd.mutable_device()->set_tenant_id(product.tenant_id);
+    upd.mutable_device()->set_device_id(std::string(device_name));
+    *upd.mutable_device()->mutable_tags() = enabled.tags();
+    (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
+    upd.mutable_update_mask()->add_paths("tags");
+    upd.set_etag(enabled.etag());
+    grpc::ClientContext uctx;
+    Prepare(&uctx);
+    s = stub_->UpdateDevice(&uctx, upd, &out.device);
     if (!s.ok()) return FromGrpc(s);
   } else if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
     rv1::CreateDeviceRequest req;
@@ -119,10 +130,10 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     Prepare(&cctx);
     s = stub_->CreateDevice(&cctx, req, &out.device);
     if (!s.ok()) return FromGrpc(s);
+    out.device_secret = out.device.credentials().symmetric_key().primary_key();
   } else {
     return FromGrpc(s);
   }
-  out.device_secret = out.device.credentials().symmetric_key().primary_key();
   if (out.device_secret.empty()) {
     return absl::InternalError("registry returned no generated device secret");
   }

@@ -1,0 +1,264 @@
+#include "services/identity/sync/registry_registrar.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "services/audit/sink_interface.h"
+#include "services/common/caller.h"
+#include "services/common/clock.h"
+#include "services/registry/registry_service.h"
+#include "services/registry/secret_box.h"
+#include "services/registry/sqlite_store.h"
+
+namespace iotauth::identity {
+namespace {
+
+namespace rv1 = iotauth::registry::v1;
+using ::iotauth::registry::RegistryService;
+using ::iotauth::registry::SqliteStore;
+
+class AdminResolver final : public CallerResolver {
+ public:
+  Caller Resolve(const grpc::ServerContextBase& /*context*/) const override {
+    Caller c;
+    c.authenticated = true;
+    c.principal = "identity";
+    c.roles = static_cast<uint32_t>(Role::kAdmin);
+    return c;
+  }
+};
+
+// The real registry service, with a hook before each of the writes activation
+// makes: it can fail the call (as a lost connection or a full disk would) or change
+// the device first (as a concurrent writer would).
+class HookedRegistry final : public rv1::DeviceRegistry::Service {
+ public:
+  explicit HookedRegistry(RegistryService* real) : real_(real) {}
+
+  // Before the next call of `method`: `hook` runs; a non-OK status is the call's
+  // answer and the real service is not called.
+  void Before(const std::string& method, std::function<grpc::Status()> hook) {
+    absl::MutexLock lock(&mu_);
+    method_ = method;
+    hook_ = std::move(hook);
+  }
+
+  grpc::Status GetDevice(grpc::ServerContext* ctx, const rv1::GetDeviceRequest* req,
+                         rv1::Device* resp) override {
+    return real_->GetDevice(ctx, req, resp);
+  }
+  grpc::Status CreateDevice(grpc::ServerContext* ctx, const rv1::CreateDeviceRequest* req,
+                            rv1::Device* resp) override {
+    if (grpc::Status s = Hook("CreateDevice"); !s.ok()) return s;
+    return real_->CreateDevice(ctx, req, resp);
+  }
+  grpc::Status UpdateDevice(grpc::ServerContext* ctx, const rv1::UpdateDeviceRequest* req,
+                            rv1::Device* resp) override {
+    if (grpc::Status s = Hook("UpdateDevice"); !s.ok()) return s;
+    return real_->UpdateDevice(ctx, req, resp);
+  }
+  grpc::Status SetDeviceStatus(grpc::ServerContext* ctx, const rv1::SetDeviceStatusRequest* req,
+                               rv1::Device* resp) override {
+    if (grpc::Status s = Hook("SetDeviceStatus"); !s.ok()) return s;
+    return real_->SetDeviceStatus(ctx, req, resp);
+  }
+  grpc::Status RegenerateDeviceKey(grpc::ServerContext* ctx,
+                                   const rv1::RegenerateDeviceKeyRequest* req,
+                                   rv1::Device* resp) override {
+    if (grpc::Status s = Hook("RegenerateDeviceKey"); !s.ok()) return s;
+    return real_->RegenerateDeviceKey(ctx, req, resp);
+  }
+
+ private:
+  grpc::Status Hook(const std::string& method) {
+    std::function<grpc::Status()> hook;
+    {
+      absl::MutexLock lock(&mu_);
+      if (method != method_) return grpc::Status::OK;
+      hook = std::exchange(hook_, nullptr);
+      method_.clear();
+    }
+    return hook ? hook() : grpc::Status::OK;
+  }
+
+  RegistryService* real_;
+  absl::Mutex mu_;
+  std::string method_ ABSL_GUARDED_BY(mu_);
+  std::function<grpc::Status()> hook_ ABSL_GUARDED_BY(mu_);
+};
+
+class RegistryRegistrarTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir =
+        absl::StrCat(::testing::TempDir(), "/registrar_",
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+    SqliteStore::Options so;
+    so.path = dir + "/registry.db";
+    so.secret_box = std::shared_ptr<const ::iotauth::registry::SecretBox>(
+        *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
+    so.clock = &clock_;
+    auto store = SqliteStore::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    RegistryService::Options o;
+    o.store = store_.get();
+    o.clock = &clock_;
+    o.audit = &audit_;
+    o.caller_resolver = &resolver_;
+    auto svc = RegistryService::Create(o);
+    ASSERT_TRUE(svc.ok()) << svc.status();
+    real_ = std::move(*svc);
+    hooked_ = std::make_unique<HookedRegistry>(real_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(hooked_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    registrar_ = std::make_unique<RegistryRegistrar>(
+        server_->InProcessChannel(grpc::ChannelArguments()), "");
+
+    grpc::ServerContext ctx;
+    rv1::CreateTenantRequest t;
+    t.mutable_tenant()->set_id("t1");
+    rv1::Tenant tenant;
+    ASSERT_TRUE(real_->CreateTenant(&ctx, &t, &tenant).ok());
+    grpc::ServerContext pctx;
+    rv1::CreateProductRequest p;
+    p.mutable_product()->set_tenant_id("t1");
+    p.mutable_product()->set_product_key("pk");
+    rv1::Product product;
+    ASSERT_TRUE(real_->CreateProduct(&pctx, &p, &product).ok());
+    product_.tenant_id = "t1";
+    product_.product_key = "pk";
+    product_.dynamic_activation = true;
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  // A device registered ahead of activation: disabled, with keys the device was
+  // never given.
+  void PreRegister(const std::string& id) {
+    grpc::ServerContext ctx;
+    rv1::CreateDeviceRequest req;
+    req.mutable_device()->set_tenant_id("t1");
+    req.mutable_device()->set_device_id(id);
+    req.mutable_device()->set_product_key("pk");
+    req.mutable_device()->set_status(rv1::DEVICE_STATUS_DISABLED);
+    req.set_generate_keys(true);
+    rv1::Device out;
+    ASSERT_TRUE(real_->CreateDevice(&ctx, &req, &out).ok());
+  }
+
+  // The device as stored, secrets included.
+  rv1::Device Stored(const std::string& id) {
+    auto d = store_->GetDevice("t1", id, ::iotauth::registry::Secrets::kInclude);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *d : rv1::Device();
+  }
+
+  static bool Activated(const rv1::Device& d) {
+    return d.tags().count(RegistryRegistrar::kActivatedTag) > 0;
+  }
+
+  FakeClock clock_;
+  AdminResolver resolver_;
+  audit::NullAuditSink audit_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<RegistryService> real_;
+  std::unique_ptr<HookedRegistry> hooked_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<RegistryRegistrar> registrar_;
+  ProductRecord product_;
+};
+
+TEST_F(RegistryRegistrarTest, UnknownDeviceIsCreatedEnabledActivatedWithItsSecret) {
+  auto a = registrar_->ActivateDevice(product_, "dev1");
+  ASSERT_TRUE(a.ok()) << a.status();
+  const rv1::Device d = Stored("dev1");
+  EXPECT_TRUE(Activated(d));
+  EXPECT_EQ(d.status(), rv1::DEVICE_STATUS_ENABLED);
+  EXPECT_FALSE(a->device_secret.empty());
+  EXPECT_EQ(a->device_secret, d.credentials().symmetric_key().primary_key());
+}
+
+TEST_F(RegistryRegistrarTest, PreRegisteredDeviceGetsANewKeyAndIsEnabledAndTagged) {
+  PreRegister("dev1");
+  const std::string old_key = Stored("dev1").credentials().symmetric_key().primary_key();
+  auto a = registrar_->ActivateDevice(product_, "dev1");
+  ASSERT_TRUE(a.ok()) << a.status();
+  const rv1::Device d = Stored("dev1");
+  EXPECT_TRUE(Activated(d));
+  EXPECT_EQ(d.status(), rv1::DEVICE_STATUS_ENABLED);
+  EXPECT_EQ(a->device_secret, d.credentials().symmetric_key().primary_key());
+  EXPECT_NE(a->device_secret, old_key);
+  EXPECT_EQ(a->device.device_id(), "dev1");
+  // The returned device carries no secret: only `device_secret` does.
+  EXPECT_TRUE(a->device.credentials().symmetric_key().primary_key().empty());
+}
+
+TEST_F(RegistryRegistrarTest, SecondActivationAndOtherProductsAreRefused) {
+  ASSERT_TRUE(registrar_->ActivateDevice(product_, "dev1").ok());
+  EXPECT_EQ(registrar_->ActivateDevice(product_, "dev1").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ProductRecord other = product_;
+  other.product_key = "other";
+  PreRegister("dev2");
+  EXPECT_EQ(registrar_->ActivateDevice(other, "dev2").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(Activated(Stored("dev2")));
+}
+
+// Whichever write fails, the device is left not activated, and the next attempt
+// activates it with a secret that matches what is stored.
+TEST_F(RegistryRegistrarTest, AFailedWriteLeavesTheDeviceActivatableAgain) {
+  for (const char* method : {"RegenerateDeviceKey", "SetDeviceStatus", "UpdateDevice"}) {
+    SCOPED_TRACE(method);
+    const std::string id = absl::StrCat("dev-", method);
+    PreRegister(id);
+    hooked_->Before(method, [] {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "injected: registry unreachable");
+    });
+    auto failed = registrar_->ActivateDevice(product_, id);
+    EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_FALSE(Activated(Stored(id)));
+
+    auto a = registrar_->ActivateDevice(product_, id);
+    ASSERT_TRUE(a.ok()) << a.status();
+    const rv1::Device d = Stored(id);
+    EXPECT_TRUE(Activated(d));
+    EXPECT_EQ(d.status(), rv1::DEVICE_STATUS_ENABLED);
+    EXPECT_EQ(a->device_secret, d.credentials().symmetric_key().primary_key());
+  }
+}
+
+// A write to the device between the registrar's read and its first write (another
+// activation, an admin) makes the activation fail rather than overwrite it.
+TEST_F(RegistryRegistrarTest, AConcurrentChangeFailsTheActivation) {
+  PreRegister("dev1");
+  hooked_->Before("RegenerateDeviceKey", [this] {
+    grpc::ServerContext ctx;
+    rv1::RegenerateDeviceKeyRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("dev1");
+    req.set_slot(rv1::KEY_SLOT_SECONDARY);
+    rv1::Device out;
+    return real_->RegenerateDeviceKey(&ctx, &req, &out);
+  });
+  auto a = registrar_->ActivateDevice(product_, "dev1");
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition) << a.status();
+  EXPECT_FALSE(Activated(Stored("dev1")));
+  EXPECT_EQ(Stored("dev1").status(), rv1::DEVICE_STATUS_DISABLED);
+}
+
+}  // namespace
+}  // namespace iotauth::identity
