@@ -8,7 +8,9 @@
 #   tools/test.sh --quick    plain build + tests only (no sanitizers, tidy or fuzzing)
 #
 # The full run builds and tests once, with the sanitizers on: the same tests with
-# more checks. A second, plain pass cost 5-6 of CI's 30 minutes on 2 cores.
+# more checks. A second, plain pass cost 5-6 of CI's 30 minutes on 2 cores. What it
+# gives up: the sanitized binaries use the system malloc, so CI does not link the
+# jemalloc variant the optimised build ships (tools/run.sh builds that one).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -11,9 +11,9 @@
 # The compile commands come from Bazel itself (`bazel aquery` of every CppCompile
 # action), so clang-tidy sees exactly the flags and generated headers of the build;
 # the few gcc-only flags are dropped. --config=NAME reads them from that Bazel config
-# (tools/test.sh passes --config=asan: the build it has just made). Needs a prior
-# `bazel build //...` with the same config (tools/test.sh
-# does one) for the generated protobuf headers. Exit 1 when any file has a finding.
+# (tools/test.sh passes --config=asan: the build it has just made). The script runs
+# `bazel build //...` with that config first, for the generated protobuf headers.
+# Exit 1 when any file has a finding, 2 when nothing matches the path regex.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,19 +54,26 @@ for action in json.load(open(os.path.join(db, "aquery.json"))).get("actions", []
     args = ["clang++"] + [a for a in args[1:] if a not in drop]
     entries.append({"directory": execroot, "file": src, "arguments": args})
 json.dump(entries, open(os.path.join(db, "compile_commands.json"), "w"))
+# Largest first, so the run does not end on one long file.
+def size(src):
+    path = os.path.join(execroot, src)
+    return os.path.getsize(path) if os.path.exists(path) else 0
 with open(os.path.join(db, "files"), "w") as f:
-    f.write("\n".join(sorted(seen)) + "\n")
+    f.writelines(src + "\n" for src in sorted(seen, key=lambda src: (-size(src), src)))
 PY
 total=$(wc -l <"$db/files")
+if ((total == 0)); then
+  echo "tidy: no compiled .cc file matches '$filter'" >&2
+  exit 2
+fi
 echo "tidy: $total files, $jobs at a time (each takes a few seconds)" >&2
 # One clang-tidy per file, $jobs running at any time (xargs -P: no waiting for the
-# slowest of a group); findings print as they come, with a running count. The
-# largest files go first so the run does not end on one long file.
+# slowest of a group); findings print as they come, with a running count.
 export execroot db ROOT total
 export TIDY_EXTRA="${extra[*]}" TIDY_TTY="$([[ -t 2 ]] && echo 1 || echo 0)"
 : >"$db/done"
 fail=0
-xargs -a <(xargs -a "$db/files" ls -S) -P "$jobs" -n 1 bash -c '
+xargs -d '\n' -r -a "$db/files" -P "$jobs" -n 1 bash -c '
   set -f  # TIDY_EXTRA holds a glob (--checks=-clang-analyzer-*)
   f="$1"
   out="$(cd "$execroot" && clang-tidy -p "$db" --quiet --config-file="$ROOT/.clang-tidy" \
@@ -83,7 +90,7 @@ xargs -a <(xargs -a "$db/files" ls -S) -P "$jobs" -n 1 bash -c '
   elif ((n % 20 == 0)); then
     echo "tidy: $n/$total" >&2
   fi
-  exit $rc
+  ((rc == 0)) || exit 1  # 255 would stop xargs before the other files
 ' _ || fail=1
 echo "tidy: $(wc -l <"$db/done")/$total files checked" >&2
 exit $fail

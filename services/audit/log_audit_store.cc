@@ -1765,7 +1765,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
   // The newest event has no successor or checkpoint yet to vouch for it: one
   // rewritten whole (content and hash) would chain correctly. The head this process
   // committed does vouch for it, until a restart reads the head from the file.
-  if (upper == head && r.last_sequence == head && head_hash_raw.size() == kHashBytes &&
+  if (upper == head && head_hash_raw.size() == kHashBytes &&
       expected_prev != crypto::HexEncode(head_hash_raw)) {
     return fail(head, kProblemAltered,
                 absl::StrCat("event ", head,

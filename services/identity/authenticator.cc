@@ -486,6 +486,8 @@ class Authenticator::Attempt {
             return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
           case absl::StatusCode::kFailedPrecondition:
             return Deny(v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED, "device is already activated");
+          case absl::StatusCode::kPermissionDenied:
+            return Deny(v1::DENY_REASON_DEVICE_DISABLED, "device is disabled");
           default:
             return Deny(
                 v1::DENY_REASON_INTERNAL,

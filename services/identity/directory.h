@@ -149,7 +149,8 @@ class DeviceRegistrar {
   // EnOS dynamic activation: the device authenticated with the product secret. Create
   // the device if the product allows it (or take the pre-registered one), generate and
   // store a new device secret, enable it, and return both. NOT_FOUND when the device
-  // must be pre-registered and is not; FAILED_PRECONDITION when it is already activated.
+  // must be pre-registered and is not; FAILED_PRECONDITION when it is already activated;
+  // PERMISSION_DENIED when it is disabled.
   virtual absl::StatusOr<Activation> ActivateDevice(const ProductRecord& product,
                                                     absl::string_view device_name) = 0;
 };

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/registry/validation.h"
 
 namespace iotauth::identity {
 namespace {
@@ -79,12 +80,24 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     if (existing.tags().count(kActivatedTag) > 0) {
       return absl::FailedPreconditionError("device already activated");
     }
+    // An admin's disable stands, even when the caller's copy of the registry has
+    // not seen it yet.
+    if (existing.status() == rv1::DEVICE_STATUS_DISABLED) {
+      return absl::PermissionDeniedError("device is disabled");
+    }
+    // The tag goes in last: refuse now rather than rotate the key and enable the
+    // device on every attempt, then fail at the tag.
+    if (existing.tags_size() >= static_cast<int>(::iotauth::registry::Limits::kMaxTags)) {
+      return absl::ResourceExhaustedError("device has no room for the activation tag");
+    }
     // Three writes, each conditional on the version the one before returned, so a
-    // concurrent activation of the same device fails at its first write. The
-    // "activated" tag goes last: it is the commit point. A failure before it
-    // leaves a device that is not activated, holding a key nobody was given, and
-    // the device's next connect activates it again; tagged first (as before), a
-    // failed key generation left it activated with no secret delivered, for good.
+    // concurrent change to the device fails the activation rather than being
+    // overwritten. The "activated" tag goes last: it is the commit point. A failure
+    // before it leaves a device that is not activated, holding a key nobody was
+    // given, and the device's next connect activates it again (tagged first, a
+    // failed key generation left it activated with no secret, for good). A reply
+    // lost after the tag committed still leaves that state: only an admin's
+    // RegenerateDeviceKey and removal of the tag recover it.
     rv1::RegenerateDeviceKeyRequest regen;
     regen.set_tenant_id(product.tenant_id);
     regen.set_device_id(std::string(device_name));
@@ -109,6 +122,7 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     rv1::UpdateDeviceRequest upd;
     upd.mutable_device()->set_tenant_id(product.tenant_id);
     upd.mutable_device()->set_device_id(std::string(device_name));
+    upd.mutable_device()->set_product_key(product.product_key);  // for the audit record
     *upd.mutable_device()->mutable_tags() = enabled.tags();
     (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
     upd.mutable_update_mask()->add_paths("tags");
@@ -117,6 +131,10 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     Prepare(&uctx);
     s = stub_->UpdateDevice(&uctx, upd, &out.device);
     if (!s.ok()) return FromGrpc(s);
+    // The answer omits the keys; they are the ones generated above (each later
+    // write was conditional on that version).
+    *out.device.mutable_credentials()->mutable_symmetric_key() =
+        regenerated.credentials().symmetric_key();
   } else if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
     rv1::CreateDeviceRequest req;
     rv1::Device* d = req.mutable_device();

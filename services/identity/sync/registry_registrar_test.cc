@@ -145,15 +145,15 @@ class RegistryRegistrarTest : public ::testing::Test {
     if (server_) server_->Shutdown();
   }
 
-  // A device registered ahead of activation: disabled, with keys the device was
-  // never given.
-  void PreRegister(const std::string& id) {
+  // A device registered ahead of activation, with keys the device was never given.
+  void PreRegister(const std::string& id,
+                   rv1::DeviceStatus status = rv1::DEVICE_STATUS_PENDING_APPROVAL) {
     grpc::ServerContext ctx;
     rv1::CreateDeviceRequest req;
     req.mutable_device()->set_tenant_id("t1");
     req.mutable_device()->set_device_id(id);
     req.mutable_device()->set_product_key("pk");
-    req.mutable_device()->set_status(rv1::DEVICE_STATUS_DISABLED);
+    req.mutable_device()->set_status(status);
     req.set_generate_keys(true);
     rv1::Device out;
     ASSERT_TRUE(real_->CreateDevice(&ctx, &req, &out).ok());
@@ -201,9 +201,30 @@ TEST_F(RegistryRegistrarTest, PreRegisteredDeviceGetsANewKeyAndIsEnabledAndTagge
   EXPECT_EQ(d.status(), rv1::DEVICE_STATUS_ENABLED);
   EXPECT_EQ(a->device_secret, d.credentials().symmetric_key().primary_key());
   EXPECT_NE(a->device_secret, old_key);
+  // The returned device is the stored one, keys included (the identity service's
+  // directory takes it as it is).
   EXPECT_EQ(a->device.device_id(), "dev1");
-  // The returned device carries no secret: only `device_secret` does.
-  EXPECT_TRUE(a->device.credentials().symmetric_key().primary_key().empty());
+  EXPECT_EQ(a->device.status(), rv1::DEVICE_STATUS_ENABLED);
+  EXPECT_TRUE(Activated(a->device));
+  EXPECT_EQ(a->device.credentials().symmetric_key().primary_key(), a->device_secret);
+  EXPECT_EQ(a->device.credentials().symmetric_key().secondary_key(),
+            d.credentials().symmetric_key().secondary_key());
+  EXPECT_FALSE(a->device.credentials().symmetric_key().secondary_key().empty());
+}
+
+// An admin's disable stands even when the caller has not seen it yet; a device
+// already enabled is activated.
+TEST_F(RegistryRegistrarTest, DisabledDeviceIsRefusedEnabledOneIsActivated) {
+  PreRegister("off", rv1::DEVICE_STATUS_DISABLED);
+  EXPECT_EQ(registrar_->ActivateDevice(product_, "off").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  const rv1::Device off = Stored("off");
+  EXPECT_FALSE(Activated(off));
+  EXPECT_EQ(off.status(), rv1::DEVICE_STATUS_DISABLED);
+  PreRegister("on", rv1::DEVICE_STATUS_ENABLED);
+  auto a = registrar_->ActivateDevice(product_, "on");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(Activated(Stored("on")));
 }
 
 TEST_F(RegistryRegistrarTest, SecondActivationAndOtherProductsAreRefused) {
@@ -241,23 +262,26 @@ TEST_F(RegistryRegistrarTest, AFailedWriteLeavesTheDeviceActivatableAgain) {
   }
 }
 
-// A write to the device between the registrar's read and its first write (another
-// activation, an admin) makes the activation fail rather than overwrite it.
+// A write to the device before any of the registrar's writes (another activation,
+// an admin) makes the activation fail rather than overwrite it.
 TEST_F(RegistryRegistrarTest, AConcurrentChangeFailsTheActivation) {
-  PreRegister("dev1");
-  hooked_->Before("RegenerateDeviceKey", [this] {
-    grpc::ServerContext ctx;
-    rv1::RegenerateDeviceKeyRequest req;
-    req.set_tenant_id("t1");
-    req.set_device_id("dev1");
-    req.set_slot(rv1::KEY_SLOT_SECONDARY);
-    rv1::Device out;
-    return real_->RegenerateDeviceKey(&ctx, &req, &out);
-  });
-  auto a = registrar_->ActivateDevice(product_, "dev1");
-  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition) << a.status();
-  EXPECT_FALSE(Activated(Stored("dev1")));
-  EXPECT_EQ(Stored("dev1").status(), rv1::DEVICE_STATUS_DISABLED);
+  for (const char* method : {"RegenerateDeviceKey", "SetDeviceStatus", "UpdateDevice"}) {
+    SCOPED_TRACE(method);
+    const std::string id = absl::StrCat("dev-", method);
+    PreRegister(id);
+    hooked_->Before(method, [this, id] {
+      grpc::ServerContext ctx;
+      rv1::RegenerateDeviceKeyRequest req;
+      req.set_tenant_id("t1");
+      req.set_device_id(id);
+      req.set_slot(rv1::KEY_SLOT_SECONDARY);
+      rv1::Device out;
+      return real_->RegenerateDeviceKey(&ctx, &req, &out);
+    });
+    auto a = registrar_->ActivateDevice(product_, id);
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition) << a.status();
+    EXPECT_FALSE(Activated(Stored(id)));
+  }
 }
 
 }  // namespace
