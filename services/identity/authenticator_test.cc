@@ -660,13 +660,20 @@ TEST_F(AuthenticatorTest, EnosStaticAndDynamicActivation) {
                                   absl::ZeroDuration(), 3));
   EXPECT_EQ(denied.deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
   EXPECT_TRUE(denied.issued_device_secret().empty());
+  // The registry says the device is disabled (a disable this service has not seen).
+  clock_.Advance(absl::Seconds(1));
+  registrar_.activation_status = absl::PermissionDeniedError("device is disabled");
+  denied = Run(TripleConnect("pk-triple", "newdev", kProductSecret, TripleSignMethod::kSha256,
+                             absl::ZeroDuration(), 3));
+  EXPECT_EQ(denied.deny_reason(), v1::DENY_REASON_DEVICE_DISABLED) << denied.deny_detail();
+  EXPECT_TRUE(denied.issued_device_secret().empty());
   // A product without dynamic activation refuses securemode=3 product-secret connects.
   registrar_.activation_status = absl::OkStatus();
   EXPECT_EQ(Run(TripleConnect("pk-weak", "weak3", kProductSecret, TripleSignMethod::kSha256,
                               absl::ZeroDuration(), 3))
                 .deny_reason(),
             v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
-  EXPECT_EQ(registrar_.activations, 2);
+  EXPECT_EQ(registrar_.activations, 3);
 }
 
 TEST_F(AuthenticatorTest, DeviceLockoutAfterRepeatedBadSignatures) {
