@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
@@ -13,51 +15,61 @@
 namespace iotauth::audit {
 namespace {
 
-using big_endian::AppendU32;
-using big_endian::AppendU64;
 using big_endian::LoadU32;
 using big_endian::LoadU64;
 using iotauth::audit::v1::AuditEvent;
 
 constexpr absl::string_view kDomainTag = "iotauth.audit.v1.AuditEvent/1";
 
-// The encoder appends straight into one buffer (no temporary per field): it
-// runs once per committed event and once per verified event.
-void PutHeader(uint32_t number, size_t payload_size, std::string* out) {
-  AppendU32(number, out);
-  AppendU32(static_cast<uint32_t>(payload_size), out);
-}
+// The encoder sizes the whole encoding first, grows the buffer once and writes
+// through a cursor: it runs on every audited request, and one append per field
+// header cost more than the bytes themselves.
+constexpr size_t kHeaderBytes = 8;
+constexpr size_t kTimeBytes = 12;  // u64 seconds, u32 nanos
 
-void PutField(uint32_t number, absl::string_view payload, std::string* out) {
-  PutHeader(number, payload.size(), out);
-  out->append(payload.data(), payload.size());
-}
-
-void PutUint64Field(uint32_t number, uint64_t v, std::string* out) {
-  PutHeader(number, 8, out);
-  AppendU64(v, out);
-}
-
-void PutEnumField(uint32_t number, int32_t v, std::string* out) {
-  PutHeader(number, 4, out);
-  AppendU32(static_cast<uint32_t>(v), out);
-}
-
-// Timestamp and Duration share the (seconds, nanos) shape.
-template <typename T>
-void PutTimeField(uint32_t number, bool present, const T& t, std::string* out) {
-  if (!present) {
-    PutHeader(number, 0, out);
-    return;
+class Cursor {
+ public:
+  explicit Cursor(char* p) : p_(p) {}
+  void U32(uint32_t v) {
+    big_endian::StoreU32(v, p_);
+    p_ += 4;
   }
-  PutHeader(number, 12, out);
-  AppendU64(static_cast<uint64_t>(t.seconds()), out);
-  AppendU32(static_cast<uint32_t>(t.nanos()), out);
-}
+  void U64(uint64_t v) {
+    big_endian::StoreU64(v, p_);
+    p_ += 8;
+  }
+  void Bytes(absl::string_view b) {
+    if (!b.empty()) std::memcpy(p_, b.data(), b.size());
+    p_ += b.size();
+  }
+  void Header(uint32_t number, size_t payload_size) {
+    U32(number);
+    U32(static_cast<uint32_t>(payload_size));
+  }
+  void Field(uint32_t number, absl::string_view payload) {
+    Header(number, payload.size());
+    Bytes(payload);
+  }
+  // Timestamp and Duration share the (seconds, nanos) shape.
+  template <typename T>
+  void Time(uint32_t number, bool present, const T& t) {
+    if (!present) {
+      Header(number, 0);
+      return;
+    }
+    Header(number, kTimeBytes);
+    U64(static_cast<uint64_t>(t.seconds()));
+    U32(static_cast<uint32_t>(t.nanos()));
+  }
+  char* position() const { return p_; }
+
+ private:
+  char* p_;
+};
 
 using Attributes = google::protobuf::Map<std::string, std::string>;
 
-// Bytes AppendAttributeEntries appends for `m`.
+// Bytes WriteAttributeEntries writes for `m`.
 size_t AttributeEntriesSize(const Attributes& m) {
   size_t size = 0;
   for (const auto& [k, v] : m) size += 8 + k.size() + v.size();
@@ -65,21 +77,23 @@ size_t AttributeEntriesSize(const Attributes& m) {
 }
 
 // Map entries sorted by key bytes, each u32 key_length, key, u32 value_length, value.
-void AppendAttributeEntries(const Attributes& m, std::string* out) {
+void WriteAttributeEntries(const Attributes& m, Cursor* out) {
   absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4> entries;
   for (const auto& [k, v] : m) entries.emplace_back(k, v);
   std::sort(entries.begin(), entries.end());  // string_view compares bytes
   for (const auto& [k, v] : entries) {
-    AppendU32(static_cast<uint32_t>(k.size()), out);
-    out->append(k.data(), k.size());
-    AppendU32(static_cast<uint32_t>(v.size()), out);
-    out->append(v.data(), v.size());
+    out->U32(static_cast<uint32_t>(k.size()));
+    out->Bytes(k);
+    out->U32(static_cast<uint32_t>(v.size()));
+    out->Bytes(v);
   }
 }
 
-void PutAttributesField(uint32_t number, const Attributes& m, std::string* out) {
-  PutHeader(number, AttributeEntriesSize(m), out);
-  AppendAttributeEntries(m, out);
+// Grows `*out` by `size` bytes and returns a cursor at the old end.
+Cursor Grow(size_t size, std::string* out) {
+  const size_t at = out->size();
+  out->resize(at + size);
+  return Cursor(out->data() + at);
 }
 
 // Value of a hex digit; kNotHex for anything but 0-9 and a-f.
@@ -94,28 +108,41 @@ constexpr std::array<uint8_t, 256> MakeHexTable() {
 constexpr std::array<uint8_t, 256> kHexValue = MakeHexTable();
 
 // Appends the canonical encoding of `e`, with `sequence` and `prev_hash` in place
-// of the event's own, to `*out_ptr`.
+// of the event's own, to `*out`.
 void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
-                         std::string* out_ptr) {
-  std::string& out = *out_ptr;
-  out.append(kDomainTag.data(), kDomainTag.size());
-  PutUint64Field(1, sequence, &out);
-  PutField(2, e.event_id(), &out);
-  PutTimeField(3, e.has_time(), e.time(), &out);
-  PutEnumField(4, static_cast<int32_t>(e.type()), &out);
-  PutField(5, e.tenant_id(), &out);
-  PutField(6, e.product_key(), &out);
-  PutField(7, e.device_id(), &out);
-  PutEnumField(8, static_cast<int32_t>(e.outcome()), &out);
-  PutField(9, e.reason(), &out);
-  PutField(10, e.credential_type(), &out);
-  PutField(11, e.credential_fingerprint(), &out);
-  PutField(12, e.caller(), &out);
-  PutField(13, e.peer_address(), &out);
-  PutField(14, e.request_id(), &out);
-  PutTimeField(15, e.has_duration(), e.duration(), &out);
-  PutAttributesField(16, e.attributes(), &out);
-  PutField(17, prev_hash, &out);
+                         std::string* out) {
+  const size_t attributes = AttributeEntriesSize(e.attributes());
+  const size_t size = kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
+                      (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() +
+                      e.product_key().size() + e.device_id().size() + 4 + e.reason().size() +
+                      e.credential_type().size() + e.credential_fingerprint().size() +
+                      e.caller().size() + e.peer_address().size() + e.request_id().size() +
+                      (e.has_duration() ? kTimeBytes : 0) + attributes + prev_hash.size();
+  Cursor c = Grow(size, out);
+  [[maybe_unused]] const char* const end = c.position() + size;
+  c.Bytes(kDomainTag);
+  c.Header(1, 8);
+  c.U64(sequence);
+  c.Field(2, e.event_id());
+  c.Time(3, e.has_time(), e.time());
+  c.Header(4, 4);
+  c.U32(static_cast<uint32_t>(e.type()));
+  c.Field(5, e.tenant_id());
+  c.Field(6, e.product_key());
+  c.Field(7, e.device_id());
+  c.Header(8, 4);
+  c.U32(static_cast<uint32_t>(e.outcome()));
+  c.Field(9, e.reason());
+  c.Field(10, e.credential_type());
+  c.Field(11, e.credential_fingerprint());
+  c.Field(12, e.caller());
+  c.Field(13, e.peer_address());
+  c.Field(14, e.request_id());
+  c.Time(15, e.has_duration(), e.duration());
+  c.Header(16, attributes);
+  WriteAttributeEntries(e.attributes(), &c);
+  c.Field(17, prev_hash);
+  assert(c.position() == end);
 }
 
 // Appends the canonical encoding of `e` to `*out_ptr`.
@@ -233,8 +260,8 @@ bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
 
 std::string EncodeAttributes(const Attributes& attributes) {
   std::string out;
-  out.reserve(AttributeEntriesSize(attributes));
-  AppendAttributeEntries(attributes, &out);
+  Cursor c = Grow(AttributeEntriesSize(attributes), &out);
+  WriteAttributeEntries(attributes, &c);
   return out;
 }
 

@@ -51,6 +51,14 @@ void LocalAuditSink::CountDropped(uint64_t n) {
   if (!stopping_) gap_pending_ += n;
 }
 
+void LocalAuditSink::MaybeWakeWriter() {
+  if (writer_state_ == WriterState::kIdle ||
+      (writer_state_ == WriterState::kLinger && queue_.events.size() >= FullBatch())) {
+    writer_state_ = WriterState::kRunning;
+    writer_cv_.Signal();
+  }
+}
+
 void LocalAuditSink::Record(AuditEvent&& event) { RecordReusing(&event); }
 
 void LocalAuditSink::RecordReusing(AuditEvent* event) {
@@ -79,6 +87,7 @@ void LocalAuditSink::RecordReusing(AuditEvent* event) {
       ++stats_.enqueued;
       accepted = true;
     }
+    MaybeWakeWriter();
   }
   if (options_.observer == nullptr) return;
   if (accepted) {
@@ -113,27 +122,33 @@ void LocalAuditSink::WriterLoop() {
     uint64_t gap = 0;
     {
       absl::MutexLock lock(&mu_);
-      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || !queue_.events.empty() || gap_pending_ > 0;
       };
-      if (RetentionEnabled()) {
-        // Wake up now and then to run retention on an idle log (a FakeClock in
-        // tests decides when it is due).
-        if (!mu_.AwaitWithTimeout(absl::Condition(&work),
-                                  std::min(options_.retention_interval, absl::Seconds(1)))) {
-          continue;
+      if (!has_work()) {
+        writer_state_ = WriterState::kIdle;
+        if (RetentionEnabled()) {
+          // Wake up now and then to run retention on an idle log (a FakeClock in
+          // tests decides when it is due).
+          writer_cv_.WaitWithTimeout(&mu_, std::min(options_.retention_interval, absl::Seconds(1)));
+        } else {
+          writer_cv_.Wait(&mu_);
         }
-      } else {
-        mu_.Await(absl::Condition(&work));
+        writer_state_ = WriterState::kRunning;
+        if (!has_work()) continue;  // retention's turn (or a spurious wake-up)
       }
       if (queue_.events.empty() && gap_pending_ == 0) return;  // stopping and drained
-      const size_t max_batch = options_.max_batch;
-      auto full = [this, max_batch]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || queue_.events.size() >= max_batch;
+      auto cut_short = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || flush_wanted_ || queue_.events.size() >= FullBatch();
       };
-      if (!full() && options_.linger > absl::ZeroDuration()) {
-        mu_.AwaitWithTimeout(absl::Condition(&full), options_.linger);
+      if (!cut_short() && options_.linger > absl::ZeroDuration()) {
+        const absl::Time deadline = absl::Now() + options_.linger;
+        writer_state_ = WriterState::kLinger;
+        while (!cut_short() && !writer_cv_.WaitWithDeadline(&mu_, deadline)) {
+        }
+        writer_state_ = WriterState::kRunning;
       }
+      flush_wanted_ = false;
       // Everything queued, in O(1): producers never wait behind the commit.
       std::swap(taken_, queue_);
       gap = std::exchange(gap_pending_, 0);
@@ -222,6 +237,13 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
 bool LocalAuditSink::Flush(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   const uint64_t ticket = accepted_;
+  if (finished_ < ticket || gap_pending_ > 0) {
+    flush_wanted_ = true;
+    if (writer_state_ != WriterState::kRunning) {
+      writer_state_ = WriterState::kRunning;
+      writer_cv_.Signal();
+    }
+  }
   auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return finished_ >= ticket && gap_pending_ == 0;
   };
@@ -233,6 +255,8 @@ void LocalAuditSink::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    writer_state_ = WriterState::kRunning;
+    writer_cv_.Signal();
   }
   if (writer_.joinable()) writer_.join();
 }

@@ -4,6 +4,7 @@
 // batch carries a GAP event saying how many were lost.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -119,6 +120,10 @@ class LocalAuditSink final : public AuditSink {
   // Commits `batch`, after a GAP event for `gap` lost events when gap > 0.
   void CommitBatch(EncodedBatch batch, uint64_t gap);
   void CountDropped(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the writer if it waits for what the queue now holds.
+  void MaybeWakeWriter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Events that make a lingering writer commit at once.
+  size_t FullBatch() const { return std::min(options_.max_batch, options_.queue_capacity); }
   bool RetentionEnabled() const;
   void MaybeApplyRetention();
 
@@ -134,6 +139,14 @@ class LocalAuditSink final : public AuditSink {
   Queue queue_ ABSL_GUARDED_BY(mu_);
   Queue taken_;  // writer thread only
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The writer sleeps on `writer_cv_`, never on a Condition of `mu_`: a waiter's
+  // Condition would be evaluated by every producer's unlock. Producers signal it
+  // only when it waits for a first event (kIdle) or for a batch to fill (kLinger)
+  // and the batch is full.
+  enum class WriterState { kRunning, kIdle, kLinger };
+  WriterState writer_state_ ABSL_GUARDED_BY(mu_) = WriterState::kRunning;
+  bool flush_wanted_ ABSL_GUARDED_BY(mu_) = false;  // Flush() cuts the linger short
+  absl::CondVar writer_cv_;
   uint64_t gap_pending_ ABSL_GUARDED_BY(mu_) = 0;  // drops not yet written as a GAP
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;     // tickets for Flush
   uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
