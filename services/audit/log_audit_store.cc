@@ -209,6 +209,24 @@ struct LogAuditStore::BlockBuilder {
   uint64_t block = 0;
   TimeRange time;
   std::unique_ptr<BlockFilter> filter = std::make_unique<BlockFilter>();
+  // The tenant added last: most events repeat it, and adding a key twice sets the
+  // same bits, so the repeat skips hashing it.
+  std::string last_tenant;
+  bool has_tenant = false;
+
+  void AddTenant(absl::string_view tenant_id) {
+    if (has_tenant && tenant_id == last_tenant) return;
+    filter->AddTenant(tenant_id);
+    last_tenant.assign(tenant_id.data(), tenant_id.size());
+    has_tenant = true;
+  }
+  // Starts block `next` with an empty filter and time range.
+  void Reset(uint64_t next) {
+    block = next;
+    time = TimeRange();
+    filter = std::make_unique<BlockFilter>();
+    has_tenant = false;
+  }
 };
 
 struct LogAuditStore::Segment {
@@ -917,7 +935,7 @@ absl::Status LogAuditStore::Recover() {
       EventFrame e;
       if (f.kind != kKindEvent || !ParseEventFrame(f.body, &e)) continue;
       if (e.fields.sequence < block_first) continue;
-      builder_->filter->AddTenant(e.fields.tenant_id);
+      builder_->AddTenant(e.fields.tenant_id);
       builder_->filter->AddDevice(e.fields.device_id);
       if (e.fields.has_time) builder_->time.Add(e.fields.time_seconds);
     }
@@ -1234,7 +1252,7 @@ void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<Canonical
     const CanonicalFields& e = events[i];
     const uint64_t seq = results[i].sequence;
     BlockBuilder& b = *builder_;
-    b.filter->AddTenant(e.tenant_id);
+    b.AddTenant(e.tenant_id);
     b.filter->AddDevice(e.device_id);
     if (e.has_time) {
       b.time.Add(e.time_seconds);
@@ -1248,9 +1266,7 @@ void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<Canonical
       s.time = b.time;
       s.filter = std::shared_ptr<const BlockFilter>(std::move(b.filter));
       completed.emplace_back(b.block, std::move(s));
-      b.block = seq / kBlockEvents;
-      b.time = TimeRange();
-      b.filter = std::make_unique<BlockFilter>();
+      b.Reset(seq / kBlockEvents);
     }
   }
   for (const auto& [key, seq] : p.ids) Remember(key, seq);

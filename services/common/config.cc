@@ -231,7 +231,7 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->set_x509_result_cache_size(65536);
   c.mutable_identity()->set_replay_cache_size(1 << 20);
   c.mutable_audit()->set_queue_capacity(65536);
-  c.mutable_audit()->set_batch_size(512);
+  c.mutable_audit()->set_batch_size(2048);
   c.mutable_audit()->set_full_queue_policy("block");
   c.mutable_audit()->mutable_block_timeout()->set_nanos(50 * 1000 * 1000);
   c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
