@@ -89,12 +89,7 @@ void LocalAuditSink::RecordReusing(AuditEvent* event) {
     }
     MaybeWakeWriter();
   }
-  if (options_.observer == nullptr) return;
-  if (accepted) {
-    options_.observer->OnEnqueued();
-  } else {
-    options_.observer->OnDropped(1);
-  }
+  if (!accepted && options_.observer != nullptr) options_.observer->OnDropped(1);
 }
 
 bool LocalAuditSink::RetentionEnabled() const {
@@ -155,6 +150,7 @@ void LocalAuditSink::WriterLoop() {
     }
     // Committed in batches of at most max_batch, in order.
     const size_t n = taken_.events.size();
+    if (options_.observer != nullptr && n > 0) options_.observer->OnEnqueued(n);
     size_t at = 0;
     do {
       const size_t end = std::min(n, at + options_.max_batch);

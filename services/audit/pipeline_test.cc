@@ -105,7 +105,7 @@ class GatedStore final : public AuditStore {
 
 class CountingObserver final : public AuditPipelineObserver {
  public:
-  void OnEnqueued() override { ++enqueued; }
+  void OnEnqueued(uint64_t n) override { enqueued += n; }
   void OnDropped(uint64_t n) override { dropped += n; }
   void OnBatchCommitted(const CommittedBatch& batch) override {
     committed += batch.events;
@@ -191,6 +191,7 @@ TEST_F(PipelineTest, CommitsInBatchesOfAtMostMaxBatch) {
   EXPECT_EQ(st.batches, 4u);
   EXPECT_EQ(st.dropped, 0u);
   EXPECT_EQ(observer_.committed, 10u);
+  EXPECT_EQ(observer_.enqueued, 10u);
   EXPECT_EQ(notifier_.head(), 10u);
   EXPECT_TRUE(store_->Verify(0, 0)->ok);
 }

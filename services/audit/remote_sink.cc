@@ -59,7 +59,7 @@ void RemoteAuditSink::Record(v1::AuditEvent&& event) {
   }
   if (options_.observer == nullptr) return;
   if (accepted) {
-    options_.observer->OnEnqueued();
+    options_.observer->OnEnqueued(1);
   } else {
     options_.observer->OnDropped(1);
   }

@@ -61,7 +61,8 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
   explicit AuditMetrics(prometheus::Registry& r)
       : enqueued_(prometheus::BuildCounter()
                       .Name("iotauth_audit_events_enqueued_total")
-                      .Help("Audit events accepted by the pipeline.")
+                      .Help("Audit events accepted by the pipeline (counted as the writer "
+                            "takes them from the queue).")
                       .Register(r)
                       .Add({})),
         dropped_(prometheus::BuildCounter()
@@ -87,7 +88,7 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
                      .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005,
                                                                       0.01, 0.025, 0.05, 0.1, 0.25,
                                                                       0.5, 1})) {}
-  void OnEnqueued() override { enqueued_.Increment(); }
+  void OnEnqueued(uint64_t count) override { enqueued_.Increment(static_cast<double>(count)); }
   void OnDropped(uint64_t count) override { dropped_.Increment(static_cast<double>(count)); }
   void OnBatchCommitted(const audit::CommittedBatch& batch) override {
     committed_.Increment(static_cast<double>(batch.events));
