@@ -107,19 +107,23 @@ constexpr std::array<uint8_t, 256> MakeHexTable() {
 }
 constexpr std::array<uint8_t, 256> kHexValue = MakeHexTable();
 
-// Appends the canonical encoding of `e`, with `sequence` and `prev_hash` in place
-// of the event's own, to `*out`.
-void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
-                         std::string* out) {
-  const size_t attributes = AttributeEntriesSize(e.attributes());
-  const size_t size = kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
-                      (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() +
-                      e.product_key().size() + e.device_id().size() + 4 + e.reason().size() +
-                      e.credential_type().size() + e.credential_fingerprint().size() +
-                      e.caller().size() + e.peer_address().size() + e.request_id().size() +
-                      (e.has_duration() ? kTimeBytes : 0) + attributes + prev_hash.size();
-  Cursor c = Grow(size, out);
-  [[maybe_unused]] const char* const end = c.position() + size;
+// Bytes of the canonical encoding of `e` with a `prev_hash_size`-byte prev_hash;
+// `*attributes` receives the attribute entries' share.
+size_t CanonicalSize(const AuditEvent& e, size_t prev_hash_size, size_t* attributes) {
+  *attributes = AttributeEntriesSize(e.attributes());
+  return kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
+         (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() + e.product_key().size() +
+         e.device_id().size() + 4 + e.reason().size() + e.credential_type().size() +
+         e.credential_fingerprint().size() + e.caller().size() + e.peer_address().size() +
+         e.request_id().size() + (e.has_duration() ? kTimeBytes : 0) + *attributes + prev_hash_size;
+}
+
+// Writes the canonical encoding of `e`, with `sequence` and `prev_hash` in place of
+// the event's own, at `out`, which has room for CanonicalSize(...) bytes; returns
+// the end of what it wrote.
+char* WriteCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
+                         size_t attributes, char* out) {
+  Cursor c(out);
   c.Bytes(kDomainTag);
   c.Header(1, 8);
   c.U64(sequence);
@@ -142,7 +146,20 @@ void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_vi
   c.Header(16, attributes);
   WriteAttributeEntries(e.attributes(), &c);
   c.Field(17, prev_hash);
-  assert(c.position() == end);
+  return c.position();
+}
+
+// Appends the canonical encoding of `e`, with `sequence` and `prev_hash` in place
+// of the event's own, to `*out`.
+void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
+                         std::string* out) {
+  size_t attributes = 0;
+  const size_t size = CanonicalSize(e, prev_hash.size(), &attributes);
+  const size_t at = out->size();
+  out->resize(at + size);
+  [[maybe_unused]] const char* const end =
+      WriteCanonicalWith(e, sequence, prev_hash, attributes, out->data() + at);
+  assert(end == out->data() + out->size());
 }
 
 // Appends the canonical encoding of `e` to `*out_ptr`.
@@ -274,6 +291,16 @@ std::string CanonicalEncoding(const AuditEvent& e) {
 
 void AppendUnchainedEncoding(const AuditEvent& event, std::string* out) {
   AppendCanonicalWith(event, 0, kGenesisHash, out);
+}
+
+absl::string_view EncodeUnchainedInto(const AuditEvent& event, std::string* scratch) {
+  size_t attributes = 0;
+  const size_t size = CanonicalSize(event, kGenesisHash.size(), &attributes);
+  if (scratch->size() < size) scratch->resize(size);
+  [[maybe_unused]] const char* const end =
+      WriteCanonicalWith(event, 0, kGenesisHash, attributes, scratch->data());
+  assert(end == scratch->data() + size);
+  return absl::string_view(scratch->data(), size);
 }
 
 bool IsUnchainedEncoding(absl::string_view bytes) {

@@ -62,6 +62,12 @@ inline constexpr size_t kCanonicalSequenceOffset = 29 + 8;
 // kGenesisHash in place of its own.
 void AppendUnchainedEncoding(const iotauth::audit::v1::AuditEvent& event, std::string* out);
 
+// The same encoding written at the start of `*scratch`, which only ever grows (a
+// reused scratch string is neither cleared nor zero-filled again); the result
+// points into it.
+absl::string_view EncodeUnchainedInto(const iotauth::audit::v1::AuditEvent& event,
+                                      std::string* scratch);
+
 // True when `bytes` has the version-1 tag, field 1 with an 8-byte payload first and
 // field 17 with a 64-byte payload last: the layout ChainUnchainedEncoding patches.
 // (The rest is ParseCanonical's to check.)

@@ -265,6 +265,29 @@ TEST(UnchainedEncodingTest, ChainingGivesTheCanonicalEncoding) {
   EXPECT_TRUE(ParseCanonical(empty, &fields));
 }
 
+// The scratch form: a long event then a shorter one in the same scratch string
+// gives each exactly its own encoding (no stale tail), and the scratch only grows.
+TEST(UnchainedEncodingTest, ScratchEncodingMatchesAndReusesTheBuffer) {
+  AuditEvent long_event = FixedEvent();
+  (*long_event.mutable_attributes())["note"] = std::string(300, 'n');
+  std::string want_long;
+  AppendUnchainedEncoding(long_event, &want_long);
+  std::string scratch;
+  EXPECT_EQ(EncodeUnchainedInto(long_event, &scratch), want_long);
+  const size_t grown = scratch.size();
+  EXPECT_EQ(grown, want_long.size());
+
+  AuditEvent short_event;
+  short_event.set_event_id("e1");
+  std::string want_short;
+  AppendUnchainedEncoding(short_event, &want_short);
+  const absl::string_view got = EncodeUnchainedInto(short_event, &scratch);
+  EXPECT_EQ(got, want_short);
+  EXPECT_EQ(got.data(), scratch.data());
+  EXPECT_EQ(scratch.size(), grown);  // not shrunk, not refilled
+  EXPECT_TRUE(IsUnchainedEncoding(got));
+}
+
 TEST(UnchainedEncodingTest, RejectsOtherLayouts) {
   AuditEvent event = FixedEvent();
   std::string bytes;

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "absl/time/time.h"
 #include "proto/iotauth/audit/v1/audit.pb.h"
 #include "services/common/clock.h"
 
@@ -16,6 +17,8 @@ namespace iotauth::audit {
 std::string NewEventId();
 // NewEventId into `*out` (replacing its contents; no allocation when it has room).
 void NewEventIdInto(std::string* out);
+// The same with `now` for the time part (the caller has just read the clock).
+void NewEventIdInto(std::string* out, absl::Time now);
 
 // Assigns `event_id` (NewEventId) and `time` (clock.Now()) when they are empty (an
 // out-of-range time is replaced too, marked by attribute `invalid_time_replaced`), and

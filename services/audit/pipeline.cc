@@ -65,9 +65,8 @@ void LocalAuditSink::RecordReusing(AuditEvent* event) {
   const bool fresh = event->event_id().empty();
   PrepareForRecord(*options_.clock, event);
   // Encoded outside the lock into a per-thread buffer that keeps its capacity.
-  thread_local std::string encoded;
-  encoded.clear();
-  AppendUnchainedEncoding(*event, &encoded);
+  thread_local std::string scratch;
+  const absl::string_view encoded = EncodeUnchainedInto(*event, &scratch);
   bool accepted = false;
   {
     absl::MutexLock lock(&mu_);
@@ -82,7 +81,7 @@ void LocalAuditSink::RecordReusing(AuditEvent* event) {
       CountDropped(1);
     } else {
       queue_.events.push_back({queue_.bytes.size(), encoded.size(), fresh});
-      queue_.bytes.append(encoded);
+      queue_.bytes.append(encoded.data(), encoded.size());
       ++accepted_;
       ++stats_.enqueued;
       accepted = true;
