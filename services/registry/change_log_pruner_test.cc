@@ -1,14 +1,12 @@
 #include "services/registry/change_log_pruner.h"
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
-#include "services/registry/secret_box.h"
 #include "services/registry/sqlite_store.h"
+#include "services/registry/test_store.h"
 
 namespace iotauth::registry {
 namespace {
@@ -16,15 +14,7 @@ namespace {
 class ChangeLogPrunerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir =
-        absl::StrCat(::testing::TempDir(), "/pruner_",
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-    SqliteStore::Options o;
-    o.path = dir + "/registry.db";
-    o.secret_box = std::shared_ptr<const SecretBox>(*SecretBox::Create(std::string(32, 'm')));
-    o.clock = &clock_;
-    auto s = SqliteStore::Open(o);
+    auto s = testing::OpenTestStore(&clock_);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
   }

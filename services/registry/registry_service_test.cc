@@ -18,6 +18,7 @@
 #include "services/common/clock.h"
 #include "services/common/crypto.h"
 #include "services/registry/sqlite_store.h"
+#include "services/registry/test_store.h"
 
 namespace iotauth::registry {
 namespace {
@@ -62,14 +63,7 @@ constexpr uint32_t kReader = static_cast<uint32_t>(Role::kReader);
 class RegistryServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = absl::StrCat(::testing::TempDir(), "/svc_",
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-    SqliteStore::Options so;
-    so.path = dir + "/registry.db";
-    so.secret_box = std::shared_ptr<const SecretBox>(*SecretBox::Create(std::string(32, 'm')));
-    so.clock = &clock_;
-    auto store = SqliteStore::Open(so);
+    auto store = testing::OpenTestStore(&clock_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     resolver_.Set(true, kAdmin);
@@ -912,7 +906,7 @@ TEST_F(RegistryServiceTest, RewrapSecretsMovesEverySecretToTheNewKey) {
     ASSERT_FALSE(keys[d.device_id()].empty());
   }
   const std::string path = store_->path();
-  const std::string key_a(32, 'm');  // the fixture's key
+  const std::string key_a = testing::TestMasterKey();  // the fixture's key
   const std::string key_b(32, 'n');
   svc_.reset();
   store_.reset();

@@ -30,6 +30,7 @@
 #include "services/identity/x509/x509_certificate_verifier.h"
 #include "services/registry/registry_service.h"
 #include "services/registry/sqlite_store.h"
+#include "services/registry/test_store.h"
 
 namespace iotauth::identity {
 namespace {
@@ -80,15 +81,9 @@ class FailNthCallResolver final : public CallerResolver {
 class CaMirrorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = absl::StrCat(::testing::TempDir(), "/camirror_",
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-    ::iotauth::registry::SqliteStore::Options so;
-    so.path = dir + "/registry.db";
-    so.secret_box = std::shared_ptr<const ::iotauth::registry::SecretBox>(
-        *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
-    so.clock = &clock_;
-    store_ = *::iotauth::registry::SqliteStore::Open(so);
+    auto store = ::iotauth::registry::testing::OpenTestStore(&clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
     registry_ = NewRegistryService();
     x509::CertificateService::Options co;
     co.store = store_.get();
@@ -112,7 +107,7 @@ class CaMirrorTest : public ::testing::Test {
 
   void TearDown() override {
     if (mirror_) mirror_->Stop();
-    server_->Shutdown();
+    if (server_) server_->Shutdown();
   }
 
   // A RegistryService over the fixture's store, clock, audit sink and resolver.

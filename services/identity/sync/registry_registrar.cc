@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/common/status_macros.h"
 #include "services/registry/validation.h"
 
 namespace iotauth::identity {
@@ -27,6 +28,14 @@ void RegistryRegistrar::Prepare(grpc::ClientContext* ctx) const {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
 }
 
+template <typename Request, typename Response>
+absl::Status RegistryRegistrar::Call(Rpc<Request, Response> rpc, const Request& request,
+                                     Response* response) const {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  return FromGrpc((stub_.get()->*rpc)(&ctx, request, response));
+}
+
 absl::StatusOr<rv1::Device> RegistryRegistrar::RegisterFromEnrollmentGroup(
     const EnrollmentGroupRecord& group, absl::string_view device_id,
     absl::string_view derived_key_base64) {
@@ -42,21 +51,16 @@ absl::StatusOr<rv1::Device> RegistryRegistrar::RegisterFromEnrollmentGroup(
   key->set_primary_key(std::string(derived_key_base64));
   key->set_secondary_key(std::string(derived_key_base64));
   rv1::Device created;
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  grpc::Status s = stub_->CreateDevice(&ctx, req, &created);
+  absl::Status s = Call(&Stub::CreateDevice, req, &created);
   if (s.ok()) return created;
-  if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) return FromGrpc(s);
+  if (s.code() != absl::StatusCode::kAlreadyExists) return s;
   // A concurrent first connect won the race: take the stored device if it came
   // through the same group.
-  grpc::ClientContext gctx;
-  Prepare(&gctx);
   rv1::GetDeviceRequest get;
   get.set_tenant_id(group.tenant_id);
   get.set_device_id(std::string(device_id));
   rv1::Device existing;
-  s = stub_->GetDevice(&gctx, get, &existing);
-  if (!s.ok()) return FromGrpc(s);
+  IOTAUTH_RETURN_IF_ERROR(Call(&Stub::GetDevice, get, &existing));
   if (existing.enrollment_group_id() != group.id) {
     return absl::AlreadyExistsError("device exists outside this enrollment group");
   }
@@ -69,9 +73,7 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
   get.set_tenant_id(product.tenant_id);
   get.set_device_id(std::string(device_name));
   rv1::Device existing;
-  grpc::ClientContext gctx;
-  Prepare(&gctx);
-  grpc::Status s = stub_->GetDevice(&gctx, get, &existing);
+  absl::Status s = Call(&Stub::GetDevice, get, &existing);
   Activation out;
   if (s.ok()) {
     if (existing.product_key() != product.product_key) {
@@ -103,22 +105,16 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     regen.set_device_id(std::string(device_name));
     regen.set_slot(rv1::KEY_SLOT_PRIMARY);
     regen.set_etag(existing.etag());
-    grpc::ClientContext rctx;
-    Prepare(&rctx);
     rv1::Device regenerated;
-    s = stub_->RegenerateDeviceKey(&rctx, regen, &regenerated);
-    if (!s.ok()) return FromGrpc(s);
+    IOTAUTH_RETURN_IF_ERROR(Call(&Stub::RegenerateDeviceKey, regen, &regenerated));
     out.device_secret = regenerated.credentials().symmetric_key().primary_key();
     rv1::SetDeviceStatusRequest st;
     st.set_tenant_id(product.tenant_id);
     st.set_device_id(std::string(device_name));
     st.set_status(rv1::DEVICE_STATUS_ENABLED);
     st.set_etag(regenerated.etag());
-    grpc::ClientContext sctx;
-    Prepare(&sctx);
     rv1::Device enabled;
-    s = stub_->SetDeviceStatus(&sctx, st, &enabled);
-    if (!s.ok()) return FromGrpc(s);
+    IOTAUTH_RETURN_IF_ERROR(Call(&Stub::SetDeviceStatus, st, &enabled));
     rv1::UpdateDeviceRequest upd;
     upd.mutable_device()->set_tenant_id(product.tenant_id);
     upd.mutable_device()->set_device_id(std::string(device_name));
@@ -127,15 +123,12 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
     upd.mutable_update_mask()->add_paths("tags");
     upd.set_etag(enabled.etag());
-    grpc::ClientContext uctx;
-    Prepare(&uctx);
-    s = stub_->UpdateDevice(&uctx, upd, &out.device);
-    if (!s.ok()) return FromGrpc(s);
+    IOTAUTH_RETURN_IF_ERROR(Call(&Stub::UpdateDevice, upd, &out.device));
     // The answer omits the keys; they are the ones generated above (each later
     // write was conditional on that version).
     *out.device.mutable_credentials()->mutable_symmetric_key() =
         regenerated.credentials().symmetric_key();
-  } else if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+  } else if (s.code() == absl::StatusCode::kNotFound) {
     rv1::CreateDeviceRequest req;
     rv1::Device* d = req.mutable_device();
     d->set_tenant_id(product.tenant_id);
@@ -144,13 +137,10 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     d->set_status(rv1::DEVICE_STATUS_ENABLED);
     (*d->mutable_tags())[kActivatedTag] = "true";
     req.set_generate_keys(true);
-    grpc::ClientContext cctx;
-    Prepare(&cctx);
-    s = stub_->CreateDevice(&cctx, req, &out.device);
-    if (!s.ok()) return FromGrpc(s);
+    IOTAUTH_RETURN_IF_ERROR(Call(&Stub::CreateDevice, req, &out.device));
     out.device_secret = out.device.credentials().symmetric_key().primary_key();
   } else {
-    return FromGrpc(s);
+    return s;
   }
   if (out.device_secret.empty()) {
     return absl::InternalError("registry returned no generated device secret");

@@ -4,10 +4,13 @@
 #pragma once
 
 #include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/status.h>
 
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
 #include "services/identity/directory.h"
 
@@ -29,8 +32,18 @@ class RegistryRegistrar final : public DeviceRegistrar {
   static constexpr char kActivatedTag[] = "iotauth.activated";
 
  private:
+  using Stub = iotauth::registry::v1::DeviceRegistry::Stub;
+  // A unary method of the stub, e.g. &Stub::GetDevice.
+  template <typename Request, typename Response>
+  using Rpc = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&, Response*);
+
   void Prepare(grpc::ClientContext* ctx) const;
-  std::unique_ptr<iotauth::registry::v1::DeviceRegistry::Stub> stub_;
+  // One unary call of `rpc` with a fresh context from Prepare; the gRPC status maps
+  // code for code onto the result. `response` is filled when the result is OK.
+  template <typename Request, typename Response>
+  absl::Status Call(Rpc<Request, Response> rpc, const Request& request, Response* response) const;
+
+  std::unique_ptr<Stub> stub_;
   std::string token_;
 };
 

@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,8 +13,8 @@
 #include "services/common/caller.h"
 #include "services/common/clock.h"
 #include "services/registry/registry_service.h"
-#include "services/registry/secret_box.h"
 #include "services/registry/sqlite_store.h"
+#include "services/registry/test_store.h"
 
 namespace iotauth::identity {
 namespace {
@@ -97,16 +96,7 @@ class HookedRegistry final : public rv1::DeviceRegistry::Service {
 class RegistryRegistrarTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir =
-        absl::StrCat(::testing::TempDir(), "/registrar_",
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-    SqliteStore::Options so;
-    so.path = dir + "/registry.db";
-    so.secret_box = std::shared_ptr<const ::iotauth::registry::SecretBox>(
-        *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
-    so.clock = &clock_;
-    auto store = SqliteStore::Open(so);
+    auto store = ::iotauth::registry::testing::OpenTestStore(&clock_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     RegistryService::Options o;

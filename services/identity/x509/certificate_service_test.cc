@@ -21,6 +21,7 @@
 #include "services/identity/x509/test_pki.h"
 #include "services/identity/x509/x509_certificate_verifier.h"
 #include "services/registry/sqlite_store.h"
+#include "services/registry/test_store.h"
 #include "services/registry/validation.h"
 
 namespace iotauth::identity::x509 {
@@ -129,15 +130,7 @@ std::string SignSha256(EVP_PKEY* key, const std::string& data) {
 class CertificateServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = absl::StrCat(::testing::TempDir(), "/certsvc_",
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-    ::iotauth::registry::SqliteStore::Options so;
-    so.path = dir + "/registry.db";
-    so.secret_box = std::shared_ptr<const ::iotauth::registry::SecretBox>(
-        *::iotauth::registry::SecretBox::Create(std::string(32, 'm')));
-    so.clock = &clock_;
-    auto store = ::iotauth::registry::SqliteStore::Open(so);
+    auto store = ::iotauth::registry::testing::OpenTestStore(&clock_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
 
