@@ -182,7 +182,7 @@ int Main(int argc, char** argv) {
               st.committed / elapsed, absl::FormatDuration(drained - produced).c_str());
   std::printf("Record() cost on the producer: %.2f us/event (includes waits when blocked)\n",
               recorded.load() ? record_ns.load() / 1000.0 / recorded.load() : 0.0);
-  std::printf("writer-side CPU (process minus producer threads): %.1f us/committed event\n",
+  std::printf("writer-side CPU (process minus producer threads): %.2f us/committed event\n",
               st.committed ? pipeline_cpu * 1e6 / st.committed : 0.0);
   recorder.Print();
   auto v = (*store)->Verify(0, 0);

@@ -4,6 +4,7 @@
 // must encode back to something that parses to the same event. Bytes that pass
 // IsUnchainedEncoding (the check AppendEncoded makes) must stay in bounds when
 // chained, and chaining must not change what they parse to beyond the two fields.
+// The producer's scratch encoding must equal the appended one.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -41,6 +42,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   iotauth::audit::v1::AuditEvent e;
   if (!CanonicalFieldsToEvent(f, &e)) return 0;
   const std::string again = CanonicalEncoding(e);
+  // The producer's scratch form: one scratch string kept across inputs (of every
+  // size) must give exactly the appended encoding each time.
+  static std::string* const scratch = new std::string();
+  std::string unchained;
+  iotauth::audit::AppendUnchainedEncoding(e, &unchained);
+  if (iotauth::audit::EncodeUnchainedInto(e, scratch) != unchained) std::abort();
   CanonicalFields g;
   if (!ParseCanonical(again, &g)) std::abort();
   iotauth::audit::v1::AuditEvent e2;
