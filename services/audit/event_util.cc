@@ -51,7 +51,8 @@ void NewEventIdInto(std::string* out, absl::Time now) {
     auto bytes = crypto::RandomBytes(RandomPool::kSize);
     if (!bytes.ok()) {
       static std::atomic<uint64_t> counter{0};
-      *out = absl::StrCat(absl::Hex(absl::ToUnixNanos(now), absl::kZeroPad16),
+      // The real clock here, not the caller's time: this id's uniqueness rests on it.
+      *out = absl::StrCat(absl::Hex(absl::ToUnixNanos(absl::Now()), absl::kZeroPad16),
                           absl::Hex(counter.fetch_add(1), absl::kZeroPad16));
       return;
     }
@@ -102,11 +103,13 @@ void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event)
   }
   // Into the event's own string: a reused event keeps its storage. The id's time
   // part only orders ids (uniqueness is the 80 random bits): the event's own time,
-  // when plausible, saves reading the clock again.
+  // when it is a time the 48-bit millisecond field holds (1970 to the end of 9999,
+  // the Timestamp range), saves reading the clock again.
   if (event->event_id().empty()) {
+    constexpr int64_t kLastSecondOf9999 = 253402300799;
     const int64_t s = event->time().seconds();
     NewEventIdInto(event->mutable_event_id(),
-                   s >= 0 && s < (int64_t{1} << 40) ? FromTimestamp(event->time()) : absl::Now());
+                   s >= 0 && s <= kLastSecondOf9999 ? FromTimestamp(event->time()) : absl::Now());
   }
   event->clear_sequence();
   event->clear_prev_hash();

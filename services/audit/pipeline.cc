@@ -121,6 +121,7 @@ void LocalAuditSink::WriterLoop() {
       };
       if (!has_work()) {
         writer_state_ = WriterState::kIdle;
+        flush_wanted_ = false;  // nothing queued: no Flush waits on the linger
         if (RetentionEnabled()) {
           // Wake up now and then to run retention on an idle log (a FakeClock in
           // tests decides when it is due).
@@ -232,7 +233,10 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
 bool LocalAuditSink::Flush(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   const uint64_t ticket = accepted_;
-  if (finished_ < ticket || gap_pending_ > 0) {
+  // Only what still waits in the queue needs the linger cut short (a batch already
+  // taken is being committed); a flag left set would make the next event after an
+  // idle spell a batch of one.
+  if (!queue_.events.empty() || gap_pending_ > 0) {
     flush_wanted_ = true;
     if (writer_state_ != WriterState::kRunning) {
       writer_state_ = WriterState::kRunning;

@@ -46,14 +46,16 @@ struct CommittedBatch {
 };
 
 // Hooks for metrics (Prometheus) and tests. Implementations must be thread-safe
-// and fast; they run on the producer thread (OnDropped) or the writer thread (the
-// rest) and must not call back into the pipeline.
+// and fast, and must not call back into the pipeline. LocalAuditSink calls
+// OnDropped on the producer thread and the rest on its writer thread;
+// RemoteAuditSink calls OnEnqueued(1) and OnDropped on the producer thread.
 class AuditPipelineObserver {
  public:
   virtual ~AuditPipelineObserver() = default;
   // `count` more events were accepted. LocalAuditSink reports them when its writer
-  // takes them from the queue (up to one linger after Record): a metric updated on
-  // every Record cost the hot path more than a tenth of a microsecond.
+  // takes them from the queue (after the linger, and after the batch before them
+  // has committed): a metric updated on every Record cost the hot path more than a
+  // tenth of a microsecond.
   virtual void OnEnqueued(uint64_t count) {}
   virtual void OnDropped(uint64_t count) {}
   // After a batch committed durably.
@@ -100,7 +102,7 @@ class LocalAuditSink final : public AuditSink {
   // Shutdown().
   ~LocalAuditSink() override;
 
-  // Assigns event_id and time when empty, encodes the event (AppendUnchainedEncoding,
+  // Assigns event_id and time when empty, encodes the event (EncodeUnchainedInto,
   // on the caller's thread: the writer then only chains and writes bytes) and
   // enqueues it; see FullQueuePolicy. Thread-safe. After Shutdown() events are
   // counted as dropped.
