@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string again = CanonicalEncoding(e);
   // The producer's scratch form: one scratch string kept across inputs (of every
   // size) must give exactly the appended encoding each time.
-  static std::string* const scratch = new std::string();
+  static auto* const scratch = new std::string();
   std::string unchained;
   iotauth::audit::AppendUnchainedEncoding(e, &unchained);
   if (iotauth::audit::EncodeUnchainedInto(e, scratch) != unchained) std::abort();
