@@ -89,11 +89,11 @@ void WriteAttributeEntries(const Attributes& m, Cursor* out) {
   }
 }
 
-// Grows `*out` by `size` bytes and returns a cursor at the old end.
-Cursor Grow(size_t size, std::string* out) {
+// Grows `*out` by `size` bytes and returns where the new bytes start.
+char* Grow(size_t size, std::string* out) {
   const size_t at = out->size();
   out->resize(at + size);
-  return Cursor(out->data() + at);
+  return out->data() + at;
 }
 
 // Value of a hex digit; kNotHex for anything but 0-9 and a-f.
@@ -155,11 +155,10 @@ void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_vi
                          std::string* out) {
   size_t attributes = 0;
   const size_t size = CanonicalSize(e, prev_hash.size(), &attributes);
-  const size_t at = out->size();
-  out->resize(at + size);
+  char* const start = Grow(size, out);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(e, sequence, prev_hash, attributes, out->data() + at);
-  assert(end == out->data() + out->size());
+      WriteCanonicalWith(e, sequence, prev_hash, attributes, start);
+  assert(end == start + size);
 }
 
 // Appends the canonical encoding of `e` to `*out_ptr`.
@@ -277,7 +276,7 @@ bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
 
 std::string EncodeAttributes(const Attributes& attributes) {
   std::string out;
-  Cursor c = Grow(AttributeEntriesSize(attributes), &out);
+  Cursor c(Grow(AttributeEntriesSize(attributes), &out));
   WriteAttributeEntries(attributes, &c);
   return out;
 }

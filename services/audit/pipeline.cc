@@ -51,11 +51,15 @@ void LocalAuditSink::CountDropped(uint64_t n) {
   if (!stopping_) gap_pending_ += n;
 }
 
+void LocalAuditSink::WakeWriter() {
+  writer_state_ = WriterState::kRunning;
+  writer_cv_.Signal();
+}
+
 void LocalAuditSink::MaybeWakeWriter() {
   if (writer_state_ == WriterState::kIdle ||
       (writer_state_ == WriterState::kLinger && queue_.events.size() >= FullBatch())) {
-    writer_state_ = WriterState::kRunning;
-    writer_cv_.Signal();
+    WakeWriter();
   }
 }
 
@@ -238,10 +242,7 @@ bool LocalAuditSink::Flush(absl::Duration timeout) {
   // idle spell a batch of one.
   if (!queue_.events.empty() || gap_pending_ > 0) {
     flush_wanted_ = true;
-    if (writer_state_ != WriterState::kRunning) {
-      writer_state_ = WriterState::kRunning;
-      writer_cv_.Signal();
-    }
+    if (writer_state_ != WriterState::kRunning) WakeWriter();
   }
   auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return finished_ >= ticket && gap_pending_ == 0;
@@ -254,8 +255,7 @@ void LocalAuditSink::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    writer_state_ = WriterState::kRunning;
-    writer_cv_.Signal();
+    WakeWriter();
   }
   if (writer_.joinable()) writer_.join();
 }

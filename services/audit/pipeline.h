@@ -125,6 +125,8 @@ class LocalAuditSink final : public AuditSink {
   // Commits `batch`, after a GAP event for `gap` lost events when gap > 0.
   void CommitBatch(EncodedBatch batch, uint64_t gap);
   void CountDropped(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the writer running and signals it (harmless when it is not waiting).
+  void WakeWriter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes the writer if it waits for what the queue now holds.
   void MaybeWakeWriter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Events that make a lingering writer commit at once.
