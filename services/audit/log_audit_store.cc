@@ -683,6 +683,10 @@ struct LogAuditStore::Pending {
     size_t begin = 0;     // range in buffer_
     size_t end = 0;
     uint64_t last = 0;  // last sequence written in it
+    // The segment's tail (its bytes in the last partial block) precedes `begin` in
+    // buffer_, starting at a kDirectAlign boundary: a direct write can go out of
+    // buffer_ in place.
+    bool tail_in_buffer = false;
   };
   std::vector<Chunk> chunks;
   std::vector<std::pair<uint64_t, uint64_t>> sparse;  // (sequence, offset)
@@ -1019,6 +1023,20 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   }
   if (chain != nullptr) *chain = p.head_raw;
   buffer_.clear();
+  // Room for the whole batch up front: buffer_ then does not move while it fills,
+  // and the first chunk, starting at a kDirectAlign boundary, is written in place
+  // (WriteBatch) instead of copied into the direct buffer. (Were the bound short,
+  // the write would only fall back to the copy.)
+  size_t event_bytes = 0;
+  for (const EncodedEvent& e : batch.events) event_bytes += e.size;
+  const size_t n_events = batch.events.size();
+  const size_t n_checkpoints =
+      options_.checkpoint_interval == 0 ? 0 : n_events / options_.checkpoint_interval + 1;
+  buffer_.reserve(3 * kDirectAlign + 2 * kSegmentHeader + event_bytes +
+                  n_events * (kFrameHeader + kHashBytes) +
+                  n_checkpoints * (kFrameHeader + kCheckpointBody));
+  const auto lead = static_cast<size_t>(
+      (kDirectAlign - reinterpret_cast<uintptr_t>(buffer_.data()) % kDirectAlign) % kDirectAlign);
   std::vector<AppendedEvent> results(batch.events.size());
   absl::flat_hash_map<absl::uint128, uint64_t> batch_ids;
   const absl::Time now = options_.clock->Now();
@@ -1050,12 +1068,19 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
       seg->index_path = seg->path.substr(0, seg->path.size() - 4) + ".idx";
       seg->last = seg->first - 1;
       seg_size = 0;
-      p.chunks.push_back({seg, true, 0, buffer_.size(), 0, 0});
+      const bool first_chunk = chunk == nullptr;
+      if (first_chunk) buffer_.append(lead, '\0');
+      p.chunks.push_back({seg, true, 0, buffer_.size(), 0, 0, first_chunk});
       chunk = &p.chunks.back();
       buffer_.append(kSegmentMagic.data(), kSegmentMagic.size());
       AppendU64(seg->first, &buffer_);
     } else if (chunk == nullptr) {
-      p.chunks.push_back({seg, false, seg_size, buffer_.size(), 0, 0});
+      const bool direct = seg->wfd >= 0;
+      if (direct) {
+        buffer_.append(lead, '\0');
+        buffer_.append(seg->tail);
+      }
+      p.chunks.push_back({seg, false, seg_size, buffer_.size(), 0, 0, direct});
       chunk = &p.chunks.back();
     }
     const size_t frame = buffer_.size();
@@ -1119,7 +1144,8 @@ absl::Status LogAuditStore::PrepareForWrites(Segment* seg) const {
   return absl::OkStatus();
 }
 
-absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uint64_t offset) {
+absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uint64_t offset,
+                                       std::optional<size_t> in_place_pad) {
   if (seg->wfd < 0) {
     if (!WriteAll(seg->fd, data, offset) || fdatasync(seg->fd) != 0) {
       return ErrnoStatus("cannot write", seg->path);
@@ -1134,12 +1160,18 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
   }
   const size_t total = seg->tail.size() + data.size();
   const auto padded = static_cast<size_t>((total + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
-  if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
-  char* buf = direct_buffer_->Get(std::max<size_t>(padded, 1 << 20));
-  if (buf == nullptr) return absl::ResourceExhaustedError("audit log: no memory for a write");
-  std::copy(seg->tail.begin(), seg->tail.end(), buf);
-  std::memcpy(buf + seg->tail.size(), data.data(), data.size());
-  std::memset(buf + total, 0, padded - total);
+  const char* buf = data.data() - seg->tail.size();
+  if (!in_place_pad.has_value() || *in_place_pad != padded - total ||
+      reinterpret_cast<uintptr_t>(buf) % kDirectAlign != 0) {
+    // Copied into the aligned buffer, with the tail before and zeros after.
+    if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
+    char* copy = direct_buffer_->Get(std::max<size_t>(padded, 1 << 20));
+    if (copy == nullptr) return absl::ResourceExhaustedError("audit log: no memory for a write");
+    std::copy(seg->tail.begin(), seg->tail.end(), copy);
+    std::memcpy(copy + seg->tail.size(), data.data(), data.size());
+    std::memset(copy + total, 0, padded - total);
+    buf = copy;
+  }
   // Keep the file zero-filled ahead: the data writes are then overwrites of
   // allocated blocks (no allocation, no size change to journal).
   if (start + padded > seg->zeroed_end) {
@@ -1182,10 +1214,12 @@ void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, const std::string& 
   } else {
     // Put the old partial block back, zeros after it.
     const uint64_t start = offset - offset % kDirectAlign;
+    // Writes in place never allocate the direct buffer: the undo may be its first use.
+    if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
+    char* buf = direct_buffer_->Get(1 << 20);
     const size_t span = static_cast<size_t>(
         std::min<uint64_t>(std::max<uint64_t>(seg->zeroed_end, start + kDirectAlign) - start,
-                           direct_buffer_ ? direct_buffer_->capacity : 0));
-    char* buf = direct_buffer_ ? direct_buffer_->data.get() : nullptr;
+                           buf != nullptr ? direct_buffer_->capacity : 0));
     ok = buf != nullptr && span >= kDirectAlign;
     if (ok) {
       std::memset(buf, 0, span);
@@ -1218,8 +1252,16 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
     }
     old_tails.push_back(seg->tail);
     ++done;
-    status =
-        WriteChunk(seg, absl::string_view(buffer_.data() + c.begin, c.end - c.begin), c.offset);
+    // The last chunk, its tail before it in buffer_, goes out in place: buffer_ takes
+    // the zeros up to the block boundary (within its reserve, so it does not move).
+    std::optional<size_t> in_place_pad;
+    if (c.tail_in_buffer && seg->wfd >= 0 && c.end == buffer_.size()) {
+      const size_t total = seg->tail.size() + (c.end - c.begin);
+      in_place_pad = (kDirectAlign - total % kDirectAlign) % kDirectAlign;
+      buffer_.append(*in_place_pad, '\0');
+    }
+    status = WriteChunk(seg, absl::string_view(buffer_.data() + c.begin, c.end - c.begin), c.offset,
+                        in_place_pad);
     if (status.ok() && c.created && fsync(dir_fd_) != 0) {
       status = ErrnoStatus("cannot sync the directory of", seg->path);
     }
@@ -1474,7 +1516,7 @@ absl::StatusOr<CheckpointRecord> LogAuditStore::CreateCheckpoint(absl::Time now)
   std::string frame;
   AppendCheckpointFrame(c, raw, &frame);
   const std::string old_tail = seg->tail;
-  if (absl::Status st = WriteChunk(seg.get(), frame, offset); !st.ok()) {
+  if (absl::Status st = WriteChunk(seg.get(), frame, offset, std::nullopt); !st.ok()) {
     UndoChunk(seg.get(), offset, old_tail);
     return st;
   }

@@ -139,7 +139,11 @@ class LogAuditStore final : public AuditStore {
   absl::Status WriteBatch(Pending* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Writes `data` at `offset` of `segment` (direct or buffered, by its wfd) and
   // makes it durable; on success the segment's tail/zeroed_end describe the file.
-  absl::Status WriteChunk(Segment* segment, absl::string_view data, uint64_t offset)
+  // `in_place_pad`: the segment's tail precedes `data` in the same buffer and this
+  // many zero bytes follow it, so a direct write needs no copy when that span is
+  // aligned and ends on a block boundary (otherwise it is copied).
+  absl::Status WriteChunk(Segment* segment, absl::string_view data, uint64_t offset,
+                          std::optional<size_t> in_place_pad)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Takes back a WriteChunk at `offset` whose segment tail was `old_tail` before.
   void UndoChunk(Segment* segment, uint64_t offset, const std::string& old_tail)
