@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/enum_name.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/dps.h"
 #include "services/identity/sas_token.h"
@@ -714,11 +715,11 @@ class Authenticator::Attempt {
     const bool allow = resp_->decision() == v1::DECISION_ALLOW;
     e.set_outcome(allow ? av1::OUTCOME_ALLOW : av1::OUTCOME_DENY);
     if (!allow) {
-      e.set_reason(v1::DenyReason_Name(resp_->deny_reason()));
+      e.set_reason(EnumName(resp_->deny_reason()));
       (*e.mutable_attributes())["detail"] = resp_->deny_detail();
     }
     if (resp_->credential_type() != reg::CREDENTIAL_TYPE_UNSPECIFIED) {
-      e.set_credential_type(reg::CredentialType_Name(resp_->credential_type()));
+      e.set_credential_type(EnumName(resp_->credential_type()));
     }
     e.set_credential_fingerprint(resp_->credential_fingerprint());
     e.set_caller(context_.caller.data(), context_.caller.size());
