@@ -48,7 +48,8 @@ struct CommittedBatch {
 // Hooks for metrics (Prometheus) and tests. Implementations must be thread-safe
 // and fast, and must not call back into the pipeline. LocalAuditSink calls
 // OnDropped on the producer thread and the rest on its writer thread;
-// RemoteAuditSink calls OnEnqueued(1) and OnDropped on the producer thread.
+// RemoteAuditSink calls OnDropped on the producer thread, OnEnqueued on its sender
+// thread and OnBatchCommitted where acknowledgements arrive (a gRPC thread).
 class AuditPipelineObserver {
  public:
   virtual ~AuditPipelineObserver() = default;

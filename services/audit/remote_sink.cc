@@ -57,12 +57,20 @@ void RemoteAuditSink::Record(v1::AuditEvent&& event) {
       accepted = true;
     }
   }
+  // Accepted events reach the observer from the sender thread (ReportEnqueued): a
+  // metric updated on every Record cost the hot path more than a tenth of a
+  // microsecond.
+  if (!accepted && options_.observer != nullptr) options_.observer->OnDropped(1);
+}
+
+void RemoteAuditSink::ReportEnqueued() {
   if (options_.observer == nullptr) return;
-  if (accepted) {
-    options_.observer->OnEnqueued(1);
-  } else {
-    options_.observer->OnDropped(1);
+  uint64_t newly = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    newly = stats_.enqueued - std::exchange(enqueued_reported_, stats_.enqueued);
   }
+  if (newly > 0) options_.observer->OnEnqueued(newly);
 }
 
 // One Ingest call through the callback API, with blocking Write / WritesDone /
@@ -268,6 +276,7 @@ void RemoteAuditSink::SenderLoop() {
         sent_ += n;
         stats_.sent += n;
       }
+      ReportEnqueued();  // before the events it counts can be acknowledged
       if (!stream->Write(std::move(request))) break;
     }
     // Tear down this stream; whatever is unacknowledged goes again on the next one.
@@ -333,6 +342,7 @@ void RemoteAuditSink::Shutdown(absl::Duration timeout) {
     }
   }
   if (sender_.joinable()) sender_.join();
+  ReportEnqueued();  // events accepted but never sent (counted as dropped too)
 }
 
 RemoteSinkStats RemoteAuditSink::Stats() const {

@@ -65,7 +65,8 @@ class RemoteAuditSink final : public AuditSink {
     absl::Duration max_backoff = absl::Seconds(10);
     // Called on each new Ingest call's context (for example to add a bearer token).
     std::function<void(grpc::ClientContext*)> configure_context;
-    // OnEnqueued / OnDropped, and OnBatchCommitted with the number of events
+    // OnEnqueued (from the sender thread, for the events accepted since its last
+    // report) / OnDropped, and OnBatchCommitted with the number of events
     // acknowledged (last_sequence 0: acks carry ids only) and zero latency.
     AuditPipelineObserver* observer = nullptr;
   };
@@ -92,6 +93,8 @@ class RemoteAuditSink final : public AuditSink {
 
   explicit RemoteAuditSink(Options options);
   void SenderLoop();
+  // Tells the observer how many events were accepted since the last report.
+  void ReportEnqueued();
   // An ack arrived: releases the acknowledged events (called on a gRPC thread).
   void HandleAck(const iotauth::audit::v1::IngestAck& ack);
   // The stream's reads ended: the sender tears it down and reconnects.
@@ -112,6 +115,7 @@ class RemoteAuditSink final : public AuditSink {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time shutdown_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   RemoteSinkStats stats_ ABSL_GUARDED_BY(mu_);
+  uint64_t enqueued_reported_ ABSL_GUARDED_BY(mu_) = 0;  // told to the observer
 
   absl::Mutex shutdown_mu_;
   std::thread sender_;

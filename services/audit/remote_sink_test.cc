@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -130,8 +131,10 @@ class RemoteSinkTest : public ::testing::Test {
     return builder.BuildAndStart();
   }
   void StartSink(std::shared_ptr<grpc::Channel> channel, size_t capacity = 1000,
-                 absl::Duration ack_timeout = absl::Seconds(30)) {
+                 absl::Duration ack_timeout = absl::Seconds(30),
+                 AuditPipelineObserver* observer = nullptr) {
     RemoteAuditSink::Options o;
+    o.observer = observer;
     o.ack_timeout = ack_timeout;
     o.channel = std::move(channel);
     o.max_batch = 10;
@@ -172,6 +175,32 @@ TEST_F(RemoteSinkTest, StreamsEventsInOrderUntilAcknowledged) {
   EXPECT_EQ(st.pending, 0u);
   EXPECT_EQ(st.dropped, 0u);
   EXPECT_TRUE(store_->Verify(0, 0)->ok);
+}
+
+// The enqueued count reaches the observer from the sender thread, never from the
+// thread that calls Record (the hot path), and adds up to what was accepted.
+TEST_F(RemoteSinkTest, ReportsEnqueuedEventsFromTheSenderThread) {
+  struct Counting : AuditPipelineObserver {
+    void OnEnqueued(uint64_t n) override {
+      absl::MutexLock lock(&mu);
+      enqueued += n;
+      threads.insert(std::this_thread::get_id());
+    }
+    absl::Mutex mu;
+    uint64_t enqueued ABSL_GUARDED_BY(mu) = 0;
+    std::set<std::thread::id> threads ABSL_GUARDED_BY(mu);
+  } observer;
+  server_ = StartServer(service_.get(), "", nullptr);
+  StartSink(server_->InProcessChannel(grpc::ChannelArguments()), 1000, absl::Seconds(30),
+            &observer);
+  for (int i = 0; i < 95; ++i) sink_->Record(Event(i));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  {
+    absl::MutexLock lock(&observer.mu);
+    EXPECT_EQ(observer.enqueued, 95u);
+    EXPECT_EQ(observer.threads.count(std::this_thread::get_id()), 0u);
+  }
+  sink_.reset();  // before the observer goes
 }
 
 TEST_F(RemoteSinkTest, AcceptsAcknowledgementsInAnyOrder) {
