@@ -5,6 +5,7 @@
 #   tools/bench/identity_server_bench.sh [--devices=N] [--mode=sas|triple]
 #       [--request_devices=M (100000)] [--triple_requests=R (2500000)]
 #       [--audit_backend=log|sqlite (log)] [--rounds=N (5)] [--round_duration=D (5s)]
+#       [--cost_rounds=N (3)] [--cost_rate=QPS (10000)] [--cost_duration=D (10s)]
 #       [run_identity_bench.sh flags]
 #
 # 1. builds iotauthd, iotauthctl and the bench tools with -c opt;
@@ -26,6 +27,11 @@
 #    closed-loop load, --round_duration each (5s). Run-to-run drift on this machine
 #    (~12%, see /work/shared/notes/performance.md) then hits all three alike; the
 #    report gives each round's ratios and their median and range;
+#    Then the audit's cost (--cost_rounds=N, default 3; 0 skips): iotauthd with and
+#    without the audit log loaded at the same time, each at a fixed --cost_rate
+#    (10000/s) for --cost_duration (10s), and their server CPU per call compared.
+#    Both see the same machine at the same moment, so the difference (what the audit
+#    costs per call) holds still to ~0.1 us where peak QPS swings by 10%;
 # 7. times audit queries by device over the log the runs wrote.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,6 +43,9 @@ request_devices=100000
 audit_backend=log
 rounds=5
 round_duration=5s
+cost_rounds=3
+cost_rate=10000
+cost_duration=10s
 client_cpus=0 server_cpus=1 channels=4 concurrency=64
 pass=()
 for a in "$@"; do
@@ -48,6 +57,9 @@ for a in "$@"; do
     --audit_backend=*) audit_backend="${a#*=}" ;;
     --rounds=*) rounds="${a#*=}" ;;
     --round_duration=*) round_duration="${a#*=}" ;;
+    --cost_rounds=*) cost_rounds="${a#*=}" ;;
+    --cost_rate=*) cost_rate="${a#*=}" ;;
+    --cost_duration=*) cost_duration="${a#*=}" ;;
     # Seen here for the interleaved rounds, and passed on.
     --client_cpus=*) client_cpus="${a#*=}"; pass+=("$a") ;;
     --server_cpus=*) server_cpus="${a#*=}"; pass+=("$a") ;;
@@ -228,19 +240,43 @@ if ((rounds > 0)); then
     done
     echo "  round $r/$rounds done" >&2
   done
+  if ((cost_rounds > 0)); then
+    echo "==> audit cost: audit on and audit off side by side at $cost_rate/s each," \
+      "$cost_rounds rounds of $cost_duration" >&2
+    for r in $(seq 1 "$cost_rounds"); do
+      lgs=()
+      for i in 1 2; do
+        n="${inames[$i]}"
+        taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
+          --mode="$mode" --channels=2 --concurrency="$concurrency" --rate="$cost_rate" --warmup=1s \
+          --duration="$cost_duration" --requests_file="$work/requests.jsonl" \
+          --server_pid="${ipids[$i]}" --start_request="${isent[$i]}" --json --label="$n" \
+          >"$il/cost${r}_$n.json" 2>/dev/null &
+        lgs+=($!)
+      done
+      wait "${lgs[@]}" || true
+      for i in 1 2; do
+        n="${inames[$i]}"
+        isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/cost${r}_$n.json") ))
+      done
+      echo "  cost round $r/$cost_rounds done" >&2
+    done
+  fi
   kill "${ipids[@]}" 2>/dev/null || true
   wait "${ipids[@]}" 2>/dev/null || true
-  /usr/bin/python3 - "$il" "$rounds" <<'PY' || rc=3
+  /usr/bin/python3 - "$il" "$rounds" "$cost_rounds" "$cost_rate" <<'PY' || rc=3
 import json, os, statistics, sys
-d, rounds = sys.argv[1], int(sys.argv[2])
+d, rounds, cost_rounds, cost_rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 print("\nInterleaved rounds (same load, the three servers take turns; QPS / server CPU us per call):")
 # (numerator, denominator, floor) of each ratio reported.
 pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95))
 ratios = {(a, b): [] for a, b, _ in pairs}
 bad = []
 both_cb = 0
+off_cpu = []  # audit off's server CPU per call at peak
 for r in range(1, rounds + 1):
     x = {n: json.load(open(os.path.join(d, "r%d_%s.json" % (r, n)))) for n in ("noop", "on", "off")}
+    off_cpu.append(x["off"].get("server_cpu_us_per_call") or 0)
     for n, v in x.items():
         if v["errors"] or v["deny"] or v.get("machine_busy"):
             bad.append("round %d %s" % (r, n))
@@ -264,6 +300,24 @@ print("  (QPS/server CPU us per call; cb: the client used > 0.9 core, it may be 
 if both_cb:
     print("  * both runs client-bound: that ratio measures the client, not the servers (%d of %d)"
           % (both_cb, 3 * rounds))
+if cost_rounds:
+    print("\nAudit cost, audit on and off side by side at %s/s each (server CPU us per call):" % cost_rate)
+    diffs = []
+    for r in range(1, cost_rounds + 1):
+        x = {n: json.load(open(os.path.join(d, "cost%d_%s.json" % (r, n)))) for n in ("on", "off")}
+        c = {n: v.get("server_cpu_us_per_call") or 0 for n, v in x.items()}
+        for n, v in x.items():
+            if v["errors"] or v["deny"]:
+                bad.append("cost round %d %s" % (r, n))
+        diffs.append(c["on"] - c["off"])
+        print("  round %d: on %6.0f QPS %5.2f us  off %6.0f QPS %5.2f us  audit %+.2f us/call" % (
+            r, x["on"]["qps"], c["on"], x["off"]["qps"], c["off"], diffs[-1]))
+    cost, base = statistics.median(diffs), statistics.median(off_cpu)
+    print("  audit cost median %.2f us/call (min %.2f, max %.2f)" % (cost, min(diffs), max(diffs)))
+    if base > 0:
+        # A saturated server core serves calls at 1 / (CPU per call).
+        print("  on/off a saturated server core would give: %.2f (audit off's %.1f us/call at peak,"
+              " interleaved median, plus the audit's %.2f; floor 0.95)" % (base / (base + cost), base, cost))
 if bad:
     print("  INVALID rounds (errors, DENYs or a busy machine): " + ", ".join(bad))
     sys.exit(1)
