@@ -45,9 +45,9 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
       }
       s.sweep_not_before = earliest;
     }
-    if (s.entries.size() >= per_shard_) {
+    if (s.entries.size() >= per_shard_ && !EvictWeakest(&s, now)) {
       s.count.store(s.entries.size(), std::memory_order_relaxed);
-      return;  // full of live entries: this key is not tracked
+      return;  // full of locked-out keys: this key is not tracked
     }
     it = s.entries.emplace(std::string(key), Entry()).first;
   }
@@ -67,6 +67,29 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
   s.count.store(s.entries.size(), std::memory_order_relaxed);
 }
 
+bool AttemptLimiter::EvictWeakest(Shard* s, absl::Time now) {
+  // Among the first few entries in hash order (which an attacker cannot steer: the
+  // hash is seeded per process), the unlocked one with the fewest failures, the
+  // oldest on a tie. Keys sprayed to fill the table carry one failure each, so a
+  // key under a real attack, with several, is the last to go; a locked-out key
+  // never goes.
+  constexpr size_t kSample = 8;
+  auto victim = s->entries.end();
+  size_t seen = 0;
+  for (auto e = s->entries.begin(); e != s->entries.end() && seen < kSample; ++e, ++seen) {
+    const Entry& v = e->second;
+    if (v.locked_until > now) continue;
+    if (victim == s->entries.end() || v.failures < victim->second.failures ||
+        (v.failures == victim->second.failures && v.last_failure < victim->second.last_failure)) {
+      victim = e;
+    }
+  }
+  if (victim == s->entries.end()) return false;
+  s->entries.erase(victim);
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 absl::Time AttemptLimiter::SweepableAt(const Entry& e) const {
   return std::max(e.locked_until, e.last_failure + options_.failure_memory);
 }
@@ -80,6 +103,8 @@ void AttemptLimiter::RecordSuccess(absl::string_view key) {
   s.entries.erase(it);
   s.count.store(s.entries.size(), std::memory_order_relaxed);
 }
+
+uint64_t AttemptLimiter::evictions() const { return evictions_.load(std::memory_order_relaxed); }
 
 size_t AttemptLimiter::size() const {
   size_t n = 0;

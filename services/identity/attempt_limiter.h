@@ -28,8 +28,11 @@ class AttemptLimiter {
     absl::Duration max_lockout = absl::Minutes(15);
     // A key with no failure for this long starts from zero again.
     absl::Duration failure_memory = absl::Minutes(15);
-    // Keys tracked at most (failing keys only; successes leave no entry). When full,
-    // expired entries are swept; if none expired, new keys are not tracked.
+    // Keys tracked at most (failing keys only; successes leave no entry). When a
+    // shard is full, expired entries are swept; if none expired, a new key takes the
+    // place of a weak one (unlocked, fewest failures, among a few sampled), so that
+    // spraying fresh keys cannot blind the limiter; only a shard whose sampled
+    // entries are all locked out leaves a new key untracked.
     size_t capacity = 1 << 20;
     size_t shards = 64;
   };
@@ -44,6 +47,8 @@ class AttemptLimiter {
   void RecordSuccess(absl::string_view key);
 
   size_t size() const;
+  // Entries dropped to make room for new keys (a sign of key spraying).
+  uint64_t evictions() const;
 
  private:
   struct Entry {
@@ -62,11 +67,14 @@ class AttemptLimiter {
   };
   // When `e` stops counting: unlocked and no failure for failure_memory.
   absl::Time SweepableAt(const Entry& e) const;
+  // Drops the weakest sampled unlocked entry of a full shard; false if none.
+  bool EvictWeakest(Shard* shard, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard->mu);
   Shard& ShardFor(absl::string_view key) const;
 
   Options options_;
   size_t per_shard_;
   std::unique_ptr<Shard[]> shards_;
+  std::atomic<uint64_t> evictions_{0};
 };
 
 }  // namespace iotauth::identity

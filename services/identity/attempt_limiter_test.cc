@@ -59,26 +59,66 @@ TEST(AttemptLimiterTest, Bounded) {
   EXPECT_GE(l.size(), 2U);
 }
 
-TEST(AttemptLimiterTest, FullShardMakesRoomOnceAnEntryCanBeSwept) {
+// Locked-out keys hold their place; once one can be swept (unlocked and quiet for
+// failure_memory), its room goes to the next key.
+TEST(AttemptLimiterTest, FullShardOfLockedKeysMakesRoomOnceOneCanBeSwept) {
   auto o = Opts();
   o.capacity = 2;
   o.shards = 1;
   AttemptLimiter l(o);
-  l.RecordFailure("a", kT0);
-  l.RecordFailure("b", kT0 + absl::Seconds(30));
-  l.RecordFailure("c", kT0 + absl::Seconds(31));  // full of live entries: not tracked
+  for (int i = 0; i < 3; ++i) l.RecordFailure("a", kT0);                     // locked to +10 s
+  for (int i = 0; i < 3; ++i) l.RecordFailure("b", kT0 + absl::Seconds(5));  // to +15 s
+  for (int i = 0; i < 3; ++i) l.RecordFailure("c", kT0 + absl::Seconds(6));
+  EXPECT_FALSE(l.IsLocked("c", kT0 + absl::Seconds(7))) << "no room: c is not tracked";
+  EXPECT_TRUE(l.IsLocked("b", kT0 + absl::Seconds(7)));
   EXPECT_EQ(l.size(), 2U);
-  // "a" falls out of failure_memory after kT0 + 1 min: its room goes to the next key.
+  EXPECT_EQ(l.evictions(), 0U);
+  // "a" is swept after kT0 + 1 min (unlocked, no failure for failure_memory).
   for (int i = 0; i < 3; ++i) l.RecordFailure("d", kT0 + absl::Seconds(61));
   EXPECT_TRUE(l.IsLocked("d", kT0 + absl::Seconds(62)));
   EXPECT_EQ(l.size(), 2U);
-  // A failure of a tracked key extends its life: "b" is not swept at kT0 + 91 s.
-  l.RecordFailure("b", kT0 + absl::Seconds(80));
-  l.RecordFailure("e", kT0 + absl::Seconds(91));
+  EXPECT_EQ(l.evictions(), 0U) << "swept, not evicted";
+}
+
+// Spraying fresh keys into a full shard evicts the weakest unlocked entry: keys with
+// one failure go before a key under attack, which keeps its count and gets locked.
+TEST(AttemptLimiterTest, FullShardEvictsTheWeakestUnlockedKey) {
+  auto o = Opts();
+  o.capacity = 4;
+  o.shards = 1;
+  AttemptLimiter l(o);
+  l.RecordFailure("target", kT0);
+  l.RecordFailure("target", kT0 + absl::Seconds(1));  // two failures
+  for (int i = 0; i < 200; ++i) {
+    l.RecordFailure(absl::StrCat("spray", i), kT0 + absl::Seconds(2) + absl::Milliseconds(i));
+  }
+  EXPECT_EQ(l.size(), 4U);
+  EXPECT_EQ(l.evictions(), 197U);
+  l.RecordFailure("target", kT0 + absl::Seconds(3));  // the third: locked
+  EXPECT_TRUE(l.IsLocked("target", kT0 + absl::Seconds(4)));
+  // The newest sprayed key is tracked (it took a place), so its next failures count.
+  l.RecordFailure("spray199", kT0 + absl::Seconds(5));
+  l.RecordFailure("spray199", kT0 + absl::Seconds(5));
+  EXPECT_TRUE(l.IsLocked("spray199", kT0 + absl::Seconds(6)));
+}
+
+// A full shard whose entries are all locked out leaves new keys untracked rather
+// than free a lockout.
+TEST(AttemptLimiterTest, LockedKeysAreNeverEvicted) {
+  auto o = Opts();
+  o.capacity = 2;
+  o.shards = 1;
+  AttemptLimiter l(o);
+  for (int i = 0; i < 3; ++i) l.RecordFailure("a", kT0);
+  for (int i = 0; i < 3; ++i) l.RecordFailure("b", kT0);
+  for (int i = 0; i < 10; ++i) l.RecordFailure(absl::StrCat("n", i), kT0 + absl::Seconds(1));
+  EXPECT_TRUE(l.IsLocked("a", kT0 + absl::Seconds(2)));
+  EXPECT_TRUE(l.IsLocked("b", kT0 + absl::Seconds(2)));
+  EXPECT_EQ(l.evictions(), 0U);
+  // Once the lockouts end (but before they may be swept), the entries may go.
+  l.RecordFailure("late", kT0 + absl::Seconds(11));
+  EXPECT_EQ(l.evictions(), 1U);
   EXPECT_EQ(l.size(), 2U);
-  l.RecordFailure("b", kT0 + absl::Seconds(91));
-  l.RecordFailure("b", kT0 + absl::Seconds(92));
-  EXPECT_TRUE(l.IsLocked("b", kT0 + absl::Seconds(93)));
 }
 
 }  // namespace
