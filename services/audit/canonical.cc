@@ -68,19 +68,31 @@ class Cursor {
 };
 
 using Attributes = google::protobuf::Map<std::string, std::string>;
+using Entries = absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4>;
 
-// Bytes WriteAttributeEntries writes for `m`.
-size_t AttributeEntriesSize(const Attributes& m) {
+// The attribute entries in encoding order: sorted by key bytes, a repeated key
+// (possible in an EventView, never in a map) keeping its first value.
+template <typename Container>
+Entries SortedEntries(const Container& m) {
+  Entries entries;
+  for (const auto& [k, v] : m) entries.emplace_back(k, v);
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  entries.erase(std::unique(entries.begin(), entries.end(),
+                            [](const auto& a, const auto& b) { return a.first == b.first; }),
+                entries.end());
+  return entries;
+}
+
+// Bytes WriteAttributeEntries writes for `entries`.
+size_t AttributeEntriesSize(const Entries& entries) {
   size_t size = 0;
-  for (const auto& [k, v] : m) size += 8 + k.size() + v.size();
+  for (const auto& [k, v] : entries) size += 8 + k.size() + v.size();
   return size;
 }
 
-// Map entries sorted by key bytes, each u32 key_length, key, u32 value_length, value.
-void WriteAttributeEntries(const Attributes& m, Cursor* out) {
-  absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4> entries;
-  for (const auto& [k, v] : m) entries.emplace_back(k, v);
-  std::sort(entries.begin(), entries.end());  // string_view compares bytes
+// Each entry as u32 key_length, key, u32 value_length, value.
+void WriteAttributeEntries(const Entries& entries, Cursor* out) {
   for (const auto& [k, v] : entries) {
     out->U32(static_cast<uint32_t>(k.size()));
     out->Bytes(k);
@@ -88,6 +100,39 @@ void WriteAttributeEntries(const Attributes& m, Cursor* out) {
     out->Bytes(v);
   }
 }
+
+// An EventView behind AuditEvent's accessors: one encoder template serves both,
+// so the two can never encode the same event differently.
+class ViewAccess {
+ public:
+  struct Time {
+    int64_t s;
+    int32_t n;
+    int64_t seconds() const { return s; }
+    int32_t nanos() const { return n; }
+  };
+  explicit ViewAccess(const EventView& v) : v_(v) {}
+  absl::string_view event_id() const { return v_.event_id; }
+  bool has_time() const { return v_.has_time; }
+  Time time() const { return {v_.time.seconds, v_.time.nanos}; }
+  int32_t type() const { return v_.type; }
+  absl::string_view tenant_id() const { return v_.tenant_id; }
+  absl::string_view product_key() const { return v_.product_key; }
+  absl::string_view device_id() const { return v_.device_id; }
+  int32_t outcome() const { return v_.outcome; }
+  absl::string_view reason() const { return v_.reason; }
+  absl::string_view credential_type() const { return v_.credential_type; }
+  absl::string_view credential_fingerprint() const { return v_.credential_fingerprint; }
+  absl::string_view caller() const { return v_.caller; }
+  absl::string_view peer_address() const { return v_.peer_address; }
+  absl::string_view request_id() const { return v_.request_id; }
+  bool has_duration() const { return v_.has_duration; }
+  Time duration() const { return {v_.duration.seconds, v_.duration.nanos}; }
+  absl::Span<const EventView::Attribute> attributes() const { return v_.attributes; }
+
+ private:
+  const EventView& v_;
+};
 
 // Grows `*out` by `size` bytes and returns where the new bytes start.
 char* Grow(size_t size, std::string* out) {
@@ -107,10 +152,13 @@ constexpr std::array<uint8_t, 256> MakeHexTable() {
 }
 constexpr std::array<uint8_t, 256> kHexValue = MakeHexTable();
 
-// Bytes of the canonical encoding of `e` with a `prev_hash_size`-byte prev_hash;
-// `*attributes` receives the attribute entries' share.
-size_t CanonicalSize(const AuditEvent& e, size_t prev_hash_size, size_t* attributes) {
-  *attributes = AttributeEntriesSize(e.attributes());
+// Bytes of the canonical encoding of `e` (an AuditEvent or a ViewAccess) with a
+// `prev_hash_size`-byte prev_hash and `entries` as its attributes; `*attributes`
+// receives the attribute entries' share.
+template <typename E>
+size_t CanonicalSize(const E& e, const Entries& entries, size_t prev_hash_size,
+                     size_t* attributes) {
+  *attributes = AttributeEntriesSize(entries);
   return kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
          (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() + e.product_key().size() +
          e.device_id().size() + 4 + e.reason().size() + e.credential_type().size() +
@@ -121,8 +169,9 @@ size_t CanonicalSize(const AuditEvent& e, size_t prev_hash_size, size_t* attribu
 // Writes the canonical encoding of `e`, with `sequence` and `prev_hash` in place of
 // the event's own, at `out`, which has room for CanonicalSize(...) bytes; returns
 // the end of what it wrote.
-char* WriteCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
-                         size_t attributes, char* out) {
+template <typename E>
+char* WriteCanonicalWith(const E& e, const Entries& entries, uint64_t sequence,
+                         absl::string_view prev_hash, size_t attributes, char* out) {
   Cursor c(out);
   c.Bytes(kDomainTag);
   c.Header(1, 8);
@@ -144,7 +193,7 @@ char* WriteCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_vi
   c.Field(14, e.request_id());
   c.Time(15, e.has_duration(), e.duration());
   c.Header(16, attributes);
-  WriteAttributeEntries(e.attributes(), &c);
+  WriteAttributeEntries(entries, &c);
   c.Field(17, prev_hash);
   return c.position();
 }
@@ -153,11 +202,12 @@ char* WriteCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_vi
 // of the event's own, to `*out`.
 void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
                          std::string* out) {
+  const Entries entries = SortedEntries(e.attributes());
   size_t attributes = 0;
-  const size_t size = CanonicalSize(e, prev_hash.size(), &attributes);
+  const size_t size = CanonicalSize(e, entries, prev_hash.size(), &attributes);
   char* const start = Grow(size, out);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(e, sequence, prev_hash, attributes, start);
+      WriteCanonicalWith(e, entries, sequence, prev_hash, attributes, start);
   assert(end == start + size);
 }
 
@@ -276,8 +326,9 @@ bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
 
 std::string EncodeAttributes(const Attributes& attributes) {
   std::string out;
-  Cursor c(Grow(AttributeEntriesSize(attributes), &out));
-  WriteAttributeEntries(attributes, &c);
+  const Entries entries = SortedEntries(attributes);
+  Cursor c(Grow(AttributeEntriesSize(entries), &out));
+  WriteAttributeEntries(entries, &c);
   return out;
 }
 
@@ -292,14 +343,28 @@ void AppendUnchainedEncoding(const AuditEvent& event, std::string* out) {
   AppendCanonicalWith(event, 0, kGenesisHash, out);
 }
 
-absl::string_view EncodeUnchainedInto(const AuditEvent& event, std::string* scratch) {
+namespace {
+
+template <typename E>
+absl::string_view EncodeUnchainedIntoImpl(const E& event, std::string* scratch) {
+  const Entries entries = SortedEntries(event.attributes());
   size_t attributes = 0;
-  const size_t size = CanonicalSize(event, kGenesisHash.size(), &attributes);
+  const size_t size = CanonicalSize(event, entries, kGenesisHash.size(), &attributes);
   if (scratch->size() < size) scratch->resize(size);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(event, 0, kGenesisHash, attributes, scratch->data());
+      WriteCanonicalWith(event, entries, 0, kGenesisHash, attributes, scratch->data());
   assert(end == scratch->data() + size);
   return absl::string_view(scratch->data(), size);
+}
+
+}  // namespace
+
+absl::string_view EncodeUnchainedInto(const AuditEvent& event, std::string* scratch) {
+  return EncodeUnchainedIntoImpl(event, scratch);
+}
+
+absl::string_view EncodeUnchainedInto(const EventView& event, std::string* scratch) {
+  return EncodeUnchainedIntoImpl(ViewAccess(event), scratch);
 }
 
 bool IsUnchainedEncoding(absl::string_view bytes) {

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/iotauth/audit/v1/audit.pb.h"
+#include "services/audit/event_view.h"
 
 namespace iotauth::audit {
 
@@ -67,6 +68,9 @@ void AppendUnchainedEncoding(const iotauth::audit::v1::AuditEvent& event, std::s
 // points into it.
 absl::string_view EncodeUnchainedInto(const iotauth::audit::v1::AuditEvent& event,
                                       std::string* scratch);
+// The same for the event `event` describes: byte for byte what
+// EncodeUnchainedInto(ToAuditEvent(event)) gives (one encoder template serves both).
+absl::string_view EncodeUnchainedInto(const EventView& event, std::string* scratch);
 
 // True when `bytes` has the version-1 tag, field 1 with an 8-byte payload first and
 // field 17 with a 64-byte payload last: the layout ChainUnchainedEncoding patches.

@@ -4,11 +4,14 @@
 // must encode back to something that parses to the same event. Bytes that pass
 // IsUnchainedEncoding (the check AppendEncoded makes) must stay in bounds when
 // chained, and chaining must not change what they parse to beyond the two fields.
-// The producer's scratch encoding must equal the appended one.
+// The producer's scratch encoding must equal the appended one, and so must the
+// encoding of an EventView of the event (a repeated attribute key added after the
+// others must keep the first value).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -48,6 +51,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string unchained;
   iotauth::audit::AppendUnchainedEncoding(e, &unchained);
   if (iotauth::audit::EncodeUnchainedInto(e, scratch) != unchained) std::abort();
+  std::vector<iotauth::audit::EventView::Attribute> attributes;
+  iotauth::audit::EventView view = iotauth::audit::ViewOf(e, &attributes);
+  if (!attributes.empty()) {
+    attributes.emplace_back(attributes.front().first, "a later value for the same key");
+    view.attributes = attributes;
+  }
+  static auto* const view_scratch = new std::string();
+  if (iotauth::audit::EncodeUnchainedInto(view, view_scratch) != unchained) std::abort();
   CanonicalFields g;
   if (!ParseCanonical(again, &g)) std::abort();
   iotauth::audit::v1::AuditEvent e2;

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -286,6 +287,31 @@ TEST(UnchainedEncodingTest, ScratchEncodingMatchesAndReusesTheBuffer) {
   EXPECT_EQ(got.data(), scratch.data());
   EXPECT_EQ(scratch.size(), grown);  // not shrunk, not refilled
   EXPECT_TRUE(IsUnchainedEncoding(got));
+}
+
+// An EventView encodes to exactly the bytes of the message it describes, whatever
+// the order of its attributes; a repeated key keeps its first value, as in a map.
+TEST(UnchainedEncodingTest, ViewEncodingMatchesTheMessage) {
+  AuditEvent e = FixedEvent();  // attributes zeta and alpha
+  (*e.mutable_attributes())["mid"] = "middle";
+  std::string from_message;
+  AppendUnchainedEncoding(e, &from_message);
+  std::vector<EventView::Attribute> attributes;
+  EventView v = ViewOf(e, &attributes);
+  ASSERT_GE(attributes.size(), 3u);
+  std::reverse(attributes.begin(), attributes.end());
+  attributes.emplace_back("alpha", "ignored: alpha came earlier");
+  v.attributes = attributes;
+  std::string scratch;
+  EXPECT_EQ(EncodeUnchainedInto(v, &scratch), from_message);
+  EXPECT_EQ(EncodeUnchainedInto(ToAuditEvent(v), &scratch), from_message);
+  // Unset time and duration, no attributes.
+  e.clear_time();
+  e.clear_duration();
+  e.clear_attributes();
+  from_message.clear();
+  AppendUnchainedEncoding(e, &from_message);
+  EXPECT_EQ(EncodeUnchainedInto(ViewOf(e, &attributes), &scratch), from_message);
 }
 
 TEST(UnchainedEncodingTest, RejectsOtherLayouts) {

@@ -7,6 +7,7 @@
 #include "absl/types/span.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/audit/event_view.h"
 #include "services/common/thread_name.h"
 
 namespace iotauth::audit {
@@ -70,7 +71,51 @@ void LocalAuditSink::RecordReusing(AuditEvent* event) {
   PrepareForRecord(*options_.clock, event);
   // Encoded outside the lock into a per-thread buffer that keeps its capacity.
   thread_local std::string scratch;
-  const absl::string_view encoded = EncodeUnchainedInto(*event, &scratch);
+  Enqueue(EncodeUnchainedInto(*event, &scratch), fresh);
+}
+
+namespace {
+
+// True when recording `view` as it is gives what PrepareForRecord would make of
+// ToAuditEvent(view): a valid time and no field to cap.
+bool RecordableAsIs(const EventView& v) {
+  if (!v.has_time || v.time.nanos < 0 || v.time.nanos > 999999999) return false;
+  for (absl::string_view f : {v.tenant_id, v.product_key, v.device_id, v.reason, v.credential_type,
+                              v.credential_fingerprint, v.caller, v.peer_address, v.request_id}) {
+    if (f.size() > kMaxAuditFieldBytes) return false;
+  }
+  return std::none_of(v.attributes.begin(), v.attributes.end(), [](const EventView::Attribute& a) {
+    return a.first.size() > kMaxAuditFieldBytes || a.second.size() > kMaxAuditFieldBytes;
+  });
+}
+
+}  // namespace
+
+void LocalAuditSink::RecordView(const EventView& view) {
+  if (!RecordableAsIs(view)) {
+    // Rare (a producer's clock or an oversized field): the message path fixes it up.
+    AuditEvent event = ToAuditEvent(view);
+    RecordReusing(&event);
+    return;
+  }
+  const bool fresh = view.event_id.empty();
+  EventView v = view;
+  if (fresh) {
+    // As PrepareForRecord: the id's time part from the event's own time when the
+    // 48-bit millisecond field holds it.
+    constexpr int64_t kLastSecondOf9999 = 253402300799;
+    thread_local std::string id;
+    const int64_t s = v.time.seconds;
+    NewEventIdInto(&id, s >= 0 && s <= kLastSecondOf9999
+                            ? absl::FromUnixSeconds(s) + absl::Nanoseconds(v.time.nanos)
+                            : absl::Now());
+    v.event_id = id;
+  }
+  thread_local std::string scratch;
+  Enqueue(EncodeUnchainedInto(v, &scratch), fresh);
+}
+
+void LocalAuditSink::Enqueue(absl::string_view encoded, bool fresh) {
   bool accepted = false;
   {
     absl::MutexLock lock(&mu_);

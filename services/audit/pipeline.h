@@ -109,6 +109,10 @@ class LocalAuditSink final : public AuditSink {
   // counted as dropped.
   void Record(iotauth::audit::v1::AuditEvent&& event) override;
   void RecordReusing(iotauth::audit::v1::AuditEvent* event) override;
+  // Encodes the view directly (no message built): the same bytes Record would
+  // queue for ToAuditEvent(view). A view with an invalid time or a field over
+  // kMaxAuditFieldBytes takes the message path, which fixes those up.
+  void RecordView(const EventView& view) override;
 
   // Waits until every event accepted before the call is committed (or given up).
   // False on timeout.
@@ -122,6 +126,8 @@ class LocalAuditSink final : public AuditSink {
 
  private:
   explicit LocalAuditSink(const Options& options);
+  // Queues one encoded event (see FullQueuePolicy); `fresh`: the sink made its id.
+  void Enqueue(absl::string_view encoded, bool fresh);
   void WriterLoop();
   // Commits `batch`, after a GAP event for `gap` lost events when gap > 0.
   void CommitBatch(EncodedBatch batch, uint64_t gap);

@@ -9,8 +9,11 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "services/audit/canonical.h"
+#include "services/audit/event_util.h"
+#include "services/audit/event_view.h"
 #include "services/audit/log_audit_store.h"
 #include "services/audit/sqlite_audit_store.h"
 
@@ -443,6 +446,59 @@ TEST_F(PipelineTest, RecordReusingCopiesAndLeavesTheEventWithTheCaller) {
   EXPECT_EQ(ids.size(), 50u);
   EXPECT_EQ(store_->fresh_batches(), static_cast<int>(store_->batch_sizes().size()));
   EXPECT_EQ(observer_.committed.load(), 50u);
+}
+
+// RecordView stores what Record of the same event stores: fields, a generated id
+// (fresh), and the fix-ups of the message path for an invalid time or an oversized
+// field.
+TEST_F(PipelineTest, RecordViewStoresWhatRecordStores) {
+  Start();
+  AuditEvent full;
+  full.mutable_time()->set_seconds(1700000123);
+  full.mutable_time()->set_nanos(456);
+  full.set_type(iotauth::audit::v1::EVENT_TYPE_AUTHENTICATION);
+  full.set_tenant_id("t");
+  full.set_product_key("p");
+  full.set_device_id("d");
+  full.set_outcome(iotauth::audit::v1::OUTCOME_DENY);
+  full.set_reason("DENY_REASON_BAD_SIGNATURE");
+  full.set_credential_type("CREDENTIAL_TYPE_SAS");
+  full.set_credential_fingerprint("sas:primary");
+  full.set_caller("gw");
+  full.set_peer_address("ipv4:192.0.2.1:1883");
+  full.set_request_id("r-1");
+  full.mutable_duration()->set_nanos(1500);
+  (*full.mutable_attributes())["detail"] = "signature mismatch";
+  (*full.mutable_attributes())["module_id"] = "m";
+  std::vector<EventView::Attribute> attributes;
+  sink_->RecordView(ViewOf(full, &attributes));
+  sink_->Record(AuditEvent(full));
+  AuditEvent bad_time = full;
+  bad_time.mutable_time()->set_nanos(-1);
+  sink_->RecordView(ViewOf(bad_time, &attributes));
+  AuditEvent long_field = full;
+  long_field.set_peer_address(std::string(kMaxAuditFieldBytes + 10, 'x'));
+  sink_->RecordView(ViewOf(long_field, &attributes));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  auto all = All();
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].event_id().size(), 32u);
+  EXPECT_NE(all[0].event_id(), all[1].event_id());
+  auto without_chain = [](AuditEvent e) {
+    e.clear_event_id();
+    e.clear_sequence();
+    e.clear_prev_hash();
+    e.clear_hash();
+    return e;
+  };
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(without_chain(all[0]),
+                                                                 without_chain(all[1])))
+      << all[0].DebugString() << all[1].DebugString();
+  EXPECT_EQ(all[2].time().seconds(), absl::ToUnixSeconds(clock_.Now()));
+  EXPECT_EQ(all[2].attributes().at("invalid_time_replaced"), "true");
+  EXPECT_EQ(all[3].peer_address().size(), kMaxAuditFieldBytes);
+  EXPECT_EQ(all[3].attributes().at("truncated"), "true");
+  EXPECT_EQ(store_->fresh_batches(), static_cast<int>(store_->batch_sizes().size()));
 }
 
 // The whole path on the segment log: producers' bytes are chained and written by

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/audit/event_view.h"
 #include "services/common/crypto.h"
 #include "services/common/enum_name.h"
 #include "services/identity/device_triple.h"
@@ -701,34 +702,43 @@ class Authenticator::Attempt {
   void Audit() {
     if (!auth_->audit_->enabled()) return;
     namespace av1 = ::iotauth::audit::v1;
-    // One event per thread, cleared and refilled: Clear() keeps the strings'
-    // storage, so a decision is audited without allocating (the sink copies).
-    thread_local av1::AuditEvent e;
-    e.Clear();
+    // A view of the decision: its strings stay where they are (the response, the
+    // request, the call context) and the sink encodes them without an AuditEvent
+    // message being filled, copied or cleared.
+    audit::EventView e;
     const absl::Time end = auth_->clock_->Now();
-    SetTimestamp(end, e.mutable_time());
-    e.set_type(av1::EVENT_TYPE_AUTHENTICATION);
+    const int64_t end_s = absl::ToUnixSeconds(end);
+    e.has_time = true;
+    e.time = {end_s,
+              static_cast<int32_t>(absl::ToInt64Nanoseconds(end - absl::FromUnixSeconds(end_s)))};
+    e.type = av1::EVENT_TYPE_AUTHENTICATION;
     const v1::Identity& id = resp_->identity();
-    e.set_tenant_id(id.tenant_id());
-    e.set_product_key(id.product_key());
-    e.set_device_id(id.device_id());
+    e.tenant_id = id.tenant_id();
+    e.product_key = id.product_key();
+    e.device_id = id.device_id();
     const bool allow = resp_->decision() == v1::DECISION_ALLOW;
-    e.set_outcome(allow ? av1::OUTCOME_ALLOW : av1::OUTCOME_DENY);
+    e.outcome = allow ? av1::OUTCOME_ALLOW : av1::OUTCOME_DENY;
+    audit::EventView::Attribute attributes[3];
+    size_t n = 0;
     if (!allow) {
-      e.set_reason(EnumName(resp_->deny_reason()));
-      (*e.mutable_attributes())["detail"] = resp_->deny_detail();
+      e.reason = EnumName(resp_->deny_reason());
+      attributes[n++] = {"detail", resp_->deny_detail()};
     }
     if (resp_->credential_type() != reg::CREDENTIAL_TYPE_UNSPECIFIED) {
-      e.set_credential_type(EnumName(resp_->credential_type()));
+      e.credential_type = EnumName(resp_->credential_type());
     }
-    e.set_credential_fingerprint(resp_->credential_fingerprint());
-    e.set_caller(context_.caller.data(), context_.caller.size());
-    if (request_.has_connect()) e.set_peer_address(request_.connect().peer_address());
-    e.set_request_id(resp_->request_id());
-    SetDuration(end - start_, e.mutable_duration());
-    if (!id.module_id().empty()) (*e.mutable_attributes())["module_id"] = id.module_id();
-    if (registered_) (*e.mutable_attributes())["device_registered"] = "true";
-    auth_->audit_->RecordReusing(&e);
+    e.credential_fingerprint = resp_->credential_fingerprint();
+    e.caller = context_.caller;
+    if (request_.has_connect()) e.peer_address = request_.connect().peer_address();
+    e.request_id = resp_->request_id();
+    absl::Duration took = std::max(end - start_, absl::ZeroDuration());
+    e.has_duration = true;
+    e.duration.seconds = absl::IDivDuration(took, absl::Seconds(1), &took);
+    e.duration.nanos = static_cast<int32_t>(absl::ToInt64Nanoseconds(took));
+    if (!id.module_id().empty()) attributes[n++] = {"module_id", id.module_id()};
+    if (registered_) attributes[n++] = {"device_registered", "true"};
+    e.attributes = absl::MakeConstSpan(attributes, n);
+    auth_->audit_->RecordView(e);
   }
 
   Authenticator* auth_;
