@@ -1004,10 +1004,6 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEvents(
 absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const EncodedBatch& batch,
                                                                      bool deduplicate,
                                                                      std::string* chain) {
-  std::vector<CanonicalFields> fields(batch.events.size());
-  for (size_t i = 0; i < batch.events.size(); ++i) {
-    IOTAUTH_RETURN_IF_ERROR(CheckEncodedEvent(batch, batch.events[i], &fields[i]));
-  }
   absl::MutexLock wl(&writer_mu_);
   Pending p;
   std::shared_ptr<Segment> seg;
@@ -1043,8 +1039,18 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   const uint64_t cap = options_.events_per_segment;
   Pending::Chunk* chunk = nullptr;
   unsigned char hash[kHashBytes];
+  // Each event is checked as the loop reaches it, so that its bytes are read cold
+  // once and are still in cache for the copy and the hash; a bad one fails the
+  // whole batch before anything is written. What ApplyCommitted needs of each goes
+  // to batch_events_ (kept across batches: no allocation, no zero-filling).
+  batch_events_.clear();
+  batch_events_.reserve(n_events);
   for (size_t i = 0; i < batch.events.size(); ++i) {
-    const absl::uint128 key = deduplicate ? IdKey(fields[i].event_id) : absl::uint128();
+    CanonicalFields fields;
+    IOTAUTH_RETURN_IF_ERROR(CheckEncodedEvent(batch, batch.events[i], &fields));
+    batch_events_.push_back(
+        {fields.tenant_id, fields.device_id, fields.has_time, fields.time_seconds});
+    const absl::uint128 key = deduplicate ? IdKey(fields.event_id) : absl::uint128();
     uint64_t stored = 0;
     if (!deduplicate) {
       // Fresh ids: nothing to look up.
@@ -1117,7 +1123,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   if (chunk == nullptr) return results;  // only duplicates: nothing to write
   chunk->end = buffer_.size();
   IOTAUTH_RETURN_IF_ERROR(WriteBatch(&p));
-  ApplyCommitted(p, fields, results);
+  ApplyCommitted(p, batch_events_, results);
   return results;
 }
 
@@ -1283,7 +1289,7 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
   return status;
 }
 
-void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<CanonicalFields>& events,
+void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<BatchEvent>& events,
                                    const std::vector<AppendedEvent>& results) {
   // Block summaries: the writer's builder takes every new event; a completed
   // block's summary goes to the segment holding it.
@@ -1291,7 +1297,7 @@ void LogAuditStore::ApplyCommitted(const Pending& p, const std::vector<Canonical
   std::vector<std::pair<uint64_t, TimeRange>> seg_times;
   for (size_t i = 0; i < events.size(); ++i) {
     if (results[i].duplicate) continue;
-    const CanonicalFields& e = events[i];
+    const BatchEvent& e = events[i];
     const uint64_t seq = results[i].sequence;
     BlockBuilder& b = *builder_;
     b.AddTenant(e.tenant_id);

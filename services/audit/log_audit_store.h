@@ -150,7 +150,14 @@ class LogAuditStore final : public AuditStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Opens the active segment for direct writes and loads its tail.
   absl::Status PrepareForWrites(Segment* segment) const;
-  void ApplyCommitted(const Pending& pending, const std::vector<CanonicalFields>& events,
+  // What ApplyCommitted needs of each event of a batch (views into the batch).
+  struct BatchEvent {
+    absl::string_view tenant_id;
+    absl::string_view device_id;
+    bool has_time = false;
+    int64_t time_seconds = 0;
+  };
+  void ApplyCommitted(const Pending& pending, const std::vector<BatchEvent>& events,
                       const std::vector<AppendedEvent>& results)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   void WriteIndex(const Segment& segment);
@@ -171,6 +178,7 @@ class LogAuditStore final : public AuditStore {
   std::vector<absl::uint128> recent_ring_ ABSL_GUARDED_BY(writer_mu_);
   size_t recent_next_ ABSL_GUARDED_BY(writer_mu_) = 0;
   std::string buffer_ ABSL_GUARDED_BY(writer_mu_);
+  std::vector<BatchEvent> batch_events_ ABSL_GUARDED_BY(writer_mu_);
   std::unique_ptr<BlockBuilder> builder_ ABSL_GUARDED_BY(writer_mu_);
   std::unique_ptr<DirectBuffer> direct_buffer_ ABSL_GUARDED_BY(writer_mu_);
 
