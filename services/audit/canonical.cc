@@ -68,18 +68,25 @@ class Cursor {
 };
 
 using Attributes = google::protobuf::Map<std::string, std::string>;
-using Entries = absl::InlinedVector<std::pair<absl::string_view, absl::string_view>, 4>;
+struct Entry {
+  absl::string_view key;
+  absl::string_view value;
+  size_t order;  // position in the source: the first of a repeated key wins
+};
+using Entries = absl::InlinedVector<Entry, 4>;
 
 // The attribute entries in encoding order: sorted by key bytes, a repeated key
-// (possible in an EventView, never in a map) keeping its first value.
+// (possible in an EventView, never in a map) keeping its first value. std::sort on
+// (key, order) rather than std::stable_sort, which allocates a buffer per call.
 template <typename Container>
 Entries SortedEntries(const Container& m) {
   Entries entries;
-  for (const auto& [k, v] : m) entries.emplace_back(k, v);
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [k, v] : m) entries.push_back({k, v, entries.size()});
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.key < b.key || (a.key == b.key && a.order < b.order);
+  });
   entries.erase(std::unique(entries.begin(), entries.end(),
-                            [](const auto& a, const auto& b) { return a.first == b.first; }),
+                            [](const Entry& a, const Entry& b) { return a.key == b.key; }),
                 entries.end());
   return entries;
 }
@@ -87,17 +94,17 @@ Entries SortedEntries(const Container& m) {
 // Bytes WriteAttributeEntries writes for `entries`.
 size_t AttributeEntriesSize(const Entries& entries) {
   size_t size = 0;
-  for (const auto& [k, v] : entries) size += 8 + k.size() + v.size();
+  for (const Entry& e : entries) size += 8 + e.key.size() + e.value.size();
   return size;
 }
 
 // Each entry as u32 key_length, key, u32 value_length, value.
 void WriteAttributeEntries(const Entries& entries, Cursor* out) {
-  for (const auto& [k, v] : entries) {
-    out->U32(static_cast<uint32_t>(k.size()));
-    out->Bytes(k);
-    out->U32(static_cast<uint32_t>(v.size()));
-    out->Bytes(v);
+  for (const Entry& e : entries) {
+    out->U32(static_cast<uint32_t>(e.key.size()));
+    out->Bytes(e.key);
+    out->U32(static_cast<uint32_t>(e.value.size()));
+    out->Bytes(e.value);
   }
 }
 

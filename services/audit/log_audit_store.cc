@@ -1213,26 +1213,30 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
   return absl::OkStatus();
 }
 
-void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, const std::string& old_tail) {
+void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, size_t size,
+                              const std::string& old_tail) {
   bool ok = true;
   if (seg->wfd < 0) {
     ok = ftruncate(seg->fd, static_cast<off_t>(offset)) == 0 && fdatasync(seg->fd) == 0;
   } else {
-    // Put the old partial block back, zeros after it.
+    // Put the old partial block back, then zeros over every block the write may
+    // have reached (a write in place can be larger than the direct buffer: the
+    // zeros go out in pieces of it).
     const uint64_t start = offset - offset % kDirectAlign;
-    // Writes in place never allocate the direct buffer: the undo may be its first use.
+    const uint64_t span =
+        std::max<uint64_t>((old_tail.size() + size + kDirectAlign - 1) / kDirectAlign, 1) *
+        kDirectAlign;
     if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
     char* buf = direct_buffer_->Get(1 << 20);
-    const size_t span = static_cast<size_t>(
-        std::min<uint64_t>(std::max<uint64_t>(seg->zeroed_end, start + kDirectAlign) - start,
-                           buf != nullptr ? direct_buffer_->capacity : 0));
-    ok = buf != nullptr && span >= kDirectAlign;
-    if (ok) {
-      std::memset(buf, 0, span);
-      std::copy(old_tail.begin(), old_tail.end(), buf);
-      ok = pwrite(seg->wfd, buf, span, static_cast<off_t>(start)) == static_cast<ssize_t>(span) &&
-           fdatasync(seg->fd) == 0;
+    ok = buf != nullptr;
+    for (uint64_t done = 0; ok && done < span;) {
+      const auto n = static_cast<size_t>(std::min<uint64_t>(span - done, direct_buffer_->capacity));
+      std::memset(buf, 0, n);
+      if (done == 0) std::copy(old_tail.begin(), old_tail.end(), buf);
+      ok = pwrite(seg->wfd, buf, n, static_cast<off_t>(start + done)) == static_cast<ssize_t>(n);
+      done += n;
     }
+    ok = ok && fdatasync(seg->fd) == 0;
     seg->tail = old_tail;
   }
   if (!ok) {
@@ -1258,7 +1262,7 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
     }
     old_tails.push_back(seg->tail);
     ++done;
-    // The last chunk, its tail before it in buffer_, goes out in place: buffer_ takes
+    // A batch of one chunk, its tail before it in buffer_, goes out in place: buffer_ takes
     // the zeros up to the block boundary (within its reserve, so it does not move).
     std::optional<size_t> in_place_pad;
     if (c.tail_in_buffer && seg->wfd >= 0 && c.end == buffer_.size()) {
@@ -1283,7 +1287,7 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
       c.segment->fd = c.segment->wfd = -1;
       unlink(c.segment->path.c_str());
     } else if (i < done) {
-      UndoChunk(c.segment.get(), c.offset, old_tails[i]);
+      UndoChunk(c.segment.get(), c.offset, c.end - c.begin, old_tails[i]);
     }
   }
   return status;
@@ -1523,7 +1527,7 @@ absl::StatusOr<CheckpointRecord> LogAuditStore::CreateCheckpoint(absl::Time now)
   AppendCheckpointFrame(c, raw, &frame);
   const std::string old_tail = seg->tail;
   if (absl::Status st = WriteChunk(seg.get(), frame, offset, std::nullopt); !st.ok()) {
-    UndoChunk(seg.get(), offset, old_tail);
+    UndoChunk(seg.get(), offset, frame.size(), old_tail);
     return st;
   }
   bool sealed = false;

@@ -145,8 +145,9 @@ class LogAuditStore final : public AuditStore {
   absl::Status WriteChunk(Segment* segment, absl::string_view data, uint64_t offset,
                           std::optional<size_t> in_place_pad)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
-  // Takes back a WriteChunk at `offset` whose segment tail was `old_tail` before.
-  void UndoChunk(Segment* segment, uint64_t offset, const std::string& old_tail)
+  // Takes back a WriteChunk of `size` bytes at `offset` whose segment tail was
+  // `old_tail` before.
+  void UndoChunk(Segment* segment, uint64_t offset, size_t size, const std::string& old_tail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Opens the active segment for direct writes and loads its tail.
   absl::Status PrepareForWrites(Segment* segment) const;

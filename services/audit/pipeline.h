@@ -49,7 +49,9 @@ struct CommittedBatch {
 // and fast, and must not call back into the pipeline. LocalAuditSink calls
 // OnDropped on the producer thread and the rest on its writer thread;
 // RemoteAuditSink calls OnDropped on the producer thread, OnEnqueued on its sender
-// thread and OnBatchCommitted where acknowledgements arrive (a gRPC thread).
+// thread (and on the thread that shuts it down), and OnBatchCommitted where
+// acknowledgements arrive (a gRPC thread); its enqueued count moves when a request
+// is sent, so it lags while the sink backs off or waits for acknowledgements.
 class AuditPipelineObserver {
  public:
   virtual ~AuditPipelineObserver() = default;

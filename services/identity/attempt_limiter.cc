@@ -68,17 +68,22 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
 }
 
 bool AttemptLimiter::EvictWeakest(Shard* s, absl::Time now) {
-  // Among the first few entries in hash order (which an attacker cannot steer: the
-  // hash is seeded per process), the unlocked one with the fewest failures, the
+  // Among the first few unlocked entries in hash order (seeded per process, so an
+  // attacker cannot place keys in it), the one with the fewest failures, the
   // oldest on a tie. Keys sprayed to fill the table carry one failure each, so a
-  // key under a real attack, with several, is the last to go; a locked-out key
-  // never goes.
+  // key under a real attack, with several, is the last to go. Locked-out keys are
+  // skipped, not counted, so that they cannot pile up where the sample looks and
+  // blind it again; the scan stops after kMaxScan entries all the same.
   constexpr size_t kSample = 8;
+  constexpr size_t kMaxScan = 256;
   auto victim = s->entries.end();
-  size_t seen = 0;
-  for (auto e = s->entries.begin(); e != s->entries.end() && seen < kSample; ++e, ++seen) {
+  size_t sampled = 0;
+  size_t scanned = 0;
+  for (auto e = s->entries.begin();
+       e != s->entries.end() && sampled < kSample && scanned < kMaxScan; ++e, ++scanned) {
     const Entry& v = e->second;
     if (v.locked_until > now) continue;
+    ++sampled;
     if (victim == s->entries.end() || v.failures < victim->second.failures ||
         (v.failures == victim->second.failures && v.last_failure < victim->second.last_failure)) {
       victim = e;

@@ -30,9 +30,10 @@ class AttemptLimiter {
     absl::Duration failure_memory = absl::Minutes(15);
     // Keys tracked at most (failing keys only; successes leave no entry). When a
     // shard is full, expired entries are swept; if none expired, a new key takes the
-    // place of a weak one (unlocked, fewest failures, among a few sampled), so that
-    // spraying fresh keys cannot blind the limiter; only a shard whose sampled
-    // entries are all locked out leaves a new key untracked.
+    // place of a weak one (unlocked, fewest failures, among the first 8 unlocked in
+    // seeded hash order), so that spraying fresh keys cannot blind the limiter;
+    // only when the first 256 entries scanned are all locked out does a new key go
+    // untracked.
     size_t capacity = 1 << 20;
     size_t shards = 64;
   };

@@ -121,5 +121,26 @@ TEST(AttemptLimiterTest, LockedKeysAreNeverEvicted) {
   EXPECT_EQ(l.size(), 2U);
 }
 
+// Locked-out keys are skipped, not counted, when looking for a place: however many
+// come first in hash order, the shard's unlocked entry is found.
+TEST(AttemptLimiterTest, LockedKeysDoNotHideTheUnlockedOnes) {
+  auto o = Opts();
+  o.capacity = 9;
+  o.shards = 1;
+  AttemptLimiter l(o);
+  for (int k = 0; k < 8; ++k) {
+    for (int i = 0; i < 3; ++i) l.RecordFailure(absl::StrCat("locked", k), kT0);
+  }
+  for (int i = 0; i < 20; ++i) l.RecordFailure(absl::StrCat("spray", i), kT0 + absl::Seconds(1));
+  EXPECT_EQ(l.size(), 9U);
+  EXPECT_EQ(l.evictions(), 19U);  // each new key took the previous one's place
+  l.RecordFailure("spray19", kT0 + absl::Seconds(2));
+  l.RecordFailure("spray19", kT0 + absl::Seconds(2));
+  EXPECT_TRUE(l.IsLocked("spray19", kT0 + absl::Seconds(3)));
+  for (int k = 0; k < 8; ++k) {
+    EXPECT_TRUE(l.IsLocked(absl::StrCat("locked", k), kT0 + absl::Seconds(3))) << k;
+  }
+}
+
 }  // namespace
 }  // namespace iotauth::identity
