@@ -159,26 +159,36 @@ constexpr std::array<uint8_t, 256> MakeHexTable() {
 }
 constexpr std::array<uint8_t, 256> kHexValue = MakeHexTable();
 
-// Bytes of the canonical encoding of `e` (an AuditEvent or a ViewAccess) with a
-// `prev_hash_size`-byte prev_hash and `entries` as its attributes; `*attributes`
-// receives the attribute entries' share.
+// One event's encoding measured before it is written: its attribute entries in
+// encoding order, their bytes, and the whole encoding's bytes.
+struct Layout {
+  Entries entries;
+  size_t attributes = 0;
+  size_t size = 0;
+};
+
+// The Layout of the canonical encoding of `e` (an AuditEvent or a ViewAccess) with
+// a `prev_hash_size`-byte prev_hash.
 template <typename E>
-size_t CanonicalSize(const E& e, const Entries& entries, size_t prev_hash_size,
-                     size_t* attributes) {
-  *attributes = AttributeEntriesSize(entries);
-  return kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
-         (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() + e.product_key().size() +
-         e.device_id().size() + 4 + e.reason().size() + e.credential_type().size() +
-         e.credential_fingerprint().size() + e.caller().size() + e.peer_address().size() +
-         e.request_id().size() + (e.has_duration() ? kTimeBytes : 0) + *attributes + prev_hash_size;
+Layout Measure(const E& e, size_t prev_hash_size) {
+  Layout l;
+  l.entries = SortedEntries(e.attributes());
+  l.attributes = AttributeEntriesSize(l.entries);
+  l.size = kDomainTag.size() + 17 * kHeaderBytes + 8 + e.event_id().size() +
+           (e.has_time() ? kTimeBytes : 0) + 4 + e.tenant_id().size() + e.product_key().size() +
+           e.device_id().size() + 4 + e.reason().size() + e.credential_type().size() +
+           e.credential_fingerprint().size() + e.caller().size() + e.peer_address().size() +
+           e.request_id().size() + (e.has_duration() ? kTimeBytes : 0) + l.attributes +
+           prev_hash_size;
+  return l;
 }
 
 // Writes the canonical encoding of `e`, with `sequence` and `prev_hash` in place of
-// the event's own, at `out`, which has room for CanonicalSize(...) bytes; returns
-// the end of what it wrote.
+// the event's own, at `out`, which has room for the `layout.size` bytes Measure
+// gave; returns the end of what it wrote.
 template <typename E>
-char* WriteCanonicalWith(const E& e, const Entries& entries, uint64_t sequence,
-                         absl::string_view prev_hash, size_t attributes, char* out) {
+char* WriteCanonicalWith(const E& e, const Layout& layout, uint64_t sequence,
+                         absl::string_view prev_hash, char* out) {
   Cursor c(out);
   c.Bytes(kDomainTag);
   c.Header(1, 8);
@@ -199,8 +209,8 @@ char* WriteCanonicalWith(const E& e, const Entries& entries, uint64_t sequence,
   c.Field(13, e.peer_address());
   c.Field(14, e.request_id());
   c.Time(15, e.has_duration(), e.duration());
-  c.Header(16, attributes);
-  WriteAttributeEntries(entries, &c);
+  c.Header(16, layout.attributes);
+  WriteAttributeEntries(layout.entries, &c);
   c.Field(17, prev_hash);
   return c.position();
 }
@@ -209,13 +219,11 @@ char* WriteCanonicalWith(const E& e, const Entries& entries, uint64_t sequence,
 // of the event's own, to `*out`.
 void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
                          std::string* out) {
-  const Entries entries = SortedEntries(e.attributes());
-  size_t attributes = 0;
-  const size_t size = CanonicalSize(e, entries, prev_hash.size(), &attributes);
-  char* const start = Grow(size, out);
+  const Layout layout = Measure(e, prev_hash.size());
+  char* const start = Grow(layout.size, out);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(e, entries, sequence, prev_hash, attributes, start);
-  assert(end == start + size);
+      WriteCanonicalWith(e, layout, sequence, prev_hash, start);
+  assert(end == start + layout.size);
 }
 
 // Appends the canonical encoding of `e` to `*out_ptr`.
@@ -354,14 +362,12 @@ namespace {
 
 template <typename E>
 absl::string_view EncodeUnchainedIntoImpl(const E& event, std::string* scratch) {
-  const Entries entries = SortedEntries(event.attributes());
-  size_t attributes = 0;
-  const size_t size = CanonicalSize(event, entries, kGenesisHash.size(), &attributes);
-  if (scratch->size() < size) scratch->resize(size);
+  const Layout layout = Measure(event, kGenesisHash.size());
+  if (scratch->size() < layout.size) scratch->resize(layout.size);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(event, entries, 0, kGenesisHash, attributes, scratch->data());
-  assert(end == scratch->data() + size);
-  return absl::string_view(scratch->data(), size);
+      WriteCanonicalWith(event, layout, 0, kGenesisHash, scratch->data());
+  assert(end == scratch->data() + layout.size);
+  return absl::string_view(scratch->data(), layout.size);
 }
 
 }  // namespace

@@ -76,6 +76,13 @@ void NewEventIdInto(std::string* out, absl::Time now) {
   pool.used += RandomPool::kIdBytes;
 }
 
+void NewEventIdForTime(std::string* out, int64_t seconds, int32_t nanos) {
+  constexpr int64_t kLastSecondOf9999 = 253402300799;
+  NewEventIdInto(out, seconds >= 0 && seconds <= kLastSecondOf9999
+                          ? absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos)
+                          : absl::Now());
+}
+
 std::string NewEventId() {
   std::string id;
   NewEventIdInto(&id);
@@ -95,21 +102,15 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
 void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event) {
   // An invalid timestamp would make the store reject the whole batch (and, in split
   // mode, the resend loop retry it forever): replace it with the current time.
-  const bool valid_time =
-      event->has_time() && event->time().nanos() >= 0 && event->time().nanos() <= 999999999;
+  const bool valid_time = event->has_time() && ValidTimestampNanos(event->time().nanos());
   if (!valid_time) {
     if (event->has_time()) (*event->mutable_attributes())["invalid_time_replaced"] = "true";
     SetTimestamp(clock.Now(), event->mutable_time());
   }
-  // Into the event's own string: a reused event keeps its storage. The id's time
-  // part only orders ids (uniqueness is the 80 random bits): the event's own time,
-  // when it is a time the 48-bit millisecond field holds (1970 to the end of 9999,
-  // the Timestamp range), saves reading the clock again.
+  // Into the event's own string: a reused event keeps its storage. The event's own
+  // time for the id saves reading the clock again.
   if (event->event_id().empty()) {
-    constexpr int64_t kLastSecondOf9999 = 253402300799;
-    const int64_t s = event->time().seconds();
-    NewEventIdInto(event->mutable_event_id(),
-                   s >= 0 && s <= kLastSecondOf9999 ? FromTimestamp(event->time()) : absl::Now());
+    NewEventIdForTime(event->mutable_event_id(), event->time().seconds(), event->time().nanos());
   }
   event->clear_sequence();
   event->clear_prev_hash();

@@ -19,6 +19,14 @@ std::string NewEventId();
 void NewEventIdInto(std::string* out);
 // The same with `now` for the time part (the caller has just read the clock).
 void NewEventIdInto(std::string* out, absl::Time now);
+// The id of an event whose time is (seconds, nanos): its time part is the event's
+// own time when the 48-bit millisecond field holds it (1970 to the end of 9999, the
+// Timestamp range), else the clock. The time part only orders ids; uniqueness is
+// the 80 random bits.
+void NewEventIdForTime(std::string* out, int64_t seconds, int32_t nanos);
+
+// True when `nanos` is a valid Timestamp nanos field (0..999,999,999).
+inline bool ValidTimestampNanos(int32_t nanos) { return nanos >= 0 && nanos <= 999999999; }
 
 // Assigns `event_id` (NewEventId) and `time` (clock.Now()) when they are empty (an
 // out-of-range time is replaced too, marked by attribute `invalid_time_replaced`), and

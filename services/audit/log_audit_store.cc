@@ -44,6 +44,10 @@ constexpr size_t kSegmentHeader = 16;
 // writes the active segment is zero-filled.
 constexpr uint64_t kDirectAlign = 4096;
 constexpr uint64_t kZeroAhead = 8 << 20;
+// `n` rounded up to a whole number of kDirectAlign blocks.
+constexpr uint64_t BlockCeil(uint64_t n) {
+  return (n + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+}
 constexpr size_t kFrameHeader = 5;
 constexpr size_t kHashBytes = crypto::kSha256Bytes;
 constexpr char kKindEvent = 'E';
@@ -1165,7 +1169,7 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
         absl::StrCat("audit log: ", seg->path, ": write position and tail disagree; restart"));
   }
   const size_t total = seg->tail.size() + data.size();
-  const auto padded = static_cast<size_t>((total + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
+  const auto padded = static_cast<size_t>(BlockCeil(total));
   const char* buf = data.data() - seg->tail.size();
   if (!in_place_pad.has_value() || *in_place_pad != padded - total ||
       reinterpret_cast<uintptr_t>(buf) % kDirectAlign != 0) {
@@ -1196,7 +1200,7 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
         std::clamp<uint64_t>(options_.events_per_segment * 32, 256 << 10, kZeroAhead);
     const uint64_t chunk = std::min<uint64_t>(ahead, 1 << 20);
     const uint64_t target = start + padded + ahead;
-    const uint64_t from = (seg->zeroed_end + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    const uint64_t from = BlockCeil(seg->zeroed_end);
     for (uint64_t off = from; off < target; off += chunk) {
       if (pwrite(seg->wfd, zeros, chunk, static_cast<off_t>(off)) != static_cast<ssize_t>(chunk)) {
         return ErrnoStatus("cannot preallocate", seg->path);
@@ -1223,9 +1227,7 @@ void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, size_t size,
     // have reached (a write in place can be larger than the direct buffer: the
     // zeros go out in pieces of it).
     const uint64_t start = offset - offset % kDirectAlign;
-    const uint64_t span =
-        std::max<uint64_t>((old_tail.size() + size + kDirectAlign - 1) / kDirectAlign, 1) *
-        kDirectAlign;
+    const uint64_t span = std::max(BlockCeil(old_tail.size() + size), kDirectAlign);
     if (!direct_buffer_) direct_buffer_ = std::make_unique<DirectBuffer>();
     char* buf = direct_buffer_->Get(1 << 20);
     ok = buf != nullptr;
@@ -1267,7 +1269,7 @@ absl::Status LogAuditStore::WriteBatch(Pending* p) {
     std::optional<size_t> in_place_pad;
     if (c.tail_in_buffer && seg->wfd >= 0 && c.end == buffer_.size()) {
       const size_t total = seg->tail.size() + (c.end - c.begin);
-      in_place_pad = (kDirectAlign - total % kDirectAlign) % kDirectAlign;
+      in_place_pad = BlockCeil(total) - total;
       buffer_.append(*in_place_pad, '\0');
     }
     status = WriteChunk(seg, absl::string_view(buffer_.data() + c.begin, c.end - c.begin), c.offset,

@@ -66,20 +66,19 @@ void LocalAuditSink::MaybeWakeWriter() {
 
 void LocalAuditSink::Record(AuditEvent&& event) { RecordReusing(&event); }
 
-void LocalAuditSink::RecordReusing(AuditEvent* event) {
-  const bool fresh = event->event_id().empty();
-  PrepareForRecord(*options_.clock, event);
-  // Encoded outside the lock into a per-thread buffer that keeps its capacity.
-  thread_local std::string scratch;
-  Enqueue(EncodeUnchainedInto(*event, &scratch), fresh);
-}
-
 namespace {
+
+// Where a producer thread encodes its events, outside the queue's lock: one buffer
+// per thread for both record paths, kept with its capacity.
+std::string* EncodeScratch() {
+  thread_local std::string scratch;
+  return &scratch;
+}
 
 // True when recording `view` as it is gives what PrepareForRecord would make of
 // ToAuditEvent(view): a valid time and no field to cap.
 bool RecordableAsIs(const EventView& v) {
-  if (!v.has_time || v.time.nanos < 0 || v.time.nanos > 999999999) return false;
+  if (!v.has_time || !ValidTimestampNanos(v.time.nanos)) return false;
   for (absl::string_view f : {v.tenant_id, v.product_key, v.device_id, v.reason, v.credential_type,
                               v.credential_fingerprint, v.caller, v.peer_address, v.request_id}) {
     if (f.size() > kMaxAuditFieldBytes) return false;
@@ -91,6 +90,12 @@ bool RecordableAsIs(const EventView& v) {
 
 }  // namespace
 
+void LocalAuditSink::RecordReusing(AuditEvent* event) {
+  const bool fresh = event->event_id().empty();
+  PrepareForRecord(*options_.clock, event);
+  Enqueue(EncodeUnchainedInto(*event, EncodeScratch()), fresh);
+}
+
 void LocalAuditSink::RecordView(const EventView& view) {
   if (!RecordableAsIs(view)) {
     // Rare (a producer's clock or an oversized field): the message path fixes it up.
@@ -101,18 +106,11 @@ void LocalAuditSink::RecordView(const EventView& view) {
   const bool fresh = view.event_id.empty();
   EventView v = view;
   if (fresh) {
-    // As PrepareForRecord: the id's time part from the event's own time when the
-    // 48-bit millisecond field holds it.
-    constexpr int64_t kLastSecondOf9999 = 253402300799;
     thread_local std::string id;
-    const int64_t s = v.time.seconds;
-    NewEventIdInto(&id, s >= 0 && s <= kLastSecondOf9999
-                            ? absl::FromUnixSeconds(s) + absl::Nanoseconds(v.time.nanos)
-                            : absl::Now());
+    NewEventIdForTime(&id, v.time.seconds, v.time.nanos);
     v.event_id = id;
   }
-  thread_local std::string scratch;
-  Enqueue(EncodeUnchainedInto(v, &scratch), fresh);
+  Enqueue(EncodeUnchainedInto(v, EncodeScratch()), fresh);
 }
 
 void LocalAuditSink::Enqueue(absl::string_view encoded, bool fresh) {

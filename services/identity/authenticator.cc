@@ -104,17 +104,29 @@ absl::Status Validate(const v1::AuthenticateRequest& r, const AuthenticatorConfi
   return absl::OkStatus();
 }
 
-void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+// `d` as (seconds, nanos), a negative one as zero.
+audit::EventView::Time SplitDuration(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
   const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  return {s, static_cast<int32_t>(absl::ToInt64Nanoseconds(d))};
+}
+
+// `t` as Unix (seconds, nanos), nanos in [0, 1e9).
+audit::EventView::Time SplitTime(absl::Time t) {
+  const int64_t s = absl::ToUnixSeconds(t);
+  return {s, static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(s)))};
+}
+
+void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+  const audit::EventView::Time v = SplitDuration(d);
+  out->set_seconds(v.seconds);
+  out->set_nanos(v.nanos);
 }
 
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t s = absl::ToUnixSeconds(t);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(s))));
+  const audit::EventView::Time v = SplitTime(t);
+  out->set_seconds(v.seconds);
+  out->set_nanos(v.nanos);
 }
 
 // Azure MQTT username: `{host}/{device}[/{module}]/?api-version=...` (the query is optional).
@@ -707,10 +719,8 @@ class Authenticator::Attempt {
     // message being filled, copied or cleared.
     audit::EventView e;
     const absl::Time end = auth_->clock_->Now();
-    const int64_t end_s = absl::ToUnixSeconds(end);
     e.has_time = true;
-    e.time = {end_s,
-              static_cast<int32_t>(absl::ToInt64Nanoseconds(end - absl::FromUnixSeconds(end_s)))};
+    e.time = SplitTime(end);
     e.type = av1::EVENT_TYPE_AUTHENTICATION;
     const v1::Identity& id = resp_->identity();
     e.tenant_id = id.tenant_id();
@@ -731,10 +741,8 @@ class Authenticator::Attempt {
     e.caller = context_.caller;
     if (request_.has_connect()) e.peer_address = request_.connect().peer_address();
     e.request_id = resp_->request_id();
-    absl::Duration took = std::max(end - start_, absl::ZeroDuration());
     e.has_duration = true;
-    e.duration.seconds = absl::IDivDuration(took, absl::Seconds(1), &took);
-    e.duration.nanos = static_cast<int32_t>(absl::ToInt64Nanoseconds(took));
+    e.duration = SplitDuration(end - start_);
     if (!id.module_id().empty()) attributes[n++] = {"module_id", id.module_id()};
     if (registered_) attributes[n++] = {"device_registered", "true"};
     e.attributes = absl::MakeConstSpan(attributes, n);

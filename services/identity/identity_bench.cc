@@ -43,19 +43,16 @@ long RssKb() {
   return 0;
 }
 
-// Thread CPU time, so that other processes on a shared machine skew the figures less.
-double CpuNs() {
+// CPU time of `clock`: by default this thread's, so that other processes on a
+// shared machine skew the figures less.
+double CpuNs(clockid_t clock = CLOCK_THREAD_CPUTIME_ID) {
   timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
 }
 
 // The whole process's CPU time: the audit writer thread included.
-double ProcessCpuNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
-}
+double ProcessCpuNs() { return CpuNs(CLOCK_PROCESS_CPUTIME_ID); }
 
 template <typename F>
 double NsPerCall(int iterations, F&& f) {
