@@ -14,7 +14,7 @@ absl::Status CheckEncodedEvent(const EncodedBatch& batch, const EncodedEvent& ev
   }
   const absl::string_view bytes = batch.buffer.substr(event.offset, event.size);
   if (!IsUnchainedEncoding(bytes) || !ParseCanonical(bytes, fields)) {
-    return absl::InvalidArgumentError("audit event is not an unchained version-1 encoding");
+    return absl::InvalidArgumentError("audit event is not an unchained canonical encoding");
   }
   if (fields->event_id.empty()) return absl::InvalidArgumentError("audit event without event_id");
   if (fields->has_time && (fields->time_nanos < 0 || fields->time_nanos > 999999999)) {

@@ -91,7 +91,7 @@ struct RetentionPolicy {
 
 struct CanonicalFields;  // canonical.h
 
-// Checks that `event` lies inside `batch.buffer` and is an unchained version-1
+// Checks that `event` lies inside `batch.buffer` and is an unchained canonical
 // encoding with an event_id and a valid time; fills `*fields` (views into the
 // buffer). INVALID_ARGUMENT otherwise.
 absl::Status CheckEncodedEvent(const EncodedBatch& batch, const EncodedEvent& event,
@@ -125,7 +125,7 @@ class AuditStore {
   // Append for events already in unchained canonical form: the result and the
   // all-or-nothing contract are Append's (AppendFresh's when every event is
   // fresh); the batch is not modified, so it may be appended again after an error.
-  // INVALID_ARGUMENT when an event is not an unchained version-1 encoding, or its
+  // INVALID_ARGUMENT when an event is not an unchained canonical encoding, or its
   // event_id is empty or its time invalid. The default decodes each event and
   // calls Append / AppendFresh; a store may write the bytes as they are.
   virtual absl::StatusOr<std::vector<AppendedEvent>> AppendEncoded(const EncodedBatch& batch);

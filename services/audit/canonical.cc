@@ -20,6 +20,19 @@ using big_endian::LoadU64;
 using iotauth::audit::v1::AuditEvent;
 
 constexpr absl::string_view kDomainTag = "iotauth.audit.v1.AuditEvent/1";
+constexpr absl::string_view kTagV2 = "iaudit/2";
+constexpr uint8_t kFlagTime = 0x01;
+constexpr uint8_t kFlagDuration = 0x02;
+constexpr char kEndV2 = static_cast<char>(0xA5);
+// Bytes of a version-2 encoding before its flags: tag, sequence, prev_hash.
+constexpr size_t kV2FixedPrefix = 8 + 8 + 32;
+static_assert(kCanonicalV2SequenceOffset == kTagV2.size());
+static_assert(kCanonicalV2PrevHashOffset == kCanonicalV2SequenceOffset + 8);
+
+// Bytes of `v` as a shortest-form unsigned LEB128 varint.
+constexpr size_t VarintSize(uint32_t v) {
+  return v < (1U << 7) ? 1 : v < (1U << 14) ? 2 : v < (1U << 21) ? 3 : v < (1U << 28) ? 4 : 5;
+}
 
 // The encoder sizes the whole encoding first, grows the buffer once and writes
 // through a cursor: it runs on every audited request, and one append per field
@@ -49,6 +62,29 @@ class Cursor {
   void Field(uint32_t number, absl::string_view payload) {
     Header(number, payload.size());
     Bytes(payload);
+  }
+  void U8(uint8_t v) { *p_++ = static_cast<char>(v); }
+  void Varint(uint32_t v) {
+    while (v >= 0x80) {
+      *p_++ = static_cast<char>((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    *p_++ = static_cast<char>(v);
+  }
+  // A version-2 string: varint length, bytes.
+  void Str(absl::string_view s) {
+    if (s.size() < 0x80) {
+      *p_++ = static_cast<char>(s.size());
+    } else {
+      Varint(static_cast<uint32_t>(s.size()));
+    }
+    Bytes(s);
+  }
+  // Seconds and nanos, no header (version 2).
+  template <typename T>
+  void RawTime(const T& t) {
+    U64(static_cast<uint64_t>(t.seconds()));
+    U32(static_cast<uint32_t>(t.nanos()));
   }
   // Timestamp and Duration share the (seconds, nanos) shape.
   template <typename T>
@@ -136,6 +172,8 @@ class ViewAccess {
   bool has_duration() const { return v_.has_duration; }
   Time duration() const { return {v_.duration.seconds, v_.duration.nanos}; }
   absl::Span<const EventView::Attribute> attributes() const { return v_.attributes; }
+  // A view is always encoded in the current version.
+  uint32_t encoding() const { return 0; }
 
  private:
   const EventView& v_;
@@ -215,14 +253,172 @@ char* WriteCanonicalWith(const E& e, const Layout& layout, uint64_t sequence,
   return c.position();
 }
 
+// Version 2.
+
+size_t StrSize(absl::string_view s) {
+  return VarintSize(static_cast<uint32_t>(s.size())) + s.size();
+}
+
+// The Layout of the version-2 encoding of `e`.
+template <typename E>
+Layout MeasureV2(const E& e) {
+  Layout l;
+  l.entries = SortedEntries(e.attributes());
+  for (const Entry& x : l.entries) l.attributes += StrSize(x.key) + StrSize(x.value);
+  l.size = kV2FixedPrefix + 1 + (e.has_time() ? kTimeBytes : 0) + 8 +
+           (e.has_duration() ? kTimeBytes : 0) + StrSize(e.event_id()) + StrSize(e.tenant_id()) +
+           StrSize(e.product_key()) + StrSize(e.device_id()) + StrSize(e.reason()) +
+           StrSize(e.credential_type()) + StrSize(e.credential_fingerprint()) +
+           StrSize(e.caller()) + StrSize(e.peer_address()) + StrSize(e.request_id()) +
+           VarintSize(static_cast<uint32_t>(l.entries.size())) + l.attributes + 1;
+  return l;
+}
+
+// Writes the version-2 encoding of `e`, with `sequence` and `prev_hash_raw` (32
+// bytes) in place of the event's own, at `out`, which has room for `layout.size`
+// bytes; returns the end of what it wrote.
+template <typename E>
+char* WriteV2(const E& e, const Layout& layout, uint64_t sequence, absl::string_view prev_hash_raw,
+              char* out) {
+  Cursor c(out);
+  c.Bytes(kTagV2);
+  c.U64(sequence);
+  c.Bytes(prev_hash_raw.substr(0, 32));
+  c.U8(static_cast<uint8_t>((e.has_time() ? kFlagTime : 0) |
+                            (e.has_duration() ? kFlagDuration : 0)));
+  if (e.has_time()) c.RawTime(e.time());
+  c.U32(static_cast<uint32_t>(e.type()));
+  c.U32(static_cast<uint32_t>(e.outcome()));
+  if (e.has_duration()) c.RawTime(e.duration());
+  c.Str(e.event_id());
+  c.Str(e.tenant_id());
+  c.Str(e.product_key());
+  c.Str(e.device_id());
+  c.Str(e.reason());
+  c.Str(e.credential_type());
+  c.Str(e.credential_fingerprint());
+  c.Str(e.caller());
+  c.Str(e.peer_address());
+  c.Str(e.request_id());
+  c.Varint(static_cast<uint32_t>(layout.entries.size()));
+  for (const Entry& x : layout.entries) {
+    c.Str(x.key);
+    c.Str(x.value);
+  }
+  c.U8(static_cast<uint8_t>(kEndV2));
+  return c.position();
+}
+
+// The 32 raw bytes a 64-digit lowercase hex hash encodes; zeros when it is not one.
+std::array<char, 32> RawHash(absl::string_view hex) {
+  std::array<char, 32> raw{};
+  if (!IsWellFormedHash(hex)) return raw;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    raw[i] = static_cast<char>((kHexValue[static_cast<unsigned char>(hex[2 * i])] << 4U) |
+                               kHexValue[static_cast<unsigned char>(hex[2 * i + 1])]);
+  }
+  return raw;
+}
+
+absl::string_view View(const std::array<char, 32>& a) { return {a.data(), a.size()}; }
+
+// Reads a shortest-form varint of at most 32 bits.
+bool ReadVarint(absl::string_view* in, uint32_t* v) {
+  uint32_t result = 0;
+  for (size_t i = 0; i < 5; ++i) {
+    if (in->size() <= i) return false;
+    const auto b = static_cast<uint8_t>((*in)[i]);
+    if (i == 4 && b > 0x0f) return false;  // past 32 bits
+    result |= static_cast<uint32_t>(b & 0x7fU) << (7 * i);
+    if ((b & 0x80U) == 0) {
+      if (i > 0 && b == 0) return false;  // not the shortest form
+      in->remove_prefix(i + 1);
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Reads a version-2 string: varint length, bytes.
+bool ReadStr(absl::string_view* in, absl::string_view* s) {
+  uint32_t n = 0;
+  if (!in->empty() && static_cast<uint8_t>((*in)[0]) < 0x80) {
+    n = static_cast<uint8_t>((*in)[0]);
+    in->remove_prefix(1);
+  } else if (!ReadVarint(in, &n)) {
+    return false;
+  }
+  if (in->size() < n) return false;
+  *s = in->substr(0, n);
+  in->remove_prefix(n);
+  return true;
+}
+
+bool ReadRawTime(absl::string_view* in, int64_t* seconds, int32_t* nanos) {
+  if (in->size() < kTimeBytes) return false;
+  *seconds = static_cast<int64_t>(LoadU64(in->data()));
+  *nanos = static_cast<int32_t>(LoadU32(in->data() + 8));
+  in->remove_prefix(kTimeBytes);
+  return true;
+}
+
+bool ParseV2(absl::string_view bytes, CanonicalFields* f) {
+  if (bytes.size() < kV2FixedPrefix + 1 || bytes.substr(0, kTagV2.size()) != kTagV2) return false;
+  f->version = kEncodingV2;
+  f->sequence = LoadU64(bytes.data() + kCanonicalV2SequenceOffset);
+  f->prev_hash_stored = bytes.substr(kCanonicalV2PrevHashOffset, 32);
+  std::memcpy(f->prev_hash_raw.data(), f->prev_hash_stored.data(), 32);
+  f->prev_hash_ok = true;
+  absl::string_view in = bytes.substr(kV2FixedPrefix);
+  const auto flags = static_cast<uint8_t>(in[0]);
+  in.remove_prefix(1);
+  if ((flags & ~(kFlagTime | kFlagDuration)) != 0) return false;
+  f->has_time = (flags & kFlagTime) != 0;
+  f->has_duration = (flags & kFlagDuration) != 0;
+  if (f->has_time && !ReadRawTime(&in, &f->time_seconds, &f->time_nanos)) return false;
+  if (in.size() < 8) return false;
+  f->type = static_cast<int32_t>(LoadU32(in.data()));
+  f->outcome = static_cast<int32_t>(LoadU32(in.data() + 4));
+  in.remove_prefix(8);
+  if (f->has_duration && !ReadRawTime(&in, &f->duration_seconds, &f->duration_nanos)) {
+    return false;
+  }
+  for (absl::string_view* s : {&f->event_id, &f->tenant_id, &f->product_key, &f->device_id,
+                               &f->reason, &f->credential_type, &f->credential_fingerprint,
+                               &f->caller, &f->peer_address, &f->request_id}) {
+    if (!ReadStr(&in, s)) return false;
+  }
+  if (!ReadVarint(&in, &f->attribute_count)) return false;
+  const char* const attributes = in.data();
+  absl::string_view prev_key;
+  for (uint32_t i = 0; i < f->attribute_count; ++i) {
+    absl::string_view key;
+    absl::string_view value;
+    if (!ReadStr(&in, &key) || !ReadStr(&in, &value)) return false;
+    if (i > 0 && !(prev_key < key)) return false;  // sorted, distinct
+    prev_key = key;
+  }
+  f->attributes = absl::string_view(attributes, static_cast<size_t>(in.data() - attributes));
+  return in.size() == 1 && in[0] == kEndV2;
+}
+
 // Appends the canonical encoding of `e`, with `sequence` and `prev_hash` in place
 // of the event's own, to `*out`.
 void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
                          std::string* out) {
-  const Layout layout = Measure(e, prev_hash.size());
+  if (EncodingOf(e) == kEncodingV1) {
+    const Layout layout = Measure(e, prev_hash.size());
+    char* const start = Grow(layout.size, out);
+    [[maybe_unused]] const char* const end =
+        WriteCanonicalWith(e, layout, sequence, prev_hash, start);
+    assert(end == start + layout.size);
+    return;
+  }
+  const Layout layout = MeasureV2(e);
   char* const start = Grow(layout.size, out);
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(e, layout, sequence, prev_hash, start);
+      WriteV2(e, layout, sequence, View(RawHash(prev_hash)), start);
   assert(end == start + layout.size);
 }
 
@@ -269,10 +465,16 @@ void AppendCanonicalEncoding(const AuditEvent& event, std::string* out) {
   AppendCanonical(event, out);
 }
 
+uint32_t EncodingOf(const AuditEvent& event) {
+  return event.encoding() == kEncodingV1 ? kEncodingV1 : kEncodingV2;
+}
+
 bool ParseCanonical(absl::string_view bytes, CanonicalFields* out) {
+  if (bytes.substr(0, kTagV2.size()) == kTagV2) return ParseV2(bytes, out);
   absl::string_view in = bytes;
   CanonicalFields* const f = out;
   if (in.substr(0, kDomainTag.size()) != kDomainTag) return false;
+  f->version = kEncodingV1;
   in.remove_prefix(kDomainTag.size());
   absl::string_view p;
   if (!NextField(&in, 1, &p) || p.size() != 8) return false;
@@ -293,8 +495,23 @@ bool ParseCanonical(absl::string_view bytes, CanonicalFields* out) {
   if (!NextTime(&in, 15, &f->has_duration, &f->duration_seconds, &f->duration_nanos)) {
     return false;
   }
-  if (!NextField(&in, 16, &f->attributes) || !NextField(&in, 17, &f->prev_hash)) return false;
+  if (!NextField(&in, 16, &f->attributes) || !NextField(&in, 17, &f->prev_hash_stored)) {
+    return false;
+  }
+  f->prev_hash_ok = IsWellFormedHash(f->prev_hash_stored);
+  f->prev_hash_raw = RawHash(f->prev_hash_stored);
   return in.empty();
+}
+
+bool HashCanonical(absl::string_view bytes, const CanonicalFields& fields, unsigned char* out) {
+  if (fields.version == kEncodingV2) return crypto::Sha256Into(bytes, {}, out);
+  return fields.prev_hash_ok && crypto::Sha256Into(fields.prev_hash_raw_view(), bytes, out);
+}
+
+bool HashChainedEncoding(absl::string_view bytes, absl::string_view prev_hash_raw,
+                         unsigned char* out) {
+  if (bytes.substr(0, kTagV2.size()) == kTagV2) return crypto::Sha256Into(bytes, {}, out);
+  return crypto::Sha256Into(prev_hash_raw, bytes, out);
 }
 
 bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
@@ -321,9 +538,20 @@ bool CanonicalFieldsToEvent(const CanonicalFields& fields, AuditEvent* event) {
     e->mutable_duration()->set_seconds(f.duration_seconds);
     e->mutable_duration()->set_nanos(f.duration_nanos);
   }
-  e->set_prev_hash(std::string(f.prev_hash));
-  absl::string_view in = f.attributes;
+  e->set_encoding(f.version);
   auto* attrs = e->mutable_attributes();
+  absl::string_view in = f.attributes;
+  if (f.version == kEncodingV2) {
+    e->set_prev_hash(crypto::HexEncode(f.prev_hash_raw_view()));
+    for (uint32_t i = 0; i < f.attribute_count; ++i) {
+      absl::string_view k;
+      absl::string_view v;
+      if (!ReadStr(&in, &k) || !ReadStr(&in, &v)) return false;
+      (*attrs)[std::string(k)] = std::string(v);
+    }
+    return in.empty();
+  }
+  e->set_prev_hash(std::string(f.prev_hash_stored));
   while (!in.empty()) {
     absl::string_view k;
     absl::string_view v;
@@ -362,10 +590,15 @@ namespace {
 
 template <typename E>
 absl::string_view EncodeUnchainedIntoImpl(const E& event, std::string* scratch) {
-  const Layout layout = Measure(event, kGenesisHash.size());
+  const bool v1 = event.encoding() == kEncodingV1;
+  const Layout layout = v1 ? Measure(event, kGenesisHash.size()) : MeasureV2(event);
   if (scratch->size() < layout.size) scratch->resize(layout.size);
+  // The placeholder prev_hash: raw zeros in version 2 (every audited request),
+  // nothing to decode.
+  static constexpr char kZeros[32] = {};
   [[maybe_unused]] const char* const end =
-      WriteCanonicalWith(event, layout, 0, kGenesisHash, scratch->data());
+      v1 ? WriteCanonicalWith(event, layout, 0, kGenesisHash, scratch->data())
+         : WriteV2(event, layout, 0, absl::string_view(kZeros, sizeof(kZeros)), scratch->data());
   assert(end == scratch->data() + layout.size);
   return absl::string_view(scratch->data(), layout.size);
 }
@@ -381,6 +614,7 @@ absl::string_view EncodeUnchainedInto(const EventView& event, std::string* scrat
 }
 
 bool IsUnchainedEncoding(absl::string_view bytes) {
+  if (bytes.substr(0, kTagV2.size()) == kTagV2) return bytes.size() >= kV2FixedPrefix + 2;
   constexpr size_t kPrevHashField = 8 + kGenesisHash.size();
   if (bytes.size() < kCanonicalSequenceOffset + 8 + kPrevHashField ||
       bytes.substr(0, kDomainTag.size()) != kDomainTag) {
@@ -394,6 +628,11 @@ bool IsUnchainedEncoding(absl::string_view bytes) {
 
 void ChainUnchainedEncoding(uint64_t sequence, absl::string_view prev_hash_raw, char* bytes,
                             size_t size) {
+  if (absl::string_view(bytes, kTagV2.size()) == kTagV2) {
+    big_endian::StoreU64(sequence, bytes + kCanonicalV2SequenceOffset);
+    std::memcpy(bytes + kCanonicalV2PrevHashOffset, prev_hash_raw.data(), 32);
+    return;
+  }
   big_endian::StoreU64(sequence, bytes + kCanonicalSequenceOffset);
   crypto::HexEncodeInto(prev_hash_raw.substr(0, kGenesisHash.size() / 2),
                         bytes + size - kGenesisHash.size());
@@ -407,9 +646,13 @@ bool IsWellFormedHash(absl::string_view hex) {
 }
 
 absl::StatusOr<std::string> ComputeEventHash(const AuditEvent& event) {
+  if (event.encoding() > kEncodingV2) {
+    return absl::InvalidArgumentError("unknown canonical encoding version");
+  }
   if (!IsWellFormedHash(event.prev_hash())) {
     return absl::InvalidArgumentError("prev_hash is not 64 lowercase hex digits");
   }
+  if (EncodingOf(event) == kEncodingV2) return crypto::Sha256Hex(CanonicalEncoding(event));
   // One buffer: raw(prev_hash) then the canonical encoding.
   std::string buf;
   buf.reserve(512);
@@ -424,6 +667,7 @@ absl::StatusOr<std::string> ComputeEventHash(const AuditEvent& event) {
 
 absl::Status ChainEvent(absl::string_view prev_hash, AuditEvent* event) {
   event->set_prev_hash(std::string(prev_hash));
+  if (event->encoding() <= kEncodingV2) event->set_encoding(EncodingOf(*event));
   IOTAUTH_ASSIGN_OR_RETURN(std::string hash, ComputeEventHash(*event));
   event->set_hash(std::move(hash));
   return absl::OkStatus();

@@ -1,7 +1,8 @@
-// libFuzzer target: the canonical-encoding parser that reads audit log segments
-// (services/audit/log_audit_store.h). A file on disk is input an attacker may
-// have edited: parsing must never crash or read out of bounds, and what parses
-// must encode back to something that parses to the same event. Bytes that pass
+// libFuzzer target: the canonical-encoding parser (both versions) that reads audit
+// log segments (services/audit/log_audit_store.h). A file on disk is input an
+// attacker may have edited: parsing must never crash or read out of bounds, and
+// what parses must encode back to something that parses to the same event (in
+// version 2, to the very same bytes). Bytes that pass
 // IsUnchainedEncoding (the check AppendEncoded makes) must stay in bounds when
 // chained, and chaining must not change what they parse to beyond the two fields.
 // The producer's scratch encoding must equal the appended one, and so must the
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -33,10 +35,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CanonicalFields c;
     if (ParseCanonical(chained, &c) != parses) std::abort();
     if (parses) {
-      std::string want;
-      for (int i = 0; i < 32; ++i) want += "5a";
-      if (c.sequence != 7 || c.prev_hash != want || c.event_id != f.event_id ||
-          c.device_id != f.device_id || c.attributes != f.attributes) {
+      if (c.sequence != 7 || !c.prev_hash_ok || c.prev_hash_raw_view() != prev ||
+          c.version != f.version || c.event_id != f.event_id || c.device_id != f.device_id ||
+          c.attributes != f.attributes) {
+        std::abort();
+      }
+      unsigned char a[32];
+      unsigned char b[32];
+      if (!iotauth::audit::HashCanonical(chained, c, a) ||
+          !iotauth::audit::HashChainedEncoding(chained, prev, b) || std::memcmp(a, b, 32) != 0) {
         std::abort();
       }
     }
@@ -45,6 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   iotauth::audit::v1::AuditEvent e;
   if (!CanonicalFieldsToEvent(f, &e)) return 0;
   const std::string again = CanonicalEncoding(e);
+  // Version 2 has one spelling per event: what parses re-encodes to itself.
+  if (f.version == iotauth::audit::kEncodingV2 && again != in) std::abort();
   // The producer's scratch form: one scratch string kept across inputs (of every
   // size) must give exactly the appended encoding each time.
   static auto* const scratch = new std::string();
@@ -57,8 +66,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     attributes.emplace_back(attributes.front().first, "a later value for the same key");
     view.attributes = attributes;
   }
+  // A view is always encoded in the current version.
+  iotauth::audit::v1::AuditEvent current = e;
+  current.clear_encoding();
+  std::string unchained_current;
+  iotauth::audit::AppendUnchainedEncoding(current, &unchained_current);
   static auto* const view_scratch = new std::string();
-  if (iotauth::audit::EncodeUnchainedInto(view, view_scratch) != unchained) std::abort();
+  if (iotauth::audit::EncodeUnchainedInto(view, view_scratch) != unchained_current) std::abort();
   CanonicalFields g;
   if (!ParseCanonical(again, &g)) std::abort();
   iotauth::audit::v1::AuditEvent e2;

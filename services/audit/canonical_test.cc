@@ -42,23 +42,49 @@ AuditEvent FixedEvent() {
   return e;
 }
 
-// Golden value from canonical_golden.py, an independent implementation of the layout
-// documented in canonical.h. If this changes, every stored chain stops verifying:
-// introduce a new version tag instead.
+AuditEvent FixedEventV1() {
+  AuditEvent e = FixedEvent();
+  e.set_encoding(kEncodingV1);
+  return e;
+}
+
+// Golden values from canonical_golden.py, an independent implementation of the
+// layouts documented in canonical.h. If one changes, every chain stored in that
+// version stops verifying: introduce a new version tag instead.
 TEST(CanonicalTest, GoldenHash) {
-  auto h = ComputeEventHash(FixedEvent());
+  auto h = ComputeEventHash(FixedEventV1());
   ASSERT_TRUE(h.ok()) << h.status();
   EXPECT_EQ(*h, "35d4edd224b2b67fc18081cdc99a816195e75173951c1ce7e4aa994b575128e5");
+  auto h2 = ComputeEventHash(FixedEvent());  // encoding 0: the current version, 2
+  ASSERT_TRUE(h2.ok()) << h2.status();
+  EXPECT_EQ(*h2, "6d1cd41536f2fe3b4901145ee4b89a242f271c97be100cfe84aa7306296e5e45");
+  AuditEvent explicit_v2 = FixedEvent();
+  explicit_v2.set_encoding(kEncodingV2);
+  EXPECT_EQ(*ComputeEventHash(explicit_v2), *h2);
+  EXPECT_EQ(CanonicalEncoding(FixedEvent()).size(), 253u);
+  AuditEvent unknown = FixedEvent();
+  unknown.set_encoding(3);
+  EXPECT_EQ(ComputeEventHash(unknown).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CanonicalTest, GoldenEncodingPrefix) {
-  const std::string enc = CanonicalEncoding(FixedEvent());
+  const std::string enc = CanonicalEncoding(FixedEventV1());
   const std::string tag = "iotauth.audit.v1.AuditEvent/1";
   ASSERT_GE(enc.size(), tag.size() + 16);
   EXPECT_EQ(enc.substr(0, tag.size()), tag);
   // Field 1 (sequence): number 1, length 8, value 42.
   EXPECT_EQ(enc.substr(tag.size(), 16), std::string("\0\0\0\1\0\0\0\x08\0\0\0\0\0\0\0\x2a", 16));
+
+  const std::string v2 = CanonicalEncoding(FixedEvent());
+  ASSERT_GE(v2.size(), 49u);
+  EXPECT_EQ(v2.substr(0, 16), std::string("iaudit/2\0\0\0\0\0\0\0\x2a", 16));
+  EXPECT_EQ(absl::BytesToHexString(v2.substr(kCanonicalV2PrevHashOffset, 32)), kPrev);
+  EXPECT_EQ(v2[48], '\x03');  // time and duration set
+  EXPECT_EQ(v2.back(), '\xa5');
 }
+
+// Both versions, for the tests that hold for each.
+std::vector<AuditEvent> FixedEvents() { return {FixedEventV1(), FixedEvent()}; }
 
 TEST(CanonicalTest, IgnoresHashAndMapInsertionOrder) {
   AuditEvent a = FixedEvent();
@@ -74,78 +100,86 @@ TEST(CanonicalTest, IgnoresHashAndMapInsertionOrder) {
 }
 
 TEST(CanonicalTest, EveryFieldChangesTheHash) {
-  const std::string base = *ComputeEventHash(FixedEvent());
-  struct Case {
-    const char* name;
-    std::function<void(AuditEvent*)> mutate;
-  };
-  const std::vector<Case> cases = {
-      {"sequence", [](AuditEvent* e) { e->set_sequence(43); }},
-      {"event_id", [](AuditEvent* e) { e->set_event_id("x"); }},
-      {"time.seconds", [](AuditEvent* e) { e->mutable_time()->set_seconds(1700000001); }},
-      {"time.nanos", [](AuditEvent* e) { e->mutable_time()->set_nanos(1); }},
-      {"time unset", [](AuditEvent* e) { e->clear_time(); }},
-      {"type", [](AuditEvent* e) { e->set_type(iotauth::audit::v1::EVENT_TYPE_GAP); }},
-      {"tenant_id", [](AuditEvent* e) { e->set_tenant_id("tenant-b"); }},
-      {"product_key", [](AuditEvent* e) { e->set_product_key("prod-2"); }},
-      {"device_id", [](AuditEvent* e) { e->set_device_id("dev-8"); }},
-      {"outcome", [](AuditEvent* e) { e->set_outcome(iotauth::audit::v1::OUTCOME_ALLOW); }},
-      {"reason", [](AuditEvent* e) { e->set_reason("OK"); }},
-      {"credential_type", [](AuditEvent* e) { e->set_credential_type("X509"); }},
-      {"credential_fingerprint", [](AuditEvent* e) { e->set_credential_fingerprint("f"); }},
-      {"caller", [](AuditEvent* e) { e->set_caller("admin"); }},
-      {"peer_address", [](AuditEvent* e) { e->set_peer_address("ipv4:10.0.0.2:1"); }},
-      {"request_id", [](AuditEvent* e) { e->set_request_id("req-10"); }},
-      {"duration", [](AuditEvent* e) { e->mutable_duration()->set_nanos(250001); }},
-      {"duration unset", [](AuditEvent* e) { e->clear_duration(); }},
-      {"attribute value", [](AuditEvent* e) { (*e->mutable_attributes())["zeta"] = "lasT"; }},
-      {"attribute added", [](AuditEvent* e) { (*e->mutable_attributes())["m"] = ""; }},
-      {"attribute removed", [](AuditEvent* e) { e->mutable_attributes()->erase("alpha"); }},
-      {"prev_hash",
-       [](AuditEvent* e) {
-         e->set_prev_hash("10112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
-       }},
-  };
-  for (const Case& c : cases) {
-    AuditEvent e = FixedEvent();
-    c.mutate(&e);
-    auto h = ComputeEventHash(e);
-    ASSERT_TRUE(h.ok()) << c.name;
-    EXPECT_NE(*h, base) << c.name;
+  for (const AuditEvent& fixed : FixedEvents()) {
+    const std::string base = *ComputeEventHash(fixed);
+    struct Case {
+      const char* name;
+      std::function<void(AuditEvent*)> mutate;
+    };
+    const std::vector<Case> cases = {
+        {"sequence", [](AuditEvent* e) { e->set_sequence(43); }},
+        {"event_id", [](AuditEvent* e) { e->set_event_id("x"); }},
+        {"time.seconds", [](AuditEvent* e) { e->mutable_time()->set_seconds(1700000001); }},
+        {"time.nanos", [](AuditEvent* e) { e->mutable_time()->set_nanos(1); }},
+        {"time unset", [](AuditEvent* e) { e->clear_time(); }},
+        {"type", [](AuditEvent* e) { e->set_type(iotauth::audit::v1::EVENT_TYPE_GAP); }},
+        {"tenant_id", [](AuditEvent* e) { e->set_tenant_id("tenant-b"); }},
+        {"product_key", [](AuditEvent* e) { e->set_product_key("prod-2"); }},
+        {"device_id", [](AuditEvent* e) { e->set_device_id("dev-8"); }},
+        {"outcome", [](AuditEvent* e) { e->set_outcome(iotauth::audit::v1::OUTCOME_ALLOW); }},
+        {"reason", [](AuditEvent* e) { e->set_reason("OK"); }},
+        {"credential_type", [](AuditEvent* e) { e->set_credential_type("X509"); }},
+        {"credential_fingerprint", [](AuditEvent* e) { e->set_credential_fingerprint("f"); }},
+        {"caller", [](AuditEvent* e) { e->set_caller("admin"); }},
+        {"peer_address", [](AuditEvent* e) { e->set_peer_address("ipv4:10.0.0.2:1"); }},
+        {"request_id", [](AuditEvent* e) { e->set_request_id("req-10"); }},
+        {"duration", [](AuditEvent* e) { e->mutable_duration()->set_nanos(250001); }},
+        {"duration unset", [](AuditEvent* e) { e->clear_duration(); }},
+        {"attribute value", [](AuditEvent* e) { (*e->mutable_attributes())["zeta"] = "lasT"; }},
+        {"attribute added", [](AuditEvent* e) { (*e->mutable_attributes())["m"] = ""; }},
+        {"attribute removed", [](AuditEvent* e) { e->mutable_attributes()->erase("alpha"); }},
+        {"prev_hash",
+         [](AuditEvent* e) {
+           e->set_prev_hash("10112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+         }},
+    };
+    for (const Case& c : cases) {
+      AuditEvent e = fixed;
+      c.mutate(&e);
+      auto h = ComputeEventHash(e);
+      ASSERT_TRUE(h.ok()) << c.name;
+      EXPECT_NE(*h, base) << c.name << " in version " << fixed.encoding();
+    }
+    AuditEvent other_version = fixed;
+    other_version.set_encoding(fixed.encoding() == kEncodingV1 ? kEncodingV2 : kEncodingV1);
+    EXPECT_NE(*ComputeEventHash(other_version), base);
   }
 }
 
 TEST(CanonicalTest, LengthPrefixesPreventShifting) {
-  AuditEvent a = FixedEvent();
-  AuditEvent b = FixedEvent();
-  a.set_reason("ab");
-  a.set_credential_type("");
-  b.set_reason("a");
-  b.set_credential_type("b");
-  EXPECT_NE(CanonicalEncoding(a), CanonicalEncoding(b));
-  AuditEvent c = FixedEvent();
-  AuditEvent d = FixedEvent();
-  c.clear_attributes();
-  (*c.mutable_attributes())["ab"] = "";
-  d.clear_attributes();
-  (*d.mutable_attributes())["a"] = "b";
-  EXPECT_NE(CanonicalEncoding(c), CanonicalEncoding(d));
-  // An unset timestamp differs from the epoch.
-  AuditEvent f = FixedEvent();
-  AuditEvent g = FixedEvent();
-  f.clear_time();
-  g.mutable_time()->set_seconds(0);
-  g.mutable_time()->set_nanos(0);
-  EXPECT_NE(CanonicalEncoding(f), CanonicalEncoding(g));
+  for (const AuditEvent& fixed : FixedEvents()) {
+    AuditEvent a = fixed;
+    AuditEvent b = fixed;
+    a.set_reason("ab");
+    a.set_credential_type("");
+    b.set_reason("a");
+    b.set_credential_type("b");
+    EXPECT_NE(CanonicalEncoding(a), CanonicalEncoding(b));
+    AuditEvent c = fixed;
+    AuditEvent d = fixed;
+    c.clear_attributes();
+    (*c.mutable_attributes())["ab"] = "";
+    d.clear_attributes();
+    (*d.mutable_attributes())["a"] = "b";
+    EXPECT_NE(CanonicalEncoding(c), CanonicalEncoding(d));
+    // An unset timestamp differs from the epoch.
+    AuditEvent f = fixed;
+    AuditEvent g = fixed;
+    f.clear_time();
+    g.mutable_time()->set_seconds(0);
+    g.mutable_time()->set_nanos(0);
+    EXPECT_NE(CanonicalEncoding(f), CanonicalEncoding(g));
+  }
 }
 
 TEST(CanonicalTest, RejectsMalformedPrevHash) {
   for (const char* bad :
        {"", "00", "0011223344556677889AABBCCDDEEFF00112233445566778899aabbccddeeff",
         "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}) {
-    AuditEvent e = FixedEvent();
-    e.set_prev_hash(bad);
-    EXPECT_EQ(ComputeEventHash(e).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    for (AuditEvent e : FixedEvents()) {
+      e.set_prev_hash(bad);
+      EXPECT_EQ(ComputeEventHash(e).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    }
   }
 }
 
@@ -156,6 +190,7 @@ TEST(CanonicalTest, ChainLinksEvents) {
     AuditEvent e = FixedEvent();
     e.set_sequence(i);
     ASSERT_TRUE(ChainEvent(prev, &e).ok());
+    EXPECT_EQ(e.encoding(), kEncodingV2);  // 0 became the version it was chained in
     EXPECT_EQ(e.prev_hash(), prev);
     EXPECT_TRUE(IsWellFormedHash(e.hash()));
     EXPECT_EQ(*ComputeEventHash(e), e.hash());
@@ -179,48 +214,139 @@ namespace iotauth::audit {
 namespace {
 
 TEST(ParseCanonicalTest, RoundTripsEveryField) {
-  AuditEvent e = FixedEvent();
-  e.set_sequence(77);
-  (*e.mutable_attributes())["b"] = "2";
-  (*e.mutable_attributes())["a"] = std::string("\0x", 2);
-  ASSERT_TRUE(ChainEvent(kGenesisHash, &e).ok());
-  const std::string bytes = CanonicalEncoding(e);
-  CanonicalFields f;
-  ASSERT_TRUE(ParseCanonical(bytes, &f));
-  EXPECT_EQ(f.sequence, 77u);
-  EXPECT_EQ(f.device_id, e.device_id());
-  EXPECT_EQ(f.prev_hash, e.prev_hash());
-  AuditEvent back;
-  ASSERT_TRUE(CanonicalFieldsToEvent(f, &back));
-  back.set_hash(e.hash());
-  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(back, e));
-  EXPECT_EQ(CanonicalEncoding(back), bytes);
+  for (AuditEvent e : FixedEvents()) {
+    e.set_sequence(77);
+    (*e.mutable_attributes())["b"] = "2";
+    (*e.mutable_attributes())["a"] = std::string("\0x", 2);
+    (*e.mutable_attributes())[std::string(200, 'k')] = std::string(300, 'v');  // 2-byte varints
+    e.set_reason(std::string(20000, 'r'));                                     // 3 bytes
+    ASSERT_TRUE(ChainEvent(kGenesisHash, &e).ok());
+    const std::string bytes = CanonicalEncoding(e);
+    CanonicalFields f;
+    ASSERT_TRUE(ParseCanonical(bytes, &f));
+    EXPECT_EQ(f.version, e.encoding());
+    EXPECT_EQ(f.sequence, 77u);
+    EXPECT_EQ(f.device_id, e.device_id());
+    EXPECT_TRUE(f.prev_hash_ok);
+    EXPECT_EQ(absl::BytesToHexString(f.prev_hash_raw_view()), e.prev_hash());
+    AuditEvent back;
+    ASSERT_TRUE(CanonicalFieldsToEvent(f, &back));
+    back.set_hash(e.hash());
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(back, e)) << e.encoding();
+    EXPECT_EQ(CanonicalEncoding(back), bytes);
+    unsigned char hash[32];
+    ASSERT_TRUE(HashCanonical(bytes, f, hash));
+    EXPECT_EQ(absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(hash), 32)),
+              e.hash());
+  }
 }
 
 TEST(ParseCanonicalTest, UnsetTimeAndDurationStayUnset) {
-  AuditEvent e = FixedEvent();
-  e.clear_time();
-  e.clear_duration();
-  CanonicalFields f;
-  ASSERT_TRUE(ParseCanonical(CanonicalEncoding(e), &f));
-  EXPECT_FALSE(f.has_time);
-  EXPECT_FALSE(f.has_duration);
+  for (AuditEvent e : FixedEvents()) {
+    e.clear_time();
+    e.clear_duration();
+    CanonicalFields f;
+    ASSERT_TRUE(ParseCanonical(CanonicalEncoding(e), &f));
+    EXPECT_FALSE(f.has_time);
+    EXPECT_FALSE(f.has_duration);
+  }
 }
 
 TEST(ParseCanonicalTest, RejectsEveryTruncationAndTrailingBytes) {
-  const std::string bytes = CanonicalEncoding(FixedEvent());
-  CanonicalFields f;
-  for (size_t n = 0; n < bytes.size(); ++n) {
-    EXPECT_FALSE(ParseCanonical(bytes.substr(0, n), &f)) << n;
+  for (const AuditEvent& e : FixedEvents()) {
+    const std::string bytes = CanonicalEncoding(e);
+    CanonicalFields f;
+    for (size_t n = 0; n < bytes.size(); ++n) {
+      EXPECT_FALSE(ParseCanonical(bytes.substr(0, n), &f)) << n;
+    }
+    EXPECT_FALSE(ParseCanonical(bytes + "x", &f));
+    std::string wrong_tag = bytes;
+    wrong_tag[0] = 'X';
+    EXPECT_FALSE(ParseCanonical(wrong_tag, &f));
   }
-  EXPECT_FALSE(ParseCanonical(bytes + "x", &f));
-  std::string wrong_tag = bytes;
-  wrong_tag[0] = 'X';
-  EXPECT_FALSE(ParseCanonical(wrong_tag, &f));
+}
+
+// Version 2 has exactly one encoding per event: anything else that would decode to
+// the same fields is refused, so re-encoding a parsed event gives its bytes back.
+TEST(ParseCanonicalTest, VersionTwoRefusesEveryOtherSpelling) {
+  AuditEvent e = FixedEvent();
+  e.clear_attributes();
+  (*e.mutable_attributes())["a"] = "1";
+  (*e.mutable_attributes())["b"] = "2";
+  const std::string bytes = CanonicalEncoding(e);
+  CanonicalFields f;
+  ASSERT_TRUE(ParseCanonical(bytes, &f));
+  EXPECT_EQ(f.attribute_count, 2u);
+  // The fixed part: tag, sequence, prev_hash, flags, time, type, outcome, duration.
+  const size_t strings = 49 + 12 + 8 + 12;
+  ASSERT_EQ(bytes[strings], '\x20');  // event_id: 32 bytes
+  // event_id's length as a two-byte varint (0xa0 0x00): not the shortest form.
+  std::string long_varint = bytes;
+  long_varint.replace(strings, 1, "\xa0\x00");
+  EXPECT_FALSE(ParseCanonical(long_varint, &f));
+  // Unknown flag bits.
+  std::string flags = bytes;
+  flags[48] = '\x07';
+  EXPECT_FALSE(ParseCanonical(flags, &f));
+  // Attributes out of order, or a key twice.
+  const std::string ab = std::string(
+      "\x02\x01"
+      "a"
+      "\x01"
+      "1"
+      "\x01"
+      "b"
+      "\x01"
+      "2",
+      9);
+  const size_t at = bytes.find(ab);
+  ASSERT_NE(at, std::string::npos);
+  std::string swapped = bytes;
+  swapped.replace(at, ab.size(),
+                  std::string("\x02\x01"
+                              "b"
+                              "\x01"
+                              "2"
+                              "\x01"
+                              "a"
+                              "\x01"
+                              "1",
+                              9));
+  EXPECT_FALSE(ParseCanonical(swapped, &f));
+  std::string repeated = bytes;
+  repeated.replace(at, ab.size(),
+                   std::string("\x02\x01"
+                               "a"
+                               "\x01"
+                               "1"
+                               "\x01"
+                               "a"
+                               "\x01"
+                               "2",
+                               9));
+  EXPECT_FALSE(ParseCanonical(repeated, &f));
+  // A wrong end marker.
+  std::string end = bytes;
+  end.back() = '\0';
+  EXPECT_FALSE(ParseCanonical(end, &f));
+  // A varint past 32 bits.
+  std::string huge = bytes;
+  huge.replace(strings, 1, "\xff\xff\xff\xff\x1f");
+  EXPECT_FALSE(ParseCanonical(huge, &f));
+}
+
+// Torn-write recovery tells a complete last frame from one cut short by the zeros
+// after it: no complete encoding ends in a zero byte.
+TEST(ParseCanonicalTest, NoEncodingEndsInZero) {
+  AuditEvent e;
+  e.set_encoding(kEncodingV2);
+  EXPECT_NE(CanonicalEncoding(e).back(), '\0');
+  (*e.mutable_attributes())["k"] = std::string(8, '\0');
+  EXPECT_NE(CanonicalEncoding(e).back(), '\0');
 }
 
 TEST(ParseCanonicalTest, RejectsMalformedAttributes) {
-  AuditEvent e = FixedEvent();
+  AuditEvent e = FixedEventV1();
   (*e.mutable_attributes())["k"] = "v";
   CanonicalFields f;
   const std::string bytes = CanonicalEncoding(e);
@@ -236,34 +362,45 @@ TEST(ParseCanonicalTest, RejectsMalformedAttributes) {
 // An unchained encoding, filled in, is exactly the canonical encoding of the event
 // with that sequence and prev_hash (so the log store can write producers' bytes).
 TEST(UnchainedEncodingTest, ChainingGivesTheCanonicalEncoding) {
-  AuditEvent event = FixedEvent();
-  event.set_hash("ignored");
-  std::string bytes;
-  AppendUnchainedEncoding(event, &bytes);
-  ASSERT_TRUE(IsUnchainedEncoding(bytes));
-  AuditEvent placeholders = event;
-  placeholders.set_sequence(0);
-  placeholders.set_prev_hash(std::string(kGenesisHash));
-  EXPECT_EQ(bytes, CanonicalEncoding(placeholders));
+  for (AuditEvent event : FixedEvents()) {
+    event.set_hash("ignored");
+    std::string bytes;
+    AppendUnchainedEncoding(event, &bytes);
+    ASSERT_TRUE(IsUnchainedEncoding(bytes));
+    AuditEvent placeholders = event;
+    placeholders.set_sequence(0);
+    placeholders.set_prev_hash(std::string(kGenesisHash));
+    EXPECT_EQ(bytes, CanonicalEncoding(placeholders));
 
-  std::string prev_raw;
-  for (int i = 0; i < 32; ++i) prev_raw.push_back(static_cast<char>(0xf0 + (i % 16) - i));
-  ChainUnchainedEncoding(0x0102030405060708ULL, prev_raw, bytes.data(), bytes.size());
-  AuditEvent chained = event;
-  chained.set_sequence(0x0102030405060708ULL);
-  const std::string prev_hex = absl::BytesToHexString(prev_raw);
-  chained.set_prev_hash(prev_hex);
-  EXPECT_EQ(bytes, CanonicalEncoding(chained));
-  CanonicalFields fields;
-  ASSERT_TRUE(ParseCanonical(bytes, &fields));
-  EXPECT_EQ(fields.sequence, 0x0102030405060708ULL);
-  EXPECT_EQ(fields.prev_hash, prev_hex);
+    std::string prev_raw;
+    for (int i = 0; i < 32; ++i) prev_raw.push_back(static_cast<char>(0xf0 + (i % 16) - i));
+    ChainUnchainedEncoding(0x0102030405060708ULL, prev_raw, bytes.data(), bytes.size());
+    AuditEvent chained = event;
+    chained.set_sequence(0x0102030405060708ULL);
+    const std::string prev_hex = absl::BytesToHexString(prev_raw);
+    chained.set_prev_hash(prev_hex);
+    EXPECT_EQ(bytes, CanonicalEncoding(chained));
+    CanonicalFields fields;
+    ASSERT_TRUE(ParseCanonical(bytes, &fields));
+    EXPECT_EQ(fields.sequence, 0x0102030405060708ULL);
+    EXPECT_EQ(fields.prev_hash_raw_view(), prev_raw);
+    unsigned char from_parse[32];
+    unsigned char from_chain[32];
+    ASSERT_TRUE(HashCanonical(bytes, fields, from_parse));
+    ASSERT_TRUE(HashChainedEncoding(bytes, prev_raw, from_chain));
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(from_parse), 32),
+              std::string(reinterpret_cast<char*>(from_chain), 32));
+    EXPECT_EQ(absl::BytesToHexString(std::string(reinterpret_cast<char*>(from_chain), 32)),
+              *ComputeEventHash(chained));
 
-  // An event with no optional fields at all has the same shape.
-  std::string empty;
-  AppendUnchainedEncoding(AuditEvent(), &empty);
-  EXPECT_TRUE(IsUnchainedEncoding(empty));
-  EXPECT_TRUE(ParseCanonical(empty, &fields));
+    // An event with no optional fields at all has the same shape.
+    std::string empty;
+    AuditEvent bare;
+    bare.set_encoding(event.encoding());
+    AppendUnchainedEncoding(bare, &empty);
+    EXPECT_TRUE(IsUnchainedEncoding(empty));
+    EXPECT_TRUE(ParseCanonical(empty, &fields));
+  }
 }
 
 // The scratch form: a long event then a shorter one in the same scratch string
@@ -315,7 +452,7 @@ TEST(UnchainedEncodingTest, ViewEncodingMatchesTheMessage) {
 }
 
 TEST(UnchainedEncodingTest, RejectsOtherLayouts) {
-  AuditEvent event = FixedEvent();
+  AuditEvent event = FixedEventV1();
   std::string bytes;
   AppendUnchainedEncoding(event, &bytes);
   ASSERT_TRUE(IsUnchainedEncoding(bytes));
@@ -331,6 +468,14 @@ TEST(UnchainedEncodingTest, RejectsOtherLayouts) {
   std::string wrong_sequence_size = bytes;
   wrong_sequence_size[kCanonicalSequenceOffset - 1] = 9;
   EXPECT_FALSE(IsUnchainedEncoding(wrong_sequence_size));
+
+  std::string v2;
+  AppendUnchainedEncoding(FixedEvent(), &v2);
+  ASSERT_TRUE(IsUnchainedEncoding(v2));
+  EXPECT_FALSE(IsUnchainedEncoding(v2.substr(0, 49)));  // no room past the flags
+  std::string wrong_v2_tag = v2;
+  wrong_v2_tag[7] = '3';
+  EXPECT_FALSE(IsUnchainedEncoding(wrong_v2_tag));
 }
 
 }  // namespace

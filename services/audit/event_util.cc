@@ -115,6 +115,7 @@ void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event)
   event->clear_sequence();
   event->clear_prev_hash();
   event->clear_hash();
+  event->clear_encoding();  // the store writes the current version
   CapEventFields(event);
 }
 

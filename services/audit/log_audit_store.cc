@@ -110,10 +110,8 @@ const std::string& GenesisRaw() {
 // Self-consistency of an event frame: its canonical bytes hash, with its own
 // prev_hash, to the hash stored in front of them.
 bool SelfHashOk(absl::string_view hash_raw, absl::string_view canonical, const CanonicalFields& f) {
-  const std::string prev = FromHex(f.prev_hash);
-  if (prev.empty()) return false;
   unsigned char h[kHashBytes];
-  if (!crypto::Sha256Into(prev, canonical, h)) return false;
+  if (!HashCanonical(canonical, f, h)) return false;
   return absl::string_view(reinterpret_cast<const char*>(h), kHashBytes) == hash_raw;
 }
 
@@ -390,7 +388,8 @@ bool BlockMayMatch(const BlockSummary& b, const EventFilter& f) {
 // Whether an event frame's `body` (starting at file offset `offset`) ends in zeros
 // the way a torn write leaves it: a run of 8, or everything after the last 512-byte
 // sector boundary it crosses (a device persists whole sectors). A complete event
-// frame never does: its last field is a 64-digit hex prev_hash, with no zero byte.
+// frame never does: it ends in version 2's end marker (0xA5), or in version 1's
+// 64-digit hex prev_hash, with no zero byte.
 bool EndsInZeros(absl::string_view body, uint64_t offset) {
   auto zeros = [](const char* from, const char* to) {
     return std::all_of(from, to, [](char c) { return c == '\0'; });
@@ -547,7 +546,7 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     if (recover && (!parsed || !SelfHashOk(e.hash_raw, e.canonical, e.fields)) &&
         EndsInZeros(f.body, f.offset + kFrameHeader) &&
         RestIsZero(seg.fd, reader.position(), file_size).value_or(false)) {
-      // The last frame of the file ends in zeros where its hex prev_hash belongs:
+      // The last frame of the file ends in zeros where its end belongs:
       // blocks allocated by the crashed write but never filled. (A complete last
       // frame that is merely wrong stays, for Verify to name.)
       out.truncated_tail = true;
@@ -1001,6 +1000,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendEvents(
     e.set_prev_hash(crypto::HexEncode(absl::string_view(chain).substr(at, kHashBytes)));
     at += kHashBytes;
     e.set_hash(crypto::HexEncode(absl::string_view(chain).substr(at, kHashBytes)));
+    e.set_encoding(EncodingOf(e));
   }
   return results;
 }
@@ -1103,7 +1103,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
     buffer_.append(batch.buffer.data() + in.offset, in.size);
     ChainUnchainedEncoding(seq, p.head_raw, &buffer_[canonical], in.size);
     const absl::string_view canon(buffer_.data() + canonical, in.size);
-    if (!crypto::Sha256Into(p.head_raw, canon, hash)) {
+    if (!HashChainedEncoding(canon, p.head_raw, hash)) {
       return absl::InternalError("audit log: SHA-256 failed");
     }
     StoreU32(static_cast<uint32_t>(buffer_.size() - frame - kFrameHeader), &buffer_[frame]);
@@ -1789,8 +1789,14 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
         }
         const bool self_ok = SelfHashOk(e.hash_raw, e.canonical, e.fields);
         const std::string hash_hex = crypto::HexEncode(e.hash_raw);
-        if (e.fields.prev_hash != expected_prev) {
-          const std::string prev_raw = FromHex(e.fields.prev_hash);
+        // As stored in version 1 (possibly malformed); the hex of the raw bytes in 2.
+        const bool prev_matches =
+            e.fields.version == kEncodingV1
+                ? e.fields.prev_hash_stored == expected_prev
+                : crypto::HexEncode(e.fields.prev_hash_raw_view()) == expected_prev;
+        if (!prev_matches) {
+          const std::string prev_raw =
+              e.fields.prev_hash_ok ? std::string(e.fields.prev_hash_raw_view()) : std::string();
           const uint64_t later =
               prev_raw.empty()
                   ? 0

@@ -584,6 +584,48 @@ TEST_F(LogStoreTest, DeduplicatesByEventId) {
 
 // AppendFresh (the local pipeline's ids, generated in-process): no lookup, and the
 // ids stay out of the dedup window; sequences and the chain are as for Append.
+// A log written in canonical version 1 (before the upgrade) keeps verifying, and its
+// chain continues in version 2: each event's hash covers the version it was written
+// in, across a reopen, and an edit to an event of either version is found.
+TEST_F(LogStoreTest, VersionOneEventsChainOnIntoVersionTwo) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  std::vector<AuditEvent> old_events;
+  for (uint64_t i = 1; i <= 5; ++i) {
+    old_events.push_back(MakeEvent(i));
+    old_events.back().set_encoding(kEncodingV1);
+  }
+  ASSERT_NO_FATAL_FAILURE(AppendEvents(old_events, 100));
+  ASSERT_NO_FATAL_FAILURE(AppendRange(6, 10));
+  ASSERT_NO_FATAL_FAILURE(Open());  // reopened: the head is read from the file
+  ASSERT_NO_FATAL_FAILURE(AppendRange(11, 12));
+  const std::vector<AuditEvent> all = ReadAll();
+  ASSERT_EQ(all.size(), 12u);
+  for (const AuditEvent& e : all) {
+    EXPECT_EQ(e.encoding(), e.sequence() <= 5 ? kEncodingV1 : kEncodingV2) << e.sequence();
+    EXPECT_EQ(*ComputeEventHash(e), e.hash()) << e.sequence();
+  }
+  EXPECT_EQ(all[5].prev_hash(), all[4].hash());
+  VerifyResult v = Verify();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.events_checked, 12u);
+  // One byte of a version-1 event's request id, then of a version-2 event's.
+  const std::string original = ReadFile(SegPath(1));
+  for (const auto& [id, seq] : {std::pair<std::string, uint64_t>{"req-3", 3},
+                                std::pair<std::string, uint64_t>{"req-8", 8}}) {
+    Close();
+    std::string edited = original;
+    const size_t at = edited.find(id);
+    ASSERT_NE(at, std::string::npos) << id;
+    ASSERT_EQ(edited.find(id, at + 1), std::string::npos) << id;
+    edited[at] = 'X';
+    ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), edited));
+    ASSERT_NO_FATAL_FAILURE(Open());
+    v = Verify();
+    EXPECT_FALSE(v.ok) << id;
+    EXPECT_EQ(v.first_bad_sequence, seq) << v.problem << " " << v.detail;
+  }
+}
+
 TEST_F(LogStoreTest, AppendFreshSkipsTheDuplicateLookup) {
   ASSERT_NO_FATAL_FAILURE(Open());
   std::vector<AuditEvent> batch = {MakeEvent(1), MakeEvent(2)};
@@ -718,7 +760,10 @@ TEST_F(LogStoreTest, AppendEncodedRejectsMalformedBatchesAndWritesNothing) {
   bad = good;
   bad.events[1].size -= 1;  // cut short
   expect_rejected(bad.batch(), "cut short");
+  // (Version 1 only: version 2 keeps both chain fields in fixed slots, so any
+  // encoding of it is also an unchained one.)
   AuditEvent chained = MakeEvent(5);
+  chained.set_encoding(kEncodingV1);
   chained.set_prev_hash("abc");
   bad = good;
   const size_t offset = bad.bytes.size();

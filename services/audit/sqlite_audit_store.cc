@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS audit_events (
   duration_nanos INTEGER,
   attributes BLOB NOT NULL,
   prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
+  hash TEXT NOT NULL,
+  -- The canonical encoding version `hash` covers (canonical.h).
+  encoding INTEGER NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX IF NOT EXISTS audit_events_event_id ON audit_events(event_id);
 -- One row per complete block of kBlockEvents sequences (see block_filter.h): what
@@ -72,8 +74,9 @@ CREATE TABLE IF NOT EXISTS audit_state (
 )sql";
 
 // Version 1 had B-tree indexes on time, (tenant, sequence) and (device, sequence);
-// version 2 replaces them with audit_blocks.
-constexpr int kSchemaVersion = 2;
+// version 2 replaces them with audit_blocks; version 3 adds audit_events.encoding
+// (rows written before it are canonical version 1).
+constexpr int kSchemaVersion = 3;
 constexpr char kDropVersion1Indexes[] = R"sql(
 DROP INDEX IF EXISTS audit_events_time;
 DROP INDEX IF EXISTS audit_events_tenant;
@@ -85,7 +88,7 @@ DROP INDEX IF EXISTS audit_events_device;
 constexpr char kEventColumns[] =
     "sequence, event_id, time_s, time_nanos, type, tenant_id, product_key, device_id, "
     "outcome, reason, credential_type, credential_fingerprint, caller, peer_address, "
-    "request_id, duration_s, duration_nanos, attributes, prev_hash, hash";
+    "request_id, duration_s, duration_nanos, attributes, prev_hash, hash, encoding";
 
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
   const int code = sqlite3_extended_errcode(db);
@@ -226,7 +229,9 @@ bool RowToEvent(Stmt& s, AuditEvent* e) {
   const bool attrs_ok = DecodeAttributes(s.Text(17), e);
   e->set_prev_hash(s.Text(18));
   e->set_hash(s.Text(19));
-  return attrs_ok;
+  const int64_t encoding = s.Int(20);
+  e->set_encoding(static_cast<uint32_t>(encoding));
+  return attrs_ok && encoding >= kEncodingV1 && encoding <= kEncodingV2;
 }
 
 void BindEvent(Stmt& s, const AuditEvent& e) {
@@ -260,6 +265,7 @@ void BindEvent(Stmt& s, const AuditEvent& e) {
   s.BindBlob(18, EncodeAttributes(e.attributes()));  // the canonical field 16 form
   s.BindText(19, e.prev_hash());
   s.BindText(20, e.hash());
+  s.Bind(21, e.encoding());
 }
 
 struct State {
@@ -565,7 +571,8 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
 
 // Brings a log written by an older schema up to kSchemaVersion, in one
 // transaction: version 1 -> 2 drops the per-column indexes and summarises the
-// complete blocks (about a second per million events).
+// complete blocks (about a second per million events); 2 -> 3 adds the encoding
+// column, 1 for every row already there.
 absl::Status MigrateToCurrentSchema(sqlite3* db) {
   IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db, /*write=*/true));
   int version = 0;
@@ -582,6 +589,17 @@ absl::Status MigrateToCurrentSchema(sqlite3* db) {
   }
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(db));
   IOTAUTH_RETURN_IF_ERROR(Exec(db, kDropVersion1Indexes));
+  bool has_encoding = false;
+  {
+    Stmt s(db, "SELECT 1 FROM pragma_table_info('audit_events') WHERE name = 'encoding'");
+    IOTAUTH_RETURN_IF_ERROR(s.status());
+    has_encoding = s.Step() == SQLITE_ROW;
+  }
+  if (!has_encoding) {
+    // Every row written so far is canonical version 1.
+    IOTAUTH_RETURN_IF_ERROR(
+        Exec(db, "ALTER TABLE audit_events ADD COLUMN encoding INTEGER NOT NULL DEFAULT 1"));
+  }
   IOTAUTH_RETURN_IF_ERROR(SummarizeMissingBlocks(db, st));
   if (version != kSchemaVersion) {
     Stmt s(db, "UPDATE audit_state SET schema_version = ? WHERE id = 1");
@@ -628,7 +646,7 @@ absl::StatusOr<std::unique_ptr<SqliteAuditStore>> SqliteAuditStore::Open(Options
     if (!s.ok()) return close_writer(s);
     s = Exec(writer,
              "INSERT OR IGNORE INTO audit_state(id, schema_version, first_sequence, "
-             "head_sequence, head_hash) VALUES (1, 2, 1, 0, "
+             "head_sequence, head_hash) VALUES (1, 3, 1, 0, "
              "'0000000000000000000000000000000000000000000000000000000000000000')");
     if (!s.ok()) return close_writer(s);
     s = MigrateToCurrentSchema(writer);
@@ -653,7 +671,7 @@ absl::StatusOr<std::vector<AppendedEvent>> SqliteAuditStore::Append(
   IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(writer_, /*write=*/true));
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(writer_));
   Stmt insert(writer_, absl::StrCat("INSERT INTO audit_events(", kEventColumns,
-                                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+                                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
   IOTAUTH_RETURN_IF_ERROR(insert.status());
   Stmt existing(writer_, "SELECT sequence FROM audit_events WHERE event_id = ?");
   IOTAUTH_RETURN_IF_ERROR(existing.status());

@@ -123,6 +123,7 @@ TEST_F(StoreTest, AppendAssignsGapFreeSequencesAndChains) {
   want.set_sequence(1);
   want.set_prev_hash(std::string(kGenesisHash));
   want.set_hash(committed[0].hash());
+  want.set_encoding(kEncodingV2);
   EXPECT_EQ((*all)[0].SerializeAsString(), want.SerializeAsString());
   auto head = store_->Head();
   ASSERT_TRUE(head.ok());
@@ -638,16 +639,56 @@ TEST_F(BlockQueryTest, Version1LogIsMigratedOnOpen) {
   EXPECT_EQ(CountRows("audit_blocks"), 3);
   EXPECT_EQ(CountRows("sqlite_master WHERE type = 'index' AND name LIKE 'audit_events_%'"), 1)
       << "only the event_id index stays";
-  EXPECT_EQ(CountRows("audit_state WHERE schema_version = 2"), 1);
+  EXPECT_EQ(CountRows("audit_state WHERE schema_version = 3"), 1);
   ExpectAllFiltersExact();
   EXPECT_TRUE(VerifyAll().ok);
+}
+
+// Schema 2 had no encoding column: its rows are canonical version 1. Opened by
+// this build, they keep verifying, and new rows chain on in version 2.
+TEST_F(BlockQueryTest, SchemaTwoRowsStayVersionOneAndTheChainContinues) {
+  Open(/*checkpoint_interval=*/1000);
+  std::vector<AuditEvent> old_rows;
+  for (int i = 1; i <= 5; ++i) {
+    AuditEvent e;
+    e.set_event_id(absl::StrCat("old-", i));
+    e.set_device_id("dev-old");
+    e.set_encoding(kEncodingV1);
+    old_rows.push_back(e);
+  }
+  ASSERT_TRUE(store_->Append(&old_rows).ok());
+  store_.reset();
+  Tamper(path_,
+         "ALTER TABLE audit_events DROP COLUMN encoding; "
+         "UPDATE audit_state SET schema_version = 2;");
+  Open(/*checkpoint_interval=*/1000);
+  EXPECT_EQ(CountRows("audit_state WHERE schema_version = 3"), 1);
+  std::vector<AuditEvent> new_rows(2);
+  new_rows[0].set_event_id("new-1");
+  new_rows[1].set_event_id("new-2");
+  ASSERT_TRUE(store_->Append(&new_rows).ok());
+  auto all = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 7u);
+  for (const AuditEvent& e : *all) {
+    EXPECT_EQ(e.encoding(), e.sequence() <= 5 ? kEncodingV1 : kEncodingV2);
+    EXPECT_EQ(*ComputeEventHash(e), e.hash());
+  }
+  EXPECT_TRUE(VerifyAll().ok);
+  // The version a row claims is part of what its hash covers.
+  store_.reset();
+  Tamper(path_, "UPDATE audit_events SET encoding = 2 WHERE sequence = 3;");
+  Open(/*checkpoint_interval=*/1000);
+  VerifyResult v = VerifyAll();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, 3u) << v.problem << " " << v.detail;
 }
 
 TEST_F(BlockQueryTest, NewerSchemaIsRefused) {
   Open();
   AppendRange(1, 3);
   store_.reset();
-  Tamper(path_, "UPDATE audit_state SET schema_version = 3");
+  Tamper(path_, "UPDATE audit_state SET schema_version = 4");
   SqliteAuditStore::Options o;
   o.path = path_;
   auto s = SqliteAuditStore::Open(o);

@@ -177,19 +177,24 @@ import glob, struct
 auth = gaps = 0
 segs = sorted(glob.glob(os.path.join(w, "data", "audit", "*.seg")))
 if segs:  # the segment log (services/audit/log_audit_store.h): frames u32 len, u8 kind
-    tag = len("iotauth.audit.v1.AuditEvent/1")
+    tag1 = b"iotauth.audit.v1.AuditEvent/1"
     for path in segs:
         data = open(path, "rb").read()
         pos = 16
         while pos + 5 <= len(data):
             n, kind = struct.unpack_from(">IB", data, pos)
             if kind == ord("E"):
-                # canonical: tag, field 1 (8+8 bytes), field 2 (8+len), field 3 (8+0/12), field 4
-                c = pos + 5 + 32 + tag
-                c += 16
-                c += 8 + struct.unpack_from(">I", data, c + 4)[0]
-                c += 8 + struct.unpack_from(">I", data, c + 4)[0]
-                etype = struct.unpack_from(">i", data, c + 8)[0]
+                c = pos + 5 + 32  # after the frame header and the stored hash
+                if data[c:c + 8] == b"iaudit/2":
+                    # version 2: tag, sequence, raw prev_hash, flags, [time], type
+                    flags = data[c + 48]
+                    etype = struct.unpack_from(">i", data, c + 49 + (12 if flags & 1 else 0))[0]
+                else:
+                    # version 1: tag, field 1 (8+8), field 2 (8+len), field 3 (8+0/12), field 4
+                    c += len(tag1) + 16
+                    c += 8 + struct.unpack_from(">I", data, c + 4)[0]
+                    c += 8 + struct.unpack_from(">I", data, c + 4)[0]
+                    etype = struct.unpack_from(">i", data, c + 8)[0]
                 auth += etype == 1
                 gaps += etype == 6
             pos += 5 + n
