@@ -74,6 +74,7 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
   for (auto& e : events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
     CapEventFields(&e);  // as the sending service's PrepareForRecord did
+    e.clear_encoding();  // the store writes the current version, whatever was sent
   }
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended, options_.store->Append(&events));
   v1::IngestAck ack;

@@ -2,7 +2,7 @@
 """Independent implementation of the canonical encodings (canonical.h, versions 1 and 2).
 
 Prints the hashes that canonical_test.cc expects for its FixedEvent(): version 1,
-then version 2. Run:
+then version 2 (hash and size), then version 2 with long fields. Run:
   python3 services/audit/canonical_golden.py
 """
 import hashlib
@@ -58,15 +58,15 @@ def v1():
     return hashlib.sha256(bytes.fromhex(PREV) + enc).hexdigest()
 
 
-def v2():
+def v2(strings=STRINGS, attrs=ATTRS):
     enc = b"iaudit/2" + u64(42) + bytes.fromhex(PREV)
     enc += bytes([0x03])  # time and duration set
     enc += u64(1700000000) + u32(123456789)
     enc += u32(1) + u32(2)  # type, outcome
     enc += u64(0) + u32(250000)
-    enc += b"".join(varint(len(x)) + x for x in STRINGS)
-    enc += varint(len(ATTRS))
-    enc += b"".join(varint(len(k)) + k + varint(len(v)) + v for k, v in sorted(ATTRS.items()))
+    enc += b"".join(varint(len(x)) + x for x in strings)
+    enc += varint(len(attrs))
+    enc += b"".join(varint(len(k)) + k + varint(len(v)) + v for k, v in sorted(attrs.items()))
     enc += b"\xa5"
     return hashlib.sha256(enc).hexdigest(), len(enc)
 
@@ -74,6 +74,13 @@ def v2():
 def main():
     print(v1())
     digest, size = v2()
+    print(digest, size)
+    # Multi-byte varints: a 200-byte reason (2 bytes), a 20000-byte value (3 bytes).
+    strings = list(STRINGS)
+    strings[4] = b"r" * 200
+    attrs = dict(ATTRS)
+    attrs[b"zeta"] = b"v" * 20000
+    digest, size = v2(strings, attrs)
     print(digest, size)
 
 

@@ -62,6 +62,12 @@ TEST(CanonicalTest, GoldenHash) {
   explicit_v2.set_encoding(kEncodingV2);
   EXPECT_EQ(*ComputeEventHash(explicit_v2), *h2);
   EXPECT_EQ(CanonicalEncoding(FixedEvent()).size(), 253u);
+  AuditEvent long_fields = FixedEvent();  // 2- and 3-byte varint lengths
+  long_fields.set_reason(std::string(200, 'r'));
+  (*long_fields.mutable_attributes())["zeta"] = std::string(20000, 'v');
+  EXPECT_EQ(*ComputeEventHash(long_fields),
+            "51681fb2598c122604a324eaedd404e2008af8644ef10a42249ef3fd0ef1f3dc");
+  EXPECT_EQ(CanonicalEncoding(long_fields).size(), 20427u);
   AuditEvent unknown = FixedEvent();
   unknown.set_encoding(3);
   EXPECT_EQ(ComputeEventHash(unknown).status().code(), absl::StatusCode::kInvalidArgument);
@@ -282,7 +288,7 @@ TEST(ParseCanonicalTest, VersionTwoRefusesEveryOtherSpelling) {
   ASSERT_EQ(bytes[strings], '\x20');  // event_id: 32 bytes
   // event_id's length as a two-byte varint (0xa0 0x00): not the shortest form.
   std::string long_varint = bytes;
-  long_varint.replace(strings, 1, "\xa0\x00");
+  long_varint.replace(strings, 1, std::string("\xa0\x00", 2));
   EXPECT_FALSE(ParseCanonical(long_varint, &f));
   // Unknown flag bits.
   std::string flags = bytes;
@@ -329,9 +335,9 @@ TEST(ParseCanonicalTest, VersionTwoRefusesEveryOtherSpelling) {
   std::string end = bytes;
   end.back() = '\0';
   EXPECT_FALSE(ParseCanonical(end, &f));
-  // A varint past 32 bits.
+  // A varint past 32 bits (32 again once truncated to 32 bits).
   std::string huge = bytes;
-  huge.replace(strings, 1, "\xff\xff\xff\xff\x1f");
+  huge.replace(strings, 1, std::string("\xa0\x80\x80\x80\x10", 5));  // 32 + 2^32
   EXPECT_FALSE(ParseCanonical(huge, &f));
 }
 

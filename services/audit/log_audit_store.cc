@@ -36,7 +36,13 @@ using big_endian::LoadU32;
 using big_endian::LoadU64;
 using big_endian::StoreU32;
 
-constexpr absl::string_view kSegmentMagic = "IOTAUDL1";
+// Segments are created with "IOTAUDL2". "IOTAUDL1" heads segments begun by builds
+// that wrote canonical version 1 only; the first write to such an active segment
+// rewrites its magic (MarkSegmentVersion2), so that an older build, which cannot
+// read version 2 and would skip its frames as damage, refuses the segment instead
+// of appending after them (a rollback cannot fork the log).
+constexpr absl::string_view kSegmentMagic = "IOTAUDL2";
+constexpr absl::string_view kSegmentMagicV1 = "IOTAUDL1";
 constexpr absl::string_view kIndexMagic = "IOTAIDX1";
 constexpr absl::string_view kAnchorMagic = "IOTAANC1";
 constexpr size_t kSegmentHeader = 16;
@@ -244,6 +250,7 @@ struct LogAuditStore::Segment {
   int wfd = -1;
   uint64_t zeroed_end = 0;
   std::string tail;
+  bool v1_magic = false;  // headed "IOTAUDL1": rewritten before the first write
   // Mutable fields: guarded by the store's state_mu_.
   uint64_t size = 0;                 // committed bytes
   uint64_t last = 0;                 // last committed sequence; first - 1 when empty
@@ -443,6 +450,7 @@ struct SegmentScan {
   // The active segment's creation did not complete (no header written, nothing but
   // zeros): no event in it was ever reported committed; the file goes.
   bool unfinished = false;
+  bool v1_magic = false;  // the header says "IOTAUDL1"
 };
 
 enum class ScanMode {
@@ -481,7 +489,14 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
       return out;
     }
   }
-  if (absl::string_view(header, 8) != kSegmentMagic || LoadU64(header + 8) != seg.first) {
+  const absl::string_view magic(header, 8);
+  out.v1_magic = magic == kSegmentMagicV1;
+  if (magic != kSegmentMagic && !out.v1_magic && magic.substr(0, 7) == "IOTAUDL") {
+    return absl::FailedPreconditionError(absl::StrCat("audit log: segment ", seg.path,
+                                                      " was written by a newer iotauthd (format ",
+                                                      magic, "); run that build or a newer one"));
+  }
+  if ((magic != kSegmentMagic && !out.v1_magic) || LoadU64(header + 8) != seg.first) {
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path,
                                             " has a bad header (not an iotauth audit segment, or "
                                             "renamed)"));
@@ -862,6 +877,7 @@ absl::Status LogAuditStore::Recover() {
         file_size = scan.valid_size;
       }
       seg->size = scan.valid_size;
+      seg->v1_magic = scan.v1_magic;
       seg->last = scan.last != 0 ? scan.last : first - 1;
       seg->sparse = std::move(scan.sparse);
       seg->blocks = std::move(scan.blocks);
@@ -1021,6 +1037,11 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
       seg_size = seg->size;
     }
   }
+  if (p.head_raw.size() != kHashBytes) {
+    return absl::DataLossError(
+        "audit log: the head event's hash is unknown (its segment is damaged); run "
+        "`iotauthctl audit verify` and move the damaged segment aside");
+  }
   if (chain != nullptr) *chain = p.head_raw;
   buffer_.clear();
   // Room for the whole batch up front: buffer_ then does not move while it fills,
@@ -1085,6 +1106,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
       buffer_.append(kSegmentMagic.data(), kSegmentMagic.size());
       AppendU64(seg->first, &buffer_);
     } else if (chunk == nullptr) {
+      if (seg->v1_magic) IOTAUTH_RETURN_IF_ERROR(MarkSegmentVersion2(seg.get()));
       const bool direct = seg->wfd >= 0;
       if (direct) {
         buffer_.append(lead, '\0');
@@ -1129,6 +1151,21 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   IOTAUTH_RETURN_IF_ERROR(WriteBatch(&p));
   ApplyCommitted(p, batch_events_, results);
   return results;
+}
+
+absl::Status LogAuditStore::MarkSegmentVersion2(Segment* seg) const {
+  if (!WriteAll(seg->fd, kSegmentMagic, 0) || fdatasync(seg->fd) != 0) {
+    return ErrnoStatus("cannot write the header of", seg->path);
+  }
+  // The next direct write repeats the segment's last partial block: when that is
+  // the first block, it must carry the new magic too.
+  if (seg->size == seg->tail.size() && seg->tail.size() >= kSegmentMagic.size()) {
+    std::memcpy(seg->tail.data(), kSegmentMagic.data(), kSegmentMagic.size());
+  }
+  seg->v1_magic = false;
+  log::Info("audit log: segment marked for canonical version 2 (older builds refuse it)",
+            {{"segment", seg->path}});
+  return absl::OkStatus();
 }
 
 absl::Status LogAuditStore::PrepareForWrites(Segment* seg) const {

@@ -17,7 +17,10 @@
 //                                     pruned event, fsynced before segments go
 //
 // Segment format (integers big-endian):
-//   header  "IOTAUDL1" then u64 first sequence                       (16 bytes)
+//   header  "IOTAUDL2" then u64 first sequence                       (16 bytes)
+//           ("IOTAUDL1" in a segment only builds before canonical version 2
+//           wrote to; the first write of this build rewrites it, so that those
+//           builds, which cannot read version 2, refuse the segment)
 //   frames  u32 body_length, u8 kind, body
 //     kind 'E' (event):       32 raw bytes of the event's hash, then the event's
 //                             canonical encoding (canonical.h: it carries the
@@ -149,6 +152,9 @@ class LogAuditStore final : public AuditStore {
   // `old_tail` before.
   void UndoChunk(Segment* segment, uint64_t offset, size_t size, const std::string& old_tail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Rewrites an "IOTAUDL1" segment header as "IOTAUDL2" (durably) before the first
+  // version-2 frame goes into the segment.
+  absl::Status MarkSegmentVersion2(Segment* segment) const;
   // Opens the active segment for direct writes and loads its tail.
   absl::Status PrepareForWrites(Segment* segment) const;
   // What ApplyCommitted needs of each event of a batch (views into the batch).

@@ -36,7 +36,8 @@ namespace fs = std::filesystem;
 using iotauth::audit::v1::AuditEvent;
 
 constexpr int64_t kBaseSeconds = 1700000000;
-constexpr char kSegmentMagic[] = "IOTAUDL1";
+constexpr char kSegmentMagic[] = "IOTAUDL2";
+constexpr char kSegmentMagicV1[] = "IOTAUDL1";
 constexpr size_t kSegmentHeaderSize = 16;
 constexpr size_t kFrameHeaderSize = 5;  // u32 body_length, u8 kind
 constexpr size_t kHashSize = 32;
@@ -582,8 +583,6 @@ TEST_F(LogStoreTest, DeduplicatesByEventId) {
   ASSERT_NO_FATAL_FAILURE(ExpectHolds(1));
 }
 
-// AppendFresh (the local pipeline's ids, generated in-process): no lookup, and the
-// ids stay out of the dedup window; sequences and the chain are as for Append.
 // A log written in canonical version 1 (before the upgrade) keeps verifying, and its
 // chain continues in version 2: each event's hash covers the version it was written
 // in, across a reopen, and an edit to an event of either version is found.
@@ -595,7 +594,17 @@ TEST_F(LogStoreTest, VersionOneEventsChainOnIntoVersionTwo) {
     old_events.back().set_encoding(kEncodingV1);
   }
   ASSERT_NO_FATAL_FAILURE(AppendEvents(old_events, 100));
+  // As a build before version 2 left the segment: headed "IOTAUDL1".
+  Close();
+  std::string bytes = ReadFile(SegPath(1));
+  bytes.replace(0, 8, kSegmentMagicV1);
+  ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), bytes));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  EXPECT_EQ(ReadFile(SegPath(1)).substr(0, 8), kSegmentMagicV1) << "opening changed the file";
+  // The first version-2 write marks the segment, so that an older build (which
+  // would skip version-2 frames as damage and append after them) refuses it.
   ASSERT_NO_FATAL_FAILURE(AppendRange(6, 10));
+  EXPECT_EQ(ReadFile(SegPath(1)).substr(0, 8), kSegmentMagic);
   ASSERT_NO_FATAL_FAILURE(Open());  // reopened: the head is read from the file
   ASSERT_NO_FATAL_FAILURE(AppendRange(11, 12));
   const std::vector<AuditEvent> all = ReadAll();
@@ -626,6 +635,23 @@ TEST_F(LogStoreTest, VersionOneEventsChainOnIntoVersionTwo) {
   }
 }
 
+// A segment format this build does not know, from a newer build: Open refuses it
+// and says so (a rollback must not append to a log it cannot read).
+TEST_F(LogStoreTest, SegmentOfANewerFormatIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, 3));
+  Close();
+  std::string bytes = ReadFile(SegPath(1));
+  bytes.replace(0, 8, "IOTAUDL9");
+  ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), bytes));
+  auto s = LogAuditStore::Open(options_);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
+  EXPECT_NE(s.status().message().find("newer iotauthd"), absl::string_view::npos) << s.status();
+}
+
+// AppendFresh (the local pipeline's ids, generated in-process): no lookup, and the
+// ids stay out of the dedup window; sequences and the chain are as for Append.
 TEST_F(LogStoreTest, AppendFreshSkipsTheDuplicateLookup) {
   ASSERT_NO_FATAL_FAILURE(Open());
   std::vector<AuditEvent> batch = {MakeEvent(1), MakeEvent(2)};

@@ -528,9 +528,11 @@ std::vector<uint64_t> Sequences(const std::vector<AuditEvent>& events) {
 class BlockQueryTest : public StoreTest {
  protected:
   static constexpr int kEvents = 3 * static_cast<int>(kBlockEvents) + 700;
-  void Fill() {
+  // `encoding`: the canonical version the rows are written in (0: the current one).
+  void Fill(uint32_t encoding = 0) {
     Open(/*checkpoint_interval=*/1000);
     std::vector<AuditEvent> all = ManyBlockEvents(kEvents);
+    for (AuditEvent& e : all) e.set_encoding(encoding);
     // Uneven batches, some crossing block boundaries.
     for (size_t i = 0; i < all.size();) {
       const size_t n = std::min(all.size() - i, static_cast<size_t>(1 + (i * 7919) % 2500));
@@ -627,11 +629,13 @@ TEST_F(BlockQueryTest, MissingOrDamagedSummariesOnlyCostSpeed) {
 }
 
 TEST_F(BlockQueryTest, Version1LogIsMigratedOnOpen) {
-  Fill();
+  Fill(kEncodingV1);
   store_.reset();
-  // What schema version 1 left: per-column indexes, no block summaries.
+  // What schema version 1 left: per-column indexes, no block summaries, no
+  // encoding column (its rows are canonical version 1).
   Tamper(path_,
          "DELETE FROM audit_blocks; UPDATE audit_state SET schema_version = 1; "
+         "ALTER TABLE audit_events DROP COLUMN encoding; "
          "CREATE INDEX audit_events_device ON audit_events(device_id, sequence); "
          "CREATE INDEX audit_events_tenant ON audit_events(tenant_id, sequence); "
          "CREATE INDEX audit_events_time ON audit_events(time_s, time_nanos);");
