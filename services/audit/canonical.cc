@@ -173,7 +173,7 @@ class ViewAccess {
   Time duration() const { return {v_.duration.seconds, v_.duration.nanos}; }
   absl::Span<const EventView::Attribute> attributes() const { return v_.attributes; }
   // A view is always encoded in the current version.
-  uint32_t encoding() const { return 0; }
+  static uint32_t encoding() { return 0; }
 
  private:
   const EventView& v_;

@@ -1153,7 +1153,7 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   return results;
 }
 
-absl::Status LogAuditStore::MarkSegmentVersion2(Segment* seg) const {
+absl::Status LogAuditStore::MarkSegmentVersion2(Segment* seg) {
   if (!WriteAll(seg->fd, kSegmentMagic, 0) || fdatasync(seg->fd) != 0) {
     return ErrnoStatus("cannot write the header of", seg->path);
   }

@@ -154,7 +154,7 @@ class LogAuditStore final : public AuditStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Rewrites an "IOTAUDL1" segment header as "IOTAUDL2" (durably) before the first
   // version-2 frame goes into the segment.
-  absl::Status MarkSegmentVersion2(Segment* segment) const;
+  static absl::Status MarkSegmentVersion2(Segment* segment);
   // Opens the active segment for direct writes and loads its tail.
   absl::Status PrepareForWrites(Segment* segment) const;
   // What ApplyCommitted needs of each event of a batch (views into the batch).

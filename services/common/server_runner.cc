@@ -72,6 +72,10 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   return runner;
 }
 
+void ServerRunner::RegisterCollectable(const std::weak_ptr<prometheus::Collectable>& collectable) {
+  if (exposer_) exposer_->RegisterCollectable(collectable);
+}
+
 ServerRunner::~ServerRunner() { Shutdown(absl::ZeroDuration()); }
 
 void ServerRunner::Shutdown(absl::Duration grace) {

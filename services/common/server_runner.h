@@ -42,6 +42,9 @@ class ServerRunner {
   // 0 when metrics are disabled.
   int metrics_port() const { return metrics_port_; }
   grpc::Server* server() { return server_.get(); }
+  // Adds metrics computed at scrape time (a no-op when metrics are disabled). The
+  // runner keeps a weak reference: the caller keeps the collectable alive.
+  void RegisterCollectable(const std::weak_ptr<prometheus::Collectable>& collectable);
 
   // Marks every service NOT_SERVING, stops accepting calls, lets in-flight calls
   // finish for up to `grace`, then cancels the rest. Idempotent.

@@ -826,6 +826,21 @@ Authenticator::Authenticator(Options options, std::string request_id_prefix)
 
 Authenticator::~Authenticator() = default;
 
+namespace {
+Authenticator::LimiterStats StatsOf(const AttemptLimiter* limiter) {
+  if (limiter == nullptr) return {};
+  return {true, limiter->size(), limiter->evictions()};
+}
+}  // namespace
+
+Authenticator::LimiterStats Authenticator::device_limiter_stats() const {
+  return StatsOf(device_limiter_.get());
+}
+
+Authenticator::LimiterStats Authenticator::source_limiter_stats() const {
+  return StatsOf(source_limiter_.get());
+}
+
 absl::Status Authenticator::Authenticate(const v1::AuthenticateRequest& request,
                                          const CallContext& context,
                                          v1::AuthenticateResponse* response) {

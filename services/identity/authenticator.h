@@ -104,6 +104,15 @@ class Authenticator {
   // a whole batch before deciding any entry).
   absl::Status ValidateRequest(const iotauth::identity::v1::AuthenticateRequest& request) const;
 
+  // The brute-force limiters' state, for metrics (read at scrape time).
+  struct LimiterStats {
+    bool enabled = false;
+    size_t tracked = 0;      // keys with recent failures
+    uint64_t evictions = 0;  // keys dropped to make room (a sign of key spraying)
+  };
+  LimiterStats device_limiter_stats() const;
+  LimiterStats source_limiter_stats() const;
+
   // Convenience for tests and tools.
   absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
       const iotauth::identity::v1::AuthenticateRequest& request, const CallContext& context = {});

@@ -2,9 +2,12 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <prometheus/client_metric.h>
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -105,6 +108,50 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
   prometheus::Counter& committed_;
   prometheus::Counter& failures_;
   prometheus::Histogram& latency_;
+};
+
+// The brute-force limiters' state, read at scrape time:
+// iotauth_identity_limiter_tracked_keys and iotauth_identity_limiter_evictions_total,
+// labelled limiter="device" or "source" (absent when that limiter is off). A rising
+// eviction count means the limiter's table is full of failing keys: someone is
+// spraying fresh device ids or addresses.
+class LimiterMetrics final : public prometheus::Collectable {
+ public:
+  explicit LimiterMetrics(std::shared_ptr<const identity::Authenticator> authn)
+      : authn_(std::move(authn)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily tracked{
+        "iotauth_identity_limiter_tracked_keys",
+        "Keys (device ids or source addresses) the brute-force limiter tracks: those with "
+        "recent failures.",
+        prometheus::MetricType::Gauge,
+        {}};
+    prometheus::MetricFamily evictions{
+        "iotauth_identity_limiter_evictions_total",
+        "Keys the brute-force limiter dropped to make room for new ones (its table was full "
+        "of failing keys: a sign of key spraying).",
+        prometheus::MetricType::Counter,
+        {}};
+    for (const auto& [name, stats] : {std::pair<const char*, identity::Authenticator::LimiterStats>{
+                                          "device", authn_->device_limiter_stats()},
+                                      std::pair<const char*, identity::Authenticator::LimiterStats>{
+                                          "source", authn_->source_limiter_stats()}}) {
+      if (!stats.enabled) continue;
+      prometheus::ClientMetric t;
+      t.label = {{"limiter", name}};
+      t.gauge.value = static_cast<double>(stats.tracked);
+      tracked.metric.push_back(t);
+      prometheus::ClientMetric e;
+      e.label = {{"limiter", name}};
+      e.counter.value = static_cast<double>(stats.evictions);
+      evictions.metric.push_back(e);
+    }
+    return {std::move(tracked), std::move(evictions)};
+  }
+
+ private:
+  std::shared_ptr<const identity::Authenticator> authn_;
 };
 
 // Credentials for calls to other iotauth services (split mode).
@@ -216,6 +263,7 @@ class EmbeddedApp final : public App {
   }
 
   absl::Status OnServing(ServerRunner& runner) override {
+    if (limiter_metrics_) runner.RegisterCollectable(limiter_metrics_);
     if (!directory_) return absl::OkStatus();
     // The identity service mirrors the registry over its gRPC contract: in-process
     // here, across the network in split mode.
@@ -469,6 +517,7 @@ class EmbeddedApp final : public App {
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
+    limiter_metrics_ = std::make_shared<LimiterMetrics>(shared_authn);
     identity::IdentityService::Options so;
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;
@@ -538,6 +587,7 @@ class EmbeddedApp final : public App {
 
   // Audit.
   std::unique_ptr<AuditMetrics> audit_metrics_;
+  std::shared_ptr<LimiterMetrics> limiter_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;
   audit::CommitNotifier notifier_;
   std::unique_ptr<audit::LocalAuditSink> local_sink_;

@@ -163,6 +163,12 @@ class IdentityE2ETest(unittest.TestCase):
         # hmacsha1 is refused unless the product enables weak methods.
         weak = {"connect": triple_connect("a14Xib5kdYd", "light1983432", secret, "SN1928339", ts + 2, "hmacsha1")}
         self.assertEqual(self.authenticate(weak)["decision"], "DECISION_DENY")
+        # The failures above are tracked by the brute-force limiters, read at scrape time.
+        text = self.server.metrics()
+        self.assertEqual(h.promtool_check(text).returncode, 0, h.promtool_check(text).stdout)
+        self.assertGreaterEqual(h.metric_value(text, "iotauth_identity_limiter_tracked_keys", limiter="device"), 1)
+        self.assertGreaterEqual(h.metric_value(text, "iotauth_identity_limiter_tracked_keys", limiter="source"), 1)
+        self.assertEqual(h.metric_value(text, "iotauth_identity_limiter_evictions_total", limiter="device"), 0)
 
     def test_3_malformed_request_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as e:
