@@ -131,6 +131,8 @@ class Stmt {
   }
   int64_t Int(int c) { return sqlite3_column_int64(stmt_, c); }
   bool IsNull(int c) { return sqlite3_column_type(stmt_, c) == SQLITE_NULL; }
+  // The stored type of column c (meaningful before any read converts it).
+  int Type(int c) { return sqlite3_column_type(stmt_, c); }
   std::string Text(int c) { return std::string(View(c)); }
   // Valid until the next Step, Reset or column read of another type.
   absl::string_view View(int c) {
@@ -202,9 +204,37 @@ bool DecodeAttributes(absl::string_view in, AuditEvent* e) {
   return true;
 }
 
+// Whether a row selected with kEventColumns has the shape BindEvent writes: each
+// column of its type, the 32-bit fields in range, a time and a duration either
+// wholly set or wholly NULL. A row edited into another shape (a number pushed past
+// 32 bits, a text retyped as a blob) could decode to the event its hash covers
+// while Query's SQL filters no longer match it: Verify reports it ALTERED. Checked
+// before any column is read (a read may convert the stored value).
+bool RowShapeOk(Stmt& s) {
+  for (int c : {0, 4, 8, 20}) {  // sequence, type, outcome, encoding
+    if (s.Type(c) != SQLITE_INTEGER) return false;
+  }
+  for (int c : {1, 5, 6, 7, 9, 10, 11, 12, 13, 14, 18, 19}) {
+    if (s.Type(c) != SQLITE_TEXT) return false;
+  }
+  if (s.Type(17) != SQLITE_BLOB) return false;  // attributes
+  for (int c : {2, 15}) {                       // time_s / time_nanos, duration_s / duration_nanos
+    const bool null = s.Type(c) == SQLITE_NULL;
+    if (null != (s.Type(c + 1) == SQLITE_NULL)) return false;
+    if (!null && (s.Type(c) != SQLITE_INTEGER || s.Type(c + 1) != SQLITE_INTEGER)) return false;
+  }
+  auto int32_ok = [&s](int c) {
+    const int64_t v = s.Int(c);
+    return v >= INT32_MIN && v <= INT32_MAX;
+  };
+  if (!int32_ok(4) || !int32_ok(8)) return false;
+  return (s.Type(3) == SQLITE_NULL || int32_ok(3)) && (s.Type(16) == SQLITE_NULL || int32_ok(16));
+}
+
 // Reads a row selected with kEventColumns. Returns false when a column cannot be
-// represented (a tampered row).
+// represented or the row is not in the shape BindEvent writes (a tampered row).
 bool RowToEvent(Stmt& s, AuditEvent* e) {
+  const bool shape_ok = RowShapeOk(s);
   e->set_sequence(static_cast<uint64_t>(s.Int(0)));
   e->set_event_id(s.Text(1));
   if (!s.IsNull(2)) {
@@ -231,7 +261,7 @@ bool RowToEvent(Stmt& s, AuditEvent* e) {
   e->set_hash(s.Text(19));
   const int64_t encoding = s.Int(20);
   e->set_encoding(static_cast<uint32_t>(encoding));
-  return attrs_ok && encoding >= kEncodingV1 && encoding <= kEncodingV2;
+  return shape_ok && attrs_ok && encoding >= kEncodingV1 && encoding <= kEncodingV2;
 }
 
 void BindEvent(Stmt& s, const AuditEvent& e) {

@@ -324,6 +324,16 @@ INSTANTIATE_TEST_SUITE_P(
                    kProblemAltered},
         TamperCase{"EditAttributes", "UPDATE audit_events SET attributes = X'' WHERE sequence = 2",
                    2, kProblemAltered},
+        // Rows that still decode to the event their hash covers, but whose stored
+        // form Query's SQL filters would no longer match.
+        TamperCase{"TypePast32Bits",
+                   "UPDATE audit_events SET type = type + 4294967296 WHERE sequence = 4", 4,
+                   kProblemAltered},
+        TamperCase{"TenantAsBlob",
+                   "UPDATE audit_events SET tenant_id = CAST(tenant_id AS BLOB) WHERE sequence = 6",
+                   6, kProblemAltered},
+        TamperCase{"HalfATime", "UPDATE audit_events SET time_nanos = NULL WHERE sequence = 3", 3,
+                   kProblemAltered},
         TamperCase{"CorruptAttributes",
                    "UPDATE audit_events SET attributes = X'00' WHERE sequence = 2", 2,
                    kProblemAltered},
