@@ -322,6 +322,26 @@ std::array<char, 32> RawHash(absl::string_view hex) {
 
 absl::string_view View(const std::array<char, 32>& a) { return {a.data(), a.size()}; }
 
+// Encodes `e` in `version`, with `sequence` and the prev_hash given both as hex
+// (what version 1 writes) and raw (version 2), into the `size` bytes that
+// `place(size)` makes room for and returns; returns the bytes written.
+template <typename E, typename Place>
+absl::string_view EncodeWith(const E& e, uint32_t version, uint64_t sequence,
+                             absl::string_view prev_hash_hex, absl::string_view prev_hash_raw,
+                             Place place) {
+  const bool v1 = version == kEncodingV1;
+  const Layout layout = v1 ? Measure(e, prev_hash_hex.size()) : MeasureV2(e);
+  char* const start = place(layout.size);
+  [[maybe_unused]] const char* const end =
+      v1 ? WriteCanonicalWith(e, layout, sequence, prev_hash_hex, start)
+         : WriteV2(e, layout, sequence, prev_hash_raw, start);
+  assert(end == start + layout.size);
+  return absl::string_view(start, layout.size);
+}
+
+// Whether `bytes` starts with version 2's tag.
+bool IsV2(absl::string_view bytes) { return bytes.substr(0, kTagV2.size()) == kTagV2; }
+
 // Reads a shortest-form varint of at most 32 bits.
 bool ReadVarint(absl::string_view* in, uint32_t* v) {
   uint32_t result = 0;
@@ -364,7 +384,7 @@ bool ReadRawTime(absl::string_view* in, int64_t* seconds, int32_t* nanos) {
 }
 
 bool ParseV2(absl::string_view bytes, CanonicalFields* f) {
-  if (bytes.size() < kV2FixedPrefix + 1 || bytes.substr(0, kTagV2.size()) != kTagV2) return false;
+  if (bytes.size() < kV2FixedPrefix + 1 || !IsV2(bytes)) return false;
   f->version = kEncodingV2;
   f->sequence = LoadU64(bytes.data() + kCanonicalV2SequenceOffset);
   f->prev_hash_stored = bytes.substr(kCanonicalV2PrevHashOffset, 32);
@@ -407,19 +427,11 @@ bool ParseV2(absl::string_view bytes, CanonicalFields* f) {
 // of the event's own, to `*out`.
 void AppendCanonicalWith(const AuditEvent& e, uint64_t sequence, absl::string_view prev_hash,
                          std::string* out) {
-  if (EncodingOf(e) == kEncodingV1) {
-    const Layout layout = Measure(e, prev_hash.size());
-    char* const start = Grow(layout.size, out);
-    [[maybe_unused]] const char* const end =
-        WriteCanonicalWith(e, layout, sequence, prev_hash, start);
-    assert(end == start + layout.size);
-    return;
-  }
-  const Layout layout = MeasureV2(e);
-  char* const start = Grow(layout.size, out);
-  [[maybe_unused]] const char* const end =
-      WriteV2(e, layout, sequence, View(RawHash(prev_hash)), start);
-  assert(end == start + layout.size);
+  const uint32_t version = EncodingOf(e);
+  const std::array<char, 32> raw =
+      version == kEncodingV2 ? RawHash(prev_hash) : std::array<char, 32>{};
+  EncodeWith(e, version, sequence, prev_hash, View(raw),
+             [out](size_t size) { return Grow(size, out); });
 }
 
 // Appends the canonical encoding of `e` to `*out_ptr`.
@@ -470,7 +482,7 @@ uint32_t EncodingOf(const AuditEvent& event) {
 }
 
 bool ParseCanonical(absl::string_view bytes, CanonicalFields* out) {
-  if (bytes.substr(0, kTagV2.size()) == kTagV2) return ParseV2(bytes, out);
+  if (IsV2(bytes)) return ParseV2(bytes, out);
   absl::string_view in = bytes;
   CanonicalFields* const f = out;
   if (in.substr(0, kDomainTag.size()) != kDomainTag) return false;
@@ -510,7 +522,7 @@ bool HashCanonical(absl::string_view bytes, const CanonicalFields& fields, unsig
 
 bool HashChainedEncoding(absl::string_view bytes, absl::string_view prev_hash_raw,
                          unsigned char* out) {
-  if (bytes.substr(0, kTagV2.size()) == kTagV2) return crypto::Sha256Into(bytes, {}, out);
+  if (IsV2(bytes)) return crypto::Sha256Into(bytes, {}, out);
   return crypto::Sha256Into(prev_hash_raw, bytes, out);
 }
 
@@ -590,17 +602,15 @@ namespace {
 
 template <typename E>
 absl::string_view EncodeUnchainedIntoImpl(const E& event, std::string* scratch) {
-  const bool v1 = event.encoding() == kEncodingV1;
-  const Layout layout = v1 ? Measure(event, kGenesisHash.size()) : MeasureV2(event);
-  if (scratch->size() < layout.size) scratch->resize(layout.size);
-  // The placeholder prev_hash: raw zeros in version 2 (every audited request),
-  // nothing to decode.
+  // The placeholder prev_hash in both forms: raw zeros for version 2 (every audited
+  // request), nothing to decode.
   static constexpr char kZeros[32] = {};
-  [[maybe_unused]] const char* const end =
-      v1 ? WriteCanonicalWith(event, layout, 0, kGenesisHash, scratch->data())
-         : WriteV2(event, layout, 0, absl::string_view(kZeros, sizeof(kZeros)), scratch->data());
-  assert(end == scratch->data() + layout.size);
-  return absl::string_view(scratch->data(), layout.size);
+  return EncodeWith(event, event.encoding() == kEncodingV1 ? kEncodingV1 : kEncodingV2, 0,
+                    kGenesisHash, absl::string_view(kZeros, sizeof(kZeros)),
+                    [scratch](size_t size) {
+                      if (scratch->size() < size) scratch->resize(size);
+                      return scratch->data();
+                    });
 }
 
 }  // namespace
@@ -614,7 +624,7 @@ absl::string_view EncodeUnchainedInto(const EventView& event, std::string* scrat
 }
 
 bool IsUnchainedEncoding(absl::string_view bytes) {
-  if (bytes.substr(0, kTagV2.size()) == kTagV2) return bytes.size() >= kV2FixedPrefix + 2;
+  if (IsV2(bytes)) return bytes.size() >= kV2FixedPrefix + 2;
   constexpr size_t kPrevHashField = 8 + kGenesisHash.size();
   if (bytes.size() < kCanonicalSequenceOffset + 8 + kPrevHashField ||
       bytes.substr(0, kDomainTag.size()) != kDomainTag) {
@@ -628,7 +638,7 @@ bool IsUnchainedEncoding(absl::string_view bytes) {
 
 void ChainUnchainedEncoding(uint64_t sequence, absl::string_view prev_hash_raw, char* bytes,
                             size_t size) {
-  if (absl::string_view(bytes, kTagV2.size()) == kTagV2) {
+  if (IsV2(absl::string_view(bytes, size))) {
     big_endian::StoreU64(sequence, bytes + kCanonicalV2SequenceOffset);
     std::memcpy(bytes + kCanonicalV2PrevHashOffset, prev_hash_raw.data(), 32);
     return;
@@ -656,11 +666,8 @@ absl::StatusOr<std::string> ComputeEventHash(const AuditEvent& event) {
   // One buffer: raw(prev_hash) then the canonical encoding.
   std::string buf;
   buf.reserve(512);
-  const std::string& prev = event.prev_hash();
-  for (size_t i = 0; i < prev.size(); i += 2) {
-    buf.push_back(static_cast<char>((kHexValue[static_cast<unsigned char>(prev[i])] << 4U) |
-                                    kHexValue[static_cast<unsigned char>(prev[i + 1])]));
-  }
+  const std::array<char, 32> prev = RawHash(event.prev_hash());
+  buf.append(prev.data(), prev.size());
   AppendCanonical(event, &buf);
   return crypto::Sha256Hex(buf);
 }

@@ -272,6 +272,12 @@ TEST(ParseCanonicalTest, RejectsEveryTruncationAndTrailingBytes) {
   }
 }
 
+// A count of two, then two attributes with one-byte keys and values, as version 2
+// writes them.
+std::string TwoAttributes(char k1, char v1, char k2, char v2) {
+  return {'\x02', '\x01', k1, '\x01', v1, '\x01', k2, '\x01', v2};
+}
+
 // Version 2 has exactly one encoding per event: anything else that would decode to
 // the same fields is refused, so re-encoding a parsed event gives its bytes back.
 TEST(ParseCanonicalTest, VersionTwoRefusesEveryOtherSpelling) {
@@ -295,41 +301,14 @@ TEST(ParseCanonicalTest, VersionTwoRefusesEveryOtherSpelling) {
   flags[48] = '\x07';
   EXPECT_FALSE(ParseCanonical(flags, &f));
   // Attributes out of order, or a key twice.
-  const std::string ab = std::string(
-      "\x02\x01"
-      "a"
-      "\x01"
-      "1"
-      "\x01"
-      "b"
-      "\x01"
-      "2",
-      9);
+  const std::string ab = TwoAttributes('a', '1', 'b', '2');
   const size_t at = bytes.find(ab);
   ASSERT_NE(at, std::string::npos);
   std::string swapped = bytes;
-  swapped.replace(at, ab.size(),
-                  std::string("\x02\x01"
-                              "b"
-                              "\x01"
-                              "2"
-                              "\x01"
-                              "a"
-                              "\x01"
-                              "1",
-                              9));
+  swapped.replace(at, ab.size(), TwoAttributes('b', '2', 'a', '1'));
   EXPECT_FALSE(ParseCanonical(swapped, &f));
   std::string repeated = bytes;
-  repeated.replace(at, ab.size(),
-                   std::string("\x02\x01"
-                               "a"
-                               "\x01"
-                               "1"
-                               "\x01"
-                               "a"
-                               "\x01"
-                               "2",
-                               9));
+  repeated.replace(at, ab.size(), TwoAttributes('a', '1', 'a', '2'));
   EXPECT_FALSE(ParseCanonical(repeated, &f));
   // A wrong end marker.
   std::string end = bytes;

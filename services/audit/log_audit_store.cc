@@ -491,12 +491,13 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
   }
   const absl::string_view magic(header, 8);
   out.v1_magic = magic == kSegmentMagicV1;
-  if (magic != kSegmentMagic && !out.v1_magic && magic.substr(0, 7) == "IOTAUDL") {
+  const bool known = magic == kSegmentMagic || out.v1_magic;
+  if (!known && magic.substr(0, 7) == "IOTAUDL") {
     return absl::FailedPreconditionError(absl::StrCat("audit log: segment ", seg.path,
                                                       " was written by a newer iotauthd (format ",
                                                       magic, "); run that build or a newer one"));
   }
-  if ((magic != kSegmentMagic && !out.v1_magic) || LoadU64(header + 8) != seg.first) {
+  if (!known || LoadU64(header + 8) != seg.first) {
     return absl::DataLossError(absl::StrCat("audit log: segment ", seg.path,
                                             " has a bad header (not an iotauth audit segment, or "
                                             "renamed)"));
@@ -1737,6 +1738,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
 
   uint64_t expected = anchor_seq + 1;
   std::string expected_prev = anchor_hash;
+  std::string expected_prev_raw = FromHex(anchor_hash);
 
   // Searches the frames after (segment i, offset) for an event frame matching
   // `pred`; returns its sequence, or 0.
@@ -1826,14 +1828,10 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
         }
         const bool self_ok = SelfHashOk(e.hash_raw, e.canonical, e.fields);
         const std::string hash_hex = crypto::HexEncode(e.hash_raw);
-        // As stored in version 1 (possibly malformed); the hex of the raw bytes in 2.
-        const bool prev_matches =
-            e.fields.version == kEncodingV1
-                ? e.fields.prev_hash_stored == expected_prev
-                : crypto::HexEncode(e.fields.prev_hash_raw_view()) == expected_prev;
-        if (!prev_matches) {
-          const std::string prev_raw =
-              e.fields.prev_hash_ok ? std::string(e.fields.prev_hash_raw_view()) : std::string();
+        // Raw, in either version (empty when version 1's hex is malformed).
+        const absl::string_view prev_raw =
+            e.fields.prev_hash_ok ? e.fields.prev_hash_raw_view() : absl::string_view();
+        if (prev_raw.empty() || prev_raw != expected_prev_raw) {
           const uint64_t later =
               prev_raw.empty()
                   ? 0
@@ -1856,7 +1854,8 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
         ++r.events_checked;
         r.last_sequence = seq;
         expected_prev = hash_hex;
-        if (last_hash_raw != nullptr) last_hash_raw->assign(e.hash_raw.data(), e.hash_raw.size());
+        expected_prev_raw.assign(e.hash_raw.data(), e.hash_raw.size());
+        if (last_hash_raw != nullptr) *last_hash_raw = expected_prev_raw;
         ++expected;
       }
       if (restart) {
