@@ -1,8 +1,11 @@
 // audit query|watch|verify|export|checkpoint over the AuditLog service.
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "clients/iotauthctl/command_util.h"
 #include "clients/iotauthctl/commands.h"
 #include "clients/iotauthctl/connection.h"
@@ -211,6 +214,19 @@ int Verify(Invocation& inv) {
   av1::VerifyRequest req;
   req.set_from_sequence(static_cast<uint64_t>(*from));
   req.set_to_sequence(static_cast<uint64_t>(*to));
+  if (const std::string expect = inv.flags.Get("expect"); !expect.empty()) {
+    // SEQ:HASH, as `audit checkpoint` prints it.
+    const std::vector<std::string> parts = absl::StrSplit(expect, absl::MaxSplits(':', 1));
+    uint64_t seq = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &seq) || seq == 0 ||
+        parts[1].size() != 64) {
+      return inv.UsageError(
+          "--expect takes SEQUENCE:HASH, the line `iotauthctl audit checkpoint` prints "
+          "(a sequence > 0 and 64 hex digits)");
+    }
+    req.set_expect_sequence(seq);
+    req.set_expect_hash(parts[1]);
+  }
   int exit = 0;
   auto a = OpenAudit(inv, &exit);
   if (!a) return exit;
@@ -222,7 +238,11 @@ int Verify(Invocation& inv) {
   if (JsonOutput(inv)) {
     inv.out() << ToJson(resp) << "\n";
   } else if (resp.ok()) {
-    inv.out() << "ok: " << resp.events_checked() << " events verified\n";
+    inv.out() << "ok: " << resp.events_checked() << " events verified";
+    if (resp.expected_checkpoint_matched()) {
+      inv.out() << "; event " << req.expect_sequence() << " matches the expected checkpoint";
+    }
+    inv.out() << "\n";
   } else {
     inv.out() << "FAILED at sequence " << resp.first_bad_sequence() << ": " << resp.problem();
     if (!resp.detail().empty()) inv.out() << " (" << resp.detail() << ")";
@@ -236,13 +256,23 @@ int Checkpoint(Invocation& inv) {
   auto a = OpenAudit(inv, &exit);
   if (!a) return exit;
   av1::GetCheckpointRequest req;
+  req.set_create(inv.flags.IsSet("create"));
   av1::Checkpoint resp;
   if (int rc = CallUnary(inv, *a->conn, "AuditLog.GetCheckpoint", [&](grpc::ClientContext* c) {
         return a->stub->GetCheckpoint(c, req, &resp);
       })) {
     return rc;
   }
-  PrintResource(inv, &resp, false);
+  if (JsonOutput(inv)) {
+    PrintResource(inv, &resp, false);
+    return kExitOk;
+  }
+  // One line a script can keep outside the log and hand back to `verify --expect`.
+  inv.out() << resp.sequence() << ":" << resp.head_hash() << "\n";
+  inv.err() << "checkpoint of event " << resp.sequence() << " recorded at "
+            << FormatTimestamp(resp.time())
+            << "; keep this line outside the server (a truncated or rewritten log then fails "
+               "`iotauthctl audit verify --expect <line>`)\n";
   return kExitOk;
 }
 
@@ -262,13 +292,20 @@ void AddAuditCommands(Command& root) {
   audit.Sub("verify", "Recompute the hash chain; exit 5 and name the first bad event on failure")
       .Flag({"from", "SEQ", "First sequence (0: the oldest retained)"})
       .Flag({"to", "SEQ", "Last sequence (0: the head)"})
+      .Flag({"expect", "SEQ:HASH",
+             "A checkpoint kept outside the log (from `audit checkpoint`): that event must still "
+             "be there with that hash (catches a truncated or rewritten log)"})
       .Run(Verify);
   Command& exp = audit.Sub("export", "Every matching event as JSON Lines (all Query pages)")
                      .Flag({"output", "FILE", "Write to a file instead of stdout"})
                      .Flag({"page_size", "N", "Events per Query page", "1000"})
                      .Run(Export);
   AddFilterFlags(exp);
-  audit.Sub("checkpoint", "The latest checkpoint (sequence and chain head)").Run(Checkpoint);
+  audit
+      .Sub("checkpoint",
+           "The latest checkpoint as SEQ:HASH (keep it outside the server for `verify --expect`)")
+      .Flag({"create", "", "First record one at the current head (admin role)"})
+      .Run(Checkpoint);
 }
 
 }  // namespace iotauth::cli

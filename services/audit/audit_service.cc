@@ -4,8 +4,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/audit/chain_check.h"
 #include "services/audit/event_util.h"
 #include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
@@ -91,8 +93,25 @@ absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyReque
   if (request.to_sequence() != 0 && request.to_sequence() < request.from_sequence()) {
     return absl::InvalidArgumentError("to_sequence precedes from_sequence");
   }
-  IOTAUTH_ASSIGN_OR_RETURN(VerifyResult r,
-                           options_.store->Verify(request.from_sequence(), request.to_sequence()));
+  const bool has_expected = request.expect_sequence() != 0 || !request.expect_hash().empty();
+  VerifyResult r;
+  if (has_expected) {
+    CheckpointRecord expected;
+    expected.sequence = request.expect_sequence();
+    expected.head_hash = absl::AsciiStrToLower(request.expect_hash());
+    if (expected.sequence == 0 || expected.head_hash.size() != 64 ||
+        !std::all_of(expected.head_hash.begin(), expected.head_hash.end(),
+                     [](char c) { return absl::ascii_isxdigit(static_cast<unsigned char>(c)); })) {
+      return absl::InvalidArgumentError(
+          "expect_sequence and expect_hash go together: a sequence > 0 and its 64-hex-digit "
+          "hash, as GetCheckpoint returns them");
+    }
+    IOTAUTH_ASSIGN_OR_RETURN(r, VerifyAgainstCheckpoint(*options_.store, request.from_sequence(),
+                                                        request.to_sequence(), expected));
+  } else {
+    IOTAUTH_ASSIGN_OR_RETURN(
+        r, options_.store->Verify(request.from_sequence(), request.to_sequence()));
+  }
   v1::VerifyResponse response;
   response.set_ok(r.ok);
   response.set_events_checked(r.events_checked);
@@ -101,6 +120,7 @@ absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyReque
   response.set_detail(r.detail);
   response.set_anchor_sequence(r.anchor_sequence);
   response.set_last_sequence(r.last_sequence);
+  response.set_expected_checkpoint_matched(r.expected_matched);
   return response;
 }
 

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -318,6 +319,46 @@ TEST_F(AuditServiceTest, VerifyAndCheckpoints) {
     bad.set_to_sequence(2);
     v1::VerifyResponse resp;
     EXPECT_EQ(stub_->Verify(&ctx, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // Against a checkpoint kept outside the log.
+  const std::string head_hash = store_->Head()->hash;
+  auto verify_expecting = [this](uint64_t seq, const std::string& hash, v1::VerifyResponse* resp) {
+    grpc::ClientContext ctx;
+    v1::VerifyRequest req;
+    req.set_expect_sequence(seq);
+    req.set_expect_hash(hash);
+    return stub_->Verify(&ctx, req, resp).error_code();
+  };
+  {
+    v1::VerifyResponse resp;
+    ASSERT_EQ(verify_expecting(5, head_hash, &resp), grpc::StatusCode::OK);
+    EXPECT_TRUE(resp.ok()) << resp.problem() << " " << resp.detail();
+    EXPECT_TRUE(resp.expected_checkpoint_matched());
+    std::string upper = head_hash;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    ASSERT_EQ(verify_expecting(5, upper, &resp), grpc::StatusCode::OK);
+    EXPECT_TRUE(resp.expected_checkpoint_matched());
+  }
+  {
+    v1::VerifyResponse resp;
+    std::string other = head_hash;
+    other[0] = other[0] == '0' ? '1' : '0';
+    ASSERT_EQ(verify_expecting(5, other, &resp), grpc::StatusCode::OK);
+    EXPECT_FALSE(resp.ok());
+    EXPECT_FALSE(resp.expected_checkpoint_matched());
+    EXPECT_EQ(resp.problem(), "CHECKPOINT_MISMATCH");
+    EXPECT_EQ(resp.first_bad_sequence(), 5u);
+    ASSERT_EQ(verify_expecting(9, head_hash, &resp), grpc::StatusCode::OK);
+    EXPECT_EQ(resp.problem(), "MISSING");
+    EXPECT_EQ(resp.first_bad_sequence(), 6u);
+  }
+  {
+    v1::VerifyResponse resp;
+    EXPECT_EQ(verify_expecting(5, "", &resp), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(verify_expecting(0, head_hash, &resp), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(verify_expecting(5, head_hash.substr(1), &resp), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(verify_expecting(5, "z" + head_hash.substr(1), &resp),
+              grpc::StatusCode::INVALID_ARGUMENT);
   }
 }
 

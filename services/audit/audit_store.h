@@ -75,6 +75,8 @@ struct VerifyResult {
   // The checkpoint the walk started from (0 = genesis) and the last sequence walked.
   uint64_t anchor_sequence = 0;
   uint64_t last_sequence = 0;
+  // VerifyAgainstCheckpoint (chain_check.h) found the expected checkpoint intact.
+  bool expected_matched = false;
 };
 
 inline constexpr char kProblemAltered[] = "ALTERED";

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/iotauth/audit/v1/audit.pb.h"
 #include "services/audit/audit_store.h"
@@ -49,5 +50,17 @@ ChainFault CheckpointFault(uint64_t seq);
 ChainFault AbsentFault(uint64_t expected, uint64_t next_stored);
 // The walk should reach `upper` but the log ends after `last`.
 ChainFault EndsEarlyFault(uint64_t upper, uint64_t last);
+
+// Verify against a checkpoint kept outside the log (an operator's copy of
+// GetCheckpoint): `store.Verify` over the range widened to cover
+// `expected.sequence`, then the event stored there must carry `expected.head_hash`
+// (lowercase hex). A log cut short of it is MISSING from its end; a different hash
+// is CHECKPOINT_MISMATCH at that event. Sets `expected_matched` when it holds.
+// This is what catches a tail truncated, or a log rewritten whole, while the
+// service was down, which the chain alone cannot show. FAILED_PRECONDITION when
+// retention has pruned the event (a newer checkpoint is needed).
+absl::StatusOr<VerifyResult> VerifyAgainstCheckpoint(AuditStore& store, uint64_t from_sequence,
+                                                     uint64_t to_sequence,
+                                                     const CheckpointRecord& expected);
 
 }  // namespace iotauth::audit

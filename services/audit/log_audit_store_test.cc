@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
+#include "services/audit/chain_check.h"
 #include "services/common/clock.h"
 
 namespace iotauth::audit {
@@ -1543,6 +1544,45 @@ TEST_F(LogStoreTest, NewestEventRewrittenWhileRunningIsCaught) {
   ASSERT_NO_FATAL_FAILURE(Open());
   v = Verify();
   EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  auto r = VerifyAgainstCheckpoint(*store_, 0, 0, {10, stored_[9].hash(), clock_.Now()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_EQ(r->problem, kProblemCheckpointMismatch);
+  EXPECT_EQ(r->first_bad_sequence, 10u) << r->detail;
+}
+
+// The tail cut off at a frame boundary while the service is down (the checkpoint
+// frames with it) leaves a shorter log that chains and verifies; a checkpoint kept
+// outside the log names what is missing.
+TEST_F(LogStoreTest, TruncatedTailIsCaughtByACheckpointKeptOutside) {
+  options_.checkpoint_interval = 4;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, 10, 3));
+  const CheckpointRecord kept{10, stored_[9].hash(), clock_.Now()};
+  auto r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
+  Close();
+  std::string seg = ReadFile(SegPath(1));
+  const std::vector<Frame> frames = ParseSegment(seg);
+  const auto cut = std::find_if(frames.begin(), frames.end(),
+                                [](const Frame& f) { return f.kind == 'E' && f.sequence == 8; });
+  ASSERT_NE(cut, frames.end());
+  std::fill(seg.begin() + static_cast<std::ptrdiff_t>(cut->offset), seg.end(), '\0');
+  ASSERT_NO_FATAL_FAILURE(WriteFile(SegPath(1), seg));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  EXPECT_EQ(Head().sequence, 7u);
+  VerifyResult v = Verify();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;  // the chain alone cannot tell
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_EQ(r->problem, kProblemMissing);
+  EXPECT_EQ(r->first_bad_sequence, 8u) << r->detail;
+  // A copy taken before the cut point still holds.
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, {6, stored_[5].hash(), clock_.Now()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
 }
 
 // ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "services/audit/block_filter.h"
 #include "services/audit/canonical.h"
+#include "services/audit/chain_check.h"
 #include "services/common/clock.h"
 
 namespace iotauth::audit {
@@ -420,6 +421,89 @@ TEST_F(StoreTest, RewrittenSuffixHitsCheckpoint) {
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.first_bad_sequence, 8u) << v.detail;
   EXPECT_EQ(v.problem, kProblemCheckpointMismatch);
+}
+
+// What the chain alone cannot show, an operator's copy of a checkpoint does: a tail
+// cut off together with the head record, or a suffix rewritten whole with its
+// checkpoints and head.
+TEST_F(StoreTest, CheckpointKeptOutsideCatchesATruncatedTail) {
+  Open(/*checkpoint_interval=*/4);
+  AppendRange(1, 10);
+  const CheckpointRecord kept{10, Get(10).hash(), clock_.Now()};
+  Tamper(path_, absl::StrCat("DELETE FROM audit_events WHERE sequence >= 9; "
+                             "DELETE FROM audit_checkpoints WHERE sequence >= 9; "
+                             "UPDATE audit_state SET head_sequence = 8, head_hash = '",
+                             Get(8).hash(), "'"));
+  Open(/*checkpoint_interval=*/4);
+  VerifyResult v = VerifyAll();
+  ASSERT_TRUE(v.ok) << v.problem << " " << v.detail;  // the limit of the chain alone
+  auto r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_FALSE(r->expected_matched);
+  EXPECT_EQ(r->problem, kProblemMissing);
+  EXPECT_EQ(r->first_bad_sequence, 9u);
+  EXPECT_NE(r->detail.find("ends at 8"), std::string::npos) << r->detail;
+}
+
+TEST_F(StoreTest, CheckpointKeptOutsideCatchesARewrittenSuffix) {
+  Open(/*checkpoint_interval=*/4);
+  AppendRange(1, 10);
+  const CheckpointRecord kept{10, Get(10).hash(), clock_.Now()};
+  std::string prev = Get(8).hash();
+  std::string sql;
+  for (uint64_t s = 9; s <= 10; ++s) {
+    AuditEvent e = Get(s);
+    if (s == 9) e.set_reason("forged");
+    ASSERT_TRUE(ChainEvent(prev, &e).ok());
+    prev = e.hash();
+    absl::StrAppend(&sql, "UPDATE audit_events SET reason = '", e.reason(), "', prev_hash = '",
+                    e.prev_hash(), "', hash = '", e.hash(), "' WHERE sequence = ", s, ";");
+  }
+  absl::StrAppend(&sql, "UPDATE audit_state SET head_hash = '", prev, "';");
+  Tamper(path_, sql);
+  Open(/*checkpoint_interval=*/4);
+  ASSERT_TRUE(VerifyAll().ok);
+  auto r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_EQ(r->problem, kProblemCheckpointMismatch);
+  EXPECT_EQ(r->first_bad_sequence, 10u) << r->detail;
+  // An older copy, from before the rewrite, still holds.
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, {8, Get(8).hash(), clock_.Now()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok) << r->problem << " " << r->detail;
+  EXPECT_TRUE(r->expected_matched);
+}
+
+TEST_F(StoreTest, CheckpointKeptOutsideWidensTheRangeAndNeedsItsEvent) {
+  Open(/*checkpoint_interval=*/0);
+  AppendRange(1, 10);
+  const CheckpointRecord at7{7, Get(7).hash(), clock_.Now()};
+  // A range that stops short of the checkpoint is widened to reach it.
+  auto r = VerifyAgainstCheckpoint(*store_, 2, 3, at7);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
+  EXPECT_EQ(r->last_sequence, 7u);
+  r = VerifyAgainstCheckpoint(*store_, 9, 10, at7);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched);
+  EXPECT_EQ(r->last_sequence, 10u);
+  // The walk still runs first: damage before the checkpoint is named as such.
+  Tamper(path_, "UPDATE audit_events SET reason = 'forged' WHERE sequence = 5");
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, at7);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->problem, kProblemAltered);
+  EXPECT_EQ(r->first_bad_sequence, 5u);
+  Tamper(path_, absl::StrCat("UPDATE audit_events SET reason = 'R' WHERE sequence = 5"));
+  // Pruned by retention: not a verdict, a request for a newer copy.
+  ASSERT_TRUE(store_->ApplyRetention({absl::ZeroDuration(), 2}, clock_.Now()).ok());
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, at7);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("newer checkpoint"), std::string::npos);
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, {9, Get(9).hash(), clock_.Now()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
 }
 
 TEST_F(StoreTest, RetentionByRowsKeepsTheRestVerifiable) {

@@ -228,6 +228,21 @@ class IdentityE2ETest(unittest.TestCase):
         # The chain verifies, through the CLI.
         p = self.ctl("audit", "verify")
         self.assertIn("ok", p.stdout.lower())
+        # A checkpoint kept outside the server: the log must still hold it.
+        line = self.ctl("audit", "checkpoint", "--create").stdout.strip()
+        self.assertRegex(line, r"^[0-9]+:[0-9a-f]{64}$")
+        p = self.ctl("audit", "verify", "--expect", line)
+        self.assertIn("matches the expected checkpoint", p.stdout)
+        seq, digest = line.split(":")
+        forged = "%s:%s%s" % (seq, "1" if digest[0] == "0" else "0", digest[1:])
+        p = self.ctl("audit", "verify", "--expect", forged, check=False)
+        self.assertEqual(p.returncode, 5, p.stdout + p.stderr)
+        self.assertIn("CHECKPOINT_MISMATCH", p.stdout)
+        p = self.ctl("audit", "verify", "--expect", "%d:%s" % (int(seq) + 10**6, digest), check=False)
+        self.assertEqual(p.returncode, 5, p.stdout + p.stderr)
+        self.assertIn("MISSING", p.stdout)
+        p = self.ctl("audit", "verify", "--expect", "nonsense", check=False)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
 
     def test_5_no_secret_anywhere(self):
         """Plants known keys, tokens and passwords in requests; none may appear in
