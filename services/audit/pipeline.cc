@@ -1,13 +1,17 @@
 #include "services/audit/pipeline.h"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
 #include "services/audit/event_view.h"
+#include "services/audit/spool.h"
 #include "services/common/thread_name.h"
 
 namespace iotauth::audit {
@@ -37,19 +41,111 @@ absl::StatusOr<std::unique_ptr<LocalAuditSink>> LocalAuditSink::Create(Options o
   }
   if (options.max_commit_attempts < 1) options.max_commit_attempts = 1;
   if (options.clock == nullptr) options.clock = &RealClock::Get();
-  std::unique_ptr<LocalAuditSink> sink(new LocalAuditSink(options));
+  std::unique_ptr<LocalAuditSink> sink(new LocalAuditSink(std::move(options)));
+  if (!sink->options_.spool_path.empty()) {
+    if (absl::Status st = sink->CommitSpool(); !st.ok()) return st;
+  }
   sink->next_retention_ = sink->options_.clock->Now();  // first pass right away
   sink->writer_ = std::thread([s = sink.get()] { s->WriterLoop(); });
   return sink;
 }
 
-LocalAuditSink::LocalAuditSink(const Options& options) : options_(options) {}
+LocalAuditSink::LocalAuditSink(Options options) : options_(std::move(options)) {}
 
 LocalAuditSink::~LocalAuditSink() { Shutdown(); }
 
 void LocalAuditSink::CountDropped(uint64_t n) {
   stats_.dropped += n;
-  if (!stopping_) gap_pending_ += n;
+  if (stopping_) {
+    lost_while_stopping_ += n;
+  } else {
+    gap_pending_ += n;
+  }
+}
+
+absl::Status LocalAuditSink::CommitSpool() {
+  const std::string& path = options_.spool_path;
+  absl::StatusOr<std::optional<SpooledEvents>> loaded = LoadSpool(path);
+  SpooledEvents events;
+  if (loaded.ok()) {
+    if (!loaded->has_value()) return absl::OkStatus();
+    events = std::move(**loaded);
+  } else if (loaded.status().code() == absl::StatusCode::kDataLoss) {
+    // Its events cannot be trusted: keep the file for inspection, say so in the log.
+    const absl::Time now = options_.clock->Now();
+    absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
+    if (!aside.ok()) return aside.status();
+    AuditEvent gap;
+    gap.set_event_id(NewEventId());
+    SetTimestamp(now, gap.mutable_time());
+    gap.set_type(iotauth::audit::v1::EVENT_TYPE_GAP);
+    gap.set_outcome(iotauth::audit::v1::OUTCOME_FAILURE);
+    gap.set_reason(
+        absl::StrCat("audit events spooled at the last shutdown were lost: the spool "
+                     "is damaged (",
+                     loaded.status().message(), "; kept as ", *aside, ")"));
+    (*gap.mutable_attributes())["cause"] = "damaged_spool";
+    std::string bytes;
+    AppendUnchainedEncoding(gap, &bytes);
+    events.push_back(std::move(bytes));
+  } else {
+    return loaded.status();
+  }
+  // Not fresh: an event committed before a crash removed the file is a duplicate.
+  std::string buffer;
+  std::vector<EncodedEvent> list;
+  for (const std::string& e : events) {
+    list.push_back({buffer.size(), e.size(), false});
+    buffer.append(e);
+  }
+  absl::StatusOr<std::vector<AppendedEvent>> appended =
+      options_.store->AppendEncoded(EncodedBatch{buffer, list});
+  if (!appended.ok()) {
+    return absl::Status(
+        appended.status().code(),
+        absl::StrCat("audit: the ", events.size(), " events spooled at the last shutdown (", path,
+                     ") could not be committed: ", appended.status().message(),
+                     ". Fix the audit store and start again; the spool is kept until then"));
+  }
+  uint64_t written = 0;
+  for (const AppendedEvent& a : *appended) written += a.duplicate ? 0 : 1;
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.restored += written;
+    stats_.committed += written;
+    ++stats_.batches;
+  }
+  return RemoveSpool(path);
+}
+
+void LocalAuditSink::SpoolBatch(const EncodedBatch& batch, uint64_t accepted) {
+  for (const EncodedEvent& e : batch.events) {
+    spool_.emplace_back(batch.buffer.substr(e.offset, e.size));
+  }
+  spool_accepted_ += accepted;
+  absl::MutexLock lock(&mu_);
+  stats_.spooled += accepted;
+}
+
+void LocalAuditSink::SaveSpoolAtExit() {
+  if (spool_.empty()) return;
+  absl::Status st = SaveSpool(options_.spool_path, spool_);
+  {
+    absl::MutexLock lock(&mu_);
+    spool_status_ = st;
+    if (!st.ok()) {
+      // Lost after all; the counters keep it.
+      stats_.spooled -= spool_accepted_;
+      stats_.dropped += spool_accepted_;
+    }
+  }
+  if (!st.ok() && options_.observer) options_.observer->OnDropped(spool_accepted_);
+  spool_.clear();
+}
+
+absl::Status LocalAuditSink::SpoolStatus() const {
+  absl::MutexLock lock(&mu_);
+  return spool_status_;
 }
 
 void LocalAuditSink::WakeWriter() {
@@ -179,7 +275,11 @@ void LocalAuditSink::WriterLoop() {
         writer_state_ = WriterState::kRunning;
         if (!has_work()) continue;  // retention's turn (or a spurious wake-up)
       }
-      if (queue_.events.empty() && gap_pending_ == 0) return;  // stopping and drained
+      if (queue_.events.empty() && gap_pending_ == 0) {
+        // Stopping and drained. Records refused since Shutdown began get their GAP.
+        if (lost_while_stopping_ == 0) break;
+        gap_pending_ = std::exchange(lost_while_stopping_, 0);
+      }
       auto cut_short = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || flush_wanted_ || queue_.events.size() >= FullBatch();
       };
@@ -216,6 +316,7 @@ void LocalAuditSink::WriterLoop() {
     absl::MutexLock lock(&mu_);
     finished_ += n;
   }
+  SaveSpoolAtExit();
 }
 
 void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
@@ -231,6 +332,10 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     batch = EncodedBatch{with_gap.bytes, with_gap.events};
   }
   const size_t accepted = batch.events.size() - (gap > 0 ? 1 : 0);
+  if (spool_the_rest_) {
+    SpoolBatch(batch, accepted);
+    return;
+  }
   absl::Duration backoff = options_.retry_backoff;
   for (int attempt = 1;; ++attempt) {
     const absl::Time start = absl::Now();
@@ -267,11 +372,24 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }
-  // Given up: the events are lost; say so in the log once the store recovers.
+  // Given up. While stopping, the batch (its GAP included) and everything after it
+  // goes to the spool, for the next start to commit.
+  bool stopping = false;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping = stopping_;
+  }
+  if (stopping && !options_.spool_path.empty()) {
+    spool_the_rest_ = true;
+    SpoolBatch(batch, accepted);
+    return;
+  }
+  // Otherwise the events are lost; say so in the log once the store recovers.
   {
     absl::MutexLock lock(&mu_);
     stats_.dropped += accepted;  // `gap` was counted already
-    // While stopping there is no later batch to carry the GAP; the counters keep it.
+    // While stopping (no spool) there is no later batch to carry the GAP; the
+    // counters keep it.
     if (!stopping_) gap_pending_ += accepted + gap;
   }
   if (options_.observer) options_.observer->OnDropped(accepted);

@@ -19,6 +19,7 @@
 #include "services/audit/audit_store.h"
 #include "services/audit/commit_notifier.h"
 #include "services/audit/sink_interface.h"
+#include "services/audit/spool.h"
 #include "services/common/clock.h"
 
 namespace iotauth::audit {
@@ -31,6 +32,8 @@ struct AuditPipelineStats {
   uint64_t duplicates = 0;       // events the store already held (same event_id)
   uint64_t gap_events = 0;       // GAP events written
   uint64_t pruned = 0;           // events removed by retention
+  uint64_t spooled = 0;          // events left for the next start (shutdown spool)
+  uint64_t restored = 0;         // spooled events committed at this start
   uint64_t batches = 0;          // committed transactions
   uint64_t commit_failures = 0;  // failed commit attempts (each retried)
   uint64_t queue_depth = 0;      // events waiting now
@@ -95,12 +98,19 @@ class LocalAuditSink final : public AuditSink {
     // `retention_interval` (by `clock`); zero interval or an empty policy = off.
     RetentionPolicy retention;
     absl::Duration retention_interval = absl::ZeroDuration();
+    // The shutdown spool (spool.h); empty = none. When the store refuses a commit
+    // while the sink shuts down, the events (and a GAP for any dropped meanwhile)
+    // are written here instead of being lost, and Create commits them first on the
+    // next start, failing if the store refuses them (the file is then kept).
+    std::string spool_path;
     CommitNotifier* notifier = nullptr;         // optional; told the head after commits
     AuditPipelineObserver* observer = nullptr;  // optional
   };
 
-  // Starts the writer thread. INVALID_ARGUMENT when the store is missing or a size
-  // is zero.
+  // Commits a shutdown spool left at `spool_path`, then starts the writer thread.
+  // INVALID_ARGUMENT when the store is missing or a size is zero; the store's error
+  // when it refuses the spooled events. A damaged spool is set aside (its name gets
+  // `.damaged.<time>`) and a GAP event says so.
   static absl::StatusOr<std::unique_ptr<LocalAuditSink>> Create(Options options);
   // Shutdown().
   ~LocalAuditSink() override;
@@ -120,19 +130,28 @@ class LocalAuditSink final : public AuditSink {
   // False on timeout.
   bool Flush(absl::Duration timeout);
 
-  // Stops accepting events, commits everything queued, and joins the writer.
-  // Idempotent.
+  // Stops accepting events, commits everything queued, and joins the writer. What
+  // the store refuses by then goes to the spool (Options::spool_path). Idempotent.
   void Shutdown();
 
   AuditPipelineStats Stats() const;
+  // Why the shutdown spool could not be written (OK when it was, or not needed);
+  // its events then count as dropped. Valid after Shutdown().
+  absl::Status SpoolStatus() const;
 
  private:
-  explicit LocalAuditSink(const Options& options);
+  explicit LocalAuditSink(Options options);
   // Queues one encoded event (see FullQueuePolicy); `fresh`: the sink made its id.
   void Enqueue(absl::string_view encoded, bool fresh);
   void WriterLoop();
   // Commits `batch`, after a GAP event for `gap` lost events when gap > 0.
   void CommitBatch(EncodedBatch batch, uint64_t gap);
+  // Commits the spool left by the last shutdown (see Create).
+  absl::Status CommitSpool();
+  // Keeps `batch` (which holds its GAP event already) for the spool.
+  void SpoolBatch(const EncodedBatch& batch, uint64_t accepted);
+  // Writes the spool at exit, if anything was kept for it.
+  void SaveSpoolAtExit();
   void CountDropped(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the writer running and signals it (harmless when it is not waiting).
   void WakeWriter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -164,7 +183,15 @@ class LocalAuditSink final : public AuditSink {
   bool flush_wanted_ ABSL_GUARDED_BY(mu_) = false;  // Flush() cuts the linger short
   absl::CondVar writer_cv_;
   uint64_t gap_pending_ ABSL_GUARDED_BY(mu_) = 0;  // drops not yet written as a GAP
-  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;     // tickets for Flush
+  // Records refused once Shutdown began: written as a GAP (or spooled) at exit.
+  uint64_t lost_while_stopping_ ABSL_GUARDED_BY(mu_) = 0;
+  // Writer thread only: a commit gave up while stopping, so the rest is spooled
+  // without retrying; what the spool holds; its write's outcome.
+  bool spool_the_rest_ = false;
+  SpooledEvents spool_;
+  uint64_t spool_accepted_ = 0;  // of spool_, events Record accepted (not GAPs)
+  absl::Status spool_status_ ABSL_GUARDED_BY(mu_);
+  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;  // tickets for Flush
   uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
   AuditPipelineStats stats_ ABSL_GUARDED_BY(mu_);
   absl::Time next_retention_;  // writer thread only

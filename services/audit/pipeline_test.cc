@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "services/audit/event_util.h"
 #include "services/audit/event_view.h"
 #include "services/audit/log_audit_store.h"
+#include "services/audit/spool.h"
 #include "services/audit/sqlite_audit_store.h"
 
 namespace iotauth::audit {
@@ -358,6 +361,142 @@ TEST_F(PipelineTest, GivingUpOnACommitLeavesAGap) {
   EXPECT_EQ(all[0].attributes().at("dropped_count"), "1");
   EXPECT_EQ(all[1].event_id(), "e2");
   EXPECT_EQ(sink_->Stats().dropped, 1u);
+}
+
+// ---------------------------------------------------------------------------
+// The shutdown spool.
+
+class SpoolTest : public PipelineTest {
+ protected:
+  void SetUp() override {
+    PipelineTest::SetUp();
+    spool_ = path_ + ".spool";
+    std::filesystem::remove(spool_);
+    options_.spool_path = spool_;
+    options_.retry_backoff = absl::Milliseconds(1);
+    options_.max_commit_attempts = 2;
+    options_.max_batch = 4;
+  }
+  // Starts Shutdown on another thread while the writer is held at the store's gate
+  // with {e1}; then the store refuses every commit. Returns the number of events
+  // accepted in all (e1..e`n` and the probes recorded before stopping showed).
+  uint64_t ShutdownWhileTheStoreRefuses(int n) {
+    store_->Close();
+    sink_->Record(Event(1));
+    store_->AwaitWaiting();
+    for (int i = 2; i <= n; ++i) sink_->Record(Event(i));
+    std::thread stopper([this] { sink_->Shutdown(); });
+    // A Record refused means stopping has begun (the refused one counts as dropped).
+    auto accepted = static_cast<uint64_t>(n);
+    for (int probe = 1000; sink_->Stats().dropped == 0; ++probe) {
+      sink_->Record(Event(probe));
+      if (sink_->Stats().dropped == 0) ++accepted;
+    }
+    store_->FailNext(1 << 30);
+    store_->Open();
+    stopper.join();
+    store_->FailNext(0);
+    return accepted;
+  }
+  std::string spool_;
+};
+
+TEST_F(SpoolTest, ShutdownSpoolsWhatTheStoreRefusesAndTheNextStartCommitsIt) {
+  Start();
+  const uint64_t accepted = ShutdownWhileTheStoreRefuses(10);
+  AuditPipelineStats st = sink_->Stats();
+  EXPECT_EQ(st.spooled, accepted);
+  EXPECT_EQ(st.committed, 0u);
+  EXPECT_EQ(st.dropped, 1u);  // the probe refused after Shutdown began: its GAP is spooled
+  EXPECT_TRUE(sink_->SpoolStatus().ok()) << sink_->SpoolStatus();
+  EXPECT_TRUE(All().empty());
+  // One failed batch, the rest spooled without retrying.
+  EXPECT_EQ(st.commit_failures, 2u);
+  absl::StatusOr<std::optional<SpooledEvents>> file = LoadSpool(spool_);
+  ASSERT_TRUE(file.ok() && file->has_value()) << file.status();
+  EXPECT_EQ((*file)->size(), accepted + 1);
+
+  sink_.reset();
+  Start();  // the next start commits the spool before anything new
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+  EXPECT_EQ(sink_->Stats().restored, accepted + 1);
+  sink_->Record(Event(20));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  const std::vector<AuditEvent> all = All();
+  ASSERT_EQ(all.size(), accepted + 2);
+  for (int i = 1; i <= 10; ++i) EXPECT_EQ(all[i - 1].event_id(), absl::StrCat("e", i));
+  const AuditEvent& gap = all[accepted];
+  EXPECT_EQ(gap.type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(gap.attributes().at("dropped_count"), "1");
+  EXPECT_EQ(all.back().event_id(), "e20");
+  auto v = store_->Verify(0, 0);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok) << v->problem << " " << v->detail;
+}
+
+TEST_F(SpoolTest, AStartFailsWhileTheStoreRefusesTheSpoolAndKeepsIt) {
+  Start();
+  const uint64_t accepted = ShutdownWhileTheStoreRefuses(3);
+  sink_.reset();
+  store_->FailNext(1);
+  auto refused = LocalAuditSink::Create(options_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find(spool_), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("start again"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(spool_));
+  EXPECT_TRUE(All().empty());
+  Start();
+  EXPECT_EQ(All().size(), accepted + 1);
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+}
+
+// A crash after the spool committed but before the file went: the events are not
+// written twice (they keep their ids and are not treated as fresh).
+TEST_F(SpoolTest, EventsCommittedBeforeTheSpoolWentAreNotWrittenTwice) {
+  Start();
+  sink_->Record(Event(1));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  sink_.reset();
+  AuditEvent e1 = Event(1);
+  e1.mutable_time()->set_seconds(absl::ToUnixSeconds(clock_.Now()));
+  AuditEvent e2 = Event(2);
+  e2.mutable_time()->set_seconds(absl::ToUnixSeconds(clock_.Now()));
+  SpooledEvents spooled;
+  AppendUnchainedEncoding(e1, &spooled.emplace_back());
+  AppendUnchainedEncoding(e2, &spooled.emplace_back());
+  ASSERT_TRUE(SaveSpool(spool_, spooled).ok());
+  Start();
+  EXPECT_EQ(sink_->Stats().restored, 1u);
+  const std::vector<AuditEvent> all = All();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].event_id(), "e1");
+  EXPECT_EQ(all[1].event_id(), "e2");
+}
+
+TEST_F(SpoolTest, ADamagedSpoolIsSetAsideAndTheLossRecorded) {
+  {
+    std::ofstream out(spool_, std::ios::binary);
+    out << "IOTSPOL1 and then garbage";
+  }
+  Start();
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+  const std::string aside = absl::StrCat(spool_, ".damaged.", absl::ToUnixSeconds(clock_.Now()));
+  EXPECT_TRUE(std::filesystem::exists(aside));
+  const std::vector<AuditEvent> all = All();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(all[0].attributes().at("cause"), "damaged_spool");
+  EXPECT_NE(all[0].reason().find(aside), std::string::npos) << all[0].reason();
+}
+
+TEST_F(SpoolTest, NoSpoolWhenEverythingCommits) {
+  Start();
+  for (int i = 1; i <= 9; ++i) sink_->Record(Event(i));
+  sink_->Shutdown();
+  EXPECT_EQ(sink_->Stats().spooled, 0u);
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+  EXPECT_EQ(All().size(), 9u);
 }
 
 TEST_F(PipelineTest, ConcurrentProducersLoseNothing) {

@@ -3,13 +3,17 @@
 #include <grpcpp/support/client_callback.h>
 
 #include <algorithm>
+#include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/notification.h"
+#include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
+#include "services/audit/spool.h"
 #include "services/common/thread_name.h"
 
 namespace iotauth::audit {
@@ -27,6 +31,9 @@ absl::StatusOr<std::unique_ptr<RemoteAuditSink>> RemoteAuditSink::Create(Options
   }
   options.max_backoff = std::max(options.max_backoff, options.initial_backoff);
   std::unique_ptr<RemoteAuditSink> sink(new RemoteAuditSink(std::move(options)));
+  if (!sink->options_.spool_path.empty()) {
+    if (absl::Status st = sink->RestoreSpool(); !st.ok()) return st;
+  }
   sink->sender_ = std::thread([s = sink.get()] { s->SenderLoop(); });
   return sink;
 }
@@ -35,6 +42,105 @@ RemoteAuditSink::RemoteAuditSink(Options options)
     : options_(std::move(options)), stub_(v1::AuditLog::NewStub(options_.channel)) {}
 
 RemoteAuditSink::~RemoteAuditSink() { Shutdown(absl::Seconds(5)); }
+
+absl::Status RemoteAuditSink::RestoreSpool() {
+  const std::string& path = options_.spool_path;
+  absl::StatusOr<std::optional<SpooledEvents>> loaded = LoadSpool(path);
+  std::vector<v1::AuditEvent> events;
+  if (loaded.ok()) {
+    if (!loaded->has_value()) return absl::OkStatus();
+    for (const std::string& bytes : **loaded) {
+      CanonicalFields f;
+      v1::AuditEvent e;
+      // LoadSpool checked each one parses and decodes.
+      if (!ParseCanonical(bytes, &f) || !CanonicalFieldsToEvent(f, &e)) {
+        return absl::DataLossError(absl::StrCat("audit spool ", path, ": undecodable event"));
+      }
+      e.clear_sequence();
+      e.clear_prev_hash();
+      e.clear_encoding();
+      events.push_back(std::move(e));
+    }
+  } else if (loaded.status().code() == absl::StatusCode::kDataLoss) {
+    const absl::Time now = options_.clock->Now();
+    absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
+    if (!aside.ok()) return aside.status();
+    v1::AuditEvent gap = MakeGapEvent(0, now);
+    gap.set_reason(
+        absl::StrCat("audit events spooled at the last shutdown were lost: the spool "
+                     "is damaged (",
+                     loaded.status().message(), "; kept as ", *aside, ")"));
+    gap.mutable_attributes()->erase("dropped_count");
+    (*gap.mutable_attributes())["cause"] = "damaged_spool";
+    events.push_back(std::move(gap));
+  } else {
+    return loaded.status();
+  }
+  if (events.empty()) return RemoveSpool(path);
+  absl::MutexLock lock(&mu_);
+  // A damaged spool was set aside already: no file waits for these acks.
+  restoring_ = loaded.ok();
+  for (v1::AuditEvent& e : events) {
+    if (restoring_) restored_ids_.insert(e.event_id());
+    pending_.push_back(std::move(e));
+  }
+  stats_.restored += events.size();
+  stats_.enqueued += events.size();
+  return absl::OkStatus();
+}
+
+void RemoteAuditSink::RemoveRestoredSpool() {
+  absl::MutexLock spool_lock(&spool_mu_);
+  absl::Status st = RemoveSpool(options_.spool_path);
+  if (!st.ok()) {
+    // Harmless: the next start resends those events and the server keeps one copy.
+    absl::MutexLock lock(&mu_);
+    stats_.last_stream_error = st;
+  }
+}
+
+void RemoteAuditSink::SpoolAtExit() {
+  std::deque<v1::AuditEvent> left;
+  uint64_t gap = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(pending_);
+    sent_ = 0;
+    gap = std::exchange(gap_pending_, 0);
+  }
+  if (left.empty() && gap == 0) return;
+  // Recorded events; a GAP the sender queued already is not one.
+  const auto events =
+      static_cast<uint64_t>(std::count_if(left.begin(), left.end(), [](const v1::AuditEvent& e) {
+        return e.type() != v1::EVENT_TYPE_GAP;
+      }));
+  absl::Status st = absl::OkStatus();
+  if (!options_.spool_path.empty()) {
+    SpooledEvents spool;
+    spool.reserve(left.size() + 1);
+    for (const v1::AuditEvent& e : left) AppendUnchainedEncoding(e, &spool.emplace_back());
+    // Drops behind `gap` were counted when they happened; the GAP records them.
+    if (gap > 0) {
+      AppendUnchainedEncoding(MakeGapEvent(gap, options_.clock->Now()), &spool.emplace_back());
+    }
+    absl::MutexLock spool_lock(&spool_mu_);
+    st = SaveSpool(options_.spool_path, spool);
+  } else {
+    st = absl::UnavailableError("no spool configured");
+  }
+  absl::MutexLock lock(&mu_);
+  if (st.ok()) {
+    stats_.spooled += events;
+  } else {
+    stats_.dropped += events;
+    if (!options_.spool_path.empty()) spool_status_ = st;
+  }
+}
+
+absl::Status RemoteAuditSink::SpoolStatus() const {
+  absl::MutexLock lock(&mu_);
+  return spool_status_;
+}
 
 void RemoteAuditSink::Record(v1::AuditEvent&& event) {
   PrepareForRecord(*options_.clock, &event);
@@ -163,6 +269,7 @@ class RemoteAuditSink::IngestStream final
 
 void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
   int matched = 0;
+  bool spool_delivered = false;
   {
     absl::MutexLock lock(&mu_);
     const auto& ids = ack.event_ids();
@@ -170,6 +277,7 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
     // the oldest pending ones, in the same order: compare each id with the front.
     while (matched < ids.size() && !pending_.empty() &&
            pending_.front().event_id() == ids.Get(matched)) {
+      if (!restored_ids_.empty()) restored_ids_.erase(pending_.front().event_id());
       pending_.pop_front();
       if (sent_ > 0) --sent_;
       ++matched;
@@ -180,6 +288,7 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
       size_t i = 0;
       while (!rest.empty() && i < pending_.size()) {
         if (rest.erase(pending_[i].event_id()) > 0) {
+          if (!restored_ids_.empty()) restored_ids_.erase(pending_[i].event_id());
           pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
           if (i < sent_) --sent_;
           ++matched;
@@ -190,7 +299,10 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
     }
     stats_.acked += static_cast<uint64_t>(matched);
     ack_wait_start_ = absl::Now();
+    spool_delivered = restoring_ && restored_ids_.empty();
+    if (spool_delivered) restoring_ = false;
   }
+  if (spool_delivered) RemoveRestoredSpool();
   if (options_.observer != nullptr && matched > 0) {
     options_.observer->OnBatchCommitted({static_cast<uint64_t>(matched), 0, absl::ZeroDuration()});
   }
@@ -316,12 +428,7 @@ void RemoteAuditSink::SenderLoop() {
     }
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
-  absl::MutexLock lock(&mu_);
-  // Drops behind gap_pending_ were counted when they happened.
-  stats_.dropped += pending_.size();
-  pending_.clear();
-  sent_ = 0;
-  gap_pending_ = 0;
+  SpoolAtExit();
 }
 
 bool RemoteAuditSink::Flush(absl::Duration timeout) {

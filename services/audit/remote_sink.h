@@ -17,9 +17,11 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -33,7 +35,9 @@ namespace iotauth::audit {
 
 struct RemoteSinkStats {
   uint64_t enqueued = 0;
-  uint64_t dropped = 0;   // queue full, or still unacknowledged at shutdown
+  uint64_t dropped = 0;   // queue full, or unacknowledged at shutdown and not spooled
+  uint64_t spooled = 0;   // unacknowledged at shutdown, left in the spool
+  uint64_t restored = 0;  // events from the last shutdown's spool, resent at start
   uint64_t acked = 0;     // acknowledged by the server (committed or duplicate)
   uint64_t sent = 0;      // events written to a stream (resends included)
   uint64_t resent = 0;    // events sent again after a stream failure
@@ -69,9 +73,17 @@ class RemoteAuditSink final : public AuditSink {
     // report) / OnDropped, and OnBatchCommitted with the number of events
     // acknowledged (last_sequence 0: acks carry ids only) and zero latency.
     AuditPipelineObserver* observer = nullptr;
+    // The shutdown spool (spool.h); empty = none. What is still unacknowledged
+    // when Shutdown's timeout passes (and a GAP for events dropped meanwhile) is
+    // written there, and the next Create queues it first. The file stays until
+    // those events are acknowledged: a crash before that resends them again, and
+    // the server's deduplication by event_id keeps one copy.
+    std::string spool_path;
   };
 
-  // Starts the sender thread. INVALID_ARGUMENT without a channel or with a zero size.
+  // Queues the spool left at `spool_path`, then starts the sender thread.
+  // INVALID_ARGUMENT without a channel or with a zero size; UNAVAILABLE when the
+  // spool cannot be read. A damaged spool is set aside with a GAP event saying so.
   static absl::StatusOr<std::unique_ptr<RemoteAuditSink>> Create(Options options);
   ~RemoteAuditSink() override;  // Shutdown(absl::Seconds(5))
 
@@ -82,11 +94,13 @@ class RemoteAuditSink final : public AuditSink {
   bool Flush(absl::Duration timeout);
 
   // Stops accepting events, keeps sending until everything is acknowledged or
-  // `timeout` passes, then closes the stream. What is left is counted as dropped.
-  // Idempotent.
+  // `timeout` passes, then closes the stream. What is left goes to the spool
+  // (counted as dropped without one, or when it cannot be written). Idempotent.
   void Shutdown(absl::Duration timeout);
 
   RemoteSinkStats Stats() const;
+  // Why the shutdown spool could not be written (OK when it was, or not needed).
+  absl::Status SpoolStatus() const;
 
  private:
   class IngestStream;
@@ -99,6 +113,12 @@ class RemoteAuditSink final : public AuditSink {
   void HandleAck(const iotauth::audit::v1::IngestAck& ack);
   // The stream's reads ended: the sender tears it down and reconnects.
   void MarkStreamBroken();
+  // Queues the last shutdown's spool (see Create).
+  absl::Status RestoreSpool();
+  // The spool's events were all acknowledged: removes the file.
+  void RemoveRestoredSpool();
+  // At exit: spools what is unacknowledged (called with neither mutex held).
+  void SpoolAtExit();
 
   const Options options_;
   std::unique_ptr<iotauth::audit::v1::AuditLog::Stub> stub_;
@@ -116,6 +136,12 @@ class RemoteAuditSink final : public AuditSink {
   absl::Time shutdown_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   RemoteSinkStats stats_ ABSL_GUARDED_BY(mu_);
   uint64_t enqueued_reported_ ABSL_GUARDED_BY(mu_) = 0;  // told to the observer
+  // Ids of restored events not acknowledged yet; the spool file stays until empty.
+  absl::flat_hash_set<std::string> restored_ids_ ABSL_GUARDED_BY(mu_);
+  bool restoring_ ABSL_GUARDED_BY(mu_) = false;  // the spool file waits for those acks
+  absl::Status spool_status_ ABSL_GUARDED_BY(mu_);
+  // Serializes the spool file's removal (an ack) and rewrite (exit).
+  absl::Mutex spool_mu_;
 
   absl::Mutex shutdown_mu_;
   std::thread sender_;

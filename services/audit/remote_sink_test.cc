@@ -141,6 +141,7 @@ class RemoteSinkTest : public ::testing::Test {
     o.queue_capacity = capacity;
     o.initial_backoff = absl::Milliseconds(20);
     o.max_backoff = absl::Milliseconds(200);
+    o.spool_path = spool_path_;
     auto sink = RemoteAuditSink::Create(o);
     ASSERT_TRUE(sink.ok()) << sink.status();
     sink_ = std::move(*sink);
@@ -156,6 +157,7 @@ class RemoteSinkTest : public ::testing::Test {
   std::unique_ptr<AuditService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<RemoteAuditSink> sink_;
+  std::string spool_path_;  // empty: no spool
 };
 
 TEST_F(RemoteSinkTest, CreateValidates) {
@@ -295,6 +297,60 @@ TEST_F(RemoteSinkTest, ShutdownGivesUpAfterTheDeadline) {
   EXPECT_EQ(sink_->Stats().dropped, 4u);
   sink_->Record(Event(5));
   EXPECT_EQ(sink_->Stats().dropped, 5u);
+}
+
+// Unacknowledged at shutdown: spooled (with a GAP for the overflow), then sent
+// by the next start, and the file goes once the server has acknowledged them.
+TEST_F(RemoteSinkTest, ShutdownSpoolsTheUnacknowledgedAndTheNextStartSendsThem) {
+  spool_path_ = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
+                             "/remote.spool");
+  std::filesystem::remove(spool_path_);
+  grpc::ChannelArguments args;
+  StartSink(grpc::CreateCustomChannel("127.0.0.1:1", grpc::InsecureChannelCredentials(), args),
+            /*capacity=*/3);
+  for (int i = 0; i < 5; ++i) sink_->Record(Event(i));  // 3 held, 2 dropped
+  sink_->Shutdown(absl::Milliseconds(200));
+  RemoteSinkStats st = sink_->Stats();
+  EXPECT_EQ(st.spooled, 3u);
+  EXPECT_EQ(st.dropped, 2u);
+  EXPECT_TRUE(sink_->SpoolStatus().ok()) << sink_->SpoolStatus();
+  ASSERT_TRUE(std::filesystem::exists(spool_path_));
+
+  // Restored, still unreachable: a second exit writes the same events again.
+  StartSink(grpc::CreateCustomChannel("127.0.0.1:1", grpc::InsecureChannelCredentials(), args));
+  EXPECT_EQ(sink_->Stats().restored, 4u);
+  sink_->Shutdown(absl::Milliseconds(100));
+  EXPECT_EQ(sink_->Stats().spooled, 3u);  // GAP events are not counted
+
+  int port = 0;
+  server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+  ASSERT_GT(port, 0);
+  StartSink(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(sink_->Stats().restored, 4u);
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(15)));
+  const std::vector<v1::AuditEvent> stored = Stored();
+  ASSERT_EQ(stored.size(), 4u);
+  std::vector<std::string> devices;
+  int gaps = 0;
+  for (const v1::AuditEvent& e : stored) {
+    if (e.type() == v1::EVENT_TYPE_GAP) {
+      ++gaps;
+      EXPECT_EQ(e.attributes().at("dropped_count"), "2");
+    } else {
+      devices.push_back(e.device_id());
+    }
+  }
+  EXPECT_EQ(gaps, 1);
+  EXPECT_EQ(devices, (std::vector<std::string>{"dev-0", "dev-1", "dev-2"}));
+  // The file is removed right after the acknowledgement that completes it.
+  for (int i = 0; i < 500 && std::filesystem::exists(spool_path_); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_FALSE(std::filesystem::exists(spool_path_));
+  sink_->Shutdown(absl::Seconds(5));
+  EXPECT_EQ(sink_->Stats().spooled, 0u);
+  EXPECT_FALSE(std::filesystem::exists(spool_path_));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
@@ -471,6 +472,17 @@ std::string AuditDbPath(const ServerConfig& c) {
 std::string AuditLogDir(const ServerConfig& c) {
   return c.storage().audit_log_dir().empty() ? JoinPath(c.data_dir(), "audit")
                                              : c.storage().audit_log_dir();
+}
+std::string AuditSpoolPath(const ServerConfig& c) {
+  if (!HostsService(c, "audit")) {
+    // Split processes may share a data directory: one spool per role.
+    return JoinPath(c.data_dir(),
+                    absl::StrCat("audit-remote.", absl::StrJoin(c.services(), "+"), ".spool"));
+  }
+  if (c.storage().audit_backend() == "sqlite") return AuditDbPath(c) + ".spool";
+  std::string dir = AuditLogDir(c);
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // a sibling, not inside
+  return dir + ".spool";
 }
 std::string DevPkiDir(const ServerConfig& c) { return JoinPath(c.data_dir(), "pki"); }
 

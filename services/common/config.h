@@ -47,6 +47,10 @@ std::string RegistryDbPath(const ServerConfig& config);
 std::string AuditDbPath(const ServerConfig& config);
 // The "log" audit backend's directory (storage.audit_log_dir or <data_dir>/audit).
 std::string AuditLogDir(const ServerConfig& config);
+// Where an audit sink leaves the events it could not hand over at exit (the
+// shutdown spool, services/audit/spool.h): beside the audit store, or in the data
+// directory for a process that sends its events to a remote audit service.
+std::string AuditSpoolPath(const ServerConfig& config);
 std::string DevPkiDir(const ServerConfig& config);
 
 // Whether this process hosts `service` ("identity", "registry", "audit").

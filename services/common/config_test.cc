@@ -37,6 +37,26 @@ TEST(ConfigTest, FileThenEnvThenFlags) {
   EXPECT_EQ(c->services_size(), 2);
 }
 
+TEST(ConfigTest, AuditSpoolSitsBesideTheStoreOrPerRole) {
+  ConfigSources s;
+  s.sets = {"data_dir=/var/lib/iotauth"};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(AuditSpoolPath(*c), "/var/lib/iotauth/audit.spool");
+  s.sets = {"data_dir=/d", "storage.audit_log_dir=/logs/audit//"};
+  c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(AuditSpoolPath(*c), "/logs/audit.spool");  // a sibling, never inside the log
+  s.sets = {"data_dir=/d", "storage.audit_backend=sqlite"};
+  c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(AuditSpoolPath(*c), "/d/audit.db.spool");
+  s.sets = {"data_dir=/d", "services=identity", "registry_address=localhost:1"};
+  c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(AuditSpoolPath(*c), "/d/audit-remote.identity.spool");
+}
+
 TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {
   ConfigSources s;
   s.file = WriteTemp("c2.json", R"({"auth": {"rolesFromOu": false}})");

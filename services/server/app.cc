@@ -314,11 +314,33 @@ class EmbeddedApp final : public App {
     if (change_pruner_) change_pruner_->Stop();
     // Flush the audit pipeline after the server drained: every decision made is
     // committed before exit.
-    if (local_sink_) local_sink_->Shutdown();
-    if (remote_sink_) remote_sink_->Shutdown(absl::Seconds(5));
+    if (local_sink_) {
+      local_sink_->Shutdown();
+      ReportSpool(local_sink_->Stats().spooled, local_sink_->SpoolStatus());
+    }
+    if (remote_sink_) {
+      remote_sink_->Shutdown(absl::Seconds(5));
+      ReportSpool(remote_sink_->Stats().spooled, remote_sink_->SpoolStatus());
+    }
   }
 
  private:
+  // What the audit sink could not hand over before exit.
+  void ReportSpool(uint64_t spooled, const absl::Status& status) const {
+    const std::string path = AuditSpoolPath(config_);
+    if (!status.ok()) {
+      log::Error(
+          "audit events LOST at exit: they could not be committed and the spool could "
+          "not be written",
+          {{"error", std::string(status.message())}, {"spool", path}});
+    } else if (spooled > 0) {
+      log::Warn(
+          "audit events could not be committed before exit: they were spooled and are "
+          "committed on the next start",
+          {{"events", absl::StrCat(spooled)}, {"spool", path}});
+    }
+  }
+
   absl::Status InitAudit(const Clock* clock) {
     audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
     const auto& ac = config_.audit();
@@ -372,7 +394,12 @@ class EmbeddedApp final : public App {
       po.retention_interval = ToDuration(ac.retention_interval());
       po.notifier = &notifier_;
       po.observer = audit_metrics_.get();
+      po.spool_path = AuditSpoolPath(config_);
       IOTAUTH_ASSIGN_OR_RETURN(local_sink_, audit::LocalAuditSink::Create(po));
+      if (const uint64_t restored = local_sink_->Stats().restored; restored > 0) {
+        log::Info("audit: committed the events spooled at the last shutdown",
+                  {{"events", absl::StrCat(restored)}, {"spool", po.spool_path}});
+      }
       sink_ = local_sink_.get();
       audit::AuditService::Options svc;
       svc.store = audit_store_.get();
@@ -394,6 +421,7 @@ class EmbeddedApp final : public App {
       ro.full_queue_policy = policy;
       ro.block_timeout = ToDuration(ac.block_timeout());
       ro.observer = audit_metrics_.get();
+      ro.spool_path = AuditSpoolPath(config_);
       if (!token.empty()) {
         ro.configure_context = [token](grpc::ClientContext* ctx) {
           ctx->AddMetadata("authorization", "Bearer " + token);

@@ -24,19 +24,27 @@ def sas_token(device, key_b64, expiry):
     return "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), expiry)
 
 
+def named(server, name):
+    """The processes share the data dir: each gets its own log file."""
+    server.log_path = os.path.join(server.data_dir, name + ".log")
+    return server
+
+
 class SplitModeTest(unittest.TestCase):
     def test_three_processes(self):
         servers = []
         try:
-            audit = h.Server("services/server/audit_server").start()
+            audit = named(h.Server("services/server/audit_server"), "audit").start()
             servers.append(audit)
             # All three share the data dir's development PKI (each opens only its own database).
-            registry = h.Server("services/server/registry_server", data_dir=audit.data_dir,
-                                args=["--set=audit.remote_address=" + audit.address]).start()
+            registry = named(h.Server("services/server/registry_server", data_dir=audit.data_dir,
+                                      args=["--set=audit.remote_address=" + audit.address]),
+                             "registry").start()
             servers.append(registry)
-            identity = h.Server("services/server/identity_server", data_dir=audit.data_dir,
-                                args=["--set=registry_address=" + registry.address,
-                                      "--set=audit.remote_address=" + audit.address]).start()
+            identity = named(h.Server("services/server/identity_server", data_dir=audit.data_dir,
+                                      args=["--set=registry_address=" + registry.address,
+                                            "--set=audit.remote_address=" + audit.address]),
+                             "identity").start()
             servers.append(identity)
 
             admin = registry.channel("admin")
@@ -76,6 +84,42 @@ class SplitModeTest(unittest.TestCase):
                     "deny_reason") != "DENY_REASON_DEVICE_DISABLED":
                 self.assertLess(time.time() - start, 1.0, "disable not mirrored within 1s")
                 time.sleep(0.02)
+
+            # The audit service is down when the identity process stops: the decisions it
+            # could not hand over are spooled, and the next start delivers them.
+            self.assertEqual(audit.stop(), 0, audit.log())
+            servers.remove(audit)
+            for i in range(3):
+                h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate",
+                       dict(req, request_id="spooled-%d" % i))
+            self.assertEqual(identity.stop(), 0, identity.log())
+            servers.remove(identity)
+            spool = os.path.join(audit.data_dir, "audit-remote.identity.spool")
+            self.assertTrue(os.path.exists(spool), identity.log())
+            self.assertIn("spooled", identity.log())
+            audit = named(h.Server("services/server/audit_server", data_dir=audit.data_dir),
+                          "audit2").start()
+            servers.append(audit)
+            identity = named(h.Server("services/server/identity_server", data_dir=audit.data_dir,
+                                      args=["--set=registry_address=" + registry.address,
+                                            "--set=audit.remote_address=" + audit.address]),
+                             "identity2").start()
+            servers.append(identity)
+            reader = audit.channel("reader")
+            start = time.time()
+            while True:
+                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                          {"tenant_id": "sp", "type": "EVENT_TYPE_AUTHENTICATION"})).get("events", [])
+                got = sorted(e.get("request_id") for e in events if e.get("request_id", "").startswith("spooled-"))
+                if got == ["spooled-0", "spooled-1", "spooled-2"]:
+                    break
+                self.assertLess(time.time() - start, 10.0, "spooled events not delivered: %s" % got)
+                time.sleep(0.05)
+            start = time.time()
+            while os.path.exists(spool):  # removed once the audit service acknowledged them
+                self.assertLess(time.time() - start, 5.0, "spool not removed")
+                time.sleep(0.05)
+            self.assertTrue(h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {})).get("ok"))
         finally:
             for s in reversed(servers):
                 rc = s.stop()

@@ -1,0 +1,52 @@
+// The shutdown spool: audit events a sink could not hand over before its process
+// exits (the store refused the last commits, or the remote audit service did not
+// acknowledge them in time) are written to one small file, and the next start
+// commits them before anything else. Loss stays out of the log only while the file
+// waits; nothing is dropped silently.
+//
+// File layout (integers big-endian):
+//   "IOTSPOL1"                     8 bytes
+//   u32 n                          events
+//   n times: u32 length, bytes     an unchained canonical encoding (canonical.h)
+//   32 bytes                       SHA-256 of everything before
+// Each event keeps its event_id, so one committed before the file was removed (a
+// crash in between) is recognised as a duplicate, not written twice.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace iotauth::audit {
+
+// Unchained canonical encodings, oldest first.
+using SpooledEvents = std::vector<std::string>;
+
+// The file's bytes. Every element must be an unchained canonical encoding.
+std::string SerializeSpool(const SpooledEvents& events);
+
+// Parses a spool file. DATA_LOSS when it is cut short, fails its checksum, or holds
+// anything but what a store's AppendEncoded accepts (unchained canonical encodings
+// with an event_id and a valid time; ParseCanonical is fuzzed by canonical_fuzz,
+// and spool_test cuts and flips every byte of a file).
+absl::StatusOr<SpooledEvents> ParseSpool(absl::string_view bytes);
+
+// Writes the spool durably: a temporary file, fsync, rename over `path`, fsync of
+// the directory. Replaces an existing spool.
+absl::Status SaveSpool(const std::string& path, const SpooledEvents& events);
+
+// The spool at `path`; nullopt when there is none. DATA_LOSS as ParseSpool.
+absl::StatusOr<std::optional<SpooledEvents>> LoadSpool(const std::string& path);
+
+// Removes the spool durably (the directory is fsynced). OK when there is none.
+absl::Status RemoveSpool(const std::string& path);
+
+// Moves a damaged spool aside to `path` + ".damaged.<unix seconds>" (kept for
+// inspection) and returns that name.
+absl::StatusOr<std::string> SetAsideSpool(const std::string& path, int64_t unix_seconds);
+
+}  // namespace iotauth::audit
