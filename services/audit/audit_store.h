@@ -75,6 +75,9 @@ struct VerifyResult {
   // The checkpoint the walk started from (0 = genesis) and the last sequence walked.
   uint64_t anchor_sequence = 0;
   uint64_t last_sequence = 0;
+  // The anchor's hash (kGenesisHash for genesis); the walk vouches for it once it
+  // has checked the event after the anchor (last_sequence > anchor_sequence).
+  std::string anchor_hash;
   // VerifyAgainstCheckpoint (chain_check.h) found the expected checkpoint intact.
   bool expected_matched = false;
 };

@@ -91,32 +91,45 @@ absl::StatusOr<VerifyResult> VerifyAgainstCheckpoint(AuditStore& store, uint64_t
                                      ": the events after ", head.sequence,
                                      " were removed, or the log was replaced")});
   }
-  IOTAUTH_ASSIGN_OR_RETURN(uint64_t first, store.FirstSequence());
-  if (want < first) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("event ", want, " was pruned by retention (the log now starts at ", first,
-                     "): verify against a newer checkpoint (iotauthctl audit checkpoint "
-                     "--create, kept outside the log)"));
-  }
-  // Widened so that the walk vouches for the stored hash compared below.
+  // The walk first, widened to reach the event, so that the hash compared below is
+  // one the chain vouches for, and so that damage anywhere on the way is named as
+  // such (a forged start of the log included) before anything else.
   const uint64_t from = from_sequence == 0 ? 0 : std::min(from_sequence, want);
   const uint64_t to = to_sequence == 0 ? 0 : std::max(to_sequence, want);
   IOTAUTH_ASSIGN_OR_RETURN(VerifyResult r, store.Verify(from, to));
   if (!r.ok) return r;
-  EventFilter f;
-  f.after_sequence = want - 1;
-  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AuditEvent> at, store.Query(f, 1));
-  if (at.empty() || at.front().sequence() != want) {
-    // Pruned or cut between the two reads: not a verdict on the log.
-    return absl::UnavailableError(
-        absl::StrCat("event ", want, " went away while it was verified (retention ran?): retry"));
-  }
-  if (at.front().hash() != expected.head_hash) {
+  auto mismatch = [&r, want]() {
     return FailWith(r, {want, kProblemCheckpointMismatch,
                         absl::StrCat("event ", want,
                                      " hash differs from the checkpoint kept outside the log: the "
                                      "log was rewritten from this event or before it")});
+  };
+  IOTAUTH_ASSIGN_OR_RETURN(uint64_t first, store.FirstSequence());
+  if (want < first) {
+    // Pruned. The retention anchor still records the last pruned event's hash.
+    const bool anchor_vouched = r.last_sequence > r.anchor_sequence;
+    if (want == r.anchor_sequence && (anchor_vouched || head.sequence == want)) {
+      if ((anchor_vouched ? r.anchor_hash : head.hash) != expected.head_hash) return mismatch();
+      r.expected_matched = true;
+      return r;
+    }
+    // Not a verdict the chain can give either way: fail closed, and say why.
+    return FailWith(
+        r, {want, kProblemMissing,
+            absl::StrCat("event ", want, " is no longer in the log, which starts at ", first,
+                         ". Retention prunes old events: verify against a newer "
+                         "checkpoint. If retention cannot have pruned this one, the "
+                         "start of the log was removed")});
   }
+  EventFilter f;
+  f.after_sequence = want - 1;
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AuditEvent> at, store.Query(f, 1));
+  if (at.empty() || at.front().sequence() != want) {
+    // Pruned between the two reads: not a verdict on the log.
+    return absl::UnavailableError(
+        absl::StrCat("event ", want, " went away while it was verified (retention ran?): retry"));
+  }
+  if (at.front().hash() != expected.head_hash) return mismatch();
   r.expected_matched = true;
   return r;
 }

@@ -57,8 +57,10 @@ ChainFault EndsEarlyFault(uint64_t upper, uint64_t last);
 // (lowercase hex). A log cut short of it is MISSING from its end; a different hash
 // is CHECKPOINT_MISMATCH at that event. Sets `expected_matched` when it holds.
 // This is what catches a tail truncated, or a log rewritten whole, while the
-// service was down, which the chain alone cannot show. FAILED_PRECONDITION when
-// retention has pruned the event (a newer checkpoint is needed).
+// service was down, which the chain alone cannot show. The walk runs first and
+// its failure wins. An event pruned by retention is compared with the retention
+// anchor when it is the anchor; otherwise the result is MISSING at it (fail closed:
+// the detail says to verify against a newer checkpoint).
 absl::StatusOr<VerifyResult> VerifyAgainstCheckpoint(AuditStore& store, uint64_t from_sequence,
                                                      uint64_t to_sequence,
                                                      const CheckpointRecord& expected);

@@ -1733,6 +1733,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
   }
   const uint64_t upper = to == 0 ? head : std::min(to, head);
   r.anchor_sequence = anchor_seq;
+  r.anchor_hash = anchor_hash;
   if (last_hash_raw != nullptr) *last_hash_raw = FromHex(anchor_hash);
   if (upper <= anchor_seq) return r;
 

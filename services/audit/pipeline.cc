@@ -57,7 +57,7 @@ LocalAuditSink::~LocalAuditSink() { Shutdown(); }
 void LocalAuditSink::CountDropped(uint64_t n) {
   stats_.dropped += n;
   if (stopping_) {
-    lost_while_stopping_ += n;
+    if (!stop_gap_taken_) lost_while_stopping_ += n;
   } else {
     gap_pending_ += n;
   }
@@ -67,24 +67,26 @@ absl::Status LocalAuditSink::CommitSpool() {
   const std::string& path = options_.spool_path;
   absl::StatusOr<std::optional<SpooledEvents>> loaded = LoadSpool(path);
   SpooledEvents events;
+  const bool untrusted =
+      !loaded.ok() && (loaded.status().code() == absl::StatusCode::kDataLoss ||
+                       loaded.status().code() == absl::StatusCode::kFailedPrecondition);
+  const absl::Time now = options_.clock->Now();
   if (loaded.ok()) {
     if (!loaded->has_value()) return absl::OkStatus();
     events = std::move(**loaded);
-  } else if (loaded.status().code() == absl::StatusCode::kDataLoss) {
-    // Its events cannot be trusted: keep the file for inspection, say so in the log.
-    const absl::Time now = options_.clock->Now();
-    absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
-    if (!aside.ok()) return aside.status();
+  } else if (untrusted) {
+    // Its events cannot be trusted: the log says so first, then the file is kept
+    // aside for inspection (a refused commit leaves it where it was).
     AuditEvent gap;
     gap.set_event_id(NewEventId());
     SetTimestamp(now, gap.mutable_time());
     gap.set_type(iotauth::audit::v1::EVENT_TYPE_GAP);
     gap.set_outcome(iotauth::audit::v1::OUTCOME_FAILURE);
-    gap.set_reason(
-        absl::StrCat("audit events spooled at the last shutdown were lost: the spool "
-                     "is damaged (",
-                     loaded.status().message(), "; kept as ", *aside, ")"));
-    (*gap.mutable_attributes())["cause"] = "damaged_spool";
+    gap.set_reason(absl::StrCat(
+        "audit events spooled at the last shutdown were lost: ", loaded.status().message(),
+        " (the file is kept as ", path, ".damaged.", absl::ToUnixSeconds(now), ")"));
+    (*gap.mutable_attributes())["cause"] =
+        loaded.status().code() == absl::StatusCode::kDataLoss ? "damaged_spool" : "untrusted_spool";
     std::string bytes;
     AppendUnchainedEncoding(gap, &bytes);
     events.push_back(std::move(bytes));
@@ -94,28 +96,61 @@ absl::Status LocalAuditSink::CommitSpool() {
   // Not fresh: an event committed before a crash removed the file is a duplicate.
   std::string buffer;
   std::vector<EncodedEvent> list;
+  std::vector<bool> gap_at;  // else an event Record queued
   for (const std::string& e : events) {
+    CanonicalFields f;
+    gap_at.push_back(ParseCanonical(e, &f) && f.type == iotauth::audit::v1::EVENT_TYPE_GAP);
     list.push_back({buffer.size(), e.size(), false});
     buffer.append(e);
   }
+  const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<AppendedEvent>> appended =
       options_.store->AppendEncoded(EncodedBatch{buffer, list});
   if (!appended.ok()) {
     return absl::Status(
         appended.status().code(),
-        absl::StrCat("audit: the ", events.size(), " events spooled at the last shutdown (", path,
-                     ") could not be committed: ", appended.status().message(),
-                     ". Fix the audit store and start again; the spool is kept until then"));
+        absl::StrCat("audit: the ", events.size(), " events in ", path,
+                     (untrusted ? " (a GAP for a spool that cannot be trusted)" : ""),
+                     " could not be committed: ", appended.status().message(),
+                     ". Fix the audit store and start again (the file is kept until then), or "
+                     "move the file away to start without them (they are then lost)"));
   }
-  uint64_t written = 0;
-  for (const AppendedEvent& a : *appended) written += a.duplicate ? 0 : 1;
+  CommittedBatch c{0, 0, absl::Now() - start};
+  uint64_t restored = 0;
+  uint64_t gaps = 0;
+  for (size_t i = 0; i < appended->size(); ++i) {
+    const AppendedEvent& a = (*appended)[i];
+    c.last_sequence = std::max(c.last_sequence, a.sequence);
+    if (a.duplicate) continue;  // committed before a crash kept the file
+    ++c.events;
+    ++(gap_at[i] ? gaps : restored);
+  }
   {
     absl::MutexLock lock(&mu_);
-    stats_.restored += written;
-    stats_.committed += written;
+    stats_.restored += restored;
+    stats_.gap_events += gaps;
+    stats_.committed += c.events;
     ++stats_.batches;
   }
-  return RemoveSpool(path);
+  if (options_.notifier != nullptr && c.last_sequence > 0) {
+    options_.notifier->Publish(c.last_sequence);
+  }
+  if (options_.observer != nullptr) options_.observer->OnBatchCommitted(c);
+  // Committed: the file's removal (or setting aside) failing is only a note, since
+  // a later start would find the same events already there.
+  absl::Status done = absl::OkStatus();
+  if (untrusted) {
+    absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
+    done = aside.ok()
+               ? absl::DataLossError(absl::StrCat(loaded.status().message(), ": set aside as ",
+                                                  *aside, " and recorded as a GAP event"))
+               : aside.status();
+  } else {
+    done = RemoveSpool(path);
+  }
+  absl::MutexLock lock(&mu_);
+  spool_note_ = done;
+  return absl::OkStatus();
 }
 
 void LocalAuditSink::SpoolBatch(const EncodedBatch& batch, uint64_t accepted) {
@@ -146,6 +181,11 @@ void LocalAuditSink::SaveSpoolAtExit() {
 absl::Status LocalAuditSink::SpoolStatus() const {
   absl::MutexLock lock(&mu_);
   return spool_status_;
+}
+
+absl::Status LocalAuditSink::SpoolNote() const {
+  absl::MutexLock lock(&mu_);
+  return spool_note_;
 }
 
 void LocalAuditSink::WakeWriter() {
@@ -276,9 +316,12 @@ void LocalAuditSink::WriterLoop() {
         if (!has_work()) continue;  // retention's turn (or a spurious wake-up)
       }
       if (queue_.events.empty() && gap_pending_ == 0) {
-        // Stopping and drained. Records refused since Shutdown began get their GAP.
-        if (lost_while_stopping_ == 0) break;
+        // Stopping and drained. Records refused since Shutdown began get one GAP
+        // (later ones only the counters), unless the store already refused a
+        // commit and there is no spool to hold it.
+        if (lost_while_stopping_ == 0 || (gave_up_while_stopping_ && !spool_the_rest_)) break;
         gap_pending_ = std::exchange(lost_while_stopping_, 0);
+        stop_gap_taken_ = true;
       }
       auto cut_short = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || flush_wanted_ || queue_.events.size() >= FullBatch();
@@ -379,6 +422,7 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     absl::MutexLock lock(&mu_);
     stopping = stopping_;
   }
+  gave_up_while_stopping_ = gave_up_while_stopping_ || stopping;
   if (stopping && !options_.spool_path.empty()) {
     spool_the_rest_ = true;
     SpoolBatch(batch, accepted);

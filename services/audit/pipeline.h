@@ -33,7 +33,7 @@ struct AuditPipelineStats {
   uint64_t gap_events = 0;       // GAP events written
   uint64_t pruned = 0;           // events removed by retention
   uint64_t spooled = 0;          // events left for the next start (shutdown spool)
-  uint64_t restored = 0;         // spooled events committed at this start
+  uint64_t restored = 0;         // spooled events committed at this start (GAPs apart)
   uint64_t batches = 0;          // committed transactions
   uint64_t commit_failures = 0;  // failed commit attempts (each retried)
   uint64_t queue_depth = 0;      // events waiting now
@@ -109,8 +109,9 @@ class LocalAuditSink final : public AuditSink {
 
   // Commits a shutdown spool left at `spool_path`, then starts the writer thread.
   // INVALID_ARGUMENT when the store is missing or a size is zero; the store's error
-  // when it refuses the spooled events. A damaged spool is set aside (its name gets
-  // `.damaged.<time>`) and a GAP event says so.
+  // when it refuses the spooled events (the file stays). A damaged or untrusted
+  // spool (see LoadSpool) is recorded as a GAP event, then set aside (its name gets
+  // `.damaged.<time>`).
   static absl::StatusOr<std::unique_ptr<LocalAuditSink>> Create(Options options);
   // Shutdown().
   ~LocalAuditSink() override;
@@ -138,6 +139,10 @@ class LocalAuditSink final : public AuditSink {
   // Why the shutdown spool could not be written (OK when it was, or not needed);
   // its events then count as dropped. Valid after Shutdown().
   absl::Status SpoolStatus() const;
+  // What the operator should know about the spool Create committed: a damaged or
+  // untrusted one set aside (DATA_LOSS, naming the file), or one committed but not
+  // removed. OK otherwise.
+  absl::Status SpoolNote() const;
 
  private:
   explicit LocalAuditSink(Options options);
@@ -185,12 +190,15 @@ class LocalAuditSink final : public AuditSink {
   uint64_t gap_pending_ ABSL_GUARDED_BY(mu_) = 0;  // drops not yet written as a GAP
   // Records refused once Shutdown began: written as a GAP (or spooled) at exit.
   uint64_t lost_while_stopping_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_gap_taken_ ABSL_GUARDED_BY(mu_) = false;  // that GAP is queued already
   // Writer thread only: a commit gave up while stopping, so the rest is spooled
   // without retrying; what the spool holds; its write's outcome.
   bool spool_the_rest_ = false;
+  bool gave_up_while_stopping_ = false;
   SpooledEvents spool_;
   uint64_t spool_accepted_ = 0;  // of spool_, events Record accepted (not GAPs)
   absl::Status spool_status_ ABSL_GUARDED_BY(mu_);
+  absl::Status spool_note_ ABSL_GUARDED_BY(mu_);
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;  // tickets for Flush
   uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
   AuditPipelineStats stats_ ABSL_GUARDED_BY(mu_);

@@ -388,7 +388,12 @@ class SpoolTest : public PipelineTest {
     std::thread stopper([this] { sink_->Shutdown(); });
     // A Record refused means stopping has begun (the refused one counts as dropped).
     auto accepted = static_cast<uint64_t>(n);
+    // (The queue holds 65536: no other drop is possible here.)
     for (int probe = 1000; sink_->Stats().dropped == 0; ++probe) {
+      if (probe > 1000000) {
+        ADD_FAILURE() << "Shutdown never began";
+        break;
+      }
       sink_->Record(Event(probe));
       if (sink_->Stats().dropped == 0) ++accepted;
     }
@@ -419,7 +424,8 @@ TEST_F(SpoolTest, ShutdownSpoolsWhatTheStoreRefusesAndTheNextStartCommitsIt) {
   sink_.reset();
   Start();  // the next start commits the spool before anything new
   EXPECT_FALSE(std::filesystem::exists(spool_));
-  EXPECT_EQ(sink_->Stats().restored, accepted + 1);
+  EXPECT_EQ(sink_->Stats().restored, accepted);  // and the GAP
+  EXPECT_TRUE(sink_->SpoolNote().ok()) << sink_->SpoolNote();
   sink_->Record(Event(20));
   ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
   const std::vector<AuditEvent> all = All();
@@ -488,6 +494,56 @@ TEST_F(SpoolTest, ADamagedSpoolIsSetAsideAndTheLossRecorded) {
   EXPECT_EQ(all[0].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
   EXPECT_EQ(all[0].attributes().at("cause"), "damaged_spool");
   EXPECT_NE(all[0].reason().find(aside), std::string::npos) << all[0].reason();
+}
+
+TEST_F(SpoolTest, ADamagedSpoolWhoseGapIsRefusedStaysWhereItIs) {
+  {
+    std::ofstream out(spool_, std::ios::binary);
+    out << "IOTSPOL1 and then garbage";
+  }
+  store_->FailNext(1);
+  auto refused = LocalAuditSink::Create(options_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("move the file away"), std::string::npos)
+      << refused.status();
+  EXPECT_TRUE(std::filesystem::exists(spool_));
+  EXPECT_TRUE(All().empty());
+  Start();
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+  EXPECT_EQ(sink_->SpoolNote().code(), absl::StatusCode::kDataLoss);
+  ASSERT_EQ(All().size(), 1u);
+}
+
+// A spool others could have written is not committed into the chain.
+TEST_F(SpoolTest, ASpoolOthersCanWriteIsNotTrusted) {
+  SpooledEvents planted;
+  AuditEvent forged = Event(1);
+  forged.mutable_time()->set_seconds(absl::ToUnixSeconds(clock_.Now()));
+  AppendUnchainedEncoding(forged, &planted.emplace_back());
+  ASSERT_TRUE(SaveSpool(spool_, planted).ok());
+  std::filesystem::permissions(spool_, std::filesystem::perms::others_write,
+                               std::filesystem::perm_options::add);
+  Start();
+  const std::vector<AuditEvent> all = All();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(all[0].attributes().at("cause"), "untrusted_spool");
+  EXPECT_EQ(sink_->Stats().restored, 0u);
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+}
+
+// Without a spool path, what the store refuses at exit is counted as lost (the
+// behaviour before the spool), and shutdown does not keep retrying a GAP for it.
+TEST_F(SpoolTest, WithoutASpoolPathTheLossIsCounted) {
+  options_.spool_path.clear();
+  Start();
+  const uint64_t accepted = ShutdownWhileTheStoreRefuses(6);
+  const AuditPipelineStats st = sink_->Stats();
+  EXPECT_EQ(st.spooled, 0u);
+  EXPECT_EQ(st.dropped, accepted + 1);
+  EXPECT_GE(st.commit_failures, 2u * ((accepted + 3) / 4));  // every batch, tried twice
+  EXPECT_FALSE(std::filesystem::exists(spool_));
+  EXPECT_TRUE(All().empty());
 }
 
 TEST_F(SpoolTest, NoSpoolWhenEverythingCommits) {

@@ -61,30 +61,42 @@ absl::Status RemoteAuditSink::RestoreSpool() {
       e.clear_encoding();
       events.push_back(std::move(e));
     }
-  } else if (loaded.status().code() == absl::StatusCode::kDataLoss) {
+  } else if (loaded.status().code() == absl::StatusCode::kDataLoss ||
+             loaded.status().code() == absl::StatusCode::kFailedPrecondition) {
+    // Set aside now: the GAP saying so is queued like any event (and spooled again
+    // at a clean exit if the audit service stays away).
     const absl::Time now = options_.clock->Now();
     absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
     if (!aside.ok()) return aside.status();
+    {
+      absl::MutexLock lock(&mu_);
+      spool_note_ = absl::DataLossError(absl::StrCat(loaded.status().message(), ": set aside as ",
+                                                     *aside, " and recorded as a GAP event"));
+    }
     v1::AuditEvent gap = MakeGapEvent(0, now);
     gap.set_reason(
         absl::StrCat("audit events spooled at the last shutdown were lost: the spool "
                      "is damaged (",
                      loaded.status().message(), "; kept as ", *aside, ")"));
     gap.mutable_attributes()->erase("dropped_count");
-    (*gap.mutable_attributes())["cause"] = "damaged_spool";
+    (*gap.mutable_attributes())["cause"] =
+        loaded.status().code() == absl::StatusCode::kDataLoss ? "damaged_spool" : "untrusted_spool";
     events.push_back(std::move(gap));
   } else {
     return loaded.status();
   }
   if (events.empty()) return RemoveSpool(path);
+  const auto recorded = static_cast<uint64_t>(
+      std::count_if(events.begin(), events.end(),
+                    [](const v1::AuditEvent& e) { return e.type() != v1::EVENT_TYPE_GAP; }));
   absl::MutexLock lock(&mu_);
+  stats_.restored += recorded;
   // A damaged spool was set aside already: no file waits for these acks.
   restoring_ = loaded.ok();
   for (v1::AuditEvent& e : events) {
     if (restoring_) restored_ids_.insert(e.event_id());
     pending_.push_back(std::move(e));
   }
-  stats_.restored += events.size();
   stats_.enqueued += events.size();
   return absl::OkStatus();
 }
@@ -140,6 +152,11 @@ void RemoteAuditSink::SpoolAtExit() {
 absl::Status RemoteAuditSink::SpoolStatus() const {
   absl::MutexLock lock(&mu_);
   return spool_status_;
+}
+
+absl::Status RemoteAuditSink::SpoolNote() const {
+  absl::MutexLock lock(&mu_);
+  return spool_note_;
 }
 
 void RemoteAuditSink::Record(v1::AuditEvent&& event) {

@@ -37,7 +37,7 @@ struct RemoteSinkStats {
   uint64_t enqueued = 0;
   uint64_t dropped = 0;   // queue full, or unacknowledged at shutdown and not spooled
   uint64_t spooled = 0;   // unacknowledged at shutdown, left in the spool
-  uint64_t restored = 0;  // events from the last shutdown's spool, resent at start
+  uint64_t restored = 0;  // events from the last shutdown's spool, resent (GAPs apart)
   uint64_t acked = 0;     // acknowledged by the server (committed or duplicate)
   uint64_t sent = 0;      // events written to a stream (resends included)
   uint64_t resent = 0;    // events sent again after a stream failure
@@ -101,6 +101,9 @@ class RemoteAuditSink final : public AuditSink {
   RemoteSinkStats Stats() const;
   // Why the shutdown spool could not be written (OK when it was, or not needed).
   absl::Status SpoolStatus() const;
+  // A damaged or untrusted spool Create set aside (DATA_LOSS, naming the file); OK
+  // otherwise.
+  absl::Status SpoolNote() const;
 
  private:
   class IngestStream;
@@ -140,6 +143,7 @@ class RemoteAuditSink final : public AuditSink {
   absl::flat_hash_set<std::string> restored_ids_ ABSL_GUARDED_BY(mu_);
   bool restoring_ ABSL_GUARDED_BY(mu_) = false;  // the spool file waits for those acks
   absl::Status spool_status_ ABSL_GUARDED_BY(mu_);
+  absl::Status spool_note_ ABSL_GUARDED_BY(mu_);
   // Serializes the spool file's removal (an ack) and rewrite (exit).
   absl::Mutex spool_mu_;
 

@@ -1,6 +1,7 @@
 #include "services/audit/spool.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "proto/iotauth/audit/v1/audit.pb.h"
 #include "services/audit/audit_store.h"
 #include "services/audit/canonical.h"
+#include "services/audit/event_util.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
 
@@ -98,8 +100,13 @@ absl::StatusOr<SpooledEvents> ParseSpool(absl::string_view bytes) {
         f.sequence != 0 || !f.prev_hash_ok ||
         !std::all_of(f.prev_hash_raw.begin(), f.prev_hash_raw.end(),
                      [](char c) { return c == 0; }) ||
-        !CanonicalFieldsToEvent(f, &decoded)) {
+        !CanonicalFieldsToEvent(f, &decoded) || !decoded.has_time()) {
       return Damaged(absl::StrCat("event ", i, " is not an unchained audit event"));
+    }
+    // Nothing Record could not have queued (it caps every field the same way).
+    if (CapEventFields(&decoded)) {
+      return Damaged(
+          absl::StrCat("event ", i, " has a field over ", kMaxAuditFieldBytes, " bytes"));
     }
     events.emplace_back(e);
   }
@@ -126,6 +133,20 @@ absl::StatusOr<std::optional<SpooledEvents>> LoadSpool(const std::string& path) 
   if (fd < 0) {
     if (errno == ENOENT) return std::optional<SpooledEvents>();
     return Errno("open", path);
+  }
+  // The next start commits what the file holds into the chain: only a file this
+  // service wrote (its own user, writable by no one else) is trusted.
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    absl::Status s = Errno("stat", path);
+    close(fd);
+    return s;
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("audit spool ", path,
+                     " is not trusted: not a regular file of this user, or writable by others"));
   }
   std::string data;
   char buf[1 << 16];

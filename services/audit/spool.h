@@ -30,16 +30,18 @@ using SpooledEvents = std::vector<std::string>;
 std::string SerializeSpool(const SpooledEvents& events);
 
 // Parses a spool file. DATA_LOSS when it is cut short, fails its checksum, or holds
-// anything but what a store's AppendEncoded accepts (unchained canonical encodings
-// with an event_id and a valid time; ParseCanonical is fuzzed by canonical_fuzz,
-// and spool_test cuts and flips every byte of a file).
+// anything Record could not have queued: only unchained canonical encodings with an
+// event_id and a valid time, no field over kMaxAuditFieldBytes (ParseCanonical is
+// fuzzed by canonical_fuzz; spool_test cuts and flips every byte of a file).
 absl::StatusOr<SpooledEvents> ParseSpool(absl::string_view bytes);
 
 // Writes the spool durably: a temporary file, fsync, rename over `path`, fsync of
 // the directory. Replaces an existing spool.
 absl::Status SaveSpool(const std::string& path, const SpooledEvents& events);
 
-// The spool at `path`; nullopt when there is none. DATA_LOSS as ParseSpool.
+// The spool at `path`; nullopt when there is none. DATA_LOSS as ParseSpool;
+// FAILED_PRECONDITION when the file is not a regular file owned by this process's
+// user, or is writable by group or others (its events would enter the chain).
 absl::StatusOr<std::optional<SpooledEvents>> LoadSpool(const std::string& path);
 
 // Removes the spool durably (the directory is fsynced). OK when there is none.

@@ -535,6 +535,7 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
     }
   }
   r.anchor_sequence = anchor_seq;
+  r.anchor_hash = anchor_hash;
   if (upper <= anchor_seq) return r;
 
   std::map<uint64_t, std::string> checkpoints;

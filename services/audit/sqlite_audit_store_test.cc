@@ -496,14 +496,48 @@ TEST_F(StoreTest, CheckpointKeptOutsideWidensTheRangeAndNeedsItsEvent) {
   EXPECT_EQ(r->problem, kProblemAltered);
   EXPECT_EQ(r->first_bad_sequence, 5u);
   Tamper(path_, absl::StrCat("UPDATE audit_events SET reason = 'R' WHERE sequence = 5"));
-  // Pruned by retention: not a verdict, a request for a newer copy.
+  // Pruned by retention (events 9 and 10 kept, the anchor at 8).
+  const CheckpointRecord at8{8, Get(8).hash(), clock_.Now()};
   ASSERT_TRUE(store_->ApplyRetention({absl::ZeroDuration(), 2}, clock_.Now()).ok());
+  // The chain cannot vouch for a pruned event: fail closed, saying why.
   r = VerifyAgainstCheckpoint(*store_, 0, 0, at7);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
-  EXPECT_NE(r.status().message().find("newer checkpoint"), std::string::npos);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_EQ(r->problem, kProblemMissing);
+  EXPECT_EQ(r->first_bad_sequence, 7u);
+  EXPECT_NE(r->detail.find("newer checkpoint"), std::string::npos) << r->detail;
+  // The retention anchor still records the last pruned event's hash.
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, at8);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
+  r = VerifyAgainstCheckpoint(*store_, 0, 0, {8, Get(9).hash(), clock_.Now()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->problem, kProblemCheckpointMismatch);
   r = VerifyAgainstCheckpoint(*store_, 0, 0, {9, Get(9).hash(), clock_.Now()});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->ok && r->expected_matched) << r->problem << " " << r->detail;
+}
+
+// Removing the start of the log and dressing it up as retention (a forged start
+// and anchor that chain to the first kept event) passes the chain alone; against a
+// checkpoint kept outside it fails.
+TEST_F(StoreTest, CheckpointKeptOutsideCatchesAStartRemovedAsIfPruned) {
+  Open(/*checkpoint_interval=*/0);
+  AppendRange(1, 10);
+  const CheckpointRecord kept{3, Get(3).hash(), clock_.Now()};
+  const std::string prev_of_5 = Get(5).prev_hash();
+  Tamper(path_, absl::StrCat("DELETE FROM audit_events WHERE sequence <= 4; "
+                             "UPDATE audit_state SET first_sequence = 5; "
+                             "INSERT INTO audit_checkpoints VALUES (4, '",
+                             prev_of_5, "', 0)"));
+  Open(/*checkpoint_interval=*/0);
+  ASSERT_TRUE(VerifyAll().ok);  // looks like retention
+  auto r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->ok);
+  EXPECT_FALSE(r->expected_matched);
+  EXPECT_EQ(r->problem, kProblemMissing);
+  EXPECT_EQ(r->first_bad_sequence, 3u);
 }
 
 TEST_F(StoreTest, RetentionByRowsKeepsTheRestVerifiable) {

@@ -474,15 +474,14 @@ std::string AuditLogDir(const ServerConfig& c) {
                                              : c.storage().audit_log_dir();
 }
 std::string AuditSpoolPath(const ServerConfig& c) {
-  if (!HostsService(c, "audit")) {
-    // Split processes may share a data directory: one spool per role.
-    return JoinPath(c.data_dir(),
-                    absl::StrCat("audit-remote.", absl::StrJoin(c.services(), "+"), ".spool"));
-  }
-  if (c.storage().audit_backend() == "sqlite") return AuditDbPath(c) + ".spool";
-  std::string dir = AuditLogDir(c);
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // a sibling, not inside
-  return dir + ".spool";
+  // In the data directory, the one place this process always writes (an audit log
+  // directory may be a mount point of its own).
+  if (HostsService(c, "audit")) return JoinPath(c.data_dir(), "audit.spool");
+  // Split processes may share a data directory: one spool per set of services.
+  std::vector<std::string> services(c.services().begin(), c.services().end());
+  std::sort(services.begin(), services.end());
+  return JoinPath(c.data_dir(),
+                  absl::StrCat("audit-remote.", absl::StrJoin(services, "+"), ".spool"));
 }
 std::string DevPkiDir(const ServerConfig& c) { return JoinPath(c.data_dir(), "pki"); }
 

@@ -48,8 +48,9 @@ std::string AuditDbPath(const ServerConfig& config);
 // The "log" audit backend's directory (storage.audit_log_dir or <data_dir>/audit).
 std::string AuditLogDir(const ServerConfig& config);
 // Where an audit sink leaves the events it could not hand over at exit (the
-// shutdown spool, services/audit/spool.h): beside the audit store, or in the data
-// directory for a process that sends its events to a remote audit service.
+// shutdown spool, services/audit/spool.h): `<data_dir>/audit.spool`, or for a
+// process that sends its events to a remote audit service
+// `<data_dir>/audit-remote.<its services, sorted, joined by +>.spool`.
 std::string AuditSpoolPath(const ServerConfig& config);
 std::string DevPkiDir(const ServerConfig& config);
 

@@ -43,18 +43,18 @@ TEST(ConfigTest, AuditSpoolSitsBesideTheStoreOrPerRole) {
   auto c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(AuditSpoolPath(*c), "/var/lib/iotauth/audit.spool");
-  s.sets = {"data_dir=/d", "storage.audit_log_dir=/logs/audit//"};
+  s.sets = {"data_dir=/d", "storage.audit_log_dir=/logs/audit/"};
   c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(AuditSpoolPath(*c), "/logs/audit.spool");  // a sibling, never inside the log
-  s.sets = {"data_dir=/d", "storage.audit_backend=sqlite"};
-  c = LoadConfig(s);
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(AuditSpoolPath(*c), "/d/audit.db.spool");
+  EXPECT_EQ(AuditSpoolPath(*c), "/d/audit.spool");  // not beside a log that may be a mount
   s.sets = {"data_dir=/d", "services=identity", "registry_address=localhost:1"};
   c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(AuditSpoolPath(*c), "/d/audit-remote.identity.spool");
+  s.sets = {"data_dir=/d", "services=registry,identity"};
+  c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(AuditSpoolPath(*c), "/d/audit-remote.identity+registry.spool");  // sorted
 }
 
 TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {

@@ -341,6 +341,19 @@ class EmbeddedApp final : public App {
     }
   }
 
+  static void ReportSpoolNote(const absl::Status& note) {
+    if (note.ok()) return;
+    if (note.code() == absl::StatusCode::kDataLoss) {
+      log::Error("audit: the spool left at the last shutdown could not be used",
+                 {{"detail", std::string(note.message())}});
+    } else {
+      log::Warn(
+          "audit: the spool was committed but not removed (harmless: its events are "
+          "recognised as duplicates next time); remove it by hand",
+          {{"error", std::string(note.message())}});
+    }
+  }
+
   absl::Status InitAudit(const Clock* clock) {
     audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
     const auto& ac = config_.audit();
@@ -400,6 +413,7 @@ class EmbeddedApp final : public App {
         log::Info("audit: committed the events spooled at the last shutdown",
                   {{"events", absl::StrCat(restored)}, {"spool", po.spool_path}});
       }
+      ReportSpoolNote(local_sink_->SpoolNote());
       sink_ = local_sink_.get();
       audit::AuditService::Options svc;
       svc.store = audit_store_.get();
@@ -429,6 +443,11 @@ class EmbeddedApp final : public App {
       }
       IOTAUTH_ASSIGN_OR_RETURN(remote_sink_, audit::RemoteAuditSink::Create(ro));
       sink_ = remote_sink_.get();
+      if (const uint64_t restored = remote_sink_->Stats().restored; restored > 0) {
+        log::Info("audit: resending the events spooled at the last shutdown",
+                  {{"events", absl::StrCat(restored)}, {"spool", ro.spool_path}});
+      }
+      ReportSpoolNote(remote_sink_->SpoolNote());
     } else {
       log::Warn(
           "auditing is OFF: this process hosts no audit log and audit.remote_address "
