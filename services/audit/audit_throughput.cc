@@ -18,8 +18,10 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -86,13 +88,31 @@ iotauth::audit::v1::AuditEvent SampleEvent(int producer, uint64_t i) {
   return e;
 }
 
+// argv[i] as a number, `fallback` when absent; exits on anything else.
+template <typename T>
+T Arg(int argc, char** argv, int i, T fallback) {
+  if (argc <= i) return fallback;
+  T v{};
+  bool ok = false;
+  if constexpr (std::is_floating_point_v<T>) {
+    ok = absl::SimpleAtod(argv[i], &v);
+  } else {
+    ok = absl::SimpleAtoi(argv[i], &v);
+  }
+  if (!ok) {
+    std::fprintf(stderr, "audit_throughput: argument %d ('%s') is not a number\n", i, argv[i]);
+    std::exit(2);
+  }
+  return v;
+}
+
 int Main(int argc, char** argv) {
-  const int seconds = argc > 1 ? std::atoi(argv[1]) : 5;
-  const int producers = argc > 2 ? std::atoi(argv[2]) : 2;
-  const double rate = argc > 3 ? std::atof(argv[3]) : 0;
-  const size_t max_batch = argc > 4 ? std::atoi(argv[4]) : LocalAuditSink::Options().max_batch;
+  const int seconds = Arg(argc, argv, 1, 5);
+  const int producers = Arg(argc, argv, 2, 2);
+  const double rate = Arg(argc, argv, 3, 0.0);
+  const size_t max_batch = Arg(argc, argv, 4, LocalAuditSink::Options().max_batch);
   const absl::Duration linger =
-      argc > 5 ? absl::Milliseconds(std::atoi(argv[5])) : LocalAuditSink::Options().linger;
+      argc > 5 ? absl::Milliseconds(Arg(argc, argv, 5, 0)) : LocalAuditSink::Options().linger;
   const std::string backend = argc > 6 ? argv[6] : "log";
   const std::string path =
       absl::StrCat("/tmp/audit_throughput_", getpid(), backend == "sqlite" ? ".db" : ".log");
@@ -136,6 +156,7 @@ int Main(int argc, char** argv) {
   const absl::Time start = absl::Now();
   const absl::Time end = start + absl::Seconds(seconds);
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(std::max(producers, 0)));
   for (int p = 0; p < producers; ++p) {
     threads.emplace_back([&, p] {
       uint64_t i = 0;

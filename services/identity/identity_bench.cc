@@ -6,18 +6,19 @@
 // LocalAuditSink over a LogAuditStore (the server's defaults), in alternating rounds,
 // as process CPU per call, the writer thread included. Pin it to one CPU
 // (`taskset -c 1`) so that the writer shares the core as it does in a pinned server.
-#include <stdlib.h>
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "services/audit/log_audit_store.h"
@@ -38,7 +39,14 @@ long RssKb() {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+    long kb = 0;
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return absl::SimpleAtoi(absl::StripAsciiWhitespace(
+                                  absl::StripSuffix(absl::string_view(line).substr(6), "kB")),
+                              &kb)
+                 ? kb
+                 : 0;
+    }
   }
   return 0;
 }
@@ -63,7 +71,11 @@ double NsPerCall(int iterations, F&& f) {
 }
 
 int Main(int argc, char** argv) {
-  const int devices = argc > 1 ? std::atoi(argv[1]) : 200000;
+  int devices = 200000;
+  if (argc > 1 && !absl::SimpleAtoi(argv[1], &devices)) {
+    std::fprintf(stderr, "identity_bench: '%s' is not a device count\n", argv[1]);
+    return 2;
+  }
   // Debian's Abseil is built with Mutex deadlock detection on, which costs every lock
   // a graph-cycle update; servers should turn it off the same way (see the report).
   if (argc > 2 && std::string(argv[2]) == "--no-deadlock-detection") {
@@ -211,7 +223,9 @@ int Main(int argc, char** argv) {
   constexpr int kRounds = 9;
   constexpr int kCallsPerRound = 100000;
   (void)round(audited.get(), kCallsPerRound / 10, 0);  // warm-up (and the log's first segment)
-  std::vector<double> off_ns, on_ns, diff_ns;
+  std::vector<double> off_ns;
+  std::vector<double> on_ns;
+  std::vector<double> diff_ns;
   for (int r = 0; r < kRounds; ++r) {
     off_ns.push_back(round(auth.get(), kCallsPerRound, r));
     on_ns.push_back(round(audited.get(), kCallsPerRound, r));

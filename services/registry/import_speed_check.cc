@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/audit/sink_interface.h"
@@ -54,8 +55,13 @@ class GeneratedSource final : public RegistryService::DeviceSource {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t n = argc > 1 ? std::atoll(argv[1]) : 1000000;
-  int batch_size = argc > 2 ? std::atoi(argv[2]) : 1000;
+  int64_t n = 1000000;
+  int batch_size = 1000;
+  if ((argc > 1 && !absl::SimpleAtoi(argv[1], &n)) ||
+      (argc > 2 && !absl::SimpleAtoi(argv[2], &batch_size))) {
+    std::fprintf(stderr, "usage: import_speed_check [devices [batch_size [db path]]]\n");
+    return 2;
+  }
   std::string path = argc > 3 ? argv[3] : "/tmp/iotauth_import_speed_check.db";
   for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((path + suffix).c_str());
 

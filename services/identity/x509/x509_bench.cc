@@ -52,7 +52,7 @@ void Run(const char* label, t::KeyType type) {
     X509* leaf = pl;
     X509* in = pi;
     if (parse) {
-      const unsigned char* p = reinterpret_cast<const unsigned char*>(c[0].data());
+      const auto* p = reinterpret_cast<const unsigned char*>(c[0].data());
       leaf = d2i_X509(nullptr, &p, static_cast<long>(c[0].size()));
       p = reinterpret_cast<const unsigned char*>(c[1].data());
       in = d2i_X509(nullptr, &p, static_cast<long>(c[1].size()));
@@ -72,7 +72,8 @@ void Run(const char* label, t::KeyType type) {
   };
   const int n = type == t::KeyType::kRsa2048 ? 4000 : 2000;
   double raw_parse = UsPerOp(n, [&](int i) { raw(i, true, nullptr, nullptr); });
-  std::vector<x::CertPtr> leaves, inters;
+  std::vector<x::CertPtr> leaves;
+  std::vector<x::CertPtr> inters;
   {
     auto p = x::ParsedCertificate::FromDer(chains[0][0]);
     auto q = x::ParsedCertificate::FromDer(chains[0][1]);
@@ -126,7 +127,9 @@ void Run(const char* label, t::KeyType type) {
       "%-9s raw d2i+verify %7.1f us | raw verify (parsed) %7.1f us | iotauth cold %7.1f us "
       "(result misses %llu/%llu) | iotauth warm %6.2f us\n",
       label, raw_parse, raw_verify, cold, static_cast<unsigned long long>(cs.result_misses),
-      static_cast<unsigned long long>(cs.result_misses + cs.result_hits), warm);
+      static_cast<unsigned long long>(cs.result_misses) +
+          static_cast<unsigned long long>(cs.result_hits),
+      warm);
   X509_STORE_free(store);
 }
 
