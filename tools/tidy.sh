@@ -39,8 +39,9 @@ db="$(mktemp -d /tmp/iotauth-tidy.XXXXXX)"
 trap 'rm -rf "$db"' EXIT
 # `//...` leaves out targets tagged manual (benchmarks built on demand): they are
 # named one by one, so their sources are checked too.
-manual="$(bazel query "${bazel_flags[@]}" 'kind("cc_binary|cc_test", attr(tags, "manual", //...))' \
-  2>/dev/null | paste -sd+ -)"
+# (`query` takes no build --config: it is run without the flags.)
+manual="$( (bazel query 'kind("cc_binary|cc_test", attr(tags, "manual", //...))' 2>/dev/null || true) |
+  paste -sd+ -)"
 bazel aquery "${bazel_flags[@]}" --output=jsonproto \
   "mnemonic(\"CppCompile\", //...${manual:+ + $manual})" 2>/dev/null >"$db/aquery.json"
 /usr/bin/python3 - "$db" "$execroot" "$filter" <<'PY'
