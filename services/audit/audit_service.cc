@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/audit/canonical.h"
 #include "services/audit/chain_check.h"
 #include "services/audit/event_util.h"
 #include "services/common/grpc_status.h"
@@ -99,9 +100,7 @@ absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyReque
     CheckpointRecord expected;
     expected.sequence = request.expect_sequence();
     expected.head_hash = absl::AsciiStrToLower(request.expect_hash());
-    if (expected.sequence == 0 || expected.head_hash.size() != 64 ||
-        !std::all_of(expected.head_hash.begin(), expected.head_hash.end(),
-                     [](char c) { return absl::ascii_isxdigit(static_cast<unsigned char>(c)); })) {
+    if (expected.sequence == 0 || !IsWellFormedHash(expected.head_hash)) {
       return absl::InvalidArgumentError(
           "expect_sequence and expect_hash go together: a sequence > 0 and its 64-hex-digit "
           "hash, as GetCheckpoint returns them");

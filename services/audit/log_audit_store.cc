@@ -22,6 +22,7 @@
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
 #include "services/common/log.h"
+#include "services/common/posix_file.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth::audit {
@@ -121,35 +122,12 @@ bool SelfHashOk(absl::string_view hash_raw, absl::string_view canonical, const C
   return absl::string_view(reinterpret_cast<const char*>(h), kHashBytes) == hash_raw;
 }
 
-bool WriteAll(int fd, absl::string_view data, uint64_t offset) {
-  while (!data.empty()) {
-    const ssize_t n = pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
-}
+using posix_file::WriteAll;
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path);
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status s = ErrnoStatus("read", path);
-      close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
+  absl::StatusOr<std::string> out = posix_file::ReadToEnd(fd, path, ErrnoStatus);
   close(fd);
   return out;
 }
@@ -157,16 +135,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 // Writes `data` to `path` through a temporary file and rename; `sync` makes it
 // durable (file and directory) before returning.
 absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0640);
-  if (fd < 0) return ErrnoStatus("create", tmp);
-  const bool ok = WriteAll(fd, data, 0) && (!sync || fsync(fd) == 0);
-  absl::Status st = ok ? absl::OkStatus() : ErrnoStatus("write", tmp);
-  close(fd);
-  if (st.ok() && rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoStatus("rename", tmp);
-  if (st.ok() && sync && fsync(dir_fd) != 0) st = ErrnoStatus("fsync directory of", path);
-  if (!st.ok()) unlink(tmp.c_str());
-  return st;
+  return posix_file::ReplaceFile(path, data, sync, dir_fd, ErrnoStatus);
 }
 
 // Time range of a set of events (seconds).

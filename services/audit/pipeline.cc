@@ -67,9 +67,7 @@ absl::Status LocalAuditSink::CommitSpool() {
   const std::string& path = options_.spool_path;
   absl::StatusOr<std::optional<SpooledEvents>> loaded = LoadSpool(path);
   SpooledEvents events;
-  const bool untrusted =
-      !loaded.ok() && (loaded.status().code() == absl::StatusCode::kDataLoss ||
-                       loaded.status().code() == absl::StatusCode::kFailedPrecondition);
+  const bool untrusted = !loaded.ok() && SpoolUntrusted(loaded.status());
   const absl::Time now = options_.clock->Now();
   if (loaded.ok()) {
     if (!loaded->has_value()) return absl::OkStatus();
@@ -77,19 +75,9 @@ absl::Status LocalAuditSink::CommitSpool() {
   } else if (untrusted) {
     // Its events cannot be trusted: the log says so first, then the file is kept
     // aside for inspection (a refused commit leaves it where it was).
-    AuditEvent gap;
-    gap.set_event_id(NewEventId());
-    SetTimestamp(now, gap.mutable_time());
-    gap.set_type(iotauth::audit::v1::EVENT_TYPE_GAP);
-    gap.set_outcome(iotauth::audit::v1::OUTCOME_FAILURE);
-    gap.set_reason(absl::StrCat(
-        "audit events spooled at the last shutdown were lost: ", loaded.status().message(),
-        " (the file is kept as ", path, ".damaged.", absl::ToUnixSeconds(now), ")"));
-    (*gap.mutable_attributes())["cause"] =
-        loaded.status().code() == absl::StatusCode::kDataLoss ? "damaged_spool" : "untrusted_spool";
-    std::string bytes;
-    AppendUnchainedEncoding(gap, &bytes);
-    events.push_back(std::move(bytes));
+    AppendUnchainedEncoding(
+        SpoolLostGapEvent(loaded.status(), SetAsideName(path, absl::ToUnixSeconds(now)), now),
+        &events.emplace_back());
   } else {
     return loaded.status();
   }
@@ -141,10 +129,7 @@ absl::Status LocalAuditSink::CommitSpool() {
   absl::Status done = absl::OkStatus();
   if (untrusted) {
     absl::StatusOr<std::string> aside = SetAsideSpool(path, absl::ToUnixSeconds(now));
-    done = aside.ok()
-               ? absl::DataLossError(absl::StrCat(loaded.status().message(), ": set aside as ",
-                                                  *aside, " and recorded as a GAP event"))
-               : aside.status();
+    done = aside.ok() ? SetAsideNote(loaded.status(), *aside) : aside.status();
   } else {
     done = RemoveSpool(path);
   }

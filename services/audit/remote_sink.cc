@@ -61,8 +61,7 @@ absl::Status RemoteAuditSink::RestoreSpool() {
       e.clear_encoding();
       events.push_back(std::move(e));
     }
-  } else if (loaded.status().code() == absl::StatusCode::kDataLoss ||
-             loaded.status().code() == absl::StatusCode::kFailedPrecondition) {
+  } else if (SpoolUntrusted(loaded.status())) {
     // Set aside now: the GAP saying so is queued like any event (and spooled again
     // at a clean exit if the audit service stays away).
     const absl::Time now = options_.clock->Now();
@@ -70,18 +69,9 @@ absl::Status RemoteAuditSink::RestoreSpool() {
     if (!aside.ok()) return aside.status();
     {
       absl::MutexLock lock(&mu_);
-      spool_note_ = absl::DataLossError(absl::StrCat(loaded.status().message(), ": set aside as ",
-                                                     *aside, " and recorded as a GAP event"));
+      spool_note_ = SetAsideNote(loaded.status(), *aside);
     }
-    v1::AuditEvent gap = MakeGapEvent(0, now);
-    gap.set_reason(
-        absl::StrCat("audit events spooled at the last shutdown were lost: the spool "
-                     "is damaged (",
-                     loaded.status().message(), "; kept as ", *aside, ")"));
-    gap.mutable_attributes()->erase("dropped_count");
-    (*gap.mutable_attributes())["cause"] =
-        loaded.status().code() == absl::StatusCode::kDataLoss ? "damaged_spool" : "untrusted_spool";
-    events.push_back(std::move(gap));
+    events.push_back(SpoolLostGapEvent(loaded.status(), *aside, now));
   } else {
     return loaded.status();
   }

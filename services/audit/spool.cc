@@ -17,6 +17,7 @@
 #include "services/audit/event_util.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
+#include "services/common/posix_file.h"
 
 namespace iotauth::audit {
 
@@ -37,24 +38,19 @@ std::string DirOf(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-absl::Status SyncDir(const std::string& path) {
-  const std::string dir = DirOf(path);
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open directory", dir);
-  const bool ok = fsync(fd) == 0;
-  absl::Status st = ok ? absl::OkStatus() : Errno("fsync directory", dir);
-  close(fd);
-  return st;
+// The directory holding `path`, open for fsync.
+absl::StatusOr<int> OpenDirOf(const std::string& path) {
+  const int fd = open(DirOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open the directory of", path);
+  return fd;
 }
 
-bool WriteAll(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
+absl::Status SyncDir(const std::string& path) {
+  absl::StatusOr<int> fd = OpenDirOf(path);
+  if (!fd.ok()) return fd.status();
+  absl::Status st = fsync(*fd) == 0 ? absl::OkStatus() : Errno("fsync directory of", path);
+  close(*fd);
+  return st;
 }
 
 absl::Status Damaged(absl::string_view why) {
@@ -115,16 +111,11 @@ absl::StatusOr<SpooledEvents> ParseSpool(absl::string_view bytes) {
 }
 
 absl::Status SaveSpool(const std::string& path, const SpooledEvents& events) {
-  const std::string data = SerializeSpool(events);
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0640);
-  if (fd < 0) return Errno("create", tmp);
-  const bool ok = WriteAll(fd, data) && fsync(fd) == 0;
-  absl::Status st = ok ? absl::OkStatus() : Errno("write", tmp);
-  close(fd);
-  if (st.ok() && rename(tmp.c_str(), path.c_str()) != 0) st = Errno("rename", tmp);
-  if (st.ok()) st = SyncDir(path);
-  if (!st.ok()) unlink(tmp.c_str());
+  absl::StatusOr<int> dir_fd = OpenDirOf(path);
+  if (!dir_fd.ok()) return dir_fd.status();
+  absl::Status st =
+      posix_file::ReplaceFile(path, SerializeSpool(events), /*sync=*/true, *dir_fd, Errno);
+  close(*dir_fd);
   return st;
 }
 
@@ -148,21 +139,10 @@ absl::StatusOr<std::optional<SpooledEvents>> LoadSpool(const std::string& path) 
         absl::StrCat("audit spool ", path,
                      " is not trusted: not a regular file of this user, or writable by others"));
   }
-  std::string data;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status s = Errno("read", path);
-      close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
-  }
+  absl::StatusOr<std::string> data = posix_file::ReadToEnd(fd, path, Errno);
   close(fd);
-  absl::StatusOr<SpooledEvents> events = ParseSpool(data);
+  if (!data.ok()) return data.status();
+  absl::StatusOr<SpooledEvents> events = ParseSpool(*data);
   if (!events.ok()) {
     return absl::Status(events.status().code(),
                         absl::StrCat(path, ": ", events.status().message()));
@@ -178,11 +158,39 @@ absl::Status RemoveSpool(const std::string& path) {
   return SyncDir(path);
 }
 
+std::string SetAsideName(const std::string& path, int64_t unix_seconds) {
+  return absl::StrCat(path, ".damaged.", unix_seconds);
+}
+
 absl::StatusOr<std::string> SetAsideSpool(const std::string& path, int64_t unix_seconds) {
-  std::string aside = absl::StrCat(path, ".damaged.", unix_seconds);
+  std::string aside = SetAsideName(path, unix_seconds);
   if (rename(path.c_str(), aside.c_str()) != 0) return Errno("set aside", path);
   if (absl::Status st = SyncDir(path); !st.ok()) return st;
   return aside;
+}
+
+bool SpoolUntrusted(const absl::Status& load_status) {
+  return load_status.code() == absl::StatusCode::kDataLoss ||
+         load_status.code() == absl::StatusCode::kFailedPrecondition;
+}
+
+iotauth::audit::v1::AuditEvent SpoolLostGapEvent(const absl::Status& load_status,
+                                                 absl::string_view kept_as, absl::Time now) {
+  iotauth::audit::v1::AuditEvent gap;
+  gap.set_event_id(NewEventId());
+  SetTimestamp(now, gap.mutable_time());
+  gap.set_type(iotauth::audit::v1::EVENT_TYPE_GAP);
+  gap.set_outcome(iotauth::audit::v1::OUTCOME_FAILURE);
+  gap.set_reason(absl::StrCat("audit events spooled at the last shutdown were lost: ",
+                              load_status.message(), " (the file is kept as ", kept_as, ")"));
+  (*gap.mutable_attributes())["cause"] =
+      load_status.code() == absl::StatusCode::kDataLoss ? "damaged_spool" : "untrusted_spool";
+  return gap;
+}
+
+absl::Status SetAsideNote(const absl::Status& load_status, absl::string_view kept_as) {
+  return absl::DataLossError(absl::StrCat(load_status.message(), ": set aside as ", kept_as,
+                                          " and recorded as a GAP event"));
 }
 
 }  // namespace iotauth::audit

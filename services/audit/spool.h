@@ -20,6 +20,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "proto/iotauth/audit/v1/audit.pb.h"
 
 namespace iotauth::audit {
 
@@ -47,8 +49,22 @@ absl::StatusOr<std::optional<SpooledEvents>> LoadSpool(const std::string& path);
 // Removes the spool durably (the directory is fsynced). OK when there is none.
 absl::Status RemoveSpool(const std::string& path);
 
-// Moves a damaged spool aside to `path` + ".damaged.<unix seconds>" (kept for
+// Moves a damaged spool aside to SetAsideName(path, unix_seconds) (kept for
 // inspection) and returns that name.
 absl::StatusOr<std::string> SetAsideSpool(const std::string& path, int64_t unix_seconds);
+// `path` + ".damaged.<unix seconds>".
+std::string SetAsideName(const std::string& path, int64_t unix_seconds);
+
+// What a sink does with a LoadSpool failure, the same in both sinks:
+//  - SpoolUntrusted: the file must not be committed (DATA_LOSS: damaged;
+//    FAILED_PRECONDITION: not trusted), as opposed to could not be read;
+//  - SpoolLostGapEvent: the GAP event saying its events were lost, where the file
+//    went (`kept_as`), and why (attribute `cause`: damaged_spool or
+//    untrusted_spool);
+//  - SetAsideNote: the operator's note once the file is set aside (DATA_LOSS).
+bool SpoolUntrusted(const absl::Status& load_status);
+iotauth::audit::v1::AuditEvent SpoolLostGapEvent(const absl::Status& load_status,
+                                                 absl::string_view kept_as, absl::Time now);
+absl::Status SetAsideNote(const absl::Status& load_status, absl::string_view kept_as);
 
 }  // namespace iotauth::audit

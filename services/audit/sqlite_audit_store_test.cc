@@ -79,6 +79,22 @@ class StoreTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : VerifyResult{};
   }
+  // What a careful attacker does: edits event `first`'s reason, then re-chains it
+  // and every event up to `last` (the head) and the head record, consistently.
+  void ForgeAndRechain(uint64_t first, uint64_t last) {
+    std::string prev = Get(first - 1).hash();
+    std::string sql;
+    for (uint64_t s = first; s <= last; ++s) {
+      AuditEvent e = Get(s);
+      if (s == first) e.set_reason("forged");
+      ASSERT_TRUE(ChainEvent(prev, &e).ok());
+      prev = e.hash();
+      absl::StrAppend(&sql, "UPDATE audit_events SET reason = '", e.reason(), "', prev_hash = '",
+                      e.prev_hash(), "', hash = '", e.hash(), "' WHERE sequence = ", s, ";");
+    }
+    absl::StrAppend(&sql, "UPDATE audit_state SET head_hash = '", prev, "';");
+    Tamper(path_, sql);
+  }
   AuditEvent Get(uint64_t seq) {
     EventFilter f;
     f.after_sequence = seq - 1;
@@ -405,18 +421,7 @@ TEST_F(StoreTest, AlteredAndRehashedEventIsNamed) {
 TEST_F(StoreTest, RewrittenSuffixHitsCheckpoint) {
   Open(/*checkpoint_interval=*/4);
   AppendRange(1, 10);
-  std::string prev = Get(5).hash();
-  std::string sql;
-  for (uint64_t s = 6; s <= 10; ++s) {
-    AuditEvent e = Get(s);
-    if (s == 6) e.set_reason("forged");
-    ASSERT_TRUE(ChainEvent(prev, &e).ok());
-    prev = e.hash();
-    absl::StrAppend(&sql, "UPDATE audit_events SET reason = '", e.reason(), "', prev_hash = '",
-                    e.prev_hash(), "', hash = '", e.hash(), "' WHERE sequence = ", s, ";");
-  }
-  absl::StrAppend(&sql, "UPDATE audit_state SET head_hash = '", prev, "';");
-  Tamper(path_, sql);
+  ASSERT_NO_FATAL_FAILURE(ForgeAndRechain(6, 10));
   VerifyResult v = VerifyAll();
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.first_bad_sequence, 8u) << v.detail;
@@ -450,18 +455,7 @@ TEST_F(StoreTest, CheckpointKeptOutsideCatchesARewrittenSuffix) {
   Open(/*checkpoint_interval=*/4);
   AppendRange(1, 10);
   const CheckpointRecord kept{10, Get(10).hash(), clock_.Now()};
-  std::string prev = Get(8).hash();
-  std::string sql;
-  for (uint64_t s = 9; s <= 10; ++s) {
-    AuditEvent e = Get(s);
-    if (s == 9) e.set_reason("forged");
-    ASSERT_TRUE(ChainEvent(prev, &e).ok());
-    prev = e.hash();
-    absl::StrAppend(&sql, "UPDATE audit_events SET reason = '", e.reason(), "', prev_hash = '",
-                    e.prev_hash(), "', hash = '", e.hash(), "' WHERE sequence = ", s, ";");
-  }
-  absl::StrAppend(&sql, "UPDATE audit_state SET head_hash = '", prev, "';");
-  Tamper(path_, sql);
+  ASSERT_NO_FATAL_FAILURE(ForgeAndRechain(9, 10));
   Open(/*checkpoint_interval=*/4);
   ASSERT_TRUE(VerifyAll().ok);
   auto r = VerifyAgainstCheckpoint(*store_, 0, 0, kept);

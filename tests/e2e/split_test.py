@@ -24,27 +24,35 @@ def sas_token(device, key_b64, expiry):
     return "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), expiry)
 
 
-def named(server, name):
-    """The processes share the data dir: each gets its own log file."""
+def launch(binary, name, data_dir=None, args=()):
+    """Starts services/server/<binary>. The processes share the data dir's development
+    PKI (each opens only its own database), so each gets its own log file, <name>.log."""
+    server = h.Server("services/server/" + binary, data_dir=data_dir, args=list(args))
     server.log_path = os.path.join(server.data_dir, name + ".log")
-    return server
+    return server.start()
+
+
+def launch_identity(name, registry, audit):
+    return launch("identity_server", name, audit.data_dir,
+                 ["--set=registry_address=" + registry.address, "--set=audit.remote_address=" + audit.address])
+
+
+def auth_events(reader):
+    """Tenant sp's authentication events, through an audit `reader` channel."""
+    return h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                            {"tenant_id": "sp", "type": "EVENT_TYPE_AUTHENTICATION"})).get("events", [])
 
 
 class SplitModeTest(unittest.TestCase):
     def test_three_processes(self):
         servers = []
         try:
-            audit = named(h.Server("services/server/audit_server"), "audit").start()
+            audit = launch("audit_server", "audit")
             servers.append(audit)
-            # All three share the data dir's development PKI (each opens only its own database).
-            registry = named(h.Server("services/server/registry_server", data_dir=audit.data_dir,
-                                      args=["--set=audit.remote_address=" + audit.address]),
-                             "registry").start()
+            registry = launch("registry_server", "registry", audit.data_dir,
+                             ["--set=audit.remote_address=" + audit.address])
             servers.append(registry)
-            identity = named(h.Server("services/server/identity_server", data_dir=audit.data_dir,
-                                      args=["--set=registry_address=" + registry.address,
-                                            "--set=audit.remote_address=" + audit.address]),
-                             "identity").start()
+            identity = launch_identity("identity", registry, audit)
             servers.append(identity)
 
             admin = registry.channel("admin")
@@ -66,8 +74,7 @@ class SplitModeTest(unittest.TestCase):
             reader = audit.channel("reader")
             start = time.time()
             while True:
-                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
-                                          {"tenant_id": "sp", "type": "EVENT_TYPE_AUTHENTICATION"})).get("events", [])
+                events = auth_events(reader)
                 if any(e.get("request_id") == "split-1" for e in events):
                     break
                 self.assertLess(time.time() - start, 5.0, "audit event not ingested")
@@ -97,19 +104,14 @@ class SplitModeTest(unittest.TestCase):
             spool = os.path.join(audit.data_dir, "audit-remote.identity.spool")
             self.assertTrue(os.path.exists(spool), identity.log())
             self.assertIn("spooled", identity.log())
-            audit = named(h.Server("services/server/audit_server", data_dir=audit.data_dir),
-                          "audit2").start()
+            audit = launch("audit_server", "audit2", audit.data_dir)
             servers.append(audit)
-            identity = named(h.Server("services/server/identity_server", data_dir=audit.data_dir,
-                                      args=["--set=registry_address=" + registry.address,
-                                            "--set=audit.remote_address=" + audit.address]),
-                             "identity2").start()
+            identity = launch_identity("identity2", registry, audit)
             servers.append(identity)
             reader = audit.channel("reader")
             start = time.time()
             while True:
-                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
-                                          {"tenant_id": "sp", "type": "EVENT_TYPE_AUTHENTICATION"})).get("events", [])
+                events = auth_events(reader)
                 got = sorted(e.get("request_id") for e in events if e.get("request_id", "").startswith("spooled-"))
                 if got == ["spooled-0", "spooled-1", "spooled-2"]:
                     break

@@ -1,0 +1,32 @@
+// Small POSIX file helpers shared by the on-disk stores (the audit segment log and
+// the audit shutdown spool): retried writes, reading to the end, and the
+// temporary-file-then-rename replacement with its fsyncs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace iotauth::posix_file {
+
+// How the caller words a failed call: `what` failed on `path`, errno says why
+// (read before anything else runs).
+using ErrnoError = absl::Status (*)(absl::string_view what, absl::string_view path);
+
+// pwrite()s all of `data` at `offset`, retrying on EINTR and short writes. False
+// with errno set otherwise.
+bool WriteAll(int fd, absl::string_view data, uint64_t offset);
+
+// Everything from `fd`'s position to its end. `path` names it in errors.
+absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error);
+
+// Writes `data` to `path` through `path`.tmp and a rename; with `sync`, the file and
+// then `dir_fd` (the directory holding `path`) are fsynced before it returns. The
+// temporary file is removed on failure.
+absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd,
+                         ErrnoError error);
+
+}  // namespace iotauth::posix_file
