@@ -24,7 +24,8 @@
 # 6. interleaved rounds (--rounds=N, default 5; 0 skips): the no-op server,
 #    iotauthd with the audit log and iotauthd without it run side by side (each on
 #    the server CPU, idle while another is measured) and take turns under the same
-#    closed-loop load, --round_duration each (5s). Run-to-run drift on this machine
+#    closed-loop load, --round_duration each (5s), in an order that rotates each
+#    round. Run-to-run drift on this machine
 #    (~12%, see /work/shared/notes/performance.md) then hits all three alike; the
 #    report gives each round's ratios and their median and range;
 #    Then the audit's cost (--cost_rounds=N, default 3; 0 skips): iotauthd with and
@@ -233,7 +234,11 @@ if ((rounds > 0)); then
     iports+=("$p")
   done
   for r in $(seq 1 "$rounds"); do
-    for i in "${!inames[@]}"; do
+    # The order rotates each round (no-op, on, off; then on, off, no-op; ...): each
+    # server follows each other one equally often, so what a run leaves behind on the
+    # CPU (caches, deferred kernel work) does not always land on the same server.
+    for k in "${!inames[@]}"; do
+      i=$(( (k + r - 1) % ${#inames[@]} ))
       n="${inames[$i]}"
       taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
         --mode="$mode" --channels="$channels" --concurrency="$concurrency" --warmup=1s \
