@@ -105,12 +105,17 @@ ev2::ValuedResponse ExHookHandler::OnClientAuthenticate(
   iv1::AuthenticateRequest req = exhook::ToAuthenticateRequest(info);
   req.set_tenant_id(options_.tenant_id);
   absl::StatusOr<iv1::AuthenticateResponse> resp = options_.backend->Authenticate(req, context);
+  const std::string connection = exhook::PeerAddress(info.peerhost(), info.peerport());
   if (!resp.ok() || resp->decision() != iv1::DECISION_ALLOW) {
-    // A failed connect must not leave an older session of the same client id behind.
-    sessions_.Remove(node, info.clientid());
+    // A failed re-authentication ends this connection's own session. Another
+    // connection's session stays: EMQX keeps a connected client up when someone else
+    // fails to connect with its client id, and a stranger who knows the id must not
+    // be able to cut the device off.
+    sessions_.RemoveIfConnection(node, info.clientid(), connection);
     return exhook::BoolResult(false);
   }
   Session s;
+  s.connection = connection;
   s.identity = resp->identity();
   s.username = info.username();
   s.cert_cn = info.cn();
@@ -128,7 +133,10 @@ ev2::ValuedResponse ExHookHandler::OnClientAuthorize(const ev2::ClientAuthorizeR
   const rv1::RuleAction action = exhook::ToRuleAction(request.type());
   if (action == rv1::RULE_ACTION_UNSPECIFIED) return exhook::BoolResult(false);
   std::optional<Session> s = sessions_.Get(info.node(), info.clientid(), clock_->Now());
-  if (!s.has_value()) return exhook::BoolResult(false);
+  // Only the connection that authenticated: an older one being taken over is not.
+  if (!s.has_value() || s->connection != exhook::PeerAddress(info.peerhost(), info.peerport())) {
+    return exhook::BoolResult(false);
+  }
   iv1::AuthorizeRequest req;
   *req.mutable_identity() = s->identity;
   req.set_action(action);
@@ -141,7 +149,12 @@ ev2::ValuedResponse ExHookHandler::OnClientAuthorize(const ev2::ClientAuthorizeR
 }
 
 void ExHookHandler::OnClientDisconnected(const ev2::ClientDisconnectedRequest& request) {
-  sessions_.Remove(request.clientinfo().node(), request.clientinfo().clientid());
+  // Only this connection's session: on a takeover (reason "takenover" or
+  // "discarded") the old connection's disconnect arrives after the new one
+  // authenticated, and must not end the new session.
+  const ev2::ClientInfo& info = request.clientinfo();
+  sessions_.RemoveIfConnection(info.node(), info.clientid(),
+                               exhook::PeerAddress(info.peerhost(), info.peerport()));
 }
 
 // ---- gRPC adapter ----

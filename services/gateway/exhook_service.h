@@ -62,14 +62,17 @@ class ExHookHandler {
 
   static emqx::exhook::v2::LoadedResponse OnProviderLoaded(
       const emqx::exhook::v2::ProviderLoadedRequest& request);
-  // Allow -> true (and the session is remembered); deny or any backend error -> false.
+  // Allow -> true (and the session is remembered for this connection, replacing any
+  // other of the client id); deny or any backend error -> false, and this
+  // connection's own session (if any) is forgotten.
   emqx::exhook::v2::ValuedResponse OnClientAuthenticate(
       const emqx::exhook::v2::ClientAuthenticateRequest& request,
       const GatewayCallContext& context);
-  // True only for a remembered, unexpired client whose Authorize answer is allow.
+  // True only for a remembered, unexpired client, on the connection that
+  // authenticated, whose Authorize answer is allow.
   emqx::exhook::v2::ValuedResponse OnClientAuthorize(
       const emqx::exhook::v2::ClientAuthorizeRequest& request, const GatewayCallContext& context);
-  // Forgets the client's session.
+  // Forgets the client's session if it belongs to the connection that closed.
   void OnClientDisconnected(const emqx::exhook::v2::ClientDisconnectedRequest& request);
 
   const SessionTable& sessions() const { return sessions_; }

@@ -175,7 +175,24 @@ TEST_F(ExHookHandlerTest, BackendErrorFailsClosed) {
   }
 }
 
-TEST_F(ExHookHandlerTest, DeniedReconnectDropsOldSession) {
+TEST_F(ExHookHandlerTest, FailedConnectFromElsewhereKeepsTheConnectedClient) {
+  // Someone who only knows the client id cannot cut the device off.
+  backend_.authenticate_response = Allowed();
+  ASSERT_TRUE(Connect(Client()).bool_result());
+  backend_.authenticate_response = iv1::AuthenticateResponse();
+  backend_.authenticate_response.set_decision(iv1::DECISION_DENY);
+  ev2::ClientInfo stranger = Client();
+  stranger.set_peerhost("198.51.100.9");
+  stranger.set_peerport(40000);
+  ASSERT_FALSE(Connect(stranger).bool_result());
+  backend_.authorize_response.set_decision(iv1::DECISION_ALLOW);
+  EXPECT_TRUE(Authorize(Client(), 0, "devices/sensor-1/telemetry").bool_result());
+  // ... and the stranger's connection is not authorized as the device.
+  EXPECT_FALSE(Authorize(stranger, 0, "devices/sensor-1/telemetry").bool_result());
+  EXPECT_EQ(backend_.authorize_requests.size(), 1u);
+}
+
+TEST_F(ExHookHandlerTest, FailedReauthenticationEndsThatConnectionsSession) {
   backend_.authenticate_response = Allowed();
   ASSERT_TRUE(Connect(Client()).bool_result());
   backend_.authenticate_response = iv1::AuthenticateResponse();
@@ -183,6 +200,32 @@ TEST_F(ExHookHandlerTest, DeniedReconnectDropsOldSession) {
   ASSERT_FALSE(Connect(Client()).bool_result());
   EXPECT_FALSE(Authorize(Client(), 0, "devices/sensor-1/telemetry").bool_result());
   EXPECT_TRUE(backend_.authorize_requests.empty());
+  EXPECT_EQ(handler_->sessions().size(), 0u);
+}
+
+TEST_F(ExHookHandlerTest, TakeoverKeepsTheNewConnectionsSession) {
+  // The device reconnects before EMQX notices its old socket is gone: the new
+  // connection authenticates, then the old one's disconnect (reason "takenover")
+  // arrives.
+  backend_.authenticate_response = Allowed();
+  const ev2::ClientInfo old_conn = Client();
+  ASSERT_TRUE(Connect(old_conn).bool_result());
+  ev2::ClientInfo new_conn = Client();
+  new_conn.set_peerport(50001);
+  ASSERT_TRUE(Connect(new_conn).bool_result());
+  backend_.authorize_response.set_decision(iv1::DECISION_ALLOW);
+  EXPECT_FALSE(Authorize(old_conn, 0, "devices/sensor-1/telemetry").bool_result());
+  ev2::ClientDisconnectedRequest d;
+  *d.mutable_clientinfo() = old_conn;
+  d.set_reason("takenover");
+  handler_->OnClientDisconnected(d);
+  EXPECT_TRUE(Authorize(new_conn, 0, "devices/sensor-1/telemetry").bool_result());
+  // Its own disconnect ends it.
+  *d.mutable_clientinfo() = new_conn;
+  d.set_reason("normal");
+  handler_->OnClientDisconnected(d);
+  EXPECT_FALSE(Authorize(new_conn, 0, "devices/sensor-1/telemetry").bool_result());
+  EXPECT_EQ(handler_->sessions().size(), 0u);
 }
 
 TEST_F(ExHookHandlerTest, AuthorizeMapsToIdentityAndAction) {

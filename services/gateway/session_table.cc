@@ -23,6 +23,7 @@ void SessionTable::Put(absl::string_view node, absl::string_view client_id, Sess
   while (lru_.size() >= capacity_) {
     index_.erase(lru_.back().key);
     lru_.pop_back();
+    ++evicted_;
   }
   lru_.push_front(Entry{key, std::move(session)});
   index_.emplace(std::move(key), lru_.begin());
@@ -50,6 +51,22 @@ void SessionTable::Remove(absl::string_view node, absl::string_view client_id) {
   if (it == index_.end()) return;
   lru_.erase(it->second);
   index_.erase(it);
+}
+
+bool SessionTable::RemoveIfConnection(absl::string_view node, absl::string_view client_id,
+                                      absl::string_view connection) {
+  const std::string key = Key(node, client_id);
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second->session.connection != connection) return false;
+  lru_.erase(it->second);
+  index_.erase(it);
+  return true;
+}
+
+uint64_t SessionTable::evicted() const {
+  absl::MutexLock lock(&mu_);
+  return evicted_;
 }
 
 size_t SessionTable::size() const {

@@ -3,9 +3,16 @@
 // client.authenticate is remembered here, per (EMQX node, client id), until the client
 // disconnects, its credential expires, or the table needs the room (least recently
 // used first). A client that is not in the table is not authorized (fail closed).
+//
+// Each session also records the connection it was established on (the peer's
+// address and port). Two connections can carry one client id for a moment (a
+// device reconnects before EMQX notices its old socket is dead; EMQX then takes the
+// old session over): only the connection that authenticated is authorized, and
+// only its own disconnect (or failed re-authentication) ends the session.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <optional>
 #include <string>
@@ -22,6 +29,8 @@ struct Session {
   iotauth::identity::v1::Identity identity;
   std::string username;
   std::string cert_cn;
+  // The connection that authenticated ("peerhost:peerport"; see ConnectionOf).
+  std::string connection;
   // When the credential stops being valid (InfiniteFuture when it does not expire).
   absl::Time expires_at = absl::InfiniteFuture();
 };
@@ -39,6 +48,13 @@ class SessionTable {
   std::optional<Session> Get(absl::string_view node, absl::string_view client_id, absl::Time now);
   // Forgets (node, client_id). Thread-safe.
   void Remove(absl::string_view node, absl::string_view client_id);
+  // Forgets (node, client_id) only if its session was established on `connection`;
+  // returns whether it did. Thread-safe.
+  bool RemoveIfConnection(absl::string_view node, absl::string_view client_id,
+                          absl::string_view connection);
+  // Sessions evicted to make room since construction (a full table drops live
+  // clients: size it for the cluster). Thread-safe.
+  uint64_t evicted() const;
   size_t size() const;
 
  private:
@@ -50,7 +66,8 @@ class SessionTable {
 
   const size_t capacity_;
   mutable absl::Mutex mu_;
-  std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);  // most recently used first
+  std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);
+  uint64_t evicted_ ABSL_GUARDED_BY(mu_) = 0;  // most recently used first
   absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_ ABSL_GUARDED_BY(mu_);
 };
 

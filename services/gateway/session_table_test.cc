@@ -48,6 +48,7 @@ TEST(SessionTableTest, EvictsLeastRecentlyUsed) {
   EXPECT_TRUE(t.Get("n", "a", kNow).has_value());
   EXPECT_FALSE(t.Get("n", "b", kNow).has_value());
   EXPECT_TRUE(t.Get("n", "c", kNow).has_value());
+  EXPECT_EQ(t.evicted(), 1u);
 }
 
 TEST(SessionTableTest, PutReplaces) {
@@ -56,6 +57,19 @@ TEST(SessionTableTest, PutReplaces) {
   t.Put("n", "a", For("new"));
   EXPECT_EQ(t.size(), 1u);
   EXPECT_EQ(t.Get("n", "a", kNow)->identity.device_id(), "new");
+}
+
+TEST(SessionTableTest, RemoveIfConnectionOnlyRemovesThatConnectionsSession) {
+  SessionTable t(4);
+  Session s = For("d");
+  s.connection = "203.0.113.7:50001";
+  t.Put("n", "c", s);
+  EXPECT_FALSE(t.RemoveIfConnection("n", "c", "203.0.113.7:50000"));
+  EXPECT_FALSE(t.RemoveIfConnection("n", "other", "203.0.113.7:50001"));
+  EXPECT_TRUE(t.Get("n", "c", kNow).has_value());
+  EXPECT_TRUE(t.RemoveIfConnection("n", "c", "203.0.113.7:50001"));
+  EXPECT_FALSE(t.Get("n", "c", kNow).has_value());
+  EXPECT_EQ(t.evicted(), 0u);
 }
 
 }  // namespace

@@ -72,6 +72,18 @@ class GatewayContractsTest(unittest.TestCase):
         pub_other = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthorize", {
             "clientinfo": self.client_info(self.token), "type": "PUBLISH", "topic": "devices/cam-2/telemetry"}))
         self.assertFalse(pub_other.get("bool_result", False))
+        # A stranger who fails to connect with the device's client id from elsewhere
+        # does not cut the connected device off, and gets nothing.
+        stranger = dict(self.client_info(tampered), peerhost="203.0.113.50", peerport=41000)
+        refused = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthenticate",
+                                   {"clientinfo": stranger}))
+        self.assertFalse(refused.get("bool_result", False))
+        still = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthorize", {
+            "clientinfo": self.client_info(self.token), "type": "PUBLISH", "topic": "devices/cam-1/telemetry"}))
+        self.assertTrue(still.get("bool_result"))
+        as_stranger = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthorize", {
+            "clientinfo": stranger, "type": "PUBLISH", "topic": "devices/cam-1/telemetry"}))
+        self.assertFalse(as_stranger.get("bool_result", False))
 
     def test_envoy_ext_authz(self):
         def check(headers):
