@@ -36,7 +36,7 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
       absl::Time earliest = absl::InfiniteFuture();
       for (auto e = s.entries.begin(); e != s.entries.end();) {
         const Entry& v = e->second;
-        if (v.locked_until <= now && now - v.last_failure > options_.failure_memory) {
+        if (now > SweepableAt(v)) {
           s.entries.erase(e++);
         } else {
           earliest = std::min(earliest, SweepableAt(v));
@@ -52,9 +52,10 @@ void AttemptLimiter::RecordFailure(absl::string_view key, absl::Time now) {
     it = s.entries.emplace(std::string(key), Entry()).first;
   }
   Entry& e = it->second;
-  if (e.failures > 0 && now - e.last_failure > options_.failure_memory && e.locked_until <= now) {
-    e.failures = 0;
-  }
+  // Failures are remembered for failure_memory after the later of the last one and
+  // the end of its lockout: counting from the last failure alone would start the
+  // escalation over as soon as a lockout as long as failure_memory ended.
+  if (e.failures > 0 && now > SweepableAt(e)) e.failures = 0;
   ++e.failures;
   e.last_failure = now;
   if (e.failures >= options_.max_failures) {
@@ -96,7 +97,7 @@ bool AttemptLimiter::EvictWeakest(Shard* s, absl::Time now) {
 }
 
 absl::Time AttemptLimiter::SweepableAt(const Entry& e) const {
-  return std::max(e.locked_until, e.last_failure + options_.failure_memory);
+  return std::max(e.locked_until, e.last_failure) + options_.failure_memory;
 }
 
 void AttemptLimiter::RecordSuccess(absl::string_view key) {

@@ -26,7 +26,8 @@ class AttemptLimiter {
     // First lockout; each further failure doubles it, up to `max_lockout`.
     absl::Duration base_lockout = absl::Seconds(30);
     absl::Duration max_lockout = absl::Minutes(15);
-    // A key with no failure for this long starts from zero again.
+    // A key with no failure for this long, counted from the end of its lockout if it
+    // was locked out, starts from zero again.
     absl::Duration failure_memory = absl::Minutes(15);
     // Keys tracked at most (failing keys only; successes leave no entry). When a
     // shard is full, expired entries are swept; if none expired, a new key takes the
@@ -66,7 +67,8 @@ class AttemptLimiter {
     // which would make each failed attempt cost a scan of the shard.
     absl::Time sweep_not_before ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   };
-  // When `e` stops counting: unlocked and no failure for failure_memory.
+  // When `e` stops counting: failure_memory after the later of its last failure and
+  // the end of its lockout.
   absl::Time SweepableAt(const Entry& e) const;
   // Drops the weakest sampled unlocked entry of a full shard; false if none.
   bool EvictWeakest(Shard* shard, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard->mu);

@@ -46,6 +46,26 @@ TEST(AttemptLimiterTest, OldFailuresAreForgotten) {
   EXPECT_FALSE(l.IsLocked("k", kT0 + absl::Minutes(2)));
 }
 
+TEST(AttemptLimiterTest, EscalationDoesNotStartOverWhenTheLongestLockoutEnds) {
+  // failure_memory equal to max_lockout (the defaults): a failure right after the
+  // longest lockout ends must lock again at once, not start from zero.
+  auto o = Opts();
+  o.max_lockout = absl::Minutes(1);
+  AttemptLimiter l(o);
+  absl::Time t = kT0;
+  for (int i = 0; i < 6; ++i) {  // 10 s, 20 s, 40 s, then 60 s (capped)
+    l.RecordFailure("k", t);
+    while (l.IsLocked("k", t)) t += absl::Seconds(1);
+  }
+  ASSERT_FALSE(l.IsLocked("k", t));
+  l.RecordFailure("k", t + absl::Milliseconds(1));
+  EXPECT_TRUE(l.IsLocked("k", t + absl::Seconds(59)));
+  // Forgotten failure_memory after the lockout's end.
+  const absl::Time later = t + absl::Minutes(2) + absl::Seconds(2);
+  l.RecordFailure("k", later);
+  EXPECT_FALSE(l.IsLocked("k", later));
+}
+
 TEST(AttemptLimiterTest, Bounded) {
   auto o = Opts();
   o.capacity = 8;
@@ -59,8 +79,8 @@ TEST(AttemptLimiterTest, Bounded) {
   EXPECT_GE(l.size(), 2U);
 }
 
-// Locked-out keys hold their place; once one can be swept (unlocked and quiet for
-// failure_memory), its room goes to the next key.
+// Locked-out keys hold their place; once one can be swept (failure_memory after its
+// lockout ended), its room goes to the next key.
 TEST(AttemptLimiterTest, FullShardOfLockedKeysMakesRoomOnceOneCanBeSwept) {
   auto o = Opts();
   o.capacity = 2;
@@ -73,9 +93,9 @@ TEST(AttemptLimiterTest, FullShardOfLockedKeysMakesRoomOnceOneCanBeSwept) {
   EXPECT_TRUE(l.IsLocked("b", kT0 + absl::Seconds(7)));
   EXPECT_EQ(l.size(), 2U);
   EXPECT_EQ(l.evictions(), 0U);
-  // "a" is swept after kT0 + 1 min (unlocked, no failure for failure_memory).
-  for (int i = 0; i < 3; ++i) l.RecordFailure("d", kT0 + absl::Seconds(61));
-  EXPECT_TRUE(l.IsLocked("d", kT0 + absl::Seconds(62)));
+  // "a" is swept after kT0 + 10 s + 1 min (failure_memory after its lockout ended).
+  for (int i = 0; i < 3; ++i) l.RecordFailure("d", kT0 + absl::Seconds(71));
+  EXPECT_TRUE(l.IsLocked("d", kT0 + absl::Seconds(72)));
   EXPECT_EQ(l.size(), 2U);
   EXPECT_EQ(l.evictions(), 0U) << "swept, not evicted";
 }

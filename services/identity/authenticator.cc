@@ -246,7 +246,11 @@ class Authenticator::Attempt {
     resp_->set_credential_type(reg::CREDENTIAL_TYPE_SAS);
     auto token = ParseSasToken(token_text);
     if (!token.ok()) return Deny(v1::DENY_REASON_MALFORMED, token.status().message());
-    expires_at_ = token->expiry();
+    // Reported as when this service stops accepting the token: `se` plus the allowed
+    // clock skew. A token accepted inside the skew would otherwise come with an
+    // expiry already past, and a broker that disconnects at it would drop the device
+    // straight after letting it in.
+    expires_at_ = token->expiry() + cfg_.sas_clock_skew;
     auto aud = ParseSasAudience(token->resource);
     if (!aud.ok()) return Deny(v1::DENY_REASON_WRONG_AUDIENCE, aud.status().message());
 
@@ -532,8 +536,10 @@ class Authenticator::Attempt {
     }
     resp_->set_credential_fingerprint(
         absl::StrCat(enos ? "enos:" : "triple:", TripleSignMethodName(in.method)));
-    if (!CheckReplay(*product, in)) return;
+    // A disabled device (perhaps disabled because its secret leaked) takes no room
+    // in the replay cache.
     if (!DeviceUsable(*device)) return;
+    if (!CheckReplay(*product, in)) return;
     Allow(device->rules, *product);
   }
 

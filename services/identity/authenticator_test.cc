@@ -243,7 +243,9 @@ TEST_F(AuthenticatorTest, SasAllowWithPrimaryKey) {
   EXPECT_EQ(resp.identity().device_id(), "d1");
   EXPECT_EQ(resp.credential_type(), reg::CREDENTIAL_TYPE_SAS);
   EXPECT_EQ(resp.credential_fingerprint(), "sas:primary");
-  EXPECT_EQ(resp.credential_expires_at().seconds(), absl::ToUnixSeconds(Expiry()));
+  // `se` plus the allowed clock skew: when this service stops accepting the token.
+  EXPECT_EQ(resp.credential_expires_at().seconds(),
+            absl::ToUnixSeconds(Expiry() + AuthenticatorConfig().sas_clock_skew));
   EXPECT_EQ(resp.cache_ttl().seconds(), 300);  // min(5 min, 1 h)
   EXPECT_EQ(resp.request_id(), "req-1");
   EXPECT_EQ(resp.default_effect(), reg::RULE_EFFECT_DENY);
@@ -292,11 +294,18 @@ TEST_F(AuthenticatorTest, SasSkewExpiryAndTtl) {
   clock_.Advance(absl::Hours(1) - absl::Minutes(2));
   auto resp = Run(req);
   ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
-  EXPECT_EQ(resp.cache_ttl().seconds(), 120);           // bounded by the expiry
+  // The token is accepted up to `se` plus the 5 min skew: that is its reported
+  // expiry, and the cache TTL is bounded by it.
+  const int64_t accepted_until = absl::ToUnixSeconds(clock_.Now() + absl::Minutes(2 + 5));
+  EXPECT_EQ(resp.credential_expires_at().seconds(), accepted_until);
+  EXPECT_EQ(resp.cache_ttl().seconds(), 300);           // min(5 min, 7 min left)
   clock_.Advance(absl::Minutes(2) + absl::Minutes(4));  // inside the 5 min skew
   resp = Run(req);
   ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW);
-  EXPECT_EQ(resp.cache_ttl().seconds(), 0);
+  // Still ahead (a broker that disconnects at it does not drop the device at once).
+  EXPECT_EQ(resp.credential_expires_at().seconds(), accepted_until);
+  EXPECT_GT(absl::FromUnixSeconds(resp.credential_expires_at().seconds()), clock_.Now());
+  EXPECT_EQ(resp.cache_ttl().seconds(), 60);
   clock_.Advance(absl::Minutes(1) + absl::Seconds(1));
   EXPECT_EQ(Run(req).deny_reason(), v1::DENY_REASON_EXPIRED);
 }

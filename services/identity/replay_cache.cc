@@ -85,7 +85,27 @@ ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
   }
   shard.no_expiry_before = std::min(shard.no_expiry_before, expires_at);
   shard.order.emplace_back(key, expires_at);
+  if (shard.order.size() > 2 * per_shard_) {
+    // A live entry at the front stops the collection above while sweeps free the
+    // entries behind it: drop the records of what is gone, so that the order stays
+    // within twice the capacity (amortised O(1): at most per_shard_ records survive).
+    std::deque<std::pair<ReplayKey, absl::Time>> kept;
+    for (const auto& o : shard.order) {
+      auto e = shard.entries.find(o.first);
+      if (e != shard.entries.end() && e->second == o.second) kept.push_back(o);
+    }
+    shard.order.swap(kept);
+  }
   return ReplayCheck::kNew;
+}
+
+size_t ReplayCache::order_records() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    absl::MutexLock lock(&s->mu);
+    n += s->order.size();
+  }
+  return n;
 }
 
 size_t ReplayCache::size() const {

@@ -63,6 +63,8 @@ class ReplayCache {
 
   // Live and not-yet-collected entries (for tests and metrics).
   size_t size() const;
+  // Insertion-order records kept for collection; at most twice the capacity (tests).
+  size_t order_records() const;
 
   // The key of one triple connect. `signature` is the raw MAC (16 to 32 bytes once
   // validated; a shorter one is zero-padded).

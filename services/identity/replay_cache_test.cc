@@ -117,5 +117,22 @@ TEST(ReplayCacheTest, AnInsertAfterASweepIsFoundByTheNextOne) {
   EXPECT_EQ(cache.CheckAndInsert("e", t2, t2 + absl::Minutes(10)), ReplayCheck::kNew);
 }
 
+TEST(ReplayCacheTest, BookkeepingStaysBoundedBehindALiveFront) {
+  // A long-lived entry at the front stops collection from the front; the entries
+  // behind it expire and are swept, and their order records must go too.
+  ReplayCache cache(4, 1);
+  ASSERT_EQ(cache.CheckAndInsert("late", kT0, kT0 + absl::Hours(1)), ReplayCheck::kNew);
+  absl::Time t = kT0;
+  for (int i = 0; i < 1000; ++i) {
+    t += absl::Seconds(2);
+    ASSERT_EQ(cache.CheckAndInsert(absl::StrCat("k", i), t, t + absl::Seconds(1)),
+              ReplayCheck::kNew)
+        << i;
+  }
+  EXPECT_LE(cache.size(), 4U);
+  EXPECT_LE(cache.order_records(), 8U);
+  EXPECT_EQ(cache.CheckAndInsert("late", t, t + absl::Hours(1)), ReplayCheck::kReplay);
+}
+
 }  // namespace
 }  // namespace iotauth::identity
