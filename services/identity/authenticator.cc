@@ -1,6 +1,10 @@
 #include "services/identity/authenticator.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -609,17 +613,41 @@ class Authenticator::Attempt {
   }
 
   // ---- brute-force protection ----
-  // `ip` of `ip:port` or `[v6]:port`; the whole string when there is no port.
-  static absl::string_view SourceKey(absl::string_view peer) {
-    if (!peer.empty() && peer[0] == '[') {
-      const size_t close = peer.find(']');
-      return close == absl::string_view::npos ? peer : peer.substr(0, close + 1);
+  // The source limiter's key for a peer address (`ip:port`, `[v6]:port`, or an
+  // address without a port): an IPv4 address as it is; an IPv6 address by its /64,
+  // since one subscriber or host usually holds a whole /64 and keying by the full
+  // address would hand an attacker 2^64 fresh keys; an IPv4-mapped IPv6 address as
+  // its IPv4 address; anything unparseable (a name, a unix socket) as it is.
+  static std::string SourceKey(absl::string_view peer) {
+    absl::string_view host = peer;
+    if (!host.empty() && host[0] == '[') {
+      const size_t close = host.find(']');
+      if (close == absl::string_view::npos) return std::string(peer);
+      host = host.substr(1, close - 1);
+    } else {
+      const size_t colon = host.find(':');
+      if (colon == absl::string_view::npos) return std::string(host);
+      if (host.find(':', colon + 1) == absl::string_view::npos) {
+        return std::string(host.substr(0, colon));  // IPv4 with a port
+      }
     }
-    const size_t colon = peer.find(':');
-    if (colon != absl::string_view::npos && peer.find(':', colon + 1) == absl::string_view::npos) {
-      return peer.substr(0, colon);
+    host = host.substr(0, host.find('%'));  // an IPv6 zone id
+    char text[INET6_ADDRSTRLEN];
+    in6_addr addr{};
+    if (host.size() >= sizeof(text)) return std::string(peer);
+    std::memcpy(text, host.data(), host.size());
+    text[host.size()] = '\0';
+    if (inet_pton(AF_INET6, text, &addr) != 1) return std::string(peer);
+    if (IN6_IS_ADDR_V4MAPPED(&addr)) {
+      char v4[INET_ADDRSTRLEN];
+      if (inet_ntop(AF_INET, &addr.s6_addr[12], v4, sizeof(v4)) == nullptr) {
+        return std::string(peer);
+      }
+      return v4;
     }
-    return peer;
+    std::memset(&addr.s6_addr[8], 0, 8);
+    if (inet_ntop(AF_INET6, &addr, text, sizeof(text)) == nullptr) return std::string(peer);
+    return absl::StrCat("[", text, "]/64");
   }
 
   std::string DeviceKey() const {
@@ -766,7 +794,7 @@ class Authenticator::Attempt {
   absl::Time expires_at_ = absl::InfiniteFuture();
   absl::string_view client_id_;
   absl::string_view username_;
-  absl::string_view source_key_;
+  std::string source_key_;
   std::string cert_cn_;
   bool registered_ = false;
   bool enrollment_failed_ = false;  // a token tried against enrollment groups failed

@@ -732,6 +732,21 @@ TEST_F(AuthenticatorTest, SourceLockout) {
   auto other = SasConnect("d1", kKey1);
   other.mutable_connect()->set_peer_address("[2001:db8::1]:8883");
   EXPECT_EQ(Run(other).decision(), v1::DECISION_ALLOW);
+  // IPv6 sources count by their /64: fresh addresses from one /64 are one source.
+  for (int i = 0; i < 3; ++i) {
+    auto ghost = SasConnect(absl::StrCat("ghost", i), kKey1);
+    ghost.mutable_connect()->set_peer_address(absl::StrCat("[2001:db8:0:7::", i + 10, "]:8883"));
+    EXPECT_EQ(Run(ghost).deny_reason(), v1::DENY_REASON_UNKNOWN_DEVICE);
+  }
+  other.mutable_connect()->set_peer_address("[2001:db8:0:7:ffff:1:2:3]:8883");
+  EXPECT_EQ(Run(other).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  other.mutable_connect()->set_peer_address("2001:db8:0:7::99");  // no port
+  EXPECT_EQ(Run(other).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  other.mutable_connect()->set_peer_address("[2001:db8:0:8::1]:8883");  // another /64
+  EXPECT_EQ(Run(other).decision(), v1::DECISION_ALLOW);
+  // An IPv4-mapped IPv6 address is its IPv4 address (locked above).
+  other.mutable_connect()->set_peer_address("[::ffff:192.0.2.1]:9000");
+  EXPECT_EQ(Run(other).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
   // Limits off.
   config.source_max_failures = 0;
   config.device_max_failures = 0;
