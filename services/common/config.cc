@@ -231,6 +231,7 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->set_x509_parsed_cache_size(65536);
   c.mutable_identity()->set_x509_result_cache_size(65536);
   c.mutable_identity()->set_replay_cache_size(1 << 20);
+  c.mutable_identity()->set_exhook_max_sessions(1000000);
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(2048);
   c.mutable_audit()->set_full_queue_policy("block");
@@ -391,6 +392,10 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (id.replay_cache_size() < 1 || id.replay_cache_size() > 100000000) {
     return absl::InvalidArgumentError(
         "config key 'identity.replay_cache_size' must be in [1, 100000000]");
+  }
+  if (id.exhook_max_sessions() < 1 || id.exhook_max_sessions() > 100000000) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.exhook_max_sessions' must be in [1, 100000000]");
   }
   const std::string& backend = c.storage().audit_backend();
   if (!backend.empty() && backend != "log" && backend != "sqlite") {

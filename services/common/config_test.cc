@@ -113,6 +113,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "storage.audit_segment_events=1000", "storage.audit_segment_events"},
         BadCase{"", "identity.x509_result_cache_size=-1", "identity.x509_result_cache_size"},
         BadCase{"", "identity.replay_cache_size=0", "identity.replay_cache_size"},
+        BadCase{"", "identity.exhook_max_sessions=0", "identity.exhook_max_sessions"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},
         BadCase{"", "grpc.tls.mode=mtls", "grpc.tls.cert_file"},

@@ -114,7 +114,8 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
 // iotauth_identity_limiter_tracked_keys and iotauth_identity_limiter_evictions_total,
 // labelled limiter="device" or "source" (absent when that limiter is off). A rising
 // eviction count means the limiter's table is full of failing keys: someone is
-// spraying fresh device ids or addresses.
+// spraying fresh device ids or addresses. With the ExHook adapter, also its session
+// table's size and evictions.
 class LimiterMetrics final : public prometheus::Collectable {
  public:
   explicit LimiterMetrics(std::shared_ptr<const identity::Authenticator> authn)
@@ -147,11 +148,36 @@ class LimiterMetrics final : public prometheus::Collectable {
       e.counter.value = static_cast<double>(stats.evictions);
       evictions.metric.push_back(e);
     }
-    return {std::move(tracked), std::move(evictions)};
+    std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions)};
+    if (exhook_ != nullptr) {
+      const gateway::SessionTable& table = exhook_->sessions();
+      prometheus::ClientMetric n;
+      n.gauge.value = static_cast<double>(table.size());
+      out.push_back({"iotauth_exhook_sessions",
+                     "EMQX ExHook clients remembered between client.authenticate and "
+                     "client.authorize (limit: identity.exhook_max_sessions).",
+                     prometheus::MetricType::Gauge,
+                     {n}});
+      prometheus::ClientMetric e;
+      e.counter.value = static_cast<double>(table.evicted());
+      out.push_back({"iotauth_exhook_session_evictions_total",
+                     "ExHook sessions dropped because the table was full: those clients' "
+                     "publishes and subscribes are refused until they reconnect. Raise "
+                     "identity.exhook_max_sessions.",
+                     prometheus::MetricType::Counter,
+                     {e}});
+    }
+    return out;
+  }
+
+  // Set once, before the metrics endpoint serves.
+  void set_exhook(std::shared_ptr<const gateway::ExHookHandler> exhook) {
+    exhook_ = std::move(exhook);
   }
 
  private:
   std::shared_ptr<const identity::Authenticator> authn_;
+  std::shared_ptr<const gateway::ExHookHandler> exhook_;
 };
 
 // Credentials for calls to other iotauth services (split mode).
@@ -576,9 +602,11 @@ class EmbeddedApp final : public App {
     gateway::ExHookHandler::Options eo;
     eo.backend = backend_.get();
     eo.clock = clock;
+    eo.max_sessions = static_cast<size_t>(ic.exhook_max_sessions());
     IOTAUTH_ASSIGN_OR_RETURN(auto exh, gateway::ExHookHandler::Create(eo));
     gateway::ExHookService::Options es;
     es.handler = std::shared_ptr<gateway::ExHookHandler>(std::move(exh));
+    limiter_metrics_->set_exhook(es.handler);
     es.caller_resolver = resolver_.get();
     IOTAUTH_ASSIGN_OR_RETURN(exhook_service_, gateway::ExHookService::Create(es));
     gateway::ExtAuthzHandler::Options ao2;

@@ -84,6 +84,11 @@ class GatewayContractsTest(unittest.TestCase):
         as_stranger = h.to_dict(h.call(self.gw, "emqx.exhook.v2.HookProvider/OnClientAuthorize", {
             "clientinfo": stranger, "type": "PUBLISH", "topic": "devices/cam-1/telemetry"}))
         self.assertFalse(as_stranger.get("bool_result", False))
+        # The session table is visible to Prometheus: one client held, none evicted.
+        text = self.server.metrics()
+        self.assertEqual(h.promtool_check(text).returncode, 0, h.promtool_check(text).stdout)
+        self.assertEqual(h.metric_value(text, "iotauth_exhook_sessions"), 1)
+        self.assertEqual(h.metric_value(text, "iotauth_exhook_session_evictions_total"), 0)
 
     def test_envoy_ext_authz(self):
         def check(headers):
