@@ -1,7 +1,8 @@
 // Mosquitto 2.0 plugin entry points (plugin API v5): the glue between the broker's
 // callbacks and PluginCore. MOSQ_EVT_BASIC_AUTH asks iotauth (bounded by
 // plugin_opt_timeout_ms; fails closed); MOSQ_EVT_ACL_CHECK decides locally from the
-// rules iotauth returned; MOSQ_EVT_DISCONNECT forgets the client.
+// rules iotauth returned; MOSQ_EVT_DISCONNECT marks the client offline (its rules
+// still decide its Last Will and deliveries to its persistent session for a while).
 //
 // Mosquitto runs the basic-auth callback only when the CONNECT carries a username or
 // password, so X.509 devices must send one (for example their device id).
@@ -91,7 +92,8 @@ int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
   }
   const char* client_id = OrEmpty(mosquitto_client_id(ev->client));
   const Decision d = state->core->OnAclCheck(reinterpret_cast<uintptr_t>(ev->client), client_id,
-                                             access, OrEmpty(ev->topic));
+                                             OrEmpty(mosquitto_client_username(ev->client)), access,
+                                             OrEmpty(ev->topic));
   if (!d.allow) {
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotauth: client '%s' denied access %d to '%s': %s",
                          client_id, ev->access, OrEmpty(ev->topic), d.reason.c_str());

@@ -51,6 +51,14 @@ absl::StatusOr<PluginConfig> ParsePluginOptions(
       absl::Status s = ParseRange(name, value, 0, 600000, &n);
       if (!s.ok()) return s;
       c.failure_backoff = absl::Milliseconds(n);
+    } else if (name == "offline_grant_ttl_s") {
+      absl::Status s = ParseRange(name, value, 0, 31536000, &n);  // at most a year
+      if (!s.ok()) return s;
+      c.offline_grant_ttl = absl::Seconds(n);
+    } else if (name == "max_offline_sessions") {
+      absl::Status s = ParseRange(name, value, 0, 10000000, &n);
+      if (!s.ok()) return s;
+      c.max_offline_sessions = static_cast<size_t>(n);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown option plugin_opt_", name));
     }

@@ -10,6 +10,8 @@
 //   plugin_opt_tenant acme                          (tenant hint; default: from credential)
 //   plugin_opt_tls_server_name iotauth.example.net  (override the name checked on TLS)
 //   plugin_opt_failure_backoff_ms 1000              (fail fast after iotauth is unreachable)
+//   plugin_opt_offline_grant_ttl_s 86400            (rules kept after a disconnect; 0: none)
+//   plugin_opt_max_offline_sessions 100000          (disconnected clients' rules kept, at most)
 #pragma once
 
 #include <cstddef>
@@ -35,6 +37,13 @@ struct PluginConfig {
   // a revocation, key rotation or disable reaches this broker within it.
   absl::Duration cache_max_ttl = absl::Milliseconds(1000);
   absl::Duration failure_backoff = absl::Milliseconds(1000);
+  // How long a disconnected client's rules keep deciding ACL checks (never beyond the
+  // credential's expiry). Mosquitto checks a Last Will after the disconnect event,
+  // and delivers queued messages to an offline persistent session against the old
+  // client: without the rules both would be denied. Zero forgets at the disconnect.
+  absl::Duration offline_grant_ttl = absl::Hours(24);
+  // Bound on the disconnected clients whose rules are kept; the oldest go first.
+  size_t max_offline_sessions = 100000;
 };
 
 // INVALID_ARGUMENT naming the option for an unknown option, a bad number, a

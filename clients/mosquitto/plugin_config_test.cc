@@ -13,6 +13,8 @@ TEST(PluginConfigTest, Defaults) {
   EXPECT_EQ(c->address, "localhost:8443");
   EXPECT_EQ(c->timeout, absl::Seconds(1));
   EXPECT_EQ(c->cache_size, 10000u);
+  EXPECT_EQ(c->offline_grant_ttl, absl::Hours(24));
+  EXPECT_EQ(c->max_offline_sessions, 100000u);
 }
 
 TEST(PluginConfigTest, AllOptions) {
@@ -24,12 +26,24 @@ TEST(PluginConfigTest, AllOptions) {
                                {"cache_size", "0"},
                                {"tenant", "acme"},
                                {"tls_server_name", "iotauth"},
-                               {"failure_backoff_ms", "0"}});
+                               {"failure_backoff_ms", "0"},
+                               {"offline_grant_ttl_s", "600"},
+                               {"max_offline_sessions", "42"}});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->timeout, absl::Milliseconds(250));
   EXPECT_EQ(c->cache_size, 0u);
   EXPECT_EQ(c->tenant_id, "acme");
   EXPECT_EQ(c->failure_backoff, absl::ZeroDuration());
+  EXPECT_EQ(c->offline_grant_ttl, absl::Minutes(10));
+  EXPECT_EQ(c->max_offline_sessions, 42u);
+}
+
+TEST(PluginConfigTest, OfflineOptionsAcceptZero) {
+  auto c = ParsePluginOptions(
+      {{"address", "a:1"}, {"offline_grant_ttl_s", "0"}, {"max_offline_sessions", "0"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->offline_grant_ttl, absl::ZeroDuration());
+  EXPECT_EQ(c->max_offline_sessions, 0u);
 }
 
 TEST(PluginConfigTest, Rejects) {
@@ -42,6 +56,11 @@ TEST(PluginConfigTest, Rejects) {
       {{{"address", "a:1"}, {"timeout_ms", "abc"}}, "plugin_opt_timeout_ms"},
       {{{"address", "a:1"}, {"timeout_ms", "999999"}}, "plugin_opt_timeout_ms"},
       {{{"address", "a:1"}, {"cache_size", "-1"}}, "plugin_opt_cache_size"},
+      {{{"address", "a:1"}, {"offline_grant_ttl_s", "-1"}}, "plugin_opt_offline_grant_ttl_s"},
+      {{{"address", "a:1"}, {"offline_grant_ttl_s", "1d"}}, "plugin_opt_offline_grant_ttl_s"},
+      {{{"address", "a:1"}, {"offline_grant_ttl_s", ""}}, "plugin_opt_offline_grant_ttl_s"},
+      {{{"address", "a:1"}, {"max_offline_sessions", "-5"}}, "plugin_opt_max_offline_sessions"},
+      {{{"address", "a:1"}, {"max_offline_sessions", "many"}}, "plugin_opt_max_offline_sessions"},
       {{{"address", "a:1"}, {"colour", "red"}}, "plugin_opt_colour"},
       {{{"address", "a:1"}, {"ca_file", "/ca"}, {"cert_file", "/c"}}, "key_file"},
       {{{"address", "a:1"}, {"cert_file", "/c"}, {"key_file", "/k"}}, "ca_file"},

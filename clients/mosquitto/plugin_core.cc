@@ -26,6 +26,10 @@ void AppendField(std::string* out, absl::string_view v) {
   absl::StrAppend(out, v.size(), ":", v, ";");
 }
 
+// Expired offline sessions dropped per call at most, so that one call never pays for
+// a burst of disconnects; more than one per call keeps the backlog shrinking.
+constexpr int kReapBatch = 8;
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PluginCore>> PluginCore::Create(Options options) {
@@ -76,15 +80,43 @@ void PluginCore::CachePut(std::string key, const Grant& grant, absl::Time until)
   cache_.emplace(std::move(key), lru_.begin());
 }
 
+bool PluginCore::OfflineExpired(const Session& s, absl::Time now) const {
+  return now >= s.grant.credential_expires_at || now - s.offline_since >= config_.offline_grant_ttl;
+}
+
+void PluginCore::PutSession(uintptr_t client, Session session) {
+  auto it = sessions_.find(client);
+  if (it != sessions_.end()) EraseSession(it);
+  sessions_.emplace(client, std::move(session));
+}
+
+void PluginCore::EraseSession(SessionMap::iterator it) {
+  if (it->second.offline()) offline_.erase(it->second.offline_pos);
+  sessions_.erase(it);
+}
+
+void PluginCore::ReapOffline(absl::Time now) {
+  for (int i = 0; i < kReapBatch && !offline_.empty(); ++i) {
+    auto it = sessions_.find(offline_.front());
+    // Disconnect order is grace-expiry order; an entry whose credential expired
+    // first waits for its turn (OnAclCheck denies it meanwhile).
+    if (!OfflineExpired(it->second, now)) return;
+    EraseSession(it);
+  }
+}
+
 Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
   const absl::Time now = clock_->Now();
   const std::string key = CacheKey(a);
   {
     absl::MutexLock lock(&mu_);
-    sessions_.erase(a.client);
+    ReapOffline(now);
+    // A new CONNECT on this handle never inherits what an earlier one was granted.
+    auto it = sessions_.find(a.client);
+    if (it != sessions_.end()) EraseSession(it);
     if (const Grant* g = CacheLookup(key, now)) {
       ++stats_.cache_hits;
-      sessions_[a.client] = Session{a.client_id, *g};
+      PutSession(a.client, Session{a.client_id, a.username, *g});
       return {true, "allow (cached)"};
     }
     if (now < fail_fast_until_) return {false, "iotauth unreachable (failing fast)"};
@@ -131,36 +163,67 @@ Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
   if (!replay_protected && ttl > absl::ZeroDuration()) {
     CachePut(key, g, std::min(now + ttl, g.credential_expires_at));
   }
-  sessions_[a.client] = Session{a.client_id, std::move(g)};
+  PutSession(a.client, Session{a.client_id, a.username, std::move(g)});
   return {true, "allow"};
 }
 
-Decision PluginCore::OnAclCheck(uintptr_t client, absl::string_view client_id, Access access,
+Decision PluginCore::OnAclCheck(uintptr_t client, absl::string_view client_id,
+                                absl::string_view username, Access access,
                                 absl::string_view topic) {
   if (access == Access::kUnsubscribe) return {true, "unsubscribe"};
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(client);
-  if (it == sessions_.end() || it->second.client_id != client_id) {
+  if (it == sessions_.end() || it->second.client_id != client_id ||
+      it->second.username != username) {
     return {false, "client not authenticated by iotauth"};
   }
-  const Grant& g = it->second.grant;
-  if (clock_->Now() >= g.credential_expires_at) return {false, "credential expired"};
+  const Session& s = it->second;
+  const bool offline = s.offline();
+  if (now >= s.grant.credential_expires_at) {
+    // An offline session can never allow anything again: drop it now rather than
+    // wait for the reaper. An online one goes at its disconnect.
+    if (offline) EraseSession(it);
+    return {false, "credential expired"};
+  }
+  if (offline && now - s.offline_since >= config_.offline_grant_ttl) {
+    EraseSession(it);
+    return {false, "client disconnected too long ago"};
+  }
+  const Grant& g = s.grant;
   const rv1::RuleAction action =
       access == Access::kWrite ? rv1::RULE_ACTION_PUBLISH : rv1::RULE_ACTION_SUBSCRIBE;
-  const bool allow = Decide(g.rules, g.default_effect, action, topic);
+  const bool allow = Decide(g.rules, g.default_effect, action, topic,
+                            /*delivery=*/access == Access::kRead);
   return {allow, allow ? "rule allows" : "rule denies"};
 }
 
 void PluginCore::OnDisconnect(uintptr_t client) {
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  sessions_.erase(client);
+  ReapOffline(now);
+  auto it = sessions_.find(client);
+  // Already offline: a repeated event keeps the first disconnect time.
+  if (it == sessions_.end() || it->second.offline()) return;
+  if (config_.offline_grant_ttl <= absl::ZeroDuration() || config_.max_offline_sessions == 0) {
+    sessions_.erase(it);
+    return;
+  }
+  while (offline_.size() >= config_.max_offline_sessions) {
+    EraseSession(sessions_.find(offline_.front()));
+  }
+  // Looked up again: the evictions above erased from the map.
+  Session& s = sessions_.find(client)->second;
+  s.offline_since = now;
+  s.offline_pos = offline_.insert(offline_.end(), client);
 }
 
 PluginCore::Stats PluginCore::stats() const {
   absl::MutexLock lock(&mu_);
   Stats s = stats_;
   s.cached = lru_.size();
-  s.sessions = sessions_.size();
+  s.offline_sessions = offline_.size();
+  s.online_sessions = sessions_.size() - offline_.size();
   return s;
 }
 

@@ -5,6 +5,13 @@
 // remembers each connected client's resolved access rules so that every publish,
 // subscribe and delivery is decided locally, without a network call.
 //
+// A disconnect does not forget the rules at once: Mosquitto 2.0 checks a client's
+// Last Will (MOSQ_ACL_WRITE) after it has reported the disconnect, later still for a
+// delayed will, and checks deliveries queued for an offline persistent session
+// (MOSQ_ACL_READ) against the same client handle. The rules are therefore kept,
+// marked offline, for `offline_grant_ttl` after the disconnect (never beyond the
+// credential's expiry), at most `max_offline_sessions` of them, oldest evicted first.
+//
 // Device-triple connects are never served from the cache: the same signed
 // (device, timestamp) seen again must reach iotauth's replay check.
 //
@@ -71,14 +78,23 @@ class PluginCore {
   };
   static absl::StatusOr<std::unique_ptr<PluginCore>> Create(Options options);
 
-  // Decides a CONNECT; on allow the client's rules are remembered.
+  // Decides a CONNECT; on allow the client's rules are remembered. Whatever was
+  // remembered for the same handle before (online or offline) is dropped first: a
+  // reconnect or a reused handle starts fresh.
   Decision OnBasicAuth(const ConnectAttempt& attempt);
   // Decides a publish (kWrite, topic name), subscribe (kSubscribe, filter) or
   // delivery (kRead, topic name) from the remembered rules; unsubscribes pass.
-  // Unknown clients and expired credentials are denied.
-  Decision OnAclCheck(uintptr_t client, absl::string_view client_id, Access access,
-                      absl::string_view topic);
-  // Forgets the client's rules.
+  // Unknown clients, expired credentials and offline clients past
+  // `offline_grant_ttl` are denied.
+  // `client_id` and `username` are what the broker reports for the handle now: a
+  // session answers only a client with the id and username it authenticated with, so
+  // that a handle the broker freed and reused for a client that never reached
+  // OnBasicAuth (an anonymous or certificate-as-username login) cannot inherit an
+  // offline session's rules.
+  Decision OnAclCheck(uintptr_t client, absl::string_view client_id, absl::string_view username,
+                      Access access, absl::string_view topic);
+  // Marks the client offline: its rules keep answering for `offline_grant_ttl`
+  // (forgotten at once when that is zero).
   void OnDisconnect(uintptr_t client);
 
   struct Stats {
@@ -86,7 +102,10 @@ class PluginCore {
     uint64_t cache_hits = 0;
     uint64_t rpc_failures = 0;
     size_t cached = 0;
-    size_t sessions = 0;
+    // Connected clients' sessions.
+    size_t online_sessions = 0;
+    // Disconnected clients' sessions still kept (expired ones not yet reaped count).
+    size_t offline_sessions = 0;
   };
   Stats stats() const;
 
@@ -104,8 +123,15 @@ class PluginCore {
   };
   struct Session {
     std::string client_id;
+    std::string username;
     Grant grant;
+    // When the broker reported the disconnect; InfiniteFuture while connected.
+    absl::Time offline_since = absl::InfiniteFuture();
+    // This session's entry in `offline_` while offline.
+    std::list<uintptr_t>::iterator offline_pos;
+    bool offline() const { return offline_since != absl::InfiniteFuture(); }
   };
+  using SessionMap = absl::flat_hash_map<uintptr_t, Session>;
 
   explicit PluginCore(Options options);
   static std::string CacheKey(const ConnectAttempt& a);
@@ -113,6 +139,14 @@ class PluginCore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CachePut(std::string key, const Grant& grant, absl::Time until)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether an offline session may no longer answer ACL checks.
+  bool OfflineExpired(const Session& s, absl::Time now) const;
+  // Replaces whatever is remembered for `client` with `session` (online).
+  void PutSession(uintptr_t client, Session session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseSession(SessionMap::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops a few expired offline sessions from the oldest end: amortised O(1) per
+  // call, since each disconnect adds at most one.
+  void ReapOffline(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   PluginConfig config_;
   std::unique_ptr<AuthClient> client_;
@@ -121,7 +155,10 @@ class PluginCore {
   mutable absl::Mutex mu_;
   std::list<CacheEntry> lru_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::list<CacheEntry>::iterator> cache_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uintptr_t, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  SessionMap sessions_ ABSL_GUARDED_BY(mu_);
+  // Handles of the offline sessions, in disconnect order (oldest first): eviction
+  // and reaping take from the front without scanning `sessions_`.
+  std::list<uintptr_t> offline_ ABSL_GUARDED_BY(mu_);
   absl::Time fail_fast_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -48,11 +48,13 @@ iv1::AuthenticateResponse Allow(rv1::CredentialType type, absl::Duration ttl) {
   return r;
 }
 
+constexpr char kUser[] = "hub/d1/?api-version=2021-04-12";
+
 ConnectAttempt Attempt(uintptr_t client = 1, const std::string& password = "token") {
   ConnectAttempt a;
   a.client = client;
   a.client_id = "d1";
-  a.username = "hub/d1/?api-version=2021-04-12";
+  a.username = kUser;
   a.password = password;
   a.certificate_pem = "-----BEGIN CERTIFICATE-----\n...";
   a.peer_address = "127.0.0.1";
@@ -61,8 +63,11 @@ ConnectAttempt Attempt(uintptr_t client = 1, const std::string& password = "toke
 
 class PluginCoreTest : public ::testing::Test {
  protected:
-  void Make(size_t cache_size = 16) {
+  void Make(size_t cache_size = 16, absl::Duration offline_grant_ttl = absl::Hours(1),
+            size_t max_offline_sessions = 100) {
     PluginCore::Options o;
+    o.config.offline_grant_ttl = offline_grant_ttl;
+    o.config.max_offline_sessions = max_offline_sessions;
     o.config.address = "x:1";
     o.config.timeout = absl::Milliseconds(300);
     o.config.cache_size = cache_size;
@@ -105,7 +110,7 @@ TEST_F(PluginCoreTest, DenyAndErrorsFailClosed) {
   EXPECT_EQ(d.reason, "DENY_REASON_BAD_SIGNATURE");
   state_.next = absl::InvalidArgumentError("connect.password too long");
   EXPECT_FALSE(core_->OnBasicAuth(Attempt()).allow);
-  EXPECT_FALSE(core_->OnAclCheck(1, "d1", Access::kWrite, "devices/d1/t").allow);
+  EXPECT_FALSE(core_->OnAclCheck(1, "d1", kUser, Access::kWrite, "devices/d1/t").allow);
 }
 
 TEST_F(PluginCoreTest, UnreachableFailsFastForBackoff) {
@@ -125,7 +130,7 @@ TEST_F(PluginCoreTest, CacheHonoursTtl) {
   EXPECT_TRUE(core_->OnBasicAuth(Attempt(2)).allow);
   EXPECT_EQ(state_.requests.size(), 1u);
   EXPECT_EQ(core_->stats().cache_hits, 1u);
-  EXPECT_TRUE(core_->OnAclCheck(2, "d1", Access::kWrite, "devices/d1/t").allow)
+  EXPECT_TRUE(core_->OnAclCheck(2, "d1", kUser, Access::kWrite, "devices/d1/t").allow)
       << "cached grant carries the rules";
   clock_.Advance(absl::Seconds(30));
   EXPECT_TRUE(core_->OnBasicAuth(Attempt(3)).allow);
@@ -149,7 +154,7 @@ TEST_F(PluginCoreTest, CacheBoundedByCredentialExpiryAndZeroTtl) {
   state_.next = r;
   EXPECT_TRUE(core_->OnBasicAuth(Attempt(1)).allow);
   clock_.Advance(absl::Seconds(10));
-  EXPECT_FALSE(core_->OnAclCheck(1, "d1", Access::kWrite, "devices/d1/t").allow)
+  EXPECT_FALSE(core_->OnAclCheck(1, "d1", kUser, Access::kWrite, "devices/d1/t").allow)
       << "credential expired";
   state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
   EXPECT_TRUE(core_->OnBasicAuth(Attempt(2)).allow);
@@ -180,20 +185,154 @@ TEST_F(PluginCoreTest, CacheSizeIsBounded) {
 TEST_F(PluginCoreTest, AclEnforcesRulesPerClient) {
   state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
   ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
-  EXPECT_TRUE(core_->OnAclCheck(7, "d1", Access::kWrite, "devices/d1/telemetry").allow);
-  EXPECT_TRUE(core_->OnAclCheck(7, "d1", Access::kSubscribe, "devices/d1/#").allow);
-  EXPECT_TRUE(core_->OnAclCheck(7, "d1", Access::kRead, "devices/d1/x").allow);
-  EXPECT_FALSE(core_->OnAclCheck(7, "d1", Access::kWrite, "devices/d2/telemetry").allow);
-  EXPECT_FALSE(core_->OnAclCheck(7, "d1", Access::kSubscribe, "devices/#").allow);
-  EXPECT_FALSE(core_->OnAclCheck(7, "d1", Access::kRead, "devices/d2/x").allow);
-  EXPECT_TRUE(core_->OnAclCheck(7, "d1", Access::kUnsubscribe, "anything").allow);
-  EXPECT_FALSE(core_->OnAclCheck(8, "d1", Access::kWrite, "devices/d1/t").allow)
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/telemetry").allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "devices/d1/#").allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/x").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d2/telemetry").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "devices/#").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d2/x").allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kUnsubscribe, "anything").allow);
+  EXPECT_FALSE(core_->OnAclCheck(8, "d1", kUser, Access::kWrite, "devices/d1/t").allow)
       << "unknown connection";
-  EXPECT_FALSE(core_->OnAclCheck(7, "other", Access::kWrite, "devices/d1/t").allow)
+  EXPECT_FALSE(core_->OnAclCheck(7, "other", kUser, Access::kWrite, "devices/d1/t").allow)
       << "client id changed";
+  EXPECT_EQ(core_->stats().online_sessions, 1u);
   core_->OnDisconnect(7);
-  EXPECT_FALSE(core_->OnAclCheck(7, "d1", Access::kWrite, "devices/d1/t").allow);
-  EXPECT_EQ(core_->stats().sessions, 0u);
+  // Kept offline for its Last Will and queued deliveries, with the same rules.
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/t").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d2/telemetry").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "other", kUser, Access::kWrite, "devices/d1/t").allow);
+  EXPECT_EQ(core_->stats().online_sessions, 0u);
+  EXPECT_EQ(core_->stats().offline_sessions, 1u);
+}
+
+TEST_F(PluginCoreTest, ExactRuleAllowsDeliveriesThroughItsFilter) {
+  iv1::AuthenticateResponse r = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  r.clear_access_rules();
+  rv1::AccessRule* lit = r.add_access_rules();
+  lit->set_effect(rv1::RULE_EFFECT_ALLOW);
+  lit->set_action(rv1::RULE_ACTION_ALL);
+  lit->set_topic_filter("lit/#");
+  lit->set_exact(true);
+  state_.next = r;
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "lit/#").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "lit/x").allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "lit/x").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "lit/x").allow);
+}
+
+TEST_F(PluginCoreTest, WillAndDeliveriesAllowedWithinOfflineGrace) {
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  core_->OnDisconnect(7);
+  // Mosquitto checks the will after the disconnect event (a delayed will later).
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/will").allow);
+  clock_.Advance(absl::Minutes(59));
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/will").allow)
+      << "delayed will";
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/cmd").allow)
+      << "queued for the offline persistent session";
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d2/cmd").allow);
+  core_->OnDisconnect(7);  // a repeated event does not restart the grace
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/cmd").allow)
+      << "grace over";
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/will").allow);
+  EXPECT_EQ(core_->stats().offline_sessions, 0u) << "dropped once past its grace";
+}
+
+TEST_F(PluginCoreTest, OfflineGrantEndsWithTheCredential) {
+  iv1::AuthenticateResponse r = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  r.mutable_credential_expires_at()->set_seconds(absl::ToUnixSeconds(clock_.Now()) + 600);
+  state_.next = r;
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  core_->OnDisconnect(7);
+  clock_.Advance(absl::Seconds(599));
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/cmd").allow);
+  clock_.Advance(absl::Seconds(1));
+  const Decision d = core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/cmd");
+  EXPECT_FALSE(d.allow) << "within the grace, but the credential expired";
+  EXPECT_EQ(d.reason, "credential expired");
+  EXPECT_EQ(core_->stats().offline_sessions, 0u);
+}
+
+TEST_F(PluginCoreTest, ZeroOfflineGrantForgetsAtDisconnect) {
+  Make(16, absl::ZeroDuration());
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  core_->OnDisconnect(7);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/will").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kRead, "devices/d1/cmd").allow);
+  EXPECT_EQ(core_->stats().online_sessions, 0u);
+  EXPECT_EQ(core_->stats().offline_sessions, 0u);
+}
+
+TEST_F(PluginCoreTest, OfflineCapEvictsOldestFirst) {
+  Make(16, absl::Hours(1), 2);
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  for (uintptr_t c = 1; c <= 4; ++c) ASSERT_TRUE(core_->OnBasicAuth(Attempt(c)).allow);
+  core_->OnDisconnect(1);
+  clock_.Advance(absl::Seconds(1));
+  core_->OnDisconnect(2);
+  clock_.Advance(absl::Seconds(1));
+  core_->OnDisconnect(3);
+  EXPECT_FALSE(core_->OnAclCheck(1, "d1", kUser, Access::kRead, "devices/d1/x").allow) << "evicted";
+  EXPECT_TRUE(core_->OnAclCheck(2, "d1", kUser, Access::kRead, "devices/d1/x").allow);
+  EXPECT_TRUE(core_->OnAclCheck(3, "d1", kUser, Access::kRead, "devices/d1/x").allow);
+  EXPECT_TRUE(core_->OnAclCheck(4, "d1", kUser, Access::kRead, "devices/d1/x").allow)
+      << "online sessions are not counted against the cap";
+  EXPECT_EQ(core_->stats().offline_sessions, 2u);
+  EXPECT_EQ(core_->stats().online_sessions, 1u);
+}
+
+TEST_F(PluginCoreTest, ExpiredOfflineSessionsAreReapedLazily) {
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  for (uintptr_t c = 1; c <= 3; ++c) ASSERT_TRUE(core_->OnBasicAuth(Attempt(c)).allow);
+  core_->OnDisconnect(1);
+  core_->OnDisconnect(2);
+  clock_.Advance(absl::Hours(1));
+  core_->OnDisconnect(3);  // reaps 1 and 2, keeps its own
+  EXPECT_EQ(core_->stats().offline_sessions, 1u);
+  EXPECT_TRUE(core_->OnAclCheck(3, "d1", kUser, Access::kRead, "devices/d1/x").allow);
+}
+
+TEST_F(PluginCoreTest, AReusedHandleWithAnotherLoginInheritsNothing) {
+  // The broker frees a disconnected client and hands its address to a client that
+  // never reached OnBasicAuth (anonymous, or certificate-as-username): the offline
+  // session's rules must not answer for it, even with the same client id.
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  core_->OnDisconnect(7);
+  ASSERT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/t").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", "", Access::kWrite, "devices/d1/t").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", "someone-else", Access::kRead, "devices/d1/t").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d2", kUser, Access::kWrite, "devices/d1/t").allow);
+}
+
+TEST_F(PluginCoreTest, ReconnectReplacesOfflineSession) {
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  core_->OnDisconnect(7);
+  EXPECT_EQ(core_->stats().offline_sessions, 1u);
+  // The same handle connects again, now with narrower rules.
+  iv1::AuthenticateResponse r = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  r.mutable_access_rules(0)->set_topic_filter("devices/d1/only");
+  state_.next = r;
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  EXPECT_EQ(core_->stats().offline_sessions, 0u);
+  EXPECT_EQ(core_->stats().online_sessions, 1u);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/only").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/t").allow)
+      << "the offline grant is gone";
+  // A denied reconnect leaves nothing behind either.
+  core_->OnDisconnect(7);
+  iv1::AuthenticateResponse deny;
+  deny.set_decision(iv1::DECISION_DENY);
+  state_.next = deny;
+  EXPECT_FALSE(core_->OnBasicAuth(Attempt(7)).allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "devices/d1/only").allow);
+  EXPECT_EQ(core_->stats().offline_sessions, 0u);
 }
 
 }  // namespace

@@ -54,18 +54,23 @@ bool FiltersOverlap(absl::string_view a, absl::string_view b) {
   }
 }
 
-bool RuleApplies(const rv1::AccessRule& rule, rv1::RuleAction action, absl::string_view topic) {
+bool RuleApplies(const rv1::AccessRule& rule, rv1::RuleAction action, absl::string_view topic,
+                 bool delivery) {
   if (rule.action() != rv1::RULE_ACTION_ALL && rule.action() != action) return false;
-  if (rule.exact()) return rule.topic_filter() == topic;
+  if (rule.exact()) {
+    // A client allowed to subscribe to the literal filter `lit/#` receives `lit/x`
+    // through it; comparing literally here would refuse every such delivery.
+    return delivery ? FilterCovers(rule.topic_filter(), topic) : rule.topic_filter() == topic;
+  }
   if (rule.effect() == rv1::RULE_EFFECT_DENY) return FiltersOverlap(rule.topic_filter(), topic);
   return FilterCovers(rule.topic_filter(), topic);
 }
 
 bool Decide(const std::vector<rv1::AccessRule>& rules, rv1::RuleEffect default_effect,
-            rv1::RuleAction action, absl::string_view topic) {
+            rv1::RuleAction action, absl::string_view topic, bool delivery) {
   for (const rv1::AccessRule& r : rules) {
     if (r.effect() == rv1::RULE_EFFECT_UNSPECIFIED) continue;
-    if (RuleApplies(r, action, topic)) return r.effect() == rv1::RULE_EFFECT_ALLOW;
+    if (RuleApplies(r, action, topic, delivery)) return r.effect() == rv1::RULE_EFFECT_ALLOW;
   }
   return default_effect == rv1::RULE_EFFECT_ALLOW;
 }

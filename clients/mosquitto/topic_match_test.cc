@@ -74,5 +74,38 @@ TEST(TopicMatchTest, FirstMatchWinsThenDefault) {
   EXPECT_FALSE(Decide(rules, rv1::RULE_EFFECT_UNSPECIFIED, pub, "elsewhere"));
 }
 
+TEST(TopicMatchTest, ExactRuleCoversDeliveriesThroughItsFilter) {
+  const std::vector<rv1::AccessRule> rules = {
+      Rule(rv1::RULE_EFFECT_ALLOW, rv1::RULE_ACTION_ALL, "lit/#", true),
+  };
+  const auto pub = rv1::RULE_ACTION_PUBLISH;
+  const auto sub = rv1::RULE_ACTION_SUBSCRIBE;
+  const auto deny = rv1::RULE_EFFECT_DENY;
+  EXPECT_TRUE(Decide(rules, deny, sub, "lit/#")) << "subscribe to the literal filter";
+  EXPECT_FALSE(Decide(rules, deny, sub, "lit/x")) << "subscribe narrower: not literal";
+  EXPECT_TRUE(Decide(rules, deny, sub, "lit/x", /*delivery=*/true))
+      << "delivery through the literal subscription";
+  EXPECT_TRUE(Decide(rules, deny, sub, "lit", /*delivery=*/true)) << "`#` covers its parent";
+  EXPECT_FALSE(Decide(rules, deny, sub, "other/x", /*delivery=*/true));
+  EXPECT_FALSE(Decide(rules, deny, pub, "lit/x")) << "publish stays literal";
+  EXPECT_TRUE(RuleApplies(rules[0], sub, "lit/a/b", /*delivery=*/true));
+  EXPECT_FALSE(RuleApplies(rules[0], sub, "lit/a/b"));
+}
+
+TEST(TopicMatchTest, DeliveryLeavesDenyAndNonExactRulesAlone) {
+  const std::vector<rv1::AccessRule> rules = {
+      Rule(rv1::RULE_EFFECT_DENY, rv1::RULE_ACTION_ALL, "lit/secret", true),
+      Rule(rv1::RULE_EFFECT_DENY, rv1::RULE_ACTION_ALL, "a/+/secret"),
+      Rule(rv1::RULE_EFFECT_ALLOW, rv1::RULE_ACTION_ALL, "lit/#", true),
+      Rule(rv1::RULE_EFFECT_ALLOW, rv1::RULE_ACTION_SUBSCRIBE, "a/#"),
+  };
+  const auto sub = rv1::RULE_ACTION_SUBSCRIBE;
+  const auto deny = rv1::RULE_EFFECT_DENY;
+  EXPECT_FALSE(Decide(rules, deny, sub, "lit/secret", /*delivery=*/true));
+  EXPECT_TRUE(Decide(rules, deny, sub, "lit/public", /*delivery=*/true));
+  EXPECT_FALSE(Decide(rules, deny, sub, "a/b/secret", /*delivery=*/true));
+  EXPECT_TRUE(Decide(rules, deny, sub, "a/b/public", /*delivery=*/true));
+}
+
 }  // namespace
 }  // namespace iotauth::mosquitto

@@ -181,8 +181,10 @@ class Broker:
 class Device:
     """One paho-mqtt client over TLS with a client certificate."""
 
-    def __init__(self, test, client_id, username=None, password=None, cert="plain"):
+    def __init__(self, test, client_id, username=None, password=None, cert="plain", will=None):
         self.client = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1)
         self.client_id = client_id
         self.log_mark = test.broker.log_size()  # this connect's lines come after it
         pki = test.pki
@@ -226,6 +228,11 @@ class Device:
         finally:
             self.client.loop_stop()
 
+    def drop(self):
+        """Loses the connection without a DISCONNECT (the broker then sends the will)."""
+        self.client.loop_stop()  # first: paho's loop would reconnect
+        self.client.socket().close()
+
 
 class BrokerE2ETest(unittest.TestCase):
     @classmethod
@@ -245,7 +252,10 @@ class BrokerE2ETest(unittest.TestCase):
             "allowed_credential_types": ["CREDENTIAL_TYPE_SAS", "CREDENTIAL_TYPE_DEVICE_TRIPLE",
                                          "CREDENTIAL_TYPE_X509_CA"],
             "default_rules": [{"effect": "RULE_EFFECT_ALLOW", "action": "RULE_ACTION_ALL",
-                               "topic_filter": "devices/${device}/#"}]}})
+                               "topic_filter": "devices/${device}/#"},
+                              # Every device may watch the others' status (their wills).
+                              {"effect": "RULE_EFFECT_ALLOW", "action": "RULE_ACTION_SUBSCRIBE",
+                               "topic_filter": "devices/+/status"}]}})
         for dev in ("d1", "d2", "d3"):
             key = base64.b64encode(os.urandom(32)).decode()
             cls.keys[dev] = key
@@ -442,6 +452,27 @@ class BrokerE2ETest(unittest.TestCase):
             d2.close()
         log = self.broker.log()
         self.assertIn("denied access", log)
+
+    def test_f_last_will_after_a_lost_connection(self):
+        # Mosquitto checks a will (MQTT write access) after the plugin has been told of
+        # the disconnect: the lost device's rules must still answer then.
+        watcher = self.sas_device("d2")
+        lost = None
+        try:
+            self.assertConnected(watcher, "d2")
+            self.assertEqual(watcher.subscribe("devices/d1/status"), 1)
+            token = sas_token(HUB, "d1", self.keys["d1"], int(time.time()) + 3600)
+            lost = Device(self, "d1", "%s/d1/?api-version=2021-04-12" % HUB, token,
+                          will=("devices/d1/status", b"offline"))
+            self.assertConnected(lost, "d1 with a will")
+            lost.drop()
+            deadline = time.time() + 10
+            while time.time() < deadline and ("devices/d1/status", b"offline") not in watcher.messages:
+                time.sleep(0.02)
+            self.assertIn(("devices/d1/status", b"offline"), watcher.messages,
+                          "will not delivered; broker log:\n" + self.broker.log()[-3000:])
+        finally:
+            watcher.close()
 
 
 if __name__ == "__main__":
