@@ -9,7 +9,8 @@
 //   plugin_opt_cache_size 10000                     (cached decisions; 0 turns caching off)
 //   plugin_opt_tenant acme                          (tenant hint; default: from credential)
 //   plugin_opt_tls_server_name iotauth.example.net  (override the name checked on TLS)
-//   plugin_opt_failure_backoff_ms 1000              (fail fast after iotauth is unreachable)
+//   plugin_opt_failure_backoff_ms 1000              (fail fast after iotauth is unreachable;
+//                                                    doubles per failed probe, up to 30 s)
 //   plugin_opt_offline_grant_ttl_s 86400            (rules kept after a disconnect; 0: none)
 //   plugin_opt_max_offline_sessions 100000          (disconnected clients' rules kept, at most)
 #pragma once

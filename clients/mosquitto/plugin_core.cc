@@ -26,6 +26,10 @@ void AppendField(std::string* out, absl::string_view v) {
   absl::StrAppend(out, v.size(), ":", v, ";");
 }
 
+// Longest fail-fast window after consecutive unreachable probes (unless
+// failure_backoff itself is longer).
+constexpr absl::Duration kMaxFailFast = absl::Seconds(30);
+
 // Expired offline sessions dropped per call at most, so that one call never pays for
 // a burst of disconnects; more than one per call keeps the backlog shrinking.
 constexpr int kReapBatch = 8;
@@ -141,10 +145,19 @@ Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
     ++stats_.rpc_failures;
     const absl::StatusCode code = resp.status().code();
     if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
-      fail_fast_until_ = clock_->Now() + config_.failure_backoff;
+      // Each probe that finds iotauth still unreachable may have held the broker's
+      // event loop for the whole timeout: the fail-fast window doubles with every
+      // consecutive failure (up to kMaxFailFast), so a long outage freezes the
+      // broker for a shrinking share of the time instead of one timeout per window.
+      const int doublings = std::min(consecutive_unreachable_, 5);
+      ++consecutive_unreachable_;
+      fail_fast_until_ =
+          clock_->Now() + std::min(config_.failure_backoff * (int64_t{1} << doublings),
+                                   std::max(kMaxFailFast, config_.failure_backoff));
     }
     return {false, absl::StrCat("iotauth error: ", absl::StatusCodeToString(code))};
   }
+  consecutive_unreachable_ = 0;
   if (resp->decision() != iv1::DECISION_ALLOW) {
     return {false, iv1::DenyReason_Name(resp->deny_reason())};
   }

@@ -160,6 +160,8 @@ class PluginCore {
   // and reaping take from the front without scanning `sessions_`.
   std::list<uintptr_t> offline_ ABSL_GUARDED_BY(mu_);
   absl::Time fail_fast_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Unreachable probes in a row (reset by any answer from iotauth).
+  int consecutive_unreachable_ ABSL_GUARDED_BY(mu_) = 0;
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };
 

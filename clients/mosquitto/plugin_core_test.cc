@@ -1,5 +1,6 @@
 #include "clients/mosquitto/plugin_core.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -122,6 +123,32 @@ TEST_F(PluginCoreTest, UnreachableFailsFastForBackoff) {
   clock_.Advance(absl::Seconds(1));
   EXPECT_TRUE(core_->OnBasicAuth(Attempt()).allow);
   EXPECT_EQ(state_.requests.size(), 2u);
+}
+
+TEST_F(PluginCoreTest, FailFastWindowDoublesWhileUnreachableAndResetsOnAnAnswer) {
+  // Each probe may hold the broker's event loop for the whole timeout: a long outage
+  // must cost a shrinking share of the time.
+  state_.next = absl::UnavailableError("down");
+  absl::Duration window = absl::Seconds(1);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_FALSE(core_->OnBasicAuth(Attempt()).allow);
+    const size_t calls = state_.requests.size();
+    clock_.Advance(window - absl::Milliseconds(1));
+    EXPECT_FALSE(core_->OnBasicAuth(Attempt()).allow);
+    EXPECT_EQ(state_.requests.size(), calls) << "probe " << i << ": inside the window";
+    clock_.Advance(absl::Milliseconds(1));
+    window = std::min(window * 2, absl::Seconds(30));
+  }
+  // An answer resets the window to failure_backoff.
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt()).allow);
+  state_.next = absl::UnavailableError("down");
+  ASSERT_FALSE(core_->OnBasicAuth(Attempt()).allow);
+  const size_t calls = state_.requests.size();
+  clock_.Advance(absl::Seconds(1));
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  EXPECT_TRUE(core_->OnBasicAuth(Attempt()).allow);
+  EXPECT_EQ(state_.requests.size(), calls + 1);
 }
 
 TEST_F(PluginCoreTest, CacheHonoursTtl) {
