@@ -565,6 +565,12 @@ class Authenticator::Attempt {
              "too many recent timestamped connects to check for replays; try again later "
              "(operators: raise identity.replay_cache_size)");
         return false;
+      case ReplayCheck::kDeviceFull:
+        // One device holding a valid secret must not fill the cache for everyone.
+        Deny(v1::DENY_REASON_RATE_LIMITED,
+             "too many timestamped connects from this device inside the window; try again "
+             "later");
+        return false;
     }
     return false;
   }

@@ -516,6 +516,26 @@ TEST_F(AuthenticatorTest, FullReplayCacheFailsClosedWithoutEvicting) {
   EXPECT_EQ(Run(first).deny_reason(), v1::DENY_REASON_REPLAYED);
 }
 
+TEST_F(AuthenticatorTest, OneDeviceCannotFillTheReplayCacheForEveryone) {
+  // A device holding a valid secret signs connects with distinct timestamps: past
+  // its share (1,024 live entries) it alone is refused. A disabled device is refused
+  // as disabled before the replay check.
+  for (int i = 0; i < 1024; ++i) {
+    auto r = Run(TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha256,
+                               absl::Milliseconds(i)));
+    ASSERT_EQ(r.decision(), v1::DECISION_ALLOW) << i << ": " << r.deny_detail();
+  }
+  auto over = Run(TripleConnect("pk-triple", "dev3", kKey1, TripleSignMethod::kHmacSha256,
+                                absl::Milliseconds(1024)));
+  EXPECT_EQ(over.deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  EXPECT_NE(over.deny_detail().find("this device"), std::string::npos) << over.deny_detail();
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "off3", kKey1)).deny_reason(),
+            v1::DENY_REASON_DEVICE_DISABLED);
+  // Its entries leave with the window; then it connects again.
+  clock_.Advance(absl::Minutes(11));
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "dev3", kKey1)).decision(), v1::DECISION_ALLOW);
+}
+
 TEST_F(AuthenticatorTest, TripleWithoutTimestamp) {
   auto tc = MakeTripleConnect("pk-triple", "dev3", kKey1, "c1", TripleSignMethod::kHmacSha256, -1);
   ASSERT_TRUE(tc.ok());

@@ -8,7 +8,8 @@
 
 namespace iotauth::identity {
 
-ReplayCache::ReplayCache(size_t capacity, size_t shards) {
+ReplayCache::ReplayCache(size_t capacity, size_t shards, size_t per_device)
+    : per_device_(per_device == 0 ? 1 : per_device) {
   if (shards == 0) shards = 1;
   per_shard_ = capacity / shards;
   if (per_shard_ == 0) per_shard_ = 1;
@@ -25,6 +26,9 @@ ReplayKey ReplayCache::Key(absl::string_view tenant_id, absl::string_view produc
       std::tuple<absl::string_view, absl::string_view, absl::string_view, absl::string_view>>()(
       std::make_tuple(tenant_id, product_key, device_name, timestamp));
   std::memcpy(&k.mac, signature.data(), std::min(signature.size(), sizeof(k.mac)));
+  k.device = absl::Hash<std::tuple<absl::string_view, absl::string_view, absl::string_view, int>>()(
+      std::make_tuple(tenant_id, product_key, device_name, 3));
+  if (k.device == 0) k.device = 1;  // 0 means "no device"
   return k;
 }
 
@@ -37,9 +41,36 @@ ReplayCheck ReplayCache::CheckAndInsert(absl::string_view key, absl::Time now,
 }
 
 ReplayCache::Shard& ReplayCache::ShardFor(const ReplayKey& key) const {
-  // Salted so the shard index is independent of the map's own hash of the key.
-  const size_t h = absl::Hash<std::pair<ReplayKey, int>>()(std::make_pair(key, 2));
+  // Salted so the shard index is independent of the map's own hash of the key; by
+  // device when there is one, so that its entries can be counted in one place.
+  const size_t h = key.device != 0
+                       ? absl::Hash<std::pair<uint64_t, int>>()(std::make_pair(key.device, 2))
+                       : absl::Hash<std::pair<ReplayKey, int>>()(std::make_pair(key, 2));
   return *shards_[(h >> 32) % shards_.size()];
+}
+
+void ReplayCache::Erase(Shard& shard, absl::flat_hash_map<ReplayKey, absl::Time>::iterator it) {
+  if (it->first.device != 0) {
+    auto d = shard.per_device.find(it->first.device);
+    if (d != shard.per_device.end() && --d->second == 0) shard.per_device.erase(d);
+  }
+  shard.entries.erase(it);
+}
+
+void ReplayCache::Sweep(Shard& shard, absl::Time now) {
+  // An entry behind the front may have expired (a later insert with an earlier
+  // timestamp). One sweep; until the earliest live expiry it finds, nothing more can
+  // be freed.
+  absl::Time earliest = absl::InfiniteFuture();
+  for (auto e = shard.entries.begin(); e != shard.entries.end();) {
+    if (e->second >= now) {
+      earliest = std::min(earliest, e->second);
+      ++e;
+    } else {
+      Erase(shard, e++);
+    }
+  }
+  shard.no_expiry_before = earliest;
 }
 
 ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
@@ -56,7 +87,7 @@ ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
     const bool superseded = old == shard.entries.end() || old->second != front.second;
     if (!superseded) {
       if (live(old->second)) break;
-      shard.entries.erase(old);
+      Erase(shard, old);
     }
     shard.order.pop_front();
   }
@@ -65,23 +96,18 @@ ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
     if (live(it->second)) return ReplayCheck::kReplay;
     it->second = expires_at;
   } else {
-    if (shard.entries.size() >= per_shard_ && now > shard.no_expiry_before) {
-      // Full: an entry behind the front may have expired (a later insert with an
-      // earlier timestamp). One sweep; until the earliest live expiry it finds,
-      // nothing more can be freed.
-      absl::Time earliest = absl::InfiniteFuture();
-      for (auto e = shard.entries.begin(); e != shard.entries.end();) {
-        if (live(e->second)) {
-          earliest = std::min(earliest, e->second);
-          ++e;
-        } else {
-          shard.entries.erase(e++);
-        }
-      }
-      shard.no_expiry_before = earliest;
+    auto device_at_cap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu) {
+      if (key.device == 0) return false;
+      auto d = shard.per_device.find(key.device);
+      return d != shard.per_device.end() && d->second >= per_device_;
+    };
+    if ((shard.entries.size() >= per_shard_ || device_at_cap()) && now > shard.no_expiry_before) {
+      Sweep(shard, now);
     }
+    if (device_at_cap()) return ReplayCheck::kDeviceFull;
     if (shard.entries.size() >= per_shard_) return ReplayCheck::kFull;
     shard.entries.emplace(key, expires_at);
+    if (key.device != 0) ++shard.per_device[key.device];
   }
   shard.no_expiry_before = std::min(shard.no_expiry_before, expires_at);
   shard.order.emplace_back(key, expires_at);

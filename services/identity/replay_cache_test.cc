@@ -117,6 +117,31 @@ TEST(ReplayCacheTest, AnInsertAfterASweepIsFoundByTheNextOne) {
   EXPECT_EQ(cache.CheckAndInsert("e", t2, t2 + absl::Minutes(10)), ReplayCheck::kNew);
 }
 
+TEST(ReplayCacheTest, OneDeviceCannotTakeEveryonesRoom) {
+  // 4 shards of 64; each device at most 8 live entries.
+  ReplayCache cache(256, 4, 8);
+  auto key = [](const std::string& device, int ts) {
+    return ReplayCache::Key("t", "p", device, absl::StrCat(ts), std::string(16, 'm'));
+  };
+  for (int ts = 0; ts < 8; ++ts) {
+    ASSERT_EQ(cache.CheckAndInsert(key("greedy", ts), kT0, kT0 + absl::Minutes(5)),
+              ReplayCheck::kNew);
+  }
+  EXPECT_EQ(cache.CheckAndInsert(key("greedy", 8), kT0, kT0 + absl::Minutes(5)),
+            ReplayCheck::kDeviceFull);
+  // A replay of one it holds is still a replay; other devices are unaffected.
+  EXPECT_EQ(cache.CheckAndInsert(key("greedy", 3), kT0, kT0 + absl::Minutes(5)),
+            ReplayCheck::kReplay);
+  for (int d = 0; d < 20; ++d) {
+    EXPECT_EQ(cache.CheckAndInsert(key(absl::StrCat("dev", d), 1), kT0, kT0 + absl::Minutes(5)),
+              ReplayCheck::kNew);
+  }
+  // Once its entries expire, the device has room again.
+  const absl::Time later = kT0 + absl::Minutes(6);
+  EXPECT_EQ(cache.CheckAndInsert(key("greedy", 9), later, later + absl::Minutes(5)),
+            ReplayCheck::kNew);
+}
+
 TEST(ReplayCacheTest, BookkeepingStaysBoundedBehindALiveFront) {
   // A long-lived entry at the front stops collection from the front; the entries
   // behind it expire and are swept, and their order records must go too.
