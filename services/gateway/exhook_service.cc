@@ -17,12 +17,6 @@ namespace rv1 = ::iotauth::registry::v1;
 
 namespace exhook {
 
-std::string PeerAddress(absl::string_view host, uint32_t port) {
-  if (host.empty()) return "";
-  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", port);
-  return absl::StrCat(host, ":", port);
-}
-
 namespace {
 iv1::Protocol ToProtocol(absl::string_view protocol) {
   const std::string p = absl::AsciiStrToLower(protocol);

@@ -33,7 +33,7 @@ namespace exhook {
 iotauth::identity::v1::AuthenticateRequest ToAuthenticateRequest(
     const emqx::exhook::v2::ClientInfo& info);
 // `ip:port`, bracketing IPv6 addresses; empty when the host is empty.
-std::string PeerAddress(absl::string_view host, uint32_t port);
+using ::iotauth::gateway::PeerAddress;
 // PUBLISH -> RULE_ACTION_PUBLISH, SUBSCRIBE -> RULE_ACTION_SUBSCRIBE, anything
 // else RULE_ACTION_UNSPECIFIED.
 iotauth::registry::v1::RuleAction ToRuleAction(int authorize_type);

@@ -94,6 +94,10 @@ absl::StatusOr<iv1::AuthenticateRequest> ExtAuthzHandler::ToAuthenticateRequest(
   req.set_tenant_id(tenant != attrs.context_extensions().end() ? tenant->second
                                                                : options_.tenant_id);
   if (!http.id().empty() && http.id().size() <= 128) req.set_request_id(http.id());
+  // The device's address, for the per-source failure limiter and the audit event.
+  const auto& source = attrs.source().address().socket_address();
+  const std::string peer = PeerAddress(source.address(), source.port_value());
+  if (peer.size() <= 256) req.mutable_credential()->set_peer_address(peer);
 
   // An explicit token wins over a certificate the TLS layer happened to see.
   const std::string* authz = FindHeader(http, "authorization");
@@ -172,8 +176,6 @@ auth::CheckResponse ExtAuthzHandler::Check(const auth::CheckRequest& request,
   iv1::DenyReason reason = iv1::DENY_REASON_UNSPECIFIED;
   absl::StatusOr<iv1::AuthenticateRequest> req = ToAuthenticateRequest(request, &reason);
   if (!req.ok()) return Deny(reason);
-  // An explicit Credential has no peer address, so the device's address (in
-  // attributes.source.address) does not reach the per-source failure counters.
   absl::StatusOr<iv1::AuthenticateResponse> resp = options_.backend->Authenticate(*req, context);
   if (!resp.ok()) {
     return Deny(resp.status().code() == absl::StatusCode::kInvalidArgument

@@ -96,6 +96,26 @@ TEST_F(ExtAuthzTest, SasFromAuthorizationHeader) {
   EXPECT_EQ(a.credential().sas().device_id(), "");
   EXPECT_EQ(a.tenant_id(), "acme");
   EXPECT_EQ(a.request_id(), "req-1");
+  EXPECT_EQ(a.credential().peer_address(), "");  // Envoy sent no source address
+}
+
+TEST_F(ExtAuthzTest, SourceAddressReachesTheCredential) {
+  // For the per-source failure limiter and the audit event.
+  backend_.authenticate_response.set_decision(iv1::DECISION_DENY);
+  auth::CheckRequest req = WithToken(kToken);
+  auto* sock =
+      req.mutable_attributes()->mutable_source()->mutable_address()->mutable_socket_address();
+  sock->set_address("2001:db8::7");
+  sock->set_port_value(40001);
+  Check(req);
+  req = WithToken(kToken);
+  sock = req.mutable_attributes()->mutable_source()->mutable_address()->mutable_socket_address();
+  sock->set_address("203.0.113.9");
+  sock->set_port_value(50000);
+  Check(req);
+  ASSERT_EQ(backend_.authenticate_requests.size(), 2u);
+  EXPECT_EQ(backend_.authenticate_requests[0].credential().peer_address(), "[2001:db8::7]:40001");
+  EXPECT_EQ(backend_.authenticate_requests[1].credential().peer_address(), "203.0.113.9:50000");
 }
 
 TEST_F(ExtAuthzTest, SasFromRawHeaderMap) {

@@ -5,13 +5,24 @@
 // Authenticator and Authorizer (in-process) or over its gRPC contract (split mode).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "proto/iotauth/identity/v1/identity.pb.h"
 
 namespace iotauth::gateway {
+
+// `ip:port` of a peer the broker or proxy reports, bracketing IPv6 addresses; empty
+// when the host is empty.
+inline std::string PeerAddress(absl::string_view host, uint32_t port) {
+  if (host.empty()) return "";
+  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
 
 // Per-call facts from the transport.
 struct GatewayCallContext {

@@ -74,6 +74,9 @@ absl::Status Validate(const v1::AuthenticateRequest& r, const AuthenticatorConfi
   }
   if (r.has_credential()) {
     const v1::Credential& cr = r.credential();
+    if (cr.peer_address().size() > kMaxPeerAddressBytes) {
+      return TooLong("credential.peer_address", kMaxPeerAddressBytes);
+    }
     if (cr.has_sas()) {
       if (cr.sas().token().size() > c.max_password_bytes) {
         return TooLong("credential.sas.token", c.max_password_bytes);
@@ -198,7 +201,7 @@ class Authenticator::Attempt {
     } else {
       resp_->set_request_id(request_.request_id());
     }
-    if (request_.has_connect()) source_key_ = SourceKey(request_.connect().peer_address());
+    if (!PeerAddress().empty()) source_key_ = SourceKey(PeerAddress());
     if (auth_->source_limiter_ != nullptr && !source_key_.empty() &&
         auth_->source_limiter_->IsLocked(source_key_, now_)) {
       Deny(v1::DENY_REASON_RATE_LIMITED, "too many failed attempts from this address");
@@ -618,6 +621,12 @@ class Authenticator::Attempt {
     Allow(device->rules, *product);
   }
 
+  // The device's address as the broker or gateway reported it (empty if not).
+  const std::string& PeerAddress() const {
+    return request_.has_connect() ? request_.connect().peer_address()
+                                  : request_.credential().peer_address();
+  }
+
   // ---- brute-force protection ----
   // The source limiter's key for a peer address (`ip:port`, `[v6]:port`, or an
   // address without a port): an IPv4 address as it is; an IPv6 address by its /64,
@@ -779,7 +788,7 @@ class Authenticator::Attempt {
     }
     e.credential_fingerprint = resp_->credential_fingerprint();
     e.caller = context_.caller;
-    if (request_.has_connect()) e.peer_address = request_.connect().peer_address();
+    e.peer_address = PeerAddress();
     e.request_id = resp_->request_id();
     e.has_duration = true;
     e.duration = SplitDuration(end - start_);

@@ -767,6 +767,13 @@ TEST_F(AuthenticatorTest, SourceLockout) {
   // An IPv4-mapped IPv6 address is its IPv4 address (locked above).
   other.mutable_connect()->set_peer_address("[::ffff:192.0.2.1]:9000");
   EXPECT_EQ(Run(other).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
+  // An explicit credential from a gateway (Envoy ext_authz) carries the address too.
+  v1::AuthenticateRequest explicit_sas;
+  explicit_sas.mutable_credential()->mutable_sas()->set_token(
+      Token(absl::StrCat(kHub, "/devices/d1"), kKey1, Expiry()));
+  EXPECT_EQ(Run(explicit_sas).decision(), v1::DECISION_ALLOW);
+  explicit_sas.mutable_credential()->set_peer_address("192.0.2.1:7000");
+  EXPECT_EQ(Run(explicit_sas).deny_reason(), v1::DENY_REASON_RATE_LIMITED);
   // Limits off.
   config.source_max_failures = 0;
   config.device_max_failures = 0;
