@@ -140,7 +140,7 @@ class CaMirrorTest : public ::testing::Test {
     if (t == nullptr) return false;
     auto it = t->cas.find(ca_id);
     return it != t->cas.end() && it->second->status == rv1::CA_STATUS_VERIFIED &&
-           t->trusted_by_sha256.contains(it->second->cert->sha256());
+           t->trusted_by_tbs.contains(it->second->cert->tbs_sha256());
   }
   bool Revoked(const std::string& fingerprint) const {
     auto t = cas_.Find("t1");
@@ -577,7 +577,7 @@ TEST(CaDirectorySnapshotTest, SweepsWhatTheSnapshotDidNotBring) {
   ASSERT_NE(t1, nullptr);
   EXPECT_EQ(t1->cas.size(), 1U);
   EXPECT_TRUE(t1->cas.contains("a"));
-  EXPECT_EQ(t1->trusted_by_sha256.size(), 1U);
+  EXPECT_EQ(t1->trusted_by_tbs.size(), 1U);
   EXPECT_TRUE(t1->revoked_fingerprints.contains(std::string(64, 'a')));
   EXPECT_FALSE(t1->revoked_fingerprints.contains(std::string(64, 'b')));
   EXPECT_EQ(dir.Find("t2"), nullptr);

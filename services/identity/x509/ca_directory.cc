@@ -58,7 +58,7 @@ void CaDirectory::RemoveCa(absl::string_view tenant_id, absl::string_view ca_id)
 }
 
 absl::Status CaDirectory::UpsertRevocation(const reg::CertificateRevocation& revocation) {
-  if (revocation.fingerprint().empty() &&
+  if (revocation.fingerprint().empty() && revocation.tbs_fingerprint().empty() &&
       (revocation.issuer_fingerprint().empty() || revocation.serial_hex().empty())) {
     return absl::InvalidArgumentError("revocation names no certificate");
   }
@@ -175,21 +175,33 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
       // verifies its signature (a mismatch fails closed).
       auto crl = src.crls.find(id);
       if (crl != src.crls.end()) crls.push_back(crl->second);
-      if (ca->status == reg::CA_STATUS_DISABLED) t->disabled_by_sha256[ca->cert->sha256()] = ca;
+      if (ca->status == reg::CA_STATUS_DISABLED) t->disabled_by_tbs[ca->cert->tbs_sha256()] = ca;
       if (ca->status != reg::CA_STATUS_VERIFIED) continue;
-      t->trusted_by_sha256[ca->cert->sha256()] = ca;
+      t->trusted_by_tbs[ca->cert->tbs_sha256()] = ca;
       anchors.push_back(ca->cert);
     }
     if (!anchors.empty()) {
       auto store = TrustStore::Create(std::move(anchors), {}, std::move(crls));
       if (store.ok()) t->store = *std::move(store);
     }
+    // A revocation names its issuer by the CA's DER fingerprint; the check names it
+    // by the tbs fingerprint of the certificate in the path.
+    absl::flat_hash_map<std::string, std::string> tbs_by_fingerprint;
+    for (const auto& [id, ca] : src.cas) {
+      tbs_by_fingerprint[ca->cert->fingerprint_hex()] = ca->cert->tbs_fingerprint_hex();
+    }
     for (const auto& [id, r] : src.revocations) {
       if (!r.fingerprint().empty()) {
         t->revoked_fingerprints.insert(absl::AsciiStrToLower(r.fingerprint()));
       }
+      if (!r.tbs_fingerprint().empty()) {
+        t->revoked_tbs.insert(absl::AsciiStrToLower(r.tbs_fingerprint()));
+      }
       if (!r.issuer_fingerprint().empty() && !r.serial_hex().empty()) {
-        t->revoked_issuer_serials.insert(IssuerSerialKey(r.issuer_fingerprint(), r.serial_hex()));
+        const std::string issuer = absl::AsciiStrToLower(r.issuer_fingerprint());
+        auto tbs = tbs_by_fingerprint.find(issuer);
+        t->revoked_issuer_serials.insert(IssuerSerialKey(
+            tbs != tbs_by_fingerprint.end() ? tbs->second : issuer, r.serial_hex()));
       }
     }
     snapshots_[tenant_id] = std::move(t);
@@ -197,7 +209,7 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
   // Rebuild the issuer index (writes are rare).
   issuer_index_.clear();
   for (const auto& [tid, snap] : snapshots_) {
-    for (const auto& [sha, ca] : snap->trusted_by_sha256) {
+    for (const auto& [sha, ca] : snap->trusted_by_tbs) {
       int ok = 0;
       unsigned long h =
           X509_NAME_hash_ex(X509_get_subject_name(ca->cert->x509()), nullptr, nullptr, &ok);
@@ -207,6 +219,25 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
     }
   }
   generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+bool TenantTrust::Revoked(const ParsedCertificate& cert, const ParsedCertificate* issuer) const {
+  if (revoked_fingerprints.contains(cert.fingerprint_hex()) ||
+      revoked_tbs.contains(cert.tbs_fingerprint_hex())) {
+    return true;
+  }
+  // A DER fingerprint names one encoding of the signature; the other ECDSA one is
+  // the same certificate (the signer is the issuer, or the certificate itself at the
+  // top of the path).
+  if (!revoked_fingerprints.empty()) {
+    const std::string variant =
+        SignatureVariantFingerprintHex(cert, issuer != nullptr ? *issuer : cert);
+    if (!variant.empty() && revoked_fingerprints.contains(variant)) return true;
+  }
+  return issuer != nullptr && (revoked_issuer_serials.contains(CaDirectory::IssuerSerialKey(
+                                   issuer->tbs_fingerprint_hex(), cert.serial_hex())) ||
+                               revoked_issuer_serials.contains(CaDirectory::IssuerSerialKey(
+                                   issuer->fingerprint_hex(), cert.serial_hex())));
 }
 
 std::shared_ptr<const TenantTrust> CaDirectory::Find(absl::string_view tenant_id) const {

@@ -42,16 +42,26 @@ struct TenantTrust {
   std::string tenant_id;
   // Every registered CA by id.
   absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> cas;
-  // VERIFIED CAs by raw SHA-256 of their DER.
-  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> trusted_by_sha256;
-  // DISABLED CAs by raw SHA-256 of their DER: a chain through one is refused even
-  // when it reaches a verified anchor (an intermediate disabled under a trusted root).
-  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> disabled_by_sha256;
+  // VERIFIED CAs by raw SHA-256 of their tbsCertificate (ParsedCertificate::
+  // tbs_sha256: a copy with a re-encoded signature is the same CA).
+  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> trusted_by_tbs;
+  // DISABLED CAs, keyed the same way: a chain through one is refused even when it
+  // reaches a verified anchor (an intermediate disabled under a trusted root), and
+  // re-encoding its signature does not make it another certificate.
+  absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> disabled_by_tbs;
   // Anchors: VERIFIED CAs (and their CRLs). Null when the tenant trusts no CA.
   std::shared_ptr<const TrustStore> store;
-  // Revoked leaf fingerprints (lowercase hex) and `issuer fingerprint hex/serial hex`.
+  // Revoked certificates: by DER fingerprint (lowercase hex), by tbsCertificate
+  // fingerprint (when revoked by certificate), and `issuer tbs fingerprint
+  // hex/serial hex` (IssuerSerialKey; the issuer is a registered CA, named by its tbs
+  // fingerprint, or by its DER fingerprint when it is no longer registered).
   absl::flat_hash_set<std::string> revoked_fingerprints;
+  absl::flat_hash_set<std::string> revoked_tbs;
   absl::flat_hash_set<std::string> revoked_issuer_serials;
+
+  // Whether `cert` is revoked by an explicit revocation (not a CRL); `issuer` is the
+  // next certificate up its verified path (null for the last).
+  bool Revoked(const ParsedCertificate& cert, const ParsedCertificate* issuer) const;
 };
 
 class CaDirectory {

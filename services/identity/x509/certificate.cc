@@ -3,11 +3,16 @@
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -78,6 +83,86 @@ std::string NameToString(const X509_NAME* name) {
   return std::string(data, static_cast<size_t>(len > 0 ? len : 0)).substr(0, 512);
 }
 
+// The tbsCertificate element of a DER certificate (Certificate ::= SEQUENCE {
+// tbsCertificate, signatureAlgorithm, signatureValue }), header included: the bytes
+// its signature covers. Empty when `der` does not start with two SEQUENCE headers.
+absl::string_view TbsOf(absl::string_view der) {
+  auto sequence = [](absl::string_view in, size_t* header, size_t* length) {
+    if (in.size() < 2 || static_cast<uint8_t>(in[0]) != 0x30) return false;
+    const auto first = static_cast<uint8_t>(in[1]);
+    size_t len = first;
+    size_t n = 2;
+    if (first >= 0x80) {
+      const size_t k = first & 0x7f;
+      if (k == 0 || k > 4 || in.size() < 2 + k) return false;
+      len = 0;
+      for (size_t i = 0; i < k; ++i) len = (len << 8) | static_cast<uint8_t>(in[2 + i]);
+      n = 2 + k;
+    }
+    if (in.size() - n < len) return false;
+    *header = n;
+    *length = len;
+    return true;
+  };
+  size_t header = 0;
+  size_t length = 0;
+  if (!sequence(der, &header, &length)) return {};
+  const absl::string_view body = der.substr(header, length);
+  if (!sequence(body, &header, &length)) return {};
+  return body.substr(0, header + length);
+}
+
+std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
+                                           const ParsedCertificate& signer) {
+  EVP_PKEY* key = X509_get0_pubkey(signer.x509());
+  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return "";
+  char group[80];
+  size_t group_len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                     &group_len) != 1) {
+    return "";
+  }
+  int nid = OBJ_txt2nid(group);
+  if (nid == NID_undef) nid = EC_curve_nist2nid(group);
+  std::unique_ptr<EC_GROUP, decltype(&EC_GROUP_free)> curve(EC_GROUP_new_by_curve_name(nid),
+                                                            &EC_GROUP_free);
+  X509Ptr copy(X509_dup(cert.x509()));
+  if (!curve || !copy) return "";
+  const ASN1_BIT_STRING* sig = nullptr;
+  const X509_ALGOR* alg = nullptr;
+  X509_get0_signature(&sig, &alg, copy.get());
+  if (sig == nullptr) return "";
+  const unsigned char* p = ASN1_STRING_get0_data(sig);
+  std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
+      d2i_ECDSA_SIG(nullptr, &p, ASN1_STRING_length(sig)), &ECDSA_SIG_free);
+  if (!es) return "";
+  const BIGNUM* r = nullptr;
+  const BIGNUM* s = nullptr;
+  ECDSA_SIG_get0(es.get(), &r, &s);
+  BIGNUM* r2 = BN_dup(r);
+  BIGNUM* s2 = BN_new();
+  if (r2 == nullptr || s2 == nullptr || BN_sub(s2, EC_GROUP_get0_order(curve.get()), s) != 1 ||
+      BN_is_negative(s2) || BN_is_zero(s2) || ECDSA_SIG_set0(es.get(), r2, s2) != 1) {
+    BN_free(r2);
+    BN_free(s2);
+    return "";
+  }
+  unsigned char* der = nullptr;
+  const int der_len = i2d_ECDSA_SIG(es.get(), &der);
+  if (der_len <= 0) return "";
+  // The copy is ours: its signature is rewritten in place, then re-encoded (the
+  // tbsCertificate keeps its cached encoding).
+  auto* writable = const_cast<ASN1_BIT_STRING*>(sig);
+  const int set = ASN1_BIT_STRING_set(writable, der, der_len);
+  OPENSSL_free(der);
+  if (set != 1) return "";
+  writable->flags &= ~0x07L;
+  writable->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+  const std::string variant = DerOf(copy.get());
+  if (variant.empty()) return "";
+  return crypto::HexEncode(crypto::Sha256(variant));
+}
+
 bool LooksLikePem(absl::string_view data) {
   return absl::StartsWith(absl::StripLeadingAsciiWhitespace(data), "-----BEGIN");
 }
@@ -95,6 +180,10 @@ absl::StatusOr<CertPtr> ParsedCertificate::FromX509(X509Ptr x509) {
   if (c->der_.empty()) return Malformed("certificate does not re-encode");
   c->sha256_ = crypto::Sha256(c->der_);
   c->fingerprint_hex_ = crypto::HexEncode(c->sha256_);
+  const absl::string_view tbs = TbsOf(c->der_);
+  if (tbs.empty()) return Malformed("certificate has no tbsCertificate");
+  c->tbs_sha256_ = crypto::Sha256(tbs);
+  c->tbs_fingerprint_hex_ = crypto::HexEncode(c->tbs_sha256_);
   auto nb = Asn1TimeToAbsl(X509_get0_notBefore(x509.get()));
   auto na = Asn1TimeToAbsl(X509_get0_notAfter(x509.get()));
   if (!nb.ok() || !na.ok()) return Malformed("certificate has an unreadable validity period");

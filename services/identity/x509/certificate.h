@@ -39,6 +39,12 @@ class ParsedCertificate {
   // Raw 32-byte SHA-256 of the DER, and its lowercase hex.
   const std::string& sha256() const { return sha256_; }
   const std::string& fingerprint_hex() const { return fingerprint_hex_; }
+  // Raw SHA-256 of the tbsCertificate (the signed part), and its lowercase hex. Unlike
+  // the DER's, it does not change when only the signature is re-encoded (an ECDSA
+  // signature (r, s) also verifies as (r, n - s), with no key needed), so it is what
+  // names a certificate for revocation and CA status.
+  const std::string& tbs_sha256() const { return tbs_sha256_; }
+  const std::string& tbs_fingerprint_hex() const { return tbs_fingerprint_hex_; }
   absl::Time not_before() const { return not_before_; }
   absl::Time not_after() const { return not_after_; }
   // The subject's only commonName (UTF-8); empty when absent or repeated.
@@ -62,7 +68,8 @@ class ParsedCertificate {
  private:
   ParsedCertificate() = default;
   X509Ptr x509_;
-  std::string der_, sha256_, fingerprint_hex_, subject_cn_, subject_, serial_hex_;
+  std::string der_, sha256_, fingerprint_hex_, tbs_sha256_, tbs_fingerprint_hex_, subject_cn_,
+      subject_, serial_hex_;
   std::vector<std::string> san_uris_, san_dns_;
   absl::Time not_before_, not_after_;
   bool self_issued_ = false;
@@ -80,6 +87,14 @@ struct ParseLimits {
 
 // Whether `data` looks like PEM (leading whitespace, then `-----BEGIN`).
 bool LooksLikePem(absl::string_view data);
+
+// The DER fingerprint (lowercase hex SHA-256) `cert` would have with its ECDSA
+// signature (r, s) written as (r, n - s), n the order of `signer`'s curve: the same
+// certificate, just as valid, that anyone can produce without a key. Empty when the
+// signature is not ECDSA or `signer` is not an EC key. A revocation by DER
+// fingerprint checks both.
+std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
+                                           const ParsedCertificate& signer);
 
 // Parses one chain entry: one DER certificate, or one or more PEM CERTIFICATE blocks.
 // INVALID_ARGUMENT with a short non-secret message for anything else (empty input,

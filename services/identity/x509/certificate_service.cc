@@ -12,6 +12,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -416,6 +417,7 @@ absl::StatusOr<rv1::CertificateRevocation> CertificateService::DoRevokeCertifica
                                ParseOneCertificate("certificate", req.certificate(),
                                                    options_.config.max_certificate_bytes));
       r.set_fingerprint(cert->fingerprint_hex());
+      r.set_tbs_fingerprint(cert->tbs_fingerprint_hex());
       r.set_id(RevocationIdForFingerprint(r.fingerprint()));
       break;
     }
@@ -710,20 +712,49 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoIssueCertificate(
   return Issue(req.tenant_id(), req.device_id(), csr.get(), req.validity());
 }
 
-absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateService::TenantTrust(
-    absl::string_view tenant_id, std::vector<std::pair<CertPtr, rv1::CaCertificate>>* cas) const {
+absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateService::LoadTenantTrust(
+    absl::string_view tenant_id, std::vector<std::pair<CertPtr, rv1::CaCertificate>>* cas,
+    TenantTrust* revocations) const {
   std::vector<CertPtr> anchors;
   std::vector<CrlPtr> crls;
+  // Registered CAs' DER fingerprints -> tbs fingerprints (how a revocation by issuer
+  // and serial names its issuer, and how the check names it).
+  absl::flat_hash_map<std::string, std::string> tbs_by_fingerprint;
   ::iotauth::registry::PageRequest page{1000, ""};
   for (;;) {
     IOTAUTH_ASSIGN_OR_RETURN(::iotauth::registry::Page<rv1::CaCertificate> p,
                              options_.store->ListCaCertificates(tenant_id, page));
     for (rv1::CaCertificate& c : p.items) {
-      if (c.status() != rv1::CA_STATUS_VERIFIED) continue;
       absl::StatusOr<CertPtr> parsed = ParseStoredCa(c);
       if (!parsed.ok()) continue;  // a bad stored CA trusts nothing
+      tbs_by_fingerprint[(*parsed)->fingerprint_hex()] = (*parsed)->tbs_fingerprint_hex();
+      if (c.status() == rv1::CA_STATUS_DISABLED) {
+        revocations->disabled_by_tbs[(*parsed)->tbs_sha256()] = nullptr;
+      }
+      if (c.status() != rv1::CA_STATUS_VERIFIED) continue;
       anchors.push_back(*parsed);
       cas->emplace_back(*parsed, std::move(c));
+    }
+    if (!p.more) break;
+    page.after_key = p.last_key;
+  }
+  page.after_key.clear();
+  for (;;) {
+    IOTAUTH_ASSIGN_OR_RETURN(::iotauth::registry::Page<rv1::CertificateRevocation> p,
+                             options_.store->ListRevocations(tenant_id, page));
+    for (const rv1::CertificateRevocation& r : p.items) {
+      if (!r.fingerprint().empty()) {
+        revocations->revoked_fingerprints.insert(absl::AsciiStrToLower(r.fingerprint()));
+      }
+      if (!r.tbs_fingerprint().empty()) {
+        revocations->revoked_tbs.insert(absl::AsciiStrToLower(r.tbs_fingerprint()));
+      }
+      if (!r.issuer_fingerprint().empty() && !r.serial_hex().empty()) {
+        const std::string issuer = absl::AsciiStrToLower(r.issuer_fingerprint());
+        auto tbs = tbs_by_fingerprint.find(issuer);
+        revocations->revoked_issuer_serials.insert(CaDirectory::IssuerSerialKey(
+            tbs != tbs_by_fingerprint.end() ? tbs->second : issuer, r.serial_hex()));
+      }
     }
     if (!p.more) break;
     page.after_key = p.last_key;
@@ -760,8 +791,9 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoRenewCertificate(
   // The current certificate must authenticate today: same trust as Authenticate
   // (the tenant's verified CAs and CRLs) plus the explicit revocations.
   std::vector<std::pair<CertPtr, rv1::CaCertificate>> cas;
+  TenantTrust revocations;
   IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<const TrustStore> trust,
-                           TenantTrust(req.tenant_id(), &cas));
+                           LoadTenantTrust(req.tenant_id(), &cas, &revocations));
   if (cas.empty()) {
     return Denied("CURRENT_CERTIFICATE_INVALID", "the tenant has no verified CA");
   }
@@ -774,17 +806,17 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoRenewCertificate(
                                iotauth::identity::v1::DenyReason_Name(result.verdict.reason), ": ",
                                result.verdict.detail));
   }
+  // As Authenticate decides: a DISABLED CA anywhere in the path, or an explicit
+  // revocation of any certificate in it (named by tbs fingerprint too, so that a
+  // re-encoded signature does not escape it).
   for (size_t i = 0; i < result.path.size(); ++i) {
-    std::vector<std::string> ids = {RevocationIdForFingerprint(result.path[i]->fingerprint_hex())};
-    if (i + 1 < result.path.size()) {
-      ids.push_back(RevocationIdForIssuerSerial(result.path[i + 1]->fingerprint_hex(),
-                                                result.path[i]->serial_hex()));
+    if (i > 0 && revocations.disabled_by_tbs.contains(result.path[i]->tbs_sha256())) {
+      return Denied("CURRENT_CERTIFICATE_INVALID",
+                    absl::StrCat("the CA at depth ", i, " is disabled"));
     }
-    for (const std::string& id : ids) {
-      absl::StatusOr<rv1::CertificateRevocation> r =
-          options_.store->GetRevocation(req.tenant_id(), id);
-      if (r.ok()) return Denied("CURRENT_CERTIFICATE_INVALID", "current certificate is revoked");
-      if (r.status().code() != absl::StatusCode::kNotFound) return r.status();
+    if (revocations.Revoked(*result.path[i],
+                            i + 1 < result.path.size() ? result.path[i + 1].get() : nullptr)) {
+      return Denied("CURRENT_CERTIFICATE_INVALID", "current certificate is revoked");
     }
   }
   // The device the current certificate names (leaf CN, or the anchor CA's pattern).

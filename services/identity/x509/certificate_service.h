@@ -22,6 +22,7 @@
 #include "services/audit/sink_interface.h"
 #include "services/common/caller.h"
 #include "services/common/clock.h"
+#include "services/identity/x509/ca_directory.h"
 #include "services/identity/x509/certificate.h"
 #include "services/identity/x509/chain_verifier.h"
 #include "services/registry/store.h"
@@ -128,10 +129,13 @@ class CertificateService final : public iotauth::identity::v1::CertificateServic
   absl::StatusOr<iotauth::identity::v1::IssuedCertificate> Issue(
       absl::string_view tenant_id, absl::string_view device_id, X509_REQ* csr,
       const google::protobuf::Duration& requested_validity) const;
-  // The tenant's VERIFIED CAs and their CRLs as a trust store.
-  absl::StatusOr<std::shared_ptr<const TrustStore>> TenantTrust(
+  // The tenant's VERIFIED CAs and their CRLs as a trust store; `cas` gets the
+  // VERIFIED CAs, `revocations` the DISABLED CAs (disabled_by_tbs) and the explicit
+  // revocations, keyed as the identity service's CaDirectory keys them.
+  absl::StatusOr<std::shared_ptr<const TrustStore>> LoadTenantTrust(
       absl::string_view tenant_id,
-      std::vector<std::pair<CertPtr, iotauth::registry::v1::CaCertificate>>* cas) const;
+      std::vector<std::pair<CertPtr, iotauth::registry::v1::CaCertificate>>* cas,
+      TenantTrust* revocations) const;
 
   void Audit(const Caller& caller, iotauth::audit::v1::EventType type, absl::string_view method,
              absl::string_view tenant_id, absl::string_view device_id, const absl::Status& outcome,

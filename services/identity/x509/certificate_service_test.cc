@@ -512,6 +512,18 @@ TEST_F(CertificateServiceTest, RenewalNeedsAValidCurrentCertificateAndItsKey) {
   ASSERT_TRUE(svc_->DoRevokeCertificate(kAdmin, revoke).ok());
   EXPECT_EQ(ReasonOf(svc_->DoRenewCertificate(kGateway, req).status()),
             "CURRENT_CERTIFICATE_INVALID");
+  {
+    // ... in either encoding of its ECDSA signature ((r, n - s) needs no key).
+    CertPtr cur = *ParseCertificates(current->certificate_pem(), ParseLimits{})->begin();
+    CertPtr issuer = *ParseCertificates(current->issuer_pem(), ParseLimits{})->begin();
+    X509Ptr flipped = testing::WithFlippedSignature(cur->x509(), X509_get0_pubkey(issuer->x509()));
+    ASSERT_NE(flipped, nullptr);
+    ASSERT_NE(testing::Parsed(flipped.get())->fingerprint_hex(), cur->fingerprint_hex());
+    iv1::RenewCertificateRequest flipped_req = req;
+    flipped_req.set_current_chain(0, testing::Pem(flipped.get()));
+    EXPECT_EQ(ReasonOf(svc_->DoRenewCertificate(kGateway, flipped_req).status()),
+              "CURRENT_CERTIFICATE_INVALID");
+  }
   iv1::RenewCertificateRequest from_renewed = req;
   from_renewed.set_current_chain(0, renewed->certificate_pem());
   std::string csr3 = testing::MakeCsrPem("device-1", k1.get());

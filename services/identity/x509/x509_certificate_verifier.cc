@@ -226,7 +226,7 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
   o.not_after = leaf->not_after();
   std::shared_ptr<const TenantTrust> trust = options_.cas->Find(tenant_id);
   const bool leaf_is_trusted_ca =
-      trust != nullptr && trust->trusted_by_sha256.contains(leaf->sha256());
+      trust != nullptr && trust->trusted_by_tbs.contains(leaf->tbs_sha256());
 
   if (leaf->self_issued() && certs.size() == 1 && !leaf_is_trusted_ca) {
     // Self-signed device certificate: pinned by thumbprint (checked per device).
@@ -246,7 +246,7 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
                (X509_get_extension_flags(leaf->x509()) & EXFLAG_KUSAGE) != 0 &&
                (X509_get_key_usage(leaf->x509()) & KU_DIGITAL_SIGNATURE) == 0) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_WRONG_KEY_USAGE, "keyUsage lacks digitalSignature");
-    } else if (trust != nullptr && trust->revoked_fingerprints.contains(leaf->fingerprint_hex())) {
+    } else if (trust != nullptr && trust->Revoked(*leaf, nullptr)) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_REVOKED, "certificate is revoked");
     } else if (leaf->subject_cn().empty() || leaf->subject_cn().size() > kMaxDeviceIdBytes) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_IDENTITY_MISMATCH,
@@ -270,9 +270,13 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
   }
   *valid_from = r.valid_from;
   *valid_until = std::min(r.valid_until, trust->store->earliest_crl_next_update());
+  // The credential is good until the first of the path's notAfters and the CRLs'
+  // nextUpdates, not the leaf's own notAfter: brokers disconnect, and caches and
+  // offline grants end, at this time.
+  o.not_after = std::min(o.not_after, *valid_until);
   for (size_t i = 1; i < r.path.size(); ++i) {
-    auto disabled = trust->disabled_by_sha256.find(r.path[i]->sha256());
-    if (disabled != trust->disabled_by_sha256.end()) {
+    auto disabled = trust->disabled_by_tbs.find(r.path[i]->tbs_sha256());
+    if (disabled != trust->disabled_by_tbs.end()) {
       o.verdict =
           Verdict::Deny(v1::DENY_REASON_UNTRUSTED_ISSUER,
                         absl::StrCat("CA ", disabled->second->id, " at depth ", i, " is disabled"));
@@ -280,12 +284,7 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
     }
   }
   for (size_t i = 0; i < r.path.size(); ++i) {
-    bool revoked = trust->revoked_fingerprints.contains(r.path[i]->fingerprint_hex());
-    if (!revoked && i + 1 < r.path.size()) {
-      revoked = trust->revoked_issuer_serials.contains(
-          CaDirectory::IssuerSerialKey(r.path[i + 1]->fingerprint_hex(), r.path[i]->serial_hex()));
-    }
-    if (revoked) {
+    if (trust->Revoked(*r.path[i], i + 1 < r.path.size() ? r.path[i + 1].get() : nullptr)) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_REVOKED,
                                 absl::StrCat("certificate at depth ", i, " is revoked"));
       return o;
@@ -293,8 +292,8 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
   }
   // The closest registered CA above the leaf decides identity rules and JIT.
   for (size_t i = 1; i < r.path.size() && o.ca == nullptr; ++i) {
-    auto it = trust->trusted_by_sha256.find(r.path[i]->sha256());
-    if (it != trust->trusted_by_sha256.end()) o.ca = it->second;
+    auto it = trust->trusted_by_tbs.find(r.path[i]->tbs_sha256());
+    if (it != trust->trusted_by_tbs.end()) o.ca = it->second;
   }
   if (o.ca == nullptr) {
     o.verdict = Verdict::Deny(v1::DENY_REASON_INTERNAL, "validated path has no registered CA");
@@ -344,6 +343,12 @@ CertificateVerifier::Result X509CertificateVerifier::CheckDevice(const ChainOutc
       }
       if (options_.directory_writer != nullptr) {
         options_.directory_writer->UpsertDevice(*registered).IgnoreError();
+      }
+      // The registrar returns the stored record when the device already existed
+      // (the cache had not seen it yet): it decides like a cached one.
+      if (!registered->credentials().ca_signed_allowed()) {
+        r.verdict = Verdict::Deny(v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED,
+                                  "device does not accept CA-signed certificates");
       }
       return r;
     }

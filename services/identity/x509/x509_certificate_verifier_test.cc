@@ -269,6 +269,61 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
   EXPECT_TRUE(Verify(Chain({.cn = "device-1", .serial = 79})).verdict.ok());
 }
 
+TEST_F(X509VerifierTest, AReencodedSignatureDoesNotEscapeRevocationOrADisabledCa) {
+  auto chain = Chain({.cn = "device-1", .serial = 0x4321});
+  X509Ptr flipped_leaf = testing::WithFlippedSignature(leaf_->x509(), Key(KeyType::kP384).get());
+  X509Ptr flipped_inter = testing::WithFlippedSignature(inter_.get(), Key(KeyType::kP256).get());
+  const std::vector<std::string> flipped = {testing::Der(flipped_leaf.get()), chain[1]};
+  const std::vector<std::string> via_flipped_inter = {chain[0], testing::Pem(flipped_inter.get())};
+  // The attack is real: another DER (another fingerprint), still a valid chain.
+  ASSERT_NE(testing::Parsed(flipped_leaf.get())->fingerprint_hex(), leaf_->fingerprint_hex());
+  ASSERT_EQ(testing::Parsed(flipped_leaf.get())->tbs_fingerprint_hex(),
+            leaf_->tbs_fingerprint_hex());
+  ASSERT_TRUE(Verify(flipped).verdict.ok()) << Verify(flipped).verdict.detail;
+  ASSERT_TRUE(Verify(via_flipped_inter).verdict.ok());
+
+  reg::CertificateRevocation rv;
+  rv.set_tenant_id("t1");
+  rv.set_id("r1");
+  // Revoked by DER fingerprint: both encodings are refused.
+  rv.set_fingerprint(leaf_->fingerprint_hex());
+  ASSERT_TRUE(cas_.UpsertRevocation(rv).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  EXPECT_EQ(Verify(flipped).verdict.reason, v1::DENY_REASON_REVOKED);
+  // ... and by the fingerprint of the flipped one.
+  rv.set_fingerprint(testing::Parsed(flipped_leaf.get())->fingerprint_hex());
+  ASSERT_TRUE(cas_.UpsertRevocation(rv).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  // By certificate (the tbs fingerprint alone here).
+  rv.clear_fingerprint();
+  rv.set_tbs_fingerprint(leaf_->tbs_fingerprint_hex());
+  ASSERT_TRUE(cas_.UpsertRevocation(rv).ok());
+  EXPECT_EQ(Verify(flipped).verdict.reason, v1::DENY_REASON_REVOKED);
+  // By issuer and serial, the issuer presented with a flipped signature.
+  rv.clear_tbs_fingerprint();
+  rv.set_issuer_fingerprint(testing::Parsed(inter_.get())->fingerprint_hex());
+  rv.set_serial_hex("4321");
+  SetIntermediate(reg::CA_STATUS_UNVERIFIED);  // registered, so the revocation names it
+  ASSERT_TRUE(cas_.UpsertRevocation(rv).ok());
+  EXPECT_EQ(Verify(via_flipped_inter).verdict.reason, v1::DENY_REASON_REVOKED);
+  cas_.RemoveRevocation("t1", "r1");
+  EXPECT_TRUE(Verify(via_flipped_inter).verdict.ok());
+  // A disabled intermediate stays disabled with its signature flipped.
+  SetIntermediate(reg::CA_STATUS_DISABLED);
+  EXPECT_EQ(Verify(via_flipped_inter).verdict.reason, v1::DENY_REASON_UNTRUSTED_ISSUER);
+}
+
+TEST_F(X509VerifierTest, ReportedExpiryIsTheChainsEarliest) {
+  // The intermediate expires long before the leaf: the credential ends with it.
+  const absl::Time inter_end = kNow + absl::Hours(1);
+  inter_ = MakeCert(
+      CertSpec{.cn = "tenant intermediate", .ca = true, .path_len = 0, .not_after = inter_end},
+      Key(KeyType::kP384).get(), root_.get(), Key(KeyType::kP256).get());
+  auto r = Verify(Chain({.cn = "device-1", .not_after = kNow + absl::Hours(24 * 300)}));
+  ASSERT_TRUE(r.verdict.ok()) << r.verdict.detail;
+  EXPECT_EQ(r.not_after, inter_end);
+}
+
 TEST_F(X509VerifierTest, DisabledIntermediateUnderATrustedRootIsRefused) {
   auto chain = Chain({.cn = "device-1"});
   EXPECT_TRUE(Verify(chain).verdict.ok());
