@@ -537,12 +537,19 @@ class Authenticator::Attempt {
     if (device->product_key != product->product_key) {
       return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "device belongs to another product");
     }
-    if (device->triple_secret.empty() ||
-        !VerifyTripleSignature(in.method, device->triple_secret, sign_input, in.signature)) {
+    // The primary secret, then the secondary (rotation without downtime).
+    const bool primary =
+        !device->triple_secret.empty() &&
+        VerifyTripleSignature(in.method, device->triple_secret, sign_input, in.signature);
+    const bool secondary =
+        !primary && !device->triple_secret_secondary.empty() &&
+        VerifyTripleSignature(in.method, device->triple_secret_secondary, sign_input, in.signature);
+    if (!primary && !secondary) {
       return Deny(v1::DENY_REASON_BAD_SIGNATURE, "signature does not verify");
     }
     resp_->set_credential_fingerprint(
-        absl::StrCat(enos ? "enos:" : "triple:", TripleSignMethodName(in.method)));
+        absl::StrCat(enos ? "enos:" : "triple:", TripleSignMethodName(in.method),
+                     secondary ? ":secondary" : ""));
     // A disabled device (perhaps disabled because its secret leaked) takes no room
     // in the replay cache.
     if (!DeviceUsable(*device)) return;

@@ -476,6 +476,22 @@ TEST_F(AuthenticatorTest, TripleAllow) {
   EXPECT_EQ(resp.access_rules(0).topic_filter(), "/pk-triple/dev3/user/#");
 }
 
+TEST_F(AuthenticatorTest, TripleSignedWithTheSecondarySecretIsAccepted) {
+  // Rotation without downtime: devices move to the secondary before the primary is
+  // regenerated.
+  auto primary = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(primary.decision(), v1::DECISION_ALLOW) << primary.deny_detail();
+  EXPECT_EQ(primary.credential_fingerprint(), "triple:hmacsha256");
+  auto secondary = Run(TripleConnect("pk-triple", "dev3", kKey2, TripleSignMethod::kHmacSha256,
+                                     absl::Milliseconds(1)));
+  ASSERT_EQ(secondary.decision(), v1::DECISION_ALLOW) << secondary.deny_detail();
+  EXPECT_EQ(secondary.credential_fingerprint(), "triple:hmacsha256:secondary");
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "dev3", kOtherKey, TripleSignMethod::kHmacSha256,
+                              absl::Milliseconds(2)))
+                .deny_reason(),
+            v1::DENY_REASON_BAD_SIGNATURE);
+}
+
 TEST_F(AuthenticatorTest, TripleReplayIsRefusedInsideWindowOnly) {
   auto req = TripleConnect("pk-triple", "dev3", kKey1);
   EXPECT_EQ(Run(req).decision(), v1::DECISION_ALLOW);
@@ -569,7 +585,8 @@ TEST_F(AuthenticatorTest, TripleNegativeTable) {
       {"device of another product",
        [](auto* t, auto* r) { *r = t->TripleConnect("pk-weak", "dev3", kKey1); },
        v1::DENY_REASON_UNKNOWN_DEVICE},
-      {"wrong secret", [](auto* t, auto* r) { *r = t->TripleConnect("pk-triple", "dev3", kKey2); },
+      {"wrong secret",
+       [](auto* t, auto* r) { *r = t->TripleConnect("pk-triple", "dev3", kOtherKey); },
        v1::DENY_REASON_BAD_SIGNATURE},
       {"old timestamp",
        [](auto* t, auto* r) {

@@ -54,6 +54,9 @@ struct DeviceRecord {
   std::string primary_key;    // SECRET, decoded SAS key; empty when unset or invalid
   std::string secondary_key;  // SECRET, decoded SAS key; empty when unset or invalid
   std::string triple_secret;  // SECRET, the primary key's text (device-triple secret)
+  // SECRET, the secondary key's text: a triple signed with it is accepted too, so
+  // that a device's secret can be rotated without downtime (as for SAS).
+  std::string triple_secret_secondary;
   std::vector<registry::AccessRule> rules;
   std::string enrollment_group_id;
   std::string primary_thumbprint;  // X.509 self-signed (later issue)

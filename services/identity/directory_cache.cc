@@ -99,8 +99,9 @@ const TenantRecord::Policy* TenantRecord::FindPolicy(absl::string_view name) con
 size_t DeviceRecord::ApproximateBytes() const {
   return sizeof(DeviceRecord) + StringBytes(tenant_id) + StringBytes(device_id) +
          StringBytes(product_key) + StringBytes(primary_key) + StringBytes(secondary_key) +
-         StringBytes(triple_secret) + StringBytes(enrollment_group_id) +
-         StringBytes(primary_thumbprint) + StringBytes(secondary_thumbprint) + RulesBytes(rules);
+         StringBytes(triple_secret) + StringBytes(triple_secret_secondary) +
+         StringBytes(enrollment_group_id) + StringBytes(primary_thumbprint) +
+         StringBytes(secondary_thumbprint) + RulesBytes(rules);
 }
 
 absl::Status MakeTenantRecord(const registry::Tenant& t, TenantRecord* out) {
@@ -143,6 +144,7 @@ absl::Status MakeDeviceRecord(const registry::Device& d, DeviceRecord* out) {
   DecodeKey(keys.primary_key(), "device primary_key", &out->primary_key, &status);
   DecodeKey(keys.secondary_key(), "device secondary_key", &out->secondary_key, &status);
   out->triple_secret = keys.primary_key();
+  out->triple_secret_secondary = keys.secondary_key();
   out->rules.assign(d.rules().begin(), d.rules().end());
   out->enrollment_group_id = d.enrollment_group_id();
   out->primary_thumbprint = d.credentials().primary_thumbprint();
