@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -179,6 +180,18 @@ TEST_F(RegistryServiceTest, RolesGuardReadsMutationsAndSecrets) {
   ASSERT_TRUE(svc_->GetDevice(&ctx, &req, &out).ok());
   EXPECT_EQ(out.credentials().symmetric_key().primary_key(),
             d.credentials().symmetric_key().primary_key());
+  // Reading keys leaves an audit record (the denied attempt above too), without them.
+  events = audit_.events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().reason(), "GetDeviceWithSecrets");
+  EXPECT_EQ(events.back().device_id(), "d1");
+  EXPECT_EQ(events.back().outcome(), audit::v1::OUTCOME_SUCCESS);
+  EXPECT_EQ(events.back().SerializeAsString().find(d.credentials().symmetric_key().primary_key()),
+            std::string::npos);
+  const auto denied_reads = std::count_if(events.begin(), events.end(), [](const auto& e) {
+    return e.reason() == "GetDeviceWithSecrets" && e.outcome() == audit::v1::OUTCOME_FAILURE;
+  });
+  EXPECT_EQ(denied_reads, 1);
 }
 
 TEST_F(RegistryServiceTest, GeneratedKeysAreReturnedOnceAndHiddenInLists) {
