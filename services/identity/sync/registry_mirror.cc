@@ -171,8 +171,11 @@ void RegistryMirror::Run() {
     if (!st.ok()) {
       log::Warn("registry mirror retrying",
                 {{"error", std::string(st.message())}, {"backoff", absl::FormatDuration(backoff)}});
-      // A cursor the registry no longer retains forces a full resync.
-      if (st.code() == absl::StatusCode::kOutOfRange) cursor.clear();
+      // A cursor the registry no longer retains forces a full resync. So does "0"
+      // (a snapshot of a log that had no change yet): the registry reads "0" as
+      // "the oldest retained change", so events pruned while we were away would be
+      // skipped without an error.
+      if (st.code() == absl::StatusCode::kOutOfRange || cursor == "0") cursor.clear();
       absl::Time until = absl::Now() + backoff;
       while (!stopping_.load() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
       backoff = std::min(backoff * 2, options_.max_backoff);
