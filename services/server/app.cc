@@ -8,6 +8,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -487,13 +488,23 @@ class EmbeddedApp final : public App {
     std::string key_file = config_.storage().master_key_file().empty()
                                ? absl::StrCat(config_.data_dir(), "/master.key")
                                : config_.storage().master_key_file();
-    const bool may_create = config_.storage().master_key_file().empty();
+    // A key is generated only for a registry that does not exist yet: one made for
+    // an existing database (say it ran with IOTAUTH_MASTER_KEY, now unset) would open
+    // none of its secrets, and new ones would be sealed under a throw-away key.
+    struct stat db_stat {};
+    const bool db_exists = ::stat(RegistryDbPath(config_).c_str(), &db_stat) == 0;
+    const bool may_create = config_.storage().master_key_file().empty() && !db_exists;
     auto key = registry::LoadOrCreateMasterKey("IOTAUTH_MASTER_KEY", key_file, may_create);
     if (!key.ok()) {
       return {key.status().code(),
               absl::StrCat("master key: ", key.status().message(),
-                           " (set storage.master_key_file or IOTAUTH_MASTER_KEY "
-                           "to a base64 32-byte key)")};
+                           db_exists && key.status().code() == absl::StatusCode::kNotFound
+                               ? absl::StrCat(" (the registry ", RegistryDbPath(config_),
+                                              " already exists and its secrets are sealed "
+                                              "under its master key: restore that key's file "
+                                              "or set IOTAUTH_MASTER_KEY to it)")
+                               : std::string(" (set storage.master_key_file or "
+                                             "IOTAUTH_MASTER_KEY to a base64 32-byte key)"))};
     }
     if (key->generated) {
       log::Warn(

@@ -1,6 +1,7 @@
 """Foundation acceptance: health, reflection, metrics, config errors, caller
 roles and graceful shutdown of the real all-in-one binary."""
 
+import base64
 import concurrent.futures
 import json
 import os
@@ -136,6 +137,27 @@ class BadConfigTest(unittest.TestCase):
 
     def test_unknown_flag(self):
         self.run_bad(["--no-such-flag"], "--no-such-flag")
+
+    def test_no_new_master_key_for_an_existing_registry(self):
+        # First start with the key in the environment (no key file is written), then
+        # without it: the registry's secrets are sealed under that key, so iotauthd
+        # refuses to start instead of generating another.
+        key = base64.b64encode(os.urandom(32)).decode()
+        server = h.Server(env={"IOTAUTH_MASTER_KEY": key}).start()
+        self.assertEqual(server.stop(), 0, server.log())
+        self.assertFalse(os.path.exists(os.path.join(server.data_dir, "master.key")))
+        env = dict(os.environ)
+        env.pop("IOTAUTH_MASTER_KEY", None)
+        p = subprocess.run([h.runfile("services/server/iotauthd"), "--data_dir=" + server.data_dir,
+                            "--set=grpc.address=127.0.0.1:0", "--set=metrics.address="],
+                           capture_output=True, text=True, timeout=30, env=env)
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn("already exists", p.stderr)
+        self.assertIn("IOTAUTH_MASTER_KEY", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(server.data_dir, "master.key")))
+        # With the key back, it starts.
+        again = h.Server(env={"IOTAUTH_MASTER_KEY": key}, data_dir=server.data_dir).start()
+        self.assertEqual(again.stop(), 0, again.log())
 
 
 class ShutdownTest(unittest.TestCase):
