@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -689,9 +690,37 @@ absl::StatusOr<std::pair<std::string, std::string>> EncodeTenant(const v1::Tenan
 
 }  // namespace
 
+namespace {
+
+// FAILED_PRECONDITION HUB_HOST_TAKEN when another tenant than `tenant_id` already
+// has `hub_host`: the identity service resolves a SAS token's tenant from the host,
+// so two tenants sharing one would take each other's devices' tokens. A scan of the
+// tenants (few; tenant writes are rare), inside the write transaction.
+absl::Status CheckHubHostFree(Db& db, absl::string_view tenant_id, absl::string_view hub_host) {
+  if (hub_host.empty()) return absl::OkStatus();
+  const std::string want = absl::AsciiStrToLower(hub_host);
+  IOTAUTH_PREPARE(st, db, "SELECT id, body FROM tenants WHERE id != ?1");
+  st.Text(1, tenant_id);
+  for (;;) {
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) return absl::OkStatus();
+    if (rc != SQLITE_ROW) return db.Error("scan tenants");
+    v1::Tenant other;
+    IOTAUTH_RETURN_IF_ERROR(ParseBody(st.ColBlob(1), &other));
+    if (absl::AsciiStrToLower(other.hub_host()) == want) {
+      return Precondition("HUB_HOST_TAKEN",
+                          absl::StrCat("hub_host ", want, " is already tenant ", st.ColText(0),
+                                       "'s; each tenant needs its own"));
+    }
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Tenant> SqliteStore::CreateTenant(const v1::Tenant& tenant) {
   v1::Tenant out = tenant;
   IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {
+    IOTAUTH_RETURN_IF_ERROR(CheckHubHostFree(*txn.db, out.id(), out.hub_host()));
     ToTimestamp(txn.now, out.mutable_create_time());
     ToTimestamp(txn.now, out.mutable_update_time());
     IOTAUTH_ASSIGN_OR_RETURN(auto encoded, EncodeTenant(out, *txn.box));
@@ -733,6 +762,7 @@ absl::StatusOr<v1::Tenant> SqliteStore::UpdateTenant(const v1::Tenant& tenant,
       IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
       IOTAUTH_RETURN_IF_ERROR(ParseBody(st.ColBlob(1), &old));
     }
+    IOTAUTH_RETURN_IF_ERROR(CheckHubHostFree(*txn.db, out.id(), out.hub_host()));
     *out.mutable_create_time() = old.create_time();
     ToTimestamp(txn.now, out.mutable_update_time());
     IOTAUTH_ASSIGN_OR_RETURN(auto encoded, EncodeTenant(out, *txn.box));

@@ -81,6 +81,32 @@ class SqliteStoreTest : public ::testing::Test {
   std::unique_ptr<SqliteStore> store_;
 };
 
+TEST_F(SqliteStoreTest, EachTenantHasItsOwnHubHost) {
+  // SAS tokens resolve their tenant from the hub host: two tenants must not share one.
+  v1::Tenant a;
+  a.set_id("a");
+  a.set_hub_host("hub.example.net");
+  ASSERT_TRUE(store_->CreateTenant(a).ok());
+  v1::Tenant b;
+  b.set_id("b");
+  b.set_hub_host("HUB.example.net");
+  absl::Status taken = store_->CreateTenant(b).status();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition) << taken;
+  EXPECT_NE(taken.message().find("hub.example.net"), absl::string_view::npos) << taken;
+  EXPECT_EQ(store_->GetTenant("b", Secrets::kOmit).status().code(), absl::StatusCode::kNotFound);
+  b.set_hub_host("other.example.net");
+  ASSERT_TRUE(store_->CreateTenant(b).ok());
+  b.set_hub_host("hub.example.net");
+  EXPECT_EQ(store_->UpdateTenant(b, "").status().code(), absl::StatusCode::kFailedPrecondition);
+  a.set_display_name("renamed, same host");
+  EXPECT_TRUE(store_->UpdateTenant(a, "").ok());  // a tenant keeps its own host
+  v1::Tenant c;                                   // no hub host: nothing to share
+  c.set_id("c");
+  EXPECT_TRUE(store_->CreateTenant(c).ok());
+  c.set_id("d");
+  EXPECT_TRUE(store_->CreateTenant(c).ok());
+}
+
 TEST_F(SqliteStoreTest, TenantCrudAndEtags) {
   v1::Tenant t;
   t.set_id("t1");
