@@ -233,9 +233,42 @@ Verdict CheckAlgorithms(const ParsedCertificate& cert, const AlgorithmPolicy& po
   return Verdict::Pass();
 }
 
+namespace {
+
+ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
+                            absl::Span<const CertPtr> intermediates, absl::Time now,
+                            const ChainPolicy& policy);
+
+}  // namespace
+
 ChainResult VerifyChain(const TrustStore& trust, const CertPtr& leaf,
                         absl::Span<const CertPtr> intermediates, absl::Time now,
                         const ChainPolicy& policy) {
+  if (!policy.partial_chain) return VerifyChainOnce(trust, leaf, intermediates, now, policy);
+  // Full chains first. With partial chains allowed, OpenSSL stops at the first
+  // trusted certificate: a registered intermediate would end the path, and its root's
+  // CRL (and any revocation of the intermediate itself) would never be checked. A
+  // partial chain is tried only when no self-signed anchor is reachable, never after
+  // a full chain was refused for a reason of its own (revoked, expired, ...).
+  ChainPolicy full = policy;
+  full.partial_chain = false;
+  ChainResult r = VerifyChainOnce(trust, leaf, intermediates, now, full);
+  if (r.verdict.ok()) return r;
+  switch (r.openssl_error) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      return VerifyChainOnce(trust, leaf, intermediates, now, policy);
+    default:
+      return r;
+  }
+}
+
+namespace {
+
+ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
+                            absl::Span<const CertPtr> intermediates, absl::Time now,
+                            const ChainPolicy& policy) {
   ChainResult r;
   std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
   std::unique_ptr<X509_STORE_CTX, CtxFree> ctx(X509_STORE_CTX_new());
@@ -368,5 +401,7 @@ ChainResult VerifyChain(const TrustStore& trust, const CertPtr& leaf,
   r.verdict = Verdict::Pass();
   return r;
 }
+
+}  // namespace
 
 }  // namespace iotauth::identity::x509

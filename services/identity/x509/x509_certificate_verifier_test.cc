@@ -253,6 +253,38 @@ TEST_F(X509VerifierTest, CrlUploadRevokes) {
   EXPECT_EQ(Verify(chain, "t1", kNow + absl::Hours(2)).verdict.reason, v1::DENY_REASON_REVOKED);
 }
 
+TEST_F(X509VerifierTest, AVerifiedIntermediateUnderItsVerifiedRootIsStillRevocable) {
+  // Both registered and verified: the path must still reach the root, or the root's
+  // CRL and a revocation of the intermediate by issuer and serial would not apply.
+  SetIntermediate(reg::CA_STATUS_VERIFIED);
+  auto chain = Chain({.cn = "device-1", .serial = 78});
+  ASSERT_TRUE(Verify(chain).verdict.ok());
+  CertPtr inter = testing::Parsed(inter_.get());
+  reg::CertificateRevocationList crl;
+  crl.set_tenant_id("t1");
+  crl.set_ca_id("root");
+  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(),
+                                      {std::stol(inter->serial_hex(), nullptr, 16)},
+                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
+  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(), {},
+                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
+  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  ASSERT_TRUE(Verify(chain).verdict.ok());
+  reg::CertificateRevocation rv;
+  rv.set_tenant_id("t1");
+  rv.set_id("r-inter");
+  rv.set_issuer_fingerprint(testing::Parsed(root_.get())->fingerprint_hex());
+  rv.set_serial_hex(inter->serial_hex());
+  ASSERT_TRUE(cas_.UpsertRevocation(rv).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  // With the root not trusted, the verified intermediate anchors the chain alone.
+  cas_.RemoveRevocation("t1", "r-inter");
+  SetCa(reg::CA_STATUS_UNVERIFIED, "");
+  EXPECT_TRUE(Verify(chain).verdict.ok()) << Verify(chain).verdict.detail;
+}
+
 TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
   // Only the root is trusted; the intermediate is registered (not verified, so not an
   // anchor) just to carry its CRL. Its revocations must still apply.
