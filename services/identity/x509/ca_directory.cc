@@ -190,20 +190,7 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
     for (const auto& [id, ca] : src.cas) {
       tbs_by_fingerprint[ca->cert->fingerprint_hex()] = ca->cert->tbs_fingerprint_hex();
     }
-    for (const auto& [id, r] : src.revocations) {
-      if (!r.fingerprint().empty()) {
-        t->revoked_fingerprints.insert(absl::AsciiStrToLower(r.fingerprint()));
-      }
-      if (!r.tbs_fingerprint().empty()) {
-        t->revoked_tbs.insert(absl::AsciiStrToLower(r.tbs_fingerprint()));
-      }
-      if (!r.issuer_fingerprint().empty() && !r.serial_hex().empty()) {
-        const std::string issuer = absl::AsciiStrToLower(r.issuer_fingerprint());
-        auto tbs = tbs_by_fingerprint.find(issuer);
-        t->revoked_issuer_serials.insert(IssuerSerialKey(
-            tbs != tbs_by_fingerprint.end() ? tbs->second : issuer, r.serial_hex()));
-      }
-    }
+    for (const auto& [id, r] : src.revocations) t->AddRevocation(r, tbs_by_fingerprint);
     snapshots_[tenant_id] = std::move(t);
   }
   // Rebuild the issuer index (writes are rare).
@@ -219,6 +206,19 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
     }
   }
   generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void TenantTrust::AddRevocation(
+    const reg::CertificateRevocation& r,
+    const absl::flat_hash_map<std::string, std::string>& tbs_by_fingerprint) {
+  if (!r.fingerprint().empty()) revoked_fingerprints.insert(absl::AsciiStrToLower(r.fingerprint()));
+  if (!r.tbs_fingerprint().empty()) revoked_tbs.insert(absl::AsciiStrToLower(r.tbs_fingerprint()));
+  if (!r.issuer_fingerprint().empty() && !r.serial_hex().empty()) {
+    const std::string issuer = absl::AsciiStrToLower(r.issuer_fingerprint());
+    auto tbs = tbs_by_fingerprint.find(issuer);
+    revoked_issuer_serials.insert(CaDirectory::IssuerSerialKey(
+        tbs != tbs_by_fingerprint.end() ? tbs->second : issuer, r.serial_hex()));
+  }
 }
 
 bool TenantTrust::Revoked(const ParsedCertificate& cert, const ParsedCertificate* issuer) const {

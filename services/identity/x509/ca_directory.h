@@ -59,6 +59,12 @@ struct TenantTrust {
   absl::flat_hash_set<std::string> revoked_tbs;
   absl::flat_hash_set<std::string> revoked_issuer_serials;
 
+  // Indexes one explicit revocation. `tbs_by_fingerprint` maps the tenant's
+  // registered CAs' DER fingerprints to their tbs fingerprints (how the check names
+  // the issuer of an issuer+serial revocation).
+  void AddRevocation(const iotauth::registry::v1::CertificateRevocation& r,
+                     const absl::flat_hash_map<std::string, std::string>& tbs_by_fingerprint);
+
   // Whether `cert` is revoked by an explicit revocation (not a CRL); `issuer` is the
   // next certificate up its verified path (null for the last).
   bool Revoked(const ParsedCertificate& cert, const ParsedCertificate* issuer) const;

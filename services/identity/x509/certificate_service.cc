@@ -743,18 +743,7 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateService::LoadTenant
     IOTAUTH_ASSIGN_OR_RETURN(::iotauth::registry::Page<rv1::CertificateRevocation> p,
                              options_.store->ListRevocations(tenant_id, page));
     for (const rv1::CertificateRevocation& r : p.items) {
-      if (!r.fingerprint().empty()) {
-        revocations->revoked_fingerprints.insert(absl::AsciiStrToLower(r.fingerprint()));
-      }
-      if (!r.tbs_fingerprint().empty()) {
-        revocations->revoked_tbs.insert(absl::AsciiStrToLower(r.tbs_fingerprint()));
-      }
-      if (!r.issuer_fingerprint().empty() && !r.serial_hex().empty()) {
-        const std::string issuer = absl::AsciiStrToLower(r.issuer_fingerprint());
-        auto tbs = tbs_by_fingerprint.find(issuer);
-        revocations->revoked_issuer_serials.insert(CaDirectory::IssuerSerialKey(
-            tbs != tbs_by_fingerprint.end() ? tbs->second : issuer, r.serial_hex()));
-      }
+      revocations->AddRevocation(r, tbs_by_fingerprint);
     }
     if (!p.more) break;
     page.after_key = p.last_key;
