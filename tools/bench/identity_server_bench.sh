@@ -51,6 +51,7 @@ client_cpus=0 server_cpus=1 channels=4 concurrency=64
 pass=()
 for a in "$@"; do
   case "$a" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --devices=*) devices="${a#*=}" ;;
     --mode=*) mode="${a#*=}" ;;
     --triple_requests=*) triple_requests="${a#*=}" ;;
