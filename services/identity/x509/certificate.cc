@@ -112,30 +112,30 @@ absl::string_view TbsOf(absl::string_view der) {
   return body.substr(0, header + length);
 }
 
-std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
-                                           const ParsedCertificate& signer) {
-  EVP_PKEY* key = X509_get0_pubkey(signer.x509());
-  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return "";
+X509Ptr WithEcdsaSignatureVariant(X509* cert, EVP_PKEY* signer_key) {
+  if (cert == nullptr || signer_key == nullptr || EVP_PKEY_get_base_id(signer_key) != EVP_PKEY_EC) {
+    return nullptr;
+  }
   char group[80];
   size_t group_len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+  if (EVP_PKEY_get_utf8_string_param(signer_key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                      &group_len) != 1) {
-    return "";
+    return nullptr;
   }
   int nid = OBJ_txt2nid(group);
   if (nid == NID_undef) nid = EC_curve_nist2nid(group);
   std::unique_ptr<EC_GROUP, decltype(&EC_GROUP_free)> curve(EC_GROUP_new_by_curve_name(nid),
                                                             &EC_GROUP_free);
-  X509Ptr copy(X509_dup(cert.x509()));
-  if (!curve || !copy) return "";
+  X509Ptr copy(X509_dup(cert));
+  if (!curve || !copy) return nullptr;
   const ASN1_BIT_STRING* sig = nullptr;
   const X509_ALGOR* alg = nullptr;
   X509_get0_signature(&sig, &alg, copy.get());
-  if (sig == nullptr) return "";
+  if (sig == nullptr) return nullptr;
   const unsigned char* p = ASN1_STRING_get0_data(sig);
   std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
       d2i_ECDSA_SIG(nullptr, &p, ASN1_STRING_length(sig)), &ECDSA_SIG_free);
-  if (!es) return "";
+  if (!es) return nullptr;
   const BIGNUM* r = nullptr;
   const BIGNUM* s = nullptr;
   ECDSA_SIG_get0(es.get(), &r, &s);
@@ -145,22 +145,29 @@ std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
       BN_is_negative(s2) || BN_is_zero(s2) || ECDSA_SIG_set0(es.get(), r2, s2) != 1) {
     BN_free(r2);
     BN_free(s2);
-    return "";
+    return nullptr;
   }
   unsigned char* der = nullptr;
   const int der_len = i2d_ECDSA_SIG(es.get(), &der);
-  if (der_len <= 0) return "";
+  if (der_len <= 0) return nullptr;
   // The copy is ours: its signature is rewritten in place, then re-encoded (the
   // tbsCertificate keeps its cached encoding).
   auto* writable = const_cast<ASN1_BIT_STRING*>(sig);
   const int set = ASN1_BIT_STRING_set(writable, der, der_len);
   OPENSSL_free(der);
-  if (set != 1) return "";
+  if (set != 1) return nullptr;
   writable->flags &= ~0x07L;
   writable->flags |= ASN1_STRING_FLAG_BITS_LEFT;
-  const std::string variant = DerOf(copy.get());
-  if (variant.empty()) return "";
-  return crypto::HexEncode(crypto::Sha256(variant));
+  return copy;
+}
+
+std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
+                                           const ParsedCertificate& signer) {
+  X509Ptr variant = WithEcdsaSignatureVariant(cert.x509(), X509_get0_pubkey(signer.x509()));
+  if (!variant) return "";
+  const std::string der = DerOf(variant.get());
+  if (der.empty()) return "";
+  return crypto::HexEncode(crypto::Sha256(der));
 }
 
 bool LooksLikePem(absl::string_view data) {

@@ -88,11 +88,15 @@ struct ParseLimits {
 // Whether `data` looks like PEM (leading whitespace, then `-----BEGIN`).
 bool LooksLikePem(absl::string_view data);
 
-// The DER fingerprint (lowercase hex SHA-256) `cert` would have with its ECDSA
-// signature (r, s) written as (r, n - s), n the order of `signer`'s curve: the same
-// certificate, just as valid, that anyone can produce without a key. Empty when the
-// signature is not ECDSA or `signer` is not an EC key. A revocation by DER
-// fingerprint checks both.
+// A copy of `cert` with its ECDSA signature (r, s) written as (r, n - s), n the order
+// of `signer_key`'s curve: the same certificate, just as valid, with another DER
+// encoding, that anyone can produce without a key. nullptr when `signer_key` is not
+// an EC key or the signature does not decode as ECDSA.
+X509Ptr WithEcdsaSignatureVariant(X509* cert, EVP_PKEY* signer_key);
+
+// The DER fingerprint (lowercase hex SHA-256) of WithEcdsaSignatureVariant(cert,
+// signer's key). Empty when there is no such variant. A revocation by DER fingerprint
+// checks both.
 std::string SignatureVariantFingerprintHex(const ParsedCertificate& cert,
                                            const ParsedCertificate& signer);
 

@@ -516,7 +516,7 @@ TEST_F(CertificateServiceTest, RenewalNeedsAValidCurrentCertificateAndItsKey) {
     // ... in either encoding of its ECDSA signature ((r, n - s) needs no key).
     CertPtr cur = *ParseCertificates(current->certificate_pem(), ParseLimits{})->begin();
     CertPtr issuer = *ParseCertificates(current->issuer_pem(), ParseLimits{})->begin();
-    X509Ptr flipped = testing::WithFlippedSignature(cur->x509(), X509_get0_pubkey(issuer->x509()));
+    X509Ptr flipped = WithEcdsaSignatureVariant(cur->x509(), X509_get0_pubkey(issuer->x509()));
     ASSERT_NE(flipped, nullptr);
     ASSERT_NE(testing::Parsed(flipped.get())->fingerprint_hex(), cur->fingerprint_hex());
     iv1::RenewCertificateRequest flipped_req = req;

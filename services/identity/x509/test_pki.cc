@@ -210,38 +210,4 @@ std::string MakeCrlPem(X509* issuer, EVP_PKEY* issuer_key, const std::vector<lon
   return out;
 }
 
-X509Ptr WithFlippedSignature(X509* cert, EVP_PKEY* signer_key) {
-  char group[80];
-  size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(signer_key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                     &len) != 1) {
-    return nullptr;
-  }
-  int nid = OBJ_txt2nid(group);
-  if (nid == NID_undef) nid = EC_curve_nist2nid(group);
-  EC_GROUP* curve = EC_GROUP_new_by_curve_name(nid);
-  X509Ptr copy(X509_dup(cert));
-  const ASN1_BIT_STRING* sig = nullptr;
-  const X509_ALGOR* alg = nullptr;
-  X509_get0_signature(&sig, &alg, copy.get());
-  const unsigned char* p = ASN1_STRING_get0_data(sig);
-  ECDSA_SIG* es = d2i_ECDSA_SIG(nullptr, &p, ASN1_STRING_length(sig));
-  const BIGNUM* r = nullptr;
-  const BIGNUM* s = nullptr;
-  ECDSA_SIG_get0(es, &r, &s);
-  BIGNUM* s2 = BN_new();
-  BN_sub(s2, EC_GROUP_get0_order(curve), s);
-  ECDSA_SIG_set0(es, BN_dup(r), s2);
-  unsigned char* der = nullptr;
-  const int n = i2d_ECDSA_SIG(es, &der);
-  auto* writable = const_cast<ASN1_BIT_STRING*>(sig);
-  ASN1_BIT_STRING_set(writable, der, n);
-  writable->flags &= ~0x07L;
-  writable->flags |= ASN1_STRING_FLAG_BITS_LEFT;
-  OPENSSL_free(der);
-  ECDSA_SIG_free(es);
-  EC_GROUP_free(curve);
-  return copy;
-}
-
 }  // namespace iotauth::identity::x509::testing

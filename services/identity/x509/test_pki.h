@@ -56,10 +56,6 @@ CertPtr Parsed(X509* x);
 std::string Pem(X509* x);
 std::string Der(X509* x);
 
-// `cert` with its ECDSA signature (r, s) rewritten as (r, n - s), n the order of
-// `signer_key`'s curve: no key is needed, and it verifies just the same.
-X509Ptr WithFlippedSignature(X509* cert, EVP_PKEY* signer_key);
-
 // CSR with subject CN `cn`, signed by `key`.
 std::string MakeCsrPem(const std::string& cn, EVP_PKEY* key);
 

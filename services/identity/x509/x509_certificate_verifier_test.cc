@@ -303,8 +303,10 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
 
 TEST_F(X509VerifierTest, AReencodedSignatureDoesNotEscapeRevocationOrADisabledCa) {
   auto chain = Chain({.cn = "device-1", .serial = 0x4321});
-  X509Ptr flipped_leaf = testing::WithFlippedSignature(leaf_->x509(), Key(KeyType::kP384).get());
-  X509Ptr flipped_inter = testing::WithFlippedSignature(inter_.get(), Key(KeyType::kP256).get());
+  X509Ptr flipped_leaf = WithEcdsaSignatureVariant(leaf_->x509(), Key(KeyType::kP384).get());
+  X509Ptr flipped_inter = WithEcdsaSignatureVariant(inter_.get(), Key(KeyType::kP256).get());
+  ASSERT_NE(flipped_leaf, nullptr);
+  ASSERT_NE(flipped_inter, nullptr);
   const std::vector<std::string> flipped = {testing::Der(flipped_leaf.get()), chain[1]};
   const std::vector<std::string> via_flipped_inter = {chain[0], testing::Pem(flipped_inter.get())};
   // The attack is real: another DER (another fingerprint), still a valid chain.
