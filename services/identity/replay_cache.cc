@@ -125,22 +125,24 @@ ReplayCheck ReplayCache::CheckAndInsert(const ReplayKey& key, absl::Time now,
   return ReplayCheck::kNew;
 }
 
-size_t ReplayCache::order_records() const {
+template <typename Count>
+size_t ReplayCache::SumOverShards(Count count) const {
   size_t n = 0;
   for (const auto& s : shards_) {
     absl::MutexLock lock(&s->mu);
-    n += s->order.size();
+    n += count(*s);
   }
   return n;
 }
 
+size_t ReplayCache::order_records() const {
+  return SumOverShards([](const Shard& s)
+                           ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.order.size(); });
+}
+
 size_t ReplayCache::size() const {
-  size_t n = 0;
-  for (const auto& s : shards_) {
-    absl::MutexLock lock(&s->mu);
-    n += s->entries.size();
-  }
-  return n;
+  return SumOverShards([](const Shard& s)
+                           ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.entries.size(); });
 }
 
 }  // namespace iotauth::identity

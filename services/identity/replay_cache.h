@@ -96,6 +96,9 @@ class ReplayCache {
     absl::Time no_expiry_before ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   };
   Shard& ShardFor(const ReplayKey& key) const;
+  // The sum of count(shard) over the shards, each read under its lock.
+  template <typename Count>
+  size_t SumOverShards(Count count) const;
   // Erases `it`, keeping the per-device count.
   static void Erase(Shard& shard, absl::flat_hash_map<ReplayKey, absl::Time>::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
