@@ -92,6 +92,20 @@ class X509VerifierTest : public ::testing::Test {
     ASSERT_TRUE(cas_.UpsertCa(ca).ok());
   }
 
+  // Uploads a CRL for the registered CA `ca_id` ("root" or "inter"), signed with its
+  // key, revoking `serials`, issued at `this_update` and due an hour after kNow.
+  void SetCrl(const std::string& ca_id, const std::vector<long>& serials,
+              absl::Time this_update = kNow - absl::Hours(1)) {
+    const bool root = ca_id == "root";
+    reg::CertificateRevocationList crl;
+    crl.set_tenant_id("t1");
+    crl.set_ca_id(ca_id);
+    crl.set_crl_pem(testing::MakeCrlPem(root ? root_.get() : inter_.get(),
+                                        Key(root ? KeyType::kP256 : KeyType::kP384).get(), serials,
+                                        this_update, kNow + absl::Hours(1)));
+    ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  }
+
   // Leaf signed by the intermediate; returns {leaf DER, intermediate PEM}.
   std::vector<std::string> Chain(CertSpec spec) {
     if (spec.eku.empty()) spec.eku = "clientAuth";
@@ -238,17 +252,10 @@ TEST_F(X509VerifierTest, CrlUploadRevokes) {
   // The CRL is the root's (it revokes the intermediate's serial).
   CertPtr inter = testing::Parsed(inter_.get());
   long serial = std::stol(inter->serial_hex(), nullptr, 16);
-  reg::CertificateRevocationList crl;
-  crl.set_tenant_id("t1");
-  crl.set_ca_id("root");
-  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(), {serial},
-                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
-  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  SetCrl("root", {serial});
   EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
   // Past nextUpdate the stale CRL fails closed.
-  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(), {},
-                                      kNow - absl::Hours(2), kNow + absl::Hours(1)));
-  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  SetCrl("root", {}, kNow - absl::Hours(2));
   EXPECT_TRUE(Verify(chain).verdict.ok());
   EXPECT_EQ(Verify(chain, "t1", kNow + absl::Hours(2)).verdict.reason, v1::DENY_REASON_REVOKED);
 }
@@ -260,17 +267,9 @@ TEST_F(X509VerifierTest, AVerifiedIntermediateUnderItsVerifiedRootIsStillRevocab
   auto chain = Chain({.cn = "device-1", .serial = 78});
   ASSERT_TRUE(Verify(chain).verdict.ok());
   CertPtr inter = testing::Parsed(inter_.get());
-  reg::CertificateRevocationList crl;
-  crl.set_tenant_id("t1");
-  crl.set_ca_id("root");
-  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(),
-                                      {std::stol(inter->serial_hex(), nullptr, 16)},
-                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
-  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  SetCrl("root", {std::stol(inter->serial_hex(), nullptr, 16)});
   EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
-  crl.set_crl_pem(testing::MakeCrlPem(root_.get(), Key(KeyType::kP256).get(), {},
-                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
-  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  SetCrl("root", {});
   ASSERT_TRUE(Verify(chain).verdict.ok());
   reg::CertificateRevocation rv;
   rv.set_tenant_id("t1");
@@ -291,12 +290,7 @@ TEST_F(X509VerifierTest, CrlOfARegisteredButUnverifiedIntermediateRevokes) {
   auto chain = Chain({.cn = "device-1", .serial = 78});
   EXPECT_TRUE(Verify(chain).verdict.ok());
   SetIntermediate(reg::CA_STATUS_UNVERIFIED);
-  reg::CertificateRevocationList crl;
-  crl.set_tenant_id("t1");
-  crl.set_ca_id("inter");
-  crl.set_crl_pem(testing::MakeCrlPem(inter_.get(), Key(KeyType::kP384).get(), {78},
-                                      kNow - absl::Hours(1), kNow + absl::Hours(1)));
-  ASSERT_TRUE(cas_.UpsertCrl(crl).ok());
+  SetCrl("inter", {78});
   EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
   EXPECT_TRUE(Verify(Chain({.cn = "device-1", .serial = 79})).verdict.ok());
 }
