@@ -63,6 +63,12 @@ absl::StatusOr<std::string> MakeSasTokenForResource(absl::string_view resource_u
                                                     absl::string_view policy_name) {
   if (resource_uri.empty()) return absl::InvalidArgumentError("resource URI is empty");
   if (expiry_unix_seconds <= 0) return absl::InvalidArgumentError("expiry must be positive");
+  // Servers read `se` as at most 18 digits (iotauth refuses more): a token past that
+  // (or an infinite expiry) could never be used.
+  if (expiry_unix_seconds > kMaxSasExpiry) {
+    return absl::InvalidArgumentError(
+        "expiry is too far in the future (at most 999999999999999999 seconds since the epoch)");
+  }
   const std::string sr = UrlEncode(resource_uri);
   const std::string se = absl::StrCat(expiry_unix_seconds);
   auto sig = SasSignature(key_b64, absl::StrCat(sr, "\n", se));
@@ -125,6 +131,17 @@ absl::StatusOr<TripleSignMethod> ParseTripleSignMethod(absl::string_view name) {
       absl::StrCat("unknown sign method '", name, "' (want hmacsha256, hmacsha1 or hmacmd5)"));
 }
 
+namespace {
+// A triple timestamp is 1 to 15 decimal digits (milliseconds since the epoch).
+absl::Status CheckTimestamp(const std::optional<int64_t>& timestamp_ms) {
+  if (timestamp_ms.has_value() && (*timestamp_ms < 0 || *timestamp_ms > kMaxTripleTimestampMs)) {
+    return absl::InvalidArgumentError(
+        "timestamp must be 0 to 999999999999999 milliseconds since the epoch");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 std::string TripleSignContent(const TripleParams& p) {
   const absl::string_view client_id = p.client_id.empty() ? p.device_name : p.client_id;
   // Names in byte order: clientId < deviceName < productKey < timestamp.
@@ -143,6 +160,7 @@ absl::StatusOr<std::string> TripleSignature(const TripleParams& p) {
     if (!s.ok()) return s;
   }
   if (p.device_secret.empty()) return absl::InvalidArgumentError("device secret is empty");
+  if (absl::Status s = CheckTimestamp(p.timestamp_ms); !s.ok()) return s;
   const EVP_MD* md = EVP_sha256();
   if (p.sign_method == TripleSignMethod::kHmacSha1) md = EVP_sha1();
   if (p.sign_method == TripleSignMethod::kHmacMd5) md = EVP_md5();
@@ -178,6 +196,7 @@ absl::StatusOr<std::string> EnosSignature(const EnosParams& p) {
     if (!s.ok()) return s;
   }
   if (p.secret.empty()) return absl::InvalidArgumentError("secret is empty");
+  if (absl::Status s = CheckTimestamp(p.timestamp_ms); !s.ok()) return s;
   // Names in byte order: clientId < deviceKey < productKey < timestamp.
   std::string content =
       absl::StrCat("clientId", client_id, "deviceKey", p.device_key, "productKey", p.product_key);

@@ -19,6 +19,10 @@ namespace iotauth::device {
 
 // MQTT API version Azure IoT Hub documents for the username.
 inline constexpr absl::string_view kAzureMqttApiVersion = "2021-04-12";
+// The largest SAS `se` (18 digits) and triple timestamp (15 digits) servers accept;
+// credentials past them are refused here rather than made unusable.
+inline constexpr int64_t kMaxSasExpiry = 999999999999999999;
+inline constexpr int64_t kMaxTripleTimestampMs = 999999999999999;
 
 // The three MQTT CONNECT fields. `password` is SECRET (a token or a signature).
 struct MqttConnectFields {

@@ -54,6 +54,11 @@ TEST(SasTest, RejectsBadInput) {
   EXPECT_EQ(bad_key.status().message().find("not base64!"), std::string::npos);
   EXPECT_FALSE(MakeSasToken("h", "d", "", t).ok());
   EXPECT_FALSE(MakeSasToken("h", "d", "cGFzc3dvcmQ=", absl::UnixEpoch()).ok());
+  // An `se` no server reads (over 18 digits), or an infinite expiry.
+  EXPECT_FALSE(MakeSasToken("h", "d", "cGFzc3dvcmQ=", absl::InfiniteFuture()).ok());
+  EXPECT_FALSE(
+      MakeSasToken("h", "d", "cGFzc3dvcmQ=", absl::FromUnixSeconds(kMaxSasExpiry + 1)).ok());
+  EXPECT_TRUE(MakeSasToken("h", "d", "cGFzc3dvcmQ=", absl::FromUnixSeconds(kMaxSasExpiry)).ok());
 }
 
 TEST(SasTest, MqttConnectFields) {
@@ -128,6 +133,8 @@ TEST(TripleTest, RejectsBadInput) {
       {"pipe in client id", [](TripleParams& p) { p.client_id = "a|b"; }},
       {"ampersand in device name", [](TripleParams& p) { p.device_name = "a&b"; }},
       {"bad securemode", [](TripleParams& p) { p.securemode = 1; }},
+      {"negative timestamp", [](TripleParams& p) { p.timestamp_ms = -1; }},
+      {"16-digit timestamp", [](TripleParams& p) { p.timestamp_ms = kMaxTripleTimestampMs + 1; }},
   };
   for (const Case& c : kCases) {
     TripleParams p = PublishedTriple();

@@ -111,14 +111,12 @@ int Export(Invocation& inv) {
   if (!base.ok()) return inv.UsageError(base.status().message());
   auto page_size = inv.flags.GetInt("page_size");
   if (!page_size.ok()) return inv.UsageError(page_size.status().message());
-  std::ofstream file;
-  std::ostream* out = &inv.out();
   const std::string output = inv.flags.Get("output");
-  if (!output.empty() && output != "-") {
-    file.open(output, std::ios::binary | std::ios::trunc);
-    if (!file) return inv.LocalError(absl::StrCat("cannot write '", output, "'"));
-    out = &file;
+  ExportOutput sink;
+  if (absl::Status st = sink.Open(output, &inv.out()); !st.ok()) {
+    return inv.LocalError(st.message());
   }
+  std::ostream* out = &sink.stream();
   int exit = 0;
   auto a = OpenAudit(inv, &exit);
   if (!a) return exit;
@@ -133,7 +131,8 @@ int Export(Invocation& inv) {
     a->conn->PrepareUnary(&context);
     grpc::Status s = a->stub->Query(&context, req, &resp);
     if (!s.ok()) {
-      inv.err() << "export incomplete: " << n << " events written\n";
+      inv.err() << "export incomplete: " << n << " events read"
+                << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
       return ReportRpcError(inv, s, "AuditLog.Query", a->conn->settings());
     }
     for (const auto& e : resp.events()) {
@@ -143,8 +142,8 @@ int Export(Invocation& inv) {
     if (resp.next_page_token().empty() || resp.next_page_token() == token) break;
     token = resp.next_page_token();
   }
-  out->flush();
-  if (out != &inv.out()) inv.err() << "exported " << n << " events to " << output << "\n";
+  if (absl::Status st = sink.Commit(); !st.ok()) return inv.LocalError(st.message());
+  if (sink.to_file()) inv.err() << "exported " << n << " events to " << output << "\n";
   return kExitOk;
 }
 

@@ -5,9 +5,11 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -49,6 +51,20 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     resp->set_status(rv1::DEVICE_STATUS_ENABLED);
     // A careless server: returns keys even when not asked. The CLI must still hide them.
     resp->mutable_credentials()->mutable_symmetric_key()->set_primary_key(kPrimaryKey);
+    return grpc::Status::OK;
+  }
+
+  // Two devices with keys; tenant "broken" fails after the first.
+  grpc::Status ExportDevices(grpc::ServerContext* /*context*/, const rv1::ExportDevicesRequest* req,
+                             grpc::ServerWriter<rv1::Device>* writer) override {
+    for (int i = 0; i < 2; ++i) {
+      if (i == 1 && req->tenant_id() == "broken") return {grpc::StatusCode::INTERNAL, "disk gone"};
+      rv1::Device d;
+      d.set_tenant_id(req->tenant_id());
+      d.set_device_id(absl::StrCat("dev-", i));
+      d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kPrimaryKey);
+      writer->Write(d);
+    }
     return grpc::Status::OK;
   }
 
@@ -322,6 +338,19 @@ TEST_F(CliTest, UsageErrorsExit2) {
             kExitUsage);
   EXPECT_EQ(Run({"device", "get", "dev-1", "--tenant", "t", "--timeout", "0s"}), kExitUsage);
   EXPECT_EQ(Run({"nonsense"}), kExitUsage);
+  // Credentials no server would accept are refused, not printed.
+  EXPECT_EQ(Run({"token", "sas", "--hub", "h", "--device", "d", "--key", "cGFzc3dvcmQ=", "--expiry",
+                 "1000000000000000000"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"token", "sas", "--hub", "h", "--device", "d", "--key", "cGFzc3dvcmQ=", "--ttl",
+                 "100000000000000000000s"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"token", "triple", "--product_key", "p", "--device_name", "d", "--device_secret",
+                 "s", "--timestamp_ms=-1"}),
+            kExitUsage);
+  EXPECT_EQ(Run({"token", "triple", "--product_key", "p", "--device_name", "d", "--device_secret",
+                 "s", "--securemode", "4294967298"}),
+            kExitUsage);
   EXPECT_EQ(Run({"--help"}), kExitOk);
   EXPECT_NE(out_.str().find("Exit codes"), std::string::npos);
 }
@@ -345,6 +374,39 @@ TEST_F(CliTest, SecretsHiddenUnlessAsked) {
             "\"credentials\":{\"symmetricKey\":{}}}\n");
   ASSERT_EQ(Run({"device", "get", "dev-1", "--tenant", "t", "--show-keys"}), kExitOk);
   EXPECT_NE(out_.str().find(kPrimaryKey), std::string::npos);
+}
+
+TEST_F(CliTest, ExportWritesAPrivateFileOnlyWhenComplete) {
+  const std::string dir = ::testing::TempDir();
+  const std::string path = dir + "/devices.jsonl";
+  ASSERT_EQ(Run({"device", "export", "--tenant", "t", "--show_keys", "--output", path}), kExitOk)
+      << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "exported 2 devices")) << err_.str();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u) << "keys exported into a file others can read";
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  const std::string complete = content.str();
+  EXPECT_TRUE(absl::StrContains(complete, kPrimaryKey));
+
+  // A failed export leaves the earlier file as it was, and no temporary.
+  EXPECT_EQ(Run({"device", "export", "--tenant", "broken", "--show_keys", "--output", path}),
+            kExitRpcError);
+  EXPECT_FALSE(absl::StrContains(err_.str(), "exported")) << err_.str();
+  std::ifstream again(path);
+  std::stringstream after;
+  after << again.rdbuf();
+  EXPECT_EQ(after.str(), complete);
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_FALSE(absl::StrContains(entry.path().filename().string(), "devices.jsonl.tmp"))
+        << entry.path();
+  }
+  // An unwritable destination says so, and what to check.
+  EXPECT_EQ(Run({"device", "export", "--tenant", "t", "--output", dir + "/no/such/dir/d.jsonl"}),
+            kExitLocalError);
+  EXPECT_TRUE(absl::StrContains(err_.str(), "directory exists")) << err_.str();
 }
 
 TEST_F(CliTest, RpcErrorExit3WithHint) {

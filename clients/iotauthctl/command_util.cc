@@ -1,5 +1,12 @@
 #include "clients/iotauthctl/command_util.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -139,6 +146,67 @@ int ListPages(const Invocation& inv, const Connection& conn, absl::string_view r
     if (next == token) return kExitOk;  // defensive: a server repeating its token
     token = std::move(next);
   }
+}
+
+ExportOutput::~ExportOutput() {
+  if (!tmp_.empty() && !committed_) {
+    file_.close();
+    ::unlink(tmp_.c_str());
+  }
+}
+
+absl::Status ExportOutput::Open(const std::string& path, std::ostream* stdout_stream) {
+  if (path.empty() || path == "-") {
+    out_ = stdout_stream;
+    return absl::OkStatus();
+  }
+  path_ = path;
+  tmp_ = absl::StrCat(path, ".tmp-", ::getpid());
+  const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    tmp_.clear();
+    return absl::FailedPreconditionError(absl::StrCat("cannot write '", path, "': cannot create '",
+                                                      path, ".tmp-", ::getpid(),
+                                                      "': ", std::strerror(err),
+                                                      " (check the directory exists and is "
+                                                      "writable)"));
+  }
+  ::close(fd);
+  file_.open(tmp_, std::ios::binary | std::ios::trunc);
+  if (!file_) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot write '", tmp_, "'"));
+  }
+  out_ = &file_;
+  return absl::OkStatus();
+}
+
+absl::Status ExportOutput::Commit() {
+  if (!to_file()) {
+    out_->flush();
+    return out_->good() ? absl::OkStatus() : absl::DataLossError("writing to stdout failed");
+  }
+  auto fail = [this](absl::string_view what) {
+    const int err = errno;
+    file_.close();
+    ::unlink(tmp_.c_str());
+    return absl::DataLossError(absl::StrCat("writing '", path_, "' failed (", what, ": ",
+                                            std::strerror(err),
+                                            "); free space or fix the path and run it again (",
+                                            "an earlier file of that name is unchanged)"));
+  };
+  file_.flush();
+  if (!file_.good()) return fail("write");
+  file_.close();
+  if (file_.fail()) return fail("close");
+  const int fd = ::open(tmp_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail("reopen");
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) return fail("fsync");
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) return fail("rename");
+  committed_ = true;
+  return absl::OkStatus();
 }
 
 }  // namespace iotauth::cli

@@ -3,8 +3,10 @@
 // a file, page loops), and the unary-call wrapper that maps failures to exit code 3.
 #pragma once
 
+#include <fstream>
 #include <functional>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,34 @@ bool RequireFlag(const Invocation& inv, absl::string_view name, std::string* val
 // INVALID_ARGUMENT for a usage problem, NOT_FOUND for an unreadable file.
 absl::StatusOr<std::string> SecretFromFlags(const Invocation& inv, absl::string_view value_flag,
                                             absl::string_view file_flag, bool optional = false);
+
+// Where an export writes: stdout for "" or "-", else a file that appears only once
+// the export is complete. The data goes to `<path>.tmp-<pid>`, created mode 0600 (an
+// export may hold keys or device records), and Commit() flushes, fsyncs and renames
+// it over `path`; a failed or abandoned export leaves any earlier file untouched and
+// removes its temporary.
+class ExportOutput {
+ public:
+  ExportOutput() = default;
+  ExportOutput(const ExportOutput&) = delete;
+  ExportOutput& operator=(const ExportOutput&) = delete;
+  ~ExportOutput();
+
+  // Opens the destination. `stdout_stream` is used for "" and "-".
+  absl::Status Open(const std::string& path, std::ostream* stdout_stream);
+  std::ostream& stream() { return *out_; }
+  bool to_file() const { return !path_.empty(); }
+  // OK when everything written reached the destination; otherwise an error that
+  // names the file and what to check, and the temporary is removed.
+  absl::Status Commit();
+
+ private:
+  std::ostream* out_ = nullptr;
+  std::ofstream file_;
+  std::string path_;
+  std::string tmp_;
+  bool committed_ = false;
+};
 
 // Maps a bad typed flag value (status) to a usage error.
 int StatusToExit(const Invocation& inv, const absl::Status& status);

@@ -769,14 +769,12 @@ int DeviceExport(Invocation& inv) {
   if (!RequireFlag(inv, "tenant", &tenant, &exit)) return exit;
   const std::string fmt = inv.flags.Get("format");
   if (fmt != "jsonl" && fmt != "csv") return inv.UsageError("--format must be jsonl or csv");
-  std::ofstream file;
-  std::ostream* out = &inv.out();
   const std::string output = inv.flags.Get("output");
-  if (!output.empty() && output != "-") {
-    file.open(output, std::ios::binary | std::ios::trunc);
-    if (!file) return inv.LocalError(absl::StrCat("cannot write '", output, "'"));
-    out = &file;
+  ExportOutput sink;
+  if (absl::Status st = sink.Open(output, &inv.out()); !st.ok()) {
+    return inv.LocalError(st.message());
   }
+  std::ostream* out = &sink.stream();
   auto r = OpenRegistry(inv, &exit);
   if (!r) return exit;
   rv1::ExportDevicesRequest req;
@@ -795,13 +793,14 @@ int DeviceExport(Invocation& inv) {
     ++n;
   }
   grpc::Status status = reader->Finish();
-  out->flush();
   if (!status.ok()) {
-    inv.err() << "export incomplete: " << n << " devices written\n";
+    inv.err() << "export incomplete: " << n << " devices read"
+              << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
     return ReportRpcError(inv, status, "DeviceRegistry.ExportDevices", r->conn->settings());
   }
+  if (absl::Status st = sink.Commit(); !st.ok()) return inv.LocalError(st.message());
   if (redacted) inv.err() << "note: secrets omitted; pass --show-keys to export them\n";
-  if (out != &inv.out()) inv.err() << "exported " << n << " devices to " << output << "\n";
+  if (sink.to_file()) inv.err() << "exported " << n << " devices to " << output << "\n";
   return kExitOk;
 }
 

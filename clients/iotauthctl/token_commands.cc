@@ -95,6 +95,7 @@ int Triple(Invocation& inv) {
     p.sign_method = *method;
     auto securemode = inv.flags.GetInt("securemode");
     if (!securemode.ok()) return inv.UsageError(securemode.status().message());
+    if (*securemode != 2 && *securemode != 3) return inv.UsageError("--securemode must be 2 or 3");
     p.securemode = static_cast<int>(*securemode);
     fields = device::TripleMqttConnectFields(p);
   }

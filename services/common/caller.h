@@ -25,6 +25,10 @@ enum class Role : uint32_t {
 bool ParseRole(absl::string_view name, Role* role);
 absl::string_view RoleName(Role role);
 
+// The principal of this process's own in-process calls; no configured token or
+// certificate binding may use it (ValidateConfig).
+inline constexpr absl::string_view kInternalPrincipal = "iotauth-internal";
+
 struct Caller {
   // False when the caller presented no usable credential while auth is on.
   bool authenticated = false;
@@ -34,6 +38,10 @@ struct Caller {
   uint32_t roles = 0;
   // Peer address as gRPC reports it (for audit).
   std::string peer;
+  // This process calling one of its own services over the in-process channel (the
+  // token of ConfiguredCallerResolver::AddInternalToken), never a name a client can
+  // choose: the identity mirror's key reads are not audited on that ground alone.
+  bool internal = false;
 
   bool Has(Role r) const {
     return (roles & static_cast<uint32_t>(Role::kAdmin)) != 0 ||

@@ -356,6 +356,12 @@ absl::Status ValidateConfig(const ServerConfig& c) {
       return absl::InvalidArgumentError(
           absl::StrCat("config key '", key, ".subject_cn' must not be empty"));
     }
+    if (b.subject_cn() == kInternalPrincipal) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config key '", key, ".subject_cn' may not be '", kInternalPrincipal,
+                       "': that name is reserved for the "
+                       "server's own calls; choose another"));
+    }
     IOTAUTH_RETURN_IF_ERROR(ValidateRoles(key + ".roles", b.roles()));
   }
   for (int i = 0; i < c.auth().bearer_tokens_size(); ++i) {
@@ -364,6 +370,12 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     if (t.name().empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("config key '", key, ".name' must not be empty"));
+    }
+    if (t.name() == kInternalPrincipal) {
+      return absl::InvalidArgumentError(absl::StrCat("config key '", key, ".name' may not be '",
+                                                     kInternalPrincipal,
+                                                     "': that name is reserved for the "
+                                                     "server's own calls; choose another"));
     }
     bool hex_ok = t.sha256().size() == 64;
     for (char ch : t.sha256()) hex_ok = hex_ok && absl::ascii_isxdigit(ch);
@@ -451,6 +463,19 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError(
         "config key 'registry_address' is required when this process hosts identity but not "
         "registry");
+  }
+  // Every decision and change goes to an audit log: a process without one fails closed.
+  const bool audit_elsewhere = !HostsService(c, "audit") && au.remote_address().empty();
+  if (audit_elsewhere && !au.disabled()) {
+    return absl::InvalidArgumentError(
+        "config key 'audit.remote_address' is required when this process does not host the "
+        "audit service: set it to the AuditLog's host:port (or set audit.disabled=true to run "
+        "with no audit log, for benchmarks only)");
+  }
+  if (au.disabled() && !audit_elsewhere) {
+    return absl::InvalidArgumentError(
+        "config key 'audit.disabled' contradicts this process hosting the audit service or "
+        "having audit.remote_address: drop one of them");
   }
   return absl::OkStatus();
 }

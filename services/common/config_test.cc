@@ -28,7 +28,7 @@ TEST(ConfigTest, FileThenEnvThenFlags) {
   s.file =
       WriteTemp("c1.json", R"({"grpc": {"address": "127.0.0.1:1"}, "log": {"level": "warn"}})");
   s.env = {{"IOTAUTH_GRPC__ADDRESS", "127.0.0.1:2"}, {"IOTAUTH_ADDRESS", "ignored"}};
-  s.sets = {"identity.clock_skew=2m", "services=identity,registry"};
+  s.sets = {"identity.clock_skew=2m", "services=identity,registry", "audit.disabled=true"};
   auto c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->grpc().address(), "127.0.0.1:2");
@@ -47,11 +47,12 @@ TEST(ConfigTest, AuditSpoolSitsBesideTheStoreOrPerRole) {
   c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(AuditSpoolPath(*c), "/d/audit.spool");  // not beside a log that may be a mount
-  s.sets = {"data_dir=/d", "services=identity", "registry_address=localhost:1"};
+  s.sets = {"data_dir=/d", "services=identity", "registry_address=localhost:1",
+            "audit.remote_address=localhost:2"};
   c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(AuditSpoolPath(*c), "/d/audit-remote.identity.spool");
-  s.sets = {"data_dir=/d", "services=registry,identity"};
+  s.sets = {"data_dir=/d", "services=registry,identity", "audit.remote_address=localhost:2"};
   c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(AuditSpoolPath(*c), "/d/audit-remote.identity+registry.spool");  // sorted
@@ -116,11 +117,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "identity.exhook_max_sessions=0", "identity.exhook_max_sessions"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},
+        BadCase{"", "services=registry", "audit.remote_address"},
+        BadCase{"", "audit.disabled=true", "audit.disabled"},
         BadCase{"", "grpc.tls.mode=mtls", "grpc.tls.cert_file"},
         BadCase{
             R"({"auth": {"bearerTokens": [{"name": "a", "sha256": "xyz", "roles": ["admin"]}]}})",
             "", "sha256"},
         BadCase{R"({"auth": {"certRoles": [{"subjectCn": "a", "roles": ["root"]}]}})", "", "root"},
+        BadCase{
+            R"({"auth": {"bearerTokens": [{"name": "iotauth-internal", "sha256": "0000000000000000000000000000000000000000000000000000000000000000", "roles": ["admin"]}]}})",
+            "", "reserved"},
+        BadCase{
+            R"({"auth": {"certRoles": [{"subjectCn": "iotauth-internal", "roles": ["admin"]}]}})",
+            "", "reserved"},
         BadCase{"{not json", "", "config file"}));
 
 TEST(ConfigTest, MissingFileNamesIt) {

@@ -90,13 +90,13 @@ ConfiguredCallerResolver::ConfiguredCallerResolver(const iotauth::config::v1::Au
   }
   for (const auto& t : auth.bearer_tokens()) {
     auto raw = crypto::HexDecode(t.sha256());
-    if (raw.ok()) tokens_.push_back({t.name(), *raw, RolesOf(t.roles())});
+    if (raw.ok()) tokens_.push_back({t.name(), *raw, RolesOf(t.roles()), /*internal=*/false});
   }
 }
 
 void ConfiguredCallerResolver::AddInternalToken(const std::string& name, const std::string& token,
                                                 uint32_t roles) {
-  tokens_.push_back({name, crypto::Sha256(token), roles});
+  tokens_.push_back({name, crypto::Sha256(token), roles, /*internal=*/true});
 }
 
 Caller ConfiguredCallerResolver::ResolveFrom(const std::string& bearer_token,
@@ -113,6 +113,7 @@ Caller ConfiguredCallerResolver::ResolveFrom(const std::string& bearer_token,
       c.authenticated = true;
       c.principal = match->name;
       c.roles = match->roles;
+      c.internal = match->internal;
     }
     // A wrong token is never silently downgraded to the certificate identity.
     return c;

@@ -43,6 +43,7 @@ class ConfiguredCallerResolver final : public CallerResolver {
     std::string name;
     std::string sha256;  // raw 32 bytes
     uint32_t roles;
+    bool internal = false;
   };
   bool roles_from_ou_;
   std::vector<std::pair<std::string, uint32_t>> cn_roles_;

@@ -61,6 +61,19 @@ TEST(CallerResolverTest, BearerTokens) {
   EXPECT_EQ(RequireRole(bad, Role::kReader).code(), absl::StatusCode::kUnauthenticated);
 }
 
+TEST(CallerResolverTest, OnlyTheInternalTokenIsInternal) {
+  ConfiguredCallerResolver r(Auth());
+  r.AddInternalToken(std::string(kInternalPrincipal), "in-process-token",
+                     static_cast<uint32_t>(Role::kAdmin));
+  Caller in = r.ResolveFrom("in-process-token", "");
+  EXPECT_TRUE(in.internal);
+  EXPECT_EQ(in.principal, kInternalPrincipal);
+  // The same name from a certificate, or any configured token: not internal.
+  EXPECT_FALSE(r.ResolveFrom("", "CN=iotauth-internal,OU=admin").internal);
+  EXPECT_TRUE(r.ResolveFrom("", "CN=iotauth-internal,OU=admin").Has(Role::kAdmin));
+  EXPECT_FALSE(r.ResolveFrom("s3cret-token", "").internal);
+}
+
 TEST(CallerResolverTest, NothingPresented) {
   ConfiguredCallerResolver r(Auth());
   EXPECT_EQ(RequireRole(r.ResolveFrom("", ""), Role::kGateway).code(),

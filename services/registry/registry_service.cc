@@ -276,11 +276,6 @@ Caller RegistryService::ResolveCaller(grpc::ServerContext* ctx) const {
   return options_.caller_resolver->Resolve(*ctx);
 }
 
-namespace {
-// The principal of the in-process services' internal token (server/app.cc).
-constexpr absl::string_view kInternalPrincipal = "iotauth-internal";
-}  // namespace
-
 void RegistryService::Audit(
     const Caller& caller, absl::string_view method, absl::string_view tenant_id,
     absl::string_view product_key, absl::string_view device_id, absl::string_view resource_id,
@@ -329,7 +324,7 @@ grpc::Status RegistryService::GetTenant(grpc::ServerContext* ctx, const v1::GetT
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     return options_.store->GetTenant(req->tenant_id(), SecretsFor(req->include_secrets()));
   }();
-  if (req->include_secrets() && caller.principal != kInternalPrincipal) {
+  if (req->include_secrets() && !caller.internal) {
     // Reading keys is worth an audit record even though it changes nothing (the
     // in-process identity mirror's reads, one per change event, are not).
     Audit(caller, "GetTenantWithSecrets", req->tenant_id(), "", "", req->tenant_id(), r.status());
@@ -431,7 +426,7 @@ grpc::Status RegistryService::GetProduct(grpc::ServerContext* ctx, const v1::Get
     return options_.store->GetProduct(req->tenant_id(), req->product_key(),
                                       SecretsFor(req->include_secrets()));
   }();
-  if (req->include_secrets() && caller.principal != kInternalPrincipal) {
+  if (req->include_secrets() && !caller.internal) {
     // Reading keys is worth an audit record even though it changes nothing (the
     // in-process identity mirror's reads, one per change event, are not).
     Audit(caller, "GetProductWithSecrets", req->tenant_id(), req->product_key(), "",
@@ -559,7 +554,7 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
     return options_.store->GetDevice(req->tenant_id(), req->device_id(),
                                      SecretsFor(req->include_secrets()));
   }();
-  if (req->include_secrets() && caller.principal != kInternalPrincipal) {
+  if (req->include_secrets() && !caller.internal) {
     // Reading keys is worth an audit record even though it changes nothing (the
     // in-process identity mirror's reads, one per change event, are not).
     Audit(caller, "GetDeviceWithSecrets", req->tenant_id(), "", req->device_id(), req->device_id(),
@@ -793,7 +788,7 @@ grpc::Status RegistryService::GetEnrollmentGroup(grpc::ServerContext* ctx,
     return options_.store->GetEnrollmentGroup(req->tenant_id(), req->group_id(),
                                               SecretsFor(req->include_secrets()));
   }();
-  if (req->include_secrets() && caller.principal != kInternalPrincipal) {
+  if (req->include_secrets() && !caller.internal) {
     // Reading keys is worth an audit record even though it changes nothing (the
     // in-process identity mirror's reads, one per change event, are not).
     Audit(caller, "GetEnrollmentGroupWithSecrets", req->tenant_id(), "", "", req->group_id(),

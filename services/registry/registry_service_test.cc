@@ -35,6 +35,11 @@ class FakeResolver final : public CallerResolver {
     caller_.authenticated = authenticated;
     caller_.principal = authenticated ? "ops@example" : "";
     caller_.roles = roles;
+    caller_.internal = false;
+  }
+  void SetCaller(Caller c) {
+    absl::MutexLock lock(&mu_);
+    caller_ = std::move(c);
   }
 
  private:
@@ -192,6 +197,33 @@ TEST_F(RegistryServiceTest, RolesGuardReadsMutationsAndSecrets) {
     return e.reason() == "GetDeviceWithSecrets" && e.outcome() == audit::v1::OUTCOME_FAILURE;
   });
   EXPECT_EQ(denied_reads, 1);
+
+  // Only this process's own in-process calls skip that record: a caller whose
+  // certificate or token merely carries the internal name is audited.
+  auto secret_reads = [this] {
+    const auto all = audit_.events();
+    return std::count_if(all.begin(), all.end(),
+                         [](const auto& e) { return e.reason() == "GetDeviceWithSecrets"; });
+  };
+  Caller named{.authenticated = true,
+               .principal = std::string(kInternalPrincipal),
+               .roles = kAdmin,
+               .peer = "ipv4:10.0.0.9:4000",
+               .internal = false};
+  resolver_.SetCaller(named);
+  const auto before = secret_reads();
+  {
+    grpc::ServerContext c;
+    ASSERT_TRUE(svc_->GetDevice(&c, &req, &out).ok());
+  }
+  EXPECT_EQ(secret_reads(), before + 1);
+  named.internal = true;
+  resolver_.SetCaller(named);
+  {
+    grpc::ServerContext c;
+    ASSERT_TRUE(svc_->GetDevice(&c, &req, &out).ok());
+  }
+  EXPECT_EQ(secret_reads(), before + 1);
 }
 
 TEST_F(RegistryServiceTest, GeneratedKeysAreReturnedOnceAndHiddenInLists) {

@@ -258,7 +258,8 @@ class EmbeddedApp final : public App {
       // Token for this process's own calls between its services (in-process channel).
       IOTAUTH_ASSIGN_OR_RETURN(std::string raw, crypto::RandomBytes(32));
       internal_token_ = crypto::HexEncode(raw);
-      r->AddInternalToken("iotauth-internal", internal_token_, static_cast<uint32_t>(Role::kAdmin));
+      r->AddInternalToken(std::string(kInternalPrincipal), internal_token_,
+                          static_cast<uint32_t>(Role::kAdmin));
       resolver_ = std::move(r);
     }
 
@@ -476,9 +477,8 @@ class EmbeddedApp final : public App {
       }
       ReportSpoolNote(remote_sink_->SpoolNote());
     } else {
-      log::Warn(
-          "auditing is OFF: this process hosts no audit log and audit.remote_address "
-          "is empty");
+      // ValidateConfig allows this only with audit.disabled=true.
+      log::Warn("auditing is OFF (audit.disabled=true): no decision or change is recorded");
       sink_ = &null_sink_;
     }
     return absl::OkStatus();
@@ -494,7 +494,11 @@ class EmbeddedApp final : public App {
     struct stat db_stat {};
     const bool db_exists = ::stat(RegistryDbPath(config_).c_str(), &db_stat) == 0;
     const bool may_create = config_.storage().master_key_file().empty() && !db_exists;
-    auto key = registry::LoadOrCreateMasterKey("IOTAUTH_MASTER_KEY", key_file, may_create);
+    // A configured master_key_file is the key; the environment variable is only the
+    // fallback when none is configured (config.proto), never a silent override.
+    auto key = registry::LoadOrCreateMasterKey(
+        config_.storage().master_key_file().empty() ? "IOTAUTH_MASTER_KEY" : nullptr, key_file,
+        may_create);
     if (!key.ok()) {
       return {key.status().code(),
               absl::StrCat("master key: ", key.status().message(),

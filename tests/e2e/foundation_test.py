@@ -159,6 +159,22 @@ class BadConfigTest(unittest.TestCase):
         again = h.Server(env={"IOTAUTH_MASTER_KEY": key}, data_dir=server.data_dir).start()
         self.assertEqual(again.stop(), 0, again.log())
 
+    def test_a_configured_key_file_wins_over_the_environment(self):
+        # storage.master_key_file is the key; IOTAUTH_MASTER_KEY is only the fallback
+        # when no file is configured. A stale (here: unusable) value left in the
+        # environment must not override the file.
+        key_dir = tempfile.mkdtemp(prefix="iotauth-key-")
+        key_file = os.path.join(key_dir, "master.key")
+        with open(key_file, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(key_file, 0o600)
+        server = h.Server(env={"IOTAUTH_MASTER_KEY": "stale-and-not-a-key"},
+                          args=["--set=storage.master_key_file=" + key_file]).start()
+        ch = server.channel(role="admin")
+        h.call(ch, "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+               {"tenant": {"id": "kf", "hub_host": "kf.example.net"}})
+        self.assertEqual(server.stop(), 0, server.log())
+
 
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_under_load_drains_and_exits_zero(self):

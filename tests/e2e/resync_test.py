@@ -30,7 +30,8 @@ def sas_token(device, key_b64, expiry):
 
 def registry(data_dir, name, port=0):
     s = h.Server("services/server/registry_server", data_dir=data_dir,
-                 args=[RETENTION, "--set=grpc.address=127.0.0.1:%d" % port])
+                 args=[RETENTION, "--set=grpc.address=127.0.0.1:%d" % port,
+                       "--set=audit.disabled=true"])
     s.log_path = os.path.join(s.data_dir, name + ".log")  # the processes share the data dir
     return s.start()
 
@@ -43,7 +44,8 @@ class ResyncTest(unittest.TestCase):
             servers.append(reg1)
             data = reg1.data_dir
             identity = h.Server("services/server/identity_server", data_dir=data,
-                                args=["--set=registry_address=" + reg1.address])
+                                args=["--set=registry_address=" + reg1.address,
+                                      "--set=audit.disabled=true"])
             identity.log_path = os.path.join(data, "identity.log")
             servers.append(identity.start())
 

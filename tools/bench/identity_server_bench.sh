@@ -156,10 +156,10 @@ rc=0
 BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
   --requests_file="$work/requests.jsonl" --out_dir="$work/audit_on" "${pass[@]}" -- \
   "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port || rc=$?
-echo "==> the same with the audit log off (--set=services=identity,registry)" >&2
+echo "==> the same with the audit log off (--set=services=identity,registry --set=audit.disabled=true)" >&2
 BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
   --requests_file="$work/requests.jsonl" --out_dir="$work/audit_off" "${pass[@]}" -- \
-  "$B/services/server/iotauthd" "${COMMON[@]}" --set=services=identity,registry \
+  "$B/services/server/iotauthd" "${COMMON[@]}" --set=services=identity,registry --set=audit.disabled=true \
   --announce_port || rc=$?
 /usr/bin/python3 - "$work" <<'PY'
 import json, os, sys
@@ -224,7 +224,7 @@ if ((rounds > 0)); then
       cp "$work/data/registry.db" "$work/data/master.key" "$il/data_$n/"
       args=(--data_dir="$il/data_$n")
       for c in "${COMMON[@]}"; do [[ $c == --data_dir=* ]] || args+=("$c"); done
-      [[ $n == off ]] && args+=(--set=services=identity,registry)
+      [[ $n == off ]] && args+=(--set=services=identity,registry --set=audit.disabled=true)
       taskset -c "$server_cpus" "$B/services/server/iotauthd" "${args[@]}" --announce_port \
         >"$out" 2>"$out.err" &
     fi

@@ -27,7 +27,7 @@
 #    prints server CPU per call / (OpenSSL us per chain + no-op server CPU per call)
 #    for COLD and NOCACHE (ceiling: 1.3).
 # --devices (60000) must exceed the cold calls (~QPS x 19 s), or chains repeat (warned).
-# Extra iotauthd flags for both runs: IOTAUTHD_FLAGS (e.g. "--set=services=identity,registry"
+# Extra iotauthd flags for both runs: IOTAUTHD_FLAGS (e.g. "--set=services=identity,registry --set=audit.disabled=true"
 # to leave the audit log out).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
