@@ -136,7 +136,16 @@ int Export(Invocation& inv) {
       return ReportRpcError(inv, s, "AuditLog.Query", a->conn->settings());
     }
     for (const auto& e : resp.events()) {
-      *out << ToJson(e) << "\n";
+      absl::StatusOr<std::string> json = ToJsonChecked(e);
+      if (!json.ok()) {
+        inv.err() << "export incomplete: " << n << " events read"
+                  << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
+        return inv.LocalError(absl::StrCat("event ", e.sequence(), " (", e.event_id(),
+                                           ") cannot be exported: ", json.status().message(),
+                                           " (the log itself is intact: `iotauthctl audit "
+                                           "verify` checks it, `audit query` shows the event)"));
+      }
+      *out << *json << "\n";
       ++n;
     }
     if (resp.next_page_token().empty() || resp.next_page_token() == token) break;

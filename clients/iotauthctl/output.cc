@@ -336,13 +336,21 @@ std::string RenderMessageTable(const std::vector<const Message*>& messages,
   return RenderTable(headers, rows);
 }
 
-std::string ToJson(const Message& message) {
+absl::StatusOr<std::string> ToJsonChecked(const Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions opts;
   opts.add_whitespace = false;
   auto status = google::protobuf::util::MessageToJsonString(message, &out, opts);
-  if (!status.ok()) return "{}";
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not representable as JSON: ", std::string(status.message())));
+  }
   return out;
+}
+
+std::string ToJson(const Message& message) {
+  absl::StatusOr<std::string> json = ToJsonChecked(message);
+  return json.ok() ? *std::move(json) : "{}";
 }
 
 std::string FormatProgress(int64_t count, int64_t rejected, double fraction,

@@ -65,6 +65,9 @@ std::string RenderMessageTable(const std::vector<const google::protobuf::Message
 
 // Proto3 JSON on one line (lowerCamelCase names, enums by name).
 std::string ToJson(const google::protobuf::Message& message);
+// The same, or an error when the message has no JSON form (say, a Timestamp outside
+// years 1-9999): for exports, where "{}" would lose a record silently.
+absl::StatusOr<std::string> ToJsonChecked(const google::protobuf::Message& message);
 
 // One progress line: bar (when `fraction` is in [0,1]), count, rate, rejections.
 std::string FormatProgress(int64_t count, int64_t rejected, double fraction,

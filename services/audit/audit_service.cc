@@ -12,12 +12,18 @@
 #include "services/audit/event_util.h"
 #include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
+#include "services/common/utf8.h"
 
 namespace iotauth::audit {
 
 namespace {
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
+// A Query page stops growing past this many bytes (always holding one event), so a
+// page of large events stays well inside a client's message limit.
+constexpr size_t kMaxPageBytes = size_t{4} << 20;
+// An ingested event's time may run this far ahead of the audit server's clock.
+constexpr absl::Duration kMaxIngestTimeAhead = absl::Hours(24);
 }  // namespace
 
 absl::StatusOr<EventFilter> FilterFromQuery(const v1::QueryRequest& r) {
@@ -61,14 +67,23 @@ absl::StatusOr<v1::QueryResponse> AuditService::RunQuery(const v1::QueryRequest&
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<v1::AuditEvent> events,
                            options_.store->Query(filter, page_size + 1));
   v1::QueryResponse response;
-  const bool more = static_cast<int>(events.size()) > page_size;
+  bool more = static_cast<int>(events.size()) > page_size;
   if (more) events.resize(page_size);
-  for (auto& e : events) *response.add_events() = std::move(e);
+  size_t bytes = 0;
+  for (auto& e : events) {
+    bytes += e.ByteSizeLong();
+    if (bytes > kMaxPageBytes && response.events_size() > 0) {
+      more = true;
+      break;
+    }
+    *response.add_events() = std::move(e);
+  }
   if (more) response.set_next_page_token(absl::StrCat(response.events().rbegin()->sequence()));
   return response;
 }
 
-absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& request) const {
+absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& request,
+                                                      absl::string_view ingested_by) const {
   if (request.events_size() > options_.max_ingest_batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("at most ", options_.max_ingest_batch, " events per IngestRequest"));
@@ -76,7 +91,19 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
   std::vector<v1::AuditEvent> events(request.events().begin(), request.events().end());
   for (auto& e : events) {
     if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
-    CapEventFields(&e);  // as the sending service's PrepareForRecord did
+    if (e.event_id().size() > kMaxEventIdBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("event_id longer than ", kMaxEventIdBytes, " bytes"));
+    }
+    // As the sending service's PrepareForRecord did (a sender's clock may still be
+    // wrong: a time over a day ahead is replaced too), then the sender's name, which
+    // the sender cannot set itself.
+    FixEventTimes(*options_.clock, kMaxIngestTimeAhead, &e);
+    CapEventFields(&e);
+    if (!ingested_by.empty()) {
+      (*e.mutable_attributes())["ingested_by"] =
+          std::string(TruncateUtf8(ingested_by, kMaxAuditFieldBytes));
+    }
     e.clear_encoding();  // the store writes the current version, whatever was sent
   }
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<AppendedEvent> appended, options_.store->Append(&events));
@@ -203,10 +230,10 @@ grpc::Status AuditService::Ingest(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::IngestAck, v1::IngestRequest>* stream) {
   const Caller caller = options_.caller_resolver->Resolve(*context);
-  if (absl::Status s = RequireRole(caller, Role::kGateway); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = RequireRole(caller, Role::kAuditWriter); !s.ok()) return ToGrpcStatus(s);
   v1::IngestRequest request;
   while (stream->Read(&request)) {
-    auto ack = RunIngest(request);
+    auto ack = RunIngest(request, caller.principal);
     if (!ack.ok()) return ToGrpcStatus(ack.status());
     if (!stream->Write(*ack)) return grpc::Status::OK;
   }

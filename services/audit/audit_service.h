@@ -60,8 +60,10 @@ class AuditService final : public iotauth::audit::v1::AuditLog::Service {
   // The logic behind the handlers (no role checks).
   absl::StatusOr<iotauth::audit::v1::QueryResponse> RunQuery(
       const iotauth::audit::v1::QueryRequest& request) const;
+  // `ingested_by`: the principal sending the events, stamped on each (attribute
+  // "ingested_by"), so a record says which service's credential wrote it.
   absl::StatusOr<iotauth::audit::v1::IngestAck> RunIngest(
-      const iotauth::audit::v1::IngestRequest& request) const;
+      const iotauth::audit::v1::IngestRequest& request, absl::string_view ingested_by = "") const;
   absl::StatusOr<iotauth::audit::v1::VerifyResponse> RunVerify(
       const iotauth::audit::v1::VerifyRequest& request) const;
   absl::StatusOr<iotauth::audit::v1::Checkpoint> RunGetCheckpoint(bool create) const;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/audit/event_util.h"
 #include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
 
@@ -43,6 +44,7 @@ class FakeCallerResolver final : public CallerResolver {
 
 constexpr uint32_t kReader = static_cast<uint32_t>(Role::kReader);
 constexpr uint32_t kGateway = static_cast<uint32_t>(Role::kGateway);
+constexpr uint32_t kAuditWriter = static_cast<uint32_t>(Role::kAuditWriter);
 constexpr uint32_t kAdmin = static_cast<uint32_t>(Role::kAdmin);
 
 v1::AuditEvent Event(int i) {
@@ -233,7 +235,7 @@ TEST_F(AuditServiceTest, WatchLargeBacklogInOrder) {
 }
 
 TEST_F(AuditServiceTest, IngestAcknowledgesAndDeduplicates) {
-  resolver_.Set(true, kGateway);
+  resolver_.Set(true, kAuditWriter);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);  // fail, never hang
   auto stream = stub_->Ingest(&ctx);
@@ -262,7 +264,7 @@ TEST_F(AuditServiceTest, IngestAcknowledgesAndDeduplicates) {
 }
 
 TEST_F(AuditServiceTest, IngestRejectsEventsWithoutId) {
-  resolver_.Set(true, kGateway);
+  resolver_.Set(true, kAuditWriter);
   grpc::ClientContext ctx;
   auto stream = stub_->Ingest(&ctx);
   v1::IngestRequest req;
@@ -271,6 +273,76 @@ TEST_F(AuditServiceTest, IngestRejectsEventsWithoutId) {
   v1::IngestAck ack;
   EXPECT_FALSE(stream->Read(&ack));
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(AuditServiceTest, IngestedEventsAreBoundedAndNameTheirSender) {
+  clock_.Set(absl::FromUnixSeconds(1700000000));
+  v1::IngestRequest req;
+  // The sender's own claim to be someone else is overwritten.
+  v1::AuditEvent named = Event(1);
+  (*named.mutable_attributes())["ingested_by"] = "admin";
+  *req.add_events() = named;
+  // Far in the future (it would hold back age retention), and a negative duration.
+  v1::AuditEvent future = Event(2);
+  future.mutable_time()->set_seconds(400000000000);
+  future.mutable_duration()->set_seconds(1);
+  future.mutable_duration()->set_nanos(-5);
+  *req.add_events() = future;
+  // A thousand attributes.
+  v1::AuditEvent wide = Event(3);
+  for (int i = 0; i < 1000; ++i) (*wide.mutable_attributes())[absl::StrCat("k", 1000 + i)] = "v";
+  *req.add_events() = wide;
+  auto ack = service_->RunIngest(req, "registry-1");
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  auto all = store_->ReadAfter(0, 10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  for (const auto& e : *all) EXPECT_EQ(e.attributes().at("ingested_by"), "registry-1");
+  EXPECT_EQ((*all)[1].time().seconds(), 1700000000);
+  EXPECT_EQ((*all)[1].attributes().at("invalid_time_replaced"), "true");
+  EXPECT_FALSE((*all)[1].has_duration());
+  EXPECT_EQ((*all)[1].attributes().at("invalid_duration_dropped"), "true");
+  EXPECT_LE((*all)[2].attributes().size(), kMaxAuditAttributes + 2);  // + truncated, ingested_by
+  EXPECT_EQ((*all)[2].attributes().at("truncated"), "true");
+  EXPECT_EQ((*all)[2].attributes().count("k1000"), 1u);  // the first ones, in key order
+
+  // An id longer than any service makes is refused, before anything is written.
+  v1::IngestRequest long_id;
+  *long_id.add_events() = Event(4);
+  long_id.mutable_events(0)->set_event_id(std::string(kMaxEventIdBytes + 1, 'x'));
+  EXPECT_EQ(service_->RunIngest(long_id, "registry-1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ReadAfter(0, 10)->size(), 3u);
+}
+
+TEST_F(AuditServiceTest, QueryPagesStayUnderAByteBudget) {
+  // 40 events of ~130 KiB each (64 attributes of 2 KiB): a 1,000-event page would be
+  // ~5 MiB; it stops at 4 MiB and says where to go on.
+  v1::IngestRequest req;
+  for (int i = 1; i <= 40; ++i) {
+    v1::AuditEvent e = Event(i);
+    for (int k = 0; k < 63; ++k) {
+      (*e.mutable_attributes())[absl::StrCat(k, std::string(1000, 'k'))] = std::string(1000, 'v');
+    }
+    *req.add_events() = e;
+  }
+  ASSERT_TRUE(service_->RunIngest(req).ok());
+  v1::QueryRequest q;
+  q.set_page_size(1000);
+  auto page = service_->RunQuery(q);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_LT(page->ByteSizeLong(), size_t{5} << 20);
+  EXPECT_GT(page->events_size(), 0);
+  EXPECT_LT(page->events_size(), 40);
+  ASSERT_FALSE(page->next_page_token().empty());
+  int total = page->events_size();
+  while (!page->next_page_token().empty()) {
+    q.set_page_token(page->next_page_token());
+    page = service_->RunQuery(q);
+    ASSERT_TRUE(page.ok());
+    total += page->events_size();
+  }
+  EXPECT_EQ(total, 40);
 }
 
 TEST_F(AuditServiceTest, VerifyAndCheckpoints) {
@@ -375,7 +447,11 @@ TEST_F(AuditServiceTest, Roles) {
       {"no roles", true, 0, grpc::StatusCode::PERMISSION_DENIED,
        grpc::StatusCode::PERMISSION_DENIED},
       {"reader", true, kReader, grpc::StatusCode::OK, grpc::StatusCode::PERMISSION_DENIED},
-      {"gateway", true, kGateway, grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::OK},
+      // A broker's credential reads nothing and writes no audit record.
+      {"gateway", true, kGateway, grpc::StatusCode::PERMISSION_DENIED,
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"audit-writer", true, kAuditWriter, grpc::StatusCode::PERMISSION_DENIED,
+       grpc::StatusCode::OK},
       {"admin", true, kAdmin, grpc::StatusCode::OK, grpc::StatusCode::OK},
   };
   RecordAndFlush(1, 1);

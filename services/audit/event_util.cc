@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
@@ -99,14 +100,43 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
+bool ValidEventTime(const google::protobuf::Timestamp& ts) {
+  // 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, the Timestamp range.
+  constexpr int64_t kMinSeconds = -62135596800;
+  constexpr int64_t kMaxSeconds = 253402300799;
+  return ValidTimestampNanos(ts.nanos()) && ts.seconds() >= kMinSeconds &&
+         ts.seconds() <= kMaxSeconds;
+}
+
+void FixEventTimes(const Clock& clock, absl::Duration max_ahead,
+                   iotauth::audit::v1::AuditEvent* event) {
+  bool valid_time = event->has_time() && ValidEventTime(event->time());
+  absl::Time now = absl::InfinitePast();
+  if (valid_time && max_ahead != absl::InfiniteDuration()) {
+    // A time far ahead would sort after everything else and hold back age retention.
+    now = clock.Now();
+    valid_time = FromTimestamp(event->time()) <= now + max_ahead;
+  }
+  if (!valid_time) {
+    if (event->has_time()) (*event->mutable_attributes())["invalid_time_replaced"] = "true";
+    SetTimestamp(now == absl::InfinitePast() ? clock.Now() : now, event->mutable_time());
+  }
+  if (event->has_duration()) {
+    // Durations here are elapsed times: non-negative, at most 10,000 years.
+    const auto& d = event->duration();
+    constexpr int64_t kMaxDurationSeconds = 315576000000;
+    if (d.seconds() < 0 || d.seconds() > kMaxDurationSeconds || d.nanos() < 0 ||
+        d.nanos() > 999999999) {
+      event->clear_duration();
+      (*event->mutable_attributes())["invalid_duration_dropped"] = "true";
+    }
+  }
+}
+
 void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event) {
   // An invalid timestamp would make the store reject the whole batch (and, in split
   // mode, the resend loop retry it forever): replace it with the current time.
-  const bool valid_time = event->has_time() && ValidTimestampNanos(event->time().nanos());
-  if (!valid_time) {
-    if (event->has_time()) (*event->mutable_attributes())["invalid_time_replaced"] = "true";
-    SetTimestamp(clock.Now(), event->mutable_time());
-  }
+  FixEventTimes(clock, absl::InfiniteDuration(), event);
   // Into the event's own string: a reused event keeps its storage. The event's own
   // time for the id saves reading the clock again.
   if (event->event_id().empty()) {
@@ -145,14 +175,21 @@ bool CapEventFields(iotauth::audit::v1::AuditEvent* event) {
     value->resize(TruncateUtf8(*value, kMaxAuditFieldBytes).size());
     cut = true;
   }
-  bool long_attribute = false;
+  bool long_attribute = event->attributes().size() > kMaxAuditAttributes;
   for (const auto& [k, v] : event->attributes()) {
     if (k.size() > kMaxAuditFieldBytes || v.size() > kMaxAuditFieldBytes) long_attribute = true;
   }
   if (long_attribute) {
+    // In key order (a protobuf map has none of its own), so the same event keeps the
+    // same attributes wherever it is capped.
+    std::vector<std::pair<absl::string_view, absl::string_view>> sorted;
+    sorted.reserve(event->attributes().size());
+    for (const auto& [k, v] : event->attributes()) sorted.emplace_back(k, v);
+    std::sort(sorted.begin(), sorted.end());
     google::protobuf::Map<std::string, std::string> capped;
-    for (const auto& [k, v] : event->attributes()) {
-      // Two keys equal after the cut keep the first in map order.
+    for (const auto& [k, v] : sorted) {
+      if (capped.size() >= kMaxAuditAttributes) break;
+      // Two keys equal after the cut keep the first in key order.
       capped.insert({std::string(TruncateUtf8(k, kMaxAuditFieldBytes)),
                      std::string(TruncateUtf8(v, kMaxAuditFieldBytes))});
     }

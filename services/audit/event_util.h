@@ -36,8 +36,22 @@ void PrepareForRecord(const Clock& clock, iotauth::audit::v1::AuditEvent* event)
 
 // Longest value an event keeps in any string field or attribute (key or value).
 inline constexpr size_t kMaxAuditFieldBytes = 1024;
+// Most attributes an event keeps (CapEventFields keeps the first in key order).
+inline constexpr size_t kMaxAuditAttributes = 64;
+// Longest event_id accepted from another service (ours are 32 characters).
+inline constexpr size_t kMaxEventIdBytes = 128;
 
-// Cuts every string field except event_id, and every attribute key and value, to
+// True when `ts` is a Timestamp a log keeps: valid nanos, years 0001 to 9999.
+bool ValidEventTime(const google::protobuf::Timestamp& ts);
+// Replaces an event's missing or invalid time, or one more than `max_ahead` past
+// `clock.Now()` (the clock is read only for that check when `max_ahead` is finite),
+// with the current time (attribute `invalid_time_replaced` when it had one), and
+// drops an invalid or negative duration (attribute `invalid_duration_dropped`).
+void FixEventTimes(const Clock& clock, absl::Duration max_ahead,
+                   iotauth::audit::v1::AuditEvent* event);
+
+// Keeps the first kMaxAuditAttributes attributes (in key order), and cuts every
+// string field except event_id, and every attribute key and value, to
 // kMaxAuditFieldBytes (at a UTF-8 boundary) and marks a cut event with attribute
 // `truncated` = "true". Request fields reach events even when the request is refused
 // (an unauthenticated caller's ids, a device's client id): their size must not decide

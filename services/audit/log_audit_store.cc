@@ -1043,6 +1043,12 @@ absl::StatusOr<std::vector<AppendedEvent>> LogAuditStore::AppendCore(const Encod
   for (size_t i = 0; i < batch.events.size(); ++i) {
     CanonicalFields fields;
     IOTAUTH_RETURN_IF_ERROR(CheckEncodedEvent(batch, batch.events[i], &fields));
+    // A frame the reader would refuse must never be written: it would end every
+    // later read of its segment (and the log's recovery at start-up).
+    if (batch.events[i].size > kMaxFrameBody - kHashBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("audit event of ", batch.events[i].size,
+                                                     " bytes is over the log's frame limit"));
+    }
     batch_events_.push_back(
         {fields.tenant_id, fields.device_id, fields.has_time, fields.time_seconds});
     const absl::uint128 key = deduplicate ? IdKey(fields.event_id) : absl::uint128();

@@ -1768,6 +1768,24 @@ TEST_F(LogStoreTest, BrokenLengthMidSegmentIsDataLoss) {
   EXPECT_TRUE(ReadFile(SegPath(1)) == seg) << "Open changed the damaged segment";
 }
 
+TEST_F(LogStoreTest, AnEventOverTheFrameLimitIsRefusedNotWritten) {
+  // A frame the reader refuses would end every later read of its segment and the
+  // log's recovery at start-up: the store must refuse the event, not write it.
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, 3));
+  std::vector<AuditEvent> huge = {MakeEvent(4)};
+  huge[0].set_event_id(std::string(size_t{16} << 20, 'x'));
+  auto r = store_->Append(&huge);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  ASSERT_NO_FATAL_FAILURE(AppendRange(4, 5));
+  Close();
+  ASSERT_NO_FATAL_FAILURE(Open());
+  auto v = store_->Verify(0, 0);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(v->ok) << v->detail;
+  EXPECT_EQ(v->events_checked, 5u);
+}
+
 // ---------------------------------------------------------------------------
 // 7. Retention.
 

@@ -200,6 +200,7 @@ std::string* EncodeScratch() {
 // ToAuditEvent(view): a valid time and no field to cap.
 bool RecordableAsIs(const EventView& v) {
   if (!v.has_time || !ValidTimestampNanos(v.time.nanos)) return false;
+  if (v.attributes.size() > kMaxAuditAttributes) return false;
   for (absl::string_view f : {v.tenant_id, v.product_key, v.device_id, v.reason, v.credential_type,
                               v.credential_fingerprint, v.caller, v.peer_address, v.request_id}) {
     if (f.size() > kMaxAuditFieldBytes) return false;

@@ -520,7 +520,7 @@ absl::StatusOr<VerifyResult> VerifyOn(sqlite3* db, uint64_t from, uint64_t to) {
            "SELECT sequence, head_hash FROM audit_checkpoints WHERE sequence < ? AND "
            "sequence >= ? ORDER BY sequence DESC LIMIT 1");
     IOTAUTH_RETURN_IF_ERROR(s.status());
-    s.Bind(1, static_cast<int64_t>(from));
+    s.Bind(1, static_cast<int64_t>(std::min<uint64_t>(from, INT64_MAX)));
     s.Bind(2, static_cast<int64_t>(st.first_sequence - 1));
     const int rc = s.Step();
     if (rc == SQLITE_ROW) {
@@ -772,7 +772,8 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteAuditStore::Query(const EventFilte
     if (out.size() >= wanted) return false;
     s.Reset();
     int i = 1;
-    s.Bind(i++, static_cast<int64_t>(lo));
+    // Sequences are below 2^63; a larger bound (a client's page token) must not wrap.
+    s.Bind(i++, static_cast<int64_t>(std::min<uint64_t>(lo, INT64_MAX)));
     s.Bind(i++, static_cast<int64_t>(std::min<uint64_t>(hi, INT64_MAX)));
     for (const auto& t : {f.start_time, f.end_time}) {
       if (!t) continue;

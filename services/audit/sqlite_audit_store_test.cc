@@ -561,6 +561,21 @@ TEST_F(StoreTest, RetentionByRowsKeepsTheRestVerifiable) {
   EXPECT_EQ(v.first_bad_sequence, 13u);
 }
 
+TEST_F(StoreTest, CursorsPastTwoToTheSixtyThreeDoNotWrap) {
+  // A client's page token or verify range reaches these as uint64: bound to SQLite's
+  // int64 they must clamp, not wrap to a negative number.
+  Open(/*checkpoint_interval=*/5);
+  AppendRange(1, 20);
+  EventFilter f;
+  f.after_sequence = uint64_t{1} << 63;
+  auto r = store_->Query(f, 100);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->empty()) << "got the first page back: " << r->size() << " events";
+  ASSERT_TRUE(store_->ApplyRetention({absl::ZeroDuration(), 8}, clock_.Now()).ok());
+  VerifyResult v = VerifyAll(uint64_t{1} << 63, 0);
+  EXPECT_NE(v.problem, kProblemCheckpointMismatch) << v.detail;
+}
+
 TEST_F(StoreTest, RetentionAnchorIsChecked) {
   Open(/*checkpoint_interval=*/0);
   AppendRange(1, 10);

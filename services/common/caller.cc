@@ -11,6 +11,8 @@ bool ParseRole(absl::string_view name, Role* role) {
     *role = Role::kReader;
   } else if (name == "gateway") {
     *role = Role::kGateway;
+  } else if (name == "audit-writer") {
+    *role = Role::kAuditWriter;
   } else {
     return false;
   }
@@ -25,6 +27,8 @@ absl::string_view RoleName(Role role) {
       return "reader";
     case Role::kGateway:
       return "gateway";
+    case Role::kAuditWriter:
+      return "audit-writer";
   }
   return "unknown";
 }
@@ -46,7 +50,7 @@ Caller AllowAllCallerResolver::Resolve(const grpc::ServerContextBase& context) c
   c.authenticated = true;
   c.principal = "anonymous";
   c.roles = static_cast<uint32_t>(Role::kAdmin) | static_cast<uint32_t>(Role::kReader) |
-            static_cast<uint32_t>(Role::kGateway);
+            static_cast<uint32_t>(Role::kGateway) | static_cast<uint32_t>(Role::kAuditWriter);
   c.peer = context.peer();
   return c;
 }

@@ -19,9 +19,12 @@ enum class Role : uint32_t {
   kAdmin = 1u << 0,    // registry mutations; implies every other role
   kReader = 1u << 1,   // registry and audit reads
   kGateway = 1u << 2,  // Authenticate / Authorize (brokers and gateways)
+  // AuditLog.Ingest: split-mode services streaming their own events to the audit
+  // service. Not the gateway role: a broker's credential must not write audit records.
+  kAuditWriter = 1u << 3,
 };
 
-// Parses "admin", "reader", "gateway".
+// Parses "admin", "reader", "gateway", "audit-writer".
 bool ParseRole(absl::string_view name, Role* role);
 absl::string_view RoleName(Role role);
 
