@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "absl/strings/str_cat.h"
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   for (const auto& s : services) {
     builder.RegisterService(s.service);
     runner->names_.push_back(s.name);
+    if (!s.serving_at_start) runner->not_serving_.push_back(s.name);
   }
   runner->server_ = builder.BuildAndStart();
   if (runner->server_ == nullptr || runner->grpc_port_ == 0) {
@@ -54,8 +56,12 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
         ": the address is in use or invalid (pick another with --set=grpc.address=HOST:PORT)"));
   }
   auto* health = runner->server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  for (const auto& name : runner->names_) health->SetServingStatus(name, true);
+  for (const auto& name : runner->names_) {
+    const bool waiting = std::find(runner->not_serving_.begin(), runner->not_serving_.end(),
+                                   name) != runner->not_serving_.end();
+    health->SetServingStatus(name, !waiting);
+  }
+  health->SetServingStatus("", runner->not_serving_.empty());
 
   if (!config.metrics().address().empty()) {
     try {
@@ -77,6 +83,16 @@ void ServerRunner::RegisterCollectable(const std::weak_ptr<prometheus::Collectab
 }
 
 ServerRunner::~ServerRunner() { Shutdown(absl::ZeroDuration()); }
+
+void ServerRunner::SetServing(const std::string& name) {
+  if (shut_down_ || server_ == nullptr) return;
+  auto* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  not_serving_.erase(std::remove(not_serving_.begin(), not_serving_.end(), name),
+                     not_serving_.end());
+  health->SetServingStatus(name, true);
+  if (not_serving_.empty()) health->SetServingStatus("", true);
+}
 
 void ServerRunner::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;

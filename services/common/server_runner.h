@@ -27,6 +27,10 @@ struct HostedService {
   // Optional: called before serving starts, for services whose hot handlers record
   // the gRPC server metrics themselves (GrpcServerMetrics::MeterInHandler).
   std::function<void(GrpcServerMetrics*)> attach_metrics;
+  // False for a service that cannot answer until the process has loaded its state
+  // (the identity front-ends, until the registry mirror synced): its health, and the
+  // whole server's (""), stay NOT_SERVING until SetServing(name).
+  bool serving_at_start = true;
 };
 
 class ServerRunner {
@@ -46,6 +50,10 @@ class ServerRunner {
   // runner keeps a weak reference: the caller keeps the collectable alive.
   void RegisterCollectable(const std::weak_ptr<prometheus::Collectable>& collectable);
 
+  // Marks `name` SERVING; the whole server ("") becomes SERVING once every hosted
+  // service is. No effect after Shutdown.
+  void SetServing(const std::string& name);
+
   // Marks every service NOT_SERVING, stops accepting calls, lets in-flight calls
   // finish for up to `grace`, then cancels the rest. Idempotent.
   void Shutdown(absl::Duration grace);
@@ -54,6 +62,8 @@ class ServerRunner {
   ServerRunner() = default;
 
   std::vector<std::string> names_;
+  // Hosted services not yet SERVING (guarded by the caller: start-up only).
+  std::vector<std::string> not_serving_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;

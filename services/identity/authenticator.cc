@@ -900,6 +900,9 @@ Authenticator::LimiterStats Authenticator::source_limiter_stats() const {
 absl::Status Authenticator::Authenticate(const v1::AuthenticateRequest& request,
                                          const CallContext& context,
                                          v1::AuthenticateResponse* response) {
+  if (options_.ready != nullptr && !options_.ready->load(std::memory_order_acquire)) {
+    return DirectoryLoadingError();
+  }
   absl::Status valid = Validate(request, options_.config);
   if (!valid.ok()) return valid;
   Attempt(this, request, context, response).Run();

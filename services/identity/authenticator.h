@@ -87,6 +87,10 @@ class Authenticator {
     const CertificateVerifier* certificate_verifier = nullptr;
     // Optional: defaults to discarding events.
     audit::AuditSink* audit_sink = nullptr;
+    // Optional: while it reads false (the registry mirror still loading) every call
+    // is UNAVAILABLE ("retry"), never a deny from an empty directory. Must outlive
+    // this object.
+    const std::atomic<bool>* ready = nullptr;
     AuthenticatorConfig config;
   };
 

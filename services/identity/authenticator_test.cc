@@ -1,5 +1,6 @@
 #include "services/identity/authenticator.h"
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -268,6 +269,24 @@ TEST_F(AuthenticatorTest, SasAllowWithPrimaryKey) {
   EXPECT_EQ(events[0].peer_address(), "192.0.2.1:5555");
   EXPECT_EQ(events[0].request_id(), "req-1");
   EXPECT_EQ(events[0].device_id(), "d1");
+}
+
+TEST_F(AuthenticatorTest, UnavailableNotDeniedWhileTheDirectoryLoads) {
+  std::atomic<bool> ready{false};
+  Authenticator::Options o;
+  o.clock = &clock_;
+  o.directory = cache_.get();
+  o.audit_sink = &sink_;
+  o.ready = &ready;
+  auto a = Authenticator::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::AuthenticateResponse resp;
+  const absl::Status loading = (*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp);
+  EXPECT_EQ(loading.code(), absl::StatusCode::kUnavailable) << loading;
+  EXPECT_EQ(resp.decision(), v1::DECISION_UNSPECIFIED);
+  ready.store(true);
+  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
+  EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
 }
 
 TEST_F(AuthenticatorTest, SasSecondaryKeyAndRotation) {

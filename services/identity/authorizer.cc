@@ -32,6 +32,9 @@ Authorizer::Authorizer(Options options)
 
 absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const CallContext& context,
                                    v1::AuthorizeResponse* response) const {
+  if (options_.ready != nullptr && !options_.ready->load(std::memory_order_acquire)) {
+    return DirectoryLoadingError();
+  }
   const absl::Time start = clock_->Now();
   const v1::Identity& id = request.identity();
   if (id.tenant_id().empty() || id.device_id().empty()) {

@@ -4,6 +4,7 @@
 // topic or subscribe filter; otherwise the default effect. No gRPC in it.
 #pragma once
 
+#include <atomic>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -27,6 +28,10 @@ class Authorizer {
     // Denies are always audited; allows only when set (publishes are frequent).
     bool audit_allows = false;
     size_t max_topic_bytes = 4096;
+    // Optional: while it reads false (the registry mirror still loading) every call
+    // is UNAVAILABLE ("retry"), never a deny from an empty directory. Must outlive
+    // this object.
+    const std::atomic<bool>* ready = nullptr;
   };
   static absl::StatusOr<std::unique_ptr<Authorizer>> Create(Options options);
 

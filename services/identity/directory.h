@@ -17,6 +17,12 @@
 
 namespace iotauth::identity {
 
+// What Authenticate and Authorize answer while the directory is still loading.
+inline absl::Status DirectoryLoadingError() {
+  return absl::UnavailableError(
+      "identity: the device directory is still loading from the registry; retry shortly");
+}
+
 namespace registry = ::iotauth::registry::v1;
 
 struct TenantRecord {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -242,6 +243,10 @@ class LocalIdentityBackend final : public gateway::IdentityBackend {
   std::shared_ptr<identity::Authorizer> authz_;
 };
 
+constexpr char kIdentityName[] = "iotauth.identity.v1.IdentityService";
+constexpr char kExHookName[] = "emqx.exhook.v2.HookProvider";
+constexpr char kExtAuthzName[] = "envoy.service.auth.v3.Authorization";
+
 class EmbeddedApp final : public App {
  public:
   EmbeddedApp(ServerConfig config, std::shared_ptr<prometheus::Registry> registry)
@@ -273,8 +278,9 @@ class EmbeddedApp final : public App {
     std::vector<HostedService> out;
     if (identity_service_) {
       identity::IdentityService* identity = identity_service_.get();
-      out.push_back({"iotauth.identity.v1.IdentityService", identity,
-                     [identity](GrpcServerMetrics* m) { identity->AttachMetrics(m); }});
+      out.push_back({kIdentityName, identity,
+                     [identity](GrpcServerMetrics* m) { identity->AttachMetrics(m); },
+                     /*serving_at_start=*/false});
     }
     if (registry_service_) {
       out.push_back({"iotauth.registry.v1.DeviceRegistry", registry_service_.get()});
@@ -283,9 +289,13 @@ class EmbeddedApp final : public App {
       out.push_back({"iotauth.identity.v1.CertificateService", certificate_service_.get()});
     }
     if (audit_service_) out.push_back({"iotauth.audit.v1.AuditLog", audit_service_.get()});
-    if (exhook_service_) out.push_back({"emqx.exhook.v2.HookProvider", exhook_service_.get()});
+    // The identity front-ends answer from the directory: NOT_SERVING (and the whole
+    // server too) until the registry mirror has loaded it.
+    if (exhook_service_) {
+      out.push_back({kExHookName, exhook_service_.get(), nullptr, /*serving_at_start=*/false});
+    }
     if (ext_authz_service_) {
-      out.push_back({"envoy.service.auth.v3.Authorization", ext_authz_service_.get()});
+      out.push_back({kExtAuthzName, ext_authz_service_.get(), nullptr, /*serving_at_start=*/false});
     }
     return out;
   }
@@ -317,8 +327,6 @@ class EmbeddedApp final : public App {
     mo.bearer_token = token;
     mo.target = fanout_target_.get();
     mirror_ = std::make_unique<identity::RegistryMirror>(mo);
-    auto* health = runner.server()->GetHealthCheckService();
-    health->SetServingStatus("iotauth.identity.v1.IdentityService", false);
     absl::Time start = absl::Now();
     mirror_->Start();
     log::Info("identity: loading the registry mirror");
@@ -327,7 +335,8 @@ class EmbeddedApp final : public App {
           "identity: the registry mirror did not sync within 120s (check registry_address "
           "and the upstream credentials)");
     }
-    health->SetServingStatus("iotauth.identity.v1.IdentityService", true);
+    directory_ready_.store(true, std::memory_order_release);
+    for (const char* name : {kIdentityName, kExHookName, kExtAuthzName}) runner.SetServing(name);
     log::Info("identity: registry mirror ready",
               {{"took", absl::FormatDuration(absl::Now() - start)}});
     return absl::OkStatus();
@@ -597,11 +606,13 @@ class EmbeddedApp final : public App {
     ao.config.triple_timestamp_window = ToDuration(ic.timestamp_window());
     ao.config.max_cache_ttl = ToDuration(ic.decision_cache_ttl());
     ao.config.replay_cache_capacity = static_cast<size_t>(ic.replay_cache_size());
+    ao.ready = &directory_ready_;
     IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));
     identity::Authorizer::Options zo;
     zo.clock = clock;
     zo.directory = directory_.get();
     zo.audit_sink = sink_;
+    zo.ready = &directory_ready_;
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
@@ -674,6 +685,9 @@ class EmbeddedApp final : public App {
   std::shared_ptr<prometheus::Registry> metrics_;
   std::unique_ptr<CallerResolver> resolver_;
   std::string internal_token_;
+  // False until the registry mirror's first sync: Authenticate and Authorize answer
+  // UNAVAILABLE meanwhile.
+  std::atomic<bool> directory_ready_{false};
 
   // Audit.
   std::unique_ptr<AuditMetrics> audit_metrics_;

@@ -7,10 +7,13 @@ import base64
 import hashlib
 import hmac
 import os
+import socket
+import subprocess
 import time
 import unittest
 import urllib.parse
 
+import grpc
 import iotauth_harness as h
 
 REG = "iotauth.registry.v1.DeviceRegistry/"
@@ -126,6 +129,57 @@ class SplitModeTest(unittest.TestCase):
             for s in reversed(servers):
                 rc = s.stop()
                 self.assertEqual(rc, 0, s.log())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoadingTest(unittest.TestCase):
+    def test_not_serving_and_unavailable_until_the_registry_is_mirrored(self):
+        # The registry is unreachable, so the identity service never finishes loading
+        # its directory. Meanwhile it must report NOT_SERVING (a load balancer or a
+        # Kubernetes probe keeps traffic away) and answer UNAVAILABLE, never a deny
+        # from an empty directory.
+        port = free_port()
+        identity = h.Server("services/server/identity_server",
+                            args=["--set=grpc.address=127.0.0.1:%d" % port,
+                                  "--set=registry_address=127.0.0.1:%d" % free_port(),
+                                  "--set=audit.disabled=true"])
+        identity.grpc_port = port
+        identity.log_file = open(identity.log_path, "wb")
+        identity.proc = subprocess.Popen([identity.binary] + identity.args, stdout=subprocess.PIPE,
+                                         stderr=identity.log_file, env=identity.env)
+        try:
+            deadline = time.time() + 20
+            statuses = None
+            while statuses is None:
+                self.assertLess(time.time(), deadline, identity.log())
+                self.assertIsNone(identity.proc.poll(), identity.log())
+                try:
+                    ch = identity.channel(role=None)
+                    statuses = {svc: h.to_dict(h.call(ch, "grpc.health.v1.Health/Check",
+                                                      {"service": svc}, timeout=2)).get("status")
+                                for svc in ["", "iotauth.identity.v1.IdentityService",
+                                            "emqx.exhook.v2.HookProvider"]}
+                except (FileNotFoundError, grpc.RpcError):
+                    time.sleep(0.1)
+            self.assertEqual(statuses, {"": "NOT_SERVING",
+                                        "iotauth.identity.v1.IdentityService": "NOT_SERVING",
+                                        "emqx.exhook.v2.HookProvider": "NOT_SERVING"})
+            gw = identity.channel("gateway")
+            with self.assertRaises(grpc.RpcError) as err:
+                h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate", {"connect": {
+                    "client_id": "d1", "username": HUB + "/d1/?api-version=2021-04-12",
+                    "password": base64.b64encode(sas_token("d1", base64.b64encode(b"k" * 32).decode(),
+                                                           int(time.time()) + 600).encode()).decode(),
+                    "protocol": "PROTOCOL_MQTT"}})
+            self.assertEqual(err.exception.code(), grpc.StatusCode.UNAVAILABLE, identity.log())
+            self.assertIn("still loading", err.exception.details())
+        finally:
+            identity.kill9()  # still in its start-up wait for the registry
 
 
 if __name__ == "__main__":
