@@ -445,6 +445,24 @@ TEST_F(CaMirrorTest, StopCancelsTheSnapshotExport) {
   EXPECT_LT(target.Devices().size(), devices.size());
 }
 
+// The registry goes away while reading is paused (the target is behind): draining
+// the queue afterwards must not start a read on the finished call (a use after free
+// that ASan reports), and the mirror stops cleanly.
+TEST_F(CaMirrorTest, RegistryGoneWhileReadingIsPausedIsSafe) {
+  const std::vector<rv1::Device> devices = Devices(0, 3000);
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  absl::Notification gate;
+  CountingTarget target(&gate);
+  RegistryMirror mirror(DeviceMirrorOptions(channel_, &target));
+  mirror.Start();  // the export fills the queue and pauses behind the gated target
+  absl::SleepFor(absl::Milliseconds(300));
+  server_->Shutdown(std::chrono::system_clock::now());  // cancels the export
+  gate.Notify();
+  ASSERT_TRUE(Eventually([&] { return !target.Devices().empty(); }));
+  mirror.Stop();
+  EXPECT_FALSE(mirror.WaitForInitialSync(absl::ZeroDuration()));
+}
+
 // A resync never leaves the identity cache without its records: while the snapshot
 // runs, a device the registry still has and one it deleted are both readable; once
 // it completes, the deleted one is gone.

@@ -35,9 +35,14 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
 
   // `begin(reactor)` starts the call on this reactor, for example
   // stub->async()->WatchChanges(&ctx, &req, reactor).
+  // A hold keeps gRPC from finishing (and freeing) the call while no read is
+  // outstanding (reading paused on a full queue): Next() may still start one. It is
+  // released exactly once: by the read that finds the stream ended, or by Finish()
+  // when reading is paused.
   template <typename Begin>
   void Start(Begin begin) {
     begin(this);
+    this->AddHold();
     this->StartRead(&incoming_);
     this->StartCall();
   }
@@ -54,7 +59,7 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
       if (queue_.empty()) return false;
       *out = std::move(queue_.front());
       queue_.pop_front();
-      if (paused_ && queue_.size() <= kMaxQueued / 2) {
+      if (paused_ && !finishing_ && queue_.size() <= kMaxQueued / 2) {
         paused_ = false;
         resume = true;
       }
@@ -65,22 +70,42 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
 
   // Waits for the end of the call (after a cancel, for example) and returns its
   // status. The reader may be destroyed as soon as this returns.
+  // Call after the stream ended or its context was cancelled; no Next() after it.
   grpc::Status Finish() {
+    bool release = false;
+    {
+      absl::MutexLock lock(&mu_);
+      finishing_ = true;
+      // Paused: no read is outstanding, so none will release the hold.
+      if (paused_ && !released_) release = released_ = true;
+    }
+    if (release) this->RemoveHold();
     finished_.WaitForNotification();
     return status_;
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // the stream ended: OnDone follows
-    bool more;
+    bool more = false;
+    bool release = false;
     {
       absl::MutexLock lock(&mu_);
-      queue_.push_back(std::move(incoming_));
-      incoming_.Clear();
-      more = queue_.size() < kMaxQueued;
-      paused_ = !more;
+      if (!ok || finishing_) {
+        // The stream ended (OnDone follows once the hold is gone), or nobody reads
+        // any more: start no other read.
+        release = !released_;
+        released_ = true;
+      } else {
+        queue_.push_back(std::move(incoming_));
+        incoming_.Clear();
+        more = queue_.size() < kMaxQueued;
+        paused_ = !more;
+      }
     }
-    if (more) this->StartRead(&incoming_);
+    if (release) {
+      this->RemoveHold();
+    } else if (more) {
+      this->StartRead(&incoming_);
+    }
   }
 
   void OnDone(const grpc::Status& s) override {
@@ -98,6 +123,8 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
   std::deque<Message> queue_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_;  // written before finished_ is notified
   absl::Notification finished_;
 };
