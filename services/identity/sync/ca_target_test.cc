@@ -463,6 +463,89 @@ TEST_F(CaMirrorTest, RegistryGoneWhileReadingIsPausedIsSafe) {
   EXPECT_FALSE(mirror.WaitForInitialSync(absl::ZeroDuration()));
 }
 
+// The registry as the mirror sees it, except that GetDevice of one device fails with
+// INTERNAL (a row whose secrets no longer open, say): a change that will never apply.
+class OneBrokenDeviceRegistry final : public rv1::DeviceRegistry::Service {
+ public:
+  OneBrokenDeviceRegistry(rv1::DeviceRegistry::Service* real, std::string broken)
+      : real_(real), broken_(std::move(broken)) {}
+  grpc::Status GetDevice(grpc::ServerContext* c, const rv1::GetDeviceRequest* q,
+                         rv1::Device* r) override {
+    if (q->device_id() == broken_) return {grpc::StatusCode::INTERNAL, "cannot open secrets"};
+    return real_->GetDevice(c, q, r);
+  }
+  grpc::Status GetChangeCursor(grpc::ServerContext* c, const rv1::GetChangeCursorRequest* q,
+                               rv1::GetChangeCursorResponse* r) override {
+    return real_->GetChangeCursor(c, q, r);
+  }
+  grpc::Status ListTenants(grpc::ServerContext* c, const rv1::ListTenantsRequest* q,
+                           rv1::ListTenantsResponse* r) override {
+    return real_->ListTenants(c, q, r);
+  }
+  grpc::Status GetTenant(grpc::ServerContext* c, const rv1::GetTenantRequest* q,
+                         rv1::Tenant* r) override {
+    return real_->GetTenant(c, q, r);
+  }
+  grpc::Status ListProducts(grpc::ServerContext* c, const rv1::ListProductsRequest* q,
+                            rv1::ListProductsResponse* r) override {
+    return real_->ListProducts(c, q, r);
+  }
+  grpc::Status GetProduct(grpc::ServerContext* c, const rv1::GetProductRequest* q,
+                          rv1::Product* r) override {
+    return real_->GetProduct(c, q, r);
+  }
+  grpc::Status ListEnrollmentGroups(grpc::ServerContext* c,
+                                    const rv1::ListEnrollmentGroupsRequest* q,
+                                    rv1::ListEnrollmentGroupsResponse* r) override {
+    return real_->ListEnrollmentGroups(c, q, r);
+  }
+  grpc::Status ExportDevices(grpc::ServerContext* c, const rv1::ExportDevicesRequest* q,
+                             grpc::ServerWriter<rv1::Device>* w) override {
+    return real_->ExportDevices(c, q, w);
+  }
+  grpc::Status WatchChanges(grpc::ServerContext* c, const rv1::WatchChangesRequest* q,
+                            grpc::ServerWriter<rv1::ChangeEvent>* w) override {
+    return real_->WatchChanges(c, q, w);
+  }
+
+ private:
+  rv1::DeviceRegistry::Service* real_;
+  std::string broken_;
+};
+
+// A change that can never be applied drops its device from the cache (refused from
+// then on) and does not hold back the changes after it: a disable behind it still
+// takes effect within a second.
+TEST_F(CaMirrorTest, AChangeThatCannotBeReadFailsClosedAndTheRestFollow) {
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 2)).ok());
+  OneBrokenDeviceRegistry faulty(registry_.get(), "dev-0");
+  grpc::ServerBuilder b;
+  b.RegisterService(&faulty);
+  auto server = b.BuildAndStart();
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  RegistryMirror mirror(
+      DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &directory));
+  mirror.Start();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  ASSERT_NE(cache->FindDevice("t1", "dev-0"), nullptr);  // exported, not read one by one
+
+  for (const char* id : {"dev-0", "dev-1"}) {
+    auto d = store_->GetDevice("t1", id, ::iotauth::registry::Secrets::kOmit);
+    ASSERT_TRUE(d.ok()) << d.status();
+    d->set_status(rv1::DEVICE_STATUS_DISABLED);
+    ASSERT_TRUE(store_->UpdateDevice(*d, "").ok());
+  }
+  ASSERT_TRUE(Eventually([&] {
+    auto d1 = cache->FindDevice("t1", "dev-1");
+    return d1 != nullptr && d1->status == rv1::DEVICE_STATUS_DISABLED;
+  }));
+  EXPECT_EQ(cache->FindDevice("t1", "dev-0"), nullptr);
+  EXPECT_EQ(mirror.failed_closed_changes(), 1);
+  mirror.Stop();
+  server->Shutdown();
+}
+
 // A resync never leaves the identity cache without its records: while the snapshot
 // runs, a device the registry still has and one it deleted are both readable; once
 // it completes, the deleted one is gone.

@@ -14,6 +14,25 @@ namespace {
 
 namespace rv1 = iotauth::registry::v1;
 
+// Errors worth retrying the same change for: the registry or the way to it is
+// unwell, or our credentials are (which affects every change alike). Anything else
+// (INTERNAL, DATA_LOSS, RESOURCE_EXHAUSTED, ...) is about that one resource and
+// would fail the same way forever.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return true;
+    default:
+      return false;
+  }
+}
+
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   return {static_cast<absl::StatusCode>(s.error_code()),
@@ -179,7 +198,8 @@ void RegistryMirror::DetachStream() {
 
 void RegistryMirror::Run() {
   SetCurrentThreadName("registry-mirror");
-  absl::Duration backoff = absl::Milliseconds(100);
+  const absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration backoff = initial_backoff;
   std::string cursor;
   while (!stopping_.load()) {
     absl::Status st;
@@ -188,11 +208,15 @@ void RegistryMirror::Run() {
       if (st.ok()) {
         if (!synced_.HasBeenNotified()) synced_.Notify();
         log::Info("registry mirror synced", {{"cursor", cursor}});
+        backoff = initial_backoff;
       }
     }
     if (st.ok()) {
+      const int64_t applied_before = applied_.load();
       st = Follow(cursor, &cursor);
-      backoff = absl::Milliseconds(100);
+      // Only progress resets the backoff: a stream that fails at once (or on the
+      // same change) every time is retried ever more slowly, not every 100 ms.
+      if (applied_.load() != applied_before) backoff = initial_backoff;
     }
     if (stopping_.load()) break;
     if (!st.ok()) {
@@ -400,6 +424,19 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   absl::Status apply_status;
   while (!stopping_.load() && reader.Next(&ev)) {
     apply_status = Apply(ev);
+    if (!apply_status.ok() && !Retryable(apply_status) && FailClosed(ev)) {
+      // This resource cannot be read, and never will be as it is: it leaves the
+      // cache (refused from now on) instead of holding back every later change.
+      log::Error(
+          "registry mirror: a change could not be applied; the resource is dropped "
+          "from the identity cache until it changes again",
+          {{"resource", rv1::ResourceType_Name(ev.resource_type())},
+           {"tenant_id", ev.tenant_id()},
+           {"id", ev.resource_id()},
+           {"error", std::string(apply_status.message())}});
+      failed_closed_.fetch_add(1);
+      apply_status = absl::OkStatus();
+    }
     if (!apply_status.ok()) {
       ctx.TryCancel();
       break;
@@ -413,6 +450,37 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   if (stopping_.load()) return absl::OkStatus();
   if (s.ok()) return absl::UnavailableError("WatchChanges ended");
   return FromGrpc(s, "WatchChanges");
+}
+
+bool RegistryMirror::FailClosed(const rv1::ChangeEvent& ev) {
+  const std::string& tenant = ev.tenant_id();
+  const std::string& id = ev.resource_id();
+  switch (ev.resource_type()) {
+    case rv1::RESOURCE_TYPE_TENANT:
+      options_.target->RemoveTenant(tenant);
+      return true;
+    case rv1::RESOURCE_TYPE_PRODUCT:
+      options_.target->RemoveProduct(tenant, id);
+      return true;
+    case rv1::RESOURCE_TYPE_DEVICE:
+      options_.target->RemoveDevice(tenant, id);
+      return true;
+    case rv1::RESOURCE_TYPE_ENROLLMENT_GROUP:
+      options_.target->RemoveGroup(tenant, id);
+      return true;
+    case rv1::RESOURCE_TYPE_CA_CERTIFICATE:
+      options_.target->RemoveCa(tenant, id);
+      return true;
+    case rv1::RESOURCE_TYPE_CRL:
+      // A CA whose CRL cannot be read is not trusted at all (dropping only the
+      // CRL would accept what it revokes).
+      options_.target->RemoveCrl(tenant, id);
+      options_.target->RemoveCa(tenant, id);
+      return true;
+    default:
+      // A revocation: dropping it would accept what it revokes. Keep retrying it.
+      return false;
+  }
 }
 
 absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {

@@ -141,6 +141,9 @@ class RegistryMirror {
   bool stop_requested() const { return stopping_.load(); }
   // Number of change events applied (for tests and metrics).
   int64_t applied_changes() const { return applied_.load(); }
+  // Changes whose resource could not be read (not a transient error) and was
+  // dropped from the target instead (for tests and metrics).
+  int64_t failed_closed_changes() const { return failed_closed_.load(); }
 
  private:
   void Run();
@@ -151,6 +154,9 @@ class RegistryMirror {
   absl::Status SnapshotCertificates(const std::string& tenant);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
+  // Removes `event`'s resource from the target, when that is the safe answer to a
+  // change that cannot be read (false for revocations: they must not be dropped).
+  bool FailClosed(const iotauth::registry::v1::ChangeEvent& event);
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
   // Makes `ctx` (a long-lived stream: device export or change stream) the call
   // Stop() cancels; false if stopping already. DetachStream() after its Finish().
@@ -163,6 +169,7 @@ class RegistryMirror {
   std::atomic<bool> stopping_{false};
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
+  std::atomic<int64_t> failed_closed_{0};
   absl::Mutex mu_;
   // The long-lived call in progress (device export or change stream), for Stop().
   grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
