@@ -452,7 +452,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   return FromGrpc(s, "WatchChanges");
 }
 
-bool RegistryMirror::FailClosed(const rv1::ChangeEvent& ev) {
+bool RegistryMirror::FailClosed(const rv1::ChangeEvent& ev) const {
   const std::string& tenant = ev.tenant_id();
   const std::string& id = ev.resource_id();
   switch (ev.resource_type()) {

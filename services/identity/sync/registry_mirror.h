@@ -156,7 +156,7 @@ class RegistryMirror {
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
   // Removes `event`'s resource from the target, when that is the safe answer to a
   // change that cannot be read (false for revocations: they must not be dropped).
-  bool FailClosed(const iotauth::registry::v1::ChangeEvent& event);
+  bool FailClosed(const iotauth::registry::v1::ChangeEvent& event) const;
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
   // Makes `ctx` (a long-lived stream: device export or change stream) the call
   // Stop() cancels; false if stopping already. DetachStream() after its Finish().
