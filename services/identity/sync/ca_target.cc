@@ -33,6 +33,9 @@ void CaMirrorTarget::RemoveRevocation(const std::string& tenant_id,
 void CaMirrorTarget::UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl) {
   Check(cas_->UpsertCrl(crl), "crl", crl.ca_id());
 }
+void CaMirrorTarget::MarkCrlUnusable(const std::string& tenant_id, const std::string& ca_id) {
+  cas_->MarkCrlUnusable(tenant_id, ca_id);
+}
 void CaMirrorTarget::RemoveCrl(const std::string& tenant_id, const std::string& ca_id) {
   cas_->RemoveCrl(tenant_id, ca_id);
 }

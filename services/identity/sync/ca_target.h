@@ -37,6 +37,7 @@ class CaMirrorTarget final : public MirrorTarget {
   void RemoveRevocation(const std::string& tenant_id, const std::string& revocation_id) override;
   void UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl) override;
   void RemoveCrl(const std::string& tenant_id, const std::string& ca_id) override;
+  void MarkCrlUnusable(const std::string& tenant_id, const std::string& ca_id) override;
 
   int64_t malformed_records() const { return malformed_.load(); }
 

@@ -399,7 +399,7 @@ absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
     Prepare(&ctx, absl::Seconds(30));
     rv1::ListCrlsRequest req;
     req.set_tenant_id(tenant);
-    req.set_page_size(1000);
+    req.set_page_size(8);  // CRLs are up to 4 MiB each: pages stay far below the channel limit
     req.set_page_token(page);
     rv1::ListCrlsResponse resp;
     auto s = stub_->ListCrls(&ctx, req, &resp);
@@ -474,8 +474,7 @@ bool RegistryMirror::FailClosed(const rv1::ChangeEvent& ev) const {
     case rv1::RESOURCE_TYPE_CRL:
       // A CA whose CRL cannot be read is not trusted at all (dropping only the
       // CRL would accept what it revokes).
-      options_.target->RemoveCrl(tenant, id);
-      options_.target->RemoveCa(tenant, id);
+      options_.target->MarkCrlUnusable(tenant, id);
       return true;
     default:
       // A revocation: dropping it would accept what it revokes. Keep retrying it.

@@ -51,6 +51,8 @@ class MirrorTarget {
   virtual void RemoveRevocation(const std::string& tenant_id, const std::string& revocation_id) {}
   virtual void UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl) {}
   virtual void RemoveCrl(const std::string& tenant_id, const std::string& ca_id) {}
+  // The CA's CRL exists but could not be read: distrust the CA until it can be.
+  virtual void MarkCrlUnusable(const std::string& tenant_id, const std::string& ca_id) {}
 };
 
 // Forwards every call to each of `targets` in order (for example the identity
@@ -109,6 +111,9 @@ class FanoutMirrorTarget final : public MirrorTarget {
   }
   void RemoveCrl(const std::string& tenant_id, const std::string& ca_id) override {
     for (MirrorTarget* t : targets_) t->RemoveCrl(tenant_id, ca_id);
+  }
+  void MarkCrlUnusable(const std::string& tenant_id, const std::string& ca_id) override {
+    for (MirrorTarget* t : targets_) t->MarkCrlUnusable(tenant_id, ca_id);
   }
 
  private:

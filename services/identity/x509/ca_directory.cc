@@ -83,13 +83,22 @@ absl::Status CaDirectory::UpsertCrl(const reg::CertificateRevocationList& crl) {
   if (in_snapshot_) seen_[crl.tenant_id()].crls.insert(crl.ca_id());
   Source& src = sources_[crl.tenant_id()];
   if (!parsed.ok()) {
-    src.crls.erase(crl.ca_id());
+    // Fail closed: dropping the CRL would accept what it revokes.
+    src.crls[crl.ca_id()] = nullptr;
     Rebuild(crl.tenant_id());
-    return absl::InvalidArgumentError(absl::StrCat("CRL of CA ", crl.ca_id(), " does not parse"));
+    return absl::InvalidArgumentError(absl::StrCat("CRL of CA ", crl.ca_id(),
+                                                   " does not parse: the CA is not trusted "
+                                                   "until a CRL that does is uploaded"));
   }
   src.crls[crl.ca_id()] = *std::move(parsed);
   Rebuild(crl.tenant_id());
   return absl::OkStatus();
+}
+
+void CaDirectory::MarkCrlUnusable(absl::string_view tenant_id, absl::string_view ca_id) {
+  absl::MutexLock lock(&mu_);
+  sources_[tenant_id].crls[ca_id] = nullptr;
+  Rebuild(std::string(tenant_id));
 }
 
 void CaDirectory::RemoveCrl(absl::string_view tenant_id, absl::string_view ca_id) {
@@ -174,6 +183,12 @@ void CaDirectory::Rebuild(const std::string& tenant_id) {
       // OpenSSL uses it only for certificates whose issuer in the path has its name and
       // verifies its signature (a mismatch fails closed).
       auto crl = src.crls.find(id);
+      if (crl != src.crls.end() && crl->second == nullptr) {
+        // Its CRL is known but unusable: the CA counts as disabled, so no chain
+        // through it passes (MarkCrlUnusable).
+        t->disabled_by_tbs[ca->cert->tbs_sha256()] = ca;
+        continue;
+      }
       if (crl != src.crls.end()) crls.push_back(crl->second);
       if (ca->status == reg::CA_STATUS_DISABLED) t->disabled_by_tbs[ca->cert->tbs_sha256()] = ca;
       if (ca->status != reg::CA_STATUS_VERIFIED) continue;

@@ -83,6 +83,10 @@ class CaDirectory {
   // INVALID_ARGUMENT when the CRL does not parse.
   absl::Status UpsertCrl(const iotauth::registry::v1::CertificateRevocationList& crl);
   void RemoveCrl(absl::string_view tenant_id, absl::string_view ca_id);
+  // The CA's CRL exists but cannot be used (it does not parse, or could not be
+  // read): the CA counts as DISABLED until a usable CRL is upserted or the CRL is
+  // removed. UpsertCrl does this itself for a CRL that does not parse.
+  void MarkCrlUnusable(absl::string_view tenant_id, absl::string_view ca_id);
   void RemoveTenant(absl::string_view tenant_id);
   void Clear();
   // A full resync that never leaves a tenant's trust missing: after BeginSnapshot(),
@@ -107,7 +111,7 @@ class CaDirectory {
   struct Source {
     absl::flat_hash_map<std::string, std::shared_ptr<const CaInfo>> cas;
     absl::flat_hash_map<std::string, iotauth::registry::v1::CertificateRevocation> revocations;
-    absl::flat_hash_map<std::string, CrlPtr> crls;  // by CA id
+    absl::flat_hash_map<std::string, CrlPtr> crls;  // by CA id; nullptr: unusable
   };
   // Rebuilds the tenant's snapshot from its source and publishes it.
   void Rebuild(const std::string& tenant_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

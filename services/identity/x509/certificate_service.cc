@@ -503,6 +503,13 @@ absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
   out.set_ca_id(req.ca_id());
   out.set_crl_pem(CrlPem((*crl)->crl()));
   if (out.crl_pem().empty()) return Internal("PEM_write_bio_X509_CRL");
+  // Stored (and mirrored) as PEM, a third larger than DER: the limit holds for
+  // what is stored, so every reader of it stays inside its message limits.
+  if (out.crl_pem().size() > options_.config.max_crl_bytes) {
+    return InvalidField(
+        "crl", absl::StrCat("is too large: ", out.crl_pem().size(),
+                            " bytes as PEM, over the limit of ", options_.config.max_crl_bytes));
+  }
   ToTimestamp((*crl)->this_update(), out.mutable_this_update());
   if ((*crl)->next_update() != absl::InfiniteFuture()) {
     ToTimestamp((*crl)->next_update(), out.mutable_next_update());

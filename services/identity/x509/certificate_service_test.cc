@@ -630,6 +630,46 @@ TEST_F(CertificateServiceTest, RevocationsAreStoredOnceAndDenyTheCertificate) {
                 absl::StrCat("CHANGE_TYPE_DELETED/RESOURCE_TYPE_REVOCATION/", rev2->id())}));
 }
 
+TEST_F(CertificateServiceTest, TheCrlSizeLimitHoldsForTheStoredPem) {
+  // A DER CRL just under the limit is stored as PEM, a third larger: the limit must
+  // hold for what is stored and mirrored, not only for what was sent.
+  KeyPtr ca_key = NewKey(KeyType::kP256);
+  X509Ptr root = MakeCert(CertSpec{.cn = "Big Root", .ca = true}, ca_key.get(), nullptr, nullptr);
+  rv1::CaCertificate ca = RegisterCa(root.get(), "code");
+  const absl::Time now = clock_.Now();
+  std::vector<long> serials;
+  for (long i = 1; i <= 200; ++i) serials.push_back(i);
+  const std::string pem =
+      testing::MakeCrlPem(root.get(), ca_key.get(), serials, now, now + absl::Hours(24), 1);
+  BIO* in = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509_CRL* crl = PEM_read_bio_X509_CRL(in, nullptr, nullptr, nullptr);
+  BIO_free(in);
+  ASSERT_NE(crl, nullptr);
+  unsigned char* der_bytes = nullptr;
+  const int der_len = i2d_X509_CRL(crl, &der_bytes);
+  X509_CRL_free(crl);
+  ASSERT_GT(der_len, 0);
+  const std::string der(reinterpret_cast<char*>(der_bytes), static_cast<size_t>(der_len));
+  OPENSSL_free(der_bytes);
+
+  CertificateService::Options o;
+  o.store = store_.get();
+  o.clock = &clock_;
+  o.audit = &audit_;
+  o.caller_resolver = &resolver_;
+  o.config.max_crl_bytes = der.size() + 16;
+  auto small = CertificateService::Create(o);
+  ASSERT_TRUE(small.ok()) << small.status();
+  iv1::UploadCrlRequest req;
+  req.set_tenant_id("t1");
+  req.set_ca_id(ca.id());
+  req.set_crl(der);
+  auto stored = (*small)->DoUploadCrl(kAdmin, req);
+  EXPECT_EQ(stored.status().code(), absl::StatusCode::kInvalidArgument) << stored.status();
+  EXPECT_NE(stored.status().message().find("as PEM"), absl::string_view::npos) << stored.status();
+  EXPECT_EQ(store_->GetCrl("t1", ca.id()).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(CertificateServiceTest, CrlUploadChecksSignerAndOrder) {
   KeyPtr ca_key = NewKey(KeyType::kP256);
   X509Ptr root = MakeCert(CertSpec{.cn = "CRL Root", .ca = true}, ca_key.get(), nullptr, nullptr);

@@ -260,6 +260,28 @@ TEST_F(X509VerifierTest, CrlUploadRevokes) {
   EXPECT_EQ(Verify(chain, "t1", kNow + absl::Hours(2)).verdict.reason, v1::DENY_REASON_REVOKED);
 }
 
+TEST_F(X509VerifierTest, AnUnusableCrlDistrustsItsCaInsteadOfDroppingTheRevocations) {
+  auto chain = Chain({.cn = "device-1", .serial = 77});
+  CertPtr inter = testing::Parsed(inter_.get());
+  SetCrl("root", {std::stol(inter->serial_hex(), nullptr, 16)});
+  ASSERT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_REVOKED);
+  // A CRL that does not parse (or, from the mirror, cannot be read): the CA is no
+  // longer trusted. Dropping the CRL instead accepted the revoked intermediate.
+  reg::CertificateRevocationList bad;
+  bad.set_tenant_id("t1");
+  bad.set_ca_id("root");
+  bad.set_crl_pem("-----BEGIN X509 CRL-----\nnot a crl\n-----END X509 CRL-----\n");
+  EXPECT_FALSE(cas_.UpsertCrl(bad).ok());
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_UNTRUSTED_ISSUER);
+  // A usable CRL restores it; so does removing the CRL.
+  SetCrl("root", {});
+  EXPECT_TRUE(Verify(chain).verdict.ok()) << Verify(chain).verdict.detail;
+  cas_.MarkCrlUnusable("t1", "root");
+  EXPECT_EQ(Verify(chain).verdict.reason, v1::DENY_REASON_UNTRUSTED_ISSUER);
+  cas_.RemoveCrl("t1", "root");
+  EXPECT_TRUE(Verify(chain).verdict.ok());
+}
+
 TEST_F(X509VerifierTest, AVerifiedIntermediateUnderItsVerifiedRootIsStillRevocable) {
   // Both registered and verified: the path must still reach the root, or the root's
   // CRL and a revocation of the intermediate by issuer and serial would not apply.
