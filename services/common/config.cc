@@ -409,6 +409,16 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError(
         "config key 'identity.exhook_max_sessions' must be in [1, 100000000]");
   }
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.max_registry_silence",
+                                           id.max_registry_silence(), absl::ZeroDuration(),
+                                           absl::Hours(1)));
+  const absl::Duration silence = absl::Seconds(id.max_registry_silence().seconds()) +
+                                 absl::Nanoseconds(id.max_registry_silence().nanos());
+  if (silence != absl::ZeroDuration() && silence < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.max_registry_silence' must be 0 (off) or at least 1s (heartbeats "
+        "come every 250 ms)");
+  }
   const std::string& backend = c.storage().audit_backend();
   if (!backend.empty() && backend != "log" && backend != "sqlite") {
     return absl::InvalidArgumentError(absl::StrCat(

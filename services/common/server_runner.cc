@@ -27,9 +27,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   // A leftover server on the same port must not silently take half the traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // Our own upstream channels ping every 10 s (app.cc UpstreamChannelArgs): allow
+  // Our own upstream channels ping every 2 s (app.cc UpstreamChannelArgs): allow
   // half that, so timer jitter never counts as a ping strike.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
   builder.AddListeningPort(config.grpc().address(), creds, &runner->grpc_port_);
 

@@ -1199,7 +1199,14 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   } else if (!absl::SimpleAtoi(req.cursor(), &cursor) || cursor < 0) {
     return InvalidField("cursor", "is not a cursor this server issued");
   }
+  absl::Duration heartbeat = absl::ZeroDuration();
+  if (req.has_heartbeat_interval()) {
+    heartbeat = std::clamp(absl::Seconds(req.heartbeat_interval().seconds()) +
+                               absl::Nanoseconds(req.heartbeat_interval().nanos()),
+                           absl::Milliseconds(100), absl::Seconds(60));
+  }
   sink.Started(absl::StrCat(cursor));
+  absl::Time last_sent = absl::Now();
   while (!sink.Cancelled()) {
     IOTAUTH_ASSIGN_OR_RETURN(
         ChangeBatch batch,
@@ -1208,8 +1215,20 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
       if (!sink.Write(e)) return absl::OkStatus();  // client gone
     }
     cursor = batch.next_cursor;
+    if (!batch.events.empty()) last_sent = absl::Now();
     if (static_cast<int32_t>(batch.events.size()) == options_.watch_batch_size) continue;
-    options_.store->notifier().WaitFor(cursor, options_.watch_poll_interval);
+    if (heartbeat > absl::ZeroDuration() && absl::Now() - last_sent >= heartbeat) {
+      v1::ChangeEvent beat;
+      beat.set_type(v1::CHANGE_TYPE_HEARTBEAT);
+      beat.set_cursor(absl::StrCat(cursor));
+      if (!sink.Write(beat)) return absl::OkStatus();
+      last_sent = absl::Now();
+    }
+    absl::Duration wait = options_.watch_poll_interval;
+    if (heartbeat > absl::ZeroDuration()) {
+      wait = std::min(wait, std::max(absl::ZeroDuration(), last_sent + heartbeat - absl::Now()));
+    }
+    options_.store->notifier().WaitFor(cursor, wait);
   }
   return absl::OkStatus();
 }

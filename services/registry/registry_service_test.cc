@@ -599,6 +599,40 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   EXPECT_EQ(svc_->DoWatchChanges(reader, replay, bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(RegistryServiceTest, WatchChangesSendsHeartbeatsWhenAsked) {
+  Seed();
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  v1::WatchChangesRequest req;
+  req.mutable_heartbeat_interval()->set_nanos(100000000);  // 100 ms
+  VectorSink<v1::ChangeEvent> sink;
+  absl::Status result;
+  std::thread watcher([&] { result = svc_->DoWatchChanges(admin, req, sink); });
+  ASSERT_TRUE(sink.WaitStarted());
+  // Nothing changes, and still the stream speaks: heartbeats carrying the cursor.
+  ASSERT_GE(sink.WaitForItems(2), 2u);
+  for (const auto& e : sink.items()) {
+    EXPECT_EQ(e.type(), v1::CHANGE_TYPE_HEARTBEAT);
+    EXPECT_EQ(e.cursor(), "3");
+    EXPECT_EQ(e.resource_type(), v1::RESOURCE_TYPE_UNSPECIFIED);
+  }
+  v1::Device d;
+  ASSERT_TRUE(CreateDevice("hb", &d).ok());
+  const size_t before = sink.items().size();
+  sink.WaitForItems(before + 2);
+  const auto items = sink.items();
+  const auto created = std::find_if(items.begin(), items.end(), [](const v1::ChangeEvent& e) {
+    return e.type() == v1::CHANGE_TYPE_CREATED;
+  });
+  ASSERT_NE(created, items.end());
+  EXPECT_EQ(created->resource_id(), "hb");
+  EXPECT_EQ(items.back().cursor(), created->cursor());  // heartbeats after it carry its cursor
+  sink.cancelled_ = true;
+  watcher.join();
+  EXPECT_TRUE(result.ok()) << result;
+}
+
 TEST_F(RegistryServiceTest, ChangeCursorIsTheLogHead) {
   Seed();
   grpc::ServerContext ctx;

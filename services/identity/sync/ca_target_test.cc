@@ -505,8 +505,14 @@ class OneBrokenDeviceRegistry final : public rv1::DeviceRegistry::Service {
   }
   grpc::Status WatchChanges(grpc::ServerContext* c, const rv1::WatchChangesRequest* q,
                             grpc::ServerWriter<rv1::ChangeEvent>* w) override {
+    if (silent_watch.load()) {
+      // A half-open connection: the call is up, and nothing ever arrives.
+      while (!c->IsCancelled()) absl::SleepFor(absl::Milliseconds(10));
+      return {grpc::StatusCode::CANCELLED, "cancelled"};
+    }
     return real_->WatchChanges(c, q, w);
   }
+  std::atomic<bool> silent_watch{false};
 
  private:
   rv1::DeviceRegistry::Service* real_;
@@ -542,6 +548,40 @@ TEST_F(CaMirrorTest, AChangeThatCannotBeReadFailsClosedAndTheRestFollow) {
   }));
   EXPECT_EQ(cache->FindDevice("t1", "dev-0"), nullptr);
   EXPECT_EQ(mirror.failed_closed_changes(), 1);
+  mirror.Stop();
+  server->Shutdown();
+}
+
+// A change stream that goes silent (no heartbeat) is given up within a second and
+// reconnected; with max_silence set, the front-ends are told to stop deciding
+// meanwhile, and to decide again once the registry speaks.
+TEST_F(CaMirrorTest, ASilentChangeStreamIsReconnectedAndFailsClosedWhenAsked) {
+  OneBrokenDeviceRegistry registry(registry_.get(), "");
+  grpc::ServerBuilder b;
+  b.RegisterService(&registry);
+  auto server = b.BuildAndStart();
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  std::atomic<bool> fresh{true};
+  RegistryMirrorOptions mo =
+      DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &directory);
+  mo.heartbeat_interval = absl::Milliseconds(100);
+  mo.fresh = &fresh;
+  mo.max_silence = absl::Milliseconds(600);
+  mo.max_backoff = absl::Milliseconds(100);
+  registry.silent_watch = true;  // the snapshot works; the change stream says nothing
+  RegistryMirror mirror(mo);
+  mirror.Start();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  ASSERT_TRUE(Eventually([&] { return mirror.silent_streams() >= 1; }));
+  ASSERT_TRUE(Eventually([&] { return !fresh.load(); }));
+  registry.silent_watch = false;
+  ASSERT_TRUE(Eventually([&] { return fresh.load(); }));
+  // Heartbeats keep a quiet registry's stream alive: no more reconnects.
+  const int64_t reconnects = mirror.silent_streams();
+  absl::SleepFor(absl::Milliseconds(800));
+  EXPECT_EQ(mirror.silent_streams(), reconnects);
+  EXPECT_TRUE(fresh.load());
   mirror.Stop();
   server->Shutdown();
 }

@@ -67,15 +67,23 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
   }
 
   // Blocks until a message arrives (true) or the stream ended (false; see Finish()).
-  bool Next(Message* out) {
+  bool Next(Message* out) { return NextFor(out, absl::InfiniteDuration()) == Got::kMessage; }
+
+  enum class Got { kMessage, kEnded, kTimeout };
+  // The same, giving up after `timeout` with nothing (kTimeout).
+  Got NextFor(Message* out, absl::Duration timeout) {
     bool resume = false;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](StreamReader* r)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return !r->queue_.empty() || r->done_; },
-          this));
-      if (queue_.empty()) return false;
+      const bool ready =
+          mu_.AwaitWithTimeout(absl::Condition(
+                                   +[](StreamReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+                                     return !r->queue_.empty() || r->done_;
+                                   },
+                                   this),
+                               timeout);
+      if (!ready) return Got::kTimeout;
+      if (queue_.empty()) return Got::kEnded;
       *out = std::move(queue_.front());
       queue_.pop_front();
       if (paused_ && !finishing_ && queue_.size() <= kMaxQueued / 2) {
@@ -84,7 +92,7 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
       }
     }
     if (resume) this->StartRead(&incoming_);
-    return true;
+    return Got::kMessage;
   }
 
   // Waits for the end of the call (after a cancel, for example) and returns its
@@ -184,6 +192,28 @@ void RegistryMirror::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) c
   }
 }
 
+void RegistryMirror::Heard() {
+  last_heard_ns_.store(absl::ToUnixNanos(absl::Now()), std::memory_order_relaxed);
+  UpdateFreshness();
+}
+
+void RegistryMirror::UpdateFreshness() {
+  if (options_.fresh == nullptr || options_.max_silence <= absl::ZeroDuration()) return;
+  if (!synced_.HasBeenNotified()) return;  // not ready yet either way
+  const absl::Time heard = absl::FromUnixNanos(last_heard_ns_.load(std::memory_order_relaxed));
+  const bool fresh = absl::Now() - heard <= options_.max_silence;
+  if (options_.fresh->exchange(fresh) != fresh) {
+    if (fresh) {
+      log::Info("registry mirror: the registry answers again; deciding again");
+    } else {
+      log::Error(
+          "registry mirror: no word from the registry within identity.max_registry_silence;"
+          " answering UNAVAILABLE until it is back",
+          {{"silence", absl::FormatDuration(options_.max_silence)}});
+    }
+  }
+}
+
 bool RegistryMirror::AttachStream(grpc::ClientContext* ctx) {
   absl::MutexLock lock(&mu_);
   if (stopping_.load()) return false;
@@ -207,6 +237,7 @@ void RegistryMirror::Run() {
       st = Snapshot(&cursor);
       if (st.ok()) {
         if (!synced_.HasBeenNotified()) synced_.Notify();
+        Heard();
         log::Info("registry mirror synced", {{"cursor", cursor}});
         backoff = initial_backoff;
       }
@@ -228,7 +259,10 @@ void RegistryMirror::Run() {
       // skipped without an error.
       if (st.code() == absl::StatusCode::kOutOfRange || cursor == "0") cursor.clear();
       absl::Time until = absl::Now() + backoff;
-      while (!stopping_.load() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+      while (!stopping_.load() && absl::Now() < until) {
+        absl::SleepFor(absl::Milliseconds(20));
+        UpdateFreshness();
+      }
       backoff = std::min(backoff * 2, options_.max_backoff);
     }
   }
@@ -354,7 +388,10 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
       stub_->async()->ExportDevices(&ctx, &req, r);
     });
     rv1::Device d;
-    while (!stopping_.load() && reader.Next(&d)) options_.target->UpsertDevice(d);
+    while (!stopping_.load() && reader.Next(&d)) {
+      options_.target->UpsertDevice(d);
+      Heard();
+    }
     const grpc::Status s = reader.Finish();
     DetachStream();
     if (stopping_.load()) return absl::CancelledError("stopping");
@@ -416,13 +453,46 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   if (!AttachStream(&ctx)) return absl::CancelledError("stopping");
   rv1::WatchChangesRequest req;
   req.set_cursor(cursor);
+  const absl::Duration beat = options_.heartbeat_interval;
+  if (beat > absl::ZeroDuration()) {
+    req.mutable_heartbeat_interval()->set_seconds(absl::ToInt64Seconds(beat));
+    req.mutable_heartbeat_interval()->set_nanos(
+        static_cast<int32_t>(absl::ToInt64Nanoseconds(beat % absl::Seconds(1))));
+  }
+  const absl::Duration silence_limit = beat > absl::ZeroDuration()
+                                           ? beat * std::max(options_.silent_heartbeats, 2)
+                                           : absl::InfiniteDuration();
   StreamReader<rv1::ChangeEvent> reader;
   reader.Start([&](grpc::ClientReadReactor<rv1::ChangeEvent>* r) {
     stub_->async()->WatchChanges(&ctx, &req, r);
   });
   rv1::ChangeEvent ev;
   absl::Status apply_status;
-  while (!stopping_.load() && reader.Next(&ev)) {
+  bool silent = false;
+  while (!stopping_.load()) {
+    // Wake at least every heartbeat to judge freshness, and give up on a stream that
+    // has been silent for silence_limit.
+    absl::Duration waited = absl::ZeroDuration();
+    auto got = StreamReader<rv1::ChangeEvent>::Got::kTimeout;
+    while (!stopping_.load() && waited < silence_limit) {
+      const absl::Duration step =
+          beat > absl::ZeroDuration() ? std::min(beat, silence_limit - waited) : silence_limit;
+      got = reader.NextFor(&ev, step);
+      if (got != StreamReader<rv1::ChangeEvent>::Got::kTimeout) break;
+      waited += step;
+      UpdateFreshness();
+    }
+    if (got == StreamReader<rv1::ChangeEvent>::Got::kEnded || stopping_.load()) break;
+    if (got == StreamReader<rv1::ChangeEvent>::Got::kTimeout) {
+      silent = true;
+      ctx.TryCancel();
+      break;
+    }
+    Heard();
+    if (ev.type() == rv1::CHANGE_TYPE_HEARTBEAT) {
+      if (!ev.cursor().empty()) *last_cursor = ev.cursor();
+      continue;
+    }
     apply_status = Apply(ev);
     if (!apply_status.ok() && !Retryable(apply_status) && FailClosed(ev)) {
       // This resource cannot be read, and never will be as it is: it leaves the
@@ -448,6 +518,12 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   DetachStream();
   if (!apply_status.ok()) return apply_status;
   if (stopping_.load()) return absl::OkStatus();
+  if (silent) {
+    silent_streams_.fetch_add(1);
+    return absl::UnavailableError(absl::StrCat("WatchChanges: no heartbeat from the registry for ",
+                                               absl::FormatDuration(silence_limit),
+                                               " (a dead connection); reconnecting"));
+  }
   if (s.ok()) return absl::UnavailableError("WatchChanges ended");
   return FromGrpc(s, "WatchChanges");
 }

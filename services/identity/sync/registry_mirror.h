@@ -129,6 +129,16 @@ struct RegistryMirrorOptions {
   // Also mirror CA certificates, revocations and CRLs (snapshot lists them per
   // tenant; their change events re-read them). Off: those events are skipped.
   bool mirror_certificates = true;
+  // The registry is asked for a heartbeat whenever it has sent nothing for this
+  // long; a change stream silent for `silent_heartbeats` of them is dead (a peer
+  // gone without a word, a dropped flow) and is cancelled and reconnected.
+  absl::Duration heartbeat_interval = absl::Milliseconds(250);
+  int silent_heartbeats = 4;
+  // Optional: set false once nothing has been heard from the registry for
+  // `max_silence` (> 0), true again when it is heard from (after the first sync).
+  // The identity front-ends then answer UNAVAILABLE meanwhile (fail closed).
+  std::atomic<bool>* fresh = nullptr;
+  absl::Duration max_silence = absl::ZeroDuration();
 };
 
 class RegistryMirror {
@@ -146,6 +156,8 @@ class RegistryMirror {
   bool stop_requested() const { return stopping_.load(); }
   // Number of change events applied (for tests and metrics).
   int64_t applied_changes() const { return applied_.load(); }
+  // Change streams found dead (no heartbeat) and reconnected (for tests and metrics).
+  int64_t silent_streams() const { return silent_streams_.load(); }
   // Changes whose resource could not be read (not a transient error) and was
   // dropped from the target instead (for tests and metrics).
   int64_t failed_closed_changes() const { return failed_closed_.load(); }
@@ -163,6 +175,10 @@ class RegistryMirror {
   // change that cannot be read (false for revocations: they must not be dropped).
   bool FailClosed(const iotauth::registry::v1::ChangeEvent& event) const;
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
+  // Records that the registry was heard from now, and updates `fresh`.
+  void Heard();
+  // Sets `fresh` from how long the registry has been silent (max_silence > 0).
+  void UpdateFreshness();
   // Makes `ctx` (a long-lived stream: device export or change stream) the call
   // Stop() cancels; false if stopping already. DetachStream() after its Finish().
   bool AttachStream(grpc::ClientContext* ctx);
@@ -175,6 +191,9 @@ class RegistryMirror {
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
   std::atomic<int64_t> failed_closed_{0};
+  std::atomic<int64_t> silent_streams_{0};
+  // When the registry last answered (any message or call result), in Unix nanos.
+  std::atomic<int64_t> last_heard_ns_{0};
   absl::Mutex mu_;
   // The long-lived call in progress (device export or change stream), for Stop().
   grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
