@@ -363,6 +363,11 @@ class Authenticator::Attempt {
       }
       auto device = opt_.registrar->RegisterFromEnrollmentGroup(*group, aud.device_id,
                                                                 crypto::Base64Encode(*derived));
+      if (!device.ok() && device.status().code() == absl::StatusCode::kPermissionDenied) {
+        // Registered before, and given another key since: the derived key is wrong.
+        enrollment_failed_ = true;
+        return Deny(v1::DENY_REASON_BAD_SIGNATURE, "signature does not match the device's keys");
+      }
       if (!device.ok()) {
         return Deny(v1::DENY_REASON_INTERNAL,
                     absl::StrCat("registration failed: ",
@@ -380,7 +385,8 @@ class Authenticator::Attempt {
           stored.mutable_credentials()->mutable_symmetric_key()->set_primary_key(
               crypto::Base64Encode(*derived));
         }
-        opt_.directory_writer->UpsertDevice(stored).IgnoreError();
+        // Never over a newer version the change stream already applied.
+        opt_.directory_writer->UpsertRegisteredDevice(stored).IgnoreError();
       }
       resp_->set_device_registered(true);
       registered_ = true;
@@ -525,7 +531,7 @@ class Authenticator::Attempt {
       if (opt_.directory_writer != nullptr) {
         reg::Device stored = act->device;
         stored.mutable_credentials()->mutable_symmetric_key()->set_primary_key(act->device_secret);
-        opt_.directory_writer->UpsertDevice(stored).IgnoreError();
+        opt_.directory_writer->UpsertRegisteredDevice(stored).IgnoreError();
       }
       resp_->set_device_registered(true);
       resp_->set_issued_device_secret(act->device_secret);

@@ -68,6 +68,9 @@ struct DeviceRecord {
   std::string primary_thumbprint;  // X.509 self-signed (later issue)
   std::string secondary_thumbprint;
   bool ca_signed_allowed = false;
+  // The registry's version of the device (its etag, a change-log cursor; 0 when
+  // unknown): orders a registrar's direct write against the change stream.
+  int64_t version = 0;
 
   // Heap and inline bytes this record holds (for the memory-per-device report).
   size_t ApproximateBytes() const;
@@ -123,6 +126,16 @@ class DirectoryWriter {
   virtual void RemoveProduct(absl::string_view product_key) = 0;
   virtual absl::Status UpsertDevice(const registry::Device& device) = 0;
   virtual void RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) = 0;
+  // A device a registrar has just created or changed (first connect, activation,
+  // JIT), written ahead of the change stream so the next connect finds it. Unlike
+  // UpsertDevice (the change stream, which is ordered and always wins) it must never
+  // undo what the stream already applied: FAILED_PRECONDITION, and nothing written,
+  // when the writer holds a newer version of the device (a disable or key change
+  // that overtook the write) or removed it moments ago (a delete). The default
+  // writes through.
+  virtual absl::Status UpsertRegisteredDevice(const registry::Device& device) {
+    return UpsertDevice(device);
+  }
   virtual absl::Status UpsertEnrollmentGroup(const registry::EnrollmentGroup& group) = 0;
   virtual void RemoveEnrollmentGroup(absl::string_view tenant_id, absl::string_view group_id) = 0;
   // Drops everything.

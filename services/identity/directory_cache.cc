@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
 
@@ -136,6 +137,7 @@ absl::Status MakeProductRecord(const registry::Product& p, ProductRecord* out) {
 
 absl::Status MakeDeviceRecord(const registry::Device& d, DeviceRecord* out) {
   absl::Status status;
+  if (!absl::SimpleAtoi(d.etag(), &out->version)) out->version = 0;
   out->tenant_id = d.tenant_id();
   out->device_id = d.device_id();
   out->product_key = d.product_key();
@@ -259,8 +261,54 @@ absl::Status DirectoryCache::UpsertDevice(const registry::Device& device) {
 
 void DirectoryCache::RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) {
   CompositeKey key(tenant_id, device_id);
+  RememberRemoved(std::string(key.view()));
   auto old = devices_.Erase(key.view());
   if (old != nullptr) ForgetDeviceBytes(*old);
+}
+
+void DirectoryCache::RememberRemoved(std::string key) {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&removed_mu_);
+  while (!removed_order_.empty() && (removed_order_.front().second + kRemovedMemory < now ||
+                                     removed_order_.size() >= kMaxRemovedRemembered)) {
+    auto it = removed_.find(removed_order_.front().first);
+    if (it != removed_.end() && it->second == removed_order_.front().second) removed_.erase(it);
+    removed_order_.pop_front();
+  }
+  removed_[key] = now;
+  removed_order_.emplace_back(std::move(key), now);
+}
+
+bool DirectoryCache::RecentlyRemoved(absl::string_view key) {
+  absl::MutexLock lock(&removed_mu_);
+  auto it = removed_.find(key);
+  return it != removed_.end() && it->second + kRemovedMemory >= absl::Now();
+}
+
+absl::Status DirectoryCache::UpsertRegisteredDevice(const registry::Device& device) {
+  if (device.tenant_id().empty() || device.device_id().empty()) {
+    return absl::InvalidArgumentError("device tenant_id and device_id must be set");
+  }
+  auto record = std::make_shared<DeviceRecord>();
+  absl::Status status = MakeDeviceRecord(device, record.get());
+  CompositeKey key(record->tenant_id, record->device_id);
+  if (RecentlyRemoved(key.view())) {
+    return absl::FailedPreconditionError("the device was removed since: left to the change stream");
+  }
+  const auto bytes = static_cast<int64_t>(record->ApproximateBytes());
+  const int64_t version = record->version;
+  std::shared_ptr<const DeviceRecord> old;
+  const bool written = devices_.PutUnless(
+      key.view(), std::move(record),
+      [version](const DeviceRecord& held) { return held.version >= version; }, &old);
+  if (!written) {
+    return absl::FailedPreconditionError(
+        "the cache holds a newer version of the device: left to the change stream");
+  }
+  device_record_bytes_.fetch_add(
+      bytes - (old != nullptr ? static_cast<int64_t>(old->ApproximateBytes()) : 0),
+      std::memory_order_relaxed);
+  return status;
 }
 
 void DirectoryCache::ForgetDeviceBytes(const DeviceRecord& old) {

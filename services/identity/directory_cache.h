@@ -6,10 +6,15 @@
 
 #include <atomic>
 #include <cstddef>
+#include <deque>
 #include <memory>
+#include <string>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "services/identity/directory.h"
 #include "services/identity/sharded_map.h"
 
@@ -41,6 +46,12 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   void RemoveProduct(absl::string_view product_key) override;
   absl::Status UpsertDevice(const registry::Device& device) override;
   void RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) override;
+  absl::Status UpsertRegisteredDevice(const registry::Device& device) override;
+  // How long a removed device refuses UpsertRegisteredDevice (longer than any
+  // registrar call, whose deadline is 2 s).
+  static constexpr absl::Duration kRemovedMemory = absl::Seconds(10);
+  // At most this many removals are remembered (the oldest forgotten first).
+  static constexpr size_t kMaxRemovedRemembered = 100000;
   absl::Status UpsertEnrollmentGroup(const registry::EnrollmentGroup& group) override;
   void RemoveEnrollmentGroup(absl::string_view tenant_id, absl::string_view group_id) override;
   void Clear() override;
@@ -67,6 +78,12 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   void DropFromGroupList(absl::string_view tenant_id, absl::string_view group_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void ForgetDeviceBytes(const DeviceRecord& old);
+  // Devices removed within kRemovedMemory, by key (see UpsertRegisteredDevice).
+  void RememberRemoved(std::string key);
+  bool RecentlyRemoved(absl::string_view key);
+  absl::Mutex removed_mu_;
+  absl::flat_hash_map<std::string, absl::Time> removed_ ABSL_GUARDED_BY(removed_mu_);
+  std::deque<std::pair<std::string, absl::Time>> removed_order_ ABSL_GUARDED_BY(removed_mu_);
 
   internal::ShardedMap<TenantRecord> tenants_;
   internal::ShardedMap<TenantRecord> tenants_by_host_;

@@ -75,6 +75,38 @@ TEST(DirectoryCacheTest, DevicesAreScopedByTenantAndKeysDecoded) {
   EXPECT_EQ(cache->GetStats().devices, 0U);
 }
 
+TEST(DirectoryCacheTest, ARegistrarsWriteNeverUndoesTheChangeStream) {
+  auto cache = NewCache();
+  auto at = [](registry::Device d, int64_t etag, registry::DeviceStatus status) {
+    d.set_etag(absl::StrCat(etag));
+    d.set_status(status);
+    return d;
+  };
+  const registry::Device d1 = MakeDevice("t1", "d1");
+  // The registrar created it at version 5; the stream then disabled it (version 6)
+  // before the registrar's own write arrived: that write must not re-enable it.
+  ASSERT_TRUE(cache->UpsertDevice(at(d1, 6, registry::DEVICE_STATUS_DISABLED)).ok());
+  EXPECT_EQ(cache->UpsertRegisteredDevice(at(d1, 5, registry::DEVICE_STATUS_ENABLED)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache->FindDevice("t1", "d1")->status, registry::DEVICE_STATUS_DISABLED);
+  // A newer version than the cache's goes in.
+  ASSERT_TRUE(cache->UpsertRegisteredDevice(at(d1, 7, registry::DEVICE_STATUS_ENABLED)).ok());
+  EXPECT_EQ(cache->FindDevice("t1", "d1")->version, 7);
+  // Deleted by the stream: the registrar's late write does not bring it back.
+  cache->RemoveDevice("t1", "d1");
+  EXPECT_EQ(cache->UpsertRegisteredDevice(at(d1, 8, registry::DEVICE_STATUS_ENABLED)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache->FindDevice("t1", "d1"), nullptr);
+  // The stream itself always wins (a re-created device).
+  ASSERT_TRUE(cache->UpsertDevice(at(d1, 9, registry::DEVICE_STATUS_ENABLED)).ok());
+  EXPECT_NE(cache->FindDevice("t1", "d1"), nullptr);
+  // A device the cache never had goes in.
+  ASSERT_TRUE(
+      cache->UpsertRegisteredDevice(at(MakeDevice("t1", "d2"), 3, registry::DEVICE_STATUS_ENABLED))
+          .ok());
+  EXPECT_NE(cache->FindDevice("t1", "d2"), nullptr);
+}
+
 TEST(DirectoryCacheTest, InvalidKeyIsStoredEmptyAndReportedWithoutValue) {
   auto cache = NewCache();
   auto d = MakeDevice("t1", "d1");

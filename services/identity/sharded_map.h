@@ -48,6 +48,24 @@ class ShardedMap {
     return old;  // released outside the lock
   }
 
+  // Put, unless an entry exists for which `keep(existing)` holds (decided under the
+  // shard's lock). True when written; the replaced value (null if none) goes to
+  // `*old`.
+  template <typename Keep>
+  bool PutUnless(absl::string_view key, std::shared_ptr<const V> value, Keep keep,
+                 std::shared_ptr<const V>* old) {
+    Shard& s = ShardFor(key);
+    const uint64_t stamp = stamp_.load(std::memory_order_acquire);
+    absl::MutexLock lock(&s.mu);
+    auto it = s.map.find(key);
+    if (it != s.map.end() && it->second.value != nullptr && keep(*it->second.value)) return false;
+    Slot& slot = it != s.map.end() ? it->second : s.map[key];
+    *old = std::move(slot.value);  // released by the caller, outside the lock
+    slot.value = std::move(value);
+    slot.stamp = stamp;
+    return true;
+  }
+
   // Stamps, for a full resync without a window where entries are missing: start a
   // new stamp, Put everything the source still has, then erase the entries that
   // still carry an older stamp (KeysStampedBefore + EraseIfStampedBefore).

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/common/crypto.h"
 #include "services/common/status_macros.h"
 #include "services/registry/validation.h"
 
@@ -59,10 +60,18 @@ absl::StatusOr<rv1::Device> RegistryRegistrar::RegisterFromEnrollmentGroup(
   rv1::GetDeviceRequest get;
   get.set_tenant_id(group.tenant_id);
   get.set_device_id(std::string(device_id));
+  get.set_include_secrets(true);
   rv1::Device existing;
   IOTAUTH_RETURN_IF_ERROR(Call(&Stub::GetDevice, get, &existing));
   if (existing.enrollment_group_id() != group.id) {
     return absl::AlreadyExistsError("device exists outside this enrollment group");
+  }
+  // The derived key proves group membership only while the device still holds it:
+  // an admin may have given it another key since.
+  const auto& keys = existing.credentials().symmetric_key();
+  if (!crypto::ConstantTimeEquals(keys.primary_key(), derived_key_base64) &&
+      !crypto::ConstantTimeEquals(keys.secondary_key(), derived_key_base64)) {
+    return absl::PermissionDeniedError("the device no longer holds its group-derived key");
   }
   return existing;
 }

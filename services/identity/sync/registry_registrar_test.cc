@@ -181,6 +181,38 @@ TEST_F(RegistryRegistrarTest, UnknownDeviceIsCreatedEnabledActivatedWithItsSecre
   EXPECT_EQ(a->device_secret, d.credentials().symmetric_key().primary_key());
 }
 
+TEST_F(RegistryRegistrarTest, AnEnrolledDeviceThatWasGivenAnotherKeyIsRefused) {
+  grpc::ServerContext gctx;
+  rv1::CreateEnrollmentGroupRequest greq;
+  greq.mutable_group()->set_tenant_id("t1");
+  greq.mutable_group()->set_id("g1");
+  greq.mutable_group()->set_product_key("pk");
+  greq.set_generate_key(true);
+  rv1::EnrollmentGroup created_group;
+  ASSERT_TRUE(real_->CreateEnrollmentGroup(&gctx, &greq, &created_group).ok());
+  EnrollmentGroupRecord group;
+  group.tenant_id = "t1";
+  group.id = "g1";
+  group.product_key = "pk";
+  const std::string derived = "ZGVyaXZlZC1rZXktZm9yLWUxLTAwMDAwMDAwMDA=";
+  auto first = registrar_->RegisterFromEnrollmentGroup(group, "e1", derived);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // A concurrent first connect (ALREADY_EXISTS) with the same derived key: the stored
+  // device, with its keys.
+  auto again = registrar_->RegisterFromEnrollmentGroup(group, "e1", derived);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->credentials().symmetric_key().primary_key(), derived);
+  // An admin gives the device other keys: the derived key no longer proves anything.
+  rv1::Device d = Stored("e1");
+  d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(
+      "b3RoZXIta2V5LWZvci1lMS0wMDAwMDAwMDAwMDA=");
+  d.mutable_credentials()->mutable_symmetric_key()->set_secondary_key(
+      "b3RoZXIta2V5LWZvci1lMS0wMDAwMDAwMDAwMDE=");
+  ASSERT_TRUE(store_->UpdateDevice(d, "").ok());
+  EXPECT_EQ(registrar_->RegisterFromEnrollmentGroup(group, "e1", derived).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
 TEST_F(RegistryRegistrarTest, PreRegisteredDeviceGetsANewKeyAndIsEnabledAndTagged) {
   PreRegister("dev1");
   const std::string old_key = Stored("dev1").credentials().symmetric_key().primary_key();

@@ -342,7 +342,7 @@ CertificateVerifier::Result X509CertificateVerifier::CheckDevice(const ChainOutc
         return r;
       }
       if (options_.directory_writer != nullptr) {
-        options_.directory_writer->UpsertDevice(*registered).IgnoreError();
+        options_.directory_writer->UpsertRegisteredDevice(*registered).IgnoreError();
       }
       // The registrar returns the stored record when the device already existed
       // (the cache had not seen it yet): it decides like a cached one.
