@@ -472,8 +472,18 @@ class OneBrokenDeviceRegistry final : public rv1::DeviceRegistry::Service {
   grpc::Status GetDevice(grpc::ServerContext* c, const rv1::GetDeviceRequest* q,
                          rv1::Device* r) override {
     if (q->device_id() == broken_) return {grpc::StatusCode::INTERNAL, "cannot open secrets"};
-    return real_->GetDevice(c, q, r);
+    const int now = in_flight.fetch_add(1) + 1;
+    int seen = max_in_flight.load();
+    while (now > seen && !max_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    if (get_delay > absl::ZeroDuration()) absl::SleepFor(get_delay);
+    grpc::Status s = real_->GetDevice(c, q, r);
+    in_flight.fetch_sub(1);
+    return s;
   }
+  std::atomic<int> in_flight{0};
+  std::atomic<int> max_in_flight{0};
+  absl::Duration get_delay = absl::ZeroDuration();
   grpc::Status GetChangeCursor(grpc::ServerContext* c, const rv1::GetChangeCursorRequest* q,
                                rv1::GetChangeCursorResponse* r) override {
     return real_->GetChangeCursor(c, q, r);
@@ -582,6 +592,46 @@ TEST_F(CaMirrorTest, ASilentChangeStreamIsReconnectedAndFailsClosedWhenAsked) {
   absl::SleepFor(absl::Milliseconds(800));
   EXPECT_EQ(mirror.silent_streams(), reconnects);
   EXPECT_TRUE(fresh.load());
+  mirror.Stop();
+  server->Shutdown();
+}
+
+// A big import's backlog is read many devices at a time, not one round trip each,
+// and still applied in order: a disable queued behind it lands last and sticks.
+TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
+  OneBrokenDeviceRegistry registry(registry_.get(), "");
+  registry.get_delay = absl::Milliseconds(2);
+  grpc::ServerBuilder b;
+  b.RegisterService(&registry);
+  auto server = b.BuildAndStart();
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  absl::Notification gate;
+  CountingTarget order(&gate);  // holds the mirror until the backlog is queued
+  FanoutMirrorTarget both({&directory, &order});
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 1)).ok());
+  RegistryMirror mirror(
+      DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &both));
+  mirror.Start();
+  ASSERT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-0") != nullptr; }));
+  const std::vector<rv1::Device> devices = Devices(1, 300);
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  auto last =
+      store_->GetDevice("t1", devices.back().device_id(), ::iotauth::registry::Secrets::kOmit);
+  ASSERT_TRUE(last.ok());
+  last->set_status(rv1::DEVICE_STATUS_DISABLED);
+  ASSERT_TRUE(store_->UpdateDevice(*last, "").ok());
+  gate.Notify();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  ASSERT_TRUE(Eventually([&] {
+    auto d = cache->FindDevice("t1", devices.back().device_id());
+    return d != nullptr && d->status == rv1::DEVICE_STATUS_DISABLED;
+  }));
+  EXPECT_GT(registry.max_in_flight.load(), 1);
+  std::vector<std::string> want = {"dev-0"};
+  for (const auto& d : devices) want.push_back(d.device_id());
+  want.push_back(devices.back().device_id());  // the disable, last
+  EXPECT_EQ(order.Devices(), want);
   mirror.Stop();
   server->Shutdown();
 }

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "services/common/log.h"
 #include "services/common/thread_name.h"
 
@@ -68,6 +71,8 @@ class StreamReader final : public grpc::ClientReadReactor<Message> {
 
   // Blocks until a message arrives (true) or the stream ended (false; see Finish()).
   bool Next(Message* out) { return NextFor(out, absl::InfiniteDuration()) == Got::kMessage; }
+  // A message already received, without waiting (false when none is queued).
+  bool TryNext(Message* out) { return NextFor(out, absl::ZeroDuration()) == Got::kMessage; }
 
   enum class Got { kMessage, kEnded, kTimeout };
   // The same, giving up after `timeout` with nothing (kTimeout).
@@ -489,30 +494,36 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
       break;
     }
     Heard();
-    if (ev.type() == rv1::CHANGE_TYPE_HEARTBEAT) {
-      if (!ev.cursor().empty()) *last_cursor = ev.cursor();
-      continue;
+    // What else has arrived already goes in the same batch: the devices it names are
+    // read from the registry all at once (a big import's backlog would otherwise cost
+    // one round trip per device, in front of any disable queued behind it), then
+    // every event is applied in order.
+    std::vector<rv1::ChangeEvent> batch(1);
+    batch[0].Swap(&ev);
+    rv1::ChangeEvent more;
+    while (batch.size() < kPrefetchBatch && reader.TryNext(&more)) {
+      batch.emplace_back();
+      batch.back().Swap(&more);
     }
-    apply_status = Apply(ev);
-    if (!apply_status.ok() && !Retryable(apply_status) && FailClosed(ev)) {
-      // This resource cannot be read, and never will be as it is: it leaves the
-      // cache (refused from now on) instead of holding back every later change.
-      log::Error(
-          "registry mirror: a change could not be applied; the resource is dropped "
-          "from the identity cache until it changes again",
-          {{"resource", rv1::ResourceType_Name(ev.resource_type())},
-           {"tenant_id", ev.tenant_id()},
-           {"id", ev.resource_id()},
-           {"error", std::string(apply_status.message())}});
-      failed_closed_.fetch_add(1);
-      apply_status = absl::OkStatus();
+    std::vector<DeviceFetch> fetched = FetchDevices(batch);
+    bool stop = false;
+    for (size_t i = 0; i < batch.size() && !stop; ++i) {
+      const rv1::ChangeEvent& e = batch[i];
+      if (e.type() == rv1::CHANGE_TYPE_HEARTBEAT) {
+        if (!e.cursor().empty()) *last_cursor = e.cursor();
+        continue;
+      }
+      apply_status =
+          fetched[i].fetched ? ApplyDevice(e, fetched[i].status, fetched[i].device) : Apply(e);
+      stop = !Settle(e, &apply_status);
+      if (stop) break;
+      if (!e.cursor().empty()) *last_cursor = e.cursor();
+      applied_.fetch_add(1);
     }
-    if (!apply_status.ok()) {
+    if (stop) {
       ctx.TryCancel();
       break;
     }
-    if (!ev.cursor().empty()) *last_cursor = ev.cursor();
-    applied_.fetch_add(1);
   }
   const grpc::Status s = reader.Finish();
   DetachStream();
@@ -526,6 +537,73 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   }
   if (s.ok()) return absl::UnavailableError("WatchChanges ended");
   return FromGrpc(s, "WatchChanges");
+}
+
+std::vector<RegistryMirror::DeviceFetch> RegistryMirror::FetchDevices(
+    const std::vector<rv1::ChangeEvent>& batch) {
+  std::vector<DeviceFetch> out(batch.size());
+  struct Call {
+    grpc::ClientContext ctx;
+    rv1::GetDeviceRequest req;
+  };
+  std::vector<std::unique_ptr<Call>> calls(batch.size());
+  const auto n =
+      static_cast<size_t>(std::count_if(batch.begin(), batch.end(), [](const rv1::ChangeEvent& e) {
+        return e.resource_type() == rv1::RESOURCE_TYPE_DEVICE &&
+               e.type() != rv1::CHANGE_TYPE_DELETED;
+      }));
+  if (n < 2) return out;  // nothing to gain: Apply reads it
+  absl::BlockingCounter done(static_cast<int>(n));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const rv1::ChangeEvent& e = batch[i];
+    if (e.resource_type() != rv1::RESOURCE_TYPE_DEVICE || e.type() == rv1::CHANGE_TYPE_DELETED) {
+      continue;
+    }
+    calls[i] = std::make_unique<Call>();
+    Call& c = *calls[i];
+    Prepare(&c.ctx, absl::Seconds(30));
+    c.req.set_tenant_id(e.tenant_id());
+    c.req.set_device_id(e.resource_id());
+    c.req.set_include_secrets(true);
+    DeviceFetch* f = &out[i];
+    f->fetched = true;
+    stub_->async()->GetDevice(&c.ctx, &c.req, &f->device, [f, &done](grpc::Status st) {
+      f->status = std::move(st);
+      done.DecrementCount();
+    });
+  }
+  done.Wait();
+  return out;
+}
+
+absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc::Status& read,
+                                         const rv1::Device& device) const {
+  if (read.ok()) {
+    options_.target->UpsertDevice(device);
+    return absl::OkStatus();
+  }
+  if (read.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(read, "GetDevice");
+  options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
+  return absl::OkStatus();
+}
+
+bool RegistryMirror::Settle(const rv1::ChangeEvent& ev, absl::Status* status) {
+  if (status->ok()) return true;
+  if (!Retryable(*status) && FailClosed(ev)) {
+    // This resource cannot be read, and never will be as it is: it leaves the
+    // cache (refused from now on) instead of holding back every later change.
+    log::Error(
+        "registry mirror: a change could not be applied; the resource is dropped "
+        "from the identity cache until it changes again",
+        {{"resource", rv1::ResourceType_Name(ev.resource_type())},
+         {"tenant_id", ev.tenant_id()},
+         {"id", ev.resource_id()},
+         {"error", std::string(status->message())}});
+    failed_closed_.fetch_add(1);
+    *status = absl::OkStatus();
+    return true;
+  }
+  return false;
 }
 
 bool RegistryMirror::FailClosed(const rv1::ChangeEvent& ev) const {
@@ -602,23 +680,16 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
       return absl::OkStatus();
     }
     case rv1::RESOURCE_TYPE_DEVICE: {
-      if (!deleted) {
-        grpc::ClientContext ctx;
-        Prepare(&ctx, absl::Seconds(30));
-        rv1::GetDeviceRequest req;
-        req.set_tenant_id(ev.tenant_id());
-        req.set_device_id(ev.resource_id());
-        req.set_include_secrets(true);
-        rv1::Device d;
-        auto s = stub_->GetDevice(&ctx, req, &d);
-        if (s.ok()) {
-          options_.target->UpsertDevice(d);
-          return absl::OkStatus();
-        }
-        if (!not_found(s)) return FromGrpc(s, "GetDevice");
-      }
-      options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
-      return absl::OkStatus();
+      if (deleted) return ApplyDevice(ev, grpc::Status(grpc::StatusCode::NOT_FOUND, ""), {});
+      grpc::ClientContext ctx;
+      Prepare(&ctx, absl::Seconds(30));
+      rv1::GetDeviceRequest req;
+      req.set_tenant_id(ev.tenant_id());
+      req.set_device_id(ev.resource_id());
+      req.set_include_secrets(true);
+      rv1::Device d;
+      const grpc::Status s = stub_->GetDevice(&ctx, req, &d);
+      return ApplyDevice(ev, s, d);
     }
     case rv1::RESOURCE_TYPE_ENROLLMENT_GROUP: {
       if (!deleted) {

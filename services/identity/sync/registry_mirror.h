@@ -171,6 +171,25 @@ class RegistryMirror {
   absl::Status SnapshotCertificates(const std::string& tenant);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
+  // A device change, given the registry's answer to reading the device.
+  absl::Status ApplyDevice(const iotauth::registry::v1::ChangeEvent& event,
+                           const grpc::Status& read,
+                           const iotauth::registry::v1::Device& device) const;
+  // Events applied together; their devices are read concurrently (FetchDevices).
+  static constexpr size_t kPrefetchBatch = 64;
+  struct DeviceFetch {
+    bool fetched = false;  // false: Apply reads it itself
+    grpc::Status status;
+    iotauth::registry::v1::Device device;
+  };
+  // Reads the devices `batch`'s device changes name, all at once (one entry per
+  // event; when fewer than two, none is read here).
+  std::vector<DeviceFetch> FetchDevices(
+      const std::vector<iotauth::registry::v1::ChangeEvent>& batch);
+  // After applying `event`: OK goes on; an error that FailClosed settles is logged
+  // and counted and goes on (*status becomes OK); false when the stream must stop
+  // (the error stays in *status).
+  bool Settle(const iotauth::registry::v1::ChangeEvent& event, absl::Status* status);
   // Removes `event`'s resource from the target, when that is the safe answer to a
   // change that cannot be read (false for revocations: they must not be dropped).
   bool FailClosed(const iotauth::registry::v1::ChangeEvent& event) const;
