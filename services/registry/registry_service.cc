@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -1199,6 +1200,17 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   } else if (!absl::SimpleAtoi(req.cursor(), &cursor) || cursor < 0) {
     return InvalidField("cursor", "is not a cursor this server issued");
   }
+  if (req.has_cursor_time() && cursor > 0) {
+    IOTAUTH_ASSIGN_OR_RETURN(std::optional<absl::Time> at, options_.store->ChangeTime(cursor));
+    const absl::Time claimed = absl::FromUnixSeconds(req.cursor_time().seconds()) +
+                               absl::Nanoseconds(req.cursor_time().nanos());
+    if (at.has_value() && *at != claimed) {
+      return WithReason(absl::OutOfRangeError("change cursor belongs to another change log (was "
+                                              "the registry restored or replaced?); "
+                                              "resynchronise and watch from now"),
+                        "CURSOR_UNKNOWN");
+    }
+  }
   absl::Duration heartbeat = absl::ZeroDuration();
   if (req.has_heartbeat_interval()) {
     heartbeat = std::clamp(absl::Seconds(req.heartbeat_interval().seconds()) +
@@ -1246,7 +1258,20 @@ grpc::Status RegistryService::GetChangeCursor(grpc::ServerContext* ctx,
                                               v1::GetChangeCursorResponse* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = RequireRole(caller, Role::kReader);
-  if (s.ok()) resp->set_cursor(absl::StrCat(options_.store->LatestCursor()));
+  if (s.ok()) {
+    const int64_t latest = options_.store->LatestCursor();
+    resp->set_cursor(absl::StrCat(latest));
+    if (latest > 0) {
+      absl::StatusOr<std::optional<absl::Time>> at = options_.store->ChangeTime(latest);
+      if (at.ok() && at->has_value()) {
+        const absl::Time t = **at;
+        const int64_t us = absl::ToUnixMicros(t);
+        int64_t sec = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
+        resp->mutable_cursor_time()->set_seconds(sec);
+        resp->mutable_cursor_time()->set_nanos(static_cast<int32_t>((us - sec * 1000000) * 1000));
+      }
+    }
+  }
   return ToGrpcStatus(s);
 }
 

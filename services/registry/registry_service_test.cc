@@ -20,6 +20,7 @@
 #include "services/common/crypto.h"
 #include "services/registry/sqlite_store.h"
 #include "services/registry/test_store.h"
+#include "services/registry/validation.h"
 
 namespace iotauth::registry {
 namespace {
@@ -628,6 +629,39 @@ TEST_F(RegistryServiceTest, WatchChangesSendsHeartbeatsWhenAsked) {
   ASSERT_NE(created, items.end());
   EXPECT_EQ(created->resource_id(), "hb");
   EXPECT_EQ(items.back().cursor(), created->cursor());  // heartbeats after it carry its cursor
+  sink.cancelled_ = true;
+  watcher.join();
+  EXPECT_TRUE(result.ok()) << result;
+}
+
+TEST_F(RegistryServiceTest, ACursorFromAnotherLogIsRefused) {
+  Seed();
+  grpc::ServerContext ctx;
+  v1::GetChangeCursorRequest creq;
+  v1::GetChangeCursorResponse head;
+  resolver_.Set(true, kAdmin);
+  ASSERT_TRUE(svc_->GetChangeCursor(&ctx, &creq, &head).ok());
+  ASSERT_EQ(head.cursor(), "3");
+  ASSERT_TRUE(head.has_cursor_time());
+  Caller admin;
+  admin.authenticated = true;
+  admin.roles = kAdmin;
+  // The same cursor with another change's time: a log restored from a backup, or
+  // replaced, that has issued cursor 3 for something else.
+  v1::WatchChangesRequest req;
+  req.set_cursor("3");
+  *req.mutable_cursor_time() = head.cursor_time();
+  req.mutable_cursor_time()->set_seconds(head.cursor_time().seconds() - 1);
+  VectorSink<v1::ChangeEvent> refused;
+  const absl::Status st = svc_->DoWatchChanges(admin, req, refused);
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange) << st;
+  EXPECT_EQ(ReasonOf(st), "CURSOR_UNKNOWN");
+  // Its own time: accepted.
+  *req.mutable_cursor_time() = head.cursor_time();
+  VectorSink<v1::ChangeEvent> sink;
+  absl::Status result;
+  std::thread watcher([&] { result = svc_->DoWatchChanges(admin, req, sink); });
+  ASSERT_TRUE(sink.WaitStarted());
   sink.cancelled_ = true;
   watcher.join();
   EXPECT_TRUE(result.ok()) << result;

@@ -1867,6 +1867,16 @@ absl::StatusOr<ChangeBatch> SqliteStore::ReadChanges(int64_t after_cursor, int32
   return out;
 }
 
+absl::StatusOr<std::optional<absl::Time>> SqliteStore::ChangeTime(int64_t cursor) {
+  IOTAUTH_WITH_READER(db);
+  IOTAUTH_PREPARE(st, db, "SELECT time_us FROM changes WHERE cursor = ?1");
+  st.Int(1, cursor);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return std::optional<absl::Time>();
+  if (rc != SQLITE_ROW) return db.Error("read change time");
+  return std::optional<absl::Time>(absl::FromUnixMicros(st.ColInt(0)));
+}
+
 absl::StatusOr<int64_t> SqliteStore::PruneChanges(absl::Time older_than) {
   int64_t deleted = 0;
   IOTAUTH_RETURN_IF_ERROR(WriteTxn([&](Txn& txn) -> absl::Status {

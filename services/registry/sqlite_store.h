@@ -145,6 +145,7 @@ class SqliteStore final : public RegistryStore {
                                           absl::string_view tenant_id) override;
   absl::StatusOr<int64_t> PruneChanges(absl::Time older_than) override;
   int64_t LatestCursor() override { return notifier_.latest(); }
+  absl::StatusOr<std::optional<absl::Time>> ChangeTime(int64_t cursor) override;
   ChangeNotifier& notifier() override { return notifier_; }
 
   absl::Status RewrapSecrets(std::shared_ptr<const SecretBox> new_box, int batch_size,

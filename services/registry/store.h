@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -290,6 +291,11 @@ class RegistryStore {
   virtual absl::StatusOr<int64_t> PruneChanges(absl::Time older_than) = 0;
   // The cursor of the newest committed change (0 when none).
   virtual int64_t LatestCursor() = 0;
+  // The time of the change at `cursor`, or nullopt when this log does not hold it
+  // (pruned, or never issued). A follower resuming from a cursor names its change's
+  // time so that another log's change at the same cursor (a database restored from a
+  // backup, or replaced) is told apart.
+  virtual absl::StatusOr<std::optional<absl::Time>> ChangeTime(int64_t cursor) = 0;
   // Wakes waiters after each commit (see ChangeNotifier).
   virtual ChangeNotifier& notifier() = 0;
 

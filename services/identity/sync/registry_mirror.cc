@@ -293,6 +293,8 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     auto s = stub_->GetChangeCursor(&ctx, req, &resp);
     if (!s.ok()) return FromGrpc(s, "GetChangeCursor");
     *cursor = resp.cursor();
+    cursor_time_ = resp.cursor_time();
+    has_cursor_time_ = resp.has_cursor_time();
   }
   // Old records stay readable until the snapshot is complete (EndSnapshot below).
   options_.target->BeginSnapshot();
@@ -458,6 +460,8 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   if (!AttachStream(&ctx)) return absl::CancelledError("stopping");
   rv1::WatchChangesRequest req;
   req.set_cursor(cursor);
+  // So that a registry whose log is not the one this cursor came from says so.
+  if (has_cursor_time_) *req.mutable_cursor_time() = cursor_time_;
   const absl::Duration beat = options_.heartbeat_interval;
   if (beat > absl::ZeroDuration()) {
     req.mutable_heartbeat_interval()->set_seconds(absl::ToInt64Seconds(beat));
@@ -509,15 +513,18 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
     bool stop = false;
     for (size_t i = 0; i < batch.size() && !stop; ++i) {
       const rv1::ChangeEvent& e = batch[i];
-      if (e.type() == rv1::CHANGE_TYPE_HEARTBEAT) {
-        if (!e.cursor().empty()) *last_cursor = e.cursor();
-        continue;
-      }
+      // A heartbeat only says the stream is alive (Heard above); the cursor stays
+      // at the last change, whose time identifies this log on reconnect.
+      if (e.type() == rv1::CHANGE_TYPE_HEARTBEAT) continue;
       apply_status =
           fetched[i].fetched ? ApplyDevice(e, fetched[i].status, fetched[i].device) : Apply(e);
       stop = !Settle(e, &apply_status);
       if (stop) break;
-      if (!e.cursor().empty()) *last_cursor = e.cursor();
+      if (!e.cursor().empty()) {
+        *last_cursor = e.cursor();
+        cursor_time_ = e.time();
+        has_cursor_time_ = e.has_time();
+      }
       applied_.fetch_add(1);
     }
     if (stop) {

@@ -211,6 +211,10 @@ class RegistryMirror {
   std::atomic<int64_t> applied_{0};
   std::atomic<int64_t> failed_closed_{0};
   std::atomic<int64_t> silent_streams_{0};
+  // The time of the change at the cursor the mirror resumes from (mirror thread
+  // only): WatchChangesRequest.cursor_time.
+  google::protobuf::Timestamp cursor_time_;
+  bool has_cursor_time_ = false;
   // When the registry last answered (any message or call result), in Unix nanos.
   std::atomic<int64_t> last_heard_ns_{0};
   absl::Mutex mu_;
