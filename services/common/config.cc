@@ -204,7 +204,7 @@ absl::Status ValidateRoles(absl::string_view key,
     Role r;
     if (!ParseRole(name, &r)) {
       return absl::InvalidArgumentError(absl::StrCat("config key '", key, "': unknown role '", name,
-                                                     "' (admin, reader or gateway)"));
+                                                     "' (admin, reader, gateway or audit-writer)"));
     }
   }
   return absl::OkStatus();
