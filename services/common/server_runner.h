@@ -75,6 +75,10 @@ class ServerRunner {
 // Blocks SIGTERM and SIGINT in the calling thread and every thread it creates
 // later; call first thing in main().
 void BlockTerminationSignals();
+// True when SIGTERM or SIGINT arrived (blocked, so still pending): long start-up
+// steps poll it to stop early. The signal stays pending for
+// WaitForTerminationSignal.
+bool TerminationSignalPending();
 // Waits for SIGTERM or SIGINT and returns its number.
 int WaitForTerminationSignal();
 

@@ -349,10 +349,17 @@ class EmbeddedApp final : public App {
     absl::Time start = absl::Now();
     mirror_->Start();
     log::Info("identity: loading the registry mirror");
-    if (!mirror_->WaitForInitialSync(absl::Seconds(120))) {
-      return absl::UnavailableError(
-          "identity: the registry mirror did not sync within 120s (check registry_address "
-          "and the upstream credentials)");
+    // Waits for the first sync, but not through a SIGTERM (a rollout that gives up
+    // on a pod still loading must not wait for its grace period to run out).
+    while (!mirror_->WaitForInitialSync(absl::Milliseconds(200))) {
+      if (TerminationSignalPending()) {
+        return absl::CancelledError("stopped by a signal while loading the registry mirror");
+      }
+      if (absl::Now() - start > absl::Seconds(120)) {
+        return absl::UnavailableError(
+            "identity: the registry mirror did not sync within 120s (check registry_address "
+            "and the upstream credentials)");
+      }
     }
     directory_ready_.store(true, std::memory_order_release);
     for (const char* name : {kIdentityName, kExHookName, kExtAuthzName}) runner.SetServing(name);

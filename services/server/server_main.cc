@@ -175,9 +175,13 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
     return kExitStartup;
   }
   if (auto st = (*app)->OnServing(**runner); !st.ok()) {
-    log::Error("startup failed", {{"error", std::string(st.message())}});
     (*runner)->Shutdown(absl::ZeroDuration());
     (*app)->Stop();
+    if (st.code() == absl::StatusCode::kCancelled) {
+      log::Info("stopped during start-up", {{"reason", std::string(st.message())}});
+      return 0;
+    }
+    log::Error("startup failed", {{"error", std::string(st.message())}});
     return kExitStartup;
   }
   std::vector<std::string> names;
