@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/proto_time.h"
 #include "services/common/utf8.h"
 
 namespace iotauth::audit {
@@ -90,15 +91,9 @@ std::string NewEventId() {
   return id;
 }
 
-void SetTimestamp(absl::Time t, google::protobuf::Timestamp* ts) {
-  const int64_t s = absl::ToUnixSeconds(t);
-  ts->set_seconds(s);
-  ts->set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(s)) / absl::Nanoseconds(1)));
-}
+void SetTimestamp(absl::Time t, google::protobuf::Timestamp* ts) { ToProtoTimestamp(t, ts); }
 
-absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
+absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) { return FromProtoTimestamp(ts); }
 
 bool ValidEventTime(const google::protobuf::Timestamp& ts) {
   // 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, the Timestamp range.

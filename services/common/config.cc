@@ -21,6 +21,7 @@
 #include "google/protobuf/util/type_resolver_util.h"
 #include "services/common/caller.h"
 #include "services/common/log.h"
+#include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth {
@@ -158,7 +159,7 @@ absl::Status ValidateAddress(absl::string_view key, absl::string_view addr, bool
 
 absl::Status ValidateDuration(absl::string_view key, const google::protobuf::Duration& d,
                               absl::Duration min, absl::Duration max) {
-  absl::Duration v = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  const absl::Duration v = FromProtoDuration(d);
   if (v < min || v > max) {
     return absl::InvalidArgumentError(
         absl::StrCat("config key '", key, "': ", absl::FormatDuration(v), " is outside [",
@@ -412,8 +413,7 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.max_registry_silence",
                                            id.max_registry_silence(), absl::ZeroDuration(),
                                            absl::Hours(1)));
-  const absl::Duration silence = absl::Seconds(id.max_registry_silence().seconds()) +
-                                 absl::Nanoseconds(id.max_registry_silence().nanos());
+  const absl::Duration silence = FromProtoDuration(id.max_registry_silence());
   if (silence != absl::ZeroDuration() && silence < absl::Seconds(1)) {
     return absl::InvalidArgumentError(
         "config key 'identity.max_registry_silence' must be 0 (off) or at least 1s (heartbeats "

@@ -19,6 +19,7 @@
 #include "google/protobuf/util/field_mask_util.h"
 #include "services/common/crypto.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
 #include "services/common/utf8.h"
 #include "services/registry/validation.h"
@@ -284,9 +285,7 @@ void RegistryService::Audit(
     std::initializer_list<std::pair<const char*, std::string>> extra) const {
   audit::v1::AuditEvent e;
   absl::Time now = options_.clock->Now();
-  e.mutable_time()->set_seconds(absl::ToUnixSeconds(now));
-  e.mutable_time()->set_nanos(static_cast<int32_t>(
-      (now - absl::FromUnixSeconds(absl::ToUnixSeconds(now))) / absl::Nanoseconds(1)));
+  ToProtoTimestamp(now, e.mutable_time());
   e.set_type(audit::v1::EVENT_TYPE_ADMIN_MUTATION);
   e.set_tenant_id(std::string(tenant_id));
   e.set_product_key(std::string(product_key));
@@ -1202,9 +1201,7 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   }
   if (req.has_cursor_time() && cursor > 0) {
     IOTAUTH_ASSIGN_OR_RETURN(std::optional<absl::Time> at, options_.store->ChangeTime(cursor));
-    const absl::Time claimed = absl::FromUnixSeconds(req.cursor_time().seconds()) +
-                               absl::Nanoseconds(req.cursor_time().nanos());
-    if (at.has_value() && *at != claimed) {
+    if (at.has_value() && *at != FromProtoTimestamp(req.cursor_time())) {
       return WithReason(absl::OutOfRangeError("change cursor belongs to another change log (was "
                                               "the registry restored or replaced?); "
                                               "resynchronise and watch from now"),
@@ -1213,9 +1210,8 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   }
   absl::Duration heartbeat = absl::ZeroDuration();
   if (req.has_heartbeat_interval()) {
-    heartbeat = std::clamp(absl::Seconds(req.heartbeat_interval().seconds()) +
-                               absl::Nanoseconds(req.heartbeat_interval().nanos()),
-                           absl::Milliseconds(100), absl::Seconds(60));
+    heartbeat = std::clamp(FromProtoDuration(req.heartbeat_interval()), absl::Milliseconds(100),
+                           absl::Seconds(60));
   }
   sink.Started(absl::StrCat(cursor));
   absl::Time last_sent = absl::Now();
@@ -1263,13 +1259,7 @@ grpc::Status RegistryService::GetChangeCursor(grpc::ServerContext* ctx,
     resp->set_cursor(absl::StrCat(latest));
     if (latest > 0) {
       absl::StatusOr<std::optional<absl::Time>> at = options_.store->ChangeTime(latest);
-      if (at.ok() && at->has_value()) {
-        const absl::Time t = **at;
-        const int64_t us = absl::ToUnixMicros(t);
-        int64_t sec = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
-        resp->mutable_cursor_time()->set_seconds(sec);
-        resp->mutable_cursor_time()->set_nanos(static_cast<int32_t>((us - sec * 1000000) * 1000));
-      }
+      if (at.ok() && at->has_value()) ToProtoTimestamp(**at, resp->mutable_cursor_time());
     }
   }
   return ToGrpcStatus(s);

@@ -29,6 +29,7 @@
 #include "services/common/crypto.h"
 #include "services/common/dev_pki.h"
 #include "services/common/log.h"
+#include "services/common/proto_time.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
 #include "services/gateway/exhook_service.h"
@@ -55,10 +56,6 @@ namespace iotauth {
 namespace {
 
 using iotauth::config::v1::ServerConfig;
-
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
 
 // Exposes the audit pipeline's counters as Prometheus metrics.
 class AuditMetrics final : public audit::AuditPipelineObserver {
@@ -344,7 +341,7 @@ class EmbeddedApp final : public App {
     mo.bearer_token = token;
     mo.target = fanout_target_.get();
     mo.fresh = &directory_ready_;
-    mo.max_silence = ToDuration(config_.identity().max_registry_silence());
+    mo.max_silence = FromProtoDuration(config_.identity().max_registry_silence());
     mirror_ = std::make_unique<identity::RegistryMirror>(mo);
     absl::Time start = absl::Now();
     mirror_->Start();
@@ -463,11 +460,11 @@ class EmbeddedApp final : public App {
       po.queue_capacity = static_cast<size_t>(ac.queue_capacity());
       po.max_batch = static_cast<size_t>(ac.batch_size());
       po.full_queue_policy = policy;
-      po.block_timeout = ToDuration(ac.block_timeout());
-      po.linger = ToDuration(ac.batch_linger());
-      po.retention.max_age = ToDuration(ac.retention_max_age());
+      po.block_timeout = FromProtoDuration(ac.block_timeout());
+      po.linger = FromProtoDuration(ac.batch_linger());
+      po.retention.max_age = FromProtoDuration(ac.retention_max_age());
       po.retention.max_rows = static_cast<uint64_t>(ac.retention_max_events());
-      po.retention_interval = ToDuration(ac.retention_interval());
+      po.retention_interval = FromProtoDuration(ac.retention_interval());
       po.notifier = &notifier_;
       po.observer = audit_metrics_.get();
       po.spool_path = AuditSpoolPath(config_);
@@ -496,7 +493,7 @@ class EmbeddedApp final : public App {
       ro.clock = clock;
       ro.queue_capacity = static_cast<size_t>(ac.queue_capacity());
       ro.full_queue_policy = policy;
-      ro.block_timeout = ToDuration(ac.block_timeout());
+      ro.block_timeout = FromProtoDuration(ac.block_timeout());
       ro.observer = audit_metrics_.get();
       ro.spool_path = AuditSpoolPath(config_);
       if (!token.empty()) {
@@ -582,7 +579,8 @@ class EmbeddedApp final : public App {
     ro.secret_box = secret_box_;
     IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
     // The change log stays bounded: pruned hourly (or every tenth of a short retention).
-    if (const absl::Duration retention = ToDuration(config_.storage().registry_change_retention());
+    if (const absl::Duration retention =
+            FromProtoDuration(config_.storage().registry_change_retention());
         retention > absl::ZeroDuration()) {
       registry::ChangeLogPruner::Options po;
       po.store = registry_store_.get();
@@ -628,9 +626,9 @@ class EmbeddedApp final : public App {
     ao.registrar = &lazy_registrar_;
     ao.certificate_verifier = x509_verifier_.get();
     ao.audit_sink = sink_;
-    ao.config.sas_clock_skew = ToDuration(ic.clock_skew());
-    ao.config.triple_timestamp_window = ToDuration(ic.timestamp_window());
-    ao.config.max_cache_ttl = ToDuration(ic.decision_cache_ttl());
+    ao.config.sas_clock_skew = FromProtoDuration(ic.clock_skew());
+    ao.config.triple_timestamp_window = FromProtoDuration(ic.timestamp_window());
+    ao.config.max_cache_ttl = FromProtoDuration(ic.decision_cache_ttl());
     ao.config.replay_cache_capacity = static_cast<size_t>(ic.replay_cache_size());
     ao.ready = &directory_ready_;
     IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));

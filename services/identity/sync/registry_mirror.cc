@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "services/common/log.h"
+#include "services/common/proto_time.h"
 #include "services/common/thread_name.h"
 
 namespace iotauth::identity {
@@ -463,11 +464,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
   // So that a registry whose log is not the one this cursor came from says so.
   if (has_cursor_time_) *req.mutable_cursor_time() = cursor_time_;
   const absl::Duration beat = options_.heartbeat_interval;
-  if (beat > absl::ZeroDuration()) {
-    req.mutable_heartbeat_interval()->set_seconds(absl::ToInt64Seconds(beat));
-    req.mutable_heartbeat_interval()->set_nanos(
-        static_cast<int32_t>(absl::ToInt64Nanoseconds(beat % absl::Seconds(1))));
-  }
+  if (beat > absl::ZeroDuration()) ToProtoDuration(beat, req.mutable_heartbeat_interval());
   const absl::Duration silence_limit = beat > absl::ZeroDuration()
                                            ? beat * std::max(options_.silent_heartbeats, 2)
                                            : absl::InfiniteDuration();

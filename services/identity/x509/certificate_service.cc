@@ -21,6 +21,7 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "services/common/crypto.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
 #include "services/common/utf8.h"
 #include "services/identity/x509/csr.h"
@@ -68,21 +69,13 @@ absl::Status Internal(absl::string_view what) {
 }
 
 // ---- Time ----
-void ToTimestamp(absl::Time t, google::protobuf::Timestamp* ts) {
-  ts->set_seconds(absl::ToUnixSeconds(t));
-  ts->set_nanos(
-      static_cast<int32_t>((t - absl::FromUnixSeconds(ts->seconds())) / absl::Nanoseconds(1)));
-}
 bool IsUnset(const google::protobuf::Duration& d) { return d.seconds() == 0 && d.nanos() == 0; }
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
 
 absl::StatusOr<absl::Duration> ResolveValidity(absl::string_view field,
                                                const google::protobuf::Duration& requested,
                                                absl::Duration def, absl::Duration max) {
   if (IsUnset(requested)) return def;
-  absl::Duration d = FromProto(requested);
+  absl::Duration d = FromProtoDuration(requested);
   if (d < absl::Minutes(1)) return InvalidField(field, "must be at least one minute");
   if (d > max) return InvalidField(field, "exceeds the configured maximum");
   return d;
@@ -228,7 +221,7 @@ void DescribeCa(const ParsedCertificate& cert, rv1::CaCertificate* ca) {
   ca->set_certificate_pem(PemOf(cert.x509()));
   ca->set_sha256_fingerprint(cert.fingerprint_hex());
   ca->set_subject(cert.subject());
-  ToTimestamp(cert.not_after(), ca->mutable_not_after());
+  ToProtoTimestamp(cert.not_after(), ca->mutable_not_after());
   // Same id rule as DeviceRegistry.CreateCaCertificate.
   ca->set_id(absl::StrCat("ca-", cert.fingerprint_hex().substr(0, 24)));
 }
@@ -327,7 +320,7 @@ void CertificateService::Audit(const Caller& caller, audit::v1::EventType type,
                                std::vector<std::pair<std::string, std::string>> attributes,
                                absl::string_view fingerprint) const {
   audit::v1::AuditEvent e;
-  ToTimestamp(options_.clock->Now(), e.mutable_time());
+  ToProtoTimestamp(options_.clock->Now(), e.mutable_time());
   e.set_type(type);
   e.set_tenant_id(std::string(tenant_id));
   e.set_device_id(std::string(device_id));
@@ -510,9 +503,9 @@ absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
         "crl", absl::StrCat("is too large: ", out.crl_pem().size(),
                             " bytes as PEM, over the limit of ", options_.config.max_crl_bytes));
   }
-  ToTimestamp((*crl)->this_update(), out.mutable_this_update());
+  ToProtoTimestamp((*crl)->this_update(), out.mutable_this_update());
   if ((*crl)->next_update() != absl::InfiniteFuture()) {
-    ToTimestamp((*crl)->next_update(), out.mutable_next_update());
+    ToProtoTimestamp((*crl)->next_update(), out.mutable_next_update());
   }
   out.set_crl_number((*crl)->crl_number());
   out.set_revoked_count((*crl)->revoked_count());
@@ -699,8 +692,8 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::Issue(
   out.set_issuer_pem(ca->certificate_pem());
   out.set_serial_hex(leaf->serial_hex());
   out.set_fingerprint(leaf->fingerprint_hex());
-  ToTimestamp(leaf->not_before(), out.mutable_not_before());
-  ToTimestamp(leaf->not_after(), out.mutable_not_after());
+  ToProtoTimestamp(leaf->not_before(), out.mutable_not_before());
+  ToProtoTimestamp(leaf->not_after(), out.mutable_not_after());
   out.set_device_id(std::string(device_id));
   return out;
 }
