@@ -245,18 +245,7 @@ absl::Status DirectoryCache::UpsertProduct(const registry::Product& product) {
 void DirectoryCache::RemoveProduct(absl::string_view product_key) { products_.Erase(product_key); }
 
 absl::Status DirectoryCache::UpsertDevice(const registry::Device& device) {
-  if (device.tenant_id().empty() || device.device_id().empty()) {
-    return absl::InvalidArgumentError("device tenant_id and device_id must be set");
-  }
-  auto record = std::make_shared<DeviceRecord>();
-  absl::Status status = MakeDeviceRecord(device, record.get());
-  const auto bytes = static_cast<int64_t>(record->ApproximateBytes());
-  CompositeKey key(record->tenant_id, record->device_id);
-  auto old = devices_.Put(key.view(), std::move(record));
-  device_record_bytes_.fetch_add(
-      bytes - (old != nullptr ? static_cast<int64_t>(old->ApproximateBytes()) : 0),
-      std::memory_order_relaxed);
-  return status;
+  return PutDevice(device, /*from_registrar=*/false);
 }
 
 void DirectoryCache::RemoveDevice(absl::string_view tenant_id, absl::string_view device_id) {
@@ -286,21 +275,30 @@ bool DirectoryCache::RecentlyRemoved(absl::string_view key) {
 }
 
 absl::Status DirectoryCache::UpsertRegisteredDevice(const registry::Device& device) {
+  return PutDevice(device, /*from_registrar=*/true);
+}
+
+absl::Status DirectoryCache::PutDevice(const registry::Device& device, bool from_registrar) {
   if (device.tenant_id().empty() || device.device_id().empty()) {
     return absl::InvalidArgumentError("device tenant_id and device_id must be set");
   }
   auto record = std::make_shared<DeviceRecord>();
   absl::Status status = MakeDeviceRecord(device, record.get());
   CompositeKey key(record->tenant_id, record->device_id);
-  if (RecentlyRemoved(key.view())) {
+  if (from_registrar && RecentlyRemoved(key.view())) {
     return absl::FailedPreconditionError("the device was removed since: left to the change stream");
   }
   const auto bytes = static_cast<int64_t>(record->ApproximateBytes());
   const int64_t version = record->version;
   std::shared_ptr<const DeviceRecord> old;
+  // The change stream always wins; a registrar's write never replaces a version at
+  // least as new.
   const bool written = devices_.PutUnless(
       key.view(), std::move(record),
-      [version](const DeviceRecord& held) { return held.version >= version; }, &old);
+      [from_registrar, version](const DeviceRecord& held) {
+        return from_registrar && held.version >= version;
+      },
+      &old);
   if (!written) {
     return absl::FailedPreconditionError(
         "the cache holds a newer version of the device: left to the change stream");

@@ -78,6 +78,8 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   void DropFromGroupList(absl::string_view tenant_id, absl::string_view group_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void ForgetDeviceBytes(const DeviceRecord& old);
+  // UpsertDevice (from_registrar false) and UpsertRegisteredDevice (true).
+  absl::Status PutDevice(const registry::Device& device, bool from_registrar);
   // Devices removed within kRemovedMemory, by key (see UpsertRegisteredDevice).
   void RememberRemoved(std::string key);
   bool RecentlyRemoved(absl::string_view key);
