@@ -67,6 +67,14 @@ class RecordingSink final : public audit::AuditSink {
 constexpr uint32_t kAdmin = static_cast<uint32_t>(Role::kAdmin);
 constexpr uint32_t kReader = static_cast<uint32_t>(Role::kReader);
 
+// A caller that presented a credential holding `roles`.
+Caller Authenticated(uint32_t roles) {
+  Caller c;
+  c.authenticated = true;
+  c.roles = roles;
+  return c;
+}
+
 class RegistryServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -451,9 +459,7 @@ TEST_F(RegistryServiceTest, ImportReportsPerItemErrorsWithStreamIndexes) {
   *m2.add_devices() = dev("d");          // 6 ok
   VectorSource source({m1, m2});
   v1::ImportDevicesResponse resp;
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   ASSERT_TRUE(svc_->DoImportDevices(admin, source, &resp).ok());
   EXPECT_EQ(resp.received(), 7);
   EXPECT_EQ(resp.imported(), 3);
@@ -468,9 +474,7 @@ TEST_F(RegistryServiceTest, ImportReportsPerItemErrorsWithStreamIndexes) {
   ASSERT_TRUE(d.ok());
   EXPECT_FALSE(d->credentials().symmetric_key().primary_key().empty());
 
-  Caller reader;
-  reader.authenticated = true;
-  reader.roles = kReader;
+  const Caller reader = Authenticated(kReader);
   VectorSource again({m1});
   v1::ImportDevicesResponse r2;
   EXPECT_EQ(svc_->DoImportDevices(reader, again, &r2).code(), absl::StatusCode::kPermissionDenied);
@@ -487,9 +491,7 @@ TEST_F(RegistryServiceTest, ImportErrorCutsALongIdAtACharacterBoundary) {
   d->set_product_key("p1");
   VectorSource source({m});
   v1::ImportDevicesResponse resp;
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   ASSERT_TRUE(svc_->DoImportDevices(admin, source, &resp).ok());
   ASSERT_EQ(resp.errors_size(), 1);
   EXPECT_EQ(resp.errors(0).reason(), "INVALID_DEVICE_ID");
@@ -538,9 +540,7 @@ TEST_F(RegistryServiceTest, ExportStreamsEveryDeviceAndHidesKeysFromReaders) {
   Seed();
   v1::Device d;
   for (int i = 0; i < 7; ++i) ASSERT_TRUE(CreateDevice(absl::StrCat("e", i), &d).ok());
-  Caller reader;
-  reader.authenticated = true;
-  reader.roles = kReader;
+  const Caller reader = Authenticated(kReader);
   v1::ExportDevicesRequest req;
   req.set_tenant_id("t1");
   VectorSink<v1::Device> sink;
@@ -554,9 +554,7 @@ TEST_F(RegistryServiceTest, ExportStreamsEveryDeviceAndHidesKeysFromReaders) {
 
 TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   Seed();
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   v1::WatchChangesRequest req;  // empty cursor: from now
   VectorSink<v1::ChangeEvent> sink;
   absl::Status result;
@@ -581,9 +579,7 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   // Replay from "0" sees the seed too; watching every tenant needs admin.
   v1::WatchChangesRequest replay;
   replay.set_cursor("0");
-  Caller reader;
-  reader.authenticated = true;
-  reader.roles = kReader;
+  const Caller reader = Authenticated(kReader);
   VectorSink<v1::ChangeEvent> denied;
   EXPECT_EQ(svc_->DoWatchChanges(reader, replay, denied).code(),
             absl::StatusCode::kPermissionDenied);
@@ -602,9 +598,7 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
 
 TEST_F(RegistryServiceTest, WatchChangesSendsHeartbeatsWhenAsked) {
   Seed();
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   v1::WatchChangesRequest req;
   req.mutable_heartbeat_interval()->set_nanos(100000000);  // 100 ms
   VectorSink<v1::ChangeEvent> sink;
@@ -643,9 +637,7 @@ TEST_F(RegistryServiceTest, ACursorFromAnotherLogIsRefused) {
   ASSERT_TRUE(svc_->GetChangeCursor(&ctx, &creq, &head).ok());
   ASSERT_EQ(head.cursor(), "3");
   ASSERT_TRUE(head.has_cursor_time());
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   // The same cursor with another change's time: a log restored from a backup, or
   // replaced, that has issued cursor 3 for something else.
   v1::WatchChangesRequest req;
@@ -1122,9 +1114,7 @@ TEST_F(RegistryServiceTest, RewrapSecretsMovesEverySecretToTheNewKey) {
 }
 
 TEST_F(RegistryServiceTest, RewrapSecretsWithoutABoxIsAPreconditionFailure) {
-  Caller admin;
-  admin.authenticated = true;
-  admin.roles = kAdmin;
+  const Caller admin = Authenticated(kAdmin);
   VectorSink<v1::RewrapSecretsProgress> sink;
   EXPECT_EQ(svc_->DoRewrapSecrets(admin, v1::RewrapSecretsRequest(), sink).code(),
             absl::StatusCode::kFailedPrecondition);
