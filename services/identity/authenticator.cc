@@ -16,6 +16,7 @@
 #include "services/audit/event_view.h"
 #include "services/common/crypto.h"
 #include "services/common/enum_name.h"
+#include "services/identity/composite_key.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/dps.h"
 #include "services/identity/sas_token.h"
@@ -265,7 +266,7 @@ class Authenticator::Attempt {
     if (!request_.tenant_id().empty()) {
       tenant = opt_.directory->FindTenant(request_.tenant_id());
       if (tenant == nullptr) return Deny(v1::DENY_REASON_UNKNOWN_TENANT, "unknown tenant");
-      if (tenant->hub_host != aud->host) {
+      if (!absl::EqualsIgnoreCase(tenant->hub_host, aud->host)) {
         return Deny(v1::DENY_REASON_WRONG_AUDIENCE, "token audience names another hub");
       }
     } else {
@@ -276,8 +277,8 @@ class Authenticator::Attempt {
     }
     auto* id = resp_->mutable_identity();
     id->set_tenant_id(tenant->id);
-    id->set_device_id(aud->device_id);
-    id->set_module_id(aud->module_id);
+    id->set_device_id(aud->device_id.data(), aud->device_id.size());
+    id->set_module_id(aud->module_id.data(), aud->module_id.size());
 
     // The token must name the device that is connecting.
     if (mqtt) {
@@ -306,7 +307,7 @@ class Authenticator::Attempt {
       std::shared_ptr<const ProductRecord> product;
       if (!ProductAllows(*device, reg::CREDENTIAL_TYPE_SAS, &product)) return;
       if (DeviceLocked()) return;
-      auto v = VerifySas(*token, {policy->primary_key, policy->secondary_key}, now_,
+      auto v = VerifySas(*token, SasMacKeys{&policy->primary_key, &policy->secondary_key}, now_,
                          cfg_.sas_clock_skew);
       if (!v.verdict.ok()) return Deny(v.verdict);
       resp_->set_credential_fingerprint(
@@ -318,8 +319,8 @@ class Authenticator::Attempt {
     std::shared_ptr<const ProductRecord> product;
     if (!ProductAllows(*device, reg::CREDENTIAL_TYPE_SAS, &product)) return;
     if (DeviceLocked()) return;
-    auto v =
-        VerifySas(*token, {device->primary_key, device->secondary_key}, now_, cfg_.sas_clock_skew);
+    auto v = VerifySas(*token, SasMacKeys{&device->primary_key, &device->secondary_key}, now_,
+                       cfg_.sas_clock_skew);
     if (!v.verdict.ok()) return Deny(v.verdict);
     resp_->set_credential_fingerprint(absl::StrCat("sas:", KeySlotName(v.slot)));
     if (!DeviceUsable(*device)) return;
@@ -544,12 +545,13 @@ class Authenticator::Attempt {
       return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "device belongs to another product");
     }
     // The primary secret, then the secondary (rotation without downtime).
-    const bool primary =
-        !device->triple_secret.empty() &&
-        VerifyTripleSignature(in.method, device->triple_secret, sign_input, in.signature);
+    const bool primary = !device->triple_secret.empty() &&
+                         VerifyTripleSignature(in.method, device->triple_secret, device->triple_key,
+                                               sign_input, in.signature);
     const bool secondary =
         !primary && !device->triple_secret_secondary.empty() &&
-        VerifyTripleSignature(in.method, device->triple_secret_secondary, sign_input, in.signature);
+        VerifyTripleSignature(in.method, device->triple_secret_secondary,
+                              device->triple_key_secondary, sign_input, in.signature);
     if (!primary && !secondary) {
       return Deny(v1::DENY_REASON_BAD_SIGNATURE, "signature does not verify");
     }
@@ -678,15 +680,15 @@ class Authenticator::Attempt {
     return absl::StrCat("[", text, "]/64");
   }
 
-  std::string DeviceKey() const {
+  CompositeKey DeviceKey() const {
     const v1::Identity& id = resp_->identity();
-    return absl::StrCat(id.tenant_id(), absl::string_view("\0", 1), id.device_id());
+    return CompositeKey(id.tenant_id(), id.device_id());
   }
 
   // Call once the device is resolved and before verifying its credential.
   bool DeviceLocked() {
     if (auth_->device_limiter_ == nullptr) return false;
-    if (!auth_->device_limiter_->IsLocked(DeviceKey(), now_)) return false;
+    if (!auth_->device_limiter_->IsLocked(DeviceKey().view(), now_)) return false;
     Deny(v1::DENY_REASON_RATE_LIMITED, "too many failed attempts for this device");
     return true;
   }
@@ -694,7 +696,9 @@ class Authenticator::Attempt {
   void CountAttempt() {
     const v1::DenyReason r = resp_->deny_reason();
     if (resp_->decision() == v1::DECISION_ALLOW) {
-      if (auth_->device_limiter_ != nullptr) auth_->device_limiter_->RecordSuccess(DeviceKey());
+      if (auth_->device_limiter_ != nullptr) {
+        auth_->device_limiter_->RecordSuccess(DeviceKey().view());
+      }
       return;
     }
     if (r == v1::DENY_REASON_RATE_LIMITED || r == v1::DENY_REASON_INTERNAL) return;
@@ -709,7 +713,7 @@ class Authenticator::Attempt {
     if ((r == v1::DENY_REASON_BAD_SIGNATURE || r == v1::DENY_REASON_REPLAYED ||
          enrollment_failed_) &&
         auth_->device_limiter_ != nullptr && !resp_->identity().device_id().empty()) {
-      auth_->device_limiter_->RecordFailure(DeviceKey(), now_);
+      auth_->device_limiter_->RecordFailure(DeviceKey().view(), now_);
     }
   }
 

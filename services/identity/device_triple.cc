@@ -202,22 +202,31 @@ absl::StatusOr<std::string> ParseTriplePassword(absl::string_view password,
   return out;
 }
 
+namespace {
+
+// The signed content: names and values, names sorted (clientId < deviceKey|deviceName
+// < productKey < timestamp); the timestamp pair is empty when not sent.
+using SignedParts = absl::string_view[8];
+void FillSignedParts(TripleSignMethod method, const TripleSignInput& in, SignedParts* parts) {
+  const bool ts = !in.timestamp.empty();
+  (*parts)[0] = "clientId";
+  (*parts)[1] = in.client_id;
+  (*parts)[2] = method == TripleSignMethod::kSha256 ? "deviceKey" : "deviceName";
+  (*parts)[3] = in.device_name;
+  (*parts)[4] = "productKey";
+  (*parts)[5] = in.product_key;
+  (*parts)[6] = ts ? "timestamp" : "";
+  (*parts)[7] = in.timestamp;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ComputeTripleSignature(TripleSignMethod method,
                                                    absl::string_view secret,
                                                    const TripleSignInput& in) {
   const bool enos = method == TripleSignMethod::kSha256;
-  const bool ts = !in.timestamp.empty();
-  // Names sorted: clientId < deviceKey|deviceName < productKey < timestamp.
-  const absl::string_view parts[] = {
-      "clientId",
-      in.client_id,
-      enos ? "deviceKey" : "deviceName",
-      in.device_name,
-      "productKey",
-      in.product_key,
-      ts ? "timestamp" : "",
-      in.timestamp,
-  };
+  SignedParts parts;
+  FillSignedParts(method, in, &parts);
   if (enos) {
     std::string content;
     content.reserve(128 + secret.size());
@@ -237,6 +246,17 @@ bool VerifyTripleSignature(TripleSignMethod method, absl::string_view secret,
                            const TripleSignInput& input, absl::string_view signature) {
   auto expected = ComputeTripleSignature(method, secret, input);
   return expected.ok() && crypto::ConstantTimeEquals(*expected, signature);
+}
+
+bool VerifyTripleSignature(TripleSignMethod method, absl::string_view secret,
+                           const PrecomputedHmacSha256& sha256_key, const TripleSignInput& input,
+                           absl::string_view signature) {
+  if (method != TripleSignMethod::kHmacSha256 || !sha256_key.has_key()) {
+    return VerifyTripleSignature(method, secret, input, signature);
+  }
+  SignedParts parts;
+  FillSignedParts(method, input, &parts);
+  return sha256_key.Verify(parts, signature);
 }
 
 absl::StatusOr<TripleConnect> MakeTripleConnect(

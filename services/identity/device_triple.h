@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "services/identity/hmac.h"
 
 namespace iotauth::identity {
 
@@ -79,6 +80,12 @@ absl::StatusOr<std::string> ComputeTripleSignature(TripleSignMethod method,
 // Constant-time check of `signature` (raw bytes) against ComputeTripleSignature.
 bool VerifyTripleSignature(TripleSignMethod method, absl::string_view secret,
                            const TripleSignInput& input, absl::string_view signature);
+// The same, with the secret's HMAC-SHA256 schedule done: `sha256_key` (the directory's,
+// PrecomputedHmacSha256::ForKey(secret)) serves hmacsha256; the other methods use
+// `secret`.
+bool VerifyTripleSignature(TripleSignMethod method, absl::string_view secret,
+                           const PrecomputedHmacSha256& sha256_key, const TripleSignInput& input,
+                           absl::string_view signature);
 
 // MQTT CONNECT fields for a device (for tests, the CLI and device libraries).
 struct TripleConnect {

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/iotauth/registry/v1/types.pb.h"
+#include "services/identity/hmac.h"
 
 namespace iotauth::identity {
 
@@ -28,8 +29,9 @@ namespace registry = ::iotauth::registry::v1;
 struct TenantRecord {
   struct Policy {
     std::string name;
-    std::string primary_key;    // SECRET, decoded
-    std::string secondary_key;  // SECRET, decoded; empty when unset or invalid
+    // SECRET: the decoded keys, HMAC-scheduled; no key when unset or invalid.
+    PrecomputedHmacSha256 primary_key;
+    PrecomputedHmacSha256 secondary_key;
   };
   std::string id;
   std::string hub_host;  // lowercased
@@ -57,12 +59,18 @@ struct DeviceRecord {
   std::string device_id;
   std::string product_key;
   registry::DeviceStatus status = registry::DEVICE_STATUS_UNSPECIFIED;
-  std::string primary_key;    // SECRET, decoded SAS key; empty when unset or invalid
-  std::string secondary_key;  // SECRET, decoded SAS key; empty when unset or invalid
+  // SECRET: the decoded SAS keys, HMAC-scheduled (hmac.h); no key when unset or
+  // invalid.
+  PrecomputedHmacSha256 primary_key;
+  PrecomputedHmacSha256 secondary_key;
   std::string triple_secret;  // SECRET, the primary key's text (device-triple secret)
   // SECRET, the secondary key's text: a triple signed with it is accepted too, so
   // that a device's secret can be rotated without downtime (as for SAS).
   std::string triple_secret_secondary;
+  // SECRET: the two triple secrets HMAC-scheduled for hmacsha256, the default sign
+  // method (the others use the text); no key when the text is empty.
+  PrecomputedHmacSha256 triple_key;
+  PrecomputedHmacSha256 triple_key_secondary;
   std::vector<registry::AccessRule> rules;
   std::string enrollment_group_id;
   std::string primary_thumbprint;  // X.509 self-signed (later issue)

@@ -1,5 +1,7 @@
 #include "services/identity/directory_cache.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -8,34 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/identity/composite_key.h"
 
 namespace iotauth::identity {
 namespace {
-
-// Builds `tenant \0 id` in a stack buffer when it fits (lookups do not allocate).
-class CompositeKey {
- public:
-  CompositeKey(absl::string_view a, absl::string_view b) {
-    const size_t n = a.size() + 1 + b.size();
-    char* p = buf_;
-    if (n > sizeof(buf_)) {
-      heap_.resize(n);
-      p = heap_.data();
-    }
-    std::copy(a.begin(), a.end(), p);
-    p[a.size()] = '\0';
-    std::copy(b.begin(), b.end(), p + a.size() + 1);
-    view_ = absl::string_view(p, n);
-  }
-  CompositeKey(const CompositeKey&) = delete;
-  CompositeKey& operator=(const CompositeKey&) = delete;
-  absl::string_view view() const { return view_; }
-
- private:
-  char buf_[192];
-  std::string heap_;
-  absl::string_view view_;
-};
 
 // Lowercases `s` into a stack buffer when it fits.
 class LowerKey {
@@ -77,6 +55,20 @@ void DecodeKey(absl::string_view b64, absl::string_view field, std::string* out,
   *out = *std::move(raw);
 }
 
+// The same, scheduled for HMAC-SHA256 (no key when empty or invalid).
+void DecodeKey(absl::string_view b64, absl::string_view field, PrecomputedHmacSha256* out,
+               absl::Status* status) {
+  std::string raw;
+  DecodeKey(b64, field, &raw, status);
+  *out = raw.empty() ? PrecomputedHmacSha256() : PrecomputedHmacSha256::ForKey(raw);
+  OPENSSL_cleanse(raw.data(), raw.size());
+}
+
+// The triple secret's text scheduled for hmacsha256 (no key when empty).
+PrecomputedHmacSha256 TripleKey(absl::string_view text) {
+  return text.empty() ? PrecomputedHmacSha256() : PrecomputedHmacSha256::ForKey(text);
+}
+
 size_t StringBytes(const std::string& s) {
   // Heap block when the string is not stored inline (libstdc++ SSO holds 15 bytes).
   return s.capacity() > 15 ? s.capacity() + 1 : 0;
@@ -99,10 +91,9 @@ const TenantRecord::Policy* TenantRecord::FindPolicy(absl::string_view name) con
 
 size_t DeviceRecord::ApproximateBytes() const {
   return sizeof(DeviceRecord) + StringBytes(tenant_id) + StringBytes(device_id) +
-         StringBytes(product_key) + StringBytes(primary_key) + StringBytes(secondary_key) +
-         StringBytes(triple_secret) + StringBytes(triple_secret_secondary) +
-         StringBytes(enrollment_group_id) + StringBytes(primary_thumbprint) +
-         StringBytes(secondary_thumbprint) + RulesBytes(rules);
+         StringBytes(product_key) + StringBytes(triple_secret) +
+         StringBytes(triple_secret_secondary) + StringBytes(enrollment_group_id) +
+         StringBytes(primary_thumbprint) + StringBytes(secondary_thumbprint) + RulesBytes(rules);
 }
 
 absl::Status MakeTenantRecord(const registry::Tenant& t, TenantRecord* out) {
@@ -147,6 +138,8 @@ absl::Status MakeDeviceRecord(const registry::Device& d, DeviceRecord* out) {
   DecodeKey(keys.secondary_key(), "device secondary_key", &out->secondary_key, &status);
   out->triple_secret = keys.primary_key();
   out->triple_secret_secondary = keys.secondary_key();
+  out->triple_key = TripleKey(out->triple_secret);
+  out->triple_key_secondary = TripleKey(out->triple_secret_secondary);
   out->rules.assign(d.rules().begin(), d.rules().end());
   out->enrollment_group_id = d.enrollment_group_id();
   out->primary_thumbprint = d.credentials().primary_thumbprint();

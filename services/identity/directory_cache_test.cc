@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/identity/hmac.h"
 
 namespace iotauth::identity {
 namespace {
@@ -25,6 +26,14 @@ registry::Device MakeDevice(const std::string& tenant, const std::string& id) {
   return d;
 }
 
+// True when `k` was scheduled from the raw key `raw` (same MAC as the EVP path).
+bool IsKey(const PrecomputedHmacSha256& k, absl::string_view raw) {
+  const absl::string_view parts[] = {"probe"};
+  MacValue want;
+  if (!HmacCompute(HmacAlgorithm::kSha256, raw, "probe", &want).ok()) return false;
+  return k.Verify(parts, want.view());
+}
+
 TEST(DirectoryCacheTest, TenantsByIdAndHost) {
   auto cache = NewCache();
   registry::Tenant t;
@@ -39,7 +48,8 @@ TEST(DirectoryCacheTest, TenantsByIdAndHost) {
   ASSERT_NE(by_host, nullptr);
   EXPECT_EQ(by_host->id, "t1");
   ASSERT_NE(by_host->FindPolicy("svc"), nullptr);
-  EXPECT_EQ(by_host->FindPolicy("svc")->primary_key, "password");  // decoded
+  EXPECT_TRUE(IsKey(by_host->FindPolicy("svc")->primary_key, "password"));  // decoded
+  EXPECT_FALSE(by_host->FindPolicy("svc")->secondary_key.has_key());
   EXPECT_EQ(by_host->FindPolicy("other"), nullptr);
 
   // Changing the host drops the old mapping.
@@ -57,8 +67,10 @@ TEST(DirectoryCacheTest, DevicesAreScopedByTenantAndKeysDecoded) {
   ASSERT_TRUE(cache->UpsertDevice(MakeDevice("t1", "d1")).ok());
   auto d = cache->FindDevice("t1", "d1");
   ASSERT_NE(d, nullptr);
-  EXPECT_EQ(d->primary_key, "password");
+  EXPECT_TRUE(IsKey(d->primary_key, "password"));
+  EXPECT_FALSE(IsKey(d->primary_key, "passwore"));
   EXPECT_EQ(d->triple_secret, "cGFzc3dvcmQ=");
+  EXPECT_TRUE(IsKey(d->triple_key, "cGFzc3dvcmQ="));
   EXPECT_EQ(cache->FindDevice("t2", "d1"), nullptr);
   // No ambiguity between ("t1", "d1") and ("t", "1d1")-style splits.
   EXPECT_EQ(cache->FindDevice("t", "1\0d1"), nullptr);
@@ -116,8 +128,8 @@ TEST(DirectoryCacheTest, InvalidKeyIsStoredEmptyAndReportedWithoutValue) {
   EXPECT_EQ(s.message().find("s3cr3t"), absl::string_view::npos);
   auto rec = cache->FindDevice("t1", "d1");
   ASSERT_NE(rec, nullptr);
-  EXPECT_EQ(rec->secondary_key, "");
-  EXPECT_EQ(rec->primary_key, "password");
+  EXPECT_FALSE(rec->secondary_key.has_key());
+  EXPECT_TRUE(IsKey(rec->primary_key, "password"));
 }
 
 TEST(DirectoryCacheTest, ProductsAndGroups) {

@@ -1,9 +1,13 @@
 #include "services/identity/hmac.h"
 
+// PrecomputedHmacSha256 resumes SHA-256 from saved chaining values, which only the
+// (deprecated) low-level SHA256_* API allows; see the class comment.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/sha.h>
 
 #include <cstring>
 #include <string>
@@ -134,6 +138,83 @@ absl::Status HmacCompute(HmacAlgorithm alg, absl::string_view key,
     return absl::InternalError("HMAC computation failed in OpenSSL");
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+constexpr size_t kSha256Block = 64;
+constexpr unsigned int kOneBlockBits = kSha256Block * 8;
+static_assert(sizeof(SHA256_CTX{}.h) == 32, "SHA-256 chaining value is 8 words");
+
+// The chaining value after one block: `key` (at most one block) XOR `pad`.
+void PadState(const unsigned char* key, size_t n, unsigned char pad, uint32_t* state) {
+  unsigned char block[kSha256Block];
+  std::memset(block, pad, sizeof(block));
+  for (size_t i = 0; i < n; ++i) block[i] ^= key[i];
+  SHA256_CTX c;
+  SHA256_Init(&c);
+  SHA256_Update(&c, block, sizeof(block));
+  std::memcpy(state, c.h, sizeof(c.h));
+  OPENSSL_cleanse(block, sizeof(block));
+  OPENSSL_cleanse(&c, sizeof(c));
+}
+
+// A context that continues from `state` after one block.
+void Resume(const uint32_t* state, SHA256_CTX* c) {
+  SHA256_Init(c);
+  std::memcpy(c->h, state, sizeof(c->h));
+  c->Nl = kOneBlockBits;
+}
+
+}  // namespace
+
+PrecomputedHmacSha256 PrecomputedHmacSha256::ForKey(absl::string_view key) {
+  PrecomputedHmacSha256 out;
+  unsigned char hashed[SHA256_DIGEST_LENGTH];
+  const auto* k = reinterpret_cast<const unsigned char*>(key.data());
+  size_t n = key.size();
+  if (n > kSha256Block) {
+    SHA256(k, n, hashed);
+    k = hashed;
+    n = sizeof(hashed);
+  }
+  PadState(k, n, 0x36, out.inner_);
+  PadState(k, n, 0x5c, out.outer_);
+  OPENSSL_cleanse(hashed, sizeof(hashed));
+  out.has_key_ = true;
+  return out;
+}
+
+PrecomputedHmacSha256::~PrecomputedHmacSha256() {
+  OPENSSL_cleanse(inner_, sizeof(inner_));
+  OPENSSL_cleanse(outer_, sizeof(outer_));
+}
+
+bool PrecomputedHmacSha256::Compute(absl::Span<const absl::string_view> parts,
+                                    MacValue* out) const {
+  if (!has_key_) {
+    out->set_size(0);
+    return false;
+  }
+  SHA256_CTX c;
+  Resume(inner_, &c);
+  for (absl::string_view p : parts) SHA256_Update(&c, p.data(), p.size());
+  unsigned char inner_hash[SHA256_DIGEST_LENGTH];
+  SHA256_Final(inner_hash, &c);
+  Resume(outer_, &c);
+  SHA256_Update(&c, inner_hash, sizeof(inner_hash));
+  SHA256_Final(out->data(), &c);
+  out->set_size(SHA256_DIGEST_LENGTH);
+  OPENSSL_cleanse(&c, sizeof(c));
+  return true;
+}
+
+bool PrecomputedHmacSha256::Verify(absl::Span<const absl::string_view> parts,
+                                   absl::string_view tag) const {
+  if (tag.size() != SHA256_DIGEST_LENGTH) return false;
+  MacValue mac;
+  if (!Compute(parts, &mac)) return false;
+  return CRYPTO_memcmp(mac.data(), tag.data(), tag.size()) == 0;
 }
 
 bool HmacVerify(HmacAlgorithm alg, absl::string_view key, absl::string_view message,

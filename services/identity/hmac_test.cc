@@ -67,6 +67,44 @@ TEST(HmacTest, VerifyRejectsWrongLengthsAndBits) {
   EXPECT_FALSE(HmacVerifyTruncated(HmacAlgorithm::kSha256, "key", "msg", tag.substr(0, 9), 0));
 }
 
+TEST(HmacTest, PrecomputedKeyMatchesEvpMac) {
+  // RFC 4231 test case 2, then keys of every length around the block size (longer
+  // keys are hashed first) and messages split into parts.
+  MacValue mac;
+  const absl::string_view rfc[] = {"what do ya want ", "for nothing?"};
+  ASSERT_TRUE(PrecomputedHmacSha256::ForKey("Jefe").Compute(rfc, &mac));
+  EXPECT_EQ(Hex(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  for (size_t key_len : {0, 1, 31, 32, 63, 64, 65, 131}) {
+    std::string key(key_len, '\0');
+    for (size_t i = 0; i < key_len; ++i) key[i] = static_cast<char>(i * 7 + 1);
+    const PrecomputedHmacSha256 pre = PrecomputedHmacSha256::ForKey(key);
+    for (size_t msg_len : {0, 1, 55, 56, 64, 119, 200}) {
+      const std::string msg(msg_len, 'm');
+      MacValue want;
+      ASSERT_TRUE(HmacCompute(HmacAlgorithm::kSha256, key, msg, &want).ok());
+      const absl::string_view parts[] = {absl::string_view(msg).substr(0, msg_len / 3),
+                                         absl::string_view(msg).substr(msg_len / 3)};
+      ASSERT_TRUE(pre.Compute(parts, &mac));
+      EXPECT_EQ(Hex(mac), Hex(want)) << "key " << key_len << " msg " << msg_len;
+      EXPECT_TRUE(pre.Verify(parts, want.view()));
+      std::string wrong(want.view());
+      wrong[0] ^= 1;
+      EXPECT_FALSE(pre.Verify(parts, wrong));
+      EXPECT_FALSE(pre.Verify(parts, want.view().substr(0, 31)));
+    }
+  }
+  // No key: never computes, never verifies; a copy keeps the key.
+  const PrecomputedHmacSha256 none;
+  EXPECT_FALSE(none.has_key());
+  EXPECT_FALSE(none.Compute(rfc, &mac));
+  EXPECT_EQ(mac.size(), 0u);
+  const PrecomputedHmacSha256 copy = PrecomputedHmacSha256::ForKey("Jefe");
+  PrecomputedHmacSha256 assigned;
+  assigned = copy;
+  ASSERT_TRUE(assigned.Compute(rfc, &mac));
+  EXPECT_EQ(Hex(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
 std::string VectorsDir() {
   const char* env = std::getenv("IOTAUTH_VECTORS_DIR");
   return env != nullptr && *env != '\0' ? env : "/work/shared/vectors";
@@ -100,10 +138,15 @@ TEST(HmacTest, WycheproofHmacSha256) {
       const bool ok = tag_bytes == 32
                           ? HmacVerify(HmacAlgorithm::kSha256, key, msg, tag)
                           : HmacVerifyTruncated(HmacAlgorithm::kSha256, key, msg, tag, tag_bytes);
+      // The directory's precomputed keys take full-size tags only.
+      const absl::string_view parts[] = {msg};
+      const bool pre_ok = tag_bytes == 32 && PrecomputedHmacSha256::ForKey(key).Verify(parts, tag);
       if (result == "valid") {
         EXPECT_TRUE(ok) << "tcId " << id;
+        EXPECT_EQ(pre_ok, tag_bytes == 32) << "tcId " << id;
       } else if (result == "invalid") {
         EXPECT_FALSE(ok) << "tcId " << id;
+        EXPECT_FALSE(pre_ok) << "tcId " << id;
       }
       ++checked;
     }

@@ -177,7 +177,7 @@ absl::StatusOr<SasToken> ParseSasToken(absl::string_view token) {
   if (!have_se) return absl::InvalidArgumentError("SAS token lacks 'se'");
 
   SasToken out;
-  out.resource_raw.assign(sr.data(), sr.size());
+  out.resource_raw = sr;
   auto resource = UrlDecode(sr);
   if (!resource.ok()) {
     return absl::InvalidArgumentError(
@@ -201,7 +201,7 @@ absl::StatusOr<SasToken> ParseSasToken(absl::string_view token) {
   if (!absl::SimpleAtoi(se, &out.expiry_unix)) {
     return absl::InvalidArgumentError("SAS token 'se' is not a decimal number");
   }
-  out.expiry_raw.assign(se.data(), se.size());
+  out.expiry_raw = se;
 
   if (have_skn) {
     auto name = UrlDecode(skn);
@@ -221,13 +221,13 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource) {
     return absl::InvalidArgumentError("SAS audience is not '{host}/devices/{device id}'");
   }
   SasAudience out;
-  out.host = absl::AsciiStrToLower(resource.substr(0, slash));
+  out.host = resource.substr(0, slash);
   absl::string_view rest = resource.substr(slash + 1);
   if (!absl::ConsumePrefix(&rest, "devices/")) {
     return absl::InvalidArgumentError("SAS audience is not '{host}/devices/{device id}'");
   }
   const size_t next = rest.find('/');
-  out.device_id = std::string(rest.substr(0, next));
+  out.device_id = rest.substr(0, next);
   if (out.device_id.empty()) {
     return absl::InvalidArgumentError("SAS audience has an empty device id");
   }
@@ -244,7 +244,7 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource) {
       return absl::InvalidArgumentError(
           "SAS audience is not '{host}/devices/{device id}[/modules/{module id}]'");
     }
-    out.module_id = std::string(tail);
+    out.module_id = tail;
     if (!IsValidId(out.module_id)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "SAS audience module id is not 1-", kMaxIdLength, " characters of ", kIdCharsText));
@@ -265,7 +265,7 @@ absl::string_view KeySlotName(KeySlot slot) {
   return "none";
 }
 
-SasVerification VerifySas(const SasToken& token, const SasKeyPair& keys, absl::Time now,
+SasVerification VerifySas(const SasToken& token, const SasMacKeys& keys, absl::Time now,
                           absl::Duration skew) {
   SasVerification out;
   if (token.expiry() + skew < now) {
@@ -273,21 +273,25 @@ SasVerification VerifySas(const SasToken& token, const SasKeyPair& keys, absl::T
     return out;
   }
   const absl::string_view parts[] = {token.resource_raw, "\n", token.expiry_raw};
-  MacValue mac;
-  if (!keys.primary.empty() &&
-      HmacCompute(HmacAlgorithm::kSha256, keys.primary, parts, &mac).ok() &&
-      crypto::ConstantTimeEquals(mac.view(), token.signature())) {
+  if (keys.primary != nullptr && keys.primary->Verify(parts, token.signature())) {
     out.slot = KeySlot::kPrimary;
     return out;
   }
-  if (!keys.secondary.empty() &&
-      HmacCompute(HmacAlgorithm::kSha256, keys.secondary, parts, &mac).ok() &&
-      crypto::ConstantTimeEquals(mac.view(), token.signature())) {
+  if (keys.secondary != nullptr && keys.secondary->Verify(parts, token.signature())) {
     out.slot = KeySlot::kSecondary;
     return out;
   }
   out.verdict = Verdict::Deny(DENY_REASON_BAD_SIGNATURE, "SAS signature does not verify");
   return out;
+}
+
+SasVerification VerifySas(const SasToken& token, const SasKeyPair& keys, absl::Time now,
+                          absl::Duration skew) {
+  PrecomputedHmacSha256 primary;
+  PrecomputedHmacSha256 secondary;
+  if (!keys.primary.empty()) primary = PrecomputedHmacSha256::ForKey(keys.primary);
+  if (!keys.secondary.empty()) secondary = PrecomputedHmacSha256::ForKey(keys.secondary);
+  return VerifySas(token, SasMacKeys{&primary, &secondary}, now, skew);
 }
 
 absl::StatusOr<std::string> MakeSasToken(absl::string_view resource_uri,

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "services/identity/hmac.h"
 #include "services/identity/verdict.h"
 
 namespace iotauth::identity {
@@ -19,12 +20,13 @@ inline constexpr absl::string_view kSasPrefix = "SharedAccessSignature ";
 // Tokens longer than this are malformed (Azure tokens are a few hundred bytes).
 inline constexpr size_t kMaxSasTokenSize = 4096;
 
-// A parsed token. Everything except `resource_raw` and `expiry_raw` is decoded.
+// A parsed token. Everything except `resource_raw` and `expiry_raw` is decoded; those
+// two are views into the text given to ParseSasToken, which must outlive the token.
 struct SasToken {
-  std::string resource_raw;                // `sr` as it appears (still URL-encoded): signed as-is
+  absl::string_view resource_raw;          // `sr` as it appears (still URL-encoded): signed as-is
   std::string resource;                    // `sr` URL-decoded
   std::array<char, 32> signature_bytes{};  // raw HMAC-SHA256 (base64- and URL-decoded)
-  std::string expiry_raw;                  // `se` digits as they appear: signed as-is
+  absl::string_view expiry_raw;            // `se` digits as they appear: signed as-is
   int64_t expiry_unix = 0;                 // `se`
   bool has_key_name = false;
   std::string key_name;  // `skn` URL-decoded (policy-scoped tokens)
@@ -43,10 +45,11 @@ struct SasToken {
 absl::StatusOr<SasToken> ParseSasToken(absl::string_view token);
 
 // The audience a device-scoped token names: `{host}/devices/{device}[/modules/{module}]`.
+// Views into the `resource` given to ParseSasAudience, which must outlive them.
 struct SasAudience {
-  std::string host;  // lowercased
-  std::string device_id;
-  std::string module_id;  // empty when not module-scoped
+  absl::string_view host;  // as it appears: host names compare case-insensitively
+  absl::string_view device_id;
+  absl::string_view module_id;  // empty when not module-scoped
 };
 // INVALID_ARGUMENT when `resource` (URL-decoded `sr`) has any other shape.
 absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource);
@@ -55,10 +58,17 @@ absl::StatusOr<SasAudience> ParseSasAudience(absl::string_view resource);
 enum class KeySlot { kNone, kPrimary, kSecondary };
 absl::string_view KeySlotName(KeySlot slot);  // "primary", "secondary", "none"
 
-// Decoded (raw) keys; an empty secondary is skipped.
+// Decoded (raw) keys; an empty key is skipped.
 struct SasKeyPair {
   absl::string_view primary;
   absl::string_view secondary;
+};
+
+// Keys with their HMAC schedule done (the directory's); a null or keyless one is
+// skipped.
+struct SasMacKeys {
+  const PrecomputedHmacSha256* primary = nullptr;
+  const PrecomputedHmacSha256* secondary = nullptr;
 };
 
 struct SasVerification {
@@ -69,6 +79,9 @@ struct SasVerification {
 // Checks expiry (`se` + skew must not be before `now`: DENY_REASON_EXPIRED) and then
 // the signature with the primary, then the secondary key (DENY_REASON_BAD_SIGNATURE).
 // Does not check the audience. Thread-safe.
+SasVerification VerifySas(const SasToken& token, const SasMacKeys& keys, absl::Time now,
+                          absl::Duration skew);
+// The same with raw keys (schedules them on each call).
 SasVerification VerifySas(const SasToken& token, const SasKeyPair& keys, absl::Time now,
                           absl::Duration skew);
 

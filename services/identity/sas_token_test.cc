@@ -180,7 +180,7 @@ TEST(SasTokenTest, MalformedTokensAreRejectedWithReason) {
 TEST(SasTokenTest, Audience) {
   auto a = ParseSasAudience("MyHub.Azure-Devices.net/devices/dev-1");
   ASSERT_TRUE(a.ok());
-  EXPECT_EQ(a->host, "myhub.azure-devices.net");
+  EXPECT_EQ(a->host, "MyHub.Azure-Devices.net");  // as it appears
   EXPECT_EQ(a->device_id, "dev-1");
   EXPECT_EQ(a->module_id, "");
   a = ParseSasAudience("hub/devices/dev-1/modules/m1");
