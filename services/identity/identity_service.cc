@@ -17,6 +17,10 @@ absl::StatusOr<std::unique_ptr<IdentityService>> IdentityService::Create(Options
   return std::unique_ptr<IdentityService>(new IdentityService(std::move(options)));
 }
 
+IdentityService::IdentityService(Options options) : options_(std::move(options)) {
+  SetMessageAllocatorFor_Authenticate(&authenticate_allocator_);
+}
+
 void IdentityService::AttachMetrics(GrpcServerMetrics* metrics) {
   metrics_ = metrics;
   authenticate_metrics_ =

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
+#include "services/common/arena_message_allocator.h"
 #include "services/common/caller.h"
 #include "services/common/grpc_metrics.h"
 #include "services/identity/authenticator.h"
@@ -57,8 +58,12 @@ class IdentityService final : public iotauth::identity::v1::IdentityService::Cal
                                       iotauth::identity::v1::AuthorizeResponse* response) override;
 
  private:
-  explicit IdentityService(Options options) : options_(std::move(options)) {}
+  explicit IdentityService(Options options);
   Options options_;
+  // Authenticate's request and response on a pooled arena (the hot path).
+  ArenaMessageAllocator<iotauth::identity::v1::AuthenticateRequest,
+                        iotauth::identity::v1::AuthenticateResponse>
+      authenticate_allocator_;
   GrpcServerMetrics* metrics_ = nullptr;
   GrpcServerMetrics::Method* authenticate_metrics_ = nullptr;
   GrpcServerMetrics::Method* batch_metrics_ = nullptr;
