@@ -47,9 +47,10 @@ TEST(ArenaMessageAllocatorTest, PoolIsBounded) {
   std::vector<grpc::MessageHolder<StringValue, Struct>*> held;
   for (int i = 0; i < 5; ++i) {
     held.push_back(alloc.AllocateMessages());
-    held.back()->request()->set_value(std::string(50, 'a' + i));
+    held.back()->request()->set_value(std::string(50, static_cast<char>('a' + i)));
   }
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(held[i]->request()->value(), std::string(50, 'a' + i));
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(held[i]->request()->value(), std::string(50, static_cast<char>('a' + i)));
   for (auto* h : held) h->Release();
   EXPECT_EQ(alloc.pooled(), 2u);  // the other three were freed
 }
