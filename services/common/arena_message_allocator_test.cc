@@ -49,8 +49,9 @@ TEST(ArenaMessageAllocatorTest, PoolIsBounded) {
     held.push_back(alloc.AllocateMessages());
     held.back()->request()->set_value(std::string(50, static_cast<char>('a' + i)));
   }
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(held[i]->request()->value(), std::string(50, static_cast<char>('a' + i)));
+  }
   for (auto* h : held) h->Release();
   EXPECT_EQ(alloc.pooled(), 2u);  // the other three were freed
 }
