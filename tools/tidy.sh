@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # clang-tidy over the project's C++ (config: .clang-tidy; warnings are errors).
 #
-#   tools/tidy.sh [--fast] [--fix] [--config=NAME] [path-regex]
+#   tools/tidy.sh [--fast] [--fix] [--config=NAME] [--since=REV] [path-regex]
 #       e.g. tools/tidy.sh services/audit/
+#
+# --since=REV checks only the .cc files that changed between REV and the working
+# tree, and the .cc files that include a header (or a .proto's generated header)
+# that changed (directly or through other project headers); everything when the
+# lint configuration or the build's flags changed (.clang-tidy, .bazelrc, bazel/,
+# WORKSPACE; a change to this script's own clang-tidy flags needs a full run by hand,
+# then a new .ci/tidy-clean). tools/test.sh passes the last commit a full run found
+# clean (.ci/tidy-clean) so that CI stays inside its time budget.
 #
 # --fast skips the clang-analyzer-* checks (two thirds of the time; CI runs --fast,
 # a full run takes ~15 min on 2 cores). --fix applies clang-tidy's fixes to the .cc
@@ -17,11 +25,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-fast=0 fix=0 filter='^(services|clients|tools|tests)/' bazel_flags=()
+fast=0 fix=0 filter='^(services|clients|tools|tests)/' bazel_flags=() since=""
 for a in "$@"; do
   case "$a" in
     --fast) fast=1 ;;
     --fix) fix=1 ;;
+    --since=*) since="${a#*=}" ;;
     --config=*) bazel_flags+=("$a") ;;
     -*) echo "tidy: unknown option $a" >&2; exit 2 ;;
     *) filter="$a" ;;
@@ -31,6 +40,19 @@ extra=(--extra-arg=-Wno-unknown-warning-option)
 ((fast)) && extra+=("--checks=-clang-analyzer-*")
 ((fix)) && extra+=(--fix --header-filter='^$')
 jobs="$(nproc)"
+changed=""
+if [[ -n "$since" ]]; then
+  git rev-parse --verify -q "$since^{commit}" >/dev/null ||
+    { echo "tidy: --since=$since is not a commit here" >&2; exit 2; }
+  # Committed since REV, plus what is not committed yet.
+  changed="$( { git diff --name-only "$since" -- ; git ls-files --others --exclude-standard; } |
+    sort -u)"
+  if grep -qE '^(\.clang-tidy|\.bazelrc|WORKSPACE|bazel/)' <<<"$changed"; then
+    echo "tidy: the lint configuration changed since $since: checking everything" >&2
+    changed=""
+    since=""
+  fi
+fi
 
 bazel build "${bazel_flags[@]}" //... >/dev/null 2>&1 ||
   { echo "tidy: 'bazel build ${bazel_flags[*]} //...' failed; run it to see why" >&2; exit 2; }
@@ -44,9 +66,39 @@ manual="$( (bazel query 'kind("cc_binary|cc_test", attr(tags, "manual", //...))'
   paste -sd+ -)"
 bazel aquery "${bazel_flags[@]}" --output=jsonproto \
   "mnemonic(\"CppCompile\", //...${manual:+ + $manual})" 2>/dev/null >"$db/aquery.json"
-/usr/bin/python3 - "$db" "$execroot" "$filter" <<'PY'
+printf '%s\n' "$changed" >"$db/changed"
+/usr/bin/python3 - "$db" "$execroot" "$filter" "$since" <<'PY'
 import json, os, re, sys
-db, execroot, pattern = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
+db, execroot, pattern, since = sys.argv[1], sys.argv[2], re.compile(sys.argv[3]), sys.argv[4]
+changed = {l.strip() for l in open(os.path.join(db, "changed")) if l.strip()}
+# Headers whose change can move a finding: the project's own, and a .proto's generated ones.
+headers = {c for c in changed if c.endswith(".h")}
+headers |= {c[:-len(".proto")] + ext for c in changed if c.endswith(".proto")
+            for ext in (".pb.h", ".grpc.pb.h")}
+def read(path):
+    try:
+        return open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return ""
+# A project header that includes a changed header (at any depth) counts as changed.
+if since and headers:
+    project = [os.path.join(d, f) for top in ("services", "clients", "tools", "tests", "proto")
+               for d, _, fs in os.walk(top) for f in fs if f.endswith(".h")]
+    texts = {h: read(h) for h in project}
+    grew = True
+    while grew:
+        grew = False
+        for h, text in texts.items():
+            if h not in headers and any('#include "%s"' % c in text for c in headers):
+                headers.add(h)
+                grew = True
+def selected(src):
+    if not since:
+        return True
+    if src in changed:
+        return True
+    text = read(src)
+    return any('#include "%s"' % h in text for h in headers)
 # gcc-only flags clang rejects; -Werror is left to clang-tidy's WarningsAsErrors.
 drop = {"-fno-canonical-system-headers", "-Wno-free-nonheap-object", "-Werror",
         "-Wunused-but-set-parameter"}
@@ -55,6 +107,8 @@ for action in json.load(open(os.path.join(db, "aquery.json"))).get("actions", []
     args = action["arguments"]
     src = args[args.index("-c") + 1] if "-c" in args else None
     if not src or not pattern.search(src) or not src.endswith(".cc") or src in seen:
+        continue
+    if not selected(src):
         continue
     seen.add(src)
     args = ["clang++"] + [a for a in args[1:] if a not in drop]
@@ -68,11 +122,15 @@ with open(os.path.join(db, "files"), "w") as f:
     f.writelines(src + "\n" for src in sorted(seen, key=lambda src: (-size(src), src)))
 PY
 total=$(wc -l <"$db/files")
+if ((total == 0)) && [[ -n "$since" ]]; then
+  echo "tidy: no .cc file (or header one includes) changed since $since: nothing to check" >&2
+  exit 0
+fi
 if ((total == 0)); then
   echo "tidy: no compiled .cc file matches '$filter'" >&2
   exit 2
 fi
-echo "tidy: $total files, $jobs at a time (each takes a few seconds)" >&2
+echo "tidy: $total files${since:+ (changed since $since, or including a changed header)}, $jobs at a time (each takes a few seconds)" >&2
 # One clang-tidy per file, $jobs running at any time (xargs -P: no waiting for the
 # slowest of a group); findings print as they come, with a running count.
 export execroot db ROOT total
