@@ -1,6 +1,7 @@
 """The benchmark baselines keep working: noop_server answers Authenticate with ALLOW
 on the callback API and on the async completion-queue API (--api=cq), as seen by
-python3-grpcio, and iotauth_loadgen drives each for a moment without errors. Both
+python3-grpcio, and iotauth_loadgen drives each for a moment without errors, closed
+loop and at a fixed rate. Both
 exit cleanly on SIGTERM. (Figures come from tools/bench, never from tests.)"""
 
 import json
@@ -62,6 +63,33 @@ class BenchBaselineTest(unittest.TestCase):
 
     def test_completion_queue_api(self):
         self.check_server("--api=cq", "--cq_threads=2")
+
+    def test_fixed_rate_sends_every_call_due(self):
+        # Open loop, both senders: a spinning thread that also polls the completions
+        # (--busy_poll, the default) and a ticking sender with a polling thread. Each
+        # must send every call due in the window, once, and see all of them answered.
+        srv = NoopServer()
+        try:
+            for busy in ("true", "false"):
+                out = subprocess.run(
+                    [h.runfile("tools/bench/iotauth_loadgen"), "--target=127.0.0.1:%d" % srv.port,
+                     "--channels=2", "--concurrency=64", "--rate=2000", "--warmup=0s",
+                     "--duration=1s", "--json", "--progress=false", "--busy_poll=" + busy],
+                    capture_output=True, text=True, timeout=60)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                r = json.loads(out.stdout)
+                self.assertEqual(r["load"], "fixed_rate")
+                self.assertAlmostEqual(r["calls"], 2000, delta=2)
+                self.assertEqual(r["calls"], r["allow"])
+                self.assertEqual(r["errors"], 0)
+                self.assertEqual(r["busy_poll"], busy == "true")
+                if busy == "true":
+                    self.assertGreaterEqual(r["client_busy_fraction"], 0.0)
+                    self.assertLessEqual(r["client_busy_fraction"], 1.0)
+                else:
+                    self.assertNotIn("client_busy_fraction", r)
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_bad_api_is_refused(self):
         p = subprocess.run([h.runfile("tools/bench/noop_server"), "--port=0", "--api=sync"],

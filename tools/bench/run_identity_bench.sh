@@ -16,7 +16,8 @@
 #   --target=HOST:PORT   an already running target (not started, not pinned)
 #   --mode=raw|sas|triple|x509 [raw]   --requests_file=F   --request_json=JSON
 #   --channels=N [4]  --concurrency=M [64]  --warmup=D [3s]  --duration=D [10s]
-#   --half_duration=D [10s]      duration of the fixed-rate runs at 50% of peak
+#   --half_duration=D [10s]      duration of the fixed-rate runs at 50% of peak (the
+#                         loadgen's --busy_poll sender: its "cli us" is a spinning core)
 #   --tls                 TLS for both: a throw-away CA and server certificate are made
 #                         for the no-op server; the target command sees them as
 #                         $BENCH_TLS_CERT, $BENCH_TLS_KEY, $BENCH_TLS_CA
@@ -257,8 +258,11 @@ ratio = r["target_peak"]["qps"] / r["noop_peak"]["qps"] if r["noop_peak"]["qps"]
 print("QPS ratio target/noop: %.3f (%.0f / %.0f)" % (ratio, r["target_peak"]["qps"], r["noop_peak"]["qps"]))
 for n in ("noop", "target"):
     h = r[n + "_half"]
-    print("p99 at half of peak, %-6s: %.0f us at %.0f/s (p50 %.0f us, send lag p99 %.0f us)" % (
-        n, h["latency_us"]["p99"], h["target_rate"], h["latency_us"]["p50"], h["send_lag_us"]["p99"]))
+    spin = (", client busy %.2f of its spinning core" % h["client_busy_fraction"]
+            if "client_busy_fraction" in h else "")
+    print("p99 at half of peak, %-6s: %.0f us at %.0f/s (p50 %.0f us, send lag p99 %.0f us%s)" % (
+        n, h["latency_us"]["p99"], h["target_rate"], h["latency_us"]["p50"], h["send_lag_us"]["p99"],
+        spin))
 for side in ("client", "server"):
     f = os.path.join(d, "stalls_%s.json" % side)
     if os.path.exists(f):
