@@ -91,6 +91,15 @@ class BenchBaselineTest(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_server_args(self):
+        # --server_arg passes integer channel arguments to the baseline's server.
+        self.check_server("--server_arg=grpc.minimal_stack=1,grpc.http2.bdp_probe=0")
+        p = subprocess.run([h.runfile("tools/bench/noop_server"), "--port=0",
+                            "--server_arg=grpc.minimal_stack"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--server_arg wants name=integer", p.stderr)
+
     def test_bad_api_is_refused(self):
         p = subprocess.run([h.runfile("tools/bench/noop_server"), "--port=0", "--api=sync"],
                            capture_output=True, text=True, timeout=30)

@@ -28,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/json_util.h"
@@ -41,6 +42,9 @@ ABSL_FLAG(std::string, api, "callback",
           "callback: the callback API (what iotauthd uses); cq: the async completion-queue "
           "API, --cq_threads threads each polling its own queue and answering inline.");
 ABSL_FLAG(int, cq_threads, 1, "--api=cq: completion queues, one thread each.");
+ABSL_FLAG(std::vector<std::string>, server_arg, {},
+          "Integer gRPC channel arguments for the server, name=value[,name=value...] "
+          "(e.g. grpc.minimal_stack=1), to try what a setting costs or saves.");
 ABSL_FLAG(std::string, response_json, "",
           "Fixed AuthenticateResponse in proto JSON; default {\"decision\":\"DECISION_ALLOW\"}.");
 
@@ -157,6 +161,15 @@ int Run() {
   grpc::ServerBuilder builder;
   // A leftover server on the same port would silently take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  for (const std::string& arg : absl::GetFlag(FLAGS_server_arg)) {
+    const size_t eq = arg.find('=');
+    int value = 0;
+    if (eq == std::string::npos || !absl::SimpleAtoi(arg.substr(eq + 1), &value)) {
+      std::fprintf(stderr, "noop_server: --server_arg wants name=integer, got %s\n", arg.c_str());
+      return 2;
+    }
+    builder.AddChannelArgument(arg.substr(0, eq), value);
+  }
   int selected_port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
   builder.AddListeningPort(absl::StrCat(address, ":", absl::GetFlag(FLAGS_port)), creds,
