@@ -54,7 +54,8 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
     return grpc::Status::OK;
   }
 
-  // Two devices with keys; tenant "broken" fails after the first.
+  // Two devices with keys; tenant "broken" fails after the first; in tenant
+  // "damaged" the second one's keys do not open.
   grpc::Status ExportDevices(grpc::ServerContext* /*context*/, const rv1::ExportDevicesRequest* req,
                              grpc::ServerWriter<rv1::Device>* writer) override {
     for (int i = 0; i < 2; ++i) {
@@ -62,7 +63,11 @@ class FakeRegistry final : public rv1::DeviceRegistry::Service {
       rv1::Device d;
       d.set_tenant_id(req->tenant_id());
       d.set_device_id(absl::StrCat("dev-", i));
-      d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kPrimaryKey);
+      if (i == 1 && req->tenant_id() == "damaged") {
+        d.set_keys_unreadable(true);
+      } else {
+        d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kPrimaryKey);
+      }
       writer->Write(d);
     }
     return grpc::Status::OK;
@@ -374,6 +379,21 @@ TEST_F(CliTest, SecretsHiddenUnlessAsked) {
             "\"credentials\":{\"symmetricKey\":{}}}\n");
   ASSERT_EQ(Run({"device", "get", "dev-1", "--tenant", "t", "--show-keys"}), kExitOk);
   EXPECT_NE(out_.str().find(kPrimaryKey), std::string::npos);
+}
+
+TEST_F(CliTest, ExportNamesDevicesWhoseKeysDidNotOpenAndFails) {
+  const std::string path = ::testing::TempDir() + "/damaged.jsonl";
+  EXPECT_EQ(Run({"device", "export", "--tenant", "damaged", "--show_keys", "--output", path}),
+            kExitCheckFailed);
+  EXPECT_TRUE(absl::StrContains(err_.str(), "exported 2 devices")) << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "1 device(s) exported WITHOUT keys")) << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), ": dev-1\n")) << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "regenerate-key DEVICE --tenant damaged"))
+      << err_.str();
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  EXPECT_TRUE(absl::StrContains(content.str(), "\"keysUnreadable\":true")) << content.str();
 }
 
 TEST_F(CliTest, ExportWritesAPrivateFileOnlyWhenComplete) {

@@ -1,8 +1,12 @@
 // tenant, product, device, group, ca, watch and admin: every DeviceRegistry RPC.
+#include <algorithm>
+#include <cstddef>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -787,8 +791,10 @@ int DeviceExport(Invocation& inv) {
   rv1::Device d;
   int64_t n = 0;
   bool redacted = false;
+  std::vector<std::string> unreadable;  // exported without keys: they did not open
   while (reader->Read(&d)) {
     if (!ShowKeys(inv)) redacted |= RedactSecrets(&d);
+    if (d.keys_unreadable()) unreadable.push_back(d.device_id());
     *out << (fmt == "csv" ? CsvLine(DeviceCsvRow(d)) : ToJson(d) + "\n");
     ++n;
   }
@@ -801,6 +807,20 @@ int DeviceExport(Invocation& inv) {
   if (absl::Status st = sink.Commit(); !st.ok()) return inv.LocalError(st.message());
   if (redacted) inv.err() << "note: secrets omitted; pass --show-keys to export them\n";
   if (sink.to_file()) inv.err() << "exported " << n << " devices to " << output << "\n";
+  if (!unreadable.empty()) {
+    // A backup that silently lacks keys would only be found out on restore.
+    const size_t named = std::min<size_t>(unreadable.size(), 10);
+    inv.err() << "error: " << unreadable.size()
+              << " device(s) exported WITHOUT keys: the registry cannot open their stored keys "
+                 "(a damaged row, or keys sealed under another master key), and the identity "
+                 "service refuses them: "
+              << absl::StrJoin(unreadable.begin(),
+                               unreadable.begin() + static_cast<std::ptrdiff_t>(named), ", ")
+              << (unreadable.size() > named ? ", ..." : "")
+              << "\n  give each a new pair: iotauthctl device regenerate-key DEVICE --tenant "
+              << tenant << " --slot primary\n";
+    return kExitCheckFailed;
+  }
   return kExitOk;
 }
 

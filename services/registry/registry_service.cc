@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <optional>
 #include <set>
 #include <utility>
@@ -567,11 +568,21 @@ namespace {
 
 // The device RMW shared by UpdateDevice and the key/status operations.
 template <typename Modify>
+// `unreadable_keys_ok`: a device whose stored keys do not open (DATA_LOSS) is
+// handed to `modify` without keys and marked keys_unreadable, for a caller that
+// writes a whole new pair; otherwise that read fails the call.
 absl::StatusOr<v1::Device> ModifyDevice(RegistryStore* store, absl::string_view tenant_id,
                                         absl::string_view device_id, absl::string_view etag,
-                                        Modify modify) {
+                                        Modify modify, bool unreadable_keys_ok = false) {
   return ReadModifyWrite<v1::Device>(
-      [&] { return store->GetDevice(tenant_id, device_id, Secrets::kInclude); },
+      [&]() -> absl::StatusOr<v1::Device> {
+        absl::StatusOr<v1::Device> d = store->GetDevice(tenant_id, device_id, Secrets::kInclude);
+        if (!unreadable_keys_ok || d.status().code() != absl::StatusCode::kDataLoss) return d;
+        absl::StatusOr<v1::Device> bare = store->GetDevice(tenant_id, device_id, Secrets::kOmit);
+        if (!bare.ok()) return d.status();
+        bare->set_keys_unreadable(true);
+        return bare;
+      },
       [&](v1::Device& d) -> absl::Status {
         IOTAUTH_RETURN_IF_ERROR(modify(d));
         NormalizeDevice(&d);
@@ -669,24 +680,29 @@ grpc::Status RegistryService::RegenerateDeviceKey(grpc::ServerContext* ctx,
     if (req->slot() != v1::KEY_SLOT_PRIMARY && req->slot() != v1::KEY_SLOT_SECONDARY) {
       return InvalidField("slot", "must be PRIMARY or SECONDARY");
     }
-    return ModifyDevice(options_.store, req->tenant_id(), req->device_id(), req->etag(),
-                        [&](v1::Device& d) -> absl::Status {
-                          v1::SymmetricKey* k = d.mutable_credentials()->mutable_symmetric_key();
-                          IOTAUTH_ASSIGN_OR_RETURN(std::string key, NewKey());
-                          if (req->slot() == v1::KEY_SLOT_PRIMARY) {
-                            k->set_primary_key(std::move(key));
-                          } else {
-                            k->set_secondary_key(std::move(key));
-                          }
-                          // A device without keys gets a full pair.
-                          if (k->primary_key().empty()) {
-                            IOTAUTH_ASSIGN_OR_RETURN(*k->mutable_primary_key(), NewKey());
-                          }
-                          if (k->secondary_key().empty()) {
-                            IOTAUTH_ASSIGN_OR_RETURN(*k->mutable_secondary_key(), NewKey());
-                          }
-                          return absl::OkStatus();
-                        });
+    return ModifyDevice(
+        options_.store, req->tenant_id(), req->device_id(), req->etag(),
+        [&](v1::Device& d) -> absl::Status {
+          v1::SymmetricKey* k = d.mutable_credentials()->mutable_symmetric_key();
+          // Keys that do not open are lost: the device gets a whole new pair.
+          if (d.keys_unreadable()) k->Clear();
+          d.clear_keys_unreadable();
+          IOTAUTH_ASSIGN_OR_RETURN(std::string key, NewKey());
+          if (req->slot() == v1::KEY_SLOT_PRIMARY) {
+            k->set_primary_key(std::move(key));
+          } else {
+            k->set_secondary_key(std::move(key));
+          }
+          // A device without keys gets a full pair.
+          if (k->primary_key().empty()) {
+            IOTAUTH_ASSIGN_OR_RETURN(*k->mutable_primary_key(), NewKey());
+          }
+          if (k->secondary_key().empty()) {
+            IOTAUTH_ASSIGN_OR_RETURN(*k->mutable_secondary_key(), NewKey());
+          }
+          return absl::OkStatus();
+        },
+        /*unreadable_keys_ok=*/true);
   }();
   Audit(caller, "RegenerateDeviceKey", req->tenant_id(), "", req->device_id(), req->device_id(),
         r.status());
@@ -1155,7 +1171,8 @@ grpc::Status RegistryService::ImportDevices(grpc::ServerContext* ctx,
 
 absl::Status RegistryService::DoExportDevices(const Caller& caller,
                                               const v1::ExportDevicesRequest& req,
-                                              Sink<v1::Device>& sink) const {
+                                              Sink<v1::Device>& sink,
+                                              std::vector<std::string>* unreadable_out) const {
   IOTAUTH_RETURN_IF_ERROR(
       RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
@@ -1167,6 +1184,8 @@ absl::Status RegistryService::DoExportDevices(const Caller& caller,
                              options_.store->ListDevices(req.tenant_id(), DeviceFilter(), page,
                                                          SecretsFor(req.include_secrets())));
     for (const v1::Device& d : p.items) {
+      if (d.keys_unreadable() && unreadable_out != nullptr)
+        unreadable_out->push_back(d.device_id());
       if (!sink.Write(d)) return absl::CancelledError("client went away during the export");
     }
     if (!p.more) return absl::OkStatus();
@@ -1179,10 +1198,20 @@ grpc::Status RegistryService::ExportDevices(grpc::ServerContext* ctx,
                                             grpc::ServerWriter<v1::Device>* writer) {
   Caller caller = ResolveCaller(ctx);
   WriterSink<v1::Device> sink(ctx, writer);
-  absl::Status s = DoExportDevices(caller, *req, sink);
+  std::vector<std::string> unreadable;
+  absl::Status s = DoExportDevices(caller, *req, sink, &unreadable);
   if (req->include_secrets()) {
-    // Exporting keys is worth an audit record even though it changes nothing.
-    Audit(caller, "ExportDevicesWithSecrets", req->tenant_id(), "", "", "", s);
+    // Exporting keys is worth an audit record even though it changes nothing. It
+    // names (up to 20 of) the devices whose keys did not open: ids, never keys.
+    if (unreadable.empty()) {
+      Audit(caller, "ExportDevicesWithSecrets", req->tenant_id(), "", "", "", s);
+    } else {
+      const auto named = static_cast<std::ptrdiff_t>(std::min<size_t>(unreadable.size(), 20));
+      Audit(caller, "ExportDevicesWithSecrets", req->tenant_id(), "", "", "", s,
+            {{"keys_unreadable", absl::StrCat(unreadable.size())},
+             {"keys_unreadable_devices",
+              absl::StrJoin(unreadable.begin(), unreadable.begin() + named, ",")}});
+    }
   }
   return ToGrpcStatus(s);
 }

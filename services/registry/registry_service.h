@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -167,8 +168,11 @@ class RegistryService final : public v1::DeviceRegistry::Service {
   absl::Status DoImportDevices(const Caller& caller, DeviceSource& source,
                                v1::ImportDevicesResponse* resp,
                                std::string* tenant_out = nullptr) const;
+  // `unreadable_out` (optional) receives the ids of the devices exported with
+  // keys_unreadable set (their keys did not open), for the audit record.
   absl::Status DoExportDevices(const Caller& caller, const v1::ExportDevicesRequest& req,
-                               Sink<v1::Device>& sink) const;
+                               Sink<v1::Device>& sink,
+                               std::vector<std::string>* unreadable_out = nullptr) const;
   absl::Status DoWatchChanges(const Caller& caller, const v1::WatchChangesRequest& req,
                               Sink<v1::ChangeEvent>& sink) const;
   // Admin. Streams a progress message after each batch and a last one with

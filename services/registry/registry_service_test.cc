@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -550,6 +551,82 @@ TEST_F(RegistryServiceTest, ExportStreamsEveryDeviceAndHidesKeysFromReaders) {
   req.set_include_secrets(true);
   VectorSink<v1::Device> denied;
   EXPECT_EQ(svc_->DoExportDevices(reader, req, denied).code(), absl::StatusCode::kPermissionDenied);
+}
+
+// A device whose keys do not open (its sealed key moved in from another row) is
+// exported marked and without keys, the export completes, and the audit record of
+// the export names it (ids, never keys).
+TEST_F(RegistryServiceTest, ExportWithSecretsGoesOnPastADeviceWhoseKeysDoNotOpen) {
+  Seed();
+  v1::Device d;
+  for (const char* id : {"e0", "e1", "e2"}) ASSERT_TRUE(CreateDevice(id, &d).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE devices SET secondary_key = (SELECT secondary_key FROM devices "
+                         "WHERE device_id = 'e2') WHERE device_id = 'e1'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  grpc::ServerBuilder builder;
+  builder.RegisterService(svc_.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::DeviceRegistry::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext ctx;
+  v1::ExportDevicesRequest req;
+  req.set_tenant_id("t1");
+  req.set_include_secrets(true);
+  auto reader = stub->ExportDevices(&ctx, req);
+  std::map<std::string, v1::Device> got;
+  v1::Device dev;
+  while (reader->Read(&dev)) got[dev.device_id()] = dev;
+  const grpc::Status st = reader->Finish();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got["e1"].keys_unreadable());
+  EXPECT_FALSE(got["e1"].credentials().has_symmetric_key());
+  for (const char* id : {"e0", "e2"}) {
+    EXPECT_FALSE(got[id].keys_unreadable()) << id;
+    EXPECT_FALSE(got[id].credentials().symmetric_key().primary_key().empty()) << id;
+  }
+  const auto events = audit_.events();
+  ASSERT_FALSE(events.empty());
+  const auto& e = events.back();
+  EXPECT_EQ(e.reason(), "ExportDevicesWithSecrets");
+  ASSERT_EQ(e.attributes().count("keys_unreadable"), 1u);
+  EXPECT_EQ(e.attributes().at("keys_unreadable"), "1");
+  ASSERT_EQ(e.attributes().count("keys_unreadable_devices"), 1u);
+  EXPECT_EQ(e.attributes().at("keys_unreadable_devices"), "e1");
+
+  // Other writes still refuse to touch it (they would keep keys they cannot read)...
+  grpc::ServerContext update_ctx;
+  v1::UpdateDeviceRequest update;
+  *update.mutable_device() = got["e1"];
+  update.mutable_device()->set_status(v1::DEVICE_STATUS_DISABLED);
+  update.mutable_update_mask()->add_paths("status");
+  EXPECT_EQ(svc_->UpdateDevice(&update_ctx, &update, &dev).error_code(),
+            grpc::StatusCode::DATA_LOSS);
+  // ...but regenerating a key writes a whole new pair, and the device reads again.
+  grpc::ServerContext regen_ctx;
+  v1::RegenerateDeviceKeyRequest regen;
+  regen.set_tenant_id("t1");
+  regen.set_device_id("e1");
+  regen.set_slot(v1::KEY_SLOT_PRIMARY);
+  v1::Device fixed;
+  ASSERT_TRUE(svc_->RegenerateDeviceKey(&regen_ctx, &regen, &fixed).ok());
+  EXPECT_FALSE(fixed.keys_unreadable());
+  const v1::SymmetricKey& k = fixed.credentials().symmetric_key();
+  EXPECT_FALSE(k.primary_key().empty());
+  EXPECT_FALSE(k.secondary_key().empty());
+  EXPECT_NE(k.secondary_key(), got["e2"].credentials().symmetric_key().secondary_key());
+  auto stored = store_->GetDevice("t1", "e1", Secrets::kInclude);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->credentials().symmetric_key().primary_key(), k.primary_key());
+  EXPECT_EQ(stored->credentials().symmetric_key().secondary_key(), k.secondary_key());
+  EXPECT_FALSE(stored->keys_unreadable());
+  server->Shutdown();
 }
 
 TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {

@@ -594,6 +594,34 @@ TEST_F(SqliteStoreTest, CiphertextMovedToAnotherRowDoesNotOpen) {
   EXPECT_EQ(store_->GetDevice("t1", "victim", Secrets::kInclude).status().code(),
             absl::StatusCode::kDataLoss);
   EXPECT_TRUE(store_->GetDevice("t1", "victim", Secrets::kOmit).ok());
+
+  // A list with secrets (what ExportDevices reads) does not fail on the one row: the
+  // victim comes marked, without keys; every other device comes with its keys.
+  auto list = store_->ListDevices("t1", DeviceFilter(), PageRequest{100, ""}, Secrets::kInclude);
+  ASSERT_TRUE(list.ok()) << list.status();
+  int seen = 0;
+  for (const v1::Device& d : list->items) {
+    const v1::SymmetricKey& k = d.credentials().symmetric_key();
+    if (d.device_id() == "victim") {
+      ++seen;
+      EXPECT_TRUE(d.keys_unreadable());
+      EXPECT_TRUE(k.primary_key().empty());
+      EXPECT_TRUE(k.secondary_key().empty());
+      EXPECT_EQ(d.product_key(), "p1");  // the rest of the record is intact
+    } else {
+      EXPECT_FALSE(d.keys_unreadable()) << d.device_id();
+      EXPECT_FALSE(k.primary_key().empty()) << d.device_id();
+    }
+    if (d.device_id() == "attacker") {
+      ++seen;
+      EXPECT_EQ(k.primary_key(), Key('e'));
+    }
+  }
+  EXPECT_EQ(seen, 2);
+  // Without secrets nothing is opened, so nothing is marked.
+  auto bare = store_->ListDevices("t1", DeviceFilter(), PageRequest{100, ""}, Secrets::kOmit);
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  for (const v1::Device& d : bare->items) EXPECT_FALSE(d.keys_unreadable()) << d.device_id();
 }
 
 TEST_F(SqliteStoreTest, RewrapMovesEverySecretToTheNewKey) {

@@ -5,6 +5,7 @@
 #include "services/identity/sync/ca_target.h"
 
 #include <grpcpp/grpcpp.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -560,6 +561,43 @@ TEST_F(CaMirrorTest, AChangeThatCannotBeReadFailsClosedAndTheRestFollow) {
   EXPECT_EQ(mirror.failed_closed_changes(), 1);
   mirror.Stop();
   server->Shutdown();
+}
+
+// One device whose keys the registry cannot open (its sealed key swapped for
+// another row's: the AAD binds it to that row) is refused, and the snapshot of the
+// rest completes instead of failing whole and being retried forever.
+TEST_F(CaMirrorTest, ADeviceWhoseKeysDoNotOpenIsRefusedAndTheRestAreMirrored) {
+  std::vector<rv1::Device> devices = Devices(0, 3);
+  for (rv1::Device& d : devices) {
+    rv1::SymmetricKey* k = d.mutable_credentials()->mutable_symmetric_key();
+    k->set_primary_key(std::string(32, 'p'));
+    k->set_secondary_key(std::string(32, 's'));
+  }
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE devices SET primary_key = (SELECT primary_key FROM devices "
+                         "WHERE device_id = 'dev-2') WHERE device_id = 'dev-1'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  std::unique_ptr<RegistryMirror> mirror = StartDeviceMirror(channel_, &directory);
+  ASSERT_NE(mirror, nullptr);
+  EXPECT_NE(cache->FindDevice("t1", "dev-0"), nullptr);
+  EXPECT_NE(cache->FindDevice("t1", "dev-2"), nullptr);
+  EXPECT_EQ(cache->FindDevice("t1", "dev-1"), nullptr);
+  EXPECT_EQ(mirror->failed_closed_changes(), 1);
+
+  // Written again (deleted and created with new keys), it is mirrored as usual.
+  ASSERT_TRUE(store_->DeleteDevice("t1", "dev-1", "").ok());
+  ASSERT_TRUE(store_->CreateDevice(devices[1]).ok());
+  EXPECT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-1") != nullptr; }));
+  EXPECT_EQ(mirror->failed_closed_changes(), 1);
+  mirror->Stop();
 }
 
 // A change stream that goes silent (no heartbeat) is given up within a second and

@@ -397,7 +397,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     });
     rv1::Device d;
     while (!stopping_.load() && reader.Next(&d)) {
-      options_.target->UpsertDevice(d);
+      MirrorDevice(d);
       Heard();
     }
     const grpc::Status s = reader.Finish();
@@ -583,12 +583,27 @@ std::vector<RegistryMirror::DeviceFetch> RegistryMirror::FetchDevices(
 absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc::Status& read,
                                          const rv1::Device& device) const {
   if (read.ok()) {
-    options_.target->UpsertDevice(device);
+    MirrorDevice(device);
     return absl::OkStatus();
   }
   if (read.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(read, "GetDevice");
   options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
   return absl::OkStatus();
+}
+
+void RegistryMirror::MirrorDevice(const rv1::Device& device) const {
+  if (!device.keys_unreadable()) {
+    options_.target->UpsertDevice(device);
+    return;
+  }
+  // The registry could not open this device's keys: it leaves the cache (refused
+  // from now on), as a change that cannot be read does, and the rest go on.
+  log::Error(
+      "registry mirror: the registry cannot open this device's keys (a damaged row, or "
+      "keys sealed under another master key); it is refused until they are written again",
+      {{"tenant_id", device.tenant_id()}, {"device_id", device.device_id()}});
+  options_.target->RemoveDevice(device.tenant_id(), device.device_id());
+  failed_closed_.fetch_add(1);
 }
 
 bool RegistryMirror::Settle(const rv1::ChangeEvent& ev, absl::Status* status) {

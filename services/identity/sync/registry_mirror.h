@@ -158,8 +158,9 @@ class RegistryMirror {
   int64_t applied_changes() const { return applied_.load(); }
   // Change streams found dead (no heartbeat) and reconnected (for tests and metrics).
   int64_t silent_streams() const { return silent_streams_.load(); }
-  // Changes whose resource could not be read (not a transient error) and was
-  // dropped from the target instead (for tests and metrics).
+  // Changes whose resource could not be read (not a transient error), and devices
+  // whose keys the registry could not open, dropped from the target instead (for
+  // tests and metrics).
   int64_t failed_closed_changes() const { return failed_closed_.load(); }
 
  private:
@@ -193,6 +194,9 @@ class RegistryMirror {
   // Removes `event`'s resource from the target, when that is the safe answer to a
   // change that cannot be read (false for revocations: they must not be dropped).
   bool FailClosed(const iotauth::registry::v1::ChangeEvent& event) const;
+  // Upserts `device` into the target; one the registry marks keys_unreadable is
+  // removed instead (fail closed), logged and counted with failed_closed_changes.
+  void MirrorDevice(const iotauth::registry::v1::Device& device) const;
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
   // Records that the registry was heard from now, and updates `fresh`.
   void Heard();
@@ -209,7 +213,7 @@ class RegistryMirror {
   std::atomic<bool> stopping_{false};
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
-  std::atomic<int64_t> failed_closed_{0};
+  mutable std::atomic<int64_t> failed_closed_{0};  // MirrorDevice is const
   std::atomic<int64_t> silent_streams_{0};
   // The time of the change at the cursor the mirror resumes from (mirror thread
   // only): WatchChangesRequest.cursor_time.
