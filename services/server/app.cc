@@ -179,6 +179,45 @@ class LimiterMetrics final : public prometheus::Collectable {
   std::shared_ptr<const gateway::ExHookHandler> exhook_;
 };
 
+// The registry mirror's counters, read at scrape time. failed_closed is the one to
+// alert on: each is a resource the identity cache refuses because it could not be
+// read (a change that cannot be read, a device whose keys do not open); the logs name
+// them.
+class MirrorMetrics final : public prometheus::Collectable {
+ public:
+  MirrorMetrics(std::shared_ptr<const identity::RegistryMirror> mirror,
+                std::shared_ptr<const identity::DirectoryMirrorTarget> target)
+      : mirror_(std::move(mirror)), target_(std::move(target)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    auto counter = [](const char* name, const char* help, int64_t value) {
+      prometheus::ClientMetric m;
+      m.counter.value = static_cast<double>(value);
+      return prometheus::MetricFamily{name, help, prometheus::MetricType::Counter, {m}};
+    };
+    return {
+        counter("iotauth_registry_mirror_applied_changes_total",
+                "Registry changes the identity cache applied from the change stream.",
+                mirror_->applied_changes()),
+        counter("iotauth_registry_mirror_failed_closed_total",
+                "Registry resources the identity cache dropped because they could not be read "
+                "(a change that cannot be read, a device whose stored keys do not open): they "
+                "are refused until written again. The logs name each one.",
+                mirror_->failed_closed_changes()),
+        counter("iotauth_registry_mirror_silent_streams_total",
+                "Change streams found silent (no heartbeat for a second) and reconnected.",
+                mirror_->silent_streams()),
+        counter("iotauth_registry_mirror_malformed_records_total",
+                "Registry records the identity cache found malformed (the logs name the field).",
+                target_ == nullptr ? 0 : target_->malformed_records()),
+    };
+  }
+
+ private:
+  std::shared_ptr<const identity::RegistryMirror> mirror_;
+  std::shared_ptr<const identity::DirectoryMirrorTarget> target_;
+};
+
 // Credentials for calls to other iotauth services (split mode).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
     const ServerConfig& c, std::string* bearer_token) {
@@ -342,7 +381,9 @@ class EmbeddedApp final : public App {
     mo.target = fanout_target_.get();
     mo.fresh = &directory_ready_;
     mo.max_silence = FromProtoDuration(config_.identity().max_registry_silence());
-    mirror_ = std::make_unique<identity::RegistryMirror>(mo);
+    mirror_ = std::make_shared<identity::RegistryMirror>(mo);
+    mirror_metrics_ = std::make_shared<MirrorMetrics>(mirror_, mirror_target_);
+    runner.RegisterCollectable(mirror_metrics_);  // held weakly: kept in mirror_metrics_
     absl::Time start = absl::Now();
     mirror_->Start();
     log::Info("identity: loading the registry mirror");
@@ -603,7 +644,7 @@ class EmbeddedApp final : public App {
 
   absl::Status InitIdentity(const Clock* clock) {
     IOTAUTH_ASSIGN_OR_RETURN(directory_, identity::DirectoryCache::Create({}));
-    mirror_target_ = std::make_unique<identity::DirectoryMirrorTarget>(directory_.get());
+    mirror_target_ = std::make_shared<identity::DirectoryMirrorTarget>(directory_.get());
     ca_directory_ = std::make_unique<identity::x509::CaDirectory>();
     ca_target_ = std::make_unique<identity::CaMirrorTarget>(ca_directory_.get());
     fanout_target_ = std::make_unique<identity::FanoutMirrorTarget>(
@@ -733,7 +774,7 @@ class EmbeddedApp final : public App {
 
   // Identity.
   std::unique_ptr<identity::DirectoryCache> directory_;
-  std::unique_ptr<identity::DirectoryMirrorTarget> mirror_target_;
+  std::shared_ptr<identity::DirectoryMirrorTarget> mirror_target_;  // and MirrorMetrics
   std::unique_ptr<identity::x509::CaDirectory> ca_directory_;
   std::unique_ptr<identity::CaMirrorTarget> ca_target_;
   std::unique_ptr<identity::FanoutMirrorTarget> fanout_target_;
@@ -742,7 +783,8 @@ class EmbeddedApp final : public App {
   std::unique_ptr<LocalIdentityBackend> backend_;
   std::unique_ptr<gateway::ExHookService> exhook_service_;
   std::unique_ptr<gateway::ExtAuthzService> ext_authz_service_;
-  std::unique_ptr<identity::RegistryMirror> mirror_;
+  std::shared_ptr<identity::RegistryMirror> mirror_;  // and MirrorMetrics
+  std::shared_ptr<MirrorMetrics> mirror_metrics_;
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
   std::atomic<bool> registrar_ready_{false};

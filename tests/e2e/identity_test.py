@@ -170,6 +170,11 @@ class IdentityE2ETest(unittest.TestCase):
         # (These connects carry no peer address: only the device limiter counts them.)
         self.assertIsNotNone(h.metric_value(text, "iotauth_identity_limiter_tracked_keys", limiter="source"))
         self.assertEqual(h.metric_value(text, "iotauth_identity_limiter_evictions_total", limiter="device"), 0)
+        # The registry mirror's counters: changes applied, nothing refused as unreadable.
+        self.assertGreaterEqual(h.metric_value(text, "iotauth_registry_mirror_applied_changes_total"), 1)
+        self.assertEqual(h.metric_value(text, "iotauth_registry_mirror_failed_closed_total"), 0)
+        self.assertEqual(h.metric_value(text, "iotauth_registry_mirror_malformed_records_total"), 0)
+        self.assertIsNotNone(h.metric_value(text, "iotauth_registry_mirror_silent_streams_total"))
 
     def test_3_malformed_request_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as e:
