@@ -1184,8 +1184,9 @@ absl::Status RegistryService::DoExportDevices(const Caller& caller,
                              options_.store->ListDevices(req.tenant_id(), DeviceFilter(), page,
                                                          SecretsFor(req.include_secrets())));
     for (const v1::Device& d : p.items) {
-      if (d.keys_unreadable() && unreadable_out != nullptr)
+      if (d.keys_unreadable() && unreadable_out != nullptr) {
         unreadable_out->push_back(d.device_id());
+      }
       if (!sink.Write(d)) return absl::CancelledError("client went away during the export");
     }
     if (!p.more) return absl::OkStatus();

@@ -421,7 +421,7 @@ class LoadGenerator {
           OnDone(call, call->status);
         }
       }
-      const double window_ns = static_cast<double>(config_.duration_ns);
+      const auto window_ns = static_cast<double>(config_.duration_ns);
       r.busy_fraction = std::clamp(1.0 - static_cast<double>(idle_ns_) / window_ns, 0.0, 1.0);
     }
 
