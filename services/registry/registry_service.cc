@@ -567,10 +567,10 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
 namespace {
 
 // The device RMW shared by UpdateDevice and the key/status operations.
-template <typename Modify>
 // `unreadable_keys_ok`: a device whose stored keys do not open (DATA_LOSS) is
 // handed to `modify` without keys and marked keys_unreadable, for a caller that
 // writes a whole new pair; otherwise that read fails the call.
+template <typename Modify>
 absl::StatusOr<v1::Device> ModifyDevice(RegistryStore* store, absl::string_view tenant_id,
                                         absl::string_view device_id, absl::string_view etag,
                                         Modify modify, bool unreadable_keys_ok = false) {
