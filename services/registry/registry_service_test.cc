@@ -560,14 +560,7 @@ TEST_F(RegistryServiceTest, ExportWithSecretsGoesOnPastADeviceWhoseKeysDoNotOpen
   Seed();
   v1::Device d;
   for (const char* id : {"e0", "e1", "e2"}) ASSERT_TRUE(CreateDevice(id, &d).ok());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE devices SET secondary_key = (SELECT secondary_key FROM devices "
-                         "WHERE device_id = 'e2') WHERE device_id = 'e1'",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_TRUE(testing::CopySealedDeviceKey(store_->path(), "secondary_key", "e2", "e1").ok());
 
   grpc::ServerBuilder builder;
   builder.RegisterService(svc_.get());

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
 #include "services/common/crypto.h"
+#include "services/registry/test_store.h"
 #include "services/registry/validation.h"
 
 namespace iotauth::registry {
@@ -582,14 +583,7 @@ TEST_F(SqliteStoreTest, CiphertextMovedToAnotherRowDoesNotOpen) {
   attacker.mutable_credentials()->mutable_symmetric_key()->set_primary_key(Key('e'));
   ASSERT_TRUE(store_->CreateDevice(attacker).ok());
   store_.reset();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE devices SET primary_key = (SELECT primary_key FROM devices "
-                         "WHERE device_id = 'attacker') WHERE device_id = 'victim'",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_TRUE(testing::CopySealedDeviceKey(path_, "primary_key", "attacker", "victim").ok());
   Reopen();
   EXPECT_EQ(store_->GetDevice("t1", "victim", Secrets::kInclude).status().code(),
             absl::StatusCode::kDataLoss);

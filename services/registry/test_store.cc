@@ -1,5 +1,7 @@
 #include "services/registry/test_store.h"
 
+#include <sqlite3.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +47,30 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> OpenTestStore(const Clock* clock) {
   options.secret_box = std::move(*box);
   options.clock = clock;
   return SqliteStore::Open(std::move(options));
+}
+
+absl::Status CopySealedDeviceKey(const std::string& db_path, absl::string_view column,
+                                 absl::string_view from, absl::string_view to) {
+  if (column != "primary_key" && column != "secondary_key") {
+    return absl::InvalidArgumentError(absl::StrCat("not a sealed key column: ", column));
+  }
+  sqlite3* db = nullptr;
+  if (sqlite3_open(db_path.c_str(), &db) != SQLITE_OK) {
+    absl::Status st = absl::InternalError(absl::StrCat("open ", db_path, ": ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return st;
+  }
+  const std::string sql =
+      absl::StrCat("UPDATE devices SET ", column, " = (SELECT ", column,
+                   " FROM devices WHERE device_id = '", from, "') WHERE device_id = '", to, "'");
+  absl::Status st = absl::OkStatus();
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    st = absl::InternalError(absl::StrCat(sql, ": ", sqlite3_errmsg(db)));
+  } else if (sqlite3_changes(db) != 1) {
+    st = absl::InternalError(absl::StrCat(sql, ": changed ", sqlite3_changes(db), " rows"));
+  }
+  sqlite3_close(db);
+  return st;
 }
 
 }  // namespace iotauth::registry::testing

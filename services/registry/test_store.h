@@ -6,7 +6,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "services/common/clock.h"
 #include "services/registry/sqlite_store.h"
 
@@ -24,5 +26,13 @@ std::string TestMasterKey();
 // TestMasterKey()) alive itself. INTERNAL when the directory cannot be made, else
 // the errors of SqliteStore::Open. Thread-safe.
 absl::StatusOr<std::unique_ptr<SqliteStore>> OpenTestStore(const Clock* clock);
+
+// Damages a stored device the way a bad row or a wrong key would: copies the sealed
+// key in `column` ("primary_key" or "secondary_key") of device `from` over the same
+// column of device `to`, in the SQLite file at `db_path` (through its own connection;
+// the store may stay open). A sealed key is bound to its row, so `to`'s key then no
+// longer opens. INVALID_ARGUMENT for another column, INTERNAL on a SQLite error.
+absl::Status CopySealedDeviceKey(const std::string& db_path, absl::string_view column,
+                                 absl::string_view from, absl::string_view to);
 
 }  // namespace iotauth::registry::testing

@@ -5,7 +5,6 @@
 #include "services/identity/sync/ca_target.h"
 
 #include <grpcpp/grpcpp.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -574,14 +573,9 @@ TEST_F(CaMirrorTest, ADeviceWhoseKeysDoNotOpenIsRefusedAndTheRestAreMirrored) {
     k->set_secondary_key(std::string(32, 's'));
   }
   ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(store_->path().c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE devices SET primary_key = (SELECT primary_key FROM devices "
-                         "WHERE device_id = 'dev-2') WHERE device_id = 'dev-1'",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  ASSERT_TRUE(::iotauth::registry::testing::CopySealedDeviceKey(store_->path(), "primary_key",
+                                                                "dev-2", "dev-1")
+                  .ok());
 
   auto cache = *DirectoryCache::Create({});
   DirectoryMirrorTarget directory(cache.get());
