@@ -470,6 +470,23 @@ absl::StatusOr<v1::Device> DecodeDevice(absl::string_view body, absl::string_vie
   return d;
 }
 
+// DecodeDevice, except that keys which do not open (DATA_LOSS from `box`: a damaged
+// row, or sealed under another master key) leave the device without symmetric keys
+// and marked keys_unreadable instead of failing; a body that does not parse still
+// fails.
+absl::StatusOr<v1::Device> DecodeDeviceMarkingUnreadableKeys(absl::string_view body,
+                                                             absl::string_view primary,
+                                                             absl::string_view secondary,
+                                                             absl::string_view etag,
+                                                             const SecretBox* box) {
+  absl::StatusOr<v1::Device> d = DecodeDevice(body, primary, secondary, etag, box);
+  if (d.ok() || box == nullptr || d.status().code() != absl::StatusCode::kDataLoss) return d;
+  absl::StatusOr<v1::Device> bare = DecodeDevice(body, primary, secondary, etag, nullptr);
+  if (!bare.ok()) return d.status();  // the record itself is damaged
+  bare->set_keys_unreadable(true);
+  return bare;
+}
+
 absl::StatusOr<v1::EnrollmentGroup> DecodeGroup(absl::string_view body, absl::string_view sealed,
                                                 absl::string_view etag, const SecretBox* box) {
   v1::EnrollmentGroup g;
@@ -1160,16 +1177,11 @@ absl::StatusOr<v1::Device> SqliteStore::UpdateDevice(const v1::Device& device,
       if (rc == SQLITE_DONE) return NotFound("device");
       if (rc != SQLITE_ROW) return txn.db->Error("get device");
       IOTAUTH_RETURN_IF_ERROR(CheckEtag(st.ColText(0), expected_etag));
-      absl::StatusOr<v1::Device> read =
-          DecodeDevice(st.ColBlob(1), st.ColBlob(2), st.ColBlob(3), st.ColText(0), txn.box.get());
-      if (read.status().code() == absl::StatusCode::kDataLoss) {
-        // Old keys that do not open are being replaced (RegenerateDeviceKey on a
-        // device exported keys_unreadable): the rest of the record is what is kept.
-        absl::StatusOr<v1::Device> bare =
-            DecodeDevice(st.ColBlob(1), st.ColBlob(2), st.ColBlob(3), st.ColText(0), nullptr);
-        if (bare.ok()) read = std::move(bare);
-      }
-      IOTAUTH_ASSIGN_OR_RETURN(old, std::move(read));
+      // Old keys that do not open may be being replaced (RegenerateDeviceKey on a
+      // device read keys_unreadable): the rest of the record is what is kept.
+      IOTAUTH_ASSIGN_OR_RETURN(
+          old, DecodeDeviceMarkingUnreadableKeys(st.ColBlob(1), st.ColBlob(2), st.ColBlob(3),
+                                                 st.ColText(0), txn.box.get()));
     }
     if (out.product_key() != old.product_key()) {
       IOTAUTH_RETURN_IF_ERROR(RequireProduct(*txn.db, out.tenant_id(), out.product_key()));
@@ -1250,22 +1262,12 @@ absl::StatusOr<Page<v1::Device>> SqliteStore::ListDevices(absl::string_view tena
   }
   std::shared_ptr<const SecretBox> b = box();
   const SecretBox* open_with = secrets == Secrets::kInclude ? b.get() : nullptr;
-  return CollectPage<v1::Device>(
-      db, st, page.page_size, "devices", [&](Stmt& row) -> absl::StatusOr<v1::Device> {
-        absl::StatusOr<v1::Device> d =
-            DecodeDevice(row.ColBlob(2), row.ColBlob(3), row.ColBlob(4), row.ColText(1), open_with);
-        if (d.ok() || open_with == nullptr || d.status().code() != absl::StatusCode::kDataLoss) {
-          return d;
-        }
-        // The record parses but its keys do not open (a damaged row, or sealed under
-        // another master key): listed without them and marked, so that an export
-        // goes on with the next device instead of failing on this one.
-        absl::StatusOr<v1::Device> bare =
-            DecodeDevice(row.ColBlob(2), row.ColBlob(3), row.ColBlob(4), row.ColText(1), nullptr);
-        if (!bare.ok()) return d.status();  // the record itself is damaged
-        bare->set_keys_unreadable(true);    // and no symmetric keys
-        return bare;
-      });
+  // With secrets, a device whose keys do not open comes marked keys_unreadable, so
+  // that an export goes on with the next device instead of failing on this one.
+  return CollectPage<v1::Device>(db, st, page.page_size, "devices", [&](Stmt& row) {
+    return DecodeDeviceMarkingUnreadableKeys(row.ColBlob(2), row.ColBlob(3), row.ColBlob(4),
+                                             row.ColText(1), open_with);
+  });
 }
 
 // ---------------------------------------------------------------------------
