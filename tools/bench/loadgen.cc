@@ -413,14 +413,7 @@ class LoadGenerator {
     for (auto& cq : cqs_) cq->Shutdown();
     for (auto& t : pollers) t.join();
     if (busy) {  // what the spinning thread left: calls past the drain deadline
-      for (auto& cq : cqs_) {
-        void* tag = nullptr;
-        bool ok = false;
-        while (cq->Next(&tag, &ok)) {
-          auto* call = static_cast<Call*>(tag);
-          OnDone(call, call->status);
-        }
-      }
+      for (auto& cq : cqs_) Poll(cq.get());
       const auto window_ns = static_cast<double>(config_.duration_ns);
       r.busy_fraction = std::clamp(1.0 - static_cast<double>(idle_ns_) / window_ns, 0.0, 1.0);
     }
@@ -538,6 +531,33 @@ class LoadGenerator {
     }
   }
 
+  // The fixed-rate schedule: call i is due at t0 + i * period_ns; `due` is the next one.
+  struct Schedule {
+    Schedule(int64_t start_ns, double rate) : t0(start_ns), period_ns(1e9 / rate), due(start_ns) {}
+    int64_t t0;
+    double period_ns;
+    uint64_t i = 0;
+    int64_t due;
+  };
+  // Starts every call of `schedule` due by `now` (inside the window, under the
+  // in-flight cap), round-robin over the channels, recording each one's send lag.
+  // True if it started any.
+  bool SendCallsDue(int64_t now, Schedule* schedule) {
+    const auto channels = static_cast<uint64_t>(stubs_.size());
+    bool sent = false;
+    while (schedule->due <= now && schedule->due < measure_end_ns_ &&
+           in_flight_.load(std::memory_order_relaxed) < config_.concurrency) {
+      const int64_t due = schedule->due;
+      if (due >= measure_start_ns_) send_lag_.Record(static_cast<uint64_t>(now - due));
+      StartCall(static_cast<int>(schedule->i % channels), due);
+      ++schedule->i;
+      schedule->due = schedule->t0 +
+                      static_cast<int64_t>(static_cast<double>(schedule->i) * schedule->period_ns);
+      sent = true;
+    }
+    return sent;
+  }
+
   // Open loop: the i-th call is due at t0 + i / rate. A call that cannot be sent on
   // time (sender woke late, or --concurrency calls already in flight) keeps its due
   // time, so the delay is part of its measured latency.
@@ -550,21 +570,12 @@ class LoadGenerator {
   // progresses in a thread blocked in the queue, and that wait is precise to 1 ms.
   void FixedRateSender(int64_t t0) {
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  // wake within microseconds, not 50 us
-    const double period_ns = 1e9 / config_.rate;
-    const int channels = static_cast<int>(stubs_.size());
-    uint64_t i = 0;
-    int64_t due = t0;
-    while (due < measure_end_ns_) {
+    Schedule schedule(t0, config_.rate);
+    while (schedule.due < measure_end_ns_) {
       const int64_t now = NowNs();
-      while (due <= now && due < measure_end_ns_ &&
-             in_flight_.load(std::memory_order_relaxed) < config_.concurrency) {
-        if (due >= measure_start_ns_) send_lag_.Record(static_cast<uint64_t>(now - due));
-        StartCall(static_cast<int>(i % channels), due);
-        ++i;
-        due = t0 + static_cast<int64_t>(static_cast<double>(i) * period_ns);
-      }
-      if (due > now) {
-        SleepUntilNs(std::max(due, now + config_.tick_ns));
+      SendCallsDue(now, &schedule);
+      if (schedule.due > now) {
+        SleepUntilNs(std::max(schedule.due, now + config_.tick_ns));
       } else {  // at the in-flight cap
         std::this_thread::sleep_for(std::chrono::microseconds(20));
       }
@@ -578,23 +589,12 @@ class LoadGenerator {
   // response is seen within a pass of its arrival; the price is a client core spent
   // spinning. Passes that did nothing inside the window count as idle (busy_fraction).
   void FixedRateBusyLoop(int64_t t0) {
-    const double period_ns = 1e9 / config_.rate;
-    const int channels = static_cast<int>(stubs_.size());
     const int64_t give_up = measure_end_ns_ + config_.timeout_ns + 2000000000;
     const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
-    uint64_t i = 0;
-    int64_t due = t0;
+    Schedule schedule(t0, config_.rate);
     for (;;) {
       const int64_t now = NowNs();
-      bool worked = false;
-      while (due <= now && due < measure_end_ns_ &&
-             in_flight_.load(std::memory_order_relaxed) < config_.concurrency) {
-        if (due >= measure_start_ns_) send_lag_.Record(static_cast<uint64_t>(now - due));
-        StartCall(static_cast<int>(i % channels), due);
-        ++i;
-        due = t0 + static_cast<int64_t>(static_cast<double>(i) * period_ns);
-        worked = true;
-      }
+      bool worked = SendCallsDue(now, &schedule);
       for (auto& cq : cqs_) {
         void* tag = nullptr;
         bool ok = false;
@@ -606,7 +606,9 @@ class LoadGenerator {
       }
       const int64_t after = NowNs();
       if (!worked && now >= measure_start_ns_ && after <= measure_end_ns_) idle_ns_ += after - now;
-      if (due >= measure_end_ns_ && in_flight_.load(std::memory_order_acquire) == 0) return;
+      if (schedule.due >= measure_end_ns_ && in_flight_.load(std::memory_order_acquire) == 0) {
+        return;
+      }
       if (after > give_up) return;
     }
   }
