@@ -214,6 +214,7 @@ class Authenticator::Attempt {
       Deny(v1::DENY_REASON_NO_CREDENTIAL, "request carries neither connect nor credential");
     }
     CountAttempt();
+    auth_->decisions_.Record(resp_->decision(), resp_->deny_reason(), resp_->credential_type());
     Audit();
   }
 

@@ -21,6 +21,7 @@
 #include "services/common/clock.h"
 #include "services/identity/attempt_limiter.h"
 #include "services/identity/certificate_verifier.h"
+#include "services/identity/decision_counters.h"
 #include "services/identity/directory.h"
 #include "services/identity/replay_cache.h"
 
@@ -117,6 +118,10 @@ class Authenticator {
   LimiterStats device_limiter_stats() const;
   LimiterStats source_limiter_stats() const;
 
+  // Every decision so far, by outcome, deny reason and credential type (for the
+  // iotauth_identity_decisions_total metric, read at scrape time).
+  const DecisionCounters& decisions() const { return decisions_; }
+
   // Convenience for tests and tools.
   absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
       const iotauth::identity::v1::AuthenticateRequest& request, const CallContext& context = {});
@@ -135,6 +140,7 @@ class Authenticator {
   std::unique_ptr<AttemptLimiter> source_limiter_;  // null when off
   std::string request_id_prefix_;
   std::atomic<uint64_t> request_counter_{0};
+  DecisionCounters decisions_;
 };
 
 }  // namespace iotauth::identity

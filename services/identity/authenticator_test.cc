@@ -901,5 +901,40 @@ TEST_F(AuthenticatorTest, CertificateDenyCarriesTheJudgingTenant) {
   EXPECT_EQ(sink_.events().back().tenant_id(), "");
 }
 
+uint64_t DecisionCount(const Authenticator& a, const std::string& decision,
+                       const std::string& reason, const std::string& type) {
+  for (const auto& row : a.decisions().Snapshot()) {
+    if (row.decision == decision && row.reason == reason && row.credential_type == type) {
+      return row.count;
+    }
+  }
+  ADD_FAILURE() << "no row " << decision << "/" << reason << "/" << type;
+  return 0;
+}
+
+TEST_F(AuthenticatorTest, EveryDecisionIsCountedByOutcomeReasonAndCredentialType) {
+  EXPECT_EQ(Run(SasConnect("d1", kKey1)).decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Run(SasConnect("d1", kKey1)).decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Run(SasConnect("d1", kOtherKey)).deny_reason(), v1::DENY_REASON_BAD_SIGNATURE);
+  EXPECT_EQ(Run(TripleConnect("pk-triple", "dev3", kKey1)).decision(), v1::DECISION_ALLOW);
+  v1::AuthenticateRequest empty;
+  empty.mutable_connect()->set_client_id("d1");
+  EXPECT_EQ(Run(empty).deny_reason(), v1::DENY_REASON_NO_CREDENTIAL);
+  // A malformed request (INVALID_ARGUMENT, no decision) is not counted.
+  v1::AuthenticateRequest oversized = SasConnect("d1", kKey1);
+  oversized.mutable_connect()->set_password(std::string(size_t{64} * 1024, 'x'));
+  EXPECT_FALSE(auth_->Authenticate(oversized, CallContext{"gw-1"}).ok());
+
+  EXPECT_EQ(DecisionCount(*auth_, "allow", "none", "sas"), 2U);
+  EXPECT_EQ(DecisionCount(*auth_, "deny", "bad_signature", "sas"), 1U);
+  EXPECT_EQ(DecisionCount(*auth_, "allow", "none", "device_triple"), 1U);
+  EXPECT_EQ(DecisionCount(*auth_, "deny", "no_credential", "none"), 1U);
+  uint64_t total = 0;
+  for (const auto& row : auth_->decisions().Snapshot()) total += row.count;
+  EXPECT_EQ(total, 5U);
+  // The audit saw the same five decisions.
+  EXPECT_EQ(sink_.events().size(), 5U);
+}
+
 }  // namespace
 }  // namespace iotauth::identity

@@ -109,15 +109,18 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
   prometheus::Histogram& latency_;
 };
 
-// The brute-force limiters' state, read at scrape time:
-// iotauth_identity_limiter_tracked_keys and iotauth_identity_limiter_evictions_total,
+// The identity service's own metrics, read at scrape time:
+// iotauth_identity_decisions_total{decision,reason,credential_type}, every
+// authentication decision (every known label set listed from the start, at zero);
+// the brute-force limiters' iotauth_identity_limiter_tracked_keys and
+// iotauth_identity_limiter_evictions_total,
 // labelled limiter="device" or "source" (absent when that limiter is off). A rising
 // eviction count means the limiter's table is full of failing keys: someone is
 // spraying fresh device ids or addresses. With the ExHook adapter, also its session
 // table's size and evictions.
-class LimiterMetrics final : public prometheus::Collectable {
+class IdentityMetrics final : public prometheus::Collectable {
  public:
-  explicit LimiterMetrics(std::shared_ptr<const identity::Authenticator> authn)
+  explicit IdentityMetrics(std::shared_ptr<const identity::Authenticator> authn)
       : authn_(std::move(authn)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
@@ -147,7 +150,22 @@ class LimiterMetrics final : public prometheus::Collectable {
       e.counter.value = static_cast<double>(stats.evictions);
       evictions.metric.push_back(e);
     }
-    std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions)};
+    prometheus::MetricFamily decisions{
+        "iotauth_identity_decisions_total",
+        "Authentication decisions by outcome (allow, deny), deny reason (none for an "
+        "allow) and credential type (none when the request named none).",
+        prometheus::MetricType::Counter,
+        {}};
+    for (const auto& row : authn_->decisions().Snapshot()) {
+      prometheus::ClientMetric m;
+      m.label = {{"decision", row.decision},
+                 {"reason", row.reason},
+                 {"credential_type", row.credential_type}};
+      m.counter.value = static_cast<double>(row.count);
+      decisions.metric.push_back(std::move(m));
+    }
+    std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions),
+                                              std::move(decisions)};
     if (exhook_ != nullptr) {
       const gateway::SessionTable& table = exhook_->sessions();
       prometheus::ClientMetric n;
@@ -354,7 +372,7 @@ class EmbeddedApp final : public App {
   }
 
   absl::Status OnServing(ServerRunner& runner) override {
-    if (limiter_metrics_) runner.RegisterCollectable(limiter_metrics_);
+    if (identity_metrics_) runner.RegisterCollectable(identity_metrics_);
     if (!directory_) return absl::OkStatus();
     // The identity service mirrors the registry over its gRPC contract: in-process
     // here, across the network in split mode.
@@ -681,7 +699,7 @@ class EmbeddedApp final : public App {
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
-    limiter_metrics_ = std::make_shared<LimiterMetrics>(shared_authn);
+    identity_metrics_ = std::make_shared<IdentityMetrics>(shared_authn);
     identity::IdentityService::Options so;
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;
@@ -697,7 +715,7 @@ class EmbeddedApp final : public App {
     IOTAUTH_ASSIGN_OR_RETURN(auto exh, gateway::ExHookHandler::Create(eo));
     gateway::ExHookService::Options es;
     es.handler = std::shared_ptr<gateway::ExHookHandler>(std::move(exh));
-    limiter_metrics_->set_exhook(es.handler);
+    identity_metrics_->set_exhook(es.handler);
     es.caller_resolver = resolver_.get();
     IOTAUTH_ASSIGN_OR_RETURN(exhook_service_, gateway::ExHookService::Create(es));
     gateway::ExtAuthzHandler::Options ao2;
@@ -756,7 +774,7 @@ class EmbeddedApp final : public App {
 
   // Audit.
   std::unique_ptr<AuditMetrics> audit_metrics_;
-  std::shared_ptr<LimiterMetrics> limiter_metrics_;  // identity only
+  std::shared_ptr<IdentityMetrics> identity_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;
   audit::CommitNotifier notifier_;
   std::unique_ptr<audit::LocalAuditSink> local_sink_;

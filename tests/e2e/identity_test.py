@@ -6,10 +6,12 @@ on Watch and Query; secrets planted and searched for in the database, the logs
 and the metrics; acknowledged writes surviving kill -9."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -175,6 +177,26 @@ class IdentityE2ETest(unittest.TestCase):
         self.assertEqual(h.metric_value(text, "iotauth_registry_mirror_failed_closed_total"), 0)
         self.assertEqual(h.metric_value(text, "iotauth_registry_mirror_malformed_records_total"), 0)
         self.assertIsNotNone(h.metric_value(text, "iotauth_registry_mirror_silent_streams_total"))
+        # Every decision is counted by outcome, deny reason and credential type.
+        decisions = functools.partial(h.metric_value, text, "iotauth_identity_decisions_total")
+        self.assertGreaterEqual(decisions(decision="allow", reason="none", credential_type="device_triple"), 1)
+        self.assertEqual(decisions(decision="deny", reason="replayed", credential_type="device_triple"), 1)
+        self.assertEqual(decisions(decision="deny", reason="timestamp_out_of_window",
+                                   credential_type="device_triple"), 1)
+        self.assertGreaterEqual(decisions(decision="deny", reason="bad_signature"), 1)
+        self.assertEqual(decisions(decision="deny", reason="internal"), 0)
+        # A series nothing has counted yet is there, at zero (a rate over it sees its first rise).
+        self.assertEqual(decisions(decision="deny", reason="revoked", credential_type="x509_ca"), 0)
+        # Every metric the shipped alerting rules read is one this server exports (the
+        # ExHook table's only when the ExHook adapter is on).
+        with open(h.runfile("k8s/prometheus/iotauth-rules.yaml")) as f:
+            rules = f.read()
+        names = set(re.findall(r"\b((?:iotauth|grpc_server)_[a-z_]+)", rules))
+        names.discard("iotauth_audit_batch_commit_seconds")  # named in a description only
+        self.assertIn("iotauth_identity_decisions_total", names)
+        exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+        missing = sorted(n for n in names if n not in exported and not n.startswith("iotauth_exhook_"))
+        self.assertEqual(missing, [], "rules name metrics the server does not export")
 
     def test_3_malformed_request_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as e:
