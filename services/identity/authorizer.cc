@@ -111,6 +111,11 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
   }
 
   const bool allow = response->decision() == v1::DECISION_ALLOW;
+  const Basis basis = !deny_reason.empty()                  ? kDevice
+                      : response->matched_rule_index() >= 0 ? kRule
+                                                            : kDefaultEffect;
+  counts_[((allow ? 1 : 0) * 2 + (action == reg::RULE_ACTION_PUBLISH ? 1 : 0)) * kBases + basis]
+      .fetch_add(1, std::memory_order_relaxed);
   if (audit_ != nullptr && (!allow || options_.audit_allows)) {
     namespace av1 = ::iotauth::audit::v1;
     av1::AuditEvent e;
@@ -121,9 +126,7 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
     e.set_product_key(device != nullptr ? device->product_key : id.product_key());
     e.set_device_id(id.device_id());
     e.set_outcome(allow ? av1::OUTCOME_ALLOW : av1::OUTCOME_DENY);
-    e.set_reason(deny_reason.empty()
-                     ? (response->matched_rule_index() >= 0 ? "RULE" : "DEFAULT_EFFECT")
-                     : "DEVICE");
+    e.set_reason(basis == kDevice ? "DEVICE" : basis == kRule ? "RULE" : "DEFAULT_EFFECT");
     e.set_caller(std::string(context.caller));
     e.set_request_id(request.request_id());
     const int64_t ns = absl::ToInt64Nanoseconds(end - start);
@@ -137,6 +140,23 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
     audit_->Record(std::move(e));
   }
   return absl::OkStatus();
+}
+
+std::vector<Authorizer::CountRow> Authorizer::DecisionCounts() const {
+  static constexpr const char* kBasisNames[kBases] = {"rule", "default_effect", "device"};
+  std::vector<CountRow> rows;
+  rows.reserve(counts_.size());
+  for (int allow = 1; allow >= 0; --allow) {
+    for (int publish = 1; publish >= 0; --publish) {
+      for (int basis = 0; basis < kBases; ++basis) {
+        rows.push_back(
+            {allow != 0 ? "allow" : "deny", publish != 0 ? "publish" : "subscribe",
+             kBasisNames[basis],
+             counts_[(allow * 2 + publish) * kBases + basis].load(std::memory_order_relaxed)});
+      }
+    }
+  }
+  return rows;
 }
 
 }  // namespace iotauth::identity

@@ -4,8 +4,12 @@
 // topic or subscribe filter; otherwise the default effect. No gRPC in it.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -43,7 +47,24 @@ class Authorizer {
                          const CallContext& context,
                          iotauth::identity::v1::AuthorizeResponse* response) const;
 
+  // Decisions so far, for iotauth_identity_authorizations_total (read at scrape
+  // time): decision "allow" or "deny", action "publish" or "subscribe", basis "rule"
+  // (a rule matched), "default_effect" (none did) or "device" (the device is unknown,
+  // not enabled, or named with another product: denied before any rule). Every
+  // combination is listed, zeros included. Invalid requests are not decisions.
+  struct CountRow {
+    std::string decision;
+    std::string action;
+    std::string basis;
+    uint64_t count = 0;
+  };
+  std::vector<CountRow> DecisionCounts() const;
+
  private:
+  enum Basis { kRule = 0, kDefaultEffect = 1, kDevice = 2, kBases = 3 };
+  // [allow][publish][basis]: one relaxed increment per decision.
+  mutable std::array<std::atomic<uint64_t>, 2 * 2 * kBases> counts_{};
+
   explicit Authorizer(Options options);
   Options options_;
   const Clock* clock_;

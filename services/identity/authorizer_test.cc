@@ -118,5 +118,50 @@ TEST_F(AuthorizerTest, InvalidRequests) {
   EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
 }
 
+uint64_t CountOf(const Authorizer& a, const std::string& decision, const std::string& action,
+                 const std::string& basis) {
+  int found = 0;
+  uint64_t count = 0;
+  for (const auto& row : a.DecisionCounts()) {
+    if (row.decision == decision && row.action == action && row.basis == basis) {
+      ++found;
+      count = row.count;
+    }
+  }
+  EXPECT_EQ(found, 1) << decision << "/" << action << "/" << basis;
+  return count;
+}
+
+TEST_F(AuthorizerTest, EveryDecisionIsCountedByOutcomeActionAndBasis) {
+  // Every combination is there from the start, at zero: 2 decisions x 2 actions x 3.
+  ASSERT_EQ(authz_->DecisionCounts().size(), 12U);
+  for (const auto& row : authz_->DecisionCounts()) EXPECT_EQ(row.count, 0U);
+
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d1/telemetry").decision(),
+            v1::DECISION_ALLOW);  // rule 1
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d1/secret").decision(),
+            v1::DECISION_DENY);  // rule 0
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_PUBLISH, "devices/d2/telemetry").decision(),
+            v1::DECISION_DENY);  // no rule: the default
+  EXPECT_EQ(Ask("d1", reg::RULE_ACTION_SUBSCRIBE, "broadcast/+").decision(), v1::DECISION_ALLOW);
+  EXPECT_EQ(Ask("off", reg::RULE_ACTION_SUBSCRIBE, "devices/off/x").decision(), v1::DECISION_DENY);
+  EXPECT_EQ(Ask("ghost", reg::RULE_ACTION_PUBLISH, "devices/ghost/x").decision(),
+            v1::DECISION_DENY);
+  // An invalid request is not a decision.
+  v1::AuthorizeRequest bad;
+  v1::AuthorizeResponse resp;
+  EXPECT_FALSE(authz_->Authorize(bad, {}, &resp).ok());
+
+  EXPECT_EQ(CountOf(*authz_, "allow", "publish", "rule"), 1U);
+  EXPECT_EQ(CountOf(*authz_, "deny", "publish", "rule"), 1U);
+  EXPECT_EQ(CountOf(*authz_, "deny", "publish", "default_effect"), 1U);
+  EXPECT_EQ(CountOf(*authz_, "allow", "subscribe", "rule"), 1U);
+  EXPECT_EQ(CountOf(*authz_, "deny", "subscribe", "device"), 1U);
+  EXPECT_EQ(CountOf(*authz_, "deny", "publish", "device"), 1U);
+  uint64_t total = 0;
+  for (const auto& row : authz_->DecisionCounts()) total += row.count;
+  EXPECT_EQ(total, 6U);
+}
+
 }  // namespace
 }  // namespace iotauth::identity

@@ -112,6 +112,8 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
 // The identity service's own metrics, read at scrape time:
 // iotauth_identity_decisions_total{decision,reason,credential_type}, every
 // authentication decision (every known label set listed from the start, at zero);
+// iotauth_identity_authorizations_total{decision,action,basis}, every topic
+// authorization decision;
 // the brute-force limiters' iotauth_identity_limiter_tracked_keys and
 // iotauth_identity_limiter_evictions_total,
 // labelled limiter="device" or "source" (absent when that limiter is off). A rising
@@ -166,6 +168,22 @@ class IdentityMetrics final : public prometheus::Collectable {
     }
     std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions),
                                               std::move(decisions)};
+    if (authz_ != nullptr) {
+      prometheus::MetricFamily authorizations{
+          "iotauth_identity_authorizations_total",
+          "Topic authorization decisions (Authorize, ExHook, ext_authz) by outcome, action "
+          "(publish, subscribe) and basis: rule (a rule matched), default_effect (none did), "
+          "device (unknown, not enabled or named with another product).",
+          prometheus::MetricType::Counter,
+          {}};
+      for (const auto& row : authz_->DecisionCounts()) {
+        prometheus::ClientMetric m;
+        m.label = {{"decision", row.decision}, {"action", row.action}, {"basis", row.basis}};
+        m.counter.value = static_cast<double>(row.count);
+        authorizations.metric.push_back(std::move(m));
+      }
+      out.push_back(std::move(authorizations));
+    }
     if (exhook_ != nullptr) {
       const gateway::SessionTable& table = exhook_->sessions();
       prometheus::ClientMetric n;
@@ -188,12 +206,16 @@ class IdentityMetrics final : public prometheus::Collectable {
   }
 
   // Set once, before the metrics endpoint serves.
+  void set_authorizer(std::shared_ptr<const identity::Authorizer> authz) {
+    authz_ = std::move(authz);
+  }
   void set_exhook(std::shared_ptr<const gateway::ExHookHandler> exhook) {
     exhook_ = std::move(exhook);
   }
 
  private:
   std::shared_ptr<const identity::Authenticator> authn_;
+  std::shared_ptr<const identity::Authorizer> authz_;
   std::shared_ptr<const gateway::ExHookHandler> exhook_;
 };
 
@@ -700,6 +722,7 @@ class EmbeddedApp final : public App {
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
     identity_metrics_ = std::make_shared<IdentityMetrics>(shared_authn);
+    identity_metrics_->set_authorizer(shared_authz);
     identity::IdentityService::Options so;
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;

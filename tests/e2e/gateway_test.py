@@ -3,6 +3,7 @@ plays EMQX (emqx.exhook.v2.HookProvider) and Envoy (envoy.service.auth.v3
 Authorization/Check) against the real all-in-one server with Debian's grpcio."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -89,6 +90,11 @@ class GatewayContractsTest(unittest.TestCase):
         self.assertEqual(h.promtool_check(text).returncode, 0, h.promtool_check(text).stdout)
         self.assertEqual(h.metric_value(text, "iotauth_exhook_sessions"), 1)
         self.assertEqual(h.metric_value(text, "iotauth_exhook_session_evictions_total"), 0)
+        # The topic decisions above are counted (the stranger's never reached a decision).
+        authz = functools.partial(h.metric_value, text, "iotauth_identity_authorizations_total")
+        self.assertGreaterEqual(authz(decision="allow", action="publish", basis="rule"), 2)
+        self.assertGreaterEqual(authz(decision="deny", action="publish"), 1)
+        self.assertEqual(authz(decision="deny", action="subscribe", basis="device"), 0)
 
     def test_envoy_ext_authz(self):
         def check(headers):
