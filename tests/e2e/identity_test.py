@@ -187,16 +187,17 @@ class IdentityE2ETest(unittest.TestCase):
         self.assertEqual(decisions(decision="deny", reason="internal"), 0)
         # A series nothing has counted yet is there, at zero (a rate over it sees its first rise).
         self.assertEqual(decisions(decision="deny", reason="revoked", credential_type="x509_ca"), 0)
-        # Every metric the shipped alerting rules read is one this server exports (the
-        # ExHook table's only when the ExHook adapter is on).
-        with open(h.runfile("k8s/prometheus/iotauth-rules.yaml")) as f:
-            rules = f.read()
-        names = set(re.findall(r"\b((?:iotauth|grpc_server)_[a-z_]+)", rules))
-        names.discard("iotauth_audit_batch_commit_seconds")  # named in a description only
-        self.assertIn("iotauth_identity_decisions_total", names)
+        # Every metric the shipped alerting rules and dashboard read is one this server
+        # exports (the ExHook table's only when the ExHook adapter is on).
         exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
-        missing = sorted(n for n in names if n not in exported and not n.startswith("iotauth_exhook_"))
-        self.assertEqual(missing, [], "rules name metrics the server does not export")
+        for path in ("k8s/prometheus/iotauth-rules.yaml", "k8s/grafana/iotauth-dashboard.json"):
+            with open(h.runfile(path)) as f:
+                names = set(re.findall(r"\b((?:iotauth|grpc_server)_[a-z_]+)", f.read()))
+            self.assertIn("iotauth_identity_decisions_total", names)
+            # (A histogram's own name, in a description, is exported as its _bucket.)
+            missing = sorted(n for n in names if n not in exported and n + "_bucket" not in exported
+                             and not n.startswith("iotauth_exhook_"))
+            self.assertEqual(missing, [], "%s names metrics the server does not export" % path)
 
     def test_3_malformed_request_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as e:
