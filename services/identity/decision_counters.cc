@@ -39,8 +39,14 @@ void DecisionCounters::Record(v1::Decision decision, v1::DenyReason reason,
 }
 
 std::vector<DecisionCounters::Row> DecisionCounters::Snapshot() const {
+  // Numbers either enum leaves unnamed are skipped (nothing counts there:
+  // ReasonIndex and CredentialIndex send them to "unknown"); listing them would
+  // repeat the "none" label set.
   std::array<std::string, kCredentialTypes> types;
+  std::array<bool, kCredentialTypes> named{};
   for (int c = 0; c < kCredentialTypes; ++c) {
+    named[c] = c == kCredentialTypes - 1 || reg::CredentialType_IsValid(c);
+    if (!named[c]) continue;
     types[c] = c == kCredentialTypes - 1
                    ? "unknown"
                    : LabelValue(reg::CredentialType_Name(c), "CREDENTIAL_TYPE_");
@@ -48,17 +54,17 @@ std::vector<DecisionCounters::Row> DecisionCounters::Snapshot() const {
   std::vector<Row> rows;
   rows.reserve(static_cast<size_t>(kCredentialTypes) * (kReasons + 1));
   for (int c = 0; c < kCredentialTypes; ++c) {
+    if (!named[c]) continue;
     rows.push_back({"allow", "none", types[c], allow_[c].load(std::memory_order_relaxed)});
   }
   for (int r = 0; r < kReasons; ++r) {
-    // Reason numbers the enum leaves unnamed are skipped (their index stays zero:
-    // ReasonIndex sends them to "unknown").
     std::string reason = "unknown";
     if (r < kReasons - 1) {
       if (!v1::DenyReason_IsValid(r)) continue;
       reason = LabelValue(v1::DenyReason_Name(r), "DENY_REASON_");
     }
     for (int c = 0; c < kCredentialTypes; ++c) {
+      if (!named[c]) continue;
       rows.push_back({"deny", reason, types[c], deny_[r][c].load(std::memory_order_relaxed)});
     }
   }

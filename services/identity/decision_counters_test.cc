@@ -1,5 +1,6 @@
 #include "services/identity/decision_counters.h"
 
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,7 +35,14 @@ TEST(DecisionCountersTest, EveryKnownCombinationIsListedFromTheStartAtZero) {
   const int types = reg::CredentialType_descriptor()->value_count() + 1;
   const int reasons = v1::DenyReason_descriptor()->value_count() + 1;
   EXPECT_EQ(rows.size(), static_cast<size_t>(types + reasons * types));
-  for (const auto& row : rows) EXPECT_EQ(row.count, 0U);
+  std::set<std::string> label_sets;
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.count, 0U);
+    // No label set twice (Prometheus would refuse the scrape).
+    EXPECT_TRUE(
+        label_sets.insert(row.decision + "/" + row.reason + "/" + row.credential_type).second)
+        << row.decision << "/" << row.reason << "/" << row.credential_type;
+  }
   EXPECT_EQ(CountOf(c, "allow", "none", "sas"), 0U);
   EXPECT_EQ(CountOf(c, "deny", "bad_signature", "device_triple"), 0U);
   EXPECT_EQ(CountOf(c, "deny", "rate_limited", "none"), 0U);
