@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "services/common/crypto.h"
+#include "services/identity/decision_counters_testing.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/directory_cache.h"
 #include "services/identity/dps.h"
@@ -901,17 +902,6 @@ TEST_F(AuthenticatorTest, CertificateDenyCarriesTheJudgingTenant) {
   EXPECT_EQ(sink_.events().back().tenant_id(), "");
 }
 
-uint64_t DecisionCount(const Authenticator& a, const std::string& decision,
-                       const std::string& reason, const std::string& type) {
-  for (const auto& row : a.decisions().Snapshot()) {
-    if (row.decision == decision && row.reason == reason && row.credential_type == type) {
-      return row.count;
-    }
-  }
-  ADD_FAILURE() << "no row " << decision << "/" << reason << "/" << type;
-  return 0;
-}
-
 TEST_F(AuthenticatorTest, EveryDecisionIsCountedByOutcomeReasonAndCredentialType) {
   EXPECT_EQ(Run(SasConnect("d1", kKey1)).decision(), v1::DECISION_ALLOW);
   EXPECT_EQ(Run(SasConnect("d1", kKey1)).decision(), v1::DECISION_ALLOW);
@@ -925,10 +915,10 @@ TEST_F(AuthenticatorTest, EveryDecisionIsCountedByOutcomeReasonAndCredentialType
   oversized.mutable_connect()->set_password(std::string(size_t{64} * 1024, 'x'));
   EXPECT_FALSE(auth_->Authenticate(oversized, CallContext{"gw-1"}).ok());
 
-  EXPECT_EQ(DecisionCount(*auth_, "allow", "none", "sas"), 2U);
-  EXPECT_EQ(DecisionCount(*auth_, "deny", "bad_signature", "sas"), 1U);
-  EXPECT_EQ(DecisionCount(*auth_, "allow", "none", "device_triple"), 1U);
-  EXPECT_EQ(DecisionCount(*auth_, "deny", "no_credential", "none"), 1U);
+  EXPECT_EQ(testing::CountOf(auth_->decisions(), "allow", "none", "sas"), 2U);
+  EXPECT_EQ(testing::CountOf(auth_->decisions(), "deny", "bad_signature", "sas"), 1U);
+  EXPECT_EQ(testing::CountOf(auth_->decisions(), "allow", "none", "device_triple"), 1U);
+  EXPECT_EQ(testing::CountOf(auth_->decisions(), "deny", "no_credential", "none"), 1U);
   uint64_t total = 0;
   for (const auto& row : auth_->decisions().Snapshot()) total += row.count;
   EXPECT_EQ(total, 5U);

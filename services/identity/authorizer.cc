@@ -114,8 +114,8 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
   const Basis basis = !deny_reason.empty()                  ? kDevice
                       : response->matched_rule_index() >= 0 ? kRule
                                                             : kDefaultEffect;
-  counts_[((allow ? 1 : 0) * 2 + (action == reg::RULE_ACTION_PUBLISH ? 1 : 0)) * kBases + basis]
-      .fetch_add(1, std::memory_order_relaxed);
+  counts_[CountIndex(allow, action == reg::RULE_ACTION_PUBLISH, basis)].fetch_add(
+      1, std::memory_order_relaxed);
   if (audit_ != nullptr && (!allow || options_.audit_allows)) {
     namespace av1 = ::iotauth::audit::v1;
     av1::AuditEvent e;
@@ -146,13 +146,13 @@ std::vector<Authorizer::CountRow> Authorizer::DecisionCounts() const {
   static constexpr const char* kBasisNames[kBases] = {"rule", "default_effect", "device"};
   std::vector<CountRow> rows;
   rows.reserve(counts_.size());
-  for (int allow = 1; allow >= 0; --allow) {
-    for (int publish = 1; publish >= 0; --publish) {
+  for (const bool allow : {true, false}) {
+    for (const bool publish : {true, false}) {
       for (int basis = 0; basis < kBases; ++basis) {
-        rows.push_back(
-            {allow != 0 ? "allow" : "deny", publish != 0 ? "publish" : "subscribe",
-             kBasisNames[basis],
-             counts_[(allow * 2 + publish) * kBases + basis].load(std::memory_order_relaxed)});
+        rows.push_back({allow ? "allow" : "deny", publish ? "publish" : "subscribe",
+                        kBasisNames[basis],
+                        counts_[CountIndex(allow, publish, static_cast<Basis>(basis))].load(
+                            std::memory_order_relaxed)});
       }
     }
   }

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -62,6 +63,10 @@ class Authorizer {
 
  private:
   enum Basis { kRule = 0, kDefaultEffect = 1, kDevice = 2, kBases = 3 };
+  // Where a decision's count lives in counts_.
+  static size_t CountIndex(bool allow, bool publish, Basis basis) {
+    return ((allow ? 2 : 0) + (publish ? 1 : 0)) * kBases + basis;
+  }
   // [allow][publish][basis]: one relaxed increment per decision.
   mutable std::array<std::atomic<uint64_t>, 2 * 2 * kBases> counts_{};
 

@@ -41,20 +41,18 @@ void DecisionCounters::Record(v1::Decision decision, v1::DenyReason reason,
 std::vector<DecisionCounters::Row> DecisionCounters::Snapshot() const {
   // Numbers either enum leaves unnamed are skipped (nothing counts there:
   // ReasonIndex and CredentialIndex send them to "unknown"); listing them would
-  // repeat the "none" label set.
+  // repeat the "none" label set. An unnamed credential type keeps an empty label.
   std::array<std::string, kCredentialTypes> types;
-  std::array<bool, kCredentialTypes> named{};
-  for (int c = 0; c < kCredentialTypes; ++c) {
-    named[c] = c == kCredentialTypes - 1 || reg::CredentialType_IsValid(c);
-    if (!named[c]) continue;
-    types[c] = c == kCredentialTypes - 1
-                   ? "unknown"
-                   : LabelValue(reg::CredentialType_Name(c), "CREDENTIAL_TYPE_");
+  for (int c = 0; c < kCredentialTypes - 1; ++c) {
+    if (reg::CredentialType_IsValid(c)) {
+      types[c] = LabelValue(reg::CredentialType_Name(c), "CREDENTIAL_TYPE_");
+    }
   }
+  types[kCredentialTypes - 1] = "unknown";
   std::vector<Row> rows;
   rows.reserve(static_cast<size_t>(kCredentialTypes) * (kReasons + 1));
   for (int c = 0; c < kCredentialTypes; ++c) {
-    if (!named[c]) continue;
+    if (types[c].empty()) continue;
     rows.push_back({"allow", "none", types[c], allow_[c].load(std::memory_order_relaxed)});
   }
   for (int r = 0; r < kReasons; ++r) {
@@ -64,7 +62,7 @@ std::vector<DecisionCounters::Row> DecisionCounters::Snapshot() const {
       reason = LabelValue(v1::DenyReason_Name(r), "DENY_REASON_");
     }
     for (int c = 0; c < kCredentialTypes; ++c) {
-      if (!named[c]) continue;
+      if (types[c].empty()) continue;
       rows.push_back({"deny", reason, types[c], deny_[r][c].load(std::memory_order_relaxed)});
     }
   }

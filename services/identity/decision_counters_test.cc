@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "services/identity/decision_counters_testing.h"
 
 namespace iotauth::identity {
 namespace {
@@ -13,19 +14,7 @@ namespace {
 namespace v1 = ::iotauth::identity::v1;
 namespace reg = ::iotauth::registry::v1;
 
-uint64_t CountOf(const DecisionCounters& c, const std::string& decision, const std::string& reason,
-                 const std::string& type) {
-  int found = 0;
-  uint64_t count = 0;
-  for (const auto& row : c.Snapshot()) {
-    if (row.decision == decision && row.reason == reason && row.credential_type == type) {
-      ++found;
-      count = row.count;
-    }
-  }
-  EXPECT_EQ(found, 1) << decision << "/" << reason << "/" << type;
-  return count;
-}
+using ::iotauth::identity::testing::CountOf;
 
 TEST(DecisionCountersTest, EveryKnownCombinationIsListedFromTheStartAtZero) {
   DecisionCounters c;

@@ -122,8 +122,9 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
 // table's size and evictions.
 class IdentityMetrics final : public prometheus::Collectable {
  public:
-  explicit IdentityMetrics(std::shared_ptr<const identity::Authenticator> authn)
-      : authn_(std::move(authn)) {}
+  IdentityMetrics(std::shared_ptr<const identity::Authenticator> authn,
+                  std::shared_ptr<const identity::Authorizer> authz)
+      : authn_(std::move(authn)), authz_(std::move(authz)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     prometheus::MetricFamily tracked{
@@ -166,24 +167,21 @@ class IdentityMetrics final : public prometheus::Collectable {
       m.counter.value = static_cast<double>(row.count);
       decisions.metric.push_back(std::move(m));
     }
-    std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions),
-                                              std::move(decisions)};
-    if (authz_ != nullptr) {
-      prometheus::MetricFamily authorizations{
-          "iotauth_identity_authorizations_total",
-          "Topic authorization decisions (Authorize, ExHook, ext_authz) by outcome, action "
-          "(publish, subscribe) and basis: rule (a rule matched), default_effect (none did), "
-          "device (unknown, not enabled or named with another product).",
-          prometheus::MetricType::Counter,
-          {}};
-      for (const auto& row : authz_->DecisionCounts()) {
-        prometheus::ClientMetric m;
-        m.label = {{"decision", row.decision}, {"action", row.action}, {"basis", row.basis}};
-        m.counter.value = static_cast<double>(row.count);
-        authorizations.metric.push_back(std::move(m));
-      }
-      out.push_back(std::move(authorizations));
+    prometheus::MetricFamily authorizations{
+        "iotauth_identity_authorizations_total",
+        "Topic authorization decisions (Authorize, ExHook, ext_authz) by outcome, action "
+        "(publish, subscribe) and basis: rule (a rule matched), default_effect (none did), "
+        "device (unknown, not enabled or named with another product).",
+        prometheus::MetricType::Counter,
+        {}};
+    for (const auto& row : authz_->DecisionCounts()) {
+      prometheus::ClientMetric m;
+      m.label = {{"decision", row.decision}, {"action", row.action}, {"basis", row.basis}};
+      m.counter.value = static_cast<double>(row.count);
+      authorizations.metric.push_back(std::move(m));
     }
+    std::vector<prometheus::MetricFamily> out{std::move(tracked), std::move(evictions),
+                                              std::move(decisions), std::move(authorizations)};
     if (exhook_ != nullptr) {
       const gateway::SessionTable& table = exhook_->sessions();
       prometheus::ClientMetric n;
@@ -206,9 +204,6 @@ class IdentityMetrics final : public prometheus::Collectable {
   }
 
   // Set once, before the metrics endpoint serves.
-  void set_authorizer(std::shared_ptr<const identity::Authorizer> authz) {
-    authz_ = std::move(authz);
-  }
   void set_exhook(std::shared_ptr<const gateway::ExHookHandler> exhook) {
     exhook_ = std::move(exhook);
   }
@@ -721,8 +716,7 @@ class EmbeddedApp final : public App {
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
-    identity_metrics_ = std::make_shared<IdentityMetrics>(shared_authn);
-    identity_metrics_->set_authorizer(shared_authz);
+    identity_metrics_ = std::make_shared<IdentityMetrics>(shared_authn, shared_authz);
     identity::IdentityService::Options so;
     so.authenticator = shared_authn;
     so.authorizer = shared_authz;
