@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "services/audit/canonical.h"
+#include "services/common/status_macros.h"
 
 namespace iotauth::audit {
 
@@ -38,6 +39,12 @@ absl::StatusOr<std::vector<AppendedEvent>> AuditStore::AppendEncoded(const Encod
     fresh = fresh && batch.events[i].fresh;
   }
   return fresh ? AppendFresh(&events) : Append(&events);
+}
+
+absl::StatusOr<uint64_t> AuditStore::ApplyRetention(const RetentionPolicy& policy, absl::Time now) {
+  IOTAUTH_ASSIGN_OR_RETURN(std::optional<CheckpointRecord> cut, PlanRetention(policy, now));
+  if (!cut) return 0;
+  return PruneThrough(*cut, now);
 }
 
 }  // namespace iotauth::audit

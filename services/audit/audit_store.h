@@ -157,9 +157,25 @@ class AuditStore {
   // The newest checkpoint, or nullopt when there is none.
   virtual absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() = 0;
 
-  // Prunes per `policy`; returns the number of events removed.
-  virtual absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy,
-                                                  absl::Time now) = 0;
+  // Retention in two steps, so that the local pipeline can record the cut in the
+  // chain (an EVENT_TYPE_RETENTION event, see retention.h) before anything is
+  // removed: a log whose start is not named by such a record fails a full verify.
+  //
+  // What `policy` would prune now: the cut, i.e. the last event to go and its hash
+  // (nullopt when nothing is due). The part to prune must verify first:
+  // FAILED_PRECONDITION when it does not (evidence of tampering is never pruned).
+  // Changes nothing.
+  virtual absl::StatusOr<std::optional<CheckpointRecord>> PlanRetention(
+      const RetentionPolicy& policy, absl::Time now) = 0;
+  // Removes every event up to and including `cut.sequence`, which becomes the
+  // anchor the rest verifies from; returns how many were removed (0 when the log
+  // already starts after the cut). FAILED_PRECONDITION when the event there no
+  // longer has `cut.head_hash`, or the cut is past the head or (for a store that
+  // prunes whole files) not where a file ends.
+  virtual absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) = 0;
+  // PlanRetention then PruneThrough, without a record (store-level tests and
+  // tools; the pipeline records the cut in between).
+  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy, absl::Time now);
 
   // Recomputes the chain from the newest checkpoint before `from_sequence` (or the
   // retained start) up to `to_sequence` (0 = head) and reports the first bad

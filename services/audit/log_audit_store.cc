@@ -1562,8 +1562,8 @@ absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::LatestCheckpoint(
   return std::optional<CheckpointRecord>(checkpoints_.rbegin()->second);
 }
 
-absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& policy,
-                                                       absl::Time now) {
+absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::PlanRetention(
+    const RetentionPolicy& policy, absl::Time now) {
   absl::MutexLock wl(&writer_mu_);
   std::vector<std::shared_ptr<Segment>> prune;
   uint64_t first = 0;
@@ -1582,7 +1582,7 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
       prune.push_back(segments_[i]);
     }
   }
-  if (prune.empty()) return 0;
+  if (prune.empty()) return std::optional<CheckpointRecord>();
   const uint64_t anchor_seq = prune.back()->end();
   std::string anchor_raw;
   IOTAUTH_ASSIGN_OR_RETURN(VerifyResult check, VerifyRange(first, anchor_seq, &anchor_raw));
@@ -1595,18 +1595,49 @@ absl::StatusOr<uint64_t> LogAuditStore::ApplyRetention(const RetentionPolicy& po
         absl::StrCat("refusing to prune: the chain does not verify at ", check.first_bad_sequence,
                      " (", check.problem, ")"));
   }
-  CheckpointRecord anchor{anchor_seq, crypto::HexEncode(anchor_raw), now};
+  return std::optional<CheckpointRecord>(
+      CheckpointRecord{anchor_seq, crypto::HexEncode(anchor_raw), now});
+}
+
+absl::StatusOr<uint64_t> LogAuditStore::PruneThrough(const CheckpointRecord& cut, absl::Time now) {
+  absl::MutexLock wl(&writer_mu_);
+  std::vector<std::shared_ptr<Segment>> prune;
+  {
+    absl::ReaderMutexLock sl(&state_mu_);
+    if (cut.sequence < first_sequence_) return 0;  // pruned already
+    // Never the active segment.
+    for (size_t i = 0; i + 1 < segments_.size() && segments_[i]->end() <= cut.sequence; ++i) {
+      prune.push_back(segments_[i]);
+    }
+  }
+  if (prune.empty() || prune.back()->end() != cut.sequence) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("audit log: cannot prune through event ", cut.sequence,
+                     ": no closed segment ends there (retention removes whole segments)"));
+  }
+  // The cut is still the event it was planned on (its stored hash; PlanRetention
+  // verified the chain up to it).
+  EventFilter at;
+  at.after_sequence = cut.sequence - 1;
+  at.max_sequence = cut.sequence;
+  IOTAUTH_ASSIGN_OR_RETURN(std::vector<AuditEvent> stored, Query(at, 1));
+  if (stored.size() != 1 || stored[0].sequence() != cut.sequence ||
+      stored[0].hash() != cut.head_hash) {
+    return absl::FailedPreconditionError(absl::StrCat("refusing to prune: event ", cut.sequence,
+                                                      " is not the one retention planned to cut"));
+  }
+  const CheckpointRecord anchor{cut.sequence, cut.head_hash, now};
   IOTAUTH_RETURN_IF_ERROR(WriteAnchorFile(options_.dir, dir_fd_, anchor));
   uint64_t removed = 0;
   {
     absl::MutexLock sl(&state_mu_);
     segments_.erase(segments_.begin(),
                     segments_.begin() + static_cast<std::ptrdiff_t>(prune.size()));
-    checkpoints_.erase(checkpoints_.begin(), checkpoints_.lower_bound(anchor_seq));
-    checkpoints_[anchor_seq] = anchor;
+    checkpoints_.erase(checkpoints_.begin(), checkpoints_.lower_bound(anchor.sequence));
+    checkpoints_[anchor.sequence] = anchor;
     anchor_ = anchor;
     for (const auto& s : prune) removed += s->last - std::max(s->first, first_sequence_) + 1;
-    first_sequence_ = anchor_seq + 1;
+    first_sequence_ = anchor.sequence + 1;
   }
   for (const auto& s : prune) {
     unlink(s->path.c_str());

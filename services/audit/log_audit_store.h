@@ -110,7 +110,9 @@ class LogAuditStore final : public AuditStore {
   absl::StatusOr<uint64_t> FirstSequence() override;
   absl::StatusOr<CheckpointRecord> CreateCheckpoint(absl::Time now) override;
   absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() override;
-  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy, absl::Time now) override;
+  absl::StatusOr<std::optional<CheckpointRecord>> PlanRetention(const RetentionPolicy& policy,
+                                                                absl::Time now) override;
+  absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) override;
   absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
 
   // Prepares an empty `dir` for a log that continues a chain after `anchor` (the
@@ -177,7 +179,7 @@ class LogAuditStore final : public AuditStore {
   Options options_;
   int dir_fd_ = -1;
 
-  // Serializes Append, CreateCheckpoint and ApplyRetention.
+  // Serializes Append, CreateCheckpoint, PlanRetention and PruneThrough.
   absl::Mutex writer_mu_;
   // Dedup of event ids over the newest dedup_window events: 128-bit keys of the
   // ids (two independent 64-bit hashes) in insertion order.

@@ -165,6 +165,8 @@ class LocalAuditSink final : public AuditSink {
   // Events that make a lingering writer commit at once.
   size_t FullBatch() const { return std::min(options_.max_batch, options_.queue_capacity); }
   bool RetentionEnabled() const;
+  // Plans retention, commits the record of the cut, then prunes (retention.h).
+  absl::StatusOr<uint64_t> RecordAndPrune(absl::Time now);
   void MaybeApplyRetention();
 
   const Options options_;

@@ -17,6 +17,7 @@
 #include "services/audit/event_util.h"
 #include "services/audit/event_view.h"
 #include "services/audit/log_audit_store.h"
+#include "services/audit/retention.h"
 #include "services/audit/spool.h"
 #include "services/audit/sqlite_audit_store.h"
 
@@ -92,8 +93,12 @@ class GatedStore final : public AuditStore {
   absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() override {
     return inner_->LatestCheckpoint();
   }
-  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& p, absl::Time now) override {
-    return inner_->ApplyRetention(p, now);
+  absl::StatusOr<std::optional<CheckpointRecord>> PlanRetention(const RetentionPolicy& p,
+                                                                absl::Time now) override {
+    return inner_->PlanRetention(p, now);
+  }
+  absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) override {
+    return inner_->PruneThrough(cut, now);
   }
   absl::StatusOr<VerifyResult> Verify(uint64_t from, uint64_t to) override {
     return inner_->Verify(from, to);
@@ -592,11 +597,25 @@ TEST_F(PipelineTest, AppliesRetentionOnTheWriterThread) {
   }
   EXPECT_EQ(sink_->Stats().pruned, 7u);
   auto all = All();
-  ASSERT_EQ(all.size(), 5u);
+  // 8..12, then the record of the cut, committed before the prune.
+  ASSERT_EQ(all.size(), 6u);
   EXPECT_EQ(all.front().sequence(), 8u);
+  const AuditEvent& record = all.back();
+  EXPECT_EQ(record.sequence(), 13u);
+  EXPECT_EQ(record.type(), iotauth::audit::v1::EVENT_TYPE_RETENTION);
+  EXPECT_EQ(record.attributes().at(kRetentionPrunedThrough), "7");
+  EXPECT_EQ(record.attributes().at(kRetentionFirstRetained), "8");
+  EXPECT_EQ(record.attributes().at(kRetentionMaxEvents), "5");
+  EXPECT_EQ(record.attributes().at(kRetentionPrunedThroughHash), all.front().prev_hash());
+  EXPECT_EQ(sink_->Stats().committed, 13u);
+  EXPECT_EQ(notifier_.WaitAbove(12, absl::Seconds(1)), 13u);  // Watch sees it
   auto v = store_->Verify(0, 0);
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->ok) << v->problem << " " << v->detail;
+  EXPECT_EQ(v->anchor_sequence, 7u);
+  auto recorded = CheckRetentionRecorded(*store_, *v);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_TRUE(recorded->ok) << recorded->problem << " " << recorded->detail;
 }
 
 // Ids the pipeline generates cannot be resends: those batches skip the store's

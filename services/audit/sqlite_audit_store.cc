@@ -331,6 +331,17 @@ absl::Status WriteState(sqlite3* db, const State& st) {
   return absl::OkStatus();
 }
 
+// The stored hash of event `sequence`; DATA_LOSS when it is not stored.
+absl::StatusOr<std::string> StoredHash(sqlite3* db, uint64_t sequence) {
+  Stmt s(db, "SELECT hash FROM audit_events WHERE sequence = ?");
+  IOTAUTH_RETURN_IF_ERROR(s.status());
+  s.Bind(1, static_cast<int64_t>(sequence));
+  if (s.Step() != SQLITE_ROW) {
+    return absl::DataLossError(absl::StrCat("audit store: event ", sequence, " missing"));
+  }
+  return s.Text(0);
+}
+
 absl::Status PutCheckpoint(sqlite3* db, uint64_t sequence, absl::string_view hash, absl::Time now) {
   Stmt s(db,
          "INSERT OR REPLACE INTO audit_checkpoints(sequence, head_hash, time_ns) "
@@ -853,10 +864,10 @@ absl::StatusOr<std::optional<CheckpointRecord>> SqliteAuditStore::LatestCheckpoi
       CheckpointRecord{static_cast<uint64_t>(s.Int(0)), s.Text(1), absl::FromUnixNanos(s.Int(2))});
 }
 
-absl::StatusOr<uint64_t> SqliteAuditStore::ApplyRetention(const RetentionPolicy& policy,
-                                                          absl::Time now) {
+absl::StatusOr<std::optional<CheckpointRecord>> SqliteAuditStore::PlanRetention(
+    const RetentionPolicy& policy, absl::Time now) {
   absl::MutexLock lock(&writer_mu_);
-  IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(writer_, /*write=*/true));
+  IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(writer_, /*write=*/false));
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(writer_));
   uint64_t new_first = st.first_sequence;
   if (policy.max_rows > 0 && st.head_sequence >= st.first_sequence &&
@@ -892,7 +903,7 @@ absl::StatusOr<uint64_t> SqliteAuditStore::ApplyRetention(const RetentionPolicy&
         scan));
     new_first = std::max(new_first, young);
   }
-  if (new_first <= st.first_sequence) return 0;
+  if (new_first <= st.first_sequence) return std::optional<CheckpointRecord>();
 
   // Refuse to discard evidence of tampering: the part being pruned must verify.
   const uint64_t anchor = new_first - 1;
@@ -902,17 +913,31 @@ absl::StatusOr<uint64_t> SqliteAuditStore::ApplyRetention(const RetentionPolicy&
         absl::StrCat("refusing to prune: the chain does not verify at ", check.first_bad_sequence,
                      " (", check.problem, ")"));
   }
-  std::string anchor_hash;
-  {
-    Stmt s(writer_, "SELECT hash FROM audit_events WHERE sequence = ?");
-    IOTAUTH_RETURN_IF_ERROR(s.status());
-    s.Bind(1, static_cast<int64_t>(anchor));
-    if (s.Step() != SQLITE_ROW) {
-      return absl::DataLossError(absl::StrCat("audit store: event ", anchor, " missing"));
-    }
-    anchor_hash = s.Text(0);
+  IOTAUTH_ASSIGN_OR_RETURN(std::string anchor_hash, StoredHash(writer_, anchor));
+  return std::optional<CheckpointRecord>(CheckpointRecord{anchor, anchor_hash, now});
+}
+
+absl::StatusOr<uint64_t> SqliteAuditStore::PruneThrough(const CheckpointRecord& cut,
+                                                        absl::Time now) {
+  absl::MutexLock lock(&writer_mu_);
+  IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(writer_, /*write=*/true));
+  IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(writer_));
+  if (cut.sequence < st.first_sequence) return 0;  // pruned already
+  if (cut.sequence > st.head_sequence) {
+    return absl::FailedPreconditionError(absl::StrCat("audit store: cannot prune through event ",
+                                                      cut.sequence, ": the log ends at ",
+                                                      st.head_sequence));
   }
-  IOTAUTH_RETURN_IF_ERROR(PutCheckpoint(writer_, anchor, anchor_hash, now));
+  // The cut is still the event it was planned on (PlanRetention verified the chain
+  // up to it).
+  IOTAUTH_ASSIGN_OR_RETURN(std::string stored_hash, StoredHash(writer_, cut.sequence));
+  if (stored_hash != cut.head_hash) {
+    return absl::FailedPreconditionError(absl::StrCat("refusing to prune: event ", cut.sequence,
+                                                      " is not the one retention planned to cut"));
+  }
+  const uint64_t anchor = cut.sequence;
+  const uint64_t new_first = anchor + 1;
+  IOTAUTH_RETURN_IF_ERROR(PutCheckpoint(writer_, anchor, cut.head_hash, now));
   uint64_t removed = 0;
   {
     Stmt s(writer_, "DELETE FROM audit_events WHERE sequence < ?");

@@ -53,7 +53,9 @@ class SqliteAuditStore final : public AuditStore {
   absl::StatusOr<uint64_t> FirstSequence() override;
   absl::StatusOr<CheckpointRecord> CreateCheckpoint(absl::Time now) override;
   absl::StatusOr<std::optional<CheckpointRecord>> LatestCheckpoint() override;
-  absl::StatusOr<uint64_t> ApplyRetention(const RetentionPolicy& policy, absl::Time now) override;
+  absl::StatusOr<std::optional<CheckpointRecord>> PlanRetention(const RetentionPolicy& policy,
+                                                                absl::Time now) override;
+  absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) override;
   absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
 
  private:

@@ -349,11 +349,17 @@ class RetentionTest(unittest.TestCase):
             while time.time() < deadline:
                 events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
                                           {"page_size": 1000})).get("events", [])
-                if len(events) <= 25:
+                if len(events) <= 26:
                     break
                 time.sleep(0.2)
-            self.assertLessEqual(len(events), 25, "retention did not prune within 5 s")
+            # 25 events, then the record of the cut, committed before the prune.
+            self.assertLessEqual(len(events), 26, "retention did not prune within 5 s")
             self.assertGreater(int(events[0]["sequence"]), 1)
+            record = events[-1]
+            self.assertEqual(record["type"], "EVENT_TYPE_RETENTION", record)
+            cut = int(record["attributes"]["pruned_through"])
+            self.assertEqual(cut + 1, int(events[0]["sequence"]))
+            self.assertEqual(record["attributes"]["pruned_through_hash"], events[0]["prev_hash"])
             v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
             self.assertTrue(v.get("ok"), v)
         finally:
@@ -390,6 +396,37 @@ class RetentionTest(unittest.TestCase):
             v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
             self.assertTrue(v.get("ok"), v)
             self.assertEqual(int(v.get("anchorSequence", v.get("anchor_sequence", 0))), 4096, v)
+            # The cut is on record; removing the next segment by hand, with an anchor
+            # forged to match, is not taken for retention.
+            recs = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                    {"type": "EVENT_TYPE_RETENTION"})).get("events", [])
+            self.assertEqual([r["attributes"]["pruned_through"] for r in recs], ["4096"], recs)
+            watch = h.server_stream(reader, "iotauth.audit.v1.AuditLog/Watch",
+                                    {"after_sequence": 8192}, timeout=10)
+            after = h.to_dict(next(iter(watch)))
+            watch.cancel()
+            self.assertEqual(int(after["sequence"]), 8193)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        # Remove the second segment by hand, server down, with an anchor forged to
+        # match (IOTAANC1, sequence, hash, time, SHA-256 of those): the chain from
+        # 8193 on is intact, but no retention record names 8192.
+        audit_dir = os.path.join(server.data_dir, "audit")
+        for name in ("%020d.seg" % 4097, "%020d.idx" % 4097):
+            if os.path.exists(os.path.join(audit_dir, name)):
+                os.remove(os.path.join(audit_dir, name))
+        body = (b"IOTAANC1" + (8192).to_bytes(8, "big") + bytes.fromhex(after["prev_hash"]) +
+                time.time_ns().to_bytes(8, "big"))
+        with open(os.path.join(audit_dir, "anchor"), "wb") as f:
+            f.write(body + hashlib.sha256(body).digest())
+        server = h.Server(data_dir=server.data_dir,
+                          args=["--set=storage.audit_segment_events=4096"]).start()
+        try:
+            v = h.to_dict(h.call(server.channel("reader"), "iotauth.audit.v1.AuditLog/Verify", {}))
+            self.assertFalse(v.get("ok"), v)
+            self.assertEqual(v.get("problem"), "MISSING", v)
+            self.assertEqual(int(v.get("first_bad_sequence", 0)), 4097, v)
+            self.assertIn("no retention record names that cut", v.get("detail", ""), v)
         finally:
             self.assertEqual(server.stop(), 0)
 
