@@ -291,15 +291,23 @@ absl::StatusOr<uint64_t> LocalAuditSink::RecordAndPrune(absl::Time now) {
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<AppendedEvent>> appended = options_.store->AppendFresh(&record);
   if (!appended.ok()) return appended.status();
-  const CommittedBatch committed{1, appended->front().sequence, absl::Now() - start};
+  NoteCommitted({1, appended->front().sequence, absl::Now() - start}, 0, /*with_gap=*/false);
+  return options_.store->PruneThrough(**cut, now);
+}
+
+void LocalAuditSink::NoteCommitted(const CommittedBatch& committed, uint64_t duplicates,
+                                   bool with_gap) {
   {
     absl::MutexLock lock(&mu_);
-    ++stats_.committed;
+    stats_.committed += committed.events;
+    stats_.duplicates += duplicates;
+    stats_.gap_events += with_gap ? 1 : 0;
     ++stats_.batches;
+    stats_.commit_latency_total += committed.latency;
+    stats_.commit_latency_max = std::max(stats_.commit_latency_max, committed.latency);
   }
   if (options_.notifier) options_.notifier->Publish(committed.last_sequence);
   if (options_.observer) options_.observer->OnBatchCommitted(committed);
-  return options_.store->PruneThrough(**cut, now);
 }
 
 void LocalAuditSink::WriterLoop() {
@@ -402,18 +410,7 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
         if (a.duplicate) ++duplicates;
         head = std::max(head, a.sequence);
       }
-      const CommittedBatch committed{batch.events.size() - duplicates, head, latency};
-      {
-        absl::MutexLock lock(&mu_);
-        stats_.committed += committed.events;
-        stats_.duplicates += duplicates;
-        stats_.gap_events += gap > 0 ? 1 : 0;
-        ++stats_.batches;
-        stats_.commit_latency_total += latency;
-        stats_.commit_latency_max = std::max(stats_.commit_latency_max, latency);
-      }
-      if (options_.notifier) options_.notifier->Publish(head);
-      if (options_.observer) options_.observer->OnBatchCommitted(committed);
+      NoteCommitted({batch.events.size() - duplicates, head, latency}, duplicates, gap > 0);
       return;
     }
     {

@@ -167,6 +167,9 @@ class LocalAuditSink final : public AuditSink {
   bool RetentionEnabled() const;
   // Plans retention, commits the record of the cut, then prunes (retention.h).
   absl::StatusOr<uint64_t> RecordAndPrune(absl::Time now);
+  // After a commit (a batch, or a retention record): the counters, Watch and the
+  // observer.
+  void NoteCommitted(const CommittedBatch& committed, uint64_t duplicates, bool with_gap);
   void MaybeApplyRetention();
 
   const Options options_;
