@@ -7,8 +7,9 @@
 namespace iotauth::gateway {
 
 std::string SessionTable::Key(absl::string_view node, absl::string_view client_id) {
-  // NUL cannot appear in an EMQX node name, so the key is unambiguous.
-  return absl::StrCat(node, absl::string_view("\0", 1), client_id);
+  // The node's length first: any byte may occur in either part (protobuf strings
+  // carry NUL), so no separator alone would keep two pairs apart.
+  return absl::StrCat(node.size(), ":", node, client_id);
 }
 
 void SessionTable::Put(absl::string_view node, absl::string_view client_id, Session session) {

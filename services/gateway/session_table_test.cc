@@ -30,6 +30,19 @@ TEST(SessionTableTest, KeyIsUnambiguous) {
   EXPECT_FALSE(t.Get("ab", "c", kNow).has_value());
 }
 
+TEST(SessionTableTest, KeyIsUnambiguousWithNul) {
+  // ExHook's strings are protobuf strings, which may carry NUL: node "a\0b" with
+  // client "c" is not node "a" with client "b\0c" (gateway_fuzzer found the two
+  // sharing one session when the key was node, NUL, client id).
+  SessionTable t(4);
+  const std::string node_with_nul("a\0b", 3);
+  const std::string client_with_nul("b\0c", 3);
+  t.Put(node_with_nul, "c", For("x"));
+  EXPECT_FALSE(t.Get("a", client_with_nul, kNow).has_value());
+  EXPECT_FALSE(t.RemoveIfConnection("a", client_with_nul, ""));
+  EXPECT_TRUE(t.Get(node_with_nul, "c", kNow).has_value());
+}
+
 TEST(SessionTableTest, ExpiredSessionIsGone) {
   SessionTable t(4);
   t.Put("n", "c", For("d", kNow + absl::Seconds(10)));

@@ -6,6 +6,7 @@
 #       [--request_devices=M (100000)] [--triple_requests=R (2500000)]
 #       [--audit_backend=log|sqlite (log)] [--rounds=N (5)] [--round_duration=D (5s)]
 #       [--cost_rounds=N (3)] [--cost_rate=QPS (10000)] [--cost_duration=D (10s)]
+#       [--half_rounds=N (5)] [--half_duration=D (10s)]
 #       [run_identity_bench.sh flags]
 #
 # 1. builds iotauthd, iotauthctl and the bench tools with -c opt;
@@ -33,6 +34,11 @@
 #    (10000/s) for --cost_duration (10s), and their server CPU per call compared.
 #    Both see the same machine at the same moment, so the difference (what the audit
 #    costs per call) holds still to ~0.1 us where peak QPS swings by 10%;
+#    Then p99 at half of peak, interleaved (--half_rounds=N, default 5; 0 skips): each
+#    server in turn at a fixed rate of half its median peak from the rounds above,
+#    --half_duration each (10s). One 10 s window's p99 is one sample of how often the
+#    VM stalled in it (see machine_stalls): the rounds give each server's p99 over
+#    the same stretch of time, their median, and how many rounds were under 1 ms;
 # 7. times audit queries by device over the log the runs wrote.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,6 +53,8 @@ round_duration=5s
 cost_rounds=3
 cost_rate=10000
 cost_duration=10s
+half_rounds=5
+half_duration=10s
 client_cpus=0 server_cpus=1 channels=4 concurrency=64
 pass=()
 for a in "$@"; do
@@ -62,6 +70,9 @@ for a in "$@"; do
     --cost_rounds=*) cost_rounds="${a#*=}" ;;
     --cost_rate=*) cost_rate="${a#*=}" ;;
     --cost_duration=*) cost_duration="${a#*=}" ;;
+    --half_rounds=*) half_rounds="${a#*=}" ;;
+    # Seen here for the interleaved half-peak rounds, and passed on.
+    --half_duration=*) half_duration="${a#*=}"; pass+=("$a") ;;
     # Seen here for the interleaved rounds, and passed on.
     --client_cpus=*) client_cpus="${a#*=}"; pass+=("$a") ;;
     --server_cpus=*) server_cpus="${a#*=}"; pass+=("$a") ;;
@@ -273,11 +284,38 @@ if ((rounds > 0)); then
       echo "  cost round $r/$cost_rounds done" >&2
     done
   fi
+  if ((half_rounds > 0)); then
+    # Half of each server's median peak over the QPS rounds.
+    read -r -a ihalf < <(/usr/bin/python3 - "$il" "$rounds" "${inames[@]}" <<'PY'
+import json, os, statistics, sys
+d, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+print(" ".join(str(max(1, round(statistics.median(
+    json.load(open(os.path.join(d, "r%d_%s.json" % (r, n))))["qps"] for r in range(1, rounds + 1)) / 2)))
+    for n in names))
+PY
+)
+    echo "==> p99 at half of peak, interleaved: ${inames[*]} at ${ihalf[*]}/s;" \
+      "$half_rounds rounds of $half_duration each" >&2
+    for r in $(seq 1 "$half_rounds"); do
+      for k in "${!inames[@]}"; do
+        i=$(( (k + r - 1) % ${#inames[@]} ))
+        n="${inames[$i]}"
+        taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
+          --mode="$mode" --channels="$channels" --concurrency=$((concurrency * 4)) \
+          --rate="${ihalf[$i]}" --warmup=1s --duration="$half_duration" \
+          --requests_file="$work/requests.jsonl" --server_pid="${ipids[$i]}" \
+          --start_request="${isent[$i]}" --json --label="$n" >"$il/half${r}_$n.json" 2>/dev/null || true
+        isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/half${r}_$n.json") ))
+      done
+      echo "  half-peak round $r/$half_rounds done" >&2
+    done
+  fi
   kill "${ipids[@]}" 2>/dev/null || true
   wait "${ipids[@]}" 2>/dev/null || true
-  /usr/bin/python3 - "$il" "$rounds" "$cost_rounds" "$cost_rate" <<'PY' || rc=3
+  /usr/bin/python3 - "$il" "$rounds" "$cost_rounds" "$cost_rate" "$half_rounds" <<'PY' || rc=3
 import json, os, statistics, sys
 d, rounds, cost_rounds, cost_rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+half_rounds = int(sys.argv[5])
 print("\nInterleaved rounds (same load, the three servers take turns; QPS / server CPU us per call):")
 # (numerator, denominator, floor) of each ratio reported.
 pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95))
@@ -331,6 +369,23 @@ if cost_rounds:
         # A saturated server core serves calls at 1 / (CPU per call).
         print("  on/off a saturated server core would give: %.2f (audit off's %.1f us/call at peak,"
               " interleaved median, plus the audit's %.2f; floor 0.95)" % (base / (base + cost), base, cost))
+if half_rounds:
+    print("\np99 at half of peak, interleaved (fixed rate at half of each one's median peak;"
+          " p99 us, * = rate not kept):")
+    p99 = {n: [] for n in ("noop", "on", "off")}
+    for r in range(1, half_rounds + 1):
+        x = {n: json.load(open(os.path.join(d, "half%d_%s.json" % (r, n)))) for n in p99}
+        cells = []
+        for n, v in x.items():
+            if v["errors"] or v["deny"] or v.get("machine_busy"):
+                bad.append("half-peak round %d %s" % (r, n))
+            p99[n].append(v["latency_us"]["p99"])
+            cells.append("%s %6.0f @%5.0f/s%s" % (n, p99[n][-1], v["target_rate"],
+                                                  "*" if v.get("rate_kept") is False else " "))
+        print("  round %d: " % r + "   ".join(cells))
+    for n, v in p99.items():
+        print("  %-5s median %6.0f us (min %.0f, max %.0f); %d of %d rounds <= 1000 us" % (
+            n, statistics.median(v), min(v), max(v), sum(1 for p in v if p <= 1000), len(v)))
 if bad:
     print("  INVALID rounds (errors, DENYs or a busy machine): " + ", ".join(bad))
     sys.exit(1)

@@ -1,0 +1,417 @@
+// libFuzzer target: the broker and gateway adapters (EMQX ExHook, Envoy ext_authz)
+// driven by a script of calls, against an identity backend whose answers the input
+// also chooses. The adapters parse what devices send through a broker or proxy
+// (client ids, usernames, passwords, peer addresses, topics, HTTP headers, forwarded
+// certificates), and the ExHook one keeps state across calls: the session of each
+// connected client. Besides "no crash", every call is checked against a model:
+//  - client.authenticate answers true exactly when the backend allowed;
+//  - client.authorize answers true only for a client whose model session (keyed by
+//    the exact (node, client id) pair) was established on this very connection, is
+//    unexpired, and whose Authorize the backend allowed, and the Authorize request
+//    carries that session's identity and the topic without its shared-subscription
+//    prefix; with the table never full, it also answers true whenever all of that
+//    holds;
+//  - ext_authz allows exactly when the request carries a credential and the backend
+//    allowed; an allow overwrites the identity headers (or removes the absent ones)
+//    and strips `authorization`; a denial is 401, 403, 429 or 503 with its reason;
+//  - no password or SAS token from the input appears in an adapter's answer.
+//
+// Input: a sequence of operations, each an opcode byte and its operands; strings are
+// a length byte and that many bytes, or a pick from small tables of colliding names
+// (node and client ids that contain NUL, IPv6 and empty hosts).
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "services/common/clock.h"
+#include "services/gateway/exhook_service.h"
+#include "services/gateway/ext_authz_service.h"
+#include "services/gateway/identity_backend.h"
+
+namespace {
+
+namespace iv1 = ::iotauth::identity::v1;
+namespace ev2 = ::emqx::exhook::v2;
+namespace auth = ::envoy::service::auth::v3;
+namespace core = ::envoy::config::core::v3;
+using iotauth::gateway::GatewayCallContext;
+
+constexpr char kTenant[] = "t1";
+
+// Fails the run (libFuzzer reports the input) when `cond` is false.
+#define CHECK_OR_DIE(cond, what)                                     \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      std::fprintf(stderr, "gateway_fuzzer: invariant: %s\n", what); \
+      std::abort();                                                  \
+    }                                                                \
+  } while (0)
+
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
+  bool empty() const { return p_ == end_; }
+  uint8_t Byte() { return p_ == end_ ? 0 : *p_++; }
+  std::string Bytes(size_t n) {
+    n = std::min<size_t>(n, static_cast<size_t>(end_ - p_));
+    std::string s(reinterpret_cast<const char*>(p_), n);
+    p_ += n;
+    return s;
+  }
+  // A string: from `table` when the selector byte says so, else length + bytes.
+  template <size_t N>
+  std::string Pick(const absl::string_view (&table)[N]) {
+    const uint8_t sel = Byte();
+    if (sel < 0xc0) return std::string(table[sel % N]);
+    return Bytes(Byte());
+  }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
+
+// NUL inside names: an ambiguous (node, client id) key would let one client's
+// session answer for another's.
+constexpr absl::string_view kNodes[] = {
+    absl::string_view("emqx@a"), absl::string_view("emqx@a\0d1", 9), absl::string_view("emqx@b")};
+constexpr absl::string_view kClients[] = {absl::string_view("d1"), absl::string_view("d2"),
+                                          absl::string_view("d1\0d1", 5),
+                                          absl::string_view("d2\0", 3)};
+constexpr absl::string_view kHosts[] = {absl::string_view("10.0.0.1"),
+                                        absl::string_view("10.0.0.2"), absl::string_view("::1"),
+                                        absl::string_view("")};
+constexpr uint32_t kPorts[] = {1883, 50000, 0};
+constexpr absl::string_view kTopics[] = {
+    absl::string_view("devices/d1/up"), absl::string_view("$share/g/devices/d1/up"),
+    absl::string_view("$queue/devices/d1/up"), absl::string_view("$share/nogroupslash")};
+
+// Backend answers scripted by the input; records what the adapters sent.
+class ScriptedBackend final : public iotauth::gateway::IdentityBackend {
+ public:
+  absl::StatusOr<iv1::AuthenticateResponse> Authenticate(const iv1::AuthenticateRequest& request,
+                                                         const GatewayCallContext&) override {
+    ++authenticate_calls;
+    last_authenticate = request;
+    return next_authenticate;
+  }
+  absl::StatusOr<iv1::AuthorizeResponse> Authorize(const iv1::AuthorizeRequest& request,
+                                                   const GatewayCallContext&) override {
+    ++authorize_calls;
+    last_authorize = request;
+    return next_authorize;
+  }
+
+  absl::StatusOr<iv1::AuthenticateResponse> next_authenticate;
+  absl::StatusOr<iv1::AuthorizeResponse> next_authorize;
+  int authenticate_calls = 0;
+  int authorize_calls = 0;
+  iv1::AuthenticateRequest last_authenticate;
+  iv1::AuthorizeRequest last_authorize;
+};
+
+absl::Status ErrorFor(uint8_t b) {
+  return (b & 1) != 0 ? absl::InvalidArgumentError("bad request")
+                      : absl::UnavailableError("backend down");
+}
+
+// The backend's next Authenticate answer: allow (with an identity and maybe an
+// expiry), deny, or an error.
+void ScriptAuthenticate(Reader& in, absl::Time now, ScriptedBackend* backend) {
+  const uint8_t kind = in.Byte() % 4;
+  if (kind == 3) {
+    backend->next_authenticate = ErrorFor(in.Byte());
+    return;
+  }
+  iv1::AuthenticateResponse r;
+  if (kind == 2) {
+    r.set_decision(iv1::DECISION_DENY);
+    r.set_deny_reason(static_cast<iv1::DenyReason>(in.Byte() % 32));  // some unknown
+  } else {
+    r.set_decision(iv1::DECISION_ALLOW);
+    iv1::Identity* id = r.mutable_identity();
+    id->set_tenant_id(kTenant);
+    id->set_device_id(in.Pick(kClients));
+    if ((in.Byte() & 1) != 0) id->set_product_key("pk1");
+    if ((in.Byte() & 1) != 0) id->set_module_id("m1");
+    const uint8_t expiry = in.Byte();
+    if (expiry != 0) {
+      r.mutable_credential_expires_at()->set_seconds(absl::ToUnixSeconds(now) + expiry - 128);
+    }
+  }
+  backend->next_authenticate = r;
+}
+
+void ScriptAuthorize(Reader& in, ScriptedBackend* backend) {
+  const uint8_t kind = in.Byte() % 3;
+  if (kind == 2) {
+    backend->next_authorize = ErrorFor(in.Byte());
+    return;
+  }
+  iv1::AuthorizeResponse r;
+  r.set_decision(kind == 0 ? iv1::DECISION_ALLOW : iv1::DECISION_DENY);
+  backend->next_authorize = r;
+}
+
+ev2::ClientInfo ReadClientInfo(Reader& in) {
+  ev2::ClientInfo c;
+  c.set_node(in.Pick(kNodes));
+  c.set_clientid(in.Pick(kClients));
+  c.set_peerhost(in.Pick(kHosts));
+  c.set_peerport(kPorts[in.Byte() % 3]);
+  return c;
+}
+
+std::string Connection(const ev2::ClientInfo& c) {
+  return iotauth::gateway::PeerAddress(c.peerhost(), c.peerport());
+}
+
+struct ModelSession {
+  std::string connection;
+  iv1::Identity identity;
+  absl::Time expires_at = absl::InfiniteFuture();
+};
+using ModelKey = std::pair<std::string, std::string>;  // (node, client id), exact
+
+// A secret of the input must not come back in an answer (too short ones would match
+// by chance).
+void CheckNoSecret(const google::protobuf::Message& answer, const std::string& secret) {
+  if (secret.size() < 12) return;
+  std::string bytes;
+  CHECK_OR_DIE(answer.SerializeToString(&bytes), "answer serializes");
+  CHECK_OR_DIE(!absl::StrContains(bytes, secret), "no secret in the answer");
+}
+
+void ExHookAuthenticate(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backend,
+                        iotauth::gateway::ExHookHandler* handler,
+                        std::map<ModelKey, ModelSession>* model) {
+  ev2::ClientAuthenticateRequest req;
+  *req.mutable_clientinfo() = ReadClientInfo(in);
+  ev2::ClientInfo* info = req.mutable_clientinfo();
+  info->set_username(in.Bytes(in.Byte()));
+  info->set_password(in.Bytes(in.Byte()));
+  info->set_protocol((in.Byte() & 1) != 0 ? "mqtt" : "MQTT-SN");
+  ScriptAuthenticate(in, clock->Now(), backend);
+  const int calls = backend->authenticate_calls;
+  const ev2::ValuedResponse r = handler->OnClientAuthenticate(req, {"emqx"});
+  CHECK_OR_DIE(backend->authenticate_calls == calls + 1, "one Authenticate per connect");
+  const iv1::ConnectInfo& sent = backend->last_authenticate.connect();
+  CHECK_OR_DIE(backend->last_authenticate.tenant_id() == kTenant, "tenant hint sent");
+  CHECK_OR_DIE(sent.client_id() == info->clientid() && sent.username() == info->username() &&
+                   sent.password() == info->password(),
+               "CONNECT fields passed through unchanged");
+  CHECK_OR_DIE(sent.peer_address() == Connection(*info), "peer address passed through");
+  const bool allowed = backend->next_authenticate.ok() &&
+                       backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
+  CHECK_OR_DIE(r.type() == ev2::ValuedResponse::STOP_AND_RETURN, "authenticate stops the chain");
+  CHECK_OR_DIE(r.bool_result() == allowed, "authenticate answers the backend's decision");
+  CheckNoSecret(r, info->password());
+  const ModelKey key(info->node(), info->clientid());
+  if (allowed) {
+    ModelSession s;
+    s.connection = Connection(*info);
+    s.identity = backend->next_authenticate->identity();
+    if (backend->next_authenticate->has_credential_expires_at()) {
+      s.expires_at =
+          absl::FromUnixSeconds(backend->next_authenticate->credential_expires_at().seconds());
+    }
+    (*model)[key] = std::move(s);
+  } else if (auto it = model->find(key);
+             it != model->end() && it->second.connection == Connection(*info)) {
+    model->erase(it);
+  }
+}
+
+void ExHookAuthorize(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backend,
+                     iotauth::gateway::ExHookHandler* handler,
+                     std::map<ModelKey, ModelSession>* model) {
+  ev2::ClientAuthorizeRequest req;
+  *req.mutable_clientinfo() = ReadClientInfo(in);
+  const uint8_t type = in.Byte() % 3;  // PUBLISH, SUBSCRIBE, or neither
+  req.set_type(static_cast<ev2::ClientAuthorizeRequest::AuthorizeReqType>(type));
+  req.set_topic(in.Pick(kTopics));
+  ScriptAuthorize(in, backend);
+  const int calls = backend->authorize_calls;
+  const ev2::ValuedResponse r = handler->OnClientAuthorize(req, {"emqx"});
+  const ev2::ClientInfo& info = req.clientinfo();
+  const absl::Time now = clock->Now();
+  const ModelKey key(info.node(), info.clientid());
+  auto it = model->find(key);
+  if (it != model->end() && it->second.expires_at <= now) {
+    model->erase(it);  // the table drops an expired session when it is read
+    it = model->end();
+  }
+  const bool session_ok =
+      type <= 1 && it != model->end() && it->second.connection == Connection(info);
+  const bool backend_allows =
+      backend->next_authorize.ok() && backend->next_authorize->decision() == iv1::DECISION_ALLOW;
+  if (backend->authorize_calls > calls) {
+    CHECK_OR_DIE(session_ok, "Authorize asked only for a live session on this connection");
+    const iv1::AuthorizeRequest& sent = backend->last_authorize;
+    CHECK_OR_DIE(sent.identity().SerializeAsString() == it->second.identity.SerializeAsString(),
+                 "Authorize carries the identity this connection established");
+    CHECK_OR_DIE(sent.topic() == iotauth::gateway::exhook::RealTopic(req.topic()),
+                 "Authorize carries the real topic");
+    CHECK_OR_DIE(!absl::StartsWith(sent.topic(), "$share/") || req.topic() == sent.topic(),
+                 "shared-subscription prefix removed");
+  }
+  CHECK_OR_DIE(r.bool_result() == (session_ok && backend_allows),
+               "authorize: exactly a live session on this connection that the backend allows");
+}
+
+void ExHookDisconnected(Reader& in, iotauth::gateway::ExHookHandler* handler,
+                        std::map<ModelKey, ModelSession>* model) {
+  ev2::ClientDisconnectedRequest req;
+  *req.mutable_clientinfo() = ReadClientInfo(in);
+  req.set_reason((in.Byte() & 1) != 0 ? "normal" : "takenover");
+  handler->OnClientDisconnected(req);
+  const ev2::ClientInfo& info = req.clientinfo();
+  auto it = model->find(ModelKey(info.node(), info.clientid()));
+  if (it != model->end() && it->second.connection == Connection(info)) model->erase(it);
+}
+
+bool IsOverwrite(const auth::OkHttpResponse& ok, absl::string_view name, absl::string_view value) {
+  for (const core::HeaderValueOption& h : ok.headers()) {
+    if (h.header().key() == name) {
+      return h.header().value() == value &&
+             h.append_action() == core::HeaderValueOption::OVERWRITE_IF_EXISTS_OR_ADD;
+    }
+  }
+  return false;
+}
+
+bool Removes(const auth::OkHttpResponse& ok, absl::string_view name) {
+  for (const std::string& h : ok.headers_to_remove()) {
+    if (h == name) return true;
+  }
+  return false;
+}
+
+void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backend,
+                   const iotauth::gateway::ExtAuthzHandler& handler) {
+  auth::CheckRequest req;
+  auth::AttributeContext* attrs = req.mutable_attributes();
+  auth::AttributeContext::HttpRequest* http = attrs->mutable_request()->mutable_http();
+  std::string token;
+  const uint8_t shape = in.Byte();
+  if ((shape & 3) == 1) {
+    token = "SharedAccessSignature " + in.Bytes(in.Byte());
+    (*http->mutable_headers())["authorization"] = token;
+  } else if ((shape & 3) == 2) {
+    // Only in the raw header list, in any case, maybe as raw bytes.
+    token = "SharedAccessSignature " + in.Bytes(in.Byte());
+    core::HeaderValue* h = http->mutable_header_map()->add_headers();
+    h->set_key((shape & 4) != 0 ? "Authorization" : "authorization");
+    if ((shape & 8) != 0) {
+      h->set_raw_value(token);
+    } else {
+      h->set_value(token);
+    }
+  } else if ((shape & 3) == 3) {
+    (*http->mutable_headers())["authorization"] = in.Bytes(in.Byte());  // not a SAS token
+  }
+  if ((shape & 16) != 0) {
+    attrs->mutable_source()->set_certificate(in.Bytes(in.Byte() | (in.Byte() << 8)));
+  }
+  if ((shape & 32) != 0) (*http->mutable_headers())["x-iotauth-device"] = "spoofed";
+  if ((shape & 64) != 0) (*attrs->mutable_context_extensions())["iotauth_tenant"] = "t2";
+  auto* sa = attrs->mutable_source()->mutable_address()->mutable_socket_address();
+  sa->set_address(in.Pick(kHosts));
+  sa->set_port_value(kPorts[in.Byte() % 3]);
+  ScriptAuthenticate(in, clock->Now(), backend);
+  const int calls = backend->authenticate_calls;
+  const auth::CheckResponse r = handler.Check(req, {"envoy"});
+  const bool asked = backend->authenticate_calls > calls;
+  const bool allowed = asked && backend->next_authenticate.ok() &&
+                       backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
+  if (asked) {
+    const iv1::AuthenticateRequest& sent = backend->last_authenticate;
+    CHECK_OR_DIE(sent.tenant_id() == ((shape & 64) != 0 ? "t2" : kTenant),
+                 "route tenant wins over the default");
+    if (!token.empty()) {
+      CHECK_OR_DIE(sent.credential().sas().token() == token, "SAS token passed unchanged");
+    }
+  } else {
+    CHECK_OR_DIE(token.empty(), "a SAS token always reaches the backend");
+  }
+  if (allowed) {
+    CHECK_OR_DIE(r.status().code() == 0 && r.has_ok_response(), "allow is OK");
+    const auth::OkHttpResponse& ok = r.ok_response();
+    const iv1::Identity& id = backend->next_authenticate->identity();
+    CHECK_OR_DIE(IsOverwrite(ok, "x-iotauth-tenant", id.tenant_id()) &&
+                     IsOverwrite(ok, "x-iotauth-device", id.device_id()),
+                 "identity headers overwrite what the client sent");
+    CHECK_OR_DIE(id.product_key().empty() ? Removes(ok, "x-iotauth-product")
+                                          : IsOverwrite(ok, "x-iotauth-product", id.product_key()),
+                 "product header set or removed");
+    CHECK_OR_DIE(id.module_id().empty() ? Removes(ok, "x-iotauth-module")
+                                        : IsOverwrite(ok, "x-iotauth-module", id.module_id()),
+                 "module header set or removed");
+    CHECK_OR_DIE(Removes(ok, "authorization"), "the token does not go upstream");
+  } else {
+    CHECK_OR_DIE(r.status().code() != 0 && r.has_denied_response(), "deny is not OK");
+    const int http_status = r.denied_response().status().code();
+    CHECK_OR_DIE(
+        http_status == 401 || http_status == 403 || http_status == 429 || http_status == 503,
+        "deny status is 401, 403, 429 or 503");
+    bool reason = false;
+    for (const core::HeaderValueOption& h : r.denied_response().headers()) {
+      reason =
+          reason || (h.header().key() == "x-iotauth-deny-reason" && !h.header().value().empty());
+    }
+    CHECK_OR_DIE(reason, "deny names its reason");
+    if (asked && !backend->next_authenticate.ok()) {
+      CHECK_OR_DIE(http_status == (backend->next_authenticate.status().code() ==
+                                           absl::StatusCode::kInvalidArgument
+                                       ? 401
+                                       : 503),
+                   "backend failure: malformed 401, otherwise 503 (fail closed)");
+    }
+  }
+  CheckNoSecret(r, token);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size > 8192) return 0;
+  Reader in(data, size);
+  iotauth::FakeClock clock(absl::FromUnixSeconds(1800000000));
+  ScriptedBackend backend;
+  // Never full within one input (at most 8192 operations): no eviction to model.
+  auto exhook = iotauth::gateway::ExHookHandler::Create({&backend, &clock, kTenant, 16384});
+  auto ext_authz = iotauth::gateway::ExtAuthzHandler::Create({&backend, kTenant});
+  if (!exhook.ok() || !ext_authz.ok()) std::abort();
+  std::map<ModelKey, ModelSession> model;
+  while (!in.empty()) {
+    switch (in.Byte() % 5) {
+      case 0:
+        ExHookAuthenticate(in, &clock, &backend, exhook->get(), &model);
+        break;
+      case 1:
+        ExHookAuthorize(in, &clock, &backend, exhook->get(), &model);
+        break;
+      case 2:
+        ExHookDisconnected(in, exhook->get(), &model);
+        break;
+      case 3:
+        clock.Advance(absl::Seconds(in.Byte()));
+        break;
+      default:
+        ExtAuthzCheck(in, &clock, &backend, **ext_authz);
+        break;
+    }
+  }
+  return 0;
+}
