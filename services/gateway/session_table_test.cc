@@ -32,7 +32,7 @@ TEST(SessionTableTest, KeyIsUnambiguous) {
 
 TEST(SessionTableTest, KeyIsUnambiguousWithNul) {
   // ExHook's strings are protobuf strings, which may carry NUL: node "a\0b" with
-  // client "c" is not node "a" with client "b\0c" (gateway_fuzzer found the two
+  // client "c" is not node "a" with client "b\0c" (gateway_fuzzer's model caught the two
   // sharing one session when the key was node, NUL, client id).
   SessionTable t(4);
   const std::string node_with_nul("a\0b", 3);
