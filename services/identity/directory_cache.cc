@@ -168,7 +168,8 @@ absl::StatusOr<std::unique_ptr<DirectoryCache>> DirectoryCache::Create(Options o
 }
 
 DirectoryCache::DirectoryCache(Options options)
-    : tenants_(std::max<size_t>(1, options.shards / 4)),
+    : clock_(options.clock != nullptr ? options.clock : &RealClock::Get()),
+      tenants_(std::max<size_t>(1, options.shards / 4)),
       tenants_by_host_(std::max<size_t>(1, options.shards / 4)),
       products_(std::max<size_t>(1, options.shards / 4)),
       devices_(std::max<size_t>(1, options.shards)),
@@ -249,7 +250,7 @@ void DirectoryCache::RemoveDevice(absl::string_view tenant_id, absl::string_view
 }
 
 void DirectoryCache::RememberRemoved(std::string key) {
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&removed_mu_);
   while (!removed_order_.empty() && (removed_order_.front().second + kRemovedMemory < now ||
                                      removed_order_.size() >= kMaxRemovedRemembered)) {
@@ -264,7 +265,7 @@ void DirectoryCache::RememberRemoved(std::string key) {
 bool DirectoryCache::RecentlyRemoved(absl::string_view key) {
   absl::MutexLock lock(&removed_mu_);
   auto it = removed_.find(key);
-  return it != removed_.end() && it->second + kRemovedMemory >= absl::Now();
+  return it != removed_.end() && it->second + kRemovedMemory >= clock_->Now();
 }
 
 absl::Status DirectoryCache::UpsertRegisteredDevice(const registry::Device& device) {

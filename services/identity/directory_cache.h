@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/common/clock.h"
 #include "services/identity/directory.h"
 #include "services/identity/sharded_map.h"
 
@@ -26,6 +27,9 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
     // Device shards; more shards, less writer interference. Tenants, products and
     // groups use a quarter as many.
     size_t shards = 256;
+    // For how long a removal is remembered (kRemovedMemory); the real clock if null.
+    // Must outlive the cache.
+    const Clock* clock = nullptr;
   };
   static absl::StatusOr<std::unique_ptr<DirectoryCache>> Create(Options options);
   explicit DirectoryCache(Options options);
@@ -84,6 +88,7 @@ class DirectoryCache final : public Directory, public DirectoryWriter {
   void RememberRemoved(std::string key);
   bool RecentlyRemoved(absl::string_view key);
   absl::Mutex removed_mu_;
+  const Clock* const clock_;
   absl::flat_hash_map<std::string, absl::Time> removed_ ABSL_GUARDED_BY(removed_mu_);
   std::deque<std::pair<std::string, absl::Time>> removed_order_ ABSL_GUARDED_BY(removed_mu_);
 

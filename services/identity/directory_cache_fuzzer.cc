@@ -9,12 +9,13 @@
 //  - FindTenantByHubHost (case-insensitive) names exactly the tenant that holds the
 //    host now, or nothing;
 //  - a registrar write never replaces a device version at least as new, and never
-//    brings back a device removed moments ago;
+//    brings back a device removed up to kRemovedMemory ago (on the injected clock);
 //  - after BeginSnapshot ... EndSnapshot, what the snapshot did not copy is gone and
 //    what it copied (or a registrar wrote meanwhile) stays.
 // As the registry does, hub hosts are unique among tenants (lower-cased).
 //
-// Input: a sequence of operations, an opcode byte and small operand bytes.
+// Input: a sequence of operations, an opcode byte and small operand bytes. Opcodes
+// (mod 11): 0-8 as in Step, 9 a clock step, 10 a clear.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +29,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "services/common/clock.h"
 #include "services/identity/directory_cache.h"
 
 namespace {
@@ -76,7 +78,7 @@ struct Model {
   std::map<std::string, std::string> tenants;   // id -> hub host (lower case)
   std::map<std::string, std::string> products;  // key -> tenant
   std::map<std::pair<std::string, std::string>, ModelDevice> devices;
-  std::set<std::pair<std::string, std::string>> removed;  // all within kRemovedMemory
+  std::map<std::pair<std::string, std::string>, absl::Time> removed_at;
   // Open snapshot: what it (or a registrar) has written since it began.
   bool in_snapshot = false;
   std::set<std::string> snap_tenants, snap_products;
@@ -143,8 +145,8 @@ void CheckAll(const DirectoryCache& cache, const Model& m) {
   }
 }
 
-void Step(Reader& in, DirectoryCache* cache, Model* m) {
-  switch (in.Byte() % 10) {
+void Step(Reader& in, iotauth::FakeClock* clock, DirectoryCache* cache, Model* m) {
+  switch (in.Byte() % 11) {
     case 0: {  // the change stream: a tenant created or updated
       const std::string id(in.Pick(kTenants));
       const std::string host = absl::AsciiStrToLower(in.Pick(kHosts));
@@ -196,7 +198,7 @@ void Step(Reader& in, DirectoryCache* cache, Model* m) {
       const std::string d(in.Pick(kDevices));
       cache->RemoveDevice(t, d);
       m->devices.erase({t, d});
-      m->removed.insert({t, d});
+      m->removed_at[{t, d}] = clock->Now();
       break;
     }
     case 6: {  // the registrar: a device enrolled on its first connect
@@ -206,7 +208,9 @@ void Step(Reader& in, DirectoryCache* cache, Model* m) {
       const reg::Device dev = MakeDevice(in, t, d, &md);
       const absl::Status st = cache->UpsertRegisteredDevice(dev);
       auto it = m->devices.find({t, d});
-      const bool refused = m->removed.count({t, d}) != 0 ||
+      auto removed = m->removed_at.find({t, d});
+      const bool refused = (removed != m->removed_at.end() &&
+                            removed->second + DirectoryCache::kRemovedMemory >= clock->Now()) ||
                            (it != m->devices.end() && it->second.version >= md.version);
       CHECK_OR_DIE(absl::IsFailedPrecondition(st) == refused,
                    "registrar write refused exactly when removed lately or not newer");
@@ -238,6 +242,9 @@ void Step(Reader& in, DirectoryCache* cache, Model* m) {
       }
       break;
     }
+    case 9:  // the clock moves on: 0 to 15 s (a removal is remembered 10 s)
+      clock->Advance(absl::Seconds(in.Byte() % 16));
+      break;
     default: {
       cache->Clear();
       m->tenants.clear();
@@ -253,10 +260,14 @@ void Step(Reader& in, DirectoryCache* cache, Model* m) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 4096) return 0;
   Reader in(data, size);
-  DirectoryCache cache(DirectoryCache::Options{/*shards=*/4});
+  iotauth::FakeClock clock;
+  DirectoryCache::Options options;
+  options.shards = 4;
+  options.clock = &clock;
+  DirectoryCache cache(options);
   Model m;
   while (!in.empty()) {
-    Step(in, &cache, &m);
+    Step(in, &clock, &cache, &m);
     CheckAll(cache, m);
   }
   return 0;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/common/clock.h"
 #include "services/identity/hmac.h"
 
 namespace iotauth::identity {
@@ -117,6 +118,26 @@ TEST(DirectoryCacheTest, ARegistrarsWriteNeverUndoesTheChangeStream) {
       cache->UpsertRegisteredDevice(at(MakeDevice("t1", "d2"), 3, registry::DEVICE_STATUS_ENABLED))
           .ok());
   EXPECT_NE(cache->FindDevice("t1", "d2"), nullptr);
+}
+
+TEST(DirectoryCacheTest, ARemovalIsRememberedForKRemovedMemoryOnTheInjectedClock) {
+  FakeClock clock;
+  DirectoryCache::Options o;
+  o.clock = &clock;
+  auto cache = *DirectoryCache::Create(o);
+  registry::Device d1 = MakeDevice("t1", "d1");
+  d1.set_etag("4");
+  ASSERT_TRUE(cache->UpsertDevice(d1).ok());
+  cache->RemoveDevice("t1", "d1");
+  d1.set_etag("5");
+  // A registrar's write that was under way when the device was deleted.
+  clock.Advance(DirectoryCache::kRemovedMemory);
+  EXPECT_EQ(cache->UpsertRegisteredDevice(d1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache->FindDevice("t1", "d1"), nullptr);
+  // Past the memory, a new enrollment of the same id is a new device.
+  clock.Advance(absl::Nanoseconds(1));
+  EXPECT_TRUE(cache->UpsertRegisteredDevice(d1).ok());
+  EXPECT_NE(cache->FindDevice("t1", "d1"), nullptr);
 }
 
 TEST(DirectoryCacheTest, InvalidKeyIsStoredEmptyAndReportedWithoutValue) {

@@ -678,7 +678,9 @@ class EmbeddedApp final : public App {
   }
 
   absl::Status InitIdentity(const Clock* clock) {
-    IOTAUTH_ASSIGN_OR_RETURN(directory_, identity::DirectoryCache::Create({}));
+    identity::DirectoryCache::Options dco;
+    dco.clock = clock;
+    IOTAUTH_ASSIGN_OR_RETURN(directory_, identity::DirectoryCache::Create(dco));
     mirror_target_ = std::make_shared<identity::DirectoryMirrorTarget>(directory_.get());
     ca_directory_ = std::make_unique<identity::x509::CaDirectory>();
     ca_target_ = std::make_unique<identity::CaMirrorTarget>(ca_directory_.get());
