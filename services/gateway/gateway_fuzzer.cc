@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -35,8 +34,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "google/protobuf/stubs/logging.h"
 #include "services/common/clock.h"
+#include "services/common/fuzz_check.h"
 #include "services/gateway/exhook_service.h"
 #include "services/gateway/ext_authz_service.h"
 #include "services/gateway/identity_backend.h"
@@ -50,15 +49,6 @@ namespace core = ::envoy::config::core::v3;
 using iotauth::gateway::GatewayCallContext;
 
 constexpr char kTenant[] = "t1";
-
-// Fails the run (libFuzzer reports the input) when `cond` is false.
-#define CHECK_OR_DIE(cond, what)                                     \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      std::fprintf(stderr, "gateway_fuzzer: invariant: %s\n", what); \
-      std::abort();                                                  \
-    }                                                                \
-  } while (0)
 
 class Reader {
  public:
@@ -191,8 +181,8 @@ using ModelKey = std::pair<std::string, std::string>;  // (node, client id), exa
 void CheckNoSecret(const google::protobuf::Message& answer, const std::string& secret) {
   if (secret.size() < 12) return;
   std::string bytes;
-  CHECK_OR_DIE(answer.SerializeToString(&bytes), "answer serializes");
-  CHECK_OR_DIE(!absl::StrContains(bytes, secret), "no secret in the answer");
+  IOTAUTH_FUZZ_CHECK(answer.SerializeToString(&bytes), "answer serializes");
+  IOTAUTH_FUZZ_CHECK(!absl::StrContains(bytes, secret), "no secret in the answer");
 }
 
 void ExHookAuthenticate(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backend,
@@ -207,17 +197,18 @@ void ExHookAuthenticate(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* 
   ScriptAuthenticate(in, clock->Now(), backend);
   const int calls = backend->authenticate_calls;
   const ev2::ValuedResponse r = handler->OnClientAuthenticate(req, {"emqx"});
-  CHECK_OR_DIE(backend->authenticate_calls == calls + 1, "one Authenticate per connect");
+  IOTAUTH_FUZZ_CHECK(backend->authenticate_calls == calls + 1, "one Authenticate per connect");
   const iv1::ConnectInfo& sent = backend->last_authenticate.connect();
-  CHECK_OR_DIE(backend->last_authenticate.tenant_id() == kTenant, "tenant hint sent");
-  CHECK_OR_DIE(sent.client_id() == info->clientid() && sent.username() == info->username() &&
-                   sent.password() == info->password(),
-               "CONNECT fields passed through unchanged");
-  CHECK_OR_DIE(sent.peer_address() == Connection(*info), "peer address passed through");
+  IOTAUTH_FUZZ_CHECK(backend->last_authenticate.tenant_id() == kTenant, "tenant hint sent");
+  IOTAUTH_FUZZ_CHECK(sent.client_id() == info->clientid() && sent.username() == info->username() &&
+                         sent.password() == info->password(),
+                     "CONNECT fields passed through unchanged");
+  IOTAUTH_FUZZ_CHECK(sent.peer_address() == Connection(*info), "peer address passed through");
   const bool allowed = backend->next_authenticate.ok() &&
                        backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
-  CHECK_OR_DIE(r.type() == ev2::ValuedResponse::STOP_AND_RETURN, "authenticate stops the chain");
-  CHECK_OR_DIE(r.bool_result() == allowed, "authenticate answers the backend's decision");
+  IOTAUTH_FUZZ_CHECK(r.type() == ev2::ValuedResponse::STOP_AND_RETURN,
+                     "authenticate stops the chain");
+  IOTAUTH_FUZZ_CHECK(r.bool_result() == allowed, "authenticate answers the backend's decision");
   CheckNoSecret(r, info->password());
   const ModelKey key(info->node(), info->clientid());
   if (allowed) {
@@ -259,17 +250,19 @@ void ExHookAuthorize(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* bac
   const bool backend_allows =
       backend->next_authorize.ok() && backend->next_authorize->decision() == iv1::DECISION_ALLOW;
   if (backend->authorize_calls > calls) {
-    CHECK_OR_DIE(session_ok, "Authorize asked only for a live session on this connection");
+    IOTAUTH_FUZZ_CHECK(session_ok, "Authorize asked only for a live session on this connection");
     const iv1::AuthorizeRequest& sent = backend->last_authorize;
-    CHECK_OR_DIE(sent.identity().SerializeAsString() == it->second.identity.SerializeAsString(),
-                 "Authorize carries the identity this connection established");
-    CHECK_OR_DIE(sent.topic() == iotauth::gateway::exhook::RealTopic(req.topic()),
-                 "Authorize carries the real topic");
-    CHECK_OR_DIE(!absl::StartsWith(sent.topic(), "$share/") || req.topic() == sent.topic(),
-                 "shared-subscription prefix removed");
+    IOTAUTH_FUZZ_CHECK(
+        sent.identity().SerializeAsString() == it->second.identity.SerializeAsString(),
+        "Authorize carries the identity this connection established");
+    IOTAUTH_FUZZ_CHECK(sent.topic() == iotauth::gateway::exhook::RealTopic(req.topic()),
+                       "Authorize carries the real topic");
+    IOTAUTH_FUZZ_CHECK(!absl::StartsWith(sent.topic(), "$share/") || req.topic() == sent.topic(),
+                       "shared-subscription prefix removed");
   }
-  CHECK_OR_DIE(r.bool_result() == (session_ok && backend_allows),
-               "authorize: exactly a live session on this connection that the backend allows");
+  IOTAUTH_FUZZ_CHECK(
+      r.bool_result() == (session_ok && backend_allows),
+      "authorize: exactly a live session on this connection that the backend allows");
 }
 
 void ExHookDisconnected(Reader& in, iotauth::gateway::ExHookHandler* handler,
@@ -337,32 +330,33 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
                        backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
   if (asked) {
     const iv1::AuthenticateRequest& sent = backend->last_authenticate;
-    CHECK_OR_DIE(sent.tenant_id() == ((shape & 64) != 0 ? "t2" : kTenant),
-                 "route tenant wins over the default");
+    IOTAUTH_FUZZ_CHECK(sent.tenant_id() == ((shape & 64) != 0 ? "t2" : kTenant),
+                       "route tenant wins over the default");
     if (!token.empty()) {
-      CHECK_OR_DIE(sent.credential().sas().token() == token, "SAS token passed unchanged");
+      IOTAUTH_FUZZ_CHECK(sent.credential().sas().token() == token, "SAS token passed unchanged");
     }
   } else {
-    CHECK_OR_DIE(token.empty(), "a SAS token always reaches the backend");
+    IOTAUTH_FUZZ_CHECK(token.empty(), "a SAS token always reaches the backend");
   }
   if (allowed) {
-    CHECK_OR_DIE(r.status().code() == 0 && r.has_ok_response(), "allow is OK");
+    IOTAUTH_FUZZ_CHECK(r.status().code() == 0 && r.has_ok_response(), "allow is OK");
     const auth::OkHttpResponse& ok = r.ok_response();
     const iv1::Identity& id = backend->next_authenticate->identity();
-    CHECK_OR_DIE(IsOverwrite(ok, "x-iotauth-tenant", id.tenant_id()) &&
-                     IsOverwrite(ok, "x-iotauth-device", id.device_id()),
-                 "identity headers overwrite what the client sent");
-    CHECK_OR_DIE(id.product_key().empty() ? Removes(ok, "x-iotauth-product")
-                                          : IsOverwrite(ok, "x-iotauth-product", id.product_key()),
-                 "product header set or removed");
-    CHECK_OR_DIE(id.module_id().empty() ? Removes(ok, "x-iotauth-module")
-                                        : IsOverwrite(ok, "x-iotauth-module", id.module_id()),
-                 "module header set or removed");
-    CHECK_OR_DIE(Removes(ok, "authorization"), "the token does not go upstream");
+    IOTAUTH_FUZZ_CHECK(IsOverwrite(ok, "x-iotauth-tenant", id.tenant_id()) &&
+                           IsOverwrite(ok, "x-iotauth-device", id.device_id()),
+                       "identity headers overwrite what the client sent");
+    IOTAUTH_FUZZ_CHECK(id.product_key().empty()
+                           ? Removes(ok, "x-iotauth-product")
+                           : IsOverwrite(ok, "x-iotauth-product", id.product_key()),
+                       "product header set or removed");
+    IOTAUTH_FUZZ_CHECK(id.module_id().empty() ? Removes(ok, "x-iotauth-module")
+                                              : IsOverwrite(ok, "x-iotauth-module", id.module_id()),
+                       "module header set or removed");
+    IOTAUTH_FUZZ_CHECK(Removes(ok, "authorization"), "the token does not go upstream");
   } else {
-    CHECK_OR_DIE(r.status().code() != 0 && r.has_denied_response(), "deny is not OK");
+    IOTAUTH_FUZZ_CHECK(r.status().code() != 0 && r.has_denied_response(), "deny is not OK");
     const int http_status = r.denied_response().status().code();
-    CHECK_OR_DIE(
+    IOTAUTH_FUZZ_CHECK(
         http_status == 401 || http_status == 403 || http_status == 429 || http_status == 503,
         "deny status is 401, 403, 429 or 503");
     bool reason = false;
@@ -370,13 +364,13 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
       reason =
           reason || (h.header().key() == "x-iotauth-deny-reason" && !h.header().value().empty());
     }
-    CHECK_OR_DIE(reason, "deny names its reason");
+    IOTAUTH_FUZZ_CHECK(reason, "deny names its reason");
     if (asked && !backend->next_authenticate.ok()) {
-      CHECK_OR_DIE(http_status == (backend->next_authenticate.status().code() ==
-                                           absl::StatusCode::kInvalidArgument
-                                       ? 401
-                                       : 503),
-                   "backend failure: malformed 401, otherwise 503 (fail closed)");
+      IOTAUTH_FUZZ_CHECK(http_status == (backend->next_authenticate.status().code() ==
+                                                 absl::StatusCode::kInvalidArgument
+                                             ? 401
+                                             : 503),
+                         "backend failure: malformed 401, otherwise 503 (fail closed)");
     }
   }
   // Unless the backend itself named the device after the token (the input chooses
@@ -389,12 +383,7 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  // Answers carrying the input's invalid UTF-8 would log a line at each serialization.
-  static const bool quiet = [] {
-    google::protobuf::SetLogHandler(nullptr);
-    return true;
-  }();
-  (void)quiet;
+  iotauth::fuzz::SilenceProtobufLogging();
   if (size > 8192) return 0;
   Reader in(data, size);
   iotauth::FakeClock clock(absl::FromUnixSeconds(1800000000));

@@ -14,26 +14,17 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "services/common/fuzz_check.h"
 #include "services/identity/attempt_limiter.h"
 
 namespace {
 
 using iotauth::identity::AttemptLimiter;
-
-#define CHECK_OR_DIE(cond, what)                                             \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::fprintf(stderr, "attempt_limiter_fuzzer: invariant: %s\n", what); \
-      std::abort();                                                          \
-    }                                                                        \
-  } while (0)
 
 AttemptLimiter::Options TestOptions(bool crowded) {
   AttemptLimiter::Options o;
@@ -109,15 +100,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (crowded) {
       for (const auto& [k, until] : locked_least) {
-        if (now < until) CHECK_OR_DIE(limiter.IsLocked(k, now), "a lockout outlives any crowding");
+        IOTAUTH_FUZZ_CHECK(now >= until || limiter.IsLocked(k, now),
+                           "a lockout outlives any crowding");
       }
-      CHECK_OR_DIE(limiter.size() <= options.capacity, "bounded memory");
+      IOTAUTH_FUZZ_CHECK(limiter.size() <= options.capacity, "bounded memory");
     } else {
       for (int d = 0; d < 16; ++d) {
         const std::string k = absl::StrCat(d < 8 ? "dev:" : "addr:", d % 8);
         auto it = model.find(k);
         const bool locked = it != model.end() && it->second.locked_until > now;
-        CHECK_OR_DIE(limiter.IsLocked(k, now) == locked, "lockout exactly as documented");
+        IOTAUTH_FUZZ_CHECK(limiter.IsLocked(k, now) == locked, "lockout exactly as documented");
       }
     }
   }

@@ -36,9 +36,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/stubs/common.h"
-#include "google/protobuf/stubs/logging.h"
 #include "services/common/clock.h"
 #include "services/common/crypto.h"
+#include "services/common/fuzz_check.h"
 #include "services/identity/authenticator.h"
 #include "services/identity/directory_cache.h"
 #include "services/identity/x509/ca_directory.h"
@@ -79,10 +79,7 @@ constexpr char kCaPem[] =
 constexpr char kSelfSignedThumbprint[] =
     "f65c72e0a330fcd43914411e6362bf38afce5aeb09b64a1fbfbfede0e0c402e4";
 
-[[noreturn]] void Fail(const char* broken) {
-  std::fprintf(stderr, "authenticate_fuzzer: invariant broken: %s\n", broken);
-  std::abort();
-}
+[[noreturn]] void Fail(const char* broken) { iotauth::fuzz::Fail("authenticate_fuzzer", broken); }
 
 class CountingSink final : public audit::AuditSink {
  public:
@@ -321,12 +318,7 @@ void CheckDecision(const v1::AuthenticateResponse& resp, const FakeRegistrar& re
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  // Refused parses of binary inputs would log one line each.
-  static const bool quiet = [] {
-    google::protobuf::SetLogHandler(nullptr);
-    return true;
-  }();
-  (void)quiet;
+  iotauth::fuzz::SilenceProtobufLogging();
   const absl::string_view in(reinterpret_cast<const char*>(data), size);
   v1::AuthenticateRequest req;
   if (!BuildRequest(in, &req)) return 0;

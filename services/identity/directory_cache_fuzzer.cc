@@ -18,8 +18,6 @@
 // (mod 11): 0-8 as in Step, 9 a clock step, 10 a clear.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
@@ -30,20 +28,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "services/common/clock.h"
+#include "services/common/fuzz_check.h"
 #include "services/identity/directory_cache.h"
 
 namespace {
 
 namespace reg = ::iotauth::registry::v1;
 using iotauth::identity::DirectoryCache;
-
-#define CHECK_OR_DIE(cond, what)                                             \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::fprintf(stderr, "directory_cache_fuzzer: invariant: %s\n", what); \
-      std::abort();                                                          \
-    }                                                                        \
-  } while (0)
 
 constexpr absl::string_view kTenants[] = {"t1", "t2", "t3"};
 constexpr absl::string_view kHosts[] = {"hub1.example.net", "HUB1.example.net", "hub2.example.net",
@@ -105,8 +96,10 @@ void CheckAll(const DirectoryCache& cache, const Model& m) {
   for (absl::string_view t : kTenants) {
     auto rec = cache.FindTenant(t);
     auto it = m.tenants.find(std::string(t));
-    CHECK_OR_DIE((rec != nullptr) == (it != m.tenants.end()), "tenant present as in the registry");
-    if (rec != nullptr) CHECK_OR_DIE(rec->hub_host == it->second, "tenant's current hub host");
+    IOTAUTH_FUZZ_CHECK((rec != nullptr) == (it != m.tenants.end()),
+                       "tenant present as in the registry");
+    if (rec != nullptr)
+      IOTAUTH_FUZZ_CHECK(rec->hub_host == it->second, "tenant's current hub host");
   }
   for (absl::string_view h : kHosts) {
     if (h.empty()) continue;
@@ -116,31 +109,31 @@ void CheckAll(const DirectoryCache& cache, const Model& m) {
       if (host == lower) holder = id;
     }
     auto rec = cache.FindTenantByHubHost(lower);
-    CHECK_OR_DIE((rec != nullptr) == !holder.empty(), "hub host mapped exactly while held");
+    IOTAUTH_FUZZ_CHECK((rec != nullptr) == !holder.empty(), "hub host mapped exactly while held");
     if (rec != nullptr) {
-      CHECK_OR_DIE(rec->id == holder && rec->hub_host == lower, "hub host names its holder");
+      IOTAUTH_FUZZ_CHECK(rec->id == holder && rec->hub_host == lower, "hub host names its holder");
     }
   }
   for (absl::string_view p : kProducts) {
     auto rec = cache.FindProduct(p);
     auto it = m.products.find(std::string(p));
-    CHECK_OR_DIE((rec != nullptr) == (it != m.products.end()),
-                 "product present as in the registry");
-    if (rec != nullptr) CHECK_OR_DIE(rec->tenant_id == it->second, "product's tenant");
+    IOTAUTH_FUZZ_CHECK((rec != nullptr) == (it != m.products.end()),
+                       "product present as in the registry");
+    if (rec != nullptr) IOTAUTH_FUZZ_CHECK(rec->tenant_id == it->second, "product's tenant");
   }
   for (absl::string_view t : kTenants) {
     for (absl::string_view d : kDevices) {
       auto rec = cache.FindDevice(t, d);
       auto it = m.devices.find({std::string(t), std::string(d)});
-      CHECK_OR_DIE((rec != nullptr) == (it != m.devices.end()),
-                   "device present as in the registry");
+      IOTAUTH_FUZZ_CHECK((rec != nullptr) == (it != m.devices.end()),
+                         "device present as in the registry");
       if (rec == nullptr) continue;
-      CHECK_OR_DIE(rec->tenant_id == t && rec->device_id == d, "the device asked for");
-      CHECK_OR_DIE(rec->status == it->second.status, "device status (disable takes effect)");
-      CHECK_OR_DIE(rec->version == it->second.version, "device version");
-      CHECK_OR_DIE(rec->product_key == it->second.product_key, "device product");
-      CHECK_OR_DIE(rec->primary_key.has_key() == !it->second.primary_key.empty(),
-                   "device key present exactly when set (regeneration not lost)");
+      IOTAUTH_FUZZ_CHECK(rec->tenant_id == t && rec->device_id == d, "the device asked for");
+      IOTAUTH_FUZZ_CHECK(rec->status == it->second.status, "device status (disable takes effect)");
+      IOTAUTH_FUZZ_CHECK(rec->version == it->second.version, "device version");
+      IOTAUTH_FUZZ_CHECK(rec->product_key == it->second.product_key, "device product");
+      IOTAUTH_FUZZ_CHECK(rec->primary_key.has_key() == !it->second.primary_key.empty(),
+                         "device key present exactly when set (regeneration not lost)");
     }
   }
 }
@@ -212,9 +205,9 @@ void Step(Reader& in, iotauth::FakeClock* clock, DirectoryCache* cache, Model* m
       const bool refused = (removed != m->removed_at.end() &&
                             removed->second + DirectoryCache::kRemovedMemory >= clock->Now()) ||
                            (it != m->devices.end() && it->second.version >= md.version);
-      CHECK_OR_DIE(absl::IsFailedPrecondition(st) == refused,
-                   "registrar write refused exactly when removed lately or not newer");
-      CHECK_OR_DIE(st.ok() || refused, "a valid device is written");
+      IOTAUTH_FUZZ_CHECK(absl::IsFailedPrecondition(st) == refused,
+                         "registrar write refused exactly when removed lately or not newer");
+      IOTAUTH_FUZZ_CHECK(st.ok() || refused, "a valid device is written");
       if (absl::IsFailedPrecondition(st)) break;
       m->devices[{t, d}] = md;
       if (m->in_snapshot) m->snap_devices.insert({t, d});

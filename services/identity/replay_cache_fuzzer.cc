@@ -13,12 +13,11 @@
 // device index, expiry offset) or advance the clock.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <utility>
 
 #include "absl/time/time.h"
+#include "services/common/fuzz_check.h"
 #include "services/identity/replay_cache.h"
 
 namespace {
@@ -29,14 +28,6 @@ using iotauth::identity::ReplayKey;
 
 constexpr size_t kCapacity = 8;
 constexpr size_t kPerDevice = 3;
-
-#define CHECK_OR_DIE(cond, what)                                          \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      std::fprintf(stderr, "replay_cache_fuzzer: invariant: %s\n", what); \
-      std::abort();                                                       \
-    }                                                                     \
-  } while (0)
 
 // Model key: (tuple, mac, device) as the cache's.
 using Key = std::pair<std::pair<uint64_t, uint64_t>, uint64_t>;
@@ -76,26 +67,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto it = accepted.find(mk);
     const bool is_live = it != accepted.end() && it->second >= now;
     if (is_live) {
-      CHECK_OR_DIE(r == ReplayCheck::kReplay, "a live entry is a replay");
+      IOTAUTH_FUZZ_CHECK(r == ReplayCheck::kReplay, "a live entry is a replay");
       continue;
     }
-    CHECK_OR_DIE(r != ReplayCheck::kReplay, "no replay without a live entry");
+    IOTAUTH_FUZZ_CHECK(r != ReplayCheck::kReplay, "no replay without a live entry");
     const bool device_full = key.device != 0 && live_device >= kPerDevice;
     const bool full = live >= kCapacity;
     if (r == ReplayCheck::kDeviceFull) {
-      CHECK_OR_DIE(device_full, "kDeviceFull only when the device's live entries fill its share");
+      IOTAUTH_FUZZ_CHECK(device_full,
+                         "kDeviceFull only when the device's live entries fill its share");
     } else if (r == ReplayCheck::kFull) {
-      CHECK_OR_DIE(full && !device_full, "kFull only when live entries fill the shard");
+      IOTAUTH_FUZZ_CHECK(full && !device_full, "kFull only when live entries fill the shard");
     } else {
       // kNew. With room it must be; without room, only by reusing the key's own
       // expired entry (still held, so it takes no new room).
-      CHECK_OR_DIE(r == ReplayCheck::kNew, "a known answer");
-      CHECK_OR_DIE((!full && !device_full) || it != accepted.end(),
-                   "kNew without room only for the key's own expired entry");
+      IOTAUTH_FUZZ_CHECK(r == ReplayCheck::kNew, "a known answer");
+      IOTAUTH_FUZZ_CHECK((!full && !device_full) || it != accepted.end(),
+                         "kNew without room only for the key's own expired entry");
       accepted[mk] = expires_at;
     }
-    if (!full && !device_full) CHECK_OR_DIE(r == ReplayCheck::kNew, "room means kNew");
-    CHECK_OR_DIE(cache.size() <= kCapacity, "never over capacity");
+    if (!full && !device_full) IOTAUTH_FUZZ_CHECK(r == ReplayCheck::kNew, "room means kNew");
+    IOTAUTH_FUZZ_CHECK(cache.size() <= kCapacity, "never over capacity");
   }
   return 0;
 }
