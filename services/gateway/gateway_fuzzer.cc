@@ -257,8 +257,6 @@ void ExHookAuthorize(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* bac
         "Authorize carries the identity this connection established");
     IOTAUTH_FUZZ_CHECK(sent.topic() == iotauth::gateway::exhook::RealTopic(req.topic()),
                        "Authorize carries the real topic");
-    IOTAUTH_FUZZ_CHECK(!absl::StartsWith(sent.topic(), "$share/") || req.topic() == sent.topic(),
-                       "shared-subscription prefix removed");
   }
   IOTAUTH_FUZZ_CHECK(
       r.bool_result() == (session_ok && backend_allows),
