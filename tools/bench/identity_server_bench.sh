@@ -245,6 +245,21 @@ if ((rounds > 0)); then
       { cat "$out.err" >&2; echo "interleaved: $n did not start" >&2; exit 1; }
     iports+=("$p")
   done
+  # ilg I OUT [loadgen flags...]: one run against interleaved server I, its requests
+  # continuing where its last run stopped; the JSON result to OUT.
+  ilg() {
+    local i="$1" out="$2"
+    shift 2
+    taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
+      --mode="$mode" --warmup=1s --requests_file="$work/requests.jsonl" \
+      --server_pid="${ipids[$i]}" --start_request="${isent[$i]}" --json --label="${inames[$i]}" \
+      "$@" >"$out" 2>/dev/null
+  }
+  # advance_sent I OUT: device-triple requests are single-use, so server I's next run
+  # starts after the ones OUT's run sent.
+  advance_sent() {
+    isent[$1]=$(( isent[$1] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$2") ))
+  }
   for r in $(seq 1 "$rounds"); do
     # The order rotates each round (no-op, on, off; then on, off, no-op; ...): each
     # server follows each other one equally often, so what a run leaves behind on the
@@ -252,13 +267,9 @@ if ((rounds > 0)); then
     for k in "${!inames[@]}"; do
       i=$(( (k + r - 1) % ${#inames[@]} ))
       n="${inames[$i]}"
-      taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
-        --mode="$mode" --channels="$channels" --concurrency="$concurrency" --warmup=1s \
-        --duration="$round_duration" --requests_file="$work/requests.jsonl" \
-        --server_pid="${ipids[$i]}" --start_request="${isent[$i]}" --json --label="$n" \
-        >"$il/r${r}_$n.json" 2>/dev/null || true
-      # Device-triple requests are single-use: the next round starts after these.
-      isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/r${r}_$n.json") ))
+      ilg "$i" "$il/r${r}_$n.json" --channels="$channels" --concurrency="$concurrency" \
+        --duration="$round_duration" || true
+      advance_sent "$i" "$il/r${r}_$n.json"
     done
     echo "  round $r/$rounds done" >&2
   done
@@ -268,19 +279,12 @@ if ((rounds > 0)); then
     for r in $(seq 1 "$cost_rounds"); do
       lgs=()
       for i in 1 2; do
-        n="${inames[$i]}"
-        taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
-          --mode="$mode" --channels=2 --concurrency="$concurrency" --rate="$cost_rate" --warmup=1s \
-          --duration="$cost_duration" --requests_file="$work/requests.jsonl" \
-          --server_pid="${ipids[$i]}" --start_request="${isent[$i]}" --json --label="$n" \
-          >"$il/cost${r}_$n.json" 2>/dev/null &
+        ilg "$i" "$il/cost${r}_${inames[$i]}.json" --channels=2 --concurrency="$concurrency" \
+          --rate="$cost_rate" --duration="$cost_duration" &
         lgs+=($!)
       done
       wait "${lgs[@]}" || true
-      for i in 1 2; do
-        n="${inames[$i]}"
-        isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/cost${r}_$n.json") ))
-      done
+      for i in 1 2; do advance_sent "$i" "$il/cost${r}_${inames[$i]}.json"; done
       echo "  cost round $r/$cost_rounds done" >&2
     done
   fi
@@ -300,12 +304,9 @@ PY
       for k in "${!inames[@]}"; do
         i=$(( (k + r - 1) % ${#inames[@]} ))
         n="${inames[$i]}"
-        taskset -c "$client_cpus" "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:${iports[$i]}" \
-          --mode="$mode" --channels="$channels" --concurrency=$((concurrency * 4)) \
-          --rate="${ihalf[$i]}" --warmup=1s --duration="$half_duration" \
-          --requests_file="$work/requests.jsonl" --server_pid="${ipids[$i]}" \
-          --start_request="${isent[$i]}" --json --label="$n" >"$il/half${r}_$n.json" 2>/dev/null || true
-        isent[$i]=$(( isent[i] + $(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("requests_sent", 0))' "$il/half${r}_$n.json") ))
+        ilg "$i" "$il/half${r}_$n.json" --channels="$channels" --concurrency=$((concurrency * 4)) \
+          --rate="${ihalf[$i]}" --duration="$half_duration" || true
+        advance_sent "$i" "$il/half${r}_$n.json"
       done
       echo "  half-peak round $r/$half_rounds done" >&2
     done
