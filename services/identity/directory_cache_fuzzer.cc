@@ -98,8 +98,9 @@ void CheckAll(const DirectoryCache& cache, const Model& m) {
     auto it = m.tenants.find(std::string(t));
     IOTAUTH_FUZZ_CHECK((rec != nullptr) == (it != m.tenants.end()),
                        "tenant present as in the registry");
-    if (rec != nullptr)
+    if (rec != nullptr) {
       IOTAUTH_FUZZ_CHECK(rec->hub_host == it->second, "tenant's current hub host");
+    }
   }
   for (absl::string_view h : kHosts) {
     if (h.empty()) continue;
