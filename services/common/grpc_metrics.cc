@@ -120,11 +120,13 @@ void GrpcServerMetrics::RegisterServices(const std::vector<std::string>& service
       const char* type = m->client_streaming()
                              ? (m->server_streaming() ? "bidi_stream" : "client_stream")
                              : (m->server_streaming() ? "server_stream" : "unary");
-      Lookup(absl::StrCat("/", name, "/", m->name()), type);
+      Create(absl::StrCat("/", name, "/", m->name()), type, /*known=*/true);
     }
   }
-  Lookup("/grpc.health.v1.Health/Check", "unary");
-  Lookup("/grpc.health.v1.Health/Watch", "server_stream");
+  Create("/grpc.health.v1.Health/Check", "unary", /*known=*/true);
+  Create("/grpc.health.v1.Health/Watch", "server_stream", /*known=*/true);
+  absl::MutexLock lock(&mu_);
+  sealed_ = true;
 }
 
 GrpcServerMetrics::Method* GrpcServerMetrics::Lookup(absl::string_view full_method,
@@ -134,20 +136,31 @@ GrpcServerMetrics::Method* GrpcServerMetrics::Lookup(absl::string_view full_meth
     auto it = methods_.find(full_method);
     if (it != methods_.end()) return it->second.get();
   }
-  return Create(full_method, type);
+  return Create(full_method, type, /*known=*/false);
 }
 
 GrpcServerMetrics::Method* GrpcServerMetrics::Create(absl::string_view full_method,
-                                                     absl::string_view type) {
+                                                     absl::string_view type, bool known) {
   absl::MutexLock lock(&mu_);
+  // Keys of unknown methods start with a space, which no gRPC path does ("/...").
+  std::string unknown_key;
+  if (sealed_ && !known) {
+    unknown_key = absl::StrCat(" ", type);
+    full_method = unknown_key;
+  }
   auto& slot = methods_[full_method];
   if (slot) return slot.get();
   auto m = std::make_unique<Method>();
-  absl::string_view path = full_method;
-  if (!path.empty() && path[0] == '/') path.remove_prefix(1);
-  size_t slash = path.find('/');
-  m->service = std::string(slash == absl::string_view::npos ? path : path.substr(0, slash));
-  m->name = slash == absl::string_view::npos ? "" : std::string(path.substr(slash + 1));
+  if (!unknown_key.empty()) {
+    m->service = kUnknown;
+    m->name = kUnknown;
+  } else {
+    absl::string_view path = full_method;
+    if (!path.empty() && path[0] == '/') path.remove_prefix(1);
+    size_t slash = path.find('/');
+    m->service = std::string(slash == absl::string_view::npos ? path : path.substr(0, slash));
+    m->name = slash == absl::string_view::npos ? "" : std::string(path.substr(slash + 1));
+  }
   m->type = std::string(type);
   m->started = &started_.Add(
       {{"grpc_type", m->type}, {"grpc_service", m->service}, {"grpc_method", m->name}});
@@ -165,7 +178,7 @@ GrpcServerMetrics::Method* GrpcServerMetrics::Create(absl::string_view full_meth
 GrpcServerMetrics::Method* GrpcServerMetrics::MeterInHandler(absl::string_view full_method,
                                                              const char* type) {
   metered_in_handler_.insert(std::string(full_method));
-  return Lookup(full_method, type);
+  return Create(full_method, type, /*known=*/true);
 }
 
 void GrpcServerMetrics::RecordHandled(Method* m, int code, double seconds) {

@@ -88,6 +88,24 @@ class FoundationTest(unittest.TestCase):
         self.assertIsNotNone(h.metric_value(text, "grpc_server_started_total"))
         self.assertIsNotNone(h.metric_value(text, "grpc_server_handling_seconds_bucket"))
 
+    def test_made_up_methods_do_not_grow_the_metrics(self):
+        # A client names any path it likes; gRPC answers UNIMPLEMENTED. The path must
+        # not become a label value: that would let any caller add series without
+        # bound, and echo whatever it put in the path.
+        ch = self.server.channel(role=None)
+        for i in range(50):
+            with self.assertRaises(grpc.RpcError) as cm:
+                ch.unary_unary("/made.Up%d/SecretPath%d" % (i, i))(b"", timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        text = self.server.metrics()
+        self.assertNotIn("made.Up", text)
+        self.assertNotIn("SecretPath", text)
+        unknown = h.metric_value(text, "grpc_server_handled_total", grpc_service="unknown",
+                                 grpc_method="unknown", grpc_code="UNIMPLEMENTED")
+        self.assertGreaterEqual(unknown, 50)
+        r = h.promtool_check(text)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_roles(self):
         auth = "iotauth.identity.v1.IdentityService/Authenticate"
         req = {"connect": {"client_id": "dev-1", "username": "u", "password": "cA=="}}
