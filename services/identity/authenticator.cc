@@ -343,10 +343,11 @@ class Authenticator::Attempt {
     size_t tried = 0;
     for (const auto& group : *groups) {
       if (++tried > cfg_.max_enrollment_groups_tried) break;
-      if (!group->enabled || group->group_key.empty()) continue;
-      auto derived = DeriveDeviceKeyRaw(group->group_key, aud.device_id);
-      if (!derived.ok()) continue;
-      auto v = VerifySas(token, {*derived, ""}, now_, cfg_.sas_clock_skew);
+      if (!group->enabled || !group->group_key.has_key()) continue;
+      MacValue derived;
+      if (!DeriveDeviceKeyRaw(group->group_key, aud.device_id, &derived)) continue;
+      const PrecomputedHmacSha256 device_key = PrecomputedHmacSha256::ForKey(derived.view());
+      auto v = VerifySas(token, SasMacKeys{&device_key, nullptr}, now_, cfg_.sas_clock_skew);
       if (!v.verdict.ok()) continue;
       // Verified: this device belongs to `group`.
       auto product = opt_.directory->FindProduct(group->product_key);
@@ -363,8 +364,8 @@ class Authenticator::Attempt {
         return Deny(v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED,
                     "enrollment-group registration is not enabled");
       }
-      auto device = opt_.registrar->RegisterFromEnrollmentGroup(*group, aud.device_id,
-                                                                crypto::Base64Encode(*derived));
+      auto device = opt_.registrar->RegisterFromEnrollmentGroup(
+          *group, aud.device_id, crypto::Base64Encode(derived.view()));
       if (!device.ok() && device.status().code() == absl::StatusCode::kPermissionDenied) {
         // Registered before, and given another key since: the derived key is wrong.
         enrollment_failed_ = true;
@@ -385,7 +386,7 @@ class Authenticator::Attempt {
         reg::Device stored = *device;
         if (!stored.credentials().has_symmetric_key()) {
           stored.mutable_credentials()->mutable_symmetric_key()->set_primary_key(
-              crypto::Base64Encode(*derived));
+              crypto::Base64Encode(derived.view()));
         }
         // Never over a newer version the change stream already applied.
         opt_.directory_writer->UpsertRegisteredDevice(stored).IgnoreError();

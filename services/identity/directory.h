@@ -87,7 +87,9 @@ struct DeviceRecord {
 struct EnrollmentGroupRecord {
   std::string tenant_id;
   std::string id;
-  std::string group_key;  // SECRET, decoded
+  // SECRET: the decoded group key, scheduled for HMAC-SHA256 once, when the record is
+  // built (no key when it is empty or not valid base64: the group never derives).
+  PrecomputedHmacSha256 group_key;
   std::string product_key;
   std::vector<registry::AccessRule> initial_rules;
   bool enabled = false;

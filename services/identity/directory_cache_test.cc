@@ -179,7 +179,11 @@ TEST(DirectoryCacheTest, ProductsAndGroups) {
   auto groups = cache->FindEnrollmentGroups("t1", "reg");
   ASSERT_EQ(groups->size(), 2U);
   EXPECT_EQ((*groups)[0]->id, "g1");
-  EXPECT_EQ((*groups)[0]->group_key, "password");
+  // The group key is held scheduled: it MACs as the decoded key does.
+  MacValue held, expected;
+  ASSERT_TRUE((*groups)[0]->group_key.Compute({"reg"}, &held));
+  ASSERT_TRUE(PrecomputedHmacSha256::ForKey("password").Compute({"reg"}, &expected));
+  EXPECT_EQ(held.view(), expected.view());
   cache->RemoveEnrollmentGroup("t1", "g1");
   EXPECT_EQ(cache->FindEnrollmentGroups("t1", "reg")->size(), 1U);
   EXPECT_TRUE(cache->FindEnrollmentGroups("t2", "reg")->empty());

@@ -13,6 +13,11 @@ absl::StatusOr<std::string> DeriveDeviceKeyRaw(absl::string_view group_key_raw,
   return std::string(mac.view());
 }
 
+bool DeriveDeviceKeyRaw(const PrecomputedHmacSha256& group_key, absl::string_view registration_id,
+                        MacValue* out) {
+  return group_key.Compute({registration_id}, out);
+}
+
 absl::StatusOr<std::string> DeriveDeviceKey(absl::string_view group_key_base64,
                                             absl::string_view registration_id) {
   auto key = crypto::Base64Decode(group_key_base64);

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "services/identity/hmac.h"
 
 namespace iotauth::identity {
 
@@ -14,6 +15,11 @@ namespace iotauth::identity {
 // INTERNAL only if OpenSSL fails.
 absl::StatusOr<std::string> DeriveDeviceKeyRaw(absl::string_view group_key_raw,
                                                absl::string_view registration_id);
+
+// The same with the group key scheduled once (as the identity cache holds it), into
+// `out`. False when `group_key` has no key.
+bool DeriveDeviceKeyRaw(const PrecomputedHmacSha256& group_key, absl::string_view registration_id,
+                        MacValue* out);
 
 // base64(HMAC-SHA256(base64-decoded group key, registration id)), the form devices
 // and the registry store. INVALID_ARGUMENT when `group_key_base64` is not valid base64.

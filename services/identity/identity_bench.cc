@@ -27,6 +27,7 @@
 #include "services/identity/authenticator.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/directory_cache.h"
+#include "services/identity/dps.h"
 #include "services/identity/sas_token.h"
 
 namespace iotauth::identity {
@@ -152,6 +153,16 @@ int Main(int argc, char** argv) {
   const double verify_raw_ns = NsPerCall(n, [&](int) {
     (void)VerifySas(parsed, SasKeyPair{raw_key, ""}, clock.Now(), absl::Minutes(5));
   });
+  // Enrollment groups: a device key derived from the group key, raw (scheduled per
+  // call, as before 2026-11-28's fourth session) and as the directory now holds it.
+  const PrecomputedHmacSha256 group = PrecomputedHmacSha256::ForKey(raw_key);
+  const double derive_raw_ns = NsPerCall(n, [&](int i) {
+    (void)DeriveDeviceKeyRaw(raw_key, absl::string_view(tokens[i & 1023]).substr(0, 40));
+  });
+  const double derive_ns = NsPerCall(n, [&](int i) {
+    MacValue out;
+    (void)DeriveDeviceKeyRaw(group, absl::string_view(tokens[i & 1023]).substr(0, 40), &out);
+  });
   int allowed = 0;
   const double sas_auth_ns = NsPerCall(n, [&](int i) {
     v1::AuthenticateResponse resp;
@@ -188,6 +199,9 @@ int Main(int argc, char** argv) {
   std::printf("VerifySas (primary)      %7.0f ns/call\n", verify_ns);
   std::printf("VerifySas (secondary)    %7.0f ns/call\n", verify_secondary_ns);
   std::printf("VerifySas (raw key)      %7.0f ns/call (key scheduled per call)\n", verify_raw_ns);
+  std::printf("group key derive (raw)   %7.0f ns/call (group key scheduled per call)\n",
+              derive_raw_ns);
+  std::printf("group key derive         %7.0f ns/call (group key scheduled once)\n", derive_ns);
   std::printf("Authenticate SAS         %7.0f ns/call (incl. audit event, null sink)\n",
               sas_auth_ns);
   std::printf("Authenticate triple      %7.0f ns/call (incl. replay cache insert)\n", triple_ns);
