@@ -180,7 +180,8 @@ TEST(DirectoryCacheTest, ProductsAndGroups) {
   ASSERT_EQ(groups->size(), 2U);
   EXPECT_EQ((*groups)[0]->id, "g1");
   // The group key is held scheduled: it MACs as the decoded key does.
-  MacValue held, expected;
+  MacValue held;
+  MacValue expected;
   ASSERT_TRUE((*groups)[0]->group_key.Compute({"reg"}, &held));
   ASSERT_TRUE(PrecomputedHmacSha256::ForKey("password").Compute({"reg"}, &expected));
   EXPECT_EQ(held.view(), expected.view());
