@@ -14,19 +14,19 @@
 namespace iotauth {
 namespace {
 
+// The registry in the Prometheus text format, as /metrics serves it.
+std::string Text(prometheus::Registry& registry) {
+  return prometheus::TextSerializer().Serialize(registry.Collect());
+}
+
 // Number of series (samples of the counter families, one per label set) whose
 // exposition line starts with `name{`.
 int Series(prometheus::Registry& registry, const std::string& name) {
-  const std::string text = prometheus::TextSerializer().Serialize(registry.Collect());
   int n = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+  for (absl::string_view line : absl::StrSplit(Text(registry), '\n')) {
     if (absl::StartsWith(line, name + "{")) ++n;
   }
   return n;
-}
-
-std::string Text(prometheus::Registry& registry) {
-  return prometheus::TextSerializer().Serialize(registry.Collect());
 }
 
 class GrpcServerMetricsTest : public ::testing::Test {
