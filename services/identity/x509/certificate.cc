@@ -234,7 +234,10 @@ absl::StatusOr<CertPtr> ParsedCertificate::FromX509(X509Ptr x509) {
     GENERAL_NAMES_free(names);
   }
   c->self_issued_ = X509_NAME_cmp(subject, X509_get_issuer_name(x509.get())) == 0;
-  c->is_ca_ = X509_check_ca(x509.get()) >= 1;
+  // X509_check_ca says 0 for basicConstraints CA:TRUE with a keyUsage lacking
+  // keyCertSign (not a usable CA); such a certificate still claims to be one.
+  c->is_ca_ =
+      X509_check_ca(x509.get()) >= 1 || (X509_get_extension_flags(x509.get()) & EXFLAG_CA) != 0;
   c->x509_ = std::move(x509);
   ERR_clear_error();
   return std::const_pointer_cast<const ParsedCertificate>(c);

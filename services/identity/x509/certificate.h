@@ -58,6 +58,8 @@ class ParsedCertificate {
   const std::vector<std::string>& san_dns() const { return san_dns_; }
   // Subject and issuer names are equal (a root or a self-signed device certificate).
   bool self_issued() const { return self_issued_; }
+  // basicConstraints CA:TRUE, or anything else OpenSSL's X509_check_ca takes for a CA
+  // (a v1 self-signed root, keyCertSign without basicConstraints).
   bool is_ca() const { return is_ca_; }
 
   // Parses exactly one DER certificate (trailing bytes are refused).

@@ -46,6 +46,16 @@ int VerifyCallback(int ok, X509_STORE_CTX* ctx) {
       }
       return 0;
     }
+    case X509_V_ERR_CERT_HAS_EXPIRED: {
+      // RFC 5280 4.1.2.5: the validity period runs "from notBefore through notAfter,
+      // inclusive", at the encoding's one-second granularity. OpenSSL calls a
+      // certificate expired from its notAfter second on; it is still valid in it.
+      X509* cert = X509_STORE_CTX_get_current_cert(ctx);
+      return cert != nullptr &&
+                     ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), absl::ToTimeT(st->now)) == 0
+                 ? 1
+                 : 0;
+    }
     default:
       return 0;
   }
@@ -355,6 +365,16 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
     r.error_depth = 0;
     r.verdict = Verdict::Deny(v1::DENY_REASON_CONSTRAINT_VIOLATED,
                               "leaf certificate is a CA (basicConstraints CA:TRUE)");
+    r.path.clear();
+    return r;
+  }
+  // RFC 5280 4.2.1.10: "The name constraints extension ... MUST be used only in a CA
+  // certificate." OpenSSL ignores it on a leaf, critical or not.
+  if (policy.check_profile && r.path.size() > 1 &&
+      X509_get_ext_by_NID(leaf->x509(), NID_name_constraints, -1) >= 0) {
+    r.error_depth = 0;
+    r.verdict = Verdict::Deny(v1::DENY_REASON_CONSTRAINT_VIOLATED,
+                              "leaf certificate carries nameConstraints (CA certificates only)");
     r.path.clear();
     return r;
   }

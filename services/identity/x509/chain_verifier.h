@@ -54,10 +54,12 @@ struct ChainPolicy {
   // OpenSSL purpose checked along the chain: X509_PURPOSE_SSL_CLIENT (EKU clientAuth
   // when the extension is present), X509_PURPOSE_SSL_SERVER, or 0 for none.
   int purpose = X509_PURPOSE_SSL_CLIENT;
-  // A device certificate must not be a CA (basicConstraints CA:TRUE on the leaf).
+  // A device certificate must not be a CA (basicConstraints CA:TRUE on the leaf,
+  // whatever its keyUsage says).
   bool reject_ca_leaf = true;
   // RFC 5280 profile on every certificate below the anchor: version 3, serial
-  // positive and at most 20 octets (MALFORMED otherwise).
+  // positive and at most 20 octets (MALFORMED otherwise); and no nameConstraints on
+  // the leaf (CONSTRAINT_VIOLATED).
   bool check_profile = true;
   // The leaf's keyUsage, when present, must include digitalSignature.
   bool require_digital_signature = true;

@@ -40,6 +40,7 @@ struct Scenario {
   bool crl_present = false;
   absl::Time crl_next_update = kNow + absl::Hours(24);
   ChainPolicy policy;
+  absl::Time now = kNow;
 };
 
 struct Row {
@@ -97,7 +98,7 @@ ChainResult RunScenario(const Scenario& s) {
   std::vector<CertPtr> inters;
   if (extra) inters.push_back(Parsed(extra.get()));
   if (!s.omit_intermediate) inters.push_back(Parsed(inter.get()));
-  return VerifyChain(**trust, leaf_parsed, inters, kNow, s.policy);
+  return VerifyChain(**trust, leaf_parsed, inters, s.now, s.policy);
 }
 
 class ChainVerifierTable : public ::testing::TestWithParam<Row> {};
@@ -130,6 +131,17 @@ const Row kRows[] = {
      v1::DENY_REASON_UNSPECIFIED},
     {"expired", [](Scenario& s) { s.leaf.not_after = kNow - absl::Seconds(1); },
      v1::DENY_REASON_EXPIRED},
+    // RFC 5280 4.1.2.5: "from notBefore through notAfter, inclusive", per second.
+    {"valid_in_its_not_after_second",
+     [](Scenario& s) {
+       s.leaf.not_after = kNow;
+       s.now = kNow + absl::Milliseconds(999);
+     },
+     v1::DENY_REASON_UNSPECIFIED},
+    {"intermediate_valid_in_its_not_after_second", [](Scenario& s) { s.inter.not_after = kNow; },
+     v1::DENY_REASON_UNSPECIFIED},
+    {"valid_from_its_not_before_second", [](Scenario& s) { s.leaf.not_before = kNow; },
+     v1::DENY_REASON_UNSPECIFIED},
     {"intermediate_expired", [](Scenario& s) { s.inter.not_after = kNow - absl::Hours(1); },
      v1::DENY_REASON_EXPIRED},
     {"not_yet_valid", [](Scenario& s) { s.leaf.not_before = kNow + absl::Minutes(5); },
@@ -173,6 +185,27 @@ const Row kRows[] = {
     {"rsa1024_leaf", [](Scenario& s) { s.leaf_key = KeyType::kRsa1024; },
      v1::DENY_REASON_WEAK_ALGORITHM},
     {"p521_leaf", [](Scenario& s) { s.leaf_key = KeyType::kP521; }, v1::DENY_REASON_WEAK_ALGORITHM},
+    {"leaf_is_a_ca",
+     [](Scenario& s) {
+       s.leaf.ca = true;
+       s.leaf.key_usage = "critical,digitalSignature,keyCertSign";
+     },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    // CA:TRUE with a keyUsage lacking keyCertSign: OpenSSL's X509_check_ca says "not
+    // a CA", but the certificate still claims to be one.
+    {"leaf_claims_ca_without_key_cert_sign",
+     [](Scenario& s) {
+       s.leaf.ca = true;
+       s.leaf.key_usage = "critical,digitalSignature";
+     },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    // RFC 5280 4.2.1.10: nameConstraints belong on CA certificates only.
+    {"leaf_with_name_constraints",
+     [](Scenario& s) { s.leaf.name_constraints = "critical,permitted;DNS:.example.com"; },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    {"leaf_with_noncritical_name_constraints",
+     [](Scenario& s) { s.leaf.name_constraints = "permitted;DNS:.example.com"; },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
     {"unknown_critical_extension", [](Scenario& s) { s.leaf.unknown_critical_extension = true; },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
     {"name_constraints_ok",

@@ -233,9 +233,12 @@ X509CertificateVerifier::ChainOutcome X509CertificateVerifier::VerifyInTenant(
     o.credential_type = reg::CREDENTIAL_TYPE_X509_SELF_SIGNED;
     *valid_from = leaf->not_before();
     *valid_until = leaf->not_after();
-    if (now < leaf->not_before()) {
+    // Whole seconds, as VerifyChain counts them: valid from notBefore through the
+    // notAfter second, inclusive (RFC 5280 4.1.2.5).
+    const absl::Time second = absl::FromUnixSeconds(absl::ToUnixSeconds(now));
+    if (second < leaf->not_before()) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_NOT_YET_VALID, "certificate is not yet valid");
-    } else if (now > leaf->not_after()) {
+    } else if (second > leaf->not_after()) {
       o.verdict = Verdict::Deny(v1::DENY_REASON_EXPIRED, "certificate has expired");
     } else if (Verdict v = CheckAlgorithms(*leaf, policy.algorithms, true); !v.ok()) {
       o.verdict = std::move(v);

@@ -392,6 +392,28 @@ TEST_F(X509VerifierTest, CachedResultExpiresAtNotAfter) {
   EXPECT_EQ(Verify(chain, "t1", kNow + absl::Minutes(2)).verdict.reason, v1::DENY_REASON_EXPIRED);
 }
 
+// RFC 5280 4.1.2.5: valid through the notAfter second, inclusive, on both paths
+// (OpenSSL's own check calls the exact second expired; the chain verifier mends it).
+TEST_F(X509VerifierTest, ValidThroughTheNotAfterSecondOnBothPaths) {
+  const absl::Time end = kNow + absl::Minutes(1);
+  auto chain = Chain({.cn = "device-1", .not_after = end});
+  X509Ptr self = MakeCert(CertSpec{.cn = "device-3", .not_after = end},
+                          Key(KeyType::kEd25519).get(), nullptr, nullptr);
+  AddDevice("device-3", false, std::string(64, 'a'),
+            testing::Parsed(self.get())->fingerprint_hex());
+  const std::vector<std::string> self_chain = {testing::Pem(self.get())};
+  for (absl::Duration after : {absl::ZeroDuration(), absl::Milliseconds(999)}) {
+    auto r = Verify(chain, "t1", end + after);
+    EXPECT_TRUE(r.verdict.ok()) << after << ": " << r.verdict.detail;
+    auto s = Verify(self_chain, "t1", end + after);
+    EXPECT_TRUE(s.verdict.ok()) << after << ": " << s.verdict.detail;
+    EXPECT_EQ(s.credential_type, reg::CREDENTIAL_TYPE_X509_SELF_SIGNED);
+  }
+  EXPECT_EQ(Verify(chain, "t1", end + absl::Seconds(1)).verdict.reason, v1::DENY_REASON_EXPIRED);
+  EXPECT_EQ(Verify(self_chain, "t1", end + absl::Seconds(1)).verdict.reason,
+            v1::DENY_REASON_EXPIRED);
+}
+
 TEST_F(X509VerifierTest, SelfSignedThumbprint) {
   X509Ptr self =
       MakeCert(CertSpec{.cn = "device-3"}, Key(KeyType::kEd25519).get(), nullptr, nullptr);
