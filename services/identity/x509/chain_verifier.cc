@@ -6,9 +6,15 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 
 namespace iotauth::identity::x509 {
 namespace {
@@ -249,6 +255,65 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
                             absl::Span<const CertPtr> intermediates, absl::Time now,
                             const ChainPolicy& policy);
 
+struct GeneralNamesFree {
+  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
+};
+struct NameConstraintsFree {
+  void operator()(NAME_CONSTRAINTS* n) const { NAME_CONSTRAINTS_free(n); }
+};
+
+absl::string_view Ia5View(const ASN1_IA5STRING* s) {
+  return s == nullptr ? absl::string_view()
+                      : absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                          static_cast<size_t>(ASN1_STRING_length(s)));
+}
+
+// A wildcard dNSName ("*.example.com") matches a name ("bar.example.com") that an
+// excluded subtree one label under its base names, while the wildcard's own text
+// lies outside that subtree; OpenSSL compares the text alone and lets it through (the case of
+// CVE-2025-61727 in Go's verifier). Returns "<SAN> against <subtree>" for the first
+// wildcard SAN of `leaf` that reaches into an excluded dNSName subtree of a CA in
+// `path`, or "" when none does.
+std::string WildcardIntoExcludedSubtree(X509* leaf, absl::Span<const CertPtr> path) {
+  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> sans(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr)));
+  if (sans == nullptr) return "";
+  std::vector<absl::string_view> bases;  // "example.com" for "*.example.com"
+  for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
+    if (gn->type != GEN_DNS) continue;
+    absl::string_view name = Ia5View(gn->d.dNSName);
+    if (absl::ConsumePrefix(&name, "*.") && !name.empty()) bases.push_back(name);
+  }
+  if (bases.empty()) return "";
+  for (const CertPtr& ca : path) {
+    std::unique_ptr<NAME_CONSTRAINTS, NameConstraintsFree> nc(static_cast<NAME_CONSTRAINTS*>(
+        X509_get_ext_d2i(ca->x509(), NID_name_constraints, nullptr, nullptr)));
+    if (nc == nullptr || nc->excludedSubtrees == nullptr) continue;
+    for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->excludedSubtrees); ++i) {
+      const GENERAL_SUBTREE* st = sk_GENERAL_SUBTREE_value(nc->excludedSubtrees, i);
+      if (st->base == nullptr || st->base->type != GEN_DNS) continue;
+      // A leading dot (".bar.example.com", OpenSSL's form) excludes the subdomains
+      // only, which are out of a one-label wildcard's reach.
+      const absl::string_view excluded = Ia5View(st->base->d.dNSName);
+      if (excluded.empty() || excluded[0] == '.') continue;
+      for (absl::string_view base : bases) {
+        // One label under the base: the wildcard matches the subtree's own name.
+        // (A subtree at the base or above it is OpenSSL's own case: the wildcard's
+        // text ends with it.)
+        if (excluded.size() > base.size() + 1 && absl::EndsWithIgnoreCase(excluded, base) &&
+            excluded[excluded.size() - base.size() - 1] == '.' &&
+            excluded.substr(0, excluded.size() - base.size() - 1).find('.') ==
+                absl::string_view::npos) {
+          return absl::StrCat("*.", base, " against excluded ", excluded);
+        }
+      }
+    }
+  }
+  ERR_clear_error();
+  return "";
+}
+
 }  // namespace
 
 ChainResult VerifyChain(const TrustStore& trust, const CertPtr& leaf,
@@ -377,6 +442,18 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
                               "leaf certificate carries nameConstraints (CA certificates only)");
     r.path.clear();
     return r;
+  }
+  if (r.path.size() > 1) {
+    const std::string wild =
+        WildcardIntoExcludedSubtree(leaf->x509(), absl::MakeConstSpan(r.path).subspan(1));
+    if (!wild.empty()) {
+      r.error_depth = 0;
+      r.verdict = Verdict::Deny(
+          v1::DENY_REASON_CONSTRAINT_VIOLATED,
+          absl::StrCat("wildcard subjectAltName reaches into an excluded subtree: ", wild));
+      r.path.clear();
+      return r;
+    }
   }
   for (size_t i = 0; policy.check_profile && i + 1 < r.path.size(); ++i) {
     X509* x = r.path[i]->x509();

@@ -220,6 +220,44 @@ const Row kRows[] = {
        s.leaf.san = "DNS:d1.other.org";
      },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    // A wildcard SAN matching the name an excluded subtree names (CVE-2025-61727).
+    {"wildcard_san_matches_an_excluded_name",
+     [](Scenario& s) {
+       s.inter.name_constraints = "critical,excluded;DNS:bar.example.com";
+       s.leaf.san = "DNS:d1.example.org,DNS:*.EXAMPLE.com";
+     },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    {"wildcard_san_matches_an_excluded_name_from_the_root",
+     [](Scenario& s) {
+       s.root.name_constraints = "critical,excluded;DNS:bar.example.com";
+       s.leaf.san = "DNS:*.example.com";
+     },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    // OpenSSL's leading dot excludes the subdomains only: beyond a wildcard's label.
+    {"wildcard_san_beside_excluded_subdomains",
+     [](Scenario& s) {
+       s.inter.name_constraints = "critical,excluded;DNS:.bar.example.com";
+       s.leaf.san = "DNS:*.example.com";
+     },
+     v1::DENY_REASON_UNSPECIFIED},
+    {"wildcard_san_under_an_excluded_subtree",
+     [](Scenario& s) {
+       s.inter.name_constraints = "critical,excluded;DNS:example.com";
+       s.leaf.san = "DNS:*.example.com";
+     },
+     v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    {"wildcard_san_beside_an_excluded_subtree",
+     [](Scenario& s) {
+       s.inter.name_constraints = "critical,excluded;DNS:bar.example.com";
+       s.leaf.san = "DNS:*.other.example.com";
+     },
+     v1::DENY_REASON_UNSPECIFIED},
+    {"wildcard_san_above_a_deeper_excluded_subtree",
+     [](Scenario& s) {
+       s.inter.name_constraints = "critical,excluded;DNS:a.bar.example.com";
+       s.leaf.san = "DNS:*.example.com";
+     },
+     v1::DENY_REASON_UNSPECIFIED},
     {"crl_not_listing_leaf", [](Scenario& s) { s.crl_present = true; },
      v1::DENY_REASON_UNSPECIFIED},
     {"crl_revokes_leaf",
