@@ -170,6 +170,8 @@ const Row kRows[] = {
        s.policy.max_depth = 1;
      },
      v1::DENY_REASON_CONSTRAINT_VIOLATED},
+    // RFC 5280 4.2.1.12: the extension lists "one or more purposes".
+    {"empty_eku", [](Scenario& s) { s.leaf.eku = "DER:30:00"; }, v1::DENY_REASON_WRONG_KEY_USAGE},
     {"server_auth_only_eku", [](Scenario& s) { s.leaf.eku = "serverAuth"; },
      v1::DENY_REASON_WRONG_KEY_USAGE},
     {"key_usage_without_digital_signature",
