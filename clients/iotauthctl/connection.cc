@@ -244,7 +244,8 @@ std::string RpcErrorHint(grpc::StatusCode code, const ConnectionSettings& s) {
       return "the server does not implement this call (older server, or that service is not "
              "enabled in this process).";
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "a limit was hit (rate limit or message size): retry later or send smaller batches.";
+      return "a limit was hit (a rate limit, a message size, or the server's disk; the message "
+             "says which): retry later, send smaller batches, or free space on the server.";
     case grpc::StatusCode::INTERNAL:
     case grpc::StatusCode::UNKNOWN:
     case grpc::StatusCode::DATA_LOSS:

@@ -99,8 +99,14 @@ class Cursor {
 };
 
 absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
-  return absl::UnavailableError(
-      absl::StrCat("audit log: ", what, " ", path, ": ", std::strerror(errno)));
+  const int err = errno;
+  return absl::UnavailableError(absl::StrCat(
+      "audit log: ", what, " ", path, ": ", std::strerror(err),
+      err == ENOSPC || err == EDQUOT
+          ? " (free space on the audit log's volume, or prune it with audit.retention_*; "
+            "meanwhile commits are retried, and events given up are counted as dropped and "
+            "recorded as a GAP once the log takes writes again)"
+          : ""));
 }
 
 // Raw 32 bytes of a well-formed 64-digit hex hash ("" otherwise).
@@ -1215,14 +1221,13 @@ absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uin
     const uint64_t target = start + padded + ahead;
     const uint64_t from = BlockCeil(seg->zeroed_end);
     for (uint64_t off = from; off < target; off += chunk) {
-      if (pwrite(seg->wfd, zeros, chunk, static_cast<off_t>(off)) != static_cast<ssize_t>(chunk)) {
+      if (!WriteAll(seg->wfd, absl::string_view(zeros, chunk), off)) {
         return ErrnoStatus("cannot preallocate", seg->path);
       }
       seg->zeroed_end = off + chunk;
     }
   }
-  if (pwrite(seg->wfd, buf, padded, static_cast<off_t>(start)) != static_cast<ssize_t>(padded) ||
-      fdatasync(seg->fd) != 0) {
+  if (!WriteAll(seg->wfd, absl::string_view(buf, padded), start) || fdatasync(seg->fd) != 0) {
     return ErrnoStatus("cannot write", seg->path);
   }
   const size_t keep = total % kDirectAlign;
@@ -1248,7 +1253,7 @@ void LogAuditStore::UndoChunk(Segment* seg, uint64_t offset, size_t size,
       const auto n = static_cast<size_t>(std::min<uint64_t>(span - done, direct_buffer_->capacity));
       std::memset(buf, 0, n);
       if (done == 0) std::copy(old_tail.begin(), old_tail.end(), buf);
-      ok = pwrite(seg->wfd, buf, n, static_cast<off_t>(start + done)) == static_cast<ssize_t>(n);
+      ok = WriteAll(seg->wfd, absl::string_view(buf, n), start + done);
       done += n;
     }
     ok = ok && fdatasync(seg->fd) == 0;

@@ -1,10 +1,14 @@
 #include "services/audit/log_audit_store.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -1003,6 +1007,52 @@ TEST_F(LogStoreTest, RejectsEventWithoutIdAndWritesNothing) {
   VerifyResult v = Verify();
   EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
   EXPECT_EQ(v.events_checked, 4u);
+}
+
+// A volume that fills in the middle of a write (RLIMIT_FSIZE stands in for it: the
+// write is cut short, then the next one fails with EFBIG) is reported with the
+// failing call's errno, never a stale one, and leaves the log whole: the batch is
+// taken back and not remembered, and later batches continue the chain.
+TEST_F(LogStoreTest, AWriteCutShortByAFullVolumeSaysWhyAndLeavesTheLogWhole) {
+  for (bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct" : "buffered");
+    options_.dir = FreshDir();
+    options_.direct_io = direct;
+    stored_.clear();
+    ASSERT_NO_FATAL_FAILURE(Open());
+    ASSERT_NO_FATAL_FAILURE(AppendRange(1, 5));
+    const std::vector<Frame> frames = ParseSegment(ReadFile(SegPath(1)));
+    ASSERT_EQ(frames.size(), 5u);
+    const uint64_t end = frames.back().offset + frames.back().size;
+    std::vector<AuditEvent> big;  // ~25 KB: more than the one block allowed below
+    for (uint64_t i = 6; i <= 105; ++i) big.push_back(MakeEvent(i));
+
+    struct rlimit old_limit {};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    struct rlimit limit = old_limit;
+    limit.rlim_cur = end - end % 4096 + 4096;
+    void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
+    errno = ETIMEDOUT;  // what a stale errno would say
+    auto r = store_->Append(&big);
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    std::signal(SIGXFSZ, old_handler);
+
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_NE(r.status().message().find(std::strerror(EFBIG)), absl::string_view::npos)
+        << r.status();
+    EXPECT_EQ(r.status().message().find(std::strerror(ETIMEDOUT)), absl::string_view::npos)
+        << r.status();
+    EXPECT_EQ(Head().sequence, 5u);
+    ASSERT_NO_FATAL_FAILURE(AppendRange(6, 10));  // same ids: none was remembered
+    ASSERT_NO_FATAL_FAILURE(Open());
+    VerifyResult v = Verify();
+    EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+    EXPECT_EQ(v.events_checked, 10u);
+    ASSERT_NO_FATAL_FAILURE(ExpectHolds(1));
+    Close();
+  }
 }
 
 // ---------------------------------------------------------------------------

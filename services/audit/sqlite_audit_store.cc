@@ -91,12 +91,10 @@ constexpr char kEventColumns[] =
     "request_id, duration_s, duration_nanos, attributes, prev_hash, hash, encoding";
 
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
-  const int code = sqlite3_extended_errcode(db);
-  std::string msg = absl::StrCat("audit store: ", what, ": ", sqlite3_errmsg(db));
-  if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) {
-    return absl::UnavailableError(msg);
-  }
-  return absl::InternalError(msg);
+  return SqliteStatus(sqlite3_extended_errcode(db),
+                      absl::StrCat("audit store: ", what, ": ", sqlite3_errmsg(db)),
+                      "free space on the audit database's volume, or prune it with "
+                      "audit.retention_*; commits are retried meanwhile");
 }
 
 // RAII prepared statement with 1-based binds and 0-based column reads.

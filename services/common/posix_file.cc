@@ -15,6 +15,10 @@ bool WriteAll(int fd, absl::string_view data, uint64_t offset) {
       if (errno == EINTR) continue;
       return false;
     }
+    if (n == 0) {  // no progress and no error: do not spin
+      errno = EIO;
+      return false;
+    }
     data.remove_prefix(static_cast<size_t>(n));
     offset += static_cast<uint64_t>(n);
   }

@@ -17,7 +17,8 @@ namespace iotauth::posix_file {
 using ErrnoError = absl::Status (*)(absl::string_view what, absl::string_view path);
 
 // pwrite()s all of `data` at `offset`, retrying on EINTR and short writes. False
-// with errno set otherwise.
+// with errno set otherwise (a short write on a full disk is followed by the call
+// that fails with ENOSPC; a call that writes nothing without an error is EIO).
 bool WriteAll(int fd, absl::string_view data, uint64_t offset);
 
 // Everything from `fd`'s position to its end. `path` names it in errors.

@@ -1,9 +1,15 @@
-// Process-wide SQLite settings, applied once before the first connection opens.
+// Process-wide SQLite settings, applied once before the first connection opens; and
+// how an SQLite failure becomes a status.
 #pragma once
 
 #include <sqlite3.h>
 
 #include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace iotauth {
 
@@ -14,6 +20,22 @@ namespace iotauth {
 inline void ConfigureSqliteOnce() {
   static std::once_flag once;
   std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
+// Maps an SQLite result code (primary or extended) and its message: lock contention
+// (another process holding the file past the busy timeout) is UNAVAILABLE; a full
+// disk (or a database at its page limit) RESOURCE_EXHAUSTED, with `full_hint` (what
+// to do) after the message; anything else INTERNAL.
+inline absl::Status SqliteStatus(int code, absl::string_view msg, absl::string_view full_hint) {
+  switch (code & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(msg);
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(absl::StrCat(msg, " (", full_hint, ")"));
+    default:
+      return absl::InternalError(msg);
+  }
 }
 
 }  // namespace iotauth

@@ -83,25 +83,24 @@ class Db {
   // process holding the file past the busy timeout) is UNAVAILABLE, a full disk
   // RESOURCE_EXHAUSTED, anything else INTERNAL.
   absl::Status Error(absl::string_view what) {
-    std::string msg = absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db_));
-    switch (sqlite3_errcode(db_) & 0xff) {
-      case SQLITE_BUSY:
-      case SQLITE_LOCKED:
-        return absl::UnavailableError(msg);
-      case SQLITE_FULL:
-        return absl::ResourceExhaustedError(msg);
-      default:
-        return absl::InternalError(msg);
-    }
+    return FromCode(sqlite3_errcode(db_),
+                    absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db_)));
   }
+  // Statements run in one go (BEGIN, COMMIT, schema changes): mapped as Error().
   absl::Status Exec(const char* sql) {
     char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err != nullptr ? err : "unknown error";
+    const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
       sqlite3_free(err);
-      return absl::InternalError(absl::StrCat("sqlite: ", msg));
+      return FromCode(rc, absl::StrCat("sqlite: ", msg));
     }
     return absl::OkStatus();
+  }
+  static absl::Status FromCode(int code, absl::string_view msg) {
+    return SqliteStatus(code, msg,
+                        "free space on the volume holding the registry database; nothing of "
+                        "this change was written");
   }
   absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql) {
     auto it = cache_.find(sql);
