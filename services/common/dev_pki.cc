@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/posix_file.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth {
@@ -116,11 +117,14 @@ absl::Status WriteFile(const std::string& path, const std::string& data, mode_t 
     return absl::InternalError(absl::StrCat("cannot write '", tmp, "': ", std::strerror(errno),
                                             " (check that the data directory is writable)"));
   }
-  ssize_t n = ::write(fd, data.data(), data.size());
-  bool ok = n == static_cast<ssize_t>(data.size()) && ::fsync(fd) == 0;
+  const bool ok = posix_file::WriteAll(fd, data, 0) && ::fsync(fd) == 0;
+  const int err = errno;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot write '", path, "': ", std::strerror(errno)));
+    const int why = ok ? errno : err;
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot write '", path, "': ", std::strerror(why),
+                                            " (check the data directory's free space)"));
   }
   return absl::OkStatus();
 }

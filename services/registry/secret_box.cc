@@ -216,9 +216,10 @@ absl::StatusOr<std::string> CreateMasterKeyFile(const std::string& path) {
     ssize_t n = ::write(fd, text.data() + off, text.size() - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
       ::close(fd);
       ::unlink(path.c_str());
-      return absl::InternalError(absl::StrCat("cannot write ", path));
+      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
     }
     off += static_cast<size_t>(n);
   }
