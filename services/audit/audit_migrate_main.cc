@@ -7,20 +7,38 @@
 // the copy's head equals the old log's; the old file is left as it was.
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "services/audit/migrate.h"
 #include "services/audit/sqlite_audit_store.h"
+#include "services/common/posix_file.h"
 
 int main(int argc, char** argv) {
   using iotauth::audit::LogAuditStore;
   using iotauth::audit::SqliteAuditStore;
+  using iotauth::posix_file::FileLock;
   if (argc < 3 || argc > 4) {
     std::fprintf(stderr,
                  "usage: audit_migrate <data_dir>/audit.db <data_dir>/audit [events_per_segment]\n"
                  "Copies an SQLite audit log into a new segment log (stop iotauthd first).\n");
     return 2;
+  }
+  // The locks iotauthd holds on both stores: refused while a server runs on them.
+  std::vector<std::unique_ptr<FileLock>> locks;
+  for (const auto& [path, what] :
+       {std::pair<std::string, std::string>{argv[1], "the audit database"},
+        {argv[2], "the segment log"}}) {
+    auto lock = FileLock::Acquire(path + ".lock", absl::StrCat(what, " ", path));
+    if (!lock.ok()) {
+      std::fprintf(stderr, "audit_migrate: %s\n", std::string(lock.status().message()).c_str());
+      return 1;
+    }
+    locks.push_back(*std::move(lock));
   }
   SqliteAuditStore::Options so;
   so.path = argv[1];

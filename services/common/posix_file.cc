@@ -1,10 +1,16 @@
 #include "services/common/posix_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace iotauth::posix_file {
 
@@ -50,5 +56,42 @@ absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool s
   if (!st.ok()) unlink(tmp.c_str());
   return st;
 }
+
+absl::StatusOr<std::unique_ptr<FileLock>> FileLock::Acquire(const std::string& path,
+                                                            absl::string_view what) {
+  const int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    const int err = errno;
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open the lock file ", path, ": ", std::strerror(err)));
+  }
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EINTR) continue;
+    std::string holder;
+    if (err == EWOULDBLOCK) {
+      char buf[32] = {};
+      const ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+      int64_t pid = 0;
+      if (n > 0 && absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buf, n)), &pid)) {
+        holder = absl::StrCat(" (pid ", pid, ")");
+      }
+    }
+    close(fd);
+    if (err != EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot lock ", path, ": ", std::strerror(err)));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " is in use by another process", holder, ", which holds ", path,
+        ": stop that process, or give this one storage of its own (one process per store)"));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  // The pid only names the holder in refusals; the lock holds without it.
+  if (ftruncate(fd, 0) == 0) WriteAll(fd, pid, 0);
+  return std::unique_ptr<FileLock>(new FileLock(path, fd));
+}
+
+FileLock::~FileLock() { close(fd_); }  // releases the lock; the file stays
 
 }  // namespace iotauth::posix_file

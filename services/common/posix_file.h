@@ -1,10 +1,13 @@
 // Small POSIX file helpers shared by the on-disk stores (the audit segment log and
-// the audit shutdown spool): retried writes, reading to the end, and the
-// temporary-file-then-rename replacement with its fsyncs.
+// the audit shutdown spool): retried writes, reading to the end, the
+// temporary-file-then-rename replacement with its fsyncs, and the lock that keeps a
+// store to one process.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -29,5 +32,27 @@ absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError
 // temporary file is removed on failure.
 absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd,
                          ErrnoError error);
+
+// An exclusive advisory lock (flock) on `path`, created when missing, held until
+// the object is destroyed or the process ends (kill -9 included). The holder writes
+// its pid into the file, so that a refused process can name it.
+class FileLock {
+ public:
+  // FAILED_PRECONDITION when another process (or another FileLock in this one)
+  // holds it, naming the holder's pid when the file gives one; the error of open()
+  // otherwise. `what` names the guarded thing in the message ("audit log ...").
+  static absl::StatusOr<std::unique_ptr<FileLock>> Acquire(const std::string& path,
+                                                           absl::string_view what);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  FileLock(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::string path_;
+  int fd_;
+};
 
 }  // namespace iotauth::posix_file

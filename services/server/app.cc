@@ -13,6 +13,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -29,6 +32,7 @@
 #include "services/common/crypto.h"
 #include "services/common/dev_pki.h"
 #include "services/common/log.h"
+#include "services/common/posix_file.h"
 #include "services/common/proto_time.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
@@ -490,6 +494,17 @@ class EmbeddedApp final : public App {
     }
   }
 
+  // One process per store: a second server on the same files would overwrite the
+  // first one's audit events with its own (each keeps the chain's head in memory),
+  // and neither's identity cache would see the other's registry writes. The lock is
+  // `path`.lock, held for the process's life.
+  absl::Status LockStore(const std::string& path, absl::string_view what) {
+    auto lock = posix_file::FileLock::Acquire(path + ".lock", what);
+    if (!lock.ok()) return lock.status();
+    store_locks_.push_back(*std::move(lock));
+    return absl::OkStatus();
+  }
+
   absl::Status InitAudit(const Clock* clock) {
     audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
     const auto& ac = config_.audit();
@@ -501,6 +516,7 @@ class EmbeddedApp final : public App {
         so.path = AuditDbPath(config_);
         so.clock = clock;
         so.yield_every_events = ac.writer_yield_every();
+        IOTAUTH_RETURN_IF_ERROR(LockStore(so.path, absl::StrCat("the audit database ", so.path)));
         auto store = audit::SqliteAuditStore::Open(so);
         if (!store.ok()) {
           return {store.status().code(),
@@ -523,6 +539,7 @@ class EmbeddedApp final : public App {
         if (config_.storage().audit_segment_events() != 0) {
           lo.events_per_segment = static_cast<uint64_t>(config_.storage().audit_segment_events());
         }
+        IOTAUTH_RETURN_IF_ERROR(LockStore(lo.dir, absl::StrCat("the audit log ", lo.dir)));
         auto store = audit::LogAuditStore::Open(lo);
         if (!store.ok()) {
           return {store.status().code(),
@@ -641,6 +658,7 @@ class EmbeddedApp final : public App {
     so.path = RegistryDbPath(config_);
     so.secret_box = box;
     so.clock = clock;
+    IOTAUTH_RETURN_IF_ERROR(LockStore(so.path, absl::StrCat("the registry database ", so.path)));
     auto store = registry::SqliteStore::Open(so);
     if (!store.ok()) {
       return {store.status().code(),
@@ -784,6 +802,8 @@ class EmbeddedApp final : public App {
   };
 
   ServerConfig config_;
+  // Released last, after every store is closed.
+  std::vector<std::unique_ptr<posix_file::FileLock>> store_locks_;
   std::shared_ptr<prometheus::Registry> metrics_;
   std::unique_ptr<CallerResolver> resolver_;
   std::string internal_token_;

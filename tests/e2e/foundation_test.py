@@ -194,6 +194,48 @@ class BadConfigTest(unittest.TestCase):
         self.assertEqual(server.stop(), 0, server.log())
 
 
+class OneProcessPerStoreTest(unittest.TestCase):
+    def test_a_second_server_on_the_same_stores_is_refused(self):
+        # Two servers on one audit log would overwrite each other's events (each
+        # keeps the chain's head in memory), and neither would see the other's
+        # registry writes. The second is refused and told who holds the store.
+        first = h.Server().start()
+        ch = first.channel(role="admin")
+        h.call(ch, "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+               {"tenant": {"id": "one", "hub_host": "one.example.net"}})
+        p = subprocess.run([h.runfile("services/server/iotauthd"), "--data_dir=" + first.data_dir,
+                            "--set=grpc.address=127.0.0.1:0", "--set=metrics.address="],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn("in use by another process (pid %d)" % first.proc.pid, p.stderr)
+        # Only the registry, on a data dir of its own: refused on the registry's lock.
+        elsewhere = tempfile.mkdtemp(prefix="iotauth-second-")
+        p = subprocess.run([h.runfile("services/server/iotauthd"), "--data_dir=" + elsewhere,
+                            "--set=storage.registry_db=" + os.path.join(first.data_dir, "registry.db"),
+                            "--set=storage.master_key_file=" + os.path.join(first.data_dir, "master.key"),
+                            "--set=grpc.address=127.0.0.1:0", "--set=metrics.address="],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn("the registry database", p.stderr)
+        self.assertIn("(pid %d)" % first.proc.pid, p.stderr)
+        # The first server's log is untouched: its events are all there and verify.
+        h.call(ch, "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+               {"tenant": {"id": "two", "hub_host": "two.example.net"}})
+        audit = first.channel(role="admin")
+        deadline = time.time() + 10
+        while True:
+            v = h.call(audit, "iotauth.audit.v1.AuditLog/Verify", {})
+            if v.events_checked >= 2 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertTrue(v.ok, v)
+        self.assertGreaterEqual(v.events_checked, 2)
+        # A lock dies with its holder (kill -9 included): the next server starts.
+        first.kill9()
+        again = h.Server(data_dir=first.data_dir).start()
+        self.assertEqual(again.stop(), 0, again.log())
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_under_load_drains_and_exits_zero(self):
         server = h.Server().start()

@@ -1,0 +1,104 @@
+#include "services/common/posix_file.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace iotauth::posix_file {
+namespace {
+
+std::string TempPath(absl::string_view name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name, ".", getpid());
+}
+
+// A write cut short (here by RLIMIT_FSIZE, as by a full volume) is continued, and
+// the call that then fails gives its own errno.
+TEST(WriteAllTest, AShortWriteIsContinuedAndTheFailureHasItsOwnErrno) {
+  const std::string path = TempPath("short");
+  const int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WriteAll(fd, std::string(1000, 'a'), 0));
+  struct rlimit old_limit {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  struct rlimit limit = old_limit;
+  limit.rlim_cur = 3000;
+  void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
+  errno = ETIMEDOUT;
+  const bool ok = WriteAll(fd, std::string(5000, 'b'), 1000);
+  const int err = errno;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(err, EFBIG);
+  EXPECT_EQ(lseek(fd, 0, SEEK_END), 3000) << "the part that fit was written";
+  close(fd);
+  unlink(path.c_str());
+}
+
+TEST(FileLockTest, OneHolderAtATimeAndTheRefusalNamesIt) {
+  const std::string path = TempPath("lock");
+  auto first = FileLock::Acquire(path, "the test store");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = FileLock::Acquire(path, "the test store");
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(absl::StrCat("the test store is in use by another "
+                                                        "process (pid ",
+                                                        getpid(), ")")),
+            absl::string_view::npos)
+      << second.status();
+  EXPECT_NE(second.status().message().find(path), absl::string_view::npos) << second.status();
+  first->reset();
+  auto third = FileLock::Acquire(path, "the test store");
+  EXPECT_TRUE(third.ok()) << third.status();
+  third->reset();
+  unlink(path.c_str());
+}
+
+// Held by another process until it dies, kill -9 included.
+TEST(FileLockTest, AnotherProcessHoldsItUntilItIsKilled) {
+  const std::string path = TempPath("lock-child");
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(ready[0]);
+    auto lock = FileLock::Acquire(path, "x");
+    const char c = lock.ok() ? '1' : '0';
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  ASSERT_EQ(c, '1');
+  auto refused = FileLock::Acquire(path, "the test store");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(absl::StrCat("(pid ", child, ")")),
+            absl::string_view::npos)
+      << refused.status();
+  kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  auto after = FileLock::Acquire(path, "the test store");
+  EXPECT_TRUE(after.ok()) << after.status();
+  after->reset();
+  unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace iotauth::posix_file
