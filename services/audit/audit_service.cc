@@ -184,6 +184,13 @@ grpc::Status AuditService::Watch(grpc::ServerContext* context, const v1::WatchRe
                                  grpc::ServerWriter<v1::AuditEvent>* writer) {
   const Caller caller = options_.caller_resolver->Resolve(*context);
   if (absl::Status s = RequireRole(caller, Role::kReader); !s.ok()) return ToGrpcStatus(s);
+  const StreamSlots::Slot slot(&watch_slots_);
+  if (!slot.ok()) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("too many Watch streams open (", watch_slots_.capacity(),
+                         "): cancel idle ones (a client that reconnects should cancel its old "
+                         "stream first), then retry")};
+  }
   EventFilter filter;
   filter.tenant_id = request->tenant_id();
   filter.device_id = request->device_id();

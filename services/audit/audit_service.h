@@ -14,6 +14,7 @@
 #include "services/audit/commit_notifier.h"
 #include "services/common/caller.h"
 #include "services/common/clock.h"
+#include "services/common/stream_slots.h"
 
 namespace iotauth::audit {
 
@@ -36,6 +37,9 @@ class AuditService final : public iotauth::audit::v1::AuditLog::Service {
     int watch_batch = 256;
     // Largest IngestRequest accepted (events).
     int max_ingest_batch = 1000;
+    // Watch streams open at once; more are refused with RESOURCE_EXHAUSTED (each
+    // holds a server thread while open; see stream_slots.h).
+    int max_watch_streams = 256;
   };
 
   // INVALID_ARGUMENT when a required collaborator is missing.
@@ -69,8 +73,10 @@ class AuditService final : public iotauth::audit::v1::AuditLog::Service {
   absl::StatusOr<iotauth::audit::v1::Checkpoint> RunGetCheckpoint(bool create) const;
 
  private:
-  explicit AuditService(const Options& options) : options_(options) {}
+  explicit AuditService(const Options& options)
+      : options_(options), watch_slots_(options.max_watch_streams) {}
   const Options options_;
+  StreamSlots watch_slots_;
 };
 
 // QueryRequest filters as an EventFilter (page token and size excluded).

@@ -86,6 +86,7 @@ class AuditServiceTest : public ::testing::Test {
     o.notifier = &notifier_;
     o.caller_resolver = &resolver_;
     o.clock = &clock_;
+    o.max_watch_streams = max_watch_streams_;
     auto service = AuditService::Create(o);
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = std::move(*service);
@@ -105,6 +106,7 @@ class AuditServiceTest : public ::testing::Test {
     ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
   }
 
+  int max_watch_streams_ = 256;
   FakeClock clock_;
   std::unique_ptr<LogAuditStore> store_;
   CommitNotifier notifier_;
@@ -214,6 +216,60 @@ TEST_F(AuditServiceTest, WatchFromNowWithFilter) {
   EXPECT_EQ(e.event_id(), "e7");
   ctx.TryCancel();
   while (reader->Read(&e)) {
+  }
+}
+
+// Each Watch holds a server thread while open: past the cap the next is refused
+// with RESOURCE_EXHAUSTED, and a cancelled stream frees its slot.
+class AuditServiceWatchCapTest : public AuditServiceTest {
+ protected:
+  AuditServiceWatchCapTest() { max_watch_streams_ = 2; }
+};
+
+TEST_F(AuditServiceWatchCapTest, RefusesWatchStreamsPastTheCapUntilOneEnds) {
+  RecordAndFlush(1, 1);
+  struct Open {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::AuditEvent>> reader;
+  };
+  auto open = [&](Open* w) {
+    w->ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
+    w->reader = stub_->Watch(&w->ctx, v1::WatchRequest());
+  };
+  Open a, b, c;
+  open(&a);
+  open(&b);
+  v1::AuditEvent e;
+  ASSERT_TRUE(a.reader->Read(&e));  // both hold their slots now
+  ASSERT_TRUE(b.reader->Read(&e));
+  open(&c);
+  EXPECT_FALSE(c.reader->Read(&e));
+  grpc::Status refused = c.reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("too many Watch streams open (2)"), std::string::npos)
+      << refused.error_message();
+  a.ctx.TryCancel();
+  while (a.reader->Read(&e)) {
+  }
+  a.reader->Finish();
+  // The server notices the cancellation within its poll interval.
+  grpc::StatusCode code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+  for (int attempt = 0; attempt < 100 && code == grpc::StatusCode::RESOURCE_EXHAUSTED; ++attempt) {
+    Open d;
+    open(&d);
+    if (d.reader->Read(&e)) {
+      code = grpc::StatusCode::OK;
+      d.ctx.TryCancel();
+      while (d.reader->Read(&e)) {
+      }
+    } else {
+      code = d.reader->Finish().error_code();
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+  EXPECT_EQ(code, grpc::StatusCode::OK) << "the cancelled stream's slot was not freed";
+  b.ctx.TryCancel();
+  while (b.reader->Read(&e)) {
   }
 }
 

@@ -1223,6 +1223,15 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   IOTAUTH_RETURN_IF_ERROR(
       RequireRole(caller, req.tenant_id().empty() ? Role::kAdmin : Role::kReader));
   if (!req.tenant_id().empty()) IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
+  const StreamSlots::Slot slot(&watch_slots_);
+  if (!slot.ok()) {
+    return WithReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "too many WatchChanges streams open (", watch_slots_.capacity(),
+            "): cancel idle ones (a client that reconnects should cancel its old stream first), "
+            "then retry")),
+        "TOO_MANY_STREAMS");
+  }
   int64_t cursor = 0;
   if (req.cursor().empty()) {
     cursor = options_.store->LatestCursor();

@@ -17,6 +17,7 @@
 #include "services/audit/sink_interface.h"
 #include "services/common/caller.h"
 #include "services/common/clock.h"
+#include "services/common/stream_slots.h"
 #include "services/registry/store.h"
 
 namespace iotauth::registry {
@@ -42,6 +43,10 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     absl::Duration watch_poll_interval = absl::Milliseconds(100);
     // Change events read per store call by WatchChanges.
     int32_t watch_batch_size = 500;
+    // WatchChanges streams open at once; more are refused with RESOURCE_EXHAUSTED
+    // (each holds a server thread while open; see stream_slots.h). Each identity
+    // process in split mode keeps one.
+    int max_watch_streams = 256;
     // The store's current SecretBox (new primary key plus previous keys), passed to
     // RegistryStore::RewrapSecrets. Optional: when null, RewrapSecrets answers
     // FAILED_PRECONDITION.
@@ -183,7 +188,8 @@ class RegistryService final : public v1::DeviceRegistry::Service {
                                v1::RewrapSecretsProgress* final_progress = nullptr) const;
 
  private:
-  explicit RegistryService(Options options) : options_(std::move(options)) {}
+  explicit RegistryService(Options options)
+      : options_(std::move(options)), watch_slots_(options_.max_watch_streams) {}
 
   Caller ResolveCaller(grpc::ServerContext* ctx) const;
   // Records an ADMIN_MUTATION event (never a secret).
@@ -193,6 +199,7 @@ class RegistryService final : public v1::DeviceRegistry::Service {
              std::initializer_list<std::pair<const char*, std::string>> extra = {}) const;
 
   Options options_;
+  mutable StreamSlots watch_slots_;  // taken by DoWatchChanges
 };
 
 }  // namespace iotauth::registry

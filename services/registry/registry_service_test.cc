@@ -666,6 +666,37 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
   EXPECT_EQ(svc_->DoWatchChanges(reader, replay, bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Each WatchChanges holds a server thread while open: past the cap the next is
+// refused with RESOURCE_EXHAUSTED, and an ended stream frees its slot.
+TEST_F(RegistryServiceTest, WatchChangesPastTheCapIsRefusedUntilOneEnds) {
+  RegistryService::Options o;
+  o.store = store_.get();
+  o.clock = &clock_;
+  o.audit = &audit_;
+  o.caller_resolver = &resolver_;
+  o.max_watch_streams = 1;
+  auto svc = RegistryService::Create(o);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  const Caller admin = Authenticated(kAdmin);
+  VectorSink<v1::ChangeEvent> first;
+  absl::Status result;
+  std::thread watcher([&] { result = (*svc)->DoWatchChanges(admin, {}, first); });
+  ASSERT_TRUE(first.WaitStarted());
+  VectorSink<v1::ChangeEvent> second;
+  absl::Status refused = (*svc)->DoWatchChanges(admin, {}, second);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_EQ(ReasonOf(refused), "TOO_MANY_STREAMS") << refused;
+  EXPECT_NE(refused.message().find("too many WatchChanges streams open (1)"),
+            absl::string_view::npos)
+      << refused;
+  first.cancelled_ = true;
+  watcher.join();
+  EXPECT_TRUE(result.ok()) << result;
+  VectorSink<v1::ChangeEvent> third;
+  third.cancelled_ = true;  // returns once started
+  EXPECT_TRUE((*svc)->DoWatchChanges(admin, {}, third).ok());
+}
+
 TEST_F(RegistryServiceTest, WatchChangesSendsHeartbeatsWhenAsked) {
   Seed();
   const Caller admin = Authenticated(kAdmin);
