@@ -46,12 +46,8 @@ struct BioFree {
 struct PkeyFree {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
 // ---- Status helpers (messages never carry a secret) ----
 absl::Status Precondition(absl::string_view reason, absl::string_view message) {
@@ -117,11 +113,6 @@ const EVP_MD* DigestFor(EVP_PKEY* key) {
     return EVP_sha384();
   }
   return EVP_sha256();
-}
-
-// Digest of the renewal proof signature: SHA-256, none for Ed25519.
-const EVP_MD* RenewalDigestFor(EVP_PKEY* key) {
-  return EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
 }
 
 absl::StatusOr<PkeyPtr> LoadPrivateKey(absl::string_view pem) {
@@ -838,19 +829,12 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoRenewCertificate(
   unsigned char* der = nullptr;
   int der_len = i2d_X509_REQ(csr.get(), &der);
   if (der_len <= 0) return Internal("i2d_X509_REQ");
-  EVP_PKEY* current_key = X509_get0_pubkey(leaf->x509());
-  MdCtxPtr md(EVP_MD_CTX_new());
-  int ok = 0;
-  if (md && current_key != nullptr &&
-      EVP_DigestVerifyInit(md.get(), nullptr, RenewalDigestFor(current_key), nullptr,
-                           current_key) == 1) {
-    ok = EVP_DigestVerify(
-        md.get(), reinterpret_cast<const unsigned char*>(req.current_key_signature().data()),
-        req.current_key_signature().size(), der, static_cast<size_t>(der_len));
-  }
+  const bool ok = VerifyPossessionSignature(
+      X509_get0_pubkey(leaf->x509()), req.current_key_signature(),
+      absl::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(der_len)));
   OPENSSL_free(der);
   ERR_clear_error();
-  if (ok != 1) {
+  if (!ok) {
     return Denied("BAD_KEY_SIGNATURE",
                   "current_key_signature does not verify with the current certificate's key");
   }

@@ -3,8 +3,11 @@
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
+
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
@@ -125,6 +128,20 @@ absl::StatusOr<std::string> VerifyCsr(X509_REQ* req, const AlgorithmPolicy& poli
   ERR_clear_error();
   if (ok != 1) return Invalid("BAD_CSR_SIGNATURE", "the CSR's signature does not verify");
   return SingleCommonName(X509_REQ_get_subject_name(req));
+}
+
+bool VerifyPossessionSignature(EVP_PKEY* key, absl::string_view signature,
+                               absl::string_view message) {
+  if (key == nullptr) return false;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  const EVP_MD* digest = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
+  const bool ok =
+      md != nullptr && EVP_DigestVerifyInit(md.get(), nullptr, digest, nullptr, key) == 1 &&
+      EVP_DigestVerify(md.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                       message.size()) == 1;
+  ERR_clear_error();
+  return ok;
 }
 
 }  // namespace iotauth::identity::x509

@@ -40,4 +40,11 @@ absl::Status CheckKeyAlgorithm(EVP_PKEY* key, const AlgorithmPolicy& policy);
 // The subject's single commonName as UTF-8, or empty when absent or repeated.
 std::string SingleCommonName(const X509_NAME* name);
 
+// The renewal proof of possession: `signature`, by the holder of `key`, over
+// `message` (the new CSR's DER). SHA-256 with ECDSA (a DER signature) or RSA
+// (PKCS#1 v1.5); Ed25519 signs the message itself. False for anything that does not
+// verify, a malformed or oversized signature included. Thread-safe.
+bool VerifyPossessionSignature(EVP_PKEY* key, absl::string_view signature,
+                               absl::string_view message);
+
 }  // namespace iotauth::identity::x509
