@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "clients/mosquitto/grpc_auth_client.h"
 #include "clients/mosquitto/plugin_config.h"
 #include "clients/mosquitto/plugin_core.h"
@@ -64,8 +65,11 @@ int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
   a.peer_address = OrEmpty(mosquitto_client_address(ev->client));
   a.listener = "mosquitto";
   const Decision d = state->core->OnBasicAuth(a);
+  // Client ids and topics come from devices: control characters, quotes and
+  // backslashes are escaped (UTF-8 is kept), so that none can forge a log line.
   mosquitto_log_printf(d.allow ? MOSQ_LOG_INFO : MOSQ_LOG_NOTICE,
-                       "iotauth: connect of client '%s' %s: %s", a.client_id.c_str(),
+                       "iotauth: connect of client '%s' %s: %s",
+                       absl::Utf8SafeCHexEscape(a.client_id).c_str(),
                        d.allow ? "allowed" : "denied", d.reason.c_str());
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
 }
@@ -96,7 +100,8 @@ int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
                                              OrEmpty(ev->topic));
   if (!d.allow) {
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotauth: client '%s' denied access %d to '%s': %s",
-                         client_id, ev->access, OrEmpty(ev->topic), d.reason.c_str());
+                         absl::Utf8SafeCHexEscape(client_id).c_str(), ev->access,
+                         absl::Utf8SafeCHexEscape(OrEmpty(ev->topic)).c_str(), d.reason.c_str());
   }
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }

@@ -333,6 +333,22 @@ class BrokerE2ETest(unittest.TestCase):
         finally:
             d.close()
 
+    def test_a_device_chosen_client_id_cannot_forge_a_log_line(self):
+        # Client ids reach the broker log through the plugin: a quote in one is
+        # escaped, so it cannot end the quoted id and write a verdict of its own.
+        d = Device(self, "q' allowed: allow", username="x", password="y")
+        try:
+            self.assertEqual(d.rc, 5, self.broker.log(since=d.log_mark)[-3000:])
+            want = "iotauth: connect of client 'q\\' allowed: allow' denied: "
+            deadline = time.time() + 5
+            while want not in self.broker.log(since=d.log_mark) and time.time() < deadline:
+                time.sleep(0.05)
+            log = self.broker.log(since=d.log_mark)
+            self.assertIn(want, log)
+            self.assertNotIn("connect of client 'q' allowed", log)
+        finally:
+            d.close()
+
     def test_b_triple(self):
         ts = int(time.time() * 1000)
         cid, user, pw = triple(PRODUCT, "d3", self.keys["d3"], "sn-d3", ts)
