@@ -236,7 +236,9 @@ TEST_F(AuditServiceWatchCapTest, RefusesWatchStreamsPastTheCapUntilOneEnds) {
     w->ctx.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
     w->reader = stub_->Watch(&w->ctx, v1::WatchRequest());
   };
-  Open a, b, c;
+  Open a;
+  Open b;
+  Open c;
   open(&a);
   open(&b);
   v1::AuditEvent e;
