@@ -22,6 +22,12 @@ using iotauth::registry::v1::DeviceStatus;
 // which can hold a key.
 std::string FirstLine(absl::string_view s) { return std::string(s.substr(0, s.find('\n'))); }
 
+// Spreadsheets ("CSV UTF-8") and some editors start a file with a UTF-8 byte order
+// mark; it is not part of the first column's name (or the first JSON object).
+void StripByteOrderMark(std::string* first_line) {
+  if (absl::StartsWith(*first_line, "\xEF\xBB\xBF")) first_line->erase(0, 3);
+}
+
 }  // namespace
 
 CsvReader::Result CsvReader::Next(std::vector<std::string>* fields, std::string* error) {
@@ -31,6 +37,7 @@ CsvReader::Result CsvReader::Next(std::vector<std::string>* fields, std::string*
   while (true) {
     if (!std::getline(*in_, line)) return Result::kEof;
     record_line_ = next_line_++;
+    if (record_line_ == 1) StripByteOrderMark(&line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (!line.empty()) break;
   }
@@ -348,6 +355,7 @@ absl::StatusOr<DeviceReader::Result> DeviceReader::NextJsonl(Device* d, RowError
   while (true) {
     if (!std::getline(*in_, line)) return Result::kEof;
     line_ = next_jsonl_line_++;
+    if (line_ == 1) StripByteOrderMark(&line);
     if (!absl::StripAsciiWhitespace(line).empty()) break;
   }
   error->line = line_;

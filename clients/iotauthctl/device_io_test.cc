@@ -78,6 +78,28 @@ TEST(CsvReaderTest, MalformedRecordsAndRecovery) {
   EXPECT_EQ(err, "unterminated quoted field");
 }
 
+// "CSV UTF-8" from a spreadsheet starts with a byte order mark and ends lines with
+// CRLF: the header still names device_id, and JSON Lines read the same way.
+TEST(DeviceCsvTest, AByteOrderMarkIsNotPartOfTheHeader) {
+  Read csv = ReadAll(
+      "\xEF\xBB\xBF"
+      "device_id,product_key\r\nb1,pk\r\nb2,pk\r\n",
+      DeviceFileFormat::kCsv);
+  ASSERT_TRUE(csv.fatal.ok()) << csv.fatal;
+  ASSERT_EQ(csv.devices.size(), 2u);
+  EXPECT_EQ(csv.devices[0].device_id(), "b1");
+  EXPECT_EQ(csv.devices[1].product_key(), "pk");
+  EXPECT_TRUE(csv.errors.empty());
+  Read jsonl = ReadAll("\xEF\xBB\xBF{\"deviceId\":\"j1\"}\n{\"deviceId\":\"j2\"}\n",
+                       DeviceFileFormat::kJsonl);
+  ASSERT_TRUE(jsonl.fatal.ok()) << jsonl.fatal;
+  ASSERT_EQ(jsonl.devices.size(), 2u);
+  EXPECT_EQ(jsonl.devices[0].device_id(), "j1");
+  // Only at the very start: elsewhere it is data (and no valid column name).
+  Read later = ReadAll("device_id,\xEF\xBB\xBFproduct_key\nb1,pk\n", DeviceFileFormat::kCsv);
+  EXPECT_FALSE(later.fatal.ok());
+}
+
 TEST(CsvEscapeTest, QuotesOnlyWhenNeeded) {
   EXPECT_EQ(CsvEscape("plain"), "plain");
   EXPECT_EQ(CsvEscape("a,b"), "\"a,b\"");
