@@ -83,15 +83,20 @@ class RegistryServiceTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     resolver_.Set(true, kAdmin);
+    auto svc = RegistryService::Create(ServiceOptions());
+    ASSERT_TRUE(svc.ok()) << svc.status();
+    svc_ = std::move(*svc);
+  }
+
+  // The fixture's collaborators; import batches of 2.
+  RegistryService::Options ServiceOptions() {
     RegistryService::Options o;
     o.store = store_.get();
     o.clock = &clock_;
     o.audit = &audit_;
     o.caller_resolver = &resolver_;
     o.import_batch_size = 2;
-    auto svc = RegistryService::Create(o);
-    ASSERT_TRUE(svc.ok()) << svc.status();
-    svc_ = std::move(*svc);
+    return o;
   }
 
   void Seed() {
@@ -669,11 +674,7 @@ TEST_F(RegistryServiceTest, WatchChangesDeliversPromptlyAndStopsOnCancel) {
 // Each WatchChanges holds a server thread while open: past the cap the next is
 // refused with RESOURCE_EXHAUSTED, and an ended stream frees its slot.
 TEST_F(RegistryServiceTest, WatchChangesPastTheCapIsRefusedUntilOneEnds) {
-  RegistryService::Options o;
-  o.store = store_.get();
-  o.clock = &clock_;
-  o.audit = &audit_;
-  o.caller_resolver = &resolver_;
+  RegistryService::Options o = ServiceOptions();
   o.max_watch_streams = 1;
   auto svc = RegistryService::Create(o);
   ASSERT_TRUE(svc.ok()) << svc.status();
