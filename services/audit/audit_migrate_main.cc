@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   for (const auto& [path, what] :
        {std::pair<std::string, std::string>{argv[1], "the audit database"},
         {argv[2], "the segment log"}}) {
-    auto lock = FileLock::Acquire(path + ".lock", absl::StrCat(what, " ", path));
+    auto lock =
+        FileLock::Acquire(iotauth::posix_file::LockPathFor(path), absl::StrCat(what, " ", path));
     if (!lock.ok()) {
       std::fprintf(stderr, "audit_migrate: %s\n", std::string(lock.status().message()).c_str());
       return 1;

@@ -57,6 +57,11 @@ absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool s
   return st;
 }
 
+std::string LockPathFor(absl::string_view store_path) {
+  while (store_path.size() > 1 && store_path.back() == '/') store_path.remove_suffix(1);
+  return absl::StrCat(store_path, ".lock");
+}
+
 absl::StatusOr<std::unique_ptr<FileLock>> FileLock::Acquire(const std::string& path,
                                                             absl::string_view what) {
   const int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0640);

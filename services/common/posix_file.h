@@ -33,6 +33,11 @@ absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError
 absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd,
                          ErrnoError error);
 
+// The lock file guarding the store at `store_path` (a file or a directory):
+// `store_path` without trailing slashes, then ".lock", so that "/x/audit" and
+// "/x/audit/" name the same lock.
+std::string LockPathFor(absl::string_view store_path);
+
 // An exclusive advisory lock (flock) on `path`, created when missing, held until
 // the object is destroyed or the process ends (kill -9 included). The holder writes
 // its pid into the file, so that a refused process can name it.

@@ -47,6 +47,13 @@ TEST(WriteAllTest, AShortWriteIsContinuedAndTheFailureHasItsOwnErrno) {
   unlink(path.c_str());
 }
 
+TEST(FileLockTest, OneLockPathPerStoreHoweverItIsSpelled) {
+  EXPECT_EQ(LockPathFor("/x/audit"), "/x/audit.lock");
+  EXPECT_EQ(LockPathFor("/x/audit/"), "/x/audit.lock");
+  EXPECT_EQ(LockPathFor("/x/audit//"), "/x/audit.lock");
+  EXPECT_EQ(LockPathFor("registry.db"), "registry.db.lock");
+}
+
 TEST(FileLockTest, OneHolderAtATimeAndTheRefusalNamesIt) {
   const std::string path = TempPath("lock");
   auto first = FileLock::Acquire(path, "the test store");

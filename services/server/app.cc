@@ -497,9 +497,9 @@ class EmbeddedApp final : public App {
   // One process per store: a second server on the same files would overwrite the
   // first one's audit events with its own (each keeps the chain's head in memory),
   // and neither's identity cache would see the other's registry writes. The lock is
-  // `path`.lock, held for the process's life.
+  // `path`.lock (posix_file::LockPathFor), held for the process's life.
   absl::Status LockStore(const std::string& path, absl::string_view what) {
-    auto lock = posix_file::FileLock::Acquire(path + ".lock", what);
+    auto lock = posix_file::FileLock::Acquire(posix_file::LockPathFor(path), what);
     if (!lock.ok()) return lock.status();
     store_locks_.push_back(*std::move(lock));
     return absl::OkStatus();
