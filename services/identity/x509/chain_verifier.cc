@@ -270,8 +270,8 @@ absl::string_view Ia5View(const ASN1_IA5STRING* s) {
 
 // A wildcard dNSName ("*.example.com") matches a name ("bar.example.com") that an
 // excluded subtree one label under its base names, while the wildcard's own text
-// lies outside that subtree; OpenSSL compares the text alone and lets it through (the case of
-// CVE-2025-61727 in Go's verifier). Returns "<SAN> against <subtree>" for the first
+// lies outside that subtree; OpenSSL compares the text alone and lets it through
+// (the case of CVE-2025-61727 in Go's verifier). Returns "<SAN> against <subtree>" for the first
 // wildcard SAN of `leaf` that reaches into an excluded dNSName subtree of a CA in
 // `path`, or "" when none does.
 std::string WildcardIntoExcludedSubtree(X509* leaf, absl::Span<const CertPtr> path) {
@@ -310,7 +310,6 @@ std::string WildcardIntoExcludedSubtree(X509* leaf, absl::Span<const CertPtr> pa
       }
     }
   }
-  ERR_clear_error();
   return "";
 }
 
@@ -446,6 +445,7 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
   if (r.path.size() > 1) {
     const std::string wild =
         WildcardIntoExcludedSubtree(leaf->x509(), absl::MakeConstSpan(r.path).subspan(1));
+    ERR_clear_error();  // an extension that does not decode is simply not looked at
     if (!wild.empty()) {
       r.error_depth = 0;
       r.verdict = Verdict::Deny(
