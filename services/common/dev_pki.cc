@@ -123,8 +123,9 @@ absl::Status WriteFile(const std::string& path, const std::string& data, mode_t 
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int why = ok ? errno : err;
     ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot write '", path, "': ", std::strerror(why),
-                                            " (check the data directory's free space)"));
+    return absl::InternalError(absl::StrCat(
+        "cannot write '", path, "': ", std::strerror(why),
+        why == ENOSPC || why == EDQUOT ? " (free space on the data directory's volume)" : ""));
   }
   return absl::OkStatus();
 }
