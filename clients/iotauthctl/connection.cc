@@ -92,7 +92,7 @@ absl::StatusOr<ConnectionSettings> ResolveConnection(const ConnectionFlags& f,
     return absl::FailedPreconditionError(absl::StrCat(
         "no TLS material: ", path, " does not exist.\n",
         "The server creates a development PKI under its data directory on first start. Either:\n"
-        "  - start the server first (bazel run //services/server:iotauthd) and run iotauthctl\n"
+        "  - start the server first (tools/run.sh) and run iotauthctl\n"
         "    from the same directory, or point --data_dir (env IOTAUTH_DATA_DIR) at its data "
         "directory;\n"
         "  - pass --ca FILE with --cert FILE --key FILE, or --token TOKEN, for a server with its "
@@ -215,7 +215,7 @@ std::string RpcErrorHint(grpc::StatusCode code, const ConnectionSettings& s) {
     case grpc::StatusCode::UNAVAILABLE:
       return absl::StrCat(
           "is the server running at ", s.address,
-          "? Start it (bazel run //services/server:iotauthd) "
+          "? Start it (tools/run.sh) "
           "or pass --address. ",
           s.insecure ? "If the server uses TLS, drop --insecure."
                      : "If the server is plaintext, pass --insecure; if the TLS handshake "
