@@ -182,6 +182,13 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
 absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now) {
   DevPkiPaths p = DevPkiLayout(dir);
   if (::access(p.ca_cert.c_str(), R_OK) == 0) return false;
+  // Split-mode processes started together on one data directory would each make a
+  // CA and overwrite one another's files, leaving certificates of one CA beside the
+  // other's ca.pem. One makes it; the others wait, then find it made.
+  IOTAUTH_ASSIGN_OR_RETURN(std::unique_ptr<posix_file::FileLock> lock,
+                           posix_file::FileLock::Acquire(posix_file::LockPathFor(dir),
+                                                         "the development PKI", /*wait=*/true));
+  if (::access(p.ca_cert.c_str(), R_OK) == 0) return false;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::InternalError(absl::StrCat("cannot create '", dir, "': ", std::strerror(errno)));
   }

@@ -23,7 +23,8 @@ struct DevPkiPaths {
 DevPkiPaths DevPkiLayout(const std::string& dir);
 
 // Creates the PKI if `dir/ca.pem` does not exist yet. Keys are written 0600.
-// Returns whether anything was created.
+// Returns whether anything was created. Processes (or threads) calling it together
+// on one `dir` make one PKI: the first holds `dir`.lock while it writes.
 absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now);
 
 // Reads a whole file (for PEM material).

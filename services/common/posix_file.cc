@@ -63,14 +63,14 @@ std::string LockPathFor(absl::string_view store_path) {
 }
 
 absl::StatusOr<std::unique_ptr<FileLock>> FileLock::Acquire(const std::string& path,
-                                                            absl::string_view what) {
+                                                            absl::string_view what, bool wait) {
   const int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0640);
   if (fd < 0) {
     const int err = errno;
     return absl::FailedPreconditionError(
         absl::StrCat("cannot open the lock file ", path, ": ", std::strerror(err)));
   }
-  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     if (err == EINTR) continue;
     std::string holder;

@@ -46,8 +46,10 @@ class FileLock {
   // FAILED_PRECONDITION when another process (or another FileLock in this one)
   // holds it, naming the holder's pid when the file gives one; the error of open()
   // otherwise. `what` names the guarded thing in the message ("audit log ...").
+  // With `wait`, waits for the holder to let go instead of refusing.
   static absl::StatusOr<std::unique_ptr<FileLock>> Acquire(const std::string& path,
-                                                           absl::string_view what);
+                                                           absl::string_view what,
+                                                           bool wait = false);
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
