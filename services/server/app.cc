@@ -610,6 +610,10 @@ class EmbeddedApp final : public App {
   }
 
   absl::Status InitRegistry(const Clock* clock) {
+    // The store's lock first: a second server is refused before it reads, or makes,
+    // a master key.
+    IOTAUTH_RETURN_IF_ERROR(LockStore(
+        RegistryDbPath(config_), absl::StrCat("the registry database ", RegistryDbPath(config_))));
     std::string key_file = config_.storage().master_key_file().empty()
                                ? absl::StrCat(config_.data_dir(), "/master.key")
                                : config_.storage().master_key_file();
@@ -658,7 +662,6 @@ class EmbeddedApp final : public App {
     so.path = RegistryDbPath(config_);
     so.secret_box = box;
     so.clock = clock;
-    IOTAUTH_RETURN_IF_ERROR(LockStore(so.path, absl::StrCat("the registry database ", so.path)));
     auto store = registry::SqliteStore::Open(so);
     if (!store.ok()) {
       return {store.status().code(),
