@@ -48,6 +48,7 @@ TEST(DevPkiTest, CallersTogetherMakeOnePki) {
   constexpr int kCallers = 4;
   std::vector<absl::StatusOr<bool>> made(kCallers, false);
   std::vector<std::thread> callers;
+  callers.reserve(kCallers);
   for (int i = 0; i < kCallers; ++i) {
     callers.emplace_back([&made, &dir, i] { made[i] = EnsureDevPki(dir, absl::Now()); });
   }
