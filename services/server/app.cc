@@ -273,6 +273,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
   const bool dev = c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_DEV_PKI ||
                    c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_UNSPECIFIED;
   if (dev) {
+    // This process may call out before its own server made the development PKI, and
+    // a peer started at the same moment may be making it: wait for it, or make it.
+    IOTAUTH_RETURN_IF_ERROR(EnsureDevPki(DevPkiDir(c), absl::Now()).status());
     DevPkiPaths p = DevPkiLayout(DevPkiDir(c));
     if (ca.empty()) ca = p.ca_cert;
     if (cert.empty() && bearer_token->empty()) {

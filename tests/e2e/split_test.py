@@ -9,6 +9,7 @@ import hmac
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import unittest
 import urllib.parse
@@ -135,6 +136,57 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class StartedTogetherTest(unittest.TestCase):
+    def test_three_processes_started_at_once_on_a_fresh_data_dir(self):
+        # As a service manager or compose file starts them: no order, one new data
+        # dir. They share its development PKI; the ones that call out (registry to
+        # audit, identity to both) must not read it before anyone has made it, and
+        # they must not make one each.
+        data_dir = tempfile.mkdtemp(prefix="iotauth-together-")
+        ports = {name: free_port() for name in ("audit", "registry", "identity")}
+        addr = {name: "127.0.0.1:%d" % port for name, port in ports.items()}
+        specs = {
+            "audit": ("audit_server", []),
+            "registry": ("registry_server", ["--set=audit.remote_address=" + addr["audit"]]),
+            "identity": ("identity_server", ["--set=registry_address=" + addr["registry"],
+                                             "--set=audit.remote_address=" + addr["audit"]]),
+        }
+        servers = {}
+        for name, (binary, args) in specs.items():
+            server = h.Server("services/server/" + binary, data_dir=data_dir,
+                              args=args + ["--set=grpc.address=" + addr[name]])
+            server.log_path = os.path.join(data_dir, name + ".log")
+            server.log_file = open(server.log_path, "wb")
+            servers[name] = server
+        try:
+            for server in servers.values():  # all at once, then wait for each
+                server.proc = subprocess.Popen([server.binary] + server.args,
+                                               stdout=subprocess.PIPE, stderr=server.log_file,
+                                               env=server.env)
+            for name, server in servers.items():
+                server.grpc_port = ports[name]
+                deadline = time.time() + 30
+                while '"msg":"serving"' not in server.log():
+                    self.assertIsNone(server.proc.poll(), "%s exited:\n%s" % (name, server.log()))
+                    self.assertLess(time.time(), deadline, server.log())
+                    time.sleep(0.05)
+            ch = servers["identity"].channel(role=None)
+            deadline = time.time() + 20
+            while True:
+                status = h.to_dict(h.call(ch, "grpc.health.v1.Health/Check", {})).get("status")
+                if status == "SERVING" or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(status, "SERVING", servers["identity"].log())
+            # One PKI: the registry's certificate verifies against the CA the others use.
+            h.call(servers["registry"].channel("admin"), "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+                   {"tenant": {"id": "tg", "hub_host": "tg.example.net"}})
+        finally:
+            for server in servers.values():
+                if server.proc:
+                    server.stop()
 
 
 class LoadingTest(unittest.TestCase):
