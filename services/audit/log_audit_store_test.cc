@@ -1,12 +1,10 @@
 #include "services/audit/log_audit_store.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -33,6 +31,7 @@
 #include "services/audit/canonical.h"
 #include "services/audit/chain_check.h"
 #include "services/common/clock.h"
+#include "services/common/scoped_file_size_limit.h"
 
 namespace iotauth::audit {
 namespace {
@@ -1027,16 +1026,13 @@ TEST_F(LogStoreTest, AWriteCutShortByAFullVolumeSaysWhyAndLeavesTheLogWhole) {
     std::vector<AuditEvent> big;  // ~25 KB: more than the one block allowed below
     for (uint64_t i = 6; i <= 105; ++i) big.push_back(MakeEvent(i));
 
-    struct rlimit old_limit {};
-    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
-    struct rlimit limit = old_limit;
-    limit.rlim_cur = end - end % 4096 + 4096;
-    void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
-    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
-    errno = ETIMEDOUT;  // what a stale errno would say
-    auto r = store_->Append(&big);
-    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
-    std::signal(SIGXFSZ, old_handler);
+    absl::StatusOr<std::vector<AppendedEvent>> r;
+    {
+      const iotauth::testing::ScopedFileSizeLimit limit(end - end % 4096 + 4096);
+      ASSERT_TRUE(limit.ok());
+      errno = ETIMEDOUT;  // what a stale errno would say
+      r = store_->Append(&big);
+    }
 
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();

@@ -17,6 +17,7 @@
 #include <memory>
 #include <sstream>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/posix_file.h"
 #include "services/common/status_macros.h"
@@ -110,24 +111,18 @@ absl::StatusOr<X509Ptr> MakeCert(const CertSpec& spec, EVP_PKEY* key, X509* issu
   return cert;
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& data, mode_t mode) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot write '", tmp, "': ", std::strerror(errno),
-                                            " (check that the data directory is writable)"));
-  }
-  const bool ok = posix_file::WriteAll(fd, data, 0) && ::fsync(fd) == 0;
+// How a development PKI file that cannot be written is reported (an ErrnoError of
+// posix_file::ReplaceFile): what failed on which file, and what to check.
+absl::Status PkiFileError(absl::string_view what, absl::string_view path) {
   const int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int why = ok ? errno : err;
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat(
-        "cannot write '", path, "': ", std::strerror(why),
-        why == ENOSPC || why == EDQUOT ? " (free space on the data directory's volume)" : ""));
+  const char* hint = "";
+  if (err == ENOSPC || err == EDQUOT) {
+    hint = " (free space on the data directory's volume)";
+  } else if (err == EACCES || err == EROFS) {
+    hint = " (check that the data directory is writable)";
   }
-  return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat("cannot ", what, " '", path, "': ", std::strerror(err), hint));
 }
 
 std::string CertPem(X509* cert) {
@@ -192,6 +187,13 @@ absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::InternalError(absl::StrCat("cannot create '", dir, "': ", std::strerror(errno)));
   }
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return PkiFileError("open", dir);
+  absl::Cleanup close_dir = [dir_fd] { ::close(dir_fd); };
+  // Whole files, each synced with its directory.
+  auto write_file = [dir_fd](const std::string& path, const std::string& data, mode_t mode) {
+    return posix_file::ReplaceFile(path, data, /*sync=*/true, dir_fd, PkiFileError, mode);
+  };
   IOTAUTH_ASSIGN_OR_RETURN(PkeyPtr ca_key, NewEcKey());
   IOTAUTH_ASSIGN_OR_RETURN(
       X509Ptr ca, MakeCert({"iotauth development CA", "", true, false, absl::Hours(24 * 3650)},
@@ -214,12 +216,12 @@ absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now) {
     IOTAUTH_ASSIGN_OR_RETURN(PkeyPtr key, NewEcKey());
     IOTAUTH_ASSIGN_OR_RETURN(X509Ptr cert,
                              MakeCert(leaf.spec, key.get(), ca.get(), ca_key.get(), now));
-    IOTAUTH_RETURN_IF_ERROR(WriteFile(leaf.key_path, KeyPem(key.get()), 0600));
-    IOTAUTH_RETURN_IF_ERROR(WriteFile(leaf.cert_path, CertPem(cert.get()), 0644));
+    IOTAUTH_RETURN_IF_ERROR(write_file(leaf.key_path, KeyPem(key.get()), 0600));
+    IOTAUTH_RETURN_IF_ERROR(write_file(leaf.cert_path, CertPem(cert.get()), 0644));
   }
-  IOTAUTH_RETURN_IF_ERROR(WriteFile(p.ca_key, KeyPem(ca_key.get()), 0600));
+  IOTAUTH_RETURN_IF_ERROR(write_file(p.ca_key, KeyPem(ca_key.get()), 0600));
   // ca.pem last: its presence marks a complete PKI.
-  IOTAUTH_RETURN_IF_ERROR(WriteFile(p.ca_cert, CertPem(ca.get()), 0644));
+  IOTAUTH_RETURN_IF_ERROR(write_file(p.ca_cert, CertPem(ca.get()), 0644));
   return true;
 }
 

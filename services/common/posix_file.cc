@@ -44,9 +44,9 @@ absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError
 }
 
 absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd,
-                         ErrnoError error) {
+                         ErrnoError error, mode_t mode) {
   const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0640);
+  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, mode);
   if (fd < 0) return error("create", tmp);
   const bool ok = WriteAll(fd, data, 0) && (!sync || fsync(fd) == 0);
   absl::Status st = ok ? absl::OkStatus() : error("write", tmp);

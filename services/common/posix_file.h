@@ -4,6 +4,8 @@
 // store to one process.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,11 +29,11 @@ bool WriteAll(int fd, absl::string_view data, uint64_t offset);
 // Everything from `fd`'s position to its end. `path` names it in errors.
 absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error);
 
-// Writes `data` to `path` through `path`.tmp and a rename; with `sync`, the file and
-// then `dir_fd` (the directory holding `path`) are fsynced before it returns. The
-// temporary file is removed on failure.
+// Writes `data` to `path` through `path`.tmp (created with `mode`, before the umask)
+// and a rename; with `sync`, the file and then `dir_fd` (the directory holding
+// `path`) are fsynced before it returns. The temporary file is removed on failure.
 absl::Status ReplaceFile(const std::string& path, absl::string_view data, bool sync, int dir_fd,
-                         ErrnoError error);
+                         ErrnoError error, mode_t mode = 0640);
 
 // The lock file guarding the store at `store_path` (a file or a directory):
 // `store_path` without trailing slashes, then ".lock", so that "/x/audit" and

@@ -1,7 +1,6 @@
 #include "services/common/posix_file.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/common/scoped_file_size_limit.h"
 
 namespace iotauth::posix_file {
 namespace {
@@ -29,17 +29,15 @@ TEST(WriteAllTest, AShortWriteIsContinuedAndTheFailureHasItsOwnErrno) {
   const int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(WriteAll(fd, std::string(1000, 'a'), 0));
-  struct rlimit old_limit {};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
-  struct rlimit limit = old_limit;
-  limit.rlim_cur = 3000;
-  void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
-  errno = ETIMEDOUT;
-  const bool ok = WriteAll(fd, std::string(5000, 'b'), 1000);
-  const int err = errno;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
-  std::signal(SIGXFSZ, old_handler);
+  bool ok = true;
+  int err = 0;
+  {
+    const testing::ScopedFileSizeLimit limit(3000);
+    ASSERT_TRUE(limit.ok());
+    errno = ETIMEDOUT;
+    ok = WriteAll(fd, std::string(5000, 'b'), 1000);
+    err = errno;
+  }
   EXPECT_FALSE(ok);
   EXPECT_EQ(err, EFBIG);
   EXPECT_EQ(lseek(fd, 0, SEEK_END), 3000) << "the part that fit was written";

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
+#include "services/common/posix_file.h"
 
 namespace iotauth::registry {
 namespace {
@@ -211,17 +212,11 @@ absl::StatusOr<std::string> CreateMasterKeyFile(const std::string& path) {
     if (err == EEXIST) return absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
     return absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(err)));
   }
-  size_t off = 0;
-  while (off < text.size()) {
-    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      ::unlink(path.c_str());
-      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
-    }
-    off += static_cast<size_t>(n);
+  if (!posix_file::WriteAll(fd, text, 0)) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
   }
   bool synced = ::fsync(fd) == 0;
   ::close(fd);
