@@ -296,6 +296,13 @@ class LogStoreTest : public ::testing::Test {
     store_ = std::move(*s);
   }
   void Close() { store_.reset(); }
+  // A new, empty log in a directory of its own, written directly or buffered.
+  void OpenFresh(bool direct_io) {
+    options_.dir = FreshDir();
+    options_.direct_io = direct_io;
+    stored_.clear();
+    Open();
+  }
 
   // Appends `events` in batches of `batch`; all must be new. Keeps their stored
   // form in stored_ (index = sequence - 1).
@@ -820,10 +827,7 @@ TEST_F(LogStoreTest, DirectWritesPreallocateTheActiveSegmentAndTrimSealedOnes) {
   options_.events_per_segment = kBlockEvents;
   for (bool direct : {true, false}) {
     SCOPED_TRACE(direct ? "direct" : "buffered");
-    options_.dir = FreshDir();
-    options_.direct_io = direct;
-    stored_.clear();
-    ASSERT_NO_FATAL_FAILURE(Open());
+    ASSERT_NO_FATAL_FAILURE(OpenFresh(direct));
     ASSERT_NO_FATAL_FAILURE(AppendRange(1, kBlockEvents + 10, 333));
     const std::string sealed = ReadFile(SegPath(1));
     const std::string active = ReadFile(SegPath(kBlockEvents + 1));
@@ -1015,10 +1019,7 @@ TEST_F(LogStoreTest, RejectsEventWithoutIdAndWritesNothing) {
 TEST_F(LogStoreTest, AWriteCutShortByAFullVolumeSaysWhyAndLeavesTheLogWhole) {
   for (bool direct : {true, false}) {
     SCOPED_TRACE(direct ? "direct" : "buffered");
-    options_.dir = FreshDir();
-    options_.direct_io = direct;
-    stored_.clear();
-    ASSERT_NO_FATAL_FAILURE(Open());
+    ASSERT_NO_FATAL_FAILURE(OpenFresh(direct));
     ASSERT_NO_FATAL_FAILURE(AppendRange(1, 5));
     const std::vector<Frame> frames = ParseSegment(ReadFile(SegPath(1)));
     ASSERT_EQ(frames.size(), 5u);
