@@ -18,7 +18,8 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
     std::shared_ptr<prometheus::Registry> registry) {
   std::unique_ptr<ServerRunner> runner(new ServerRunner());
-  IOTAUTH_ASSIGN_OR_RETURN(auto creds, BuildServerCredentials(config));
+  IOTAUTH_ASSIGN_OR_RETURN(ServerTls tls, BuildServerCredentials(config));
+  runner->tls_reloader_ = std::move(tls.reloader);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -31,7 +32,7 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   // half that, so timer jitter never counts as a ping strike.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
-  builder.AddListeningPort(config.grpc().address(), creds, &runner->grpc_port_);
+  builder.AddListeningPort(config.grpc().address(), tls.credentials, &runner->grpc_port_);
 
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
   std::vector<std::string> names;
@@ -74,6 +75,7 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
           absl::StrCat("cannot serve metrics on ", config.metrics().address(), ": ", e.what()));
     }
     runner->exposer_->RegisterCollectable(registry);
+    if (runner->tls_reloader_) runner->exposer_->RegisterCollectable(runner->tls_reloader_);
     auto ports = runner->exposer_->GetListeningPorts();
     runner->metrics_port_ = ports.empty() ? 0 : ports[0];
   }

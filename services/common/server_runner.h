@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/grpc_metrics.h"
+#include "services/common/tls_reloader.h"
 
 namespace iotauth {
 
@@ -64,6 +65,8 @@ class ServerRunner {
   std::vector<std::string> names_;
   // Hosted services not yet SERVING (guarded by the caller: start-up only).
   std::vector<std::string> not_serving_;
+  // Declared before server_ so that it outlives it: gRPC reads the files it stages.
+  std::shared_ptr<TlsReloader> tls_reloader_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,6 +1,8 @@
 #include "services/common/server_security.h"
 
 #include <grpcpp/security/auth_context.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_context.h>
 
 #include "absl/strings/match.h"
@@ -27,36 +29,35 @@ uint32_t RolesOf(const google::protobuf::RepeatedPtrField<std::string>& names) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
-    const iotauth::config::v1::ServerConfig& config) {
+absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::ServerConfig& config) {
   const auto& tls = config.grpc().tls();
   TlsMode mode = tls.mode();
   if (mode == iotauth::config::v1::TLS_MODE_INSECURE) {
-    return grpc::InsecureServerCredentials();
+    return ServerTls{grpc::InsecureServerCredentials(), nullptr};
   }
-  std::string cert_file = tls.cert_file();
-  std::string key_file = tls.key_file();
-  std::string ca_file = tls.client_ca_file();
+  TlsSourcePaths paths{tls.cert_file(), tls.key_file(), tls.client_ca_file()};
   if (mode == iotauth::config::v1::TLS_MODE_DEV_PKI ||
       mode == iotauth::config::v1::TLS_MODE_UNSPECIFIED) {
     IOTAUTH_RETURN_IF_ERROR(EnsureDevPki(DevPkiDir(config), absl::Now()).status());
     DevPkiPaths p = DevPkiLayout(DevPkiDir(config));
-    cert_file = p.server_cert;
-    key_file = p.server_key;
-    ca_file = p.ca_cert;
+    paths = {p.server_cert, p.server_key, p.ca_cert};
   }
-  grpc::SslServerCredentialsOptions opts(
-      mode == iotauth::config::v1::TLS_MODE_MTLS
-          ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-          : (ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                             : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY));
-  IOTAUTH_ASSIGN_OR_RETURN(std::string cert, ReadTextFile(cert_file));
-  IOTAUTH_ASSIGN_OR_RETURN(std::string key, ReadTextFile(key_file));
-  opts.pem_key_cert_pairs.push_back({key, cert});
-  if (!ca_file.empty()) {
-    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_root_certs, ReadTextFile(ca_file));
-  }
-  return grpc::SslServerCredentials(opts);
+  TlsReloader::Options options;
+  const std::string& data_dir = config.data_dir();
+  options.staging_root =
+      absl::StrCat(data_dir, absl::EndsWith(data_dir, "/") ? "" : "/", "tls-staging");
+  options.use = "server";
+  IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<TlsReloader> reloader,
+                           TlsReloader::Start(paths, std::move(options)));
+  grpc::experimental::TlsServerCredentialsOptions opts(reloader->provider());
+  opts.watch_identity_key_cert_pairs();
+  if (reloader->has_ca()) opts.watch_root_certs();
+  opts.set_cert_request_type(mode == iotauth::config::v1::TLS_MODE_MTLS
+                                 ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                 : (reloader->has_ca()
+                                        ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                                        : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE));
+  return ServerTls{grpc::experimental::TlsServerCredentials(opts), std::move(reloader)};
 }
 
 std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject) {

@@ -12,12 +12,22 @@
 #include "absl/status/statusor.h"
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/caller.h"
+#include "services/common/tls_reloader.h"
 
 namespace iotauth {
 
-// Builds credentials for `config.grpc.tls` (creating the dev PKI when asked to).
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> BuildServerCredentials(
-    const iotauth::config::v1::ServerConfig& config);
+// The listener's credentials, and with TLS what keeps its files current.
+struct ServerTls {
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Null in plaintext. Keep it until the server is gone: gRPC reads the files it
+  // stages. Export its metrics through the server's registry.
+  std::shared_ptr<TlsReloader> reloader;
+};
+
+// Builds credentials for `config.grpc.tls` (creating the dev PKI when asked to). The
+// certificate, key and CA files are read again every second: a replaced set that
+// passes its checks is what new connections get, without a restart.
+absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::ServerConfig& config);
 
 // Parses an RFC 2253 subject ("CN=a,OU=admin,O=x") into (attribute, value) pairs.
 std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject);

@@ -236,6 +236,138 @@ class OneProcessPerStoreTest(unittest.TestCase):
         self.assertEqual(again.stop(), 0, again.log())
 
 
+def make_pki(d, name):
+    """A CA and a server certificate for localhost, made with the openssl CLI.
+    Returns (ca path, cert path, key path, serial as openssl prints it)."""
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
+    ca_key, ca = os.path.join(d, name + "-ca.key"), os.path.join(d, name + "-ca.pem")
+    key, csr, cert = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".pem"))
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", ca_key, "-out", ca, "-days", "30", "-subj", "/CN=e2e %s CA" % name)
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+        "-out", csr, "-subj", "/CN=localhost")
+    ext = os.path.join(d, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+        "-days", "20", "-extfile", ext)
+    serial = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", cert], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    return ca, cert, key, serial
+
+
+def served_serial(port):
+    """The serial of the certificate the server presents to a new connection, as
+    openssl s_client sees it."""
+    hello = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                            "-servername", "localhost", "-alpn", "h2", "-showcerts"],
+                           input="", capture_output=True, text=True, timeout=30)
+    begin = hello.stdout.find("-----BEGIN CERTIFICATE-----")
+    end = hello.stdout.find("-----END CERTIFICATE-----")
+    if begin < 0 or end < 0:
+        return None
+    pem = hello.stdout[begin:end + len("-----END CERTIFICATE-----")] + "\n"
+    return subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def healthy(address, ca_path, timeout=5):
+    with open(ca_path, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    ch = grpc.secure_channel(address, creds,
+                             options=[("grpc.use_local_subchannel_pool", 1)])
+    try:
+        return health_status(ch, timeout) == 1
+    except grpc.RpcError:
+        return False
+    finally:
+        ch.close()
+
+
+def health_status(channel, timeout=5):
+    req_cls, resp_cls, _, _ = h.schema().method("grpc.health.v1.Health/Check")
+    call = channel.unary_unary("/grpc.health.v1.Health/Check",
+                               request_serializer=req_cls.SerializeToString,
+                               response_deserializer=resp_cls.FromString)
+    return call(req_cls(), timeout=timeout).status
+
+
+class TlsReloadTest(unittest.TestCase):
+    """cert-manager (or any renewal job) replaces the certificate files while the
+    server runs: new connections get the new certificate without a restart, open
+    ones carry on, and a broken replacement is refused while the last good
+    certificate stays in use."""
+
+    def test_replaced_files_are_served_without_a_restart(self):
+        d = tempfile.mkdtemp(prefix="iotauth-tls-")
+        ca_a, cert_a, key_a, serial_a = make_pki(d, "a")
+        ca_b, cert_b, key_b, serial_b = make_pki(d, "b")
+        live_cert, live_key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+
+        def put(cert, key):
+            # Written in place, one file after the other, as `cp` does: the server
+            # must not act on the half-way state.
+            for src, dst in ((cert, live_cert), (key, live_key)):
+                with open(src, "rb") as f, open(dst, "wb") as out:
+                    out.write(f.read())
+
+        put(cert_a, key_a)
+        server = h.Server(args=["--set=grpc.tls.mode=tls", "--set=grpc.tls.cert_file=" + live_cert,
+                                "--set=grpc.tls.key_file=" + live_key]).start()
+        try:
+            self.assertEqual(served_serial(server.grpc_port), serial_a)
+            with open(ca_a, "rb") as f:
+                open_channel = grpc.secure_channel(server.address,
+                                                   grpc.ssl_channel_credentials(root_certificates=f.read()))
+            self.assertEqual(health_status(open_channel), 1)
+            staging = os.path.join(server.data_dir, "tls-staging")
+            self.assertEqual(len([e for e in os.listdir(staging) if not e.startswith(".")]), 1)
+
+            put(cert_b, key_b)
+            deadline = time.time() + 15
+            while served_serial(server.grpc_port) != serial_b and time.time() < deadline:
+                time.sleep(0.2)
+            self.assertEqual(served_serial(server.grpc_port), serial_b, server.log())
+            self.assertTrue(healthy(server.address, ca_b))
+            self.assertFalse(healthy(server.address, ca_a, timeout=2))
+            # The connection made before the change is still served.
+            self.assertEqual(health_status(open_channel), 1)
+            text = server.metrics()
+            self.assertEqual(h.promtool_check(text).returncode, 0, h.promtool_check(text).stdout)
+            self.assertEqual(h.metric_value(text, "iotauth_tls_reloads_total", use="server",
+                                            result="applied"), 1)
+            self.assertEqual(h.metric_value(text, "iotauth_tls_files_rejected", use="server"), 0)
+            not_after = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-dateopt", "iso_8601",
+                                        "-in", cert_b], capture_output=True, text=True).stdout
+            expiry = h.metric_value(text, "iotauth_tls_certificate_expiry_timestamp_seconds", use="server")
+            self.assertEqual(time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(expiry)),
+                             not_after.strip().split("=", 1)[1])
+
+            # A certificate written without its key: refused, and B is still served.
+            put(cert_a, key_b)
+            deadline = time.time() + 15
+            while (h.metric_value(server.metrics(), "iotauth_tls_files_rejected", use="server") != 1
+                   and time.time() < deadline):
+                time.sleep(0.2)
+            text = server.metrics()
+            self.assertEqual(h.metric_value(text, "iotauth_tls_files_rejected", use="server"), 1)
+            self.assertEqual(h.metric_value(text, "iotauth_tls_reloads_total", use="server",
+                                            result="rejected"), 1)
+            self.assertEqual(served_serial(server.grpc_port), serial_b)
+            self.assertTrue(healthy(server.address, ca_b))
+            log = server.log()
+            self.assertIn("does not belong to the certificate", log)
+            with open(key_b) as f:
+                body = [l for l in f.read().splitlines() if l and not l.startswith("-----")]
+            for line in body:
+                self.assertNotIn(line, log)
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+        # The staged copies go with the process.
+        self.assertEqual([e for e in os.listdir(staging) if not e.startswith(".")], [])
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_under_load_drains_and_exits_zero(self):
         server = h.Server().start()

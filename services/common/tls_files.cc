@@ -1,0 +1,158 @@
+#include "services/common/tls_files.h"
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <ctime>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace iotauth {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+BioPtr MemBio(absl::string_view pem) {
+  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+// Refuses a passphrase instead of prompting on the terminal (OpenSSL's default).
+int NoPassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
+
+// True when the last PEM read stopped because no further object starts: the normal
+// end of a file. Anything else means an object was cut short or damaged.
+bool CleanEnd() {
+  const unsigned long e = ERR_peek_last_error();
+  return e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);
+}
+
+// Every certificate in `pem`, in order; `what` names the file in errors.
+absl::StatusOr<std::vector<X509Ptr>> ReadCertificates(absl::string_view pem,
+                                                      absl::string_view what) {
+  if (pem.size() > (1u << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is larger than 16 MiB"));
+  }
+  BioPtr bio = MemBio(pem);
+  if (!bio) return absl::ResourceExhaustedError("out of memory reading PEM");
+  std::vector<X509Ptr> out;
+  ERR_clear_error();
+  for (;;) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
+    if (!cert) break;
+    out.push_back(std::move(cert));
+  }
+  const bool clean = CleanEnd();
+  ERR_clear_error();
+  if (!clean) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " holds a PEM certificate that is cut short or damaged (", out.size(),
+                     " read before it); write the whole file again"));
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")"));
+  }
+  return out;
+}
+
+std::string SubjectOf(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) {
+    return "";
+  }
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len > 0 ? len : 0)).substr(0, 512);
+}
+
+std::string SerialOf(X509* cert) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+  if (bn == nullptr) return "";
+  char* hex = BN_bn2hex(bn);
+  BN_free(bn);
+  if (hex == nullptr) return "";
+  std::string out(hex);
+  OPENSSL_free(hex);
+  return out;
+}
+
+absl::StatusOr<absl::Time> TimeOf(const ASN1_TIME* t, absl::string_view which) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the certificate file's first certificate has an unreadable ", which));
+  }
+  return absl::FromUnixSeconds(timegm(&tm));
+}
+
+}  // namespace
+
+absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files) {
+  absl::StatusOr<std::vector<X509Ptr>> chain =
+      ReadCertificates(files.cert_chain, "the certificate file");
+  if (!chain.ok()) return chain.status();
+
+  if (files.private_key.size() > (1u << 20)) {
+    return absl::InvalidArgumentError("the private key file is larger than 1 MiB");
+  }
+  BioPtr key_bio = MemBio(files.private_key);
+  if (!key_bio) return absl::ResourceExhaustedError("out of memory reading PEM");
+  ERR_clear_error();
+  PkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
+  ERR_clear_error();
+  if (!key) {
+    // OpenSSL's reasons would not add anything an operator can act on, and they
+    // must never quote key material: one message says what to check.
+    return absl::InvalidArgumentError(
+        "the private key file holds no readable PEM private key (is it cut short, "
+        "or encrypted with a passphrase? encrypted keys are not supported)");
+  }
+
+  X509* leaf = chain->front().get();
+  if (X509_check_private_key(leaf, key.get()) != 1) {
+    ERR_clear_error();
+    return absl::FailedPreconditionError(
+        "the private key does not belong to the certificate (the first one in the "
+        "certificate file): write the matching pair");
+  }
+
+  TlsCertificateInfo info;
+  info.subject = SubjectOf(leaf);
+  info.serial_hex = SerialOf(leaf);
+  absl::StatusOr<absl::Time> nb = TimeOf(X509_get0_notBefore(leaf), "notBefore");
+  if (!nb.ok()) return nb.status();
+  absl::StatusOr<absl::Time> na = TimeOf(X509_get0_notAfter(leaf), "notAfter");
+  if (!na.ok()) return na.status();
+  info.not_before = *nb;
+  info.not_after = *na;
+  info.chain_length = static_cast<int>(chain->size());
+
+  if (files.with_ca) {
+    absl::StatusOr<std::vector<X509Ptr>> cas = ReadCertificates(files.ca_bundle, "the CA file");
+    if (!cas.ok()) return cas.status();
+    info.ca_count = static_cast<int>(cas->size());
+  }
+  return info;
+}
+
+}  // namespace iotauth

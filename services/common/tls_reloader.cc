@@ -1,0 +1,368 @@
+#include "services/common/tls_reloader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "services/common/crypto.h"
+#include "services/common/log.h"
+
+namespace iotauth {
+namespace {
+
+// Larger files are refused: a certificate chain or key is a few KiB, and a path
+// pointing at something endless must not eat the memory.
+constexpr size_t kMaxFileBytes = 1u << 20;
+
+absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
+  const int err = errno;
+  return absl::UnavailableError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(err)));
+}
+
+absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_view what) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
+  }
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > kMaxFileBytes) {
+      close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is larger than 1 MiB"));
+    }
+  }
+  close(fd);
+  return out;
+}
+
+// Names a set of contents without keeping a copy of the key around for it.
+std::string Fingerprint(const TlsFiles& f) {
+  return absl::StrCat(crypto::Sha256(f.cert_chain), crypto::Sha256(f.private_key),
+                      f.with_ca ? crypto::Sha256(f.ca_bundle) : "");
+}
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+// Writes one staged file and gives it `mtime`: gRPC tells a file it read half-way
+// through a swap by a changed modification time, in whole seconds.
+absl::Status WriteStaged(const std::string& dir, const std::string& name, absl::string_view data,
+                         int64_t mtime) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus("create", path);
+  if (!posix_file::WriteAll(fd, data, 0)) {
+    absl::Status st = ErrnoStatus("write", path);
+    close(fd);
+    return st;
+  }
+  const struct timespec times[2] = {{static_cast<time_t>(mtime), 0},
+                                    {static_cast<time_t>(mtime), 0}};
+  if (futimens(fd, times) != 0) {
+    absl::Status st = ErrnoStatus("set the times of", path);
+    close(fd);
+    return st;
+  }
+  if (close(fd) != 0) return ErrnoStatus("close", path);
+  return absl::OkStatus();
+}
+
+// Removes the staging directories of processes that are gone (their lock is free);
+// the caller holds the root's lock, so none is being made meanwhile.
+void RemoveAbandoned(const std::string& root) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+    if (!entry.is_directory(ec)) continue;
+    const std::string dir = entry.path().string();
+    absl::StatusOr<std::unique_ptr<posix_file::FileLock>> lock =
+        posix_file::FileLock::Acquire(dir + "/lock", "the TLS staging directory");
+    if (!lock.ok()) continue;  // a live process's
+    std::filesystem::remove_all(dir, ec);
+  }
+}
+
+}  // namespace
+
+TlsReloader::TlsReloader(TlsSourcePaths paths, Options options)
+    : paths_(std::move(paths)), options_(std::move(options)) {}
+
+absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourcePaths& paths,
+                                                                Options options) {
+  std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
+  absl::StatusOr<TlsFiles> files = r->ReadFiles();
+  if (!files.ok()) return files.status();
+  absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(*files);
+  if (!info.ok()) {
+    return absl::Status(
+        info.status().code(),
+        absl::StrCat(info.status().message(), " (", paths.cert_file, ", ", paths.key_file,
+                     paths.ca_file.empty() ? "" : ", " + paths.ca_file, ")"));
+  }
+
+  // The private directory: made, locked and cleaned up under the root's lock, so
+  // that processes starting together on one data directory do not remove each
+  // other's.
+  const std::string& root = r->options_.staging_root;
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", root, ": ", ec.message(),
+                                               " (the data directory must be writable)"));
+  }
+  chmod(root.c_str(), 0700);
+  {
+    absl::StatusOr<std::unique_ptr<posix_file::FileLock>> root_lock =
+        posix_file::FileLock::Acquire(root + "/.lock", "the TLS staging root", /*wait=*/true);
+    if (!root_lock.ok()) return root_lock.status();
+    RemoveAbandoned(root);
+    std::string templ = absl::StrCat(root, "/", r->options_.use, "-XXXXXX");
+    if (mkdtemp(templ.data()) == nullptr) return ErrnoStatus("create a directory under", root);
+    r->dir_ = templ;
+    absl::StatusOr<std::unique_ptr<posix_file::FileLock>> own =
+        posix_file::FileLock::Acquire(r->dir_ + "/lock", "the TLS staging directory");
+    if (!own.ok()) return own.status();
+    r->dir_lock_ = std::move(*own);
+  }
+
+  {
+    absl::MutexLock lock(&r->mu_);
+    absl::Status staged = r->Stage(*files);
+    if (!staged.ok()) return staged;
+    r->served_ = *files;
+    r->served_info_ = *info;
+    r->served_fingerprint_ = Fingerprint(*files);
+    r->seen_fingerprint_ = r->served_fingerprint_;
+  }
+  const std::string live = r->dir_ + "/live";
+  if (r->has_ca()) {
+    r->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        live + "/key.pem", live + "/cert.pem", live + "/ca.pem", /*refresh_interval_sec=*/1);
+  } else {
+    r->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        live + "/key.pem", live + "/cert.pem", /*refresh_interval_sec=*/1);
+  }
+  const absl::Time now = r->options_.clock->Now();
+  if (info->not_after < now) {
+    log::Warn(
+        "tls: the certificate has expired; clients will refuse it until the files are "
+        "replaced (they are read again every second)",
+        {{"use", r->options_.use},
+         {"cert_file", paths.cert_file},
+         {"not_after", Rfc3339(info->not_after)}});
+  }
+  log::Info("tls: serving certificate", {{"use", r->options_.use},
+                                         {"subject", info->subject},
+                                         {"serial", info->serial_hex},
+                                         {"not_after", Rfc3339(info->not_after)},
+                                         {"cert_file", paths.cert_file}});
+  if (r->options_.poll_thread) {
+    TlsReloader* self = r.get();
+    r->thread_ = std::thread([self] { self->Loop(); });
+  }
+  return r;
+}
+
+TlsReloader::~TlsReloader() {
+  stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+  provider_.reset();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+void TlsReloader::Loop() {
+  while (!stop_.WaitForNotificationWithTimeout(options_.poll_interval)) Poll();
+}
+
+absl::StatusOr<TlsFiles> TlsReloader::ReadFiles() const {
+  TlsFiles f;
+  absl::StatusOr<std::string> cert = ReadCapped(paths_.cert_file, "the certificate file");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadCapped(paths_.key_file, "the private key file");
+  if (!key.ok()) return key.status();
+  f.cert_chain = std::move(*cert);
+  f.private_key = std::move(*key);
+  if (!paths_.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadCapped(paths_.ca_file, "the CA file");
+    if (!ca.ok()) return ca.status();
+    f.with_ca = true;
+    f.ca_bundle = std::move(*ca);
+  }
+  return f;
+}
+
+absl::Status TlsReloader::Stage(const TlsFiles& files) {
+  const uint64_t gen = generation_ + 1;
+  const std::string gen_dir = absl::StrCat(dir_, "/gen-", gen);
+  std::error_code ec;
+  std::filesystem::remove_all(gen_dir, ec);  // a leftover of a failed attempt
+  if (mkdir(gen_dir.c_str(), 0700) != 0) return ErrnoStatus("create", gen_dir);
+  // Strictly increasing, whatever the clock does.
+  const int64_t mtime = std::max(absl::ToUnixSeconds(options_.clock->Now()), last_mtime_ + 1);
+  absl::Status st = WriteStaged(gen_dir, "key.pem", files.private_key, mtime);
+  if (st.ok()) st = WriteStaged(gen_dir, "cert.pem", files.cert_chain, mtime);
+  if (st.ok() && files.with_ca) st = WriteStaged(gen_dir, "ca.pem", files.ca_bundle, mtime);
+  const std::string next = dir_ + "/live.next";
+  const std::string live = dir_ + "/live";
+  if (st.ok()) {
+    unlink(next.c_str());
+    if (symlink(absl::StrCat("gen-", gen).c_str(), next.c_str()) != 0) {
+      st = ErrnoStatus("create the symbolic link", next);
+    }
+  }
+  if (st.ok() && rename(next.c_str(), live.c_str()) != 0) st = ErrnoStatus("rename", next);
+  if (!st.ok()) {
+    std::filesystem::remove_all(gen_dir, ec);
+    return st;
+  }
+  generation_ = gen;
+  last_mtime_ = mtime;
+  // The generation before the previous one: gRPC may still be reading the previous.
+  if (gen > 2) std::filesystem::remove_all(absl::StrCat(dir_, "/gen-", gen - 2), ec);
+  return absl::OkStatus();
+}
+
+absl::Status TlsReloader::Apply(const TlsFiles& files, const std::string& fingerprint) {
+  absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(files);
+  if (!info.ok()) return info.status();
+  if (info->not_after < options_.clock->Now()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the new certificate expired at ", Rfc3339(info->not_after)));
+  }
+  absl::Status staged = Stage(files);
+  if (!staged.ok()) return staged;
+  served_ = files;
+  served_info_ = *info;
+  served_fingerprint_ = fingerprint;
+  rejected_fingerprint_.clear();
+  files_rejected_ = false;
+  ++applied_;
+  log::Info("tls: new connections now get the replaced certificate",
+            {{"use", options_.use},
+             {"subject", info->subject},
+             {"serial", info->serial_hex},
+             {"not_after", Rfc3339(info->not_after)},
+             {"cert_file", paths_.cert_file}});
+  return absl::OkStatus();
+}
+
+void TlsReloader::Reject(const absl::Status& why, const std::string& fingerprint) {
+  rejected_fingerprint_ = fingerprint;
+  last_rejection_ = std::string(why.message());
+  files_rejected_ = true;
+  ++rejected_;
+  log::Error(
+      "tls: the changed files cannot be used; new connections still get the previous "
+      "certificate. Replace them with a readable certificate and its own key (they are "
+      "read again every second)",
+      {{"use", options_.use},
+       {"reason", last_rejection_},
+       {"cert_file", paths_.cert_file},
+       {"key_file", paths_.key_file},
+       {"ca_file", paths_.ca_file},
+       {"serving_serial", served_info_.serial_hex},
+       {"serving_not_after", Rfc3339(served_info_.not_after)}});
+}
+
+void TlsReloader::Poll() {
+  absl::StatusOr<TlsFiles> files = ReadFiles();
+  const std::string fingerprint =
+      files.ok() ? Fingerprint(*files) : absl::StrCat("error:", files.status().message());
+  absl::MutexLock lock(&mu_);
+  if (fingerprint == served_fingerprint_) {
+    seen_fingerprint_ = fingerprint;
+    rejected_fingerprint_.clear();
+    files_rejected_ = false;
+    // Put back a staged set something removed (a cleaner of old files).
+    if (access((dir_ + "/live/cert.pem").c_str(), R_OK) != 0) {
+      absl::Status st = Stage(served_);
+      if (!st.ok())
+        log::Error("tls: cannot stage the certificate again", {{"reason", st.ToString()}});
+    }
+    return;
+  }
+  // Acted on once two reads in a row agree: a writer may be half-way through.
+  if (fingerprint != seen_fingerprint_) {
+    seen_fingerprint_ = fingerprint;
+    return;
+  }
+  if (fingerprint == rejected_fingerprint_) return;  // refused already, unchanged since
+  absl::Status st = files.ok() ? Apply(*files, fingerprint) : files.status();
+  if (!st.ok()) Reject(st, fingerprint);
+}
+
+TlsReloader::Snapshot TlsReloader::snapshot() const {
+  absl::MutexLock lock(&mu_);
+  Snapshot s;
+  s.served = served_info_;
+  s.applied = applied_;
+  s.rejected = rejected_;
+  s.files_rejected = files_rejected_;
+  s.last_rejection = last_rejection_;
+  s.staged_dir = dir_ + "/live";
+  return s;
+}
+
+std::vector<prometheus::MetricFamily> TlsReloader::Collect() const {
+  const Snapshot s = snapshot();
+  const prometheus::ClientMetric::Label use{"use", options_.use};
+  prometheus::ClientMetric expiry;
+  expiry.label = {use};
+  expiry.gauge.value = static_cast<double>(absl::ToUnixSeconds(s.served.not_after));
+  prometheus::MetricFamily reloads{
+      "iotauth_tls_reloads_total",
+      "Replaced TLS files: applied (new connections get them) or rejected (unreadable, "
+      "mismatched or expired; the previous certificate stays in use).",
+      prometheus::MetricType::Counter,
+      {}};
+  for (const auto& [result, n] : {std::pair<const char*, uint64_t>{"applied", s.applied},
+                                  std::pair<const char*, uint64_t>{"rejected", s.rejected}}) {
+    prometheus::ClientMetric m;
+    m.label = {use, {"result", result}};
+    m.counter.value = static_cast<double>(n);
+    reloads.metric.push_back(std::move(m));
+  }
+  prometheus::ClientMetric rejected;
+  rejected.label = {use};
+  rejected.gauge.value = s.files_rejected ? 1 : 0;
+  return {
+      {"iotauth_tls_certificate_expiry_timestamp_seconds",
+       "notAfter of the certificate new TLS connections get, in Unix seconds.",
+       prometheus::MetricType::Gauge,
+       {expiry}},
+      std::move(reloads),
+      {"iotauth_tls_files_rejected",
+       "1 while the TLS files on disk are a rejected set (the previous certificate is still "
+       "served); 0 when they are the set in use.",
+       prometheus::MetricType::Gauge,
+       {rejected}},
+  };
+}
+
+}  // namespace iotauth
