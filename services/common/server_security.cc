@@ -2,6 +2,7 @@
 
 #include <grpcpp/security/auth_context.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_context.h>
 
@@ -29,6 +30,23 @@ uint32_t RolesOf(const google::protobuf::RepeatedPtrField<std::string>& names) {
 
 }  // namespace
 
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFrom(const TlsReloader& tls) {
+  grpc::experimental::TlsChannelCredentialsOptions opts;
+  opts.set_certificate_provider(tls.provider());
+  if (tls.has_ca()) opts.watch_root_certs();
+  if (tls.has_identity()) opts.watch_identity_key_cert_pairs();
+  opts.set_verify_server_certs(true);
+  // Without a verifier these credentials would check the chain but not the name.
+  opts.set_certificate_verifier(
+      std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+  return grpc::experimental::TlsCredentials(opts);
+}
+
+std::string TlsStagingRoot(const iotauth::config::v1::ServerConfig& config) {
+  const std::string& data_dir = config.data_dir();
+  return absl::StrCat(data_dir, absl::EndsWith(data_dir, "/") ? "" : "/", "tls-staging");
+}
+
 absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::ServerConfig& config) {
   const auto& tls = config.grpc().tls();
   TlsMode mode = tls.mode();
@@ -43,9 +61,7 @@ absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::Serv
     paths = {p.server_cert, p.server_key, p.ca_cert};
   }
   TlsReloader::Options options;
-  const std::string& data_dir = config.data_dir();
-  options.staging_root =
-      absl::StrCat(data_dir, absl::EndsWith(data_dir, "/") ? "" : "/", "tls-staging");
+  options.staging_root = TlsStagingRoot(config);
   options.use = "server";
   IOTAUTH_ASSIGN_OR_RETURN(std::shared_ptr<TlsReloader> reloader,
                            TlsReloader::Start(paths, std::move(options)));

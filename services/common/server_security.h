@@ -3,6 +3,7 @@
 // verified client certificate (OU or configured CN bindings) or a bearer token.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <memory>
@@ -28,6 +29,14 @@ struct ServerTls {
 // certificate, key and CA files are read again every second: a replaced set that
 // passes its checks is what new connections get, without a restart.
 absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::ServerConfig& config);
+
+// Client credentials over `tls`'s files (its CA bundle, else the system's roots;
+// its certificate, if any): the server's chain and name are checked as
+// grpc::SslCredentials does, and a replaced set is used by new connections.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFrom(const TlsReloader& tls);
+
+// Where TLS files are staged for gRPC: `<data_dir>/tls-staging`.
+std::string TlsStagingRoot(const iotauth::config::v1::ServerConfig& config);
 
 // Parses an RFC 2253 subject ("CN=a,OU=admin,O=x") into (attribute, value) pairs.
 std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject);

@@ -105,9 +105,8 @@ absl::StatusOr<absl::Time> TimeOf(const ASN1_TIME* t, absl::string_view which) {
   return absl::FromUnixSeconds(timegm(&tm));
 }
 
-}  // namespace
-
-absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files) {
+// The certificate chain and its key.
+absl::StatusOr<TlsCertificateInfo> CheckIdentity(const TlsFiles& files) {
   absl::StatusOr<std::vector<X509Ptr>> chain =
       ReadCertificates(files.cert_chain, "the certificate file");
   if (!chain.ok()) return chain.status();
@@ -146,7 +145,20 @@ absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files) {
   info.not_before = *nb;
   info.not_after = *na;
   info.chain_length = static_cast<int>(chain->size());
+  return info;
+}
 
+}  // namespace
+
+absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files) {
+  TlsCertificateInfo info;
+  if (files.with_identity) {
+    absl::StatusOr<TlsCertificateInfo> identity = CheckIdentity(files);
+    if (!identity.ok()) return identity.status();
+    info = *identity;
+  } else if (!files.with_ca) {
+    return absl::InvalidArgumentError("neither a certificate and key nor a CA file is configured");
+  }
   if (files.with_ca) {
     absl::StatusOr<std::vector<X509Ptr>> cas = ReadCertificates(files.ca_bundle, "the CA file");
     if (!cas.ok()) return cas.status();

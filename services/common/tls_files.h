@@ -13,19 +13,23 @@ namespace iotauth {
 
 // File contents as read (not paths).
 struct TlsFiles {
+  // A certificate and key are configured (a server always has them; a client may
+  // present none and only check the server against its CA bundle).
+  bool with_identity = true;
   std::string cert_chain;
   std::string private_key;  // secret: never logged
   bool with_ca = false;     // a CA file is configured: `ca_bundle` must hold one
   std::string ca_bundle;
 
   bool operator==(const TlsFiles& o) const {
-    return cert_chain == o.cert_chain && private_key == o.private_key && with_ca == o.with_ca &&
-           ca_bundle == o.ca_bundle;
+    return with_identity == o.with_identity && cert_chain == o.cert_chain &&
+           private_key == o.private_key && with_ca == o.with_ca && ca_bundle == o.ca_bundle;
   }
   bool operator!=(const TlsFiles& o) const { return !(*this == o); }
 };
 
-// What a checked set serves: the first certificate of the chain.
+// What a checked set serves: the first certificate of the chain (all empty without
+// an identity).
 struct TlsCertificateInfo {
   std::string subject;     // RFC 2253
   std::string serial_hex;  // upper-case hex, no separators
@@ -38,7 +42,8 @@ struct TlsCertificateInfo {
 // INVALID_ARGUMENT naming the file at fault ("the certificate file", "the private
 // key file", "the CA file") when one holds no PEM object of its kind, is cut short
 // or damaged, or holds an encrypted key; FAILED_PRECONDITION when the key does not
-// belong to the first certificate. Never quotes the key. Pure: no clock, no files.
+// belong to the first certificate; INVALID_ARGUMENT when the set has neither an
+// identity nor a CA. Never quotes the key. Pure: no clock, no files.
 absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files);
 
 }  // namespace iotauth

@@ -60,7 +60,8 @@ absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_vie
 
 // Names a set of contents without keeping a copy of the key around for it.
 std::string Fingerprint(const TlsFiles& f) {
-  return absl::StrCat(crypto::Sha256(f.cert_chain), crypto::Sha256(f.private_key),
+  return absl::StrCat(f.with_identity ? crypto::Sha256(f.cert_chain) : "",
+                      f.with_identity ? crypto::Sha256(f.private_key) : "",
                       f.with_ca ? crypto::Sha256(f.ca_bundle) : "");
 }
 
@@ -112,6 +113,10 @@ TlsReloader::TlsReloader(TlsSourcePaths paths, Options options)
 
 absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourcePaths& paths,
                                                                 Options options) {
+  if (paths.cert_file.empty() != paths.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS certificate file needs its key file, and a key file its certificate file");
+  }
   std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
   absl::StatusOr<TlsFiles> files = r->ReadFiles();
   if (!files.ok()) return files.status();
@@ -158,15 +163,14 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
     r->seen_fingerprint_ = r->served_fingerprint_;
   }
   const std::string live = r->dir_ + "/live";
-  if (r->has_ca()) {
-    r->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-        live + "/key.pem", live + "/cert.pem", live + "/ca.pem", /*refresh_interval_sec=*/1);
-  } else {
-    r->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-        live + "/key.pem", live + "/cert.pem", /*refresh_interval_sec=*/1);
-  }
-  const absl::Time now = r->options_.clock->Now();
-  if (info->not_after < now) {
+  r->provider_ = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      r->has_identity() ? live + "/key.pem" : "", r->has_identity() ? live + "/cert.pem" : "",
+      r->has_ca() ? live + "/ca.pem" : "", /*refresh_interval_sec=*/1);
+  if (!r->has_identity()) {
+    log::Info("tls: trusting CA bundle", {{"use", r->options_.use},
+                                          {"ca_file", paths.ca_file},
+                                          {"certificates", absl::StrCat(info->ca_count)}});
+  } else if (info->not_after < r->options_.clock->Now()) {
     log::Warn(
         "tls: the certificate has expired; clients will refuse it until the files are "
         "replaced (they are read again every second)",
@@ -202,12 +206,15 @@ void TlsReloader::Loop() {
 
 absl::StatusOr<TlsFiles> TlsReloader::ReadFiles() const {
   TlsFiles f;
-  absl::StatusOr<std::string> cert = ReadCapped(paths_.cert_file, "the certificate file");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadCapped(paths_.key_file, "the private key file");
-  if (!key.ok()) return key.status();
-  f.cert_chain = std::move(*cert);
-  f.private_key = std::move(*key);
+  f.with_identity = has_identity();
+  if (f.with_identity) {
+    absl::StatusOr<std::string> cert = ReadCapped(paths_.cert_file, "the certificate file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadCapped(paths_.key_file, "the private key file");
+    if (!key.ok()) return key.status();
+    f.cert_chain = std::move(*cert);
+    f.private_key = std::move(*key);
+  }
   if (!paths_.ca_file.empty()) {
     absl::StatusOr<std::string> ca = ReadCapped(paths_.ca_file, "the CA file");
     if (!ca.ok()) return ca.status();
@@ -225,8 +232,11 @@ absl::Status TlsReloader::Stage(const TlsFiles& files) {
   if (mkdir(gen_dir.c_str(), 0700) != 0) return ErrnoStatus("create", gen_dir);
   // Strictly increasing, whatever the clock does.
   const int64_t mtime = std::max(absl::ToUnixSeconds(options_.clock->Now()), last_mtime_ + 1);
-  absl::Status st = WriteStaged(gen_dir, "key.pem", files.private_key, mtime);
-  if (st.ok()) st = WriteStaged(gen_dir, "cert.pem", files.cert_chain, mtime);
+  absl::Status st = absl::OkStatus();
+  if (files.with_identity) {
+    st = WriteStaged(gen_dir, "key.pem", files.private_key, mtime);
+    if (st.ok()) st = WriteStaged(gen_dir, "cert.pem", files.cert_chain, mtime);
+  }
   if (st.ok() && files.with_ca) st = WriteStaged(gen_dir, "ca.pem", files.ca_bundle, mtime);
   const std::string next = dir_ + "/live.next";
   const std::string live = dir_ + "/live";
@@ -251,7 +261,7 @@ absl::Status TlsReloader::Stage(const TlsFiles& files) {
 absl::Status TlsReloader::Apply(const TlsFiles& files, const std::string& fingerprint) {
   absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(files);
   if (!info.ok()) return info.status();
-  if (info->not_after < options_.clock->Now()) {
+  if (files.with_identity && info->not_after < options_.clock->Now()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the new certificate expired at ", Rfc3339(info->not_after)));
   }
@@ -263,12 +273,14 @@ absl::Status TlsReloader::Apply(const TlsFiles& files, const std::string& finger
   rejected_fingerprint_.clear();
   files_rejected_ = false;
   ++applied_;
-  log::Info("tls: new connections now get the replaced certificate",
+  log::Info(files.with_identity ? "tls: new connections now get the replaced certificate"
+                                : "tls: new connections now trust the replaced CA bundle",
             {{"use", options_.use},
              {"subject", info->subject},
              {"serial", info->serial_hex},
-             {"not_after", Rfc3339(info->not_after)},
-             {"cert_file", paths_.cert_file}});
+             {"not_after", files.with_identity ? Rfc3339(info->not_after) : ""},
+             {"cert_file", paths_.cert_file},
+             {"ca_file", paths_.ca_file}});
   return absl::OkStatus();
 }
 
@@ -300,10 +312,11 @@ void TlsReloader::Poll() {
     rejected_fingerprint_.clear();
     files_rejected_ = false;
     // Put back a staged set something removed (a cleaner of old files).
-    if (access((dir_ + "/live/cert.pem").c_str(), R_OK) != 0) {
+    if (access((dir_ + (has_identity() ? "/live/cert.pem" : "/live/ca.pem")).c_str(), R_OK) != 0) {
       absl::Status st = Stage(served_);
-      if (!st.ok())
-        log::Error("tls: cannot stage the certificate again", {{"reason", st.ToString()}});
+      if (!st.ok()) {
+        log::Error("tls: cannot stage the files again", {{"reason", st.ToString()}});
+      }
     }
     return;
   }
@@ -351,11 +364,7 @@ std::vector<prometheus::MetricFamily> TlsReloader::Collect() const {
   prometheus::ClientMetric rejected;
   rejected.label = {use};
   rejected.gauge.value = s.files_rejected ? 1 : 0;
-  return {
-      {"iotauth_tls_certificate_expiry_timestamp_seconds",
-       "notAfter of the certificate new TLS connections get, in Unix seconds.",
-       prometheus::MetricType::Gauge,
-       {expiry}},
+  std::vector<prometheus::MetricFamily> out{
       std::move(reloads),
       {"iotauth_tls_files_rejected",
        "1 while the TLS files on disk are a rejected set (the previous certificate is still "
@@ -363,6 +372,14 @@ std::vector<prometheus::MetricFamily> TlsReloader::Collect() const {
        prometheus::MetricType::Gauge,
        {rejected}},
   };
+  if (has_identity()) {
+    out.push_back({"iotauth_tls_certificate_expiry_timestamp_seconds",
+                   "notAfter of the certificate new TLS connections get (use=\"server\") or "
+                   "present (use=\"upstream\"), in Unix seconds.",
+                   prometheus::MetricType::Gauge,
+                   {expiry}});
+  }
+  return out;
 }
 
 }  // namespace iotauth

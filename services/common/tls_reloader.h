@@ -27,7 +27,9 @@
 
 namespace iotauth {
 
-// Where the operator's files are. `ca_file` may be empty (no CA bundle).
+// Where the operator's files are. `ca_file` may be empty (no CA bundle); so may
+// `cert_file` and `key_file` together (a client that presents no certificate), but
+// not all three.
 struct TlsSourcePaths {
   std::string cert_file;
   std::string key_file;
@@ -66,6 +68,7 @@ class TlsReloader final : public prometheus::Collectable {
     return provider_;
   }
   bool has_ca() const { return !paths_.ca_file.empty(); }
+  bool has_identity() const { return !paths_.cert_file.empty(); }
 
   // One look at the files; the poll thread calls it every poll_interval.
   void Poll();
@@ -80,8 +83,8 @@ class TlsReloader final : public prometheus::Collectable {
   };
   Snapshot snapshot() const;
 
-  // iotauth_tls_certificate_expiry_timestamp_seconds, iotauth_tls_reloads_total and
-  // iotauth_tls_files_rejected, labelled use="<use>".
+  // iotauth_tls_certificate_expiry_timestamp_seconds (with an identity),
+  // iotauth_tls_reloads_total and iotauth_tls_files_rejected, labelled use="<use>".
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:

@@ -109,7 +109,7 @@ class TlsReloaderTest : public ::testing::Test {
     return r.ok() ? *r : nullptr;
   }
 
-  std::string Staged(const TlsReloader& r, const std::string& file) {
+  static std::string Staged(const TlsReloader& r, const std::string& file) {
     return Read(r.snapshot().staged_dir + "/" + file);
   }
 

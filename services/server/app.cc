@@ -36,6 +36,7 @@
 #include "services/common/proto_time.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
+#include "services/common/tls_reloader.h"
 #include "services/gateway/exhook_service.h"
 #include "services/gateway/ext_authz_service.h"
 #include "services/gateway/identity_backend.h"
@@ -257,9 +258,12 @@ class MirrorMetrics final : public prometheus::Collectable {
   std::shared_ptr<const identity::DirectoryMirrorTarget> target_;
 };
 
-// Credentials for calls to other iotauth services (split mode).
+// Credentials for calls to other iotauth services (split mode). The CA bundle and
+// client certificate are read again every second like the listener's (`*tls`, made
+// by the first call and shared by the next), so a renewed client certificate is
+// presented on new connections without a restart.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
-    const ServerConfig& c, std::string* bearer_token) {
+    const ServerConfig& c, std::string* bearer_token, std::shared_ptr<TlsReloader>* tls) {
   const auto& u = c.upstream();
   if (!u.bearer_token_file().empty()) {
     IOTAUTH_ASSIGN_OR_RETURN(std::string tok, ReadTextFile(u.bearer_token_file()));
@@ -267,9 +271,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
     *bearer_token = tok;
   }
   if (u.insecure()) return grpc::InsecureChannelCredentials();
-  std::string ca = u.ca_file();
-  std::string cert = u.cert_file();
-  std::string key = u.key_file();
+  TlsSourcePaths paths{u.cert_file(), u.key_file(), u.ca_file()};
   const bool dev = c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_DEV_PKI ||
                    c.grpc().tls().mode() == iotauth::config::v1::TLS_MODE_UNSPECIFIED;
   if (dev) {
@@ -277,21 +279,22 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
     // a peer started at the same moment may be making it: wait for it, or make it.
     IOTAUTH_RETURN_IF_ERROR(EnsureDevPki(DevPkiDir(c), absl::Now()).status());
     DevPkiPaths p = DevPkiLayout(DevPkiDir(c));
-    if (ca.empty()) ca = p.ca_cert;
-    if (cert.empty() && bearer_token->empty()) {
-      cert = p.admin_cert;
-      key = p.admin_key;
+    if (paths.ca_file.empty()) paths.ca_file = p.ca_cert;
+    if (paths.cert_file.empty() && bearer_token->empty()) {
+      paths.cert_file = p.admin_cert;
+      paths.key_file = p.admin_key;
     }
   }
-  grpc::SslCredentialsOptions opts;
-  if (!ca.empty()) {
-    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_root_certs, ReadTextFile(ca));
+  if (paths.cert_file.empty() && paths.ca_file.empty()) {
+    return grpc::SslCredentials(grpc::SslCredentialsOptions());  // the system's roots
   }
-  if (!cert.empty()) {
-    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_cert_chain, ReadTextFile(cert));
-    IOTAUTH_ASSIGN_OR_RETURN(opts.pem_private_key, ReadTextFile(key));
+  if (*tls == nullptr) {
+    TlsReloader::Options options;
+    options.staging_root = TlsStagingRoot(c);
+    options.use = "upstream";
+    IOTAUTH_ASSIGN_OR_RETURN(*tls, TlsReloader::Start(paths, std::move(options)));
   }
-  return grpc::SslCredentials(opts);
+  return ChannelCredentialsFrom(**tls);
 }
 
 // Channels to the other services (the registry the identity mirror follows, the
@@ -397,6 +400,14 @@ class EmbeddedApp final : public App {
 
   absl::Status OnServing(ServerRunner& runner) override {
     if (identity_metrics_) runner.RegisterCollectable(identity_metrics_);
+    absl::Status st = StartMirror(runner);
+    // Made by now if this process calls upstream (the audit sink during Init, the
+    // mirror just above).
+    if (upstream_tls_) runner.RegisterCollectable(upstream_tls_);
+    return st;
+  }
+
+  absl::Status StartMirror(ServerRunner& runner) {
     if (!directory_) return absl::OkStatus();
     // The identity service mirrors the registry over its gRPC contract: in-process
     // here, across the network in split mode.
@@ -406,7 +417,8 @@ class EmbeddedApp final : public App {
       channel = runner.server()->InProcessChannel(UpstreamChannelArgs());
     } else {
       std::string upstream_token;
-      IOTAUTH_ASSIGN_OR_RETURN(auto creds, UpstreamCredentials(config_, &upstream_token));
+      IOTAUTH_ASSIGN_OR_RETURN(auto creds,
+                               UpstreamCredentials(config_, &upstream_token, &upstream_tls_));
       grpc::ChannelArguments args = UpstreamChannelArgs();
       if (!config_.upstream().server_name().empty()) {
         args.SetSslTargetNameOverride(config_.upstream().server_name());
@@ -579,7 +591,7 @@ class EmbeddedApp final : public App {
       IOTAUTH_ASSIGN_OR_RETURN(audit_service_, audit::AuditService::Create(svc));
     } else if (!ac.remote_address().empty()) {
       std::string token;
-      IOTAUTH_ASSIGN_OR_RETURN(auto creds, UpstreamCredentials(config_, &token));
+      IOTAUTH_ASSIGN_OR_RETURN(auto creds, UpstreamCredentials(config_, &token, &upstream_tls_));
       grpc::ChannelArguments args = UpstreamChannelArgs();
       if (!config_.upstream().server_name().empty()) {
         args.SetSslTargetNameOverride(config_.upstream().server_name());
@@ -848,6 +860,9 @@ class EmbeddedApp final : public App {
   std::unique_ptr<gateway::ExtAuthzService> ext_authz_service_;
   std::shared_ptr<identity::RegistryMirror> mirror_;  // and MirrorMetrics
   std::shared_ptr<MirrorMetrics> mirror_metrics_;
+  // The client certificate and CA bundle for calls upstream (split mode), shared by
+  // the registry and audit channels; null in process.
+  std::shared_ptr<TlsReloader> upstream_tls_;
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
   std::atomic<bool> registrar_ready_{false};

@@ -262,12 +262,14 @@ def served_serial(port):
     openssl s_client sees it."""
     hello = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
                             "-servername", "localhost", "-alpn", "h2", "-showcerts"],
-                           input="", capture_output=True, text=True, timeout=30)
-    begin = hello.stdout.find("-----BEGIN CERTIFICATE-----")
-    end = hello.stdout.find("-----END CERTIFICATE-----")
+                           input=b"", capture_output=True, timeout=30)
+    # The server's HTTP/2 frames follow the handshake on stdout: not text.
+    out = hello.stdout.decode("latin-1")
+    begin = out.find("-----BEGIN CERTIFICATE-----")
+    end = out.find("-----END CERTIFICATE-----")
     if begin < 0 or end < 0:
         return None
-    pem = hello.stdout[begin:end + len("-----END CERTIFICATE-----")] + "\n"
+    pem = out[begin:end + len("-----END CERTIFICATE-----")] + "\n"
     return subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem,
                           capture_output=True, text=True).stdout.strip()
 
