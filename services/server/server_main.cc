@@ -17,6 +17,7 @@
 #include "services/common/config.h"
 #include "services/common/dev_pki.h"
 #include "services/common/log.h"
+#include "services/common/process_hardening.h"
 #include "services/common/server_runner.h"
 #include "services/server/app.h"
 
@@ -38,7 +39,9 @@ void PrintUsage(const char* binary) {
             << "  --data_dir=DIR      shorthand for --set=data_dir=DIR\n"
             << "  --check_config      validate the configuration and exit\n"
             << "  --print_config      print the effective configuration as JSON and exit\n"
-            << "  --announce_port     print 'LISTENING <port>' on stdout once serving (tools)\n";
+            << "  --announce_port     print 'LISTENING <port>' on stdout once serving (tools)\n"
+            << "  --allow_core_dumps  keep core dumps and same-user ptrace on (debugging only: a\n"
+            << "                      core file holds the master key and every device's keys)\n";
 }
 
 std::string ToJson(const google::protobuf::Message& m) {
@@ -106,6 +109,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   bool check_only = false;
   bool print_config = false;
   bool announce_port = false;
+  bool allow_core_dumps = false;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     auto value_of = [&](absl::string_view flag, std::string* out) {
@@ -130,6 +134,8 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
       print_config = true;
     } else if (arg == "--announce_port") {
       announce_port = true;
+    } else if (arg == "--allow_core_dumps") {
+      allow_core_dumps = true;
     } else if (value_of("--config", &v)) {
       sources.file = v;
     } else if (value_of("--set", &v)) {
@@ -140,6 +146,17 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
       std::cerr << binary_name << ": unknown flag '" << arg << "' (see --help)\n";
       return kExitUsage;
     }
+  }
+  // Before any secret is read: the master key, the device keys and the TLS key must
+  // not end up in a core file, nor be readable by another process of this user.
+  if (allow_core_dumps) {
+    log::Warn(
+        "core dumps are allowed (--allow_core_dumps): a core file of this process holds "
+        "the master key and device keys; keep it as safe as the keys themselves");
+  } else if (absl::Status st = KeepSecretsInProcess(); !st.ok()) {
+    log::Error("startup failed", {{"error", std::string(st.message())},
+                                  {"fix", "run with --allow_core_dumps to start anyway"}});
+    return kExitStartup;
   }
   auto config = LoadConfig(sources);
   if (!config.ok()) {

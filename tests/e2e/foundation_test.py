@@ -88,6 +88,24 @@ class FoundationTest(unittest.TestCase):
         self.assertIsNotNone(h.metric_value(text, "grpc_server_started_total"))
         self.assertIsNotNone(h.metric_value(text, "grpc_server_handling_seconds_bucket"))
 
+    def test_no_core_files(self):
+        # The process holds the master key and every device's keys: a crash must not
+        # write them to a core file.
+        with open("/proc/%d/limits" % self.server.proc.pid) as f:
+            core = [l.split() for l in f if l.startswith("Max core file size")][0]
+        self.assertEqual(core[4:6], ["0", "0"], core)
+        # The escape hatch for debugging keeps the limit as it was inherited.
+        other = h.Server(args=["--allow_core_dumps"]).start()
+        try:
+            with open("/proc/%d/limits" % other.proc.pid) as f:
+                mine = [l.split() for l in f if l.startswith("Max core file size")][0]
+            with open("/proc/self/limits") as f:
+                inherited = [l.split() for l in f if l.startswith("Max core file size")][0]
+            self.assertEqual(mine, inherited)
+            self.assertIn("core dumps are allowed", other.log())
+        finally:
+            self.assertEqual(other.stop(), 0, other.log())
+
     def test_made_up_methods_do_not_grow_the_metrics(self):
         # A client names any path it likes; gRPC answers UNIMPLEMENTED. The path must
         # not become a label value: that would let any caller add series without
