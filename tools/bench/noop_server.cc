@@ -15,6 +15,8 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
 #include <csignal>
 #include <cstdio>
@@ -38,6 +40,11 @@ ABSL_FLAG(std::string, address, "127.0.0.1", "Address to bind (IPv4, [IPv6] or a
 ABSL_FLAG(int, port, 0, "Port to bind; 0 picks an ephemeral port (printed as LISTENING <port>).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; empty serves plaintext.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(bool, tls_watch, false,
+          "Serve --tls_cert/--tls_key through grpc::experimental::TlsServerCredentials and a "
+          "FileWatcherCertificateProvider (files re-read every second), as iotauthd does, "
+          "instead of grpc::SslServerCredentials: measures what the reloadable credentials "
+          "cost per call.");
 ABSL_FLAG(std::string, api, "callback",
           "callback: the callback API (what iotauthd uses); cq: the async completion-queue "
           "API, --cq_threads threads each polling its own queue and answering inline.");
@@ -130,7 +137,13 @@ int Run() {
     std::fprintf(stderr, "noop_server: --tls_cert and --tls_key go together\n");
     return 2;
   }
-  if (!cert_path.empty()) {
+  if (!cert_path.empty() && absl::GetFlag(FLAGS_tls_watch)) {
+    grpc::experimental::TlsServerCredentialsOptions options(
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(key_path, cert_path,
+                                                                             1));
+    options.watch_identity_key_cert_pairs();
+    creds = grpc::experimental::TlsServerCredentials(options);
+  } else if (!cert_path.empty()) {
     grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
     if (!ReadFile(cert_path, &pair.cert_chain) || !ReadFile(key_path, &pair.private_key)) {
       std::fprintf(stderr, "noop_server: cannot read --tls_cert or --tls_key\n");
