@@ -75,14 +75,16 @@ class ServerRunner {
   bool shut_down_ = false;
 };
 
-// Blocks SIGTERM and SIGINT in the calling thread and every thread it creates
-// later; call first thing in main().
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
+// creates later, and ignores SIGPIPE (a closed log pipe fails the write instead of
+// ending the process); call first thing in main().
 void BlockTerminationSignals();
 // True when SIGTERM or SIGINT arrived (blocked, so still pending): long start-up
 // steps poll it to stop early. The signal stays pending for
 // WaitForTerminationSignal.
 bool TerminationSignalPending();
-// Waits for SIGTERM or SIGINT and returns its number.
+// Waits for SIGTERM or SIGINT and returns its number. A SIGHUP meanwhile is logged
+// and otherwise ignored.
 int WaitForTerminationSignal();
 
 }  // namespace iotauth

@@ -438,5 +438,39 @@ class ShutdownTest(unittest.TestCase):
         self.assertIn('"msg":"stopped"', server.log())
 
 
+    def test_sighup_and_a_closed_log_pipe_do_not_stop_the_server(self):
+        # Log rotation and `systemctl reload` send SIGHUP; a restarted log collector
+        # closes the pipe the server writes its log to. Either used to end the
+        # process at once (exit 129 or 141): no drain, uncommitted audit events lost.
+        d = tempfile.mkdtemp(prefix="iotauth-signals-")
+        proc = subprocess.Popen([h.runfile("services/server/iotauthd"), "--data_dir=" + d,
+                                 "--set=grpc.address=127.0.0.1:0", "--set=metrics.address="],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        port = None
+        deadline = time.time() + 30
+        while port is None and time.time() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if b'"msg":"serving"' in line:
+                port = int(json.loads(line)["grpc_port"])
+        self.assertIsNotNone(port, "server did not start")
+        proc.stderr.close()  # the log reader goes away
+        server = h.Server(data_dir=d)
+        server.grpc_port = port
+        try:
+            for _ in range(3):
+                proc.send_signal(signal.SIGHUP)  # each logs a line into the closed pipe
+                time.sleep(0.2)
+                self.assertIsNone(proc.poll(), "the server exited with %s" % proc.returncode)
+                self.assertEqual(health_status(server.channel(role=None)), 1)
+            # Admin changes log and audit too; the server carries on.
+            h.call(server.channel(role="admin"), "iotauth.registry.v1.DeviceRegistry/CreateTenant",
+                   {"tenant": {"id": "pipe", "hub_host": "pipe.example.net"}})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+        self.assertEqual(rc, 0)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
