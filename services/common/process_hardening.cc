@@ -23,4 +23,20 @@ absl::Status KeepSecretsInProcess() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint64_t> RaiseOpenFileLimit() {
+  struct rlimit files {};
+  if (getrlimit(RLIMIT_NOFILE, &files) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot read the open-file limit (getrlimit): ", std::strerror(errno)));
+  }
+  if (files.rlim_cur != files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot raise the open-file limit (setrlimit): ", std::strerror(errno)));
+    }
+  }
+  return static_cast<uint64_t>(files.rlim_cur);
+}
+
 }  // namespace iotauth

@@ -75,7 +75,7 @@ class ServerRunner {
   bool shut_down_ = false;
 };
 
-// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
+// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR2 in the calling thread and every thread it
 // creates later, and ignores SIGPIPE (a closed log pipe fails the write instead of
 // ending the process); call first thing in main().
 void BlockTerminationSignals();
@@ -84,7 +84,13 @@ void BlockTerminationSignals();
 // WaitForTerminationSignal.
 bool TerminationSignalPending();
 // Waits for SIGTERM or SIGINT and returns its number. A SIGHUP meanwhile is logged
-// and otherwise ignored.
+// and otherwise ignored. Returns SIGUSR2 when the gRPC listener failed for good
+// (ListenerFailure() says why): the caller drains and exits for its supervisor to
+// start it again.
 int WaitForTerminationSignal();
+
+// What gRPC reported when a listener stopped accepting ("Failed accept4: Too many
+// open files"); empty while none did.
+std::string ListenerFailure();
 
 }  // namespace iotauth

@@ -27,6 +27,9 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitStartup = 1;
 constexpr int kExitUsage = 2;
+// The gRPC listener stopped accepting connections (see grpc_log.h): drained and
+// exited for the supervisor to start the server again.
+constexpr int kExitListenerFailed = 3;
 
 void PrintUsage(const char* binary) {
   std::cout << "Usage: " << binary << " [--config=FILE] [--set=KEY=VALUE]... [--data_dir=DIR]\n"
@@ -158,6 +161,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
                                   {"fix", "run with --allow_core_dumps to start anyway"}});
     return kExitStartup;
   }
+  absl::StatusOr<uint64_t> open_files = RaiseOpenFileLimit();
   auto config = LoadConfig(sources);
   if (!config.ok()) {
     log::Error("invalid configuration", {{"error", std::string(config.status().message())}});
@@ -167,6 +171,12 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   log::Level level = log::Level::kInfo;
   log::ParseLevel(config->log().level(), &level);
   log::SetLevel(level);
+  if (open_files.ok()) {
+    log::Debug("open-file limit", {{"limit", absl::StrCat(*open_files)}});
+  } else {
+    log::Warn("cannot raise the open-file limit",
+              {{"error", std::string(open_files.status().message())}});
+  }
   if (print_config) {
     std::cout << ToJson(*config) << "\n";
     return kExitOk;
@@ -220,14 +230,26 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   int sig = WaitForTerminationSignal();
   absl::Duration grace = absl::Seconds(config->shutdown().grace_period().seconds()) +
                          absl::Nanoseconds(config->shutdown().grace_period().nanos());
-  log::Info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
-                              {"grace_period", absl::FormatDuration(grace)}});
+  const bool listener_failed = sig == SIGUSR2;
+  if (listener_failed) {
+    log::Error(
+        "the gRPC listener stopped accepting connections; draining the open ones and exiting "
+        "for the supervisor to start the server again (gRPC 1.51 does not resume accepting). "
+        "If it ran out of file descriptors, raise the open-file limit (LimitNOFILE=, ulimit "
+        "-Hn) above the connections expected, and look for a connection flood",
+        {{"grpc", ListenerFailure()},
+         {"open_file_limit", open_files.ok() ? absl::StrCat(*open_files) : "unknown"},
+         {"exit_status", absl::StrCat(kExitListenerFailed)}});
+  }
+  log::Info("shutting down",
+            {{"signal", sig == SIGTERM ? "SIGTERM" : (sig == SIGINT ? "SIGINT" : "none")},
+             {"grace_period", absl::FormatDuration(grace)}});
   absl::Time start = absl::Now();
   (*app)->BeginShutdown();
   (*runner)->Shutdown(grace);
   (*app)->Stop();
   log::Info("stopped", {{"shutdown_took", absl::FormatDuration(absl::Now() - start)}});
-  return kExitOk;
+  return listener_failed ? kExitListenerFailed : kExitOk;
 }
 
 }  // namespace iotauth

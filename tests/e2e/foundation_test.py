@@ -5,7 +5,9 @@ import base64
 import concurrent.futures
 import json
 import os
+import resource
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -471,6 +473,76 @@ class ShutdownTest(unittest.TestCase):
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=30)
         self.assertEqual(rc, 0)
+
+
+class ConnectionFloodTest(unittest.TestCase):
+    """Anyone who reaches the port can open TCP connections, before any TLS or
+    credential. In gRPC 1.51 the first accept() that runs out of file descriptors
+    stops the listener for good: the server used to stay up, deaf to every new
+    gateway, with the connections piling up in the kernel's queue."""
+
+    @staticmethod
+    def start(soft, hard):
+        d = tempfile.mkdtemp(prefix="iotauth-flood-")
+        server = h.Server(data_dir=d, args=["--set=shutdown.grace_period=2s"])
+        server.log_file = open(server.log_path, "wb")
+
+        def limits():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        server.proc = subprocess.Popen([server.binary] + server.args, stdout=subprocess.DEVNULL,
+                                       stderr=server.log_file, preexec_fn=limits)
+        deadline = time.time() + 30
+        while server.grpc_port is None and time.time() < deadline:
+            for line in server.log().splitlines():
+                if '"msg":"serving"' in line:
+                    server.grpc_port = int(json.loads(line)["grpc_port"])
+            time.sleep(0.05)
+        if server.grpc_port is None:
+            raise AssertionError("server did not start:\n" + server.log())
+        return server
+
+    @staticmethod
+    def flood(port, n=300):
+        socks = []
+        for _ in range(n):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        return socks
+
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        server = self.start(120, hard)
+        with open("/proc/%d/limits" % server.proc.pid) as f:
+            files = [l.split() for l in f if l.startswith("Max open files")][0]
+        self.assertEqual(files[3:5], [str(hard), str(hard)])
+        socks = self.flood(server.grpc_port)
+        try:
+            self.assertEqual(len(socks), 300)
+            self.assertEqual(health_status(server.channel(role=None)), 1)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_deaf_listener_drains_and_exits_for_a_restart(self):
+        server = self.start(120, 120)
+        socks = self.flood(server.grpc_port)
+        try:
+            rc = server.proc.wait(timeout=30)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(rc, 3, server.log())
+        log = server.log()
+        self.assertIn("Failed accept4: Too many open files", log)
+        self.assertIn("the gRPC listener stopped accepting connections", log)
+        self.assertIn('"msg":"stopped"', log)
+        # The data it holds is intact: the next start serves.
+        again = h.Server(data_dir=server.data_dir).start()
+        self.assertEqual(health_status(again.channel(role=None)), 1)
+        self.assertEqual(again.stop(), 0, again.log())
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
