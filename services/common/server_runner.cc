@@ -33,6 +33,25 @@ void ReportListenerFailure(absl::string_view message) {
   kill(getpid(), SIGUSR2);
 }
 
+// The gate's refusals, read at scrape time.
+class AuthGateMetrics final : public prometheus::Collectable {
+ public:
+  explicit AuthGateMetrics(std::shared_ptr<EarlyAuthGate> gate) : gate_(std::move(gate)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::ClientMetric m;
+    m.counter.value = static_cast<double>(gate_->refused());
+    return {{"iotauth_grpc_unauthenticated_refused_total",
+             "Calls refused UNAUTHENTICATED as their headers arrived (no verified client "
+             "certificate, no valid bearer token), before their message was read; they reach "
+             "no handler, so grpc_server_handled_total does not count them.",
+             prometheus::MetricType::Counter,
+             {m}}};
+  }
+
+ private:
+  std::shared_ptr<EarlyAuthGate> gate_;
+};
+
 }  // namespace
 
 std::string ListenerFailure() {
@@ -42,10 +61,15 @@ std::string ListenerFailure() {
 
 absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
-    std::shared_ptr<prometheus::Registry> registry) {
+    std::shared_ptr<prometheus::Registry> registry, std::shared_ptr<EarlyAuthGate> auth_gate) {
   std::unique_ptr<ServerRunner> runner(new ServerRunner());
   IOTAUTH_ASSIGN_OR_RETURN(ServerTls tls, BuildServerCredentials(config));
   runner->tls_reloader_ = std::move(tls.reloader);
+  // Plaintext credentials take no metadata processor (gRPC aborts): the gate needs TLS.
+  if (auth_gate != nullptr && runner->tls_reloader_ != nullptr) {
+    tls.credentials->SetAuthMetadataProcessor(auth_gate);
+    runner->auth_gate_metrics_ = std::make_shared<AuthGateMetrics>(auth_gate);
+  }
 
   // gRPC's log lines as JSON, and a dead listener noticed (see grpc_log.h).
   RouteGrpcLogs(ReportListenerFailure);
@@ -107,6 +131,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     }
     runner->exposer_->RegisterCollectable(registry);
     if (runner->tls_reloader_) runner->exposer_->RegisterCollectable(runner->tls_reloader_);
+    if (runner->auth_gate_metrics_) {
+      runner->exposer_->RegisterCollectable(runner->auth_gate_metrics_);
+    }
     auto ports = runner->exposer_->GetListeningPorts();
     runner->metrics_port_ = ports.empty() ? 0 : ports[0];
   }

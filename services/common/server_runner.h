@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/config/v1/config.pb.h"
+#include "services/common/auth_gate.h"
 #include "services/common/grpc_metrics.h"
 #include "services/common/tls_reloader.h"
 
@@ -37,9 +38,13 @@ struct HostedService {
 class ServerRunner {
  public:
   // Binds the listeners and starts serving. Port 0 in an address picks a free port.
+  // With TLS, `auth_gate` (optional) refuses unauthenticated calls before their
+  // message is read; its refusals are counted in
+  // iotauth_grpc_unauthenticated_refused_total.
   static absl::StatusOr<std::unique_ptr<ServerRunner>> Start(
       const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
-      std::shared_ptr<prometheus::Registry> registry);
+      std::shared_ptr<prometheus::Registry> registry,
+      std::shared_ptr<EarlyAuthGate> auth_gate = nullptr);
 
   ~ServerRunner();
 
@@ -67,6 +72,7 @@ class ServerRunner {
   std::vector<std::string> not_serving_;
   // Declared before server_ so that it outlives it: gRPC reads the files it stages.
   std::shared_ptr<TlsReloader> tls_reloader_;
+  std::shared_ptr<prometheus::Collectable> auth_gate_metrics_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;

@@ -154,17 +154,19 @@ Caller ConfiguredCallerResolver::ResolveFrom(const std::string& bearer_token,
   return c;
 }
 
+std::string ConfiguredCallerResolver::BearerTokenOf(absl::string_view authorization) {
+  if (absl::StartsWithIgnoreCase(authorization, "bearer ")) {
+    return std::string(authorization.substr(7));
+  }
+  return "\x01invalid-scheme";  // present but unusable: fails like a wrong token
+}
+
 Caller ConfiguredCallerResolver::Resolve(const grpc::ServerContextBase& context) const {
   std::string token;
   const auto& md = context.client_metadata();
   auto it = md.find("authorization");
   if (it != md.end()) {
-    absl::string_view v(it->second.data(), it->second.size());
-    if (absl::StartsWithIgnoreCase(v, "bearer ")) {
-      token = std::string(v.substr(7));
-    } else {
-      token = "\x01invalid-scheme";  // present but unusable: fails like a wrong token
-    }
+    token = BearerTokenOf(absl::string_view(it->second.data(), it->second.size()));
   }
   std::string subject;
   if (token.empty()) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/caller.h"
 #include "services/common/tls_reloader.h"
@@ -52,6 +53,10 @@ class ConfiguredCallerResolver final : public CallerResolver {
   // The pure part, for tests: a bearer token (may be empty) and the verified
   // peer certificate subject (may be empty).
   Caller ResolveFrom(const std::string& bearer_token, const std::string& cert_subject) const;
+
+  // The token an `authorization` header value carries ("Bearer <token>"); a value
+  // in another scheme gives a token no caller has (it fails like a wrong one).
+  static std::string BearerTokenOf(absl::string_view authorization);
 
   // Adds an in-process token (the all-in-one binary's internal calls between its
   // services). Call before serving starts.

@@ -363,6 +363,7 @@ class EmbeddedApp final : public App {
       internal_token_ = crypto::HexEncode(raw);
       r->AddInternalToken(std::string(kInternalPrincipal), internal_token_,
                           static_cast<uint32_t>(Role::kAdmin));
+      auth_gate_ = std::make_shared<EarlyAuthGate>(r.get());
       resolver_ = std::move(r);
     }
 
@@ -459,6 +460,8 @@ class EmbeddedApp final : public App {
               {{"took", absl::FormatDuration(absl::Now() - start)}});
     return absl::OkStatus();
   }
+
+  std::shared_ptr<EarlyAuthGate> AuthGate() const override { return auth_gate_; }
 
   void BeginShutdown() override {
     if (mirror_) mirror_->Stop();
@@ -863,6 +866,7 @@ class EmbeddedApp final : public App {
   // The client certificate and CA bundle for calls upstream (split mode), shared by
   // the registry and audit channels; null in process.
   std::shared_ptr<TlsReloader> upstream_tls_;
+  std::shared_ptr<EarlyAuthGate> auth_gate_;  // over resolver_; null with auth off
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
   std::atomic<bool> registrar_ready_{false};

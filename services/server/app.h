@@ -27,6 +27,9 @@ class App {
   virtual void BeginShutdown() = 0;
   // Called after the server stopped: flush pipelines, close stores.
   virtual void Stop() = 0;
+  // Refuses unauthenticated calls before their message is read (null when caller
+  // authentication is off).
+  virtual std::shared_ptr<EarlyAuthGate> AuthGate() const = 0;
 };
 
 absl::StatusOr<std::unique_ptr<App>> CreateApp(const iotauth::config::v1::ServerConfig& config,

@@ -195,7 +195,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
     log::Error("startup failed", {{"error", std::string(app.status().message())}});
     return kExitStartup;
   }
-  auto runner = ServerRunner::Start(*config, (*app)->Services(), registry);
+  auto runner = ServerRunner::Start(*config, (*app)->Services(), registry, (*app)->AuthGate());
   if (!runner.ok()) {
     log::Error("startup failed", {{"error", std::string(runner.status().message())}});
     (*app)->Stop();

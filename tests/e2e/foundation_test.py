@@ -90,6 +90,46 @@ class FoundationTest(unittest.TestCase):
         self.assertIsNotNone(h.metric_value(text, "grpc_server_started_total"))
         self.assertIsNotNone(h.metric_value(text, "grpc_server_handling_seconds_bucket"))
 
+    def test_unauthenticated_calls_are_refused_before_their_message_is_read(self):
+        # Without a credential, a call is refused as its headers arrive: a flood of
+        # large requests no longer has the server buffer each one whole first.
+        pid = self.server.proc.pid
+
+        def rss_mib():
+            with open("/proc/%d/status" % pid) as f:
+                return int([l for l in f if l.startswith("VmRSS")][0].split()[1]) // 1024
+        before_metric = h.metric_value(self.server.metrics(),
+                                       "iotauth_grpc_unauthenticated_refused_total") or 0
+        with open(self.server.pki("ca.pem"), "rb") as f:
+            ca = f.read()
+        ch = grpc.secure_channel(self.server.address, grpc.ssl_channel_credentials(root_certificates=ca),
+                                 options=[("grpc.max_send_message_length", 64 << 20)])
+        call = ch.unary_unary("/iotauth.identity.v1.IdentityService/Authenticate")
+        body = b"\x0a\x80\x80\xc0\x07" + b"A" * (15 << 20)  # one 15 MiB field
+        start = rss_mib()
+        futures = [call.future(body, timeout=60) for _ in range(40)]
+        peak = start
+        codes = []
+        for f in futures:
+            try:
+                f.result()
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+            peak = max(peak, rss_mib())
+        ch.close()
+        self.assertEqual(set(codes), {"UNAUTHENTICATED"})
+        with open("/proc/%d/maps" % pid) as f:
+            sanitized = "libasan" in f.read()
+        if not sanitized:  # ASan's quarantine keeps freed memory resident
+            # 600 MiB were sent; buffered whole, each would have been held.
+            self.assertLess(peak - start, 300, "RSS went from %d to %d MiB" % (start, peak))
+        refused = h.metric_value(self.server.metrics(), "iotauth_grpc_unauthenticated_refused_total")
+        self.assertGreaterEqual(refused - before_metric, 40)
+        # A caller with a credential still gets through, and health needs none.
+        self.assertEqual(health_status(self.server.channel(role=None)), 1)
+        h.call(self.server.channel(role="reader"), "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
+
     def test_no_core_files(self):
         # The process holds the master key and every device's keys: a crash must not
         # write them to a core file.
@@ -112,11 +152,15 @@ class FoundationTest(unittest.TestCase):
         # A client names any path it likes; gRPC answers UNIMPLEMENTED. The path must
         # not become a label value: that would let any caller add series without
         # bound, and echo whatever it put in the path.
-        ch = self.server.channel(role=None)
+        ch = self.server.channel(role="reader")
         for i in range(50):
             with self.assertRaises(grpc.RpcError) as cm:
                 ch.unary_unary("/made.Up%d/SecretPath%d" % (i, i))(b"", timeout=5)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        # Without a credential the call is refused before gRPC looks the path up.
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.server.channel(role=None).unary_unary("/made.UpAnon/SecretPathAnon")(b"", timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
         text = self.server.metrics()
         self.assertNotIn("made.Up", text)
         self.assertNotIn("SecretPath", text)

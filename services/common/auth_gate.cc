@@ -1,0 +1,54 @@
+#include "services/common/auth_gate.h"
+
+#include <grpc/grpc_security_constants.h>
+
+#include <utility>
+
+#include "absl/strings/match.h"
+
+namespace iotauth {
+
+EarlyAuthGate::EarlyAuthGate(const ConfiguredCallerResolver* resolver,
+                             std::vector<std::string> public_prefixes)
+    : resolver_(resolver), public_prefixes_(std::move(public_prefixes)) {}
+
+bool EarlyAuthGate::Admits(absl::string_view path, const absl::string_view* authorization,
+                           const std::string& cert_subject) const {
+  for (const std::string& prefix : public_prefixes_) {
+    if (absl::StartsWith(path, prefix)) return true;
+  }
+  // The same rule as ConfiguredCallerResolver::Resolve: the token when the call
+  // carries one (a wrong one is not downgraded to the certificate), else the
+  // certificate.
+  const std::string token = authorization != nullptr
+                                ? ConfiguredCallerResolver::BearerTokenOf(*authorization)
+                                : std::string();
+  return resolver_->ResolveFrom(token, token.empty() ? cert_subject : std::string()).authenticated;
+}
+
+grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
+                                    OutputMetadata* /*consumed_auth_metadata*/,
+                                    OutputMetadata* /*response_metadata*/) {
+  absl::string_view path;
+  if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) {
+    path = absl::string_view(it->second.data(), it->second.size());
+  }
+  absl::string_view authorization;
+  const absl::string_view* authorization_ptr = nullptr;
+  if (auto it = auth_metadata.find("authorization"); it != auth_metadata.end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
+    authorization_ptr = &authorization;
+  }
+  std::string subject;
+  if (context != nullptr && context->IsPeerAuthenticated()) {
+    const auto values = context->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+    if (!values.empty()) subject.assign(values[0].data(), values[0].size());
+  }
+  if (Admits(path, authorization_ptr, subject)) return grpc::Status::OK;
+  refused_.fetch_add(1, std::memory_order_relaxed);
+  // The words RequireRole uses, so that a caller sees the same refusal either way.
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "no caller credential: present a client certificate or a bearer token");
+}
+
+}  // namespace iotauth
