@@ -1,10 +1,15 @@
 #include "clients/mosquitto/grpc_auth_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +25,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+bool Readable(const std::string& path) { return path.empty() || access(path.c_str(), R_OK) == 0; }
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcAuthClient>> GrpcAuthClient::Create(const PluginConfig& c) {
@@ -28,17 +35,17 @@ absl::StatusOr<std::unique_ptr<GrpcAuthClient>> GrpcAuthClient::Create(const Plu
   client->server_name_ = c.tls_server_name;
   if (!c.ca_file.empty()) {
     client->tls_ = true;
-    absl::StatusOr<std::string> ca = ReadFile(c.ca_file);
-    if (!ca.ok()) return ca.status();
-    client->ca_pem_ = *std::move(ca);
-    if (!c.cert_file.empty()) {
-      absl::StatusOr<std::string> cert = ReadFile(c.cert_file);
-      if (!cert.ok()) return cert.status();
-      absl::StatusOr<std::string> key = ReadFile(c.key_file);
-      if (!key.ok()) return key.status();
-      client->cert_pem_ = *std::move(cert);
-      client->key_pem_ = *std::move(key);
+    for (auto [path, pem] :
+         {std::pair{&c.ca_file, &client->ca_pem_}, std::pair{&c.cert_file, &client->cert_pem_},
+          std::pair{&c.key_file, &client->key_pem_}}) {
+      if (path->empty()) continue;
+      absl::StatusOr<std::string> content = ReadFile(*path);
+      if (!content.ok()) return content.status();
+      *pem = *std::move(content);
     }
+    client->ca_file_ = c.ca_file;
+    client->cert_file_ = c.cert_file;
+    client->key_file_ = c.key_file;
   }
   return client;
 }
@@ -47,12 +54,29 @@ iv1::IdentityService::Stub* GrpcAuthClient::Stub() {
   absl::MutexLock lock(&mu_);
   if (stub_ == nullptr) {
     std::shared_ptr<grpc::ChannelCredentials> creds;
-    if (tls_) {
+    if (tls_ && !(Readable(ca_file_) && Readable(cert_file_) && Readable(key_file_))) {
+      // Not readable by the user the broker runs as now: what was read at load.
       grpc::SslCredentialsOptions o;
       o.pem_root_certs = ca_pem_;
       o.pem_cert_chain = cert_pem_;
       o.pem_private_key = key_pem_;
       creds = grpc::SslCredentials(o);
+    } else if (tls_) {
+      // Read again every second, so that a connection made after a renewal presents
+      // the new certificate. The files must be replaced together (a rename, or
+      // Kubernetes' Secret volume): a key read with the other pair's certificate
+      // fails that connection attempt, and the next one, a second later, succeeds.
+      grpc::experimental::TlsChannelCredentialsOptions o;
+      o.set_certificate_provider(
+          std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+              key_file_, cert_file_, ca_file_, /*refresh_interval_sec=*/1));
+      o.watch_root_certs();
+      if (!cert_file_.empty()) o.watch_identity_key_cert_pairs();
+      o.set_verify_server_certs(true);
+      // As grpc::SslCredentials did: the server's name is checked too.
+      o.set_certificate_verifier(
+          std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+      creds = grpc::experimental::TlsCredentials(o);
     } else {
       creds = grpc::InsecureChannelCredentials();
     }

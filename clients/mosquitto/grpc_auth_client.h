@@ -1,7 +1,11 @@
 // AuthClient over iotauth's gRPC contract (iotauth.identity.v1.IdentityService),
 // with mutual TLS from files and a per-call deadline. The channel is created on the
 // first call, so a broker that forks to daemonize after loading plugins does not
-// inherit gRPC threads.
+// inherit gRPC threads. The TLS files are read again every second (gRPC's
+// FileWatcherCertificateProvider): a renewed client certificate is presented on the
+// next connection without restarting the broker. If the broker's user cannot read
+// them once it has dropped root (they were read at load, as root), the contents read
+// then are used, as before: a renewal then needs a restart.
 #pragma once
 
 #include <memory>
@@ -17,7 +21,7 @@ namespace iotauth::mosquitto {
 
 class GrpcAuthClient final : public AuthClient {
  public:
-  // Reads the TLS files now; INVALID_ARGUMENT naming a file that cannot be read.
+  // Reads the TLS files now; INVALID_ARGUMENT naming one that cannot be read.
   static absl::StatusOr<std::unique_ptr<GrpcAuthClient>> Create(const PluginConfig& config);
 
   absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
@@ -30,7 +34,8 @@ class GrpcAuthClient final : public AuthClient {
   std::string address_;
   std::string server_name_;
   bool tls_ = false;
-  std::string ca_pem_, cert_pem_, key_pem_;  // key: SECRET
+  std::string ca_file_, cert_file_, key_file_;
+  std::string ca_pem_, cert_pem_, key_pem_;  // as read at load; key: SECRET
   absl::Mutex mu_;
   std::unique_ptr<iotauth::identity::v1::IdentityService::Stub> stub_ ABSL_GUARDED_BY(mu_);
 };

@@ -108,7 +108,10 @@ class Pki:
 class Broker:
     """Debian's mosquitto with one TLS listener requiring client certificates."""
 
-    def __init__(self, d, pki, server, plugin):
+    def __init__(self, d, pki, server, plugin, client_cert=None):
+        """`client_cert`: (certificate, key) the plugin presents to iotauth; the
+        server's dev-PKI gateway pair by default."""
+        cert, key = client_cert or (server.pki("gateway.pem"), server.pki("gateway.key"))
         self.port = free_port()
         self.conf = os.path.join(d, "mosquitto.conf")
         self.log_path = os.path.join(d, "mosquitto.log")
@@ -127,8 +130,8 @@ class Broker:
                 "plugin %s" % plugin,
                 "plugin_opt_address %s" % server.address,
                 "plugin_opt_ca_file %s" % server.pki("ca.pem"),
-                "plugin_opt_cert_file %s" % server.pki("gateway.pem"),
-                "plugin_opt_key_file %s" % server.pki("gateway.key"),
+                "plugin_opt_cert_file %s" % cert,
+                "plugin_opt_key_file %s" % key,
                 # Generous: under --config=asan, with other tests on both cores, a
                 # call can take seconds; a timeout would refuse for the wrong reason.
                 "plugin_opt_timeout_ms 15000",
@@ -490,6 +493,69 @@ class BrokerE2ETest(unittest.TestCase):
         finally:
             watcher.close()
 
+
+
+class PluginCertificateRenewalTest(unittest.TestCase):
+    """The plugin's client certificate is renewed on disk while the broker runs: the
+    next connection to iotauth presents the new one, without a broker restart."""
+
+    def test_a_renewed_client_certificate_is_used_after_a_reconnect(self):
+        if not os.path.exists(MOSQUITTO):
+            raise unittest.SkipTest("Debian's mosquitto is not installed")
+        tmp = tempfile.mkdtemp(prefix="iotauth-plugin-renewal-")
+        self.pki = Pki(tmp)
+        self.pki.leaf("plain", "unreg-ca", "plain-device")  # the device's TLS to the broker
+        port = free_port()
+        address = ["--set=grpc.address=127.0.0.1:%d" % port]
+        server = h.Server(args=address).start()
+        admin = server.channel("admin")
+        h.call(admin, REG + "CreateTenant", {"tenant": {"id": TENANT, "hub_host": HUB}})
+        h.call(admin, REG + "CreateProduct", {"product": {
+            "tenant_id": TENANT, "product_key": PRODUCT,
+            "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+        key = base64.b64encode(os.urandom(32)).decode()
+        h.call(admin, REG + "CreateDevice", {"device": {
+            "tenant_id": TENANT, "device_id": "r1", "product_key": PRODUCT,
+            "status": "DEVICE_STATUS_ENABLED",
+            "credentials": {"symmetric_key": {"primary_key": key, "secondary_key": key}}}})
+        # The plugin starts with a certificate iotauth knows but that lacks the
+        # gateway role (the reader's), as an expired or wrong one would be refused.
+        live_cert, live_key = os.path.join(tmp, "plugin.pem"), os.path.join(tmp, "plugin.key")
+
+        def put(role):
+            for src, dst in ((server.pki(role + ".pem"), live_cert),
+                             (server.pki(role + ".key"), live_key)):
+                shutil.copyfile(src, dst + ".new")
+                os.replace(dst + ".new", dst)
+        put("reader")
+        self.broker = Broker(tmp, self.pki, server,
+                             h.runfile("clients/mosquitto/libiotauth_mosquitto.so"),
+                             client_cert=(live_cert, live_key))
+
+        def connect():
+            token = sas_token(HUB, "r1", key, int(time.time()) + 3600)
+            d = Device(self, "r1", "%s/r1/?api-version=2021-04-12" % HUB, token)
+            d.close()
+            return d.rc
+        try:
+            self.assertEqual(connect(), 5, self.broker.log()[-2000:])
+            # The renewal lands: the gateway pair, each file replaced by a rename.
+            put("gateway")
+            # The plugin's open connection keeps its old certificate; iotauth
+            # restarting (a rollout) makes it connect again.
+            self.assertEqual(server.stop(), 0, server.log())
+            server = h.Server(data_dir=server.data_dir, args=address).start()
+            deadline = time.time() + 30
+            rc = connect()
+            while rc != 0 and time.time() < deadline:
+                time.sleep(0.5)
+                rc = connect()
+            self.assertEqual(rc, 0, "broker log:\n%s\nserver log:\n%s" % (
+                self.broker.log()[-3000:], server.log()[-3000:]))
+        finally:
+            self.broker.stop()
+            self.assertEqual(server.stop(), 0, server.log())
+            shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
