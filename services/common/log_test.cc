@@ -13,6 +13,31 @@ TEST(LogTest, FormatsOneJsonObject) {
             "\\\"x\\\"\",\"addr\":\"127.0.0.1:1\",\"ctl\":\"a\\nb\\u0001\"}");
 }
 
+// Whatever bytes a field holds, the line is valid JSON: well-formed UTF-8 is kept,
+// anything else becomes U+FFFD one byte at a time.
+TEST(LogTest, InvalidUtf8BecomesReplacementCharacters) {
+  struct Row {
+    const char* name;
+    std::string in;
+    std::string out;
+  } rows[] = {
+      {"two, three and four bytes", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
+       "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+      {"a lone continuation byte",
+       "a\x80"
+       "b",
+       "a\\ufffdb"},
+      {"a lead byte at the end", "a\xc3", "a\\ufffd"},
+      {"a cut three-byte character", "\xe2\x82x", "\\ufffd\\ufffdx"},
+      {"an overlong slash", "\xc0\xaf", "\\ufffd\\ufffd"},
+      {"an overlong three-byte form", "\xe0\x80\xaf", "\\ufffd\\ufffd\\ufffd"},
+      {"a surrogate", "\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd"},
+      {"above U+10FFFF", "\xf4\x90\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd"},
+      {"0xff", "\xff", "\\ufffd"},
+  };
+  for (const Row& row : rows) EXPECT_EQ(JsonEscape(row.in), row.out) << row.name;
+}
+
 TEST(LogTest, ParsesLevels) {
   Level l;
   EXPECT_TRUE(ParseLevel("debug", &l));
