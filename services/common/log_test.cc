@@ -26,14 +26,14 @@ TEST(LogTest, InvalidUtf8BecomesReplacementCharacters) {
       {"a lone continuation byte",
        "a\x80"
        "b",
-       "a\\ufffdb"},
-      {"a lead byte at the end", "a\xc3", "a\\ufffd"},
-      {"a cut three-byte character", "\xe2\x82x", "\\ufffd\\ufffdx"},
-      {"an overlong slash", "\xc0\xaf", "\\ufffd\\ufffd"},
-      {"an overlong three-byte form", "\xe0\x80\xaf", "\\ufffd\\ufffd\\ufffd"},
-      {"a surrogate", "\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd"},
-      {"above U+10FFFF", "\xf4\x90\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd"},
-      {"0xff", "\xff", "\\ufffd"},
+       R"(a\ufffdb)"},
+      {"a lead byte at the end", "a\xc3", R"(a\ufffd)"},
+      {"a cut three-byte character", "\xe2\x82x", R"(\ufffd\ufffdx)"},
+      {"an overlong slash", "\xc0\xaf", R"(\ufffd\ufffd)"},
+      {"an overlong three-byte form", "\xe0\x80\xaf", R"(\ufffd\ufffd\ufffd)"},
+      {"a surrogate", "\xed\xa0\x80", R"(\ufffd\ufffd\ufffd)"},
+      {"above U+10FFFF", "\xf4\x90\x80\x80", R"(\ufffd\ufffd\ufffd\ufffd)"},
+      {"0xff", "\xff", R"(\ufffd)"},
   };
   for (const Row& row : rows) EXPECT_EQ(JsonEscape(row.in), row.out) << row.name;
 }
