@@ -1,5 +1,6 @@
 #include "services/common/server_runner.h"
 
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
@@ -23,12 +24,31 @@ namespace {
 absl::Mutex listener_failure_mu(absl::kConstInit);
 std::string* listener_failure ABSL_GUARDED_BY(listener_failure_mu) = nullptr;
 
-// On the gRPC thread that logged the failure: note it and wake the main thread
-// (blocked in WaitForTerminationSignal). Nothing here calls into gRPC.
+// Descriptors held back from the start, and let go when a listener fails for lack
+// of them: the drain that follows (the audit log's last commit, the sanitizers'
+// own checks) must not fail for the same reason.
+constexpr int kReservedFds = 8;
+int reserved_fds[kReservedFds] ABSL_GUARDED_BY(listener_failure_mu) = {-1, -1, -1, -1,
+                                                                       -1, -1, -1, -1};
+
+void ReserveFds() {
+  absl::MutexLock lock(&listener_failure_mu);
+  for (int& fd : reserved_fds) {
+    if (fd < 0) fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+}
+
+// On the gRPC thread that logged the failure: note it, free the reserve, and wake
+// the main thread (blocked in WaitForTerminationSignal). Nothing here calls into
+// gRPC.
 void ReportListenerFailure(absl::string_view message) {
   {
     absl::MutexLock lock(&listener_failure_mu);
     if (listener_failure == nullptr) listener_failure = new std::string(message);
+    for (int& fd : reserved_fds) {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
   }
   kill(getpid(), SIGUSR2);
 }
@@ -63,6 +83,10 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
     std::shared_ptr<prometheus::Registry> registry, std::shared_ptr<EarlyAuthGate> auth_gate) {
   std::unique_ptr<ServerRunner> runner(new ServerRunner());
+  // gRPC's log lines as JSON from here on, and a dead listener noticed (see
+  // grpc_log.h).
+  RouteGrpcLogs(ReportListenerFailure);
+  ReserveFds();
   IOTAUTH_ASSIGN_OR_RETURN(ServerTls tls, BuildServerCredentials(config));
   runner->tls_reloader_ = std::move(tls.reloader);
   // Plaintext credentials take no metadata processor (gRPC aborts): the gate needs TLS.
@@ -71,8 +95,6 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     runner->auth_gate_metrics_ = std::make_shared<AuthGateMetrics>(auth_gate);
   }
 
-  // gRPC's log lines as JSON, and a dead listener noticed (see grpc_log.h).
-  RouteGrpcLogs(ReportListenerFailure);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
