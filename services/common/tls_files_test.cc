@@ -3,41 +3,20 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include <cstdlib>
-#include <filesystem>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "services/common/dev_pki.h"
+#include "services/common/test_server_pki.h"
 
 namespace iotauth {
 namespace {
 
 // Two unrelated development PKIs, made once: each a CA and a server pair.
-struct Pki {
-  std::string ca, cert, key;
-};
-
-Pki MakePki(const std::string& name) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/tls-files-", name);
-  std::filesystem::remove_all(dir);
-  EXPECT_TRUE(EnsureDevPki(dir, absl::Now()).ok());
-  DevPkiPaths p = DevPkiLayout(dir);
-  return {*ReadTextFile(p.ca_cert), *ReadTextFile(p.server_cert), *ReadTextFile(p.server_key)};
-}
-
-const Pki& A() {
-  static const Pki* pki = new Pki(MakePki("a"));
-  return *pki;
-}
-const Pki& B() {
-  static const Pki* pki = new Pki(MakePki("b"));
-  return *pki;
-}
+using Pki = test_pki::ServerPki;
+const Pki& A() { return test_pki::PkiA(); }
+const Pki& B() { return test_pki::PkiB(); }
 
 TlsFiles Files(const std::string& cert, const std::string& key, const std::string* ca = nullptr) {
   TlsFiles f;

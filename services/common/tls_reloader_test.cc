@@ -19,34 +19,18 @@
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
 #include "services/common/dev_pki.h"
+#include "services/common/test_server_pki.h"
 
 namespace iotauth {
 namespace {
 
-struct Pki {
-  std::string ca, cert, key;
-};
+using Pki = test_pki::ServerPki;
+const Pki& A() { return test_pki::PkiA(); }
+const Pki& B() { return test_pki::PkiB(); }
 
 std::string TmpDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   return absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
-}
-
-Pki MakePki(const std::string& name) {
-  const std::string dir = TmpDir("tls-reloader-pki-" + name);
-  std::filesystem::remove_all(dir);
-  EXPECT_TRUE(EnsureDevPki(dir, absl::Now()).ok());
-  DevPkiPaths p = DevPkiLayout(dir);
-  return {*ReadTextFile(p.ca_cert), *ReadTextFile(p.server_cert), *ReadTextFile(p.server_key)};
-}
-
-const Pki& A() {
-  static const Pki* pki = new Pki(MakePki("a"));
-  return *pki;
-}
-const Pki& B() {
-  static const Pki* pki = new Pki(MakePki("b"));
-  return *pki;
 }
 
 void Write(const std::string& path, const std::string& data) {
