@@ -828,6 +828,11 @@ class EmbeddedApp final : public App {
   std::shared_ptr<prometheus::Registry> metrics_;
   std::unique_ptr<CallerResolver> resolver_;
   std::string internal_token_;
+  // The client certificate and CA bundle for calls upstream (split mode), shared by
+  // the registry and audit channels; null in process. Declared before the members
+  // holding those channels, so that it goes after them: gRPC reads the files it
+  // stages until the last channel is gone.
+  std::shared_ptr<TlsReloader> upstream_tls_;
   // False until the registry mirror's first sync: Authenticate and Authorize answer
   // UNAVAILABLE meanwhile.
   std::atomic<bool> directory_ready_{false};
@@ -863,9 +868,6 @@ class EmbeddedApp final : public App {
   std::unique_ptr<gateway::ExtAuthzService> ext_authz_service_;
   std::shared_ptr<identity::RegistryMirror> mirror_;  // and MirrorMetrics
   std::shared_ptr<MirrorMetrics> mirror_metrics_;
-  // The client certificate and CA bundle for calls upstream (split mode), shared by
-  // the registry and audit channels; null in process.
-  std::shared_ptr<TlsReloader> upstream_tls_;
   std::shared_ptr<EarlyAuthGate> auth_gate_;  // over resolver_; null with auth off
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
