@@ -31,7 +31,8 @@ bool WriteAll(int fd, absl::string_view data, uint64_t offset) {
   return true;
 }
 
-absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error) {
+absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error,
+                                      size_t max_bytes) {
   std::string out;
   char buf[1 << 16];
   for (;;) {
@@ -40,6 +41,9 @@ absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError
     if (n < 0) return error("read", path);
     if (n == 0) return out;
     out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      return absl::OutOfRangeError(absl::StrCat(path, " is larger than ", max_bytes, " bytes"));
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,8 +27,11 @@ using ErrnoError = absl::Status (*)(absl::string_view what, absl::string_view pa
 // that fails with ENOSPC; a call that writes nothing without an error is EIO).
 bool WriteAll(int fd, absl::string_view data, uint64_t offset);
 
-// Everything from `fd`'s position to its end. `path` names it in errors.
-absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error);
+// Everything from `fd`'s position to its end. `path` names it in errors. More than
+// `max_bytes` is OUT_OF_RANGE (a path pointing at something endless, /dev/zero,
+// must not eat the memory).
+absl::StatusOr<std::string> ReadToEnd(int fd, absl::string_view path, ErrnoError error,
+                                      size_t max_bytes = SIZE_MAX);
 
 // Writes `data` to `path` through `path`.tmp (created with `mode`, before the umask)
 // and a rename; with `sync`, the file and then `dir_fd` (the directory holding

@@ -45,6 +45,20 @@ TEST(WriteAllTest, AShortWriteIsContinuedAndTheFailureHasItsOwnErrno) {
   unlink(path.c_str());
 }
 
+absl::Status Errno(absl::string_view what, absl::string_view path) {
+  return absl::InternalError(absl::StrCat(what, " ", path));
+}
+
+// Something endless is refused at the cap instead of read until memory runs out.
+TEST(ReadToEndTest, MoreThanTheCapIsOutOfRange) {
+  const int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  absl::StatusOr<std::string> endless = ReadToEnd(fd, "/dev/zero", Errno, 1 << 20);
+  close(fd);
+  EXPECT_EQ(endless.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(endless.status().message(), "/dev/zero is larger than 1048576 bytes");
+}
+
 TEST(FileLockTest, OneLockPathPerStoreHoweverItIsSpelled) {
   EXPECT_EQ(LockPathFor("/x/audit"), "/x/audit.lock");
   EXPECT_EQ(LockPathFor("/x/audit/"), "/x/audit.lock");

@@ -29,6 +29,11 @@ absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
   return absl::UnavailableError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(err)));
 }
 
+// strerror(errno) alone: ReadCapped words the rest.
+absl::Status ReadError(absl::string_view /*what*/, absl::string_view /*path*/) {
+  return absl::InvalidArgumentError(std::strerror(errno));
+}
+
 absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_view what) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -36,25 +41,15 @@ absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_vie
     return absl::InvalidArgumentError(
         absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
   }
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      close(fd);
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > kMaxFileBytes) {
-      close(fd);
-      return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is larger than 1 MiB"));
-    }
-  }
+  absl::StatusOr<std::string> out = posix_file::ReadToEnd(fd, path, ReadError, kMaxFileBytes);
   close(fd);
+  if (absl::IsOutOfRange(out.status())) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is larger than 1 MiB"));
+  }
+  if (!out.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", out.status().message()));
+  }
   return out;
 }
 
@@ -122,10 +117,12 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
   if (!files.ok()) return files.status();
   absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(*files);
   if (!info.ok()) {
-    return absl::Status(
-        info.status().code(),
-        absl::StrCat(info.status().message(), " (", paths.cert_file, ", ", paths.key_file,
-                     paths.ca_file.empty() ? "" : ", " + paths.ca_file, ")"));
+    std::string named;
+    for (const std::string* p : {&paths.cert_file, &paths.key_file, &paths.ca_file}) {
+      if (!p->empty()) absl::StrAppend(&named, named.empty() ? "" : ", ", *p);
+    }
+    return absl::Status(info.status().code(),
+                        absl::StrCat(info.status().message(), " (", named, ")"));
   }
 
   // The private directory: made, locked and cleaned up under the root's lock, so
@@ -178,11 +175,13 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
          {"cert_file", paths.cert_file},
          {"not_after", Rfc3339(info->not_after)}});
   }
-  log::Info("tls: serving certificate", {{"use", r->options_.use},
-                                         {"subject", info->subject},
-                                         {"serial", info->serial_hex},
-                                         {"not_after", Rfc3339(info->not_after)},
-                                         {"cert_file", paths.cert_file}});
+  if (r->has_identity()) {
+    log::Info("tls: serving certificate", {{"use", r->options_.use},
+                                           {"subject", info->subject},
+                                           {"serial", info->serial_hex},
+                                           {"not_after", Rfc3339(info->not_after)},
+                                           {"cert_file", paths.cert_file}});
+  }
   if (r->options_.poll_thread) {
     TlsReloader* self = r.get();
     r->thread_ = std::thread([self] { self->Loop(); });
