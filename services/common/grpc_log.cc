@@ -19,8 +19,7 @@ std::atomic<bool> listener_failure_reported{false};
 }  // namespace
 
 bool IsListenerFailure(absl::string_view grpc_message) {
-  return absl::StartsWith(grpc_message, "Failed accept4") ||
-         absl::StartsWith(grpc_message, "Failed accept");
+  return absl::StartsWith(grpc_message, "Failed accept");  // accept4, or accept
 }
 
 void GrpcLogHook(gpr_log_func_args* args) {
