@@ -7,8 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <csignal>
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -70,6 +74,31 @@ class AuthGateMetrics final : public prometheus::Collectable {
 
  private:
   std::shared_ptr<EarlyAuthGate> gate_;
+};
+
+// Failed TLS handshakes by cause (grpc_log.h), read at scrape time. Process-wide:
+// in split mode they include the process's upstream channels.
+class HandshakeFailureMetrics final : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    const std::array<uint64_t, kHandshakeFailureKinds> counts = HandshakeFailuresSoFar();
+    prometheus::MetricFamily family{
+        "iotauth_tls_handshake_failures_total",
+        "TLS handshakes that failed, by cause: refused_peer_certificate (the peer's "
+        "certificate failed verification, or it sent none where one is required), "
+        "peer_refused_certificate (the peer refused ours: unknown CA, expired...), "
+        "protocol (not TLS, no common version or cipher, cut short).",
+        prometheus::MetricType::Counter,
+        {}};
+    for (int i = 0; i < kHandshakeFailureKinds; ++i) {
+      prometheus::ClientMetric m;
+      m.label.push_back(
+          {"cause", std::string(HandshakeFailureName(static_cast<HandshakeFailure>(i)))});
+      m.counter.value = static_cast<double>(counts[i]);
+      family.metric.push_back(std::move(m));
+    }
+    return {std::move(family)};
+  }
 };
 
 }  // namespace
@@ -155,6 +184,10 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     if (runner->tls_reloader_) runner->exposer_->RegisterCollectable(runner->tls_reloader_);
     if (runner->auth_gate_metrics_) {
       runner->exposer_->RegisterCollectable(runner->auth_gate_metrics_);
+    }
+    if (runner->tls_reloader_) {
+      runner->handshake_metrics_ = std::make_shared<HandshakeFailureMetrics>();
+      runner->exposer_->RegisterCollectable(runner->handshake_metrics_);
     }
     auto ports = runner->exposer_->GetListeningPorts();
     runner->metrics_port_ = ports.empty() ? 0 : ports[0];

@@ -73,6 +73,7 @@ class ServerRunner {
   // Declared before server_ so that it outlives it: gRPC reads the files it stages.
   std::shared_ptr<TlsReloader> tls_reloader_;
   std::shared_ptr<prometheus::Collectable> auth_gate_metrics_;
+  std::shared_ptr<prometheus::Collectable> handshake_metrics_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;

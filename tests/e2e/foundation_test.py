@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -433,6 +434,69 @@ class TlsReloadTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0, server.log())
         # The staged copies go with the process.
         self.assertEqual([e for e in os.listdir(staging) if not e.startswith(".")], [])
+
+
+class HandshakeFailureTest(unittest.TestCase):
+    """Failed TLS handshakes are counted by cause, and their log lines are capped, so
+    that a port scanner cannot flood the log; each is a warning (the peer's doing)."""
+
+    def test_failed_handshakes_are_counted_by_cause_and_their_lines_capped(self):
+        d = tempfile.mkdtemp(prefix="iotauth-hs-")
+        other_ca, other_cert, other_key, _ = make_pki(d, "other")
+        server = h.Server().start()
+        try:
+            server_ca = os.path.join(server.data_dir, "pki", "ca.pem")
+
+            def handshake(ctx):
+                with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as raw:
+                    try:
+                        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                            tls.recv(1)  # TLS 1.3: the server judges the client after our Finished
+                    except (ssl.SSLError, OSError):
+                        pass
+
+            # 1. Plaintext HTTP/2 to the TLS port, as a misconfigured client sends it.
+            for _ in range(30):
+                with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as raw:
+                    raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                    try:
+                        raw.recv(1)
+                    except OSError:
+                        pass
+            # 2. A client certificate from a CA the server does not know.
+            foreign = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            foreign.load_verify_locations(server_ca)
+            foreign.load_cert_chain(other_cert, other_key)
+            foreign.set_alpn_protocols(["h2"])
+            for _ in range(3):
+                handshake(foreign)
+            # 3. A client that does not trust the server's certificate.
+            distrustful = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            distrustful.load_verify_locations(other_ca)
+            distrustful.set_alpn_protocols(["h2"])
+            for _ in range(2):
+                handshake(distrustful)
+
+            want = {"protocol": 30, "refused_peer_certificate": 3, "peer_refused_certificate": 2}
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                text = server.metrics()
+                got = {c: h.metric_value(text, "iotauth_tls_handshake_failures_total", cause=c)
+                       for c in want}
+                if got == want:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(got, want, server.log())
+            self.assertEqual(h.promtool_check(text).returncode, 0, h.promtool_check(text).stdout)
+            # The server still serves a client that does it right.
+            self.assertTrue(healthy(server.address, server_ca))
+            lines = [json.loads(l) for l in server.log().splitlines()
+                     if l.startswith("{") and "Handshake failed" in l]
+            self.assertEqual(len(lines), 10, lines)
+            self.assertEqual({l["level"] for l in lines}, {"warn"})
+            self.assertTrue({l["cause"] for l in lines} <= set(want), lines)
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
 
 
 class ShutdownTest(unittest.TestCase):
