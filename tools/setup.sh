@@ -11,7 +11,8 @@ APT_PACKAGES=(
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
   libsqlite3-dev libpq-dev libjemalloc-dev
   # end-to-end peers and tools
-  python3-grpcio python3-protobuf python3-paho-mqtt python3-cryptography mosquitto mosquitto-dev
+  python3-grpcio python3-protobuf python3-paho-mqtt python3-cryptography python3-h2 mosquitto
+  mosquitto-dev
   libmosquitto-dev mosquitto-clients nghttp2-client prometheus postgresql
   curl ca-certificates
 )

@@ -2,6 +2,7 @@
 
 #include <grpc/grpc_security_constants.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -9,14 +10,22 @@
 namespace iotauth {
 
 EarlyAuthGate::EarlyAuthGate(const ConfiguredCallerResolver* resolver,
-                             std::vector<std::string> public_prefixes)
-    : resolver_(resolver), public_prefixes_(std::move(public_prefixes)) {}
+                             std::vector<std::string> public_prefixes, PublicCallLimit limit,
+                             const Clock* clock)
+    : resolver_(resolver),
+      public_prefixes_(std::move(public_prefixes)),
+      limit_(limit),
+      clock_(clock),
+      tokens_(limit.burst),
+      refilled_(clock->Now()) {}
 
-bool EarlyAuthGate::Admits(absl::string_view path, const absl::string_view* authorization,
-                           const std::string& cert_subject) const {
-  for (const std::string& prefix : public_prefixes_) {
-    if (absl::StartsWith(path, prefix)) return true;
-  }
+bool EarlyAuthGate::IsPublic(absl::string_view path) const {
+  return std::any_of(public_prefixes_.begin(), public_prefixes_.end(),
+                     [path](const std::string& prefix) { return absl::StartsWith(path, prefix); });
+}
+
+bool EarlyAuthGate::Authenticated(const absl::string_view* authorization,
+                                  const std::string& cert_subject) const {
   // The same rule as ConfiguredCallerResolver::Resolve: the token when the call
   // carries one (a wrong one is not downgraded to the certificate), else the
   // certificate.
@@ -27,6 +36,24 @@ bool EarlyAuthGate::Admits(absl::string_view path, const absl::string_view* auth
   // the roles, later): no need to parse it here.
   if (token.empty()) return !cert_subject.empty();
   return resolver_->ResolveFrom(token, std::string()).authenticated;
+}
+
+bool EarlyAuthGate::Admits(absl::string_view path, const absl::string_view* authorization,
+                           const std::string& cert_subject) const {
+  return IsPublic(path) || Authenticated(authorization, cert_subject);
+}
+
+bool EarlyAuthGate::TakePublicToken() {
+  absl::MutexLock lock(&bucket_mu_);
+  const absl::Time now = clock_->Now();
+  if (now > refilled_) {
+    tokens_ = std::min(limit_.burst,
+                       tokens_ + absl::ToDoubleSeconds(now - refilled_) * limit_.per_second);
+  }
+  refilled_ = now;  // a clock that steps back refills nothing
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
 }
 
 grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
@@ -47,7 +74,14 @@ grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::Au
     const auto values = context->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
     if (!values.empty()) subject.assign(values[0].data(), values[0].size());
   }
-  if (Admits(path, authorization_ptr, subject)) return grpc::Status::OK;
+  if (IsPublic(path)) {
+    if (Authenticated(authorization_ptr, subject) || TakePublicToken()) return grpc::Status::OK;
+    shed_.fetch_add(1, std::memory_order_relaxed);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "too many health or reflection calls without a credential: slow down, "
+                        "or present a client certificate or a bearer token");
+  }
+  if (Authenticated(authorization_ptr, subject)) return grpc::Status::OK;
   refused_.fetch_add(1, std::memory_order_relaxed);
   // The words RequireRole uses, so that a caller sees the same refusal either way.
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,

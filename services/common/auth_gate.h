@@ -13,18 +13,39 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/common/clock.h"
 #include "services/common/server_security.h"
 
 namespace iotauth {
 
+//
+// Calls to public methods (health and reflection) need no credential, but those
+// that come without one share a budget, `PublicCallLimit`, and past it are refused
+// RESOURCE_EXHAUSTED here. In Debian's gRPC 1.51 a client that opens streams and
+// resets each at once (HTTP/2 "rapid reset", CVE-2023-44487) gets around the
+// concurrent-stream cap, and every call admitted past this gate waits in a queue
+// that drains slower than such a client fills it: two of them, without any
+// credential, took iotauthd from 30 to 840 MiB through Health/Check. A call refused
+// here is freed at once.
+// Calls to public methods without a credential admitted per second (a token
+// bucket). Health checkers make a few a second; a credential skips the budget.
+struct PublicCallLimit {
+  double per_second = 1000;
+  double burst = 2000;
+};
+
 class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
  public:
-  // `resolver` outlives the gate. Calls to methods under `public_prefixes` (health
-  // checks and reflection, which take no credential) pass unchecked.
+  // `resolver` and `clock` outlive the gate. Calls to methods under
+  // `public_prefixes` (health checks and reflection) need no credential.
   explicit EarlyAuthGate(const ConfiguredCallerResolver* resolver,
                          std::vector<std::string> public_prefixes = {"/grpc.health.v1.Health/",
-                                                                     "/grpc.reflection."});
+                                                                     "/grpc.reflection."},
+                         PublicCallLimit limit = {}, const Clock* clock = &RealClock::Get());
 
   // Decided on gRPC's own thread, without blocking: a hash and a comparison.
   bool IsBlocking() const override { return false; }
@@ -38,13 +59,25 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   bool Admits(absl::string_view path, const absl::string_view* authorization,
               const std::string& cert_subject) const;
 
-  // Calls refused so far.
+  // Calls refused UNAUTHENTICATED so far.
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  // Calls to public methods without a credential refused past the budget so far.
+  uint64_t shed() const { return shed_.load(std::memory_order_relaxed); }
 
  private:
+  bool IsPublic(absl::string_view path) const;
+  bool Authenticated(const absl::string_view* authorization, const std::string& cert_subject) const;
+  bool TakePublicToken();
+
   const ConfiguredCallerResolver* resolver_;
   std::vector<std::string> public_prefixes_;
+  const PublicCallLimit limit_;
+  const Clock* clock_;
   std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> shed_{0};
+  absl::Mutex bucket_mu_;
+  double tokens_ ABSL_GUARDED_BY(bucket_mu_);
+  absl::Time refilled_ ABSL_GUARDED_BY(bucket_mu_);
 };
 
 }  // namespace iotauth

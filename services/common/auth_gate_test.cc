@@ -4,6 +4,7 @@
 
 #include "gtest/gtest.h"
 #include "proto/iotauth/config/v1/config.pb.h"
+#include "services/common/clock.h"
 #include "services/common/crypto.h"
 
 namespace iotauth {
@@ -82,6 +83,62 @@ TEST(EarlyAuthGateTest, ProcessRefusesWithTheHandlersWordsAndCounts) {
   EXPECT_TRUE(gate.Process(md, nullptr, &consumed, &response).ok());
   EXPECT_TRUE(consumed.empty());  // the handler still sees the token
   EXPECT_EQ(gate.refused(), 1u);
+}
+
+grpc::Status ProcessPath(EarlyAuthGate& gate, const std::string& path,
+                         const std::string* authorization = nullptr) {
+  const std::string path_key = ":path";
+  const std::string auth_key = "authorization";
+  grpc::AuthMetadataProcessor::InputMetadata md;
+  md.insert({grpc::string_ref(path_key), grpc::string_ref(path)});
+  if (authorization != nullptr) {
+    md.insert({grpc::string_ref(auth_key), grpc::string_ref(*authorization)});
+  }
+  grpc::AuthMetadataProcessor::OutputMetadata consumed;
+  grpc::AuthMetadataProcessor::OutputMetadata response;
+  return gate.Process(md, nullptr, &consumed, &response);
+}
+
+TEST(EarlyAuthGateTest, PublicCallsWithoutACredentialShareABudget) {
+  const ConfiguredCallerResolver resolver = Resolver();
+  FakeClock clock;
+  EarlyAuthGate gate(&resolver, {"/grpc.health.v1.Health/", "/grpc.reflection."},
+                     {.per_second = 10, .burst = 3}, &clock);
+  const std::string check = "/grpc.health.v1.Health/Check";
+  const std::string reflect = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+  // The burst, shared by health and reflection.
+  EXPECT_TRUE(ProcessPath(gate, check).ok());
+  EXPECT_TRUE(ProcessPath(gate, reflect).ok());
+  EXPECT_TRUE(ProcessPath(gate, check).ok());
+  const grpc::Status shed = ProcessPath(gate, check);
+  EXPECT_EQ(shed.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(shed.error_message(),
+            "too many health or reflection calls without a credential: slow down, or present "
+            "a client certificate or a bearer token");
+  EXPECT_EQ(ProcessPath(gate, reflect).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(gate.shed(), 2u);
+  EXPECT_EQ(gate.refused(), 0u);
+  // A credential skips the budget; a wrong token does not.
+  const std::string good = "Bearer s3cret-token";
+  const std::string wrong = "Bearer guess";
+  EXPECT_TRUE(ProcessPath(gate, check, &good).ok());
+  EXPECT_EQ(ProcessPath(gate, check, &wrong).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // 10 a second: one more after 100 ms, and never more than the burst.
+  clock.Advance(absl::Milliseconds(100));
+  EXPECT_TRUE(ProcessPath(gate, check).ok());
+  EXPECT_FALSE(ProcessPath(gate, check).ok());
+  clock.Advance(absl::Hours(1));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(ProcessPath(gate, check).ok()) << i;
+  EXPECT_FALSE(ProcessPath(gate, check).ok());
+  // A clock set back refills nothing, and does not stop the refill after it.
+  clock.Advance(-absl::Minutes(5));
+  EXPECT_FALSE(ProcessPath(gate, check).ok());
+  clock.Advance(absl::Milliseconds(100));
+  EXPECT_TRUE(ProcessPath(gate, check).ok());
+  // Other methods are not on the budget: without a credential they are refused
+  // UNAUTHENTICATED, as before.
+  EXPECT_EQ(ProcessPath(gate, "/iotauth.registry.v1.DeviceRegistry/ListTenants").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 #include <unistd.h>
 
@@ -24,6 +25,9 @@
 
 namespace iotauth {
 namespace {
+
+// The synchronous services' thread cap (see Start).
+constexpr int kMaxSyncThreads = 1024;
 
 absl::Mutex listener_failure_mu(absl::kConstInit);
 std::string* listener_failure ABSL_GUARDED_BY(listener_failure_mu) = nullptr;
@@ -64,12 +68,20 @@ class AuthGateMetrics final : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
     prometheus::ClientMetric m;
     m.counter.value = static_cast<double>(gate_->refused());
+    prometheus::ClientMetric shed;
+    shed.counter.value = static_cast<double>(gate_->shed());
     return {{"iotauth_grpc_unauthenticated_refused_total",
              "Calls refused UNAUTHENTICATED as their headers arrived (no verified client "
              "certificate, no valid bearer token), before their message was read; they reach "
              "no handler, so grpc_server_handled_total does not count them.",
              prometheus::MetricType::Counter,
-             {m}}};
+             {m}},
+            {"iotauth_grpc_public_calls_shed_total",
+             "Health and reflection calls without a credential refused RESOURCE_EXHAUSTED "
+             "past their shared budget (1000 a second, bursts of 2000), as their headers "
+             "arrived; not counted in grpc_server_handled_total.",
+             prometheus::MetricType::Counter,
+             {shed}}};
   }
 
  private:
@@ -139,6 +151,11 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   // default, 120 s, lets idle unauthenticated sockets pile up six times longer).
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 20000);
   builder.AddListeningPort(config.grpc().address(), tls.credentials, &runner->grpc_port_);
+  // Threads of the synchronous services (registry, audit, X.509 Authenticate,
+  // reflection): one per call in progress, up to this cap, beyond which a call is refused
+  // RESOURCE_EXHAUSTED at once. Without it, a client that opens and resets streams
+  // (HTTP/2 rapid reset) made gRPC start 7,000 threads from two connections.
+  builder.SetResourceQuota(grpc::ResourceQuota("iotauth-server").SetMaxThreads(kMaxSyncThreads));
 
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
   std::vector<std::string> names;

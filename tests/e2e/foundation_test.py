@@ -4,6 +4,7 @@ roles and graceful shutdown of the real all-in-one binary."""
 import base64
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import resource
 import signal
@@ -497,6 +498,144 @@ class HandshakeFailureTest(unittest.TestCase):
             self.assertTrue({l["cause"] for l in lines} <= set(want), lines)
         finally:
             self.assertEqual(server.stop(), 0, server.log())
+
+
+def rapid_reset(port, ca, n, path, cert=None, key=None):
+    """Opens `n` streams to `path` on one TLS connection, each reset (RST_STREAM
+    CANCEL) right after its request, without waiting for anything: the HTTP/2
+    "rapid reset" flood (CVE-2023-44487), sent with python3-h2. Returns how many it
+    sent before the server closed the connection (n if it never did)."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    headers = [(":method", "POST"), (":scheme", "https"), (":path", path),
+               (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")]
+    body = b"\x00\x00\x00\x00\x00"  # an empty message
+    sent = 0
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
+                         server_hostname="localhost") as tls:
+        conn.initiate_connection()
+        tls.sendall(conn.data_to_send())
+        while sent < n:
+            for _ in range(100):
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, headers)
+                conn.send_data(sid, body, end_stream=True)
+                conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                sent += 1
+            try:
+                tls.sendall(conn.data_to_send())
+            except OSError:
+                return sent
+            tls.setblocking(False)
+            try:
+                while True:  # what the server sent so far (its SETTINGS, its answers)
+                    data = tls.recv(1 << 20)
+                    if not data:
+                        return sent
+                    for ev in conn.receive_data(data):
+                        if isinstance(ev, h2.events.ConnectionTerminated):
+                            return sent
+            except (ssl.SSLWantReadError, BlockingIOError):
+                pass
+            finally:
+                tls.setblocking(True)
+    return sent
+
+
+def _rapid_reset_job(args):
+    return rapid_reset(*args)
+
+
+class RapidResetTest(unittest.TestCase):
+    """HTTP/2 rapid reset (CVE-2023-44487): streams opened and reset at once get
+    around the concurrent-stream cap, and Debian's gRPC 1.51 queues every call that
+    passes the gate until a handler takes it, more slowly than such a client sends
+    them. What bounds it here: the gate refuses calls without a credential before
+    they queue (health and reflection past a shared budget), and the synchronous
+    services' threads are capped."""
+
+    def setUp(self):
+        self.server = h.Server().start()
+        self.pid = self.server.proc.pid
+        with open("/proc/%d/maps" % self.pid) as f:
+            self.sanitized = "libasan" in f.read()  # ASan's quarantine keeps freed memory
+
+    def tearDown(self):
+        self.assertEqual(self.server.stop(), 0, self.server.log())
+
+    def rss_mib(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            return int([l for l in f if l.startswith("VmRSS")][0].split()[1]) // 1024
+
+    def flood(self, path, n, connections=2, role=None):
+        """`connections` processes flooding at once (one Python process cannot
+        outpace the server); returns the server's peak thread count meanwhile."""
+        cert = key = None
+        if role:
+            cert, key = self.server.pki(role + ".pem"), self.server.pki(role + ".key")
+        job = (self.server.grpc_port, self.server.pki("ca.pem"), n, path, cert, key)
+        peak = [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                try:
+                    peak[0] = max(peak[0], len(os.listdir("/proc/%d/task" % self.pid)))
+                except OSError:
+                    pass
+                time.sleep(0.02)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with multiprocessing.get_context("fork").Pool(connections) as pool:
+                self.assertEqual(pool.map(_rapid_reset_job, [job] * connections), [n] * connections)
+        finally:
+            done.set()
+            sampler.join()
+        return peak[0]
+
+    def test_floods_without_a_credential_are_refused_before_they_queue(self):
+        self.flood("/grpc.health.v1.Health/Check", 1000, connections=1)  # warm-up
+        start = self.rss_mib()
+        self.flood("/iotauth.identity.v1.IdentityService/Authenticate", 20000)
+        self.flood("/grpc.health.v1.Health/Check", 20000)
+        grown = self.rss_mib() - start
+        if not self.sanitized:
+            # Before the health budget: 500-800 MiB from the Health/Check flood alone.
+            self.assertLess(grown, 60, "RSS grew by %d MiB over 80,000 reset streams" % grown)
+        text = self.server.metrics()
+        self.assertGreater(h.metric_value(text, "iotauth_grpc_public_calls_shed_total"), 0)
+        self.assertGreaterEqual(h.metric_value(text, "iotauth_grpc_unauthenticated_refused_total"),
+                                40000)
+        # A caller with a credential is not on the budget.
+        self.assertEqual(health_status(self.server.channel(role="reader")), 1)
+        h.call(self.server.channel(role="reader"), "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
+
+    def test_synchronous_services_start_at_most_1024_threads(self):
+        # A credentialed caller passes the gate. ListTenants is served by the
+        # synchronous server; gRPC started 7,000 threads for this flood before the cap.
+        peak = self.flood("/iotauth.registry.v1.DeviceRegistry/ListTenants", 20000, role="gateway")
+        self.assertLessEqual(peak, 1024 + 64, "peak threads %d" % peak)
+        # While the flood's backlog drains, synchronous calls past the cap are refused
+        # RESOURCE_EXHAUSTED ("Server Threadpool Exhausted"); then they are served.
+        self.assertEqual(health_status(self.server.channel(role=None)), 1)
+        deadline = time.time() + 60
+        while True:
+            try:
+                h.call(self.server.channel(role="reader"),
+                       "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
+                break
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
+                self.assertLess(time.time(), deadline, "still refused after 60 s")
+                time.sleep(0.5)
 
 
 class ShutdownTest(unittest.TestCase):
