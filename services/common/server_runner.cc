@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "services/common/grpc_log.h"
 #include "services/common/log.h"
+#include "services/common/memory_budget.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
 
@@ -122,7 +123,8 @@ std::string ListenerFailure() {
 
 absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
     const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
-    std::shared_ptr<prometheus::Registry> registry, std::shared_ptr<EarlyAuthGate> auth_gate) {
+    std::shared_ptr<prometheus::Registry> registry, std::shared_ptr<EarlyAuthGate> auth_gate,
+    uint64_t transport_memory_bytes) {
   std::unique_ptr<ServerRunner> runner(new ServerRunner());
   // gRPC's log lines as JSON from here on, and a dead listener noticed (see
   // grpc_log.h).
@@ -155,7 +157,19 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   // reflection): one per call in progress, up to this cap, beyond which a call is refused
   // RESOURCE_EXHAUSTED at once. Without it, a client that opens and resets streams
   // (HTTP/2 rapid reset) made gRPC start 7,000 threads from two connections.
-  builder.SetResourceQuota(grpc::ResourceQuota("iotauth-server").SetMaxThreads(kMaxSyncThreads));
+  //
+  // Memory the transports may hold: past it gRPC shrinks its read buffers, then
+  // closes the connections holding the most. It bounds a header block that never
+  // ends (see memory_budget.h).
+  TransportMemoryBudget memory = DetectTransportMemory();
+  if (transport_memory_bytes > 0) {
+    memory = {transport_memory_bytes, "--grpc_memory_mb"};
+  }
+  builder.SetResourceQuota(grpc::ResourceQuota("iotauth-server")
+                               .SetMaxThreads(kMaxSyncThreads)
+                               .Resize(static_cast<size_t>(memory.bytes)));
+  log::Info("grpc: transport memory quota",
+            {{"mib", absl::StrCat(memory.bytes >> 20)}, {"from", memory.source}});
 
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
   std::vector<std::string> names;

@@ -7,6 +7,7 @@
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -40,11 +41,12 @@ class ServerRunner {
   // Binds the listeners and starts serving. Port 0 in an address picks a free port.
   // With TLS, `auth_gate` (optional) refuses unauthenticated calls before their
   // message is read; its refusals are counted in
-  // iotauth_grpc_unauthenticated_refused_total.
+  // iotauth_grpc_unauthenticated_refused_total. gRPC's transports may hold
+  // `transport_memory_bytes` (0: a quarter of the memory limit, see memory_budget.h).
   static absl::StatusOr<std::unique_ptr<ServerRunner>> Start(
       const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
       std::shared_ptr<prometheus::Registry> registry,
-      std::shared_ptr<EarlyAuthGate> auth_gate = nullptr);
+      std::shared_ptr<EarlyAuthGate> auth_gate = nullptr, uint64_t transport_memory_bytes = 0);
 
   ~ServerRunner();
 

@@ -4,11 +4,13 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -44,7 +46,10 @@ void PrintUsage(const char* binary) {
             << "  --print_config      print the effective configuration as JSON and exit\n"
             << "  --announce_port     print 'LISTENING <port>' on stdout once serving (tools)\n"
             << "  --allow_core_dumps  keep core dumps and same-user ptrace on (debugging only: a\n"
-            << "                      core file holds the master key and every device's keys)\n";
+            << "                      core file holds the master key and every device's keys)\n"
+            << "  --grpc_memory_mb=N  memory gRPC's connections may hold before it closes the\n"
+            << "                      heaviest (default: a quarter of the cgroup memory limit,\n"
+            << "                      or of the machine's memory)\n";
 }
 
 std::string ToJson(const google::protobuf::Message& m) {
@@ -113,6 +118,7 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
   bool print_config = false;
   bool announce_port = false;
   bool allow_core_dumps = false;
+  uint64_t grpc_memory_mb = 0;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     auto value_of = [&](absl::string_view flag, std::string* out) {
@@ -139,6 +145,11 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
       announce_port = true;
     } else if (arg == "--allow_core_dumps") {
       allow_core_dumps = true;
+    } else if (value_of("--grpc_memory_mb", &v)) {
+      if (!absl::SimpleAtoi(v, &grpc_memory_mb) || grpc_memory_mb < 16) {
+        std::cerr << binary_name << ": --grpc_memory_mb takes a number of MiB, at least 16\n";
+        return kExitUsage;
+      }
     } else if (value_of("--config", &v)) {
       sources.file = v;
     } else if (value_of("--set", &v)) {
@@ -195,7 +206,8 @@ int ServerMain(int argc, char** argv, const std::vector<std::string>& default_se
     log::Error("startup failed", {{"error", std::string(app.status().message())}});
     return kExitStartup;
   }
-  auto runner = ServerRunner::Start(*config, (*app)->Services(), registry, (*app)->AuthGate());
+  auto runner = ServerRunner::Start(*config, (*app)->Services(), registry, (*app)->AuthGate(),
+                                    grpc_memory_mb << 20);
   if (!runner.ok()) {
     log::Error("startup failed", {{"error", std::string(runner.status().message())}});
     (*app)->Stop();

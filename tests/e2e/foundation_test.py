@@ -10,6 +10,7 @@ import resource
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -222,6 +223,10 @@ class BadConfigTest(unittest.TestCase):
 
     def test_unknown_flag(self):
         self.run_bad(["--no-such-flag"], "--no-such-flag")
+
+    def test_memory_quota_not_a_size(self):
+        for bad in ("--grpc_memory_mb=lots", "--grpc_memory_mb=8"):
+            self.run_bad([bad], "--grpc_memory_mb takes a number of MiB, at least 16")
 
     def test_no_new_master_key_for_an_existing_registry(self):
         # First start with the key in the environment (no key file is written), then
@@ -636,6 +641,49 @@ class RapidResetTest(unittest.TestCase):
                 self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
                 self.assertLess(time.time(), deadline, "still refused after 60 s")
                 time.sleep(0.5)
+
+
+class EndlessHeaderBlockTest(unittest.TestCase):
+    """HEADERS then CONTINUATION frames that never end the block: Debian's gRPC 1.51
+    buffers them whole before any size limit or the gate sees them (CVE-2023-33953).
+    The transports' memory quota makes gRPC close such a connection."""
+
+    def test_the_memory_quota_closes_the_connection(self):
+        import hpack
+        server = h.Server(args=["--grpc_memory_mb=16"]).start()
+        try:
+            self.assertIn('"msg":"grpc: transport memory quota","mib":"16"', server.log())
+            with open("/proc/%d/maps" % server.proc.pid) as f:
+                sanitized = "libasan" in f.read()
+
+            def frame(kind, flags, stream, payload):
+                return (struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) +
+                        struct.pack(">I", stream) + payload)
+            ctx = ssl.create_default_context(cafile=server.pki("ca.pem"))
+            ctx.set_alpn_protocols(["h2"])
+            sent = 0
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30),
+                                 server_hostname="localhost") as tls:
+                block = hpack.Encoder().encode([
+                    (":method", "POST"), (":scheme", "https"), (":path", "/grpc.health.v1.Health/Check"),
+                    (":authority", "localhost"), ("content-type", "application/grpc")])
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") +
+                            frame(1, 0, 1, block))  # HEADERS without END_HEADERS
+                try:
+                    while sent < 200 << 20:
+                        tls.sendall(frame(9, 0, 1, b"a" * 16000))  # CONTINUATION, no END_HEADERS
+                        sent += 16000
+                except OSError:
+                    pass
+            # Without the quota all 200 MiB went in, and the server held them.
+            self.assertLess(sent, 100 << 20, "the server took %d MiB of one header block" % (sent >> 20))
+            with open("/proc/%d/status" % server.proc.pid) as f:
+                peak = int([l for l in f if l.startswith("VmHWM")][0].split()[1]) // 1024
+            if not sanitized:
+                self.assertLess(peak, 200, "peak RSS %d MiB" % peak)
+            self.assertEqual(health_status(server.channel(role=None)), 1)
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
 
 
 class ShutdownTest(unittest.TestCase):
