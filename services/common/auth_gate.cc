@@ -3,6 +3,8 @@
 #include <grpc/grpc_security_constants.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -11,11 +13,12 @@ namespace iotauth {
 
 EarlyAuthGate::EarlyAuthGate(const ConfiguredCallerResolver* resolver,
                              std::vector<std::string> public_prefixes, PublicCallLimit limit,
-                             const Clock* clock)
+                             const Clock* clock, CallBacklog::Options backlog)
     : resolver_(resolver),
       public_prefixes_(std::move(public_prefixes)),
       limit_(limit),
       clock_(clock),
+      backlog_(backlog, clock),
       tokens_(limit.burst),
       refilled_(clock->Now()) {}
 
@@ -74,14 +77,20 @@ grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::Au
     const auto values = context->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
     if (!values.empty()) subject.assign(values[0].data(), values[0].size());
   }
-  if (IsPublic(path)) {
-    if (Authenticated(authorization_ptr, subject) || TakePublicToken()) return grpc::Status::OK;
+  const bool authenticated = Authenticated(authorization_ptr, subject);
+  if (!authenticated && IsPublic(path)) {
+    if (TakePublicToken()) return grpc::Status::OK;
     shed_.fetch_add(1, std::memory_order_relaxed);
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         "too many health or reflection calls without a credential: slow down, "
                         "or present a client certificate or a bearer token");
   }
-  if (Authenticated(authorization_ptr, subject)) return grpc::Status::OK;
+  if (authenticated) {
+    if (backlog_.Admit(CallBacklog::KeyOf(authorization, subject))) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "too many of this caller's calls are waiting, or were reset before "
+                        "the server started them: slow down");
+  }
   refused_.fetch_add(1, std::memory_order_relaxed);
   // The words RequireRole uses, so that a caller sees the same refusal either way.
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,

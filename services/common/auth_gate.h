@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/common/call_backlog.h"
 #include "services/common/clock.h"
 #include "services/common/server_security.h"
 
@@ -30,7 +32,8 @@ namespace iotauth {
 // concurrent-stream cap, and every call admitted past this gate waits in a queue
 // that drains slower than such a client fills it: two of them, without any
 // credential, took iotauthd from 30 to 840 MiB through Health/Check. A call refused
-// here is freed at once.
+// here is freed at once. Callers with a credential are bounded by CallBacklog: at
+// most 4,096 calls admitted here and not yet started by the server, each.
 // Calls to public methods without a credential admitted per second (a token
 // bucket). Health checkers make a few a second; a credential skips the budget.
 struct PublicCallLimit {
@@ -45,7 +48,8 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   explicit EarlyAuthGate(const ConfiguredCallerResolver* resolver,
                          std::vector<std::string> public_prefixes = {"/grpc.health.v1.Health/",
                                                                      "/grpc.reflection."},
-                         PublicCallLimit limit = {}, const Clock* clock = &RealClock::Get());
+                         PublicCallLimit limit = {}, const Clock* clock = &RealClock::Get(),
+                         CallBacklog::Options backlog = {});
 
   // Decided on gRPC's own thread, without blocking: a hash and a comparison.
   bool IsBlocking() const override { return false; }
@@ -63,6 +67,13 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
   // Calls to public methods without a credential refused past the budget so far.
   uint64_t shed() const { return shed_.load(std::memory_order_relaxed); }
+  // Authenticated calls refused because their caller had too many waiting
+  // (CallBacklog) so far.
+  uint64_t backlog_refused() const { return backlog_.refused(); }
+
+  // Where the server reports calls that reached their handler or ended
+  // (GrpcServerMetrics::SetCallBacklog).
+  CallBacklog* backlog() { return &backlog_; }
 
  private:
   bool IsPublic(absl::string_view path) const;
@@ -75,6 +86,7 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   const Clock* clock_;
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> shed_{0};
+  CallBacklog backlog_;
   absl::Mutex bucket_mu_;
   double tokens_ ABSL_GUARDED_BY(bucket_mu_);
   absl::Time refilled_ ABSL_GUARDED_BY(bucket_mu_);

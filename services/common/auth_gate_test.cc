@@ -141,5 +141,31 @@ TEST(EarlyAuthGateTest, PublicCallsWithoutACredentialShareABudget) {
             grpc::StatusCode::UNAUTHENTICATED);
 }
 
+TEST(EarlyAuthGateTest, ACallerWithTooManyUnsettledCallsIsRefused) {
+  const ConfiguredCallerResolver resolver = Resolver();
+  FakeClock clock;
+  EarlyAuthGate gate(&resolver, {"/grpc.health.v1.Health/"}, {}, &clock,
+                     {.max_waiting = 2, .forgiven_per_second = 0});
+  const std::string path = "/iotauth.identity.v1.IdentityService/Authenticate";
+  const std::string token = "Bearer s3cret-token";
+  EXPECT_TRUE(ProcessPath(gate, path, &token).ok());
+  EXPECT_TRUE(ProcessPath(gate, path, &token).ok());
+  const grpc::Status refused = ProcessPath(gate, path, &token);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.error_message(),
+            "too many of this caller's calls are waiting, or were reset before the server "
+            "started them: slow down");
+  EXPECT_EQ(gate.backlog_refused(), 1u);
+  // Health with the same credential is on the same count.
+  EXPECT_EQ(ProcessPath(gate, "/grpc.health.v1.Health/Check", &token).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // A call that reaches its handler settles one.
+  gate.backlog()->Started(CallBacklog::KeyOf(token, ""));
+  EXPECT_TRUE(ProcessPath(gate, path, &token).ok());
+  // Unauthenticated calls are refused as before, not counted here.
+  EXPECT_EQ(ProcessPath(gate, path).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(gate.backlog_refused(), 2u);
+}
+
 }  // namespace
 }  // namespace iotauth

@@ -34,9 +34,16 @@ const prometheus::Histogram::BucketBoundaries& Buckets() {
 
 class MetricsInterceptor final : public grpc::experimental::Interceptor {
  public:
-  MetricsInterceptor(GrpcServerMetrics* metrics, GrpcServerMetrics::Method* method)
-      : metrics_(metrics), method_(method), start_(std::chrono::steady_clock::now()) {
+  MetricsInterceptor(GrpcServerMetrics* metrics, GrpcServerMetrics::Method* method, uint64_t caller)
+      : metrics_(metrics),
+        method_(method),
+        caller_(caller),
+        start_(std::chrono::steady_clock::now()) {
     method_->started->Increment();
+  }
+  // The call has ended: its caller's place in the backlog is free.
+  ~MetricsInterceptor() override {
+    if (caller_ != 0) metrics_->call_backlog()->Started(caller_);
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -52,6 +59,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
  private:
   GrpcServerMetrics* metrics_;
   GrpcServerMetrics::Method* method_;
+  uint64_t caller_;  // 0: no backlog to settle
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -63,7 +71,12 @@ class MetricsInterceptorFactory final
     const char* method = info->method();
     if (method == nullptr) return nullptr;
     if (metrics_->IsMeteredInHandler(method)) return nullptr;  // its handler records them
-    return new MetricsInterceptor(metrics_, metrics_->Lookup(method, TypeName(info->type())));
+    uint64_t caller = 0;
+    if (metrics_->call_backlog() != nullptr && info->server_context() != nullptr) {
+      caller = CallBacklog::KeyOfCall(*info->server_context());
+    }
+    return new MetricsInterceptor(metrics_, metrics_->Lookup(method, TypeName(info->type())),
+                                  caller);
   }
 
  private:

@@ -30,6 +30,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "services/common/call_backlog.h"
 
 namespace iotauth {
 
@@ -66,6 +67,12 @@ class GrpcServerMetrics {
     return !metered_in_handler_.empty() && metered_in_handler_.contains(full_method);
   }
 
+  // Calls that reach their handler (CallMeter) or end (the interceptor) settle their
+  // caller's debt in `backlog` (the auth gate's; see call_backlog.h). Before serving
+  // starts; null (the default, and without TLS) does nothing.
+  void SetCallBacklog(CallBacklog* backlog) { backlog_ = backlog; }
+  CallBacklog* call_backlog() const { return backlog_; }
+
   // Interceptor factory to hand to grpc::ServerBuilder.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -83,14 +90,20 @@ class GrpcServerMetrics {
   bool sealed_ ABSL_GUARDED_BY(mu_) = false;
   // Frozen once serving starts (see MeterInHandler).
   absl::flat_hash_set<std::string> metered_in_handler_;
+  CallBacklog* backlog_ = nullptr;
 };
 
 // One call's metrics, recorded by its handler: counts the start when constructed
-// and the status and duration in Done(). A null method records nothing.
+// and the status and duration in Done(). A null method records nothing. With
+// `context`, the call also settles its caller's debt in the call backlog.
 class CallMeter {
  public:
-  CallMeter(GrpcServerMetrics* metrics, GrpcServerMetrics::Method* method)
+  CallMeter(GrpcServerMetrics* metrics, GrpcServerMetrics::Method* method,
+            const grpc::ServerContextBase* context = nullptr)
       : metrics_(method == nullptr ? nullptr : metrics), method_(method) {
+    if (metrics != nullptr && context != nullptr && metrics->call_backlog() != nullptr) {
+      metrics->call_backlog()->Started(CallBacklog::KeyOfCall(*context));
+    }
     if (metrics_ != nullptr) {
       start_ = std::chrono::steady_clock::now();
       method_->started->Increment();

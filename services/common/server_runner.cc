@@ -69,6 +69,8 @@ class AuthGateMetrics final : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
     prometheus::ClientMetric m;
     m.counter.value = static_cast<double>(gate_->refused());
+    prometheus::ClientMetric backlog;
+    backlog.counter.value = static_cast<double>(gate_->backlog_refused());
     prometheus::ClientMetric shed;
     shed.counter.value = static_cast<double>(gate_->shed());
     return {{"iotauth_grpc_unauthenticated_refused_total",
@@ -77,6 +79,13 @@ class AuthGateMetrics final : public prometheus::Collectable {
              "no handler, so grpc_server_handled_total does not count them.",
              prometheus::MetricType::Counter,
              {m}},
+            {"iotauth_grpc_backlog_refused_total",
+             "Calls with a credential refused RESOURCE_EXHAUSTED as their headers arrived "
+             "because their caller had 4,096 calls admitted that the server had not started "
+             "(streams reset before they started: HTTP/2 rapid reset); not counted in "
+             "grpc_server_handled_total.",
+             prometheus::MetricType::Counter,
+             {backlog}},
             {"iotauth_grpc_public_calls_shed_total",
              "Health and reflection calls without a credential refused RESOURCE_EXHAUSTED "
              "past their shared budget (1000 a second, bursts of 2000), as their headers "
@@ -172,6 +181,9 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
             {{"mib", absl::StrCat(memory.bytes >> 20)}, {"from", memory.source}});
 
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
+  if (runner->auth_gate_metrics_ != nullptr) {
+    runner->grpc_metrics_->SetCallBacklog(auth_gate->backlog());
+  }
   std::vector<std::string> names;
   names.reserve(services.size());
   for (const auto& s : services) names.push_back(s.name);

@@ -45,7 +45,7 @@ void FinishMetered(grpc::ServerUnaryReactor* reactor, CallMeter* meter, const ab
 grpc::ServerUnaryReactor* IdentityService::Authenticate(grpc::CallbackServerContext* context,
                                                         const v1::AuthenticateRequest* request,
                                                         v1::AuthenticateResponse* response) {
-  CallMeter meter(metrics_, authenticate_metrics_);
+  CallMeter meter(metrics_, authenticate_metrics_, context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
@@ -59,7 +59,7 @@ grpc::ServerUnaryReactor* IdentityService::Authenticate(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* IdentityService::AuthenticateBatch(
     grpc::CallbackServerContext* context, const v1::AuthenticateBatchRequest* request,
     v1::AuthenticateBatchResponse* response) {
-  CallMeter meter(metrics_, batch_metrics_);
+  CallMeter meter(metrics_, batch_metrics_, context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);
@@ -88,7 +88,7 @@ grpc::ServerUnaryReactor* IdentityService::AuthenticateBatch(
 grpc::ServerUnaryReactor* IdentityService::Authorize(grpc::CallbackServerContext* context,
                                                      const v1::AuthorizeRequest* request,
                                                      v1::AuthorizeResponse* response) {
-  CallMeter meter(metrics_, authorize_metrics_);
+  CallMeter meter(metrics_, authorize_metrics_, context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Caller caller = options_.caller_resolver->Resolve(*context);
   absl::Status s = RequireRole(caller, Role::kGateway);

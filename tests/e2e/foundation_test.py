@@ -623,6 +623,31 @@ class RapidResetTest(unittest.TestCase):
         self.assertEqual(health_status(self.server.channel(role="reader")), 1)
         h.call(self.server.channel(role="reader"), "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
 
+    def test_a_credentialed_flood_is_held_to_2048_unsettled_calls(self):
+        # A gateway's reset Authenticate streams never reach the handler: before the
+        # per-caller backlog, two such clients took the server to 1.5 GiB.
+        self.flood("/iotauth.identity.v1.IdentityService/Authenticate", 1000, connections=1,
+                   role="gateway")  # warm-up
+        start = self.rss_mib()
+        self.flood("/iotauth.identity.v1.IdentityService/Authenticate", 30000, role="gateway")
+        grown = self.rss_mib() - start
+        if not self.sanitized:
+            self.assertLess(grown, 100, "RSS grew by %d MiB over 60,000 reset streams" % grown)
+        text = self.server.metrics()
+        self.assertGreater(h.metric_value(text, "iotauth_grpc_backlog_refused_total"), 0)
+        # Another caller is not held up, and the gateway's next real call goes through.
+        h.call(self.server.channel(role="reader"), "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
+        deadline = time.time() + 30
+        while True:
+            try:
+                h.call(self.server.channel(role="gateway"),
+                       "iotauth.identity.v1.IdentityService/Authenticate", {})
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def test_synchronous_services_start_at_most_1024_threads(self):
         # A credentialed caller passes the gate. ListTenants is served by the
         # synchronous server; gRPC started 7,000 threads for this flood before the cap.

@@ -1,0 +1,81 @@
+#include "services/common/call_backlog.h"
+
+#include <grpc/grpc_security_constants.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "absl/hash/hash.h"
+
+namespace iotauth {
+
+CallBacklog::CallBacklog(Options options, const Clock* clock) : options_(options), clock_(clock) {}
+
+uint64_t CallBacklog::KeyOf(absl::string_view authorization, absl::string_view cert_subject) {
+  const uint64_t key =
+      authorization.empty() ? absl::HashOf('c', cert_subject) : absl::HashOf('t', authorization);
+  return key == kOverflowKey || key == 0 ? 2 : key;
+}
+
+double CallBacklog::Settle(Debt& d, absl::Time now) const {
+  if (now > d.at) {
+    d.calls =
+        std::max(0.0, d.calls - absl::ToDoubleSeconds(now - d.at) * options_.forgiven_per_second);
+  }
+  d.at = now;  // a clock set back forgives nothing
+  return d.calls;
+}
+
+uint64_t CallBacklog::KeyOfCall(const grpc::ServerContextBase& context) {
+  const auto& md = context.client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) {
+    return KeyOf(absl::string_view(it->second.data(), it->second.size()), "");
+  }
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return 0;
+  const std::vector<grpc::string_ref> subject =
+      auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+  if (subject.empty() || subject[0].empty()) return 0;
+  return KeyOf("", absl::string_view(subject[0].data(), subject[0].size()));
+}
+
+bool CallBacklog::Admit(uint64_t caller) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  if (debts_.size() >= options_.max_callers && !debts_.contains(caller)) caller = kOverflowKey;
+  auto [it, fresh] = debts_.try_emplace(caller, Debt{0, now});
+  if (Settle(it->second, now) + 1 > options_.max_waiting) {
+    ++refused_;
+    return false;
+  }
+  it->second.calls += 1;
+  return true;
+}
+
+void CallBacklog::Started(uint64_t caller) {
+  if (caller == 0) return;
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = debts_.find(caller);
+  // Admit may have put it on the shared entry, but only while the map was full.
+  if (it == debts_.end() && debts_.size() >= options_.max_callers) it = debts_.find(kOverflowKey);
+  if (it == debts_.end()) return;
+  if (Settle(it->second, now) <= 1) {
+    debts_.erase(it);  // nothing owed: the map holds only callers with calls waiting
+    return;
+  }
+  it->second.calls -= 1;
+}
+
+uint64_t CallBacklog::refused() const {
+  absl::MutexLock lock(&mu_);
+  return refused_;
+}
+
+size_t CallBacklog::callers() const {
+  absl::MutexLock lock(&mu_);
+  return debts_.size();
+}
+
+}  // namespace iotauth
