@@ -43,12 +43,12 @@ TransportMemoryBudget TransportMemoryFrom(std::optional<uint64_t> cgroup_limit,
                                           uint64_t physical_bytes) {
   TransportMemoryBudget b;
   uint64_t base = physical_bytes;
-  b.source = absl::StrCat("a quarter of the machine's ", physical_bytes / kMiB, " MiB");
+  b.source = absl::StrCat("an eighth of the machine's ", physical_bytes / kMiB, " MiB");
   if (cgroup_limit.has_value() && (*cgroup_limit < physical_bytes || physical_bytes == 0)) {
     base = *cgroup_limit;
-    b.source = absl::StrCat("a quarter of the cgroup memory limit, ", base / kMiB, " MiB");
+    b.source = absl::StrCat("an eighth of the cgroup memory limit, ", base / kMiB, " MiB");
   }
-  b.bytes = std::max(base / 4, kMinimum);
+  b.bytes = std::max(base / 8, kMinimum);
   return b;
 }
 

@@ -1,4 +1,4 @@
-// How much memory gRPC's transports may hold (a grpc::ResourceQuota size): a quarter
+// How much memory gRPC's transports may hold (a grpc::ResourceQuota size): an eighth
 // of the memory the process may use, the cgroup limit (a Kubernetes memory limit)
 // or else the machine's RAM.
 //
@@ -6,8 +6,9 @@
 // then CONTINUATION frames without END_HEADERS) whole, before the auth gate or any
 // size limit sees it (CVE-2023-33953): one client without a credential sent 200 MiB
 // that way and the server held 466 MiB. Against the quota, gRPC closes such a
-// connection once its buffers reach about 1.7 times the quota (measured with 16 and
-// 128 MiB), so the resident peak stays near two to three times the quota.
+// connection once about 1.7 times the quota has arrived; the process grows by about
+// 3.2 times the quota meanwhile (measured with 16 and 128 MiB). An eighth of the
+// limit keeps that flood at 0.4 of it.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,7 @@ struct TransportMemoryBudget {
   std::string source;  // what it was derived from, for the start-up log line
 };
 
-// A quarter of the cgroup limit, or of `physical_bytes` when there is none or it is
+// An eighth of the cgroup limit, or of `physical_bytes` when there is none or it is
 // larger; never under 32 MiB.
 TransportMemoryBudget TransportMemoryFrom(std::optional<uint64_t> cgroup_limit,
                                           uint64_t physical_bytes);

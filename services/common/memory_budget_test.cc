@@ -20,18 +20,18 @@ TEST(MemoryBudgetTest, ParsesCgroupLimits) {
   EXPECT_EQ(ParseCgroupMemoryLimit("-5"), std::nullopt);
 }
 
-TEST(MemoryBudgetTest, AQuarterOfTheSmallerOfTheLimitAndTheMachine) {
+TEST(MemoryBudgetTest, AnEighthOfTheSmallerOfTheLimitAndTheMachine) {
   TransportMemoryBudget pod = TransportMemoryFrom(1 * kGiB, 24 * kGiB);
-  EXPECT_EQ(pod.bytes, 256 * kMiB);
-  EXPECT_EQ(pod.source, "a quarter of the cgroup memory limit, 1024 MiB");
+  EXPECT_EQ(pod.bytes, 128 * kMiB);
+  EXPECT_EQ(pod.source, "an eighth of the cgroup memory limit, 1024 MiB");
   TransportMemoryBudget host = TransportMemoryFrom(std::nullopt, 24 * kGiB);
-  EXPECT_EQ(host.bytes, 6 * kGiB);
-  EXPECT_EQ(host.source, "a quarter of the machine's 24576 MiB");
+  EXPECT_EQ(host.bytes, 3 * kGiB);
+  EXPECT_EQ(host.source, "an eighth of the machine's 24576 MiB");
   // A limit above the machine's memory limits nothing.
-  EXPECT_EQ(TransportMemoryFrom(64 * kGiB, 8 * kGiB).bytes, 2 * kGiB);
+  EXPECT_EQ(TransportMemoryFrom(64 * kGiB, 8 * kGiB).bytes, 1 * kGiB);
   // Never under 32 MiB, and a machine size that could not be read leaves the limit.
-  EXPECT_EQ(TransportMemoryFrom(64 * kMiB, 8 * kGiB).bytes, 32 * kMiB);
-  EXPECT_EQ(TransportMemoryFrom(1 * kGiB, 0).bytes, 256 * kMiB);
+  EXPECT_EQ(TransportMemoryFrom(128 * kMiB, 8 * kGiB).bytes, 32 * kMiB);
+  EXPECT_EQ(TransportMemoryFrom(1 * kGiB, 0).bytes, 128 * kMiB);
   EXPECT_EQ(TransportMemoryFrom(std::nullopt, 0).bytes, 32 * kMiB);
 }
 

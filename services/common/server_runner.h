@@ -42,7 +42,7 @@ class ServerRunner {
   // With TLS, `auth_gate` (optional) refuses unauthenticated calls before their
   // message is read; its refusals are counted in
   // iotauth_grpc_unauthenticated_refused_total. gRPC's transports may hold
-  // `transport_memory_bytes` (0: a quarter of the memory limit, see memory_budget.h).
+  // `transport_memory_bytes` (0: an eighth of the memory limit, see memory_budget.h).
   static absl::StatusOr<std::unique_ptr<ServerRunner>> Start(
       const iotauth::config::v1::ServerConfig& config, std::vector<HostedService> services,
       std::shared_ptr<prometheus::Registry> registry,

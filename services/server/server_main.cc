@@ -48,7 +48,7 @@ void PrintUsage(const char* binary) {
             << "  --allow_core_dumps  keep core dumps and same-user ptrace on (debugging only: a\n"
             << "                      core file holds the master key and every device's keys)\n"
             << "  --grpc_memory_mb=N  memory gRPC's connections may hold before it closes the\n"
-            << "                      heaviest (default: a quarter of the cgroup memory limit,\n"
+            << "                      heaviest (default: an eighth of the cgroup memory limit,\n"
             << "                      or of the machine's memory)\n";
 }
 
