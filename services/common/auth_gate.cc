@@ -59,6 +59,22 @@ bool EarlyAuthGate::TakePublicToken() {
   return true;
 }
 
+void EarlyAuthGate::Tally(absl::string_view path, const absl::string_view* authorization,
+                          const std::string& cert_subject) {
+  using Presented = RefusedCallTally::Presented;
+  const std::string token = authorization != nullptr
+                                ? ConfiguredCallerResolver::BearerTokenOf(*authorization)
+                                : std::string();
+  Presented presented = Presented::kNothing;
+  if (!token.empty()) {
+    presented = absl::StartsWithIgnoreCase(*authorization, "bearer ")
+                    ? Presented::kUnknownToken
+                    : Presented::kMalformedAuthorization;
+  }
+  refusals_.Add(path, presented, presented == Presented::kUnknownToken ? token : "", cert_subject,
+                clock_->Now());
+}
+
 grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                                     OutputMetadata* /*consumed_auth_metadata*/,
                                     OutputMetadata* /*response_metadata*/) {
@@ -92,6 +108,7 @@ grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::Au
                         "the server started them: slow down");
   }
   refused_.fetch_add(1, std::memory_order_relaxed);
+  Tally(path, authorization_ptr, subject);
   // The words RequireRole uses, so that a caller sees the same refusal either way.
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                       "no caller credential: present a client certificate or a bearer token");

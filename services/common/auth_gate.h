@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "services/common/call_backlog.h"
 #include "services/common/clock.h"
+#include "services/common/refused_calls.h"
 #include "services/common/server_security.h"
 
 namespace iotauth {
@@ -71,6 +72,10 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   // (CallBacklog) so far.
   uint64_t backlog_refused() const { return backlog_.refused(); }
 
+  // The refusals counted above, with what each call presented, for the audit log
+  // (RefusedCallReporter drains it).
+  RefusedCallTally* refusals() { return &refusals_; }
+
   // Where the server reports calls that reached their handler or ended
   // (GrpcServerMetrics::SetCallBacklog).
   CallBacklog* backlog() { return &backlog_; }
@@ -79,6 +84,8 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   bool IsPublic(absl::string_view path) const;
   bool Authenticated(const absl::string_view* authorization, const std::string& cert_subject) const;
   bool TakePublicToken();
+  void Tally(absl::string_view path, const absl::string_view* authorization,
+             const std::string& cert_subject);
 
   const ConfiguredCallerResolver* resolver_;
   std::vector<std::string> public_prefixes_;
@@ -87,6 +94,7 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> shed_{0};
   CallBacklog backlog_;
+  RefusedCallTally refusals_;
   absl::Mutex bucket_mu_;
   double tokens_ ABSL_GUARDED_BY(bucket_mu_);
   absl::Time refilled_ ABSL_GUARDED_BY(bucket_mu_);

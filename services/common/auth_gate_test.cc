@@ -6,6 +6,7 @@
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/clock.h"
 #include "services/common/crypto.h"
+#include "services/common/refused_calls.h"
 
 namespace iotauth {
 namespace {
@@ -97,6 +98,35 @@ grpc::Status ProcessPath(EarlyAuthGate& gate, const std::string& path,
   grpc::AuthMetadataProcessor::OutputMetadata consumed;
   grpc::AuthMetadataProcessor::OutputMetadata response;
   return gate.Process(md, nullptr, &consumed, &response);
+}
+
+TEST(EarlyAuthGateTest, RefusalsAreTalliedWithWhatTheCallPresented) {
+  const ConfiguredCallerResolver resolver = Resolver();
+  FakeClock clock;
+  EarlyAuthGate gate(&resolver, {"/grpc.health.v1.Health/"}, {}, &clock);
+  const std::string create = "/iotauth.registry.v1.DeviceRegistry/CreateTenant";
+  const std::string good = "Bearer s3cret-token";
+  const std::string wrong = "Bearer planted-wrong-token";
+  const std::string basic = "Basic dXNlcjpwYXNz";
+  EXPECT_FALSE(ProcessPath(gate, create).ok());
+  EXPECT_FALSE(ProcessPath(gate, create).ok());
+  clock.Advance(absl::Seconds(1));
+  EXPECT_FALSE(ProcessPath(gate, create, &wrong).ok());
+  EXPECT_FALSE(ProcessPath(gate, create, &basic).ok());
+  // Admitted calls, health calls and shed calls are not refusals.
+  EXPECT_TRUE(ProcessPath(gate, create, &good).ok());
+  EXPECT_TRUE(ProcessPath(gate, "/grpc.health.v1.Health/Check").ok());
+  RefusedCallTally::Drained d = gate.refusals()->Drain();
+  ASSERT_EQ(d.entries.size(), 3u);
+  EXPECT_EQ(d.entries[0].method, create);
+  EXPECT_EQ(d.entries[0].presented, RefusedCallTally::Presented::kNothing);
+  EXPECT_EQ(d.entries[0].count, 2u);
+  EXPECT_EQ(d.entries[1].presented, RefusedCallTally::Presented::kUnknownToken);
+  EXPECT_EQ(d.entries[1].token_fingerprint, RefusedCallTally::Fingerprint("planted-wrong-token"));
+  EXPECT_EQ(d.entries[1].first, clock.Now());
+  EXPECT_EQ(d.entries[2].presented, RefusedCallTally::Presented::kMalformedAuthorization);
+  EXPECT_EQ(d.entries[2].token_fingerprint, "");
+  EXPECT_EQ(gate.refused(), 4u);
 }
 
 TEST(EarlyAuthGateTest, PublicCallsWithoutACredentialShareABudget) {

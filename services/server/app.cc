@@ -23,6 +23,7 @@
 #include "services/audit/commit_notifier.h"
 #include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
+#include "services/audit/refused_call_reporter.h"
 #include "services/audit/remote_sink.h"
 #include "services/audit/sink_interface.h"
 #include "services/audit/sqlite_audit_store.h"
@@ -368,6 +369,15 @@ class EmbeddedApp final : public App {
     }
 
     IOTAUTH_RETURN_IF_ERROR(InitAudit(clock));
+    if (auth_gate_ != nullptr) {
+      // Calls the gate refuses reach no handler: their tally goes to the audit log.
+      audit::RefusedCallReporter::Options ro;
+      ro.tally = auth_gate_->refusals();
+      ro.sink = sink_;
+      ro.clock = clock;
+      IOTAUTH_ASSIGN_OR_RETURN(refused_reporter_, audit::RefusedCallReporter::Create(ro));
+      refused_reporter_->Start();
+    }
     if (HostsService(config_, "registry")) IOTAUTH_RETURN_IF_ERROR(InitRegistry(clock));
     if (HostsService(config_, "identity")) IOTAUTH_RETURN_IF_ERROR(InitIdentity(clock));
     return absl::OkStatus();
@@ -470,6 +480,7 @@ class EmbeddedApp final : public App {
   void Stop() override {
     if (mirror_) mirror_->Stop();
     if (change_pruner_) change_pruner_->Stop();
+    refused_reporter_.reset();  // writes the last refusals it counted
     // Flush the audit pipeline after the server drained: every decision made is
     // committed before exit.
     if (local_sink_) {
@@ -869,6 +880,8 @@ class EmbeddedApp final : public App {
   std::shared_ptr<identity::RegistryMirror> mirror_;  // and MirrorMetrics
   std::shared_ptr<MirrorMetrics> mirror_metrics_;
   std::shared_ptr<EarlyAuthGate> auth_gate_;  // over resolver_; null with auth off
+  // Over auth_gate_'s tally and sink_; declared after both, so it goes first.
+  std::unique_ptr<audit::RefusedCallReporter> refused_reporter_;
   std::unique_ptr<identity::RegistryRegistrar> registrar_;
   std::unique_ptr<identity::RegistryCertificateRegistrar> cert_registrar_;
   std::atomic<bool> registrar_ready_{false};

@@ -2,6 +2,7 @@
 roles and graceful shutdown of the real all-in-one binary."""
 
 import base64
+import hashlib
 import json
 import os
 import resource
@@ -128,6 +129,43 @@ class FoundationTest(unittest.TestCase):
         # A caller with a credential still gets through, and health needs none.
         self.assertEqual(health_status(self.server.channel(role=None)), 1)
         h.call(self.server.channel(role="reader"), "iotauth.registry.v1.DeviceRegistry/ListTenants", {})
+
+    def test_refused_callers_are_audited_without_their_token(self):
+        # The gate refuses these before any handler runs. Its tally reaches the audit
+        # log every 5 s: one event per method and what the calls presented, with a
+        # count, and a bearer token only as a truncated hash.
+        method = "/iotauth.registry.v1.DeviceRegistry/ListTenants"
+        planted = "planted-refused-token-7f3a9c01"
+        fingerprint = "sha256:" + hashlib.sha256(planted.encode()).hexdigest()[:16]
+        for token, times in ((None, 3), (planted, 2)):
+            ch = self.server.channel(role=None, token=token)
+            for _ in range(times):
+                with self.assertRaises(grpc.RpcError) as e:
+                    h.call(ch, method[1:], {})
+                self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            ch.close()
+        reader = self.server.channel(role="reader")
+        deadline = time.time() + 30
+        while True:
+            resp = h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                          {"type": "EVENT_TYPE_CALLER_REFUSED", "page_size": 1000})
+            events = [e for e in h.to_dict(resp).get("events", [])
+                      if e["attributes"].get("method") == method]
+            counted = {}
+            for e in events:
+                key = (e.get("credential_type"), e.get("credential_fingerprint", ""))
+                counted[key] = counted.get(key, 0) + int(e["attributes"]["count"])
+            if counted.get(("none", ""), 0) >= 3 and counted.get(("bearer_token", fingerprint)) == 2:
+                break
+            self.assertLess(time.time(), deadline, "refusals not audited: %s" % counted)
+            time.sleep(0.5)
+        for e in events:
+            self.assertEqual(e["outcome"], "OUTCOME_DENY", e)
+            self.assertEqual(e["reason"], "unauthenticated", e)
+            self.assertIn("first_seen", e["attributes"])
+        self.assertNotIn(planted, str(resp))
+        self.assertNotIn(planted, self.server.log())
+        self.assertNotIn(planted, self.server.metrics())
 
     def test_no_core_files(self):
         # The process holds the master key and every device's keys: a crash must not

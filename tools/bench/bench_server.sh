@@ -25,7 +25,7 @@ wait_listening() {
 start_setup_server() {
   "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port >"$work/setup.out" 2>"$work/setup.err" &
   spid=$!
-  port="$(wait_listening "$work/setup.out" "$spid")" ||
+  port="$(wait_listening "$work/setup.out" "$spid" 600)" ||
     { echo "iotauthd did not start:" >&2; cat "$work/setup.err" >&2; exit 1; }
   CTL=("$B/clients/iotauthctl/iotauthctl" --insecure --address "127.0.0.1:$port")
 }
