@@ -1194,6 +1194,48 @@ absl::Status RegistryService::DoExportDevices(const Caller& caller,
   }
 }
 
+namespace {
+
+// Gathers an export's devices into DeviceBatch messages: one goes out when it holds
+// kExportBatchDevices devices or about kExportBatchBytes, and the rest at Flush().
+class BatchingSink final : public RegistryService::Sink<v1::Device> {
+ public:
+  explicit BatchingSink(RegistryService::Sink<v1::DeviceBatch>* out) : out_(out) {}
+  bool Write(const v1::Device& device) override {
+    bytes_ += device.ByteSizeLong();
+    *batch_.add_devices() = device;
+    if (batch_.devices_size() >= RegistryService::kExportBatchDevices ||
+        bytes_ >= RegistryService::kExportBatchBytes) {
+      return Flush();
+    }
+    return true;
+  }
+  bool Cancelled() override { return out_->Cancelled(); }
+  bool Flush() {
+    if (batch_.devices_size() == 0) return true;
+    const bool ok = out_->Write(batch_);
+    batch_.Clear();
+    bytes_ = 0;
+    return ok;
+  }
+
+ private:
+  RegistryService::Sink<v1::DeviceBatch>* out_;
+  v1::DeviceBatch batch_;
+  size_t bytes_ = 0;
+};
+
+}  // namespace
+
+absl::Status RegistryService::DoExportDeviceBatches(
+    const Caller& caller, const v1::ExportDevicesRequest& req, Sink<v1::DeviceBatch>& sink,
+    std::vector<std::string>* unreadable_out) const {
+  BatchingSink batching(&sink);
+  IOTAUTH_RETURN_IF_ERROR(DoExportDevices(caller, req, batching, unreadable_out));
+  if (!batching.Flush()) return absl::CancelledError("client went away during the export");
+  return absl::OkStatus();
+}
+
 grpc::Status RegistryService::ExportDevices(grpc::ServerContext* ctx,
                                             const v1::ExportDevicesRequest* req,
                                             grpc::ServerWriter<v1::Device>* writer) {
@@ -1201,20 +1243,36 @@ grpc::Status RegistryService::ExportDevices(grpc::ServerContext* ctx,
   WriterSink<v1::Device> sink(ctx, writer);
   std::vector<std::string> unreadable;
   absl::Status s = DoExportDevices(caller, *req, sink, &unreadable);
-  if (req->include_secrets()) {
-    // Exporting keys is worth an audit record even though it changes nothing. It
-    // names (up to 20 of) the devices whose keys did not open: ids, never keys.
-    if (unreadable.empty()) {
-      Audit(caller, "ExportDevicesWithSecrets", req->tenant_id(), "", "", "", s);
-    } else {
-      const auto named = static_cast<std::ptrdiff_t>(std::min<size_t>(unreadable.size(), 20));
-      Audit(caller, "ExportDevicesWithSecrets", req->tenant_id(), "", "", "", s,
-            {{"keys_unreadable", absl::StrCat(unreadable.size())},
-             {"keys_unreadable_devices",
-              absl::StrJoin(unreadable.begin(), unreadable.begin() + named, ",")}});
-    }
-  }
+  AuditExport(caller, *req, s, unreadable);
   return ToGrpcStatus(s);
+}
+
+grpc::Status RegistryService::ExportDeviceBatches(grpc::ServerContext* ctx,
+                                                  const v1::ExportDevicesRequest* req,
+                                                  grpc::ServerWriter<v1::DeviceBatch>* writer) {
+  Caller caller = ResolveCaller(ctx);
+  WriterSink<v1::DeviceBatch> sink(ctx, writer);
+  std::vector<std::string> unreadable;
+  absl::Status s = DoExportDeviceBatches(caller, *req, sink, &unreadable);
+  AuditExport(caller, *req, s, unreadable);
+  return ToGrpcStatus(s);
+}
+
+void RegistryService::AuditExport(const Caller& caller, const v1::ExportDevicesRequest& req,
+                                  const absl::Status& s,
+                                  const std::vector<std::string>& unreadable) const {
+  if (!req.include_secrets()) return;
+  // Exporting keys is worth an audit record even though it changes nothing. It
+  // names (up to 20 of) the devices whose keys did not open: ids, never keys.
+  if (unreadable.empty()) {
+    Audit(caller, "ExportDevicesWithSecrets", req.tenant_id(), "", "", "", s);
+    return;
+  }
+  const auto named = static_cast<std::ptrdiff_t>(std::min<size_t>(unreadable.size(), 20));
+  Audit(caller, "ExportDevicesWithSecrets", req.tenant_id(), "", "", "", s,
+        {{"keys_unreadable", absl::StrCat(unreadable.size())},
+         {"keys_unreadable_devices",
+          absl::StrJoin(unreadable.begin(), unreadable.begin() + named, ",")}});
 }
 
 absl::Status RegistryService::DoWatchChanges(const Caller& caller,

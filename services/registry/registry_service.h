@@ -143,6 +143,8 @@ class RegistryService final : public v1::DeviceRegistry::Service {
                              v1::ImportDevicesResponse* resp) override;
   grpc::Status ExportDevices(grpc::ServerContext* ctx, const v1::ExportDevicesRequest* req,
                              grpc::ServerWriter<v1::Device>* writer) override;
+  grpc::Status ExportDeviceBatches(grpc::ServerContext* ctx, const v1::ExportDevicesRequest* req,
+                                   grpc::ServerWriter<v1::DeviceBatch>* writer) override;
   grpc::Status WatchChanges(grpc::ServerContext* ctx, const v1::WatchChangesRequest* req,
                             grpc::ServerWriter<v1::ChangeEvent>* writer) override;
   grpc::Status GetChangeCursor(grpc::ServerContext* ctx, const v1::GetChangeCursorRequest* req,
@@ -178,6 +180,13 @@ class RegistryService final : public v1::DeviceRegistry::Service {
   absl::Status DoExportDevices(const Caller& caller, const v1::ExportDevicesRequest& req,
                                Sink<v1::Device>& sink,
                                std::vector<std::string>* unreadable_out = nullptr) const;
+  // The same export in DeviceBatch messages (up to kExportBatchDevices devices and
+  // about kExportBatchBytes each).
+  absl::Status DoExportDeviceBatches(const Caller& caller, const v1::ExportDevicesRequest& req,
+                                     Sink<v1::DeviceBatch>& sink,
+                                     std::vector<std::string>* unreadable_out = nullptr) const;
+  static constexpr int kExportBatchDevices = 500;
+  static constexpr size_t kExportBatchBytes = 1 << 20;
   absl::Status DoWatchChanges(const Caller& caller, const v1::WatchChangesRequest& req,
                               Sink<v1::ChangeEvent>& sink) const;
   // Admin. Streams a progress message after each batch and a last one with
@@ -192,6 +201,9 @@ class RegistryService final : public v1::DeviceRegistry::Service {
       : options_(std::move(options)), watch_slots_(options_.max_watch_streams) {}
 
   Caller ResolveCaller(grpc::ServerContext* ctx) const;
+  // The audit record of an export with secrets (none without).
+  void AuditExport(const Caller& caller, const v1::ExportDevicesRequest& req, const absl::Status& s,
+                   const std::vector<std::string>& unreadable) const;
   // Records an ADMIN_MUTATION event (never a secret).
   void Audit(const Caller& caller, absl::string_view method, absl::string_view tenant_id,
              absl::string_view product_key, absl::string_view device_id,

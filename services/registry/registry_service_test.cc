@@ -558,6 +558,79 @@ TEST_F(RegistryServiceTest, ExportStreamsEveryDeviceAndHidesKeysFromReaders) {
   EXPECT_EQ(svc_->DoExportDevices(reader, req, denied).code(), absl::StatusCode::kPermissionDenied);
 }
 
+// ExportDeviceBatches: the same devices in the same order as ExportDevices, 500 a
+// message, or fewer when they pass about 1 MiB; nothing sent for an empty tenant.
+TEST_F(RegistryServiceTest, ExportInBatchesByCountAndBySize) {
+  Seed();
+  const Caller admin = Authenticated(kAdmin);
+  v1::ExportDevicesRequest req;
+  req.set_tenant_id("t1");
+  req.set_include_secrets(true);
+  VectorSink<v1::DeviceBatch> empty;
+  ASSERT_TRUE(svc_->DoExportDeviceBatches(admin, req, empty).ok());
+  EXPECT_TRUE(empty.items().empty());
+
+  v1::ImportDevicesRequest plain;
+  plain.set_tenant_id("t1");
+  plain.set_generate_keys(true);
+  for (int i = 0; i < 1001; ++i) {
+    v1::Device* d = plain.add_devices();
+    d->set_device_id(absl::StrCat("n", 10000 + i));
+    d->set_product_key("p1");
+  }
+  // 40 devices of about 40 KB each: 64 tags with 512-byte values.
+  v1::ImportDevicesRequest tagged;
+  tagged.set_generate_keys(true);
+  for (int i = 0; i < 40; ++i) {
+    v1::Device* d = tagged.add_devices();
+    d->set_device_id(absl::StrCat("t", 100 + i));
+    d->set_product_key("p1");
+    for (int t = 0; t < 64; ++t) (*d->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
+  }
+  VectorSource source({plain, tagged});
+  v1::ImportDevicesResponse imported;
+  ASSERT_TRUE(svc_->DoImportDevices(admin, source, &imported).ok());
+  ASSERT_EQ(imported.imported(), 1041);
+
+  VectorSink<v1::Device> one_by_one;
+  ASSERT_TRUE(svc_->DoExportDevices(admin, req, one_by_one).ok());
+  VectorSink<v1::DeviceBatch> batches;
+  std::vector<std::string> unreadable;
+  ASSERT_TRUE(svc_->DoExportDeviceBatches(admin, req, batches, &unreadable).ok());
+  std::vector<std::string> batched_ids;
+  std::vector<int> sizes;
+  for (const v1::DeviceBatch& b : batches.items()) {
+    sizes.push_back(b.devices_size());
+    EXPECT_LE(b.ByteSizeLong(), RegistryService::kExportBatchBytes + 64 * 1024);
+    for (const v1::Device& d : b.devices()) {
+      batched_ids.push_back(d.device_id());
+      EXPECT_FALSE(d.credentials().symmetric_key().primary_key().empty()) << d.device_id();
+    }
+  }
+  std::vector<std::string> ids;
+  for (const v1::Device& d : one_by_one.items()) ids.push_back(d.device_id());
+  EXPECT_EQ(batched_ids, ids);
+  ASSERT_EQ(ids.size(), 1041u);
+  // 1,001 small devices make two full batches; the 40 large ones (~1.6 MiB in all)
+  // cannot share one message, so at least two more.
+  EXPECT_EQ(std::count(sizes.begin(), sizes.end(), 500), 2);
+  EXPECT_GE(sizes.size(), 4u);
+  EXPECT_TRUE(unreadable.empty());
+
+  // A reader gets no keys, and none at all when it asks for them.
+  req.set_include_secrets(false);
+  VectorSink<v1::DeviceBatch> read;
+  ASSERT_TRUE(svc_->DoExportDeviceBatches(Authenticated(kReader), req, read).ok());
+  for (const v1::DeviceBatch& b : read.items()) {
+    for (const v1::Device& d : b.devices()) EXPECT_FALSE(d.credentials().has_symmetric_key());
+  }
+  req.set_include_secrets(true);
+  VectorSink<v1::DeviceBatch> denied;
+  EXPECT_EQ(svc_->DoExportDeviceBatches(Authenticated(kReader), req, denied).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(denied.items().empty());
+}
+
 // A device whose keys do not open (its sealed key moved in from another row) is
 // exported marked and without keys, the export completes, and the audit record of
 // the export names it (ids, never keys).

@@ -170,6 +170,8 @@ class RegistryMirror {
   absl::Status Snapshot(std::string* cursor);
   absl::Status SnapshotFrom(std::string* cursor);
   absl::Status SnapshotCertificates(const std::string& tenant);
+  // Streams the tenant's devices with their keys into the target.
+  absl::Status ExportDevices(const std::string& tenant);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
   // A device change, given the registry's answer to reading the device.
@@ -211,6 +213,8 @@ class RegistryMirror {
   std::unique_ptr<iotauth::registry::v1::DeviceRegistry::Stub> stub_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  // False once the registry answered ExportDeviceBatches UNIMPLEMENTED.
+  std::atomic<bool> batched_export_{true};
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
   mutable std::atomic<int64_t> failed_closed_{0};  // MirrorDevice is const
