@@ -80,7 +80,7 @@ std::vector<AuditEvent> RefusedCallReporter::ToEvents(const RefusedCallTally::Dr
   return out;
 }
 
-size_t RefusedCallReporter::FlushOnce() {
+size_t RefusedCallReporter::FlushOnce() const {
   const RefusedCallTally::Drained drained = options_.tally->Drain();
   if (drained.empty()) return 0;
   std::vector<AuditEvent> events = ToEvents(drained);

@@ -36,7 +36,7 @@ class RefusedCallReporter {
   // Drains the tally every interval on a thread of its own.
   void Start();
   // Drains the tally once and records its events; returns how many were recorded.
-  size_t FlushOnce();
+  size_t FlushOnce() const;
 
   // The events one drain gives, in order (for tests and FlushOnce).
   static std::vector<v1::AuditEvent> ToEvents(const RefusedCallTally::Drained& drained);

@@ -601,7 +601,7 @@ TEST_F(RegistryServiceTest, ExportInBatchesByCountAndBySize) {
   std::vector<int> sizes;
   for (const v1::DeviceBatch& b : batches.items()) {
     sizes.push_back(b.devices_size());
-    EXPECT_LE(b.ByteSizeLong(), RegistryService::kExportBatchBytes + 64 * 1024);
+    EXPECT_LE(b.ByteSizeLong(), RegistryService::kExportBatchBytes + size_t{64} * 1024);
     for (const v1::Device& d : b.devices()) {
       batched_ids.push_back(d.device_id());
       EXPECT_FALSE(d.credentials().symmetric_key().primary_key().empty()) << d.device_id();
