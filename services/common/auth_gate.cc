@@ -1,13 +1,12 @@
 #include "services/common/auth_gate.h"
 
-#include <grpc/grpc_security_constants.h>
-
 #include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "services/common/verified_subject.h"
 
 namespace iotauth {
 
@@ -88,11 +87,7 @@ grpc::Status EarlyAuthGate::Process(const InputMetadata& auth_metadata, grpc::Au
     authorization = absl::string_view(it->second.data(), it->second.size());
     authorization_ptr = &authorization;
   }
-  std::string subject;
-  if (context != nullptr && context->IsPeerAuthenticated()) {
-    const auto values = context->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
-    if (!values.empty()) subject.assign(values[0].data(), values[0].size());
-  }
+  const std::string subject(VerifiedSubject(context));
   const bool authenticated = Authenticated(authorization_ptr, subject);
   if (!authenticated && IsPublic(path)) {
     if (TakePublicToken()) return grpc::Status::OK;

@@ -1,12 +1,10 @@
 #include "services/common/call_backlog.h"
 
-#include <grpc/grpc_security_constants.h>
-
 #include <algorithm>
 #include <memory>
-#include <vector>
 
 #include "absl/hash/hash.h"
+#include "services/common/verified_subject.h"
 
 namespace iotauth {
 
@@ -34,11 +32,9 @@ uint64_t CallBacklog::KeyOfCall(const grpc::ServerContextBase& context) {
     return KeyOf(absl::string_view(it->second.data(), it->second.size()), "");
   }
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth == nullptr || !auth->IsPeerAuthenticated()) return 0;
-  const std::vector<grpc::string_ref> subject =
-      auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
-  if (subject.empty() || subject[0].empty()) return 0;
-  return KeyOf("", absl::string_view(subject[0].data(), subject[0].size()));
+  const absl::string_view subject = VerifiedSubject(auth.get());
+  if (subject.empty()) return 0;
+  return KeyOf("", subject);
 }
 
 bool CallBacklog::Admit(uint64_t caller) {

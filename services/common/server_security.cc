@@ -13,6 +13,7 @@
 #include "services/common/crypto.h"
 #include "services/common/dev_pki.h"
 #include "services/common/status_macros.h"
+#include "services/common/verified_subject.h"
 
 namespace iotauth {
 namespace {
@@ -169,13 +170,7 @@ Caller ConfiguredCallerResolver::Resolve(const grpc::ServerContextBase& context)
     token = BearerTokenOf(absl::string_view(it->second.data(), it->second.size()));
   }
   std::string subject;
-  if (token.empty()) {
-    auto auth = context.auth_context();
-    if (auth && auth->IsPeerAuthenticated()) {
-      auto values = auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
-      if (!values.empty()) subject.assign(values[0].data(), values[0].size());
-    }
-  }
+  if (token.empty()) subject = std::string(VerifiedSubject(context.auth_context().get()));
   Caller c = ResolveFrom(token, subject);
   c.peer = context.peer();
   return c;
