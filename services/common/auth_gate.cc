@@ -66,7 +66,7 @@ void EarlyAuthGate::Tally(absl::string_view path, const absl::string_view* autho
                                 : std::string();
   Presented presented = Presented::kNothing;
   if (!token.empty()) {
-    presented = absl::StartsWithIgnoreCase(*authorization, "bearer ")
+    presented = ConfiguredCallerResolver::IsBearer(*authorization)
                     ? Presented::kUnknownToken
                     : Presented::kMalformedAuthorization;
   }

@@ -155,10 +155,12 @@ Caller ConfiguredCallerResolver::ResolveFrom(const std::string& bearer_token,
   return c;
 }
 
+bool ConfiguredCallerResolver::IsBearer(absl::string_view authorization) {
+  return absl::StartsWithIgnoreCase(authorization, "bearer ");
+}
+
 std::string ConfiguredCallerResolver::BearerTokenOf(absl::string_view authorization) {
-  if (absl::StartsWithIgnoreCase(authorization, "bearer ")) {
-    return std::string(authorization.substr(7));
-  }
+  if (IsBearer(authorization)) return std::string(authorization.substr(7));
   return "\x01invalid-scheme";  // present but unusable: fails like a wrong token
 }
 

@@ -57,6 +57,8 @@ class ConfiguredCallerResolver final : public CallerResolver {
   // The token an `authorization` header value carries ("Bearer <token>"); a value
   // in another scheme gives a token no caller has (it fails like a wrong one).
   static std::string BearerTokenOf(absl::string_view authorization);
+  // Whether an `authorization` header value is in the Bearer scheme.
+  static bool IsBearer(absl::string_view authorization);
 
   // Adds an in-process token (the all-in-one binary's internal calls between its
   // services). Call before serving starts.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -172,6 +173,11 @@ class RegistryMirror {
   absl::Status SnapshotCertificates(const std::string& tenant);
   // Streams the tenant's devices with their keys into the target.
   absl::Status ExportDevices(const std::string& tenant);
+  // One export call read to its end: `begin(ctx, reactor)` starts it, `each` takes
+  // every message (up to `max_queued` wait in memory). CANCELLED once stopping;
+  // otherwise the call's own status.
+  template <typename Message, typename BeginCall, typename OnMessage>
+  absl::StatusOr<grpc::Status> ReadExport(size_t max_queued, BeginCall begin, OnMessage each);
   absl::Status Follow(const std::string& cursor, std::string* last_cursor);
   absl::Status Apply(const iotauth::registry::v1::ChangeEvent& event);
   // A device change, given the registry's answer to reading the device.
