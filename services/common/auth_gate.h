@@ -37,6 +37,7 @@ namespace iotauth {
 // most 4,096 calls admitted here and not yet started by the server, each.
 // Calls to public methods without a credential admitted per second (a token
 // bucket). Health checkers make a few a second; a credential skips the budget.
+// Configured by `auth.public_calls_per_second` and `auth.public_calls_burst`.
 struct PublicCallLimit {
   double per_second = 1000;
   double burst = 2000;
@@ -47,10 +48,14 @@ class EarlyAuthGate final : public grpc::AuthMetadataProcessor {
   // `resolver` and `clock` outlive the gate. Calls to methods under
   // `public_prefixes` (health checks and reflection) need no credential.
   explicit EarlyAuthGate(const ConfiguredCallerResolver* resolver,
-                         std::vector<std::string> public_prefixes = {"/grpc.health.v1.Health/",
-                                                                     "/grpc.reflection."},
+                         std::vector<std::string> public_prefixes = DefaultPublicPrefixes(),
                          PublicCallLimit limit = {}, const Clock* clock = &RealClock::Get(),
                          CallBacklog::Options backlog = {});
+
+  // Health checks and reflection.
+  static std::vector<std::string> DefaultPublicPrefixes() {
+    return {"/grpc.health.v1.Health/", "/grpc.reflection."};
+  }
 
   // Decided on gRPC's own thread, without blocking: a hash and a comparison.
   bool IsBlocking() const override { return false; }

@@ -226,6 +226,8 @@ ServerConfig DefaultConfig() {
   c.mutable_metrics()->set_address("localhost:9464");
   c.mutable_log()->set_level("info");
   c.mutable_auth()->set_roles_from_ou(true);
+  c.mutable_auth()->set_public_calls_per_second(1000);
+  c.mutable_auth()->set_public_calls_burst(2000);
   c.mutable_identity()->mutable_clock_skew()->set_seconds(300);
   c.mutable_identity()->mutable_timestamp_window()->set_seconds(300);
   c.mutable_identity()->mutable_decision_cache_ttl()->set_seconds(300);
@@ -386,6 +388,14 @@ absl::Status ValidateConfig(const ServerConfig& c) {
           ".sha256' must be the 64-digit hex SHA-256 of the token (printf %s TOKEN | sha256sum)"));
     }
     IOTAUTH_RETURN_IF_ERROR(ValidateRoles(key + ".roles", t.roles()));
+  }
+  for (const auto& [key, v] : {std::pair<const char*, int32_t>{"auth.public_calls_per_second",
+                                                               c.auth().public_calls_per_second()},
+                               {"auth.public_calls_burst", c.auth().public_calls_burst()}}) {
+    if (v < 1 || v > 10000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config key '", key, "' must be in [1, 10000000]"));
+    }
   }
   const auto& id = c.identity();
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.clock_skew", id.clock_skew(),

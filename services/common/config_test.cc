@@ -67,6 +67,17 @@ TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {
   EXPECT_TRUE(DefaultConfig().auth().roles_from_ou());
 }
 
+TEST(ConfigTest, PublicCallBudgetDefaultsAndOverrides) {
+  EXPECT_EQ(DefaultConfig().auth().public_calls_per_second(), 1000);
+  EXPECT_EQ(DefaultConfig().auth().public_calls_burst(), 2000);
+  ConfigSources s;
+  s.sets = {"auth.public_calls_per_second=20", "auth.public_calls_burst=40"};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->auth().public_calls_per_second(), 20);
+  EXPECT_EQ(c->auth().public_calls_burst(), 40);
+}
+
 TEST(ConfigTest, ShortEnumNames) {
   ConfigSources s;
   s.sets = {"grpc.tls.mode=insecure"};
@@ -115,6 +126,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"", "identity.x509_result_cache_size=-1", "identity.x509_result_cache_size"},
         BadCase{"", "identity.replay_cache_size=0", "identity.replay_cache_size"},
         BadCase{"", "identity.exhook_max_sessions=0", "identity.exhook_max_sessions"},
+        BadCase{"", "auth.public_calls_per_second=0", "auth.public_calls_per_second"},
+        BadCase{"", "auth.public_calls_burst=-5", "auth.public_calls_burst"},
         BadCase{"", "services=identity,billing", "billing"},
         BadCase{"", "services=identity", "registry_address"},
         BadCase{"", "services=registry", "audit.remote_address"},

@@ -88,8 +88,9 @@ class AuthGateMetrics final : public prometheus::Collectable {
              {backlog}},
             {"iotauth_grpc_public_calls_shed_total",
              "Health and reflection calls without a credential refused RESOURCE_EXHAUSTED "
-             "past their shared budget (1000 a second, bursts of 2000), as their headers "
-             "arrived; not counted in grpc_server_handled_total.",
+             "past their shared budget (auth.public_calls_per_second and "
+             "auth.public_calls_burst), as their headers arrived; not counted in "
+             "grpc_server_handled_total.",
              prometheus::MetricType::Counter,
              {shed}}};
   }

@@ -364,7 +364,11 @@ class EmbeddedApp final : public App {
       internal_token_ = crypto::HexEncode(raw);
       r->AddInternalToken(std::string(kInternalPrincipal), internal_token_,
                           static_cast<uint32_t>(Role::kAdmin));
-      auth_gate_ = std::make_shared<EarlyAuthGate>(r.get());
+      PublicCallLimit public_limit;
+      public_limit.per_second = config_.auth().public_calls_per_second();
+      public_limit.burst = config_.auth().public_calls_burst();
+      auth_gate_ = std::make_shared<EarlyAuthGate>(r.get(), EarlyAuthGate::DefaultPublicPrefixes(),
+                                                   public_limit, clock);
       resolver_ = std::move(r);
     }
 
