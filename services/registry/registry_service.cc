@@ -564,6 +564,63 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
   return RespondWith(std::move(r), resp);
 }
 
+absl::Status RegistryService::DoBatchGetDevices(const Caller& caller,
+                                                const v1::BatchGetDevicesRequest& req,
+                                                v1::BatchGetDevicesResponse* resp) const {
+  IOTAUTH_RETURN_IF_ERROR(
+      RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
+  if (req.ids_size() > kBatchGetMaxIds) {
+    return absl::InvalidArgumentError(absl::StrCat("ids: ", req.ids_size(), " ids; at most ",
+                                                   kBatchGetMaxIds, " per call: split them"));
+  }
+  size_t bytes = 0;
+  for (const v1::BatchGetDevicesRequest::DeviceId& id : req.ids()) {
+    if (bytes >= kBatchGetBytes) break;  // the caller asks again for the rest
+    v1::BatchGetDevicesResponse::Result* result = resp->add_results();
+    absl::StatusOr<v1::Device> d = [&]() -> absl::StatusOr<v1::Device> {
+      IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", id.tenant_id()));
+      IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", id.device_id()));
+      return options_.store->GetDevice(id.tenant_id(), id.device_id(),
+                                       SecretsFor(req.include_secrets()));
+    }();
+    if (d.ok()) {
+      *result->mutable_device() = *std::move(d);
+    } else {
+      const grpc::Status g = ToGrpcStatus(d.status());
+      result->set_code(static_cast<int32_t>(g.error_code()));
+      result->set_message(g.error_message());
+    }
+    bytes += result->ByteSizeLong();
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status RegistryService::BatchGetDevices(grpc::ServerContext* ctx,
+                                              const v1::BatchGetDevicesRequest* req,
+                                              v1::BatchGetDevicesResponse* resp) {
+  Caller caller = ResolveCaller(ctx);
+  const absl::Status s = DoBatchGetDevices(caller, *req, resp);
+  if (req->include_secrets() && !caller.internal) {
+    // As GetDevice: each read of keys is recorded (the in-process mirror's are not).
+    if (!s.ok()) {
+      Audit(caller, "BatchGetDevicesWithSecrets", "", "", "", "", s);
+    }
+    for (int i = 0; i < resp->results_size(); ++i) {
+      const v1::BatchGetDevicesRequest::DeviceId& id = req->ids(i);
+      const v1::BatchGetDevicesResponse::Result& r = resp->results(i);
+      Audit(caller, "BatchGetDevicesWithSecrets", id.tenant_id(), "", id.device_id(),
+            id.device_id(),
+            r.code() == 0 ? absl::OkStatus()
+                          : absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
+    }
+  }
+  if (!s.ok()) {
+    resp->Clear();
+    return ToGrpcStatus(s);
+  }
+  return grpc::Status::OK;
+}
+
 namespace {
 
 // The device RMW shared by UpdateDevice and the key/status operations.

@@ -631,6 +631,124 @@ TEST_F(RegistryServiceTest, ExportInBatchesByCountAndBySize) {
   EXPECT_TRUE(denied.items().empty());
 }
 
+// BatchGetDevices: each id answered on its own, in order (a missing device or a bad
+// id does not fail the call); keys only for admins; at most 1000 ids; an answer
+// that passes about 1 MiB stops early and the rest are asked again; every read of
+// keys is audited, one record per device, never the keys.
+TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit) {
+  Seed();
+  v1::Device d;
+  for (const char* id : {"e0", "e1", "e2"}) ASSERT_TRUE(CreateDevice(id, &d).ok());
+  v1::BatchGetDevicesRequest req;
+  for (const auto& [tenant, device] : std::vector<std::pair<std::string, std::string>>{
+           {"t1", "e2"}, {"t1", "nope"}, {"t1", "e0"}, {"t1", ""}, {"t2", "e1"}, {"t1", "e1"}}) {
+    v1::BatchGetDevicesRequest::DeviceId* id = req.add_ids();
+    id->set_tenant_id(tenant);
+    id->set_device_id(device);
+  }
+  v1::BatchGetDevicesResponse resp;
+  ASSERT_TRUE(svc_->DoBatchGetDevices(Authenticated(kReader), req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 6);
+  const std::vector<int> want_codes = {0, 5, 0, 3, 5, 0};
+  std::vector<int> codes;
+  std::vector<std::string> found;
+  for (const auto& r : resp.results()) {
+    codes.push_back(r.code());
+    if (r.code() == 0) {
+      found.push_back(r.device().device_id());
+      EXPECT_FALSE(r.device().credentials().has_symmetric_key());
+    } else {
+      EXPECT_FALSE(r.has_device());
+      EXPECT_FALSE(r.message().empty());
+    }
+  }
+  EXPECT_EQ(codes, want_codes);
+  EXPECT_EQ(found, (std::vector<std::string>{"e2", "e0", "e1"}));
+  EXPECT_NE(resp.results(3).message().find("device_id"), std::string::npos)
+      << resp.results(3).message();
+
+  // Keys: admins only, and the whole call is refused for a reader who asks.
+  req.set_include_secrets(true);
+  v1::BatchGetDevicesResponse denied;
+  EXPECT_EQ(svc_->DoBatchGetDevices(Authenticated(kReader), req, &denied).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(denied.results_size(), 0);
+  v1::BatchGetDevicesResponse keyed;
+  ASSERT_TRUE(svc_->DoBatchGetDevices(Authenticated(kAdmin), req, &keyed).ok());
+  ASSERT_EQ(keyed.results_size(), 6);
+  EXPECT_FALSE(keyed.results(0).device().credentials().symmetric_key().primary_key().empty());
+
+  // Through the handler: one audit record per device read with keys, no key in any.
+  const size_t before = audit_.events().size();
+  grpc::ServerContext ctx;
+  v1::BatchGetDevicesResponse handled;
+  ASSERT_TRUE(svc_->BatchGetDevices(&ctx, &req, &handled).ok());
+  const auto events = audit_.events();
+  ASSERT_EQ(events.size(), before + 6);
+  std::vector<std::string> audited;
+  for (size_t i = before; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].reason(), "BatchGetDevicesWithSecrets");
+    audited.push_back(events[i].device_id());
+    const std::string text = events[i].DebugString();
+    for (const auto& r : handled.results()) {
+      const auto& k = r.device().credentials().symmetric_key();
+      if (!k.primary_key().empty()) {
+        EXPECT_EQ(text.find(k.primary_key()), std::string::npos);
+      }
+    }
+  }
+  EXPECT_EQ(audited, (std::vector<std::string>{"e2", "nope", "e0", "", "e1", "e1"}));
+
+  // Too many ids: the call is refused, saying how many fit.
+  v1::BatchGetDevicesRequest many;
+  for (int i = 0; i < RegistryService::kBatchGetMaxIds + 1; ++i) {
+    many.add_ids()->set_tenant_id("t1");
+  }
+  v1::BatchGetDevicesResponse none;
+  const absl::Status too_many = svc_->DoBatchGetDevices(Authenticated(kReader), many, &none);
+  EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_many.message().find("1000"), std::string::npos) << too_many.message();
+
+  // 40 devices of about 33 KB: no answer passes ~1 MiB by more than one device, and
+  // asking again for the rest brings them all, in order.
+  v1::ImportDevicesRequest tagged;
+  tagged.set_tenant_id("t1");
+  tagged.set_generate_keys(true);
+  v1::BatchGetDevicesRequest big;
+  big.set_include_secrets(true);
+  for (int i = 0; i < 40; ++i) {
+    v1::Device* td = tagged.add_devices();
+    td->set_device_id(absl::StrCat("t", 100 + i));
+    td->set_product_key("p1");
+    for (int t = 0; t < 64; ++t) (*td->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
+    v1::BatchGetDevicesRequest::DeviceId* id = big.add_ids();
+    id->set_tenant_id("t1");
+    id->set_device_id(td->device_id());
+  }
+  VectorSource source({tagged});
+  v1::ImportDevicesResponse imported;
+  ASSERT_TRUE(svc_->DoImportDevices(Authenticated(kAdmin), source, &imported).ok());
+  ASSERT_EQ(imported.imported(), 40);
+  std::vector<std::string> got;
+  int calls = 0;
+  while (big.ids_size() > 0) {
+    v1::BatchGetDevicesResponse part;
+    ASSERT_TRUE(svc_->DoBatchGetDevices(Authenticated(kAdmin), big, &part).ok());
+    ASSERT_GT(part.results_size(), 0);
+    EXPECT_LE(part.ByteSizeLong(), RegistryService::kBatchGetBytes + size_t{64} * 1024);
+    for (const auto& r : part.results()) {
+      ASSERT_EQ(r.code(), 0) << r.message();
+      got.push_back(r.device().device_id());
+    }
+    big.mutable_ids()->DeleteSubrange(0, part.results_size());
+    ++calls;
+  }
+  ASSERT_EQ(got.size(), 40u);
+  EXPECT_EQ(got.front(), "t100");
+  EXPECT_EQ(got.back(), "t139");
+  EXPECT_GE(calls, 2);
+}
+
 // A device whose keys do not open (its sealed key moved in from another row) is
 // exported marked and without keys, the export completes, and the audit record of
 // the export names it (ids, never keys).

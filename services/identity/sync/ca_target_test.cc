@@ -481,6 +481,27 @@ class OneBrokenDeviceRegistry final : public rv1::DeviceRegistry::Service {
     in_flight.fetch_sub(1);
     return s;
   }
+  // With batch_get, BatchGetDevices is served (the broken device failing on its
+  // own); without it, UNIMPLEMENTED, as from a registry that predates it.
+  grpc::Status BatchGetDevices(grpc::ServerContext* c, const rv1::BatchGetDevicesRequest* q,
+                               rv1::BatchGetDevicesResponse* r) override {
+    if (!batch_get.load()) return {grpc::StatusCode::UNIMPLEMENTED, "no BatchGetDevices"};
+    batch_calls.fetch_add(1);
+    int seen = max_batch_ids.load();
+    while (q->ids_size() > seen && !max_batch_ids.compare_exchange_weak(seen, q->ids_size())) {
+    }
+    grpc::Status s = real_->BatchGetDevices(c, q, r);
+    for (int i = 0; s.ok() && i < r->results_size(); ++i) {
+      if (q->ids(i).device_id() != broken_) continue;
+      r->mutable_results(i)->Clear();
+      r->mutable_results(i)->set_code(grpc::StatusCode::INTERNAL);
+      r->mutable_results(i)->set_message("cannot open secrets");
+    }
+    return s;
+  }
+  std::atomic<bool> batch_get{false};
+  std::atomic<int> batch_calls{0};
+  std::atomic<int> max_batch_ids{0};
   std::atomic<int> in_flight{0};
   std::atomic<int> max_in_flight{0};
   absl::Duration get_delay = absl::ZeroDuration();
@@ -630,6 +651,7 @@ TEST_F(CaMirrorTest, ASilentChangeStreamIsReconnectedAndFailsClosedWhenAsked) {
 
 // A big import's backlog is read many devices at a time, not one round trip each,
 // and still applied in order: a disable queued behind it lands last and sticks.
+// Here the registry predates BatchGetDevices: GetDevice calls, many in flight.
 TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
   OneBrokenDeviceRegistry registry(registry_.get(), "");
   registry.get_delay = absl::Milliseconds(2);
@@ -662,6 +684,52 @@ TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
   EXPECT_GT(registry.max_in_flight.load(), 1);
   std::vector<std::string> want = {"dev-0"};
   for (const auto& d : devices) want.push_back(d.device_id());
+  want.push_back(devices.back().device_id());  // the disable, last
+  EXPECT_EQ(order.Devices(), want);
+  mirror.Stop();
+  server->Shutdown();
+}
+
+// The same backlog through BatchGetDevices: hundreds of devices a call (the
+// GetDevice path had 64 in flight), applied in order, the disable last; a device
+// the registry cannot read fails closed on its own and the rest follow.
+TEST_F(CaMirrorTest, ABacklogIsReadInBatchesAndAppliedInOrder) {
+  OneBrokenDeviceRegistry registry(registry_.get(), "dev-7");
+  registry.batch_get = true;
+  grpc::ServerBuilder b;
+  b.RegisterService(&registry);
+  auto server = b.BuildAndStart();
+  auto cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(cache.get());
+  absl::Notification gate;
+  CountingTarget order(&gate);  // holds the mirror until the backlog is queued
+  FanoutMirrorTarget both({&directory, &order});
+  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 1)).ok());
+  RegistryMirror mirror(
+      DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &both));
+  mirror.Start();
+  ASSERT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-0") != nullptr; }));
+  const std::vector<rv1::Device> devices = Devices(1, 1200);
+  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  auto last =
+      store_->GetDevice("t1", devices.back().device_id(), ::iotauth::registry::Secrets::kOmit);
+  ASSERT_TRUE(last.ok());
+  last->set_status(rv1::DEVICE_STATUS_DISABLED);
+  ASSERT_TRUE(store_->UpdateDevice(*last, "").ok());
+  gate.Notify();
+  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
+  ASSERT_TRUE(Eventually([&] {
+    auto d = cache->FindDevice("t1", devices.back().device_id());
+    return d != nullptr && d->status == rv1::DEVICE_STATUS_DISABLED;
+  }));
+  EXPECT_GT(registry.max_batch_ids.load(), 64);
+  EXPECT_LT(registry.batch_calls.load(), 1200 / 64);
+  EXPECT_EQ(cache->FindDevice("t1", "dev-7"), nullptr);
+  EXPECT_EQ(mirror.failed_closed_changes(), 1);
+  std::vector<std::string> want = {"dev-0"};
+  for (const auto& d : devices) {
+    if (d.device_id() != "dev-7") want.push_back(d.device_id());
+  }
   want.push_back(devices.back().device_id());  // the disable, last
   EXPECT_EQ(order.Devices(), want);
   mirror.Stop();

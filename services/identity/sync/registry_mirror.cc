@@ -591,38 +591,95 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
 std::vector<RegistryMirror::DeviceFetch> RegistryMirror::FetchDevices(
     const std::vector<rv1::ChangeEvent>& batch) {
   std::vector<DeviceFetch> out(batch.size());
+  std::vector<size_t> wanted;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].resource_type() == rv1::RESOURCE_TYPE_DEVICE &&
+        batch[i].type() != rv1::CHANGE_TYPE_DELETED) {
+      wanted.push_back(i);
+    }
+  }
+  if (wanted.size() < 2) return out;  // nothing to gain: Apply reads it
+  size_t settled = batched_get_ ? BatchFetch(batch, wanted, &out) : 0;
+  // A registry from before BatchGetDevices: one GetDevice per device, a few dozen
+  // at a time.
   struct Call {
     grpc::ClientContext ctx;
     rv1::GetDeviceRequest req;
   };
-  std::vector<std::unique_ptr<Call>> calls(batch.size());
-  const auto n =
-      static_cast<size_t>(std::count_if(batch.begin(), batch.end(), [](const rv1::ChangeEvent& e) {
-        return e.resource_type() == rv1::RESOURCE_TYPE_DEVICE &&
-               e.type() != rv1::CHANGE_TYPE_DELETED;
-      }));
-  if (n < 2) return out;  // nothing to gain: Apply reads it
-  absl::BlockingCounter done(static_cast<int>(n));
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const rv1::ChangeEvent& e = batch[i];
-    if (e.resource_type() != rv1::RESOURCE_TYPE_DEVICE || e.type() == rv1::CHANGE_TYPE_DELETED) {
-      continue;
+  while (settled < wanted.size()) {
+    const size_t n = std::min(kFetchConcurrency, wanted.size() - settled);
+    std::vector<Call> calls(n);
+    absl::BlockingCounter done(static_cast<int>(n));
+    for (size_t k = 0; k < n; ++k) {
+      const rv1::ChangeEvent& e = batch[wanted[settled + k]];
+      Call& c = calls[k];
+      Prepare(&c.ctx, absl::Seconds(30));
+      c.req.set_tenant_id(e.tenant_id());
+      c.req.set_device_id(e.resource_id());
+      c.req.set_include_secrets(true);
+      DeviceFetch* f = &out[wanted[settled + k]];
+      f->fetched = true;
+      stub_->async()->GetDevice(&c.ctx, &c.req, &f->device, [f, &done](grpc::Status st) {
+        f->status = std::move(st);
+        done.DecrementCount();
+      });
     }
-    calls[i] = std::make_unique<Call>();
-    Call& c = *calls[i];
-    Prepare(&c.ctx, absl::Seconds(30));
-    c.req.set_tenant_id(e.tenant_id());
-    c.req.set_device_id(e.resource_id());
-    c.req.set_include_secrets(true);
-    DeviceFetch* f = &out[i];
-    f->fetched = true;
-    stub_->async()->GetDevice(&c.ctx, &c.req, &f->device, [f, &done](grpc::Status st) {
-      f->status = std::move(st);
-      done.DecrementCount();
-    });
+    done.Wait();
+    settled += n;
   }
-  done.Wait();
   return out;
+}
+
+size_t RegistryMirror::BatchFetch(const std::vector<rv1::ChangeEvent>& batch,
+                                  const std::vector<size_t>& wanted,
+                                  std::vector<DeviceFetch>* out) {
+  size_t next = 0;
+  while (next < wanted.size()) {
+    rv1::BatchGetDevicesRequest req;
+    req.set_include_secrets(true);
+    const size_t end = std::min(wanted.size(), next + kPrefetchBatch);
+    for (size_t k = next; k < end; ++k) {
+      rv1::BatchGetDevicesRequest::DeviceId* id = req.add_ids();
+      id->set_tenant_id(batch[wanted[k]].tenant_id());
+      id->set_device_id(batch[wanted[k]].resource_id());
+    }
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Seconds(30));
+    rv1::BatchGetDevicesResponse resp;
+    grpc::Status st = stub_->BatchGetDevices(&ctx, req, &resp);
+    if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      batched_get_ = false;
+      log::Info(
+          "registry mirror: the registry has no BatchGetDevices; reading changed devices one "
+          "call each");
+      return next;
+    }
+    if (st.ok() && (resp.results().empty() || resp.results_size() > req.ids_size())) {
+      st = grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("BatchGetDevices answered ", resp.results_size(), " of ",
+                                     req.ids_size(), " ids"));
+    }
+    if (!st.ok()) {
+      // The call failed whole: every device it was for fails with it (Settle
+      // reconnects on a transient error), as a failed GetDevice does.
+      for (size_t k = next; k < wanted.size(); ++k) {
+        DeviceFetch& f = (*out)[wanted[k]];
+        f.fetched = true;
+        f.status = st;
+      }
+      return wanted.size();
+    }
+    for (rv1::BatchGetDevicesResponse::Result& r : *resp.mutable_results()) {
+      DeviceFetch& f = (*out)[wanted[next++]];
+      f.fetched = true;
+      if (r.code() == 0) {
+        f.device.Swap(r.mutable_device());
+      } else {
+        f.status = grpc::Status(static_cast<grpc::StatusCode>(r.code()), r.message());
+      }
+    }
+  }
+  return next;
 }
 
 absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc::Status& read,
@@ -631,7 +688,7 @@ absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc:
     MirrorDevice(device);
     return absl::OkStatus();
   }
-  if (read.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(read, "GetDevice");
+  if (read.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(read, "reading a changed device");
   options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
   return absl::OkStatus();
 }

@@ -184,17 +184,25 @@ class RegistryMirror {
   absl::Status ApplyDevice(const iotauth::registry::v1::ChangeEvent& event,
                            const grpc::Status& read,
                            const iotauth::registry::v1::Device& device) const;
-  // Events applied together; their devices are read concurrently (FetchDevices).
-  static constexpr size_t kPrefetchBatch = 64;
+  // Events applied together; their devices are read together (FetchDevices).
+  static constexpr size_t kPrefetchBatch = 500;
+  // GetDevice calls in flight at once, on a registry without BatchGetDevices.
+  static constexpr size_t kFetchConcurrency = 64;
   struct DeviceFetch {
     bool fetched = false;  // false: Apply reads it itself
     grpc::Status status;
     iotauth::registry::v1::Device device;
   };
   // Reads the devices `batch`'s device changes name, all at once (one entry per
-  // event; when fewer than two, none is read here).
+  // event; when fewer than two, none is read here): through BatchGetDevices, or
+  // kFetchConcurrency GetDevice calls at a time on a registry without it.
   std::vector<DeviceFetch> FetchDevices(
       const std::vector<iotauth::registry::v1::ChangeEvent>& batch);
+  // The BatchGetDevices path: fills `out` for `wanted` (indices into `batch`) and
+  // returns how many of `wanted` it settled (fewer only when the registry answered
+  // UNIMPLEMENTED: the rest are for GetDevice).
+  size_t BatchFetch(const std::vector<iotauth::registry::v1::ChangeEvent>& batch,
+                    const std::vector<size_t>& wanted, std::vector<DeviceFetch>* out);
   // After applying `event`: OK goes on; an error that FailClosed settles is logged
   // and counted and goes on (*status becomes OK); false when the stream must stop
   // (the error stays in *status).
@@ -221,6 +229,8 @@ class RegistryMirror {
   std::atomic<bool> stopping_{false};
   // False once the registry answered ExportDeviceBatches UNIMPLEMENTED.
   std::atomic<bool> batched_export_{true};
+  // False once the registry answered BatchGetDevices UNIMPLEMENTED (mirror thread).
+  bool batched_get_ = true;
   absl::Notification synced_;
   std::atomic<int64_t> applied_{0};
   mutable std::atomic<int64_t> failed_closed_{0};  // MirrorDevice is const
