@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How long a disable takes to reach Authenticate while a bulk import's change
 # backlog is being mirrored (issue: identity hot path, "a disable takes effect
-# within 1 second"; see ARCHITECTURE.md, "Known limit"):
+# within 1 second"; see ARCHITECTURE.md, "A bulk import does not hold back a
+# disable"):
 #
 #   tools/bench/disable_during_import.sh [DEVICES (300000)] [DELAY_S (3)]
 #
