@@ -720,8 +720,9 @@ TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit
     v1::Device* td = tagged.add_devices();
     td->set_device_id(absl::StrCat("t", 100 + i));
     td->set_product_key("p1");
-    for (int t = 0; t < 64; ++t)
+    for (int t = 0; t < 64; ++t) {
       (*td->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
+    }
     v1::BatchGetDevicesRequest::DeviceId* id = big.add_ids();
     id->set_tenant_id("t1");
     id->set_device_id(td->device_id());

@@ -688,8 +688,9 @@ absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc:
     MirrorDevice(device);
     return absl::OkStatus();
   }
-  if (read.error_code() != grpc::StatusCode::NOT_FOUND)
+  if (read.error_code() != grpc::StatusCode::NOT_FOUND) {
     return FromGrpc(read, "reading a changed device");
+  }
   options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
   return absl::OkStatus();
 }
