@@ -106,10 +106,27 @@ def rapid_reset(port, ca, n, path, cert=None, key=None):
                          server_hostname="localhost") as tls:
         conn.initiate_connection()
         tls.sendall(conn.data_to_send())
+        def wait_for_window(sid):
+            # Each request's 5 bytes count against the connection's flow-control
+            # window (64 KiB: about 13,000 requests) until the server's
+            # WINDOW_UPDATE arrives; a slow server (ASan) may not have sent it yet.
+            while conn.local_flow_control_window(sid) < len(body):
+                tls.sendall(conn.data_to_send())
+                tls.settimeout(30)
+                data = tls.recv(1 << 20)
+                if not data:
+                    return False
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.ConnectionTerminated):
+                        return False
+            return True
+
         while sent < n:
             for _ in range(100):
                 sid = conn.get_next_available_stream_id()
                 conn.send_headers(sid, headers)
+                if not wait_for_window(sid):
+                    return sent
                 conn.send_data(sid, body, end_stream=True)
                 conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
                 sent += 1
