@@ -599,24 +599,20 @@ grpc::Status RegistryService::BatchGetDevices(grpc::ServerContext* ctx,
                                               const v1::BatchGetDevicesRequest* req,
                                               v1::BatchGetDevicesResponse* resp) {
   Caller caller = ResolveCaller(ctx);
+  // DoBatchGetDevices fails only before it reads anything: no result to audit then.
   const absl::Status s = DoBatchGetDevices(caller, *req, resp);
-  if (req->include_secrets() && !caller.internal) {
-    // As GetDevice: each read of keys is recorded (the in-process mirror's are not).
-    if (!s.ok()) {
-      Audit(caller, "BatchGetDevicesWithSecrets", "", "", "", "", s);
-    }
-    for (int i = 0; i < resp->results_size(); ++i) {
-      const v1::BatchGetDevicesRequest::DeviceId& id = req->ids(i);
-      const v1::BatchGetDevicesResponse::Result& r = resp->results(i);
-      Audit(caller, "BatchGetDevicesWithSecrets", id.tenant_id(), "", id.device_id(),
-            id.device_id(),
-            r.code() == 0 ? absl::OkStatus()
-                          : absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
-    }
-  }
+  // As GetDevice: each read of keys is recorded (the in-process mirror's are not).
+  if (!req->include_secrets() || caller.internal) return ToGrpcStatus(s);
   if (!s.ok()) {
-    resp->Clear();
+    Audit(caller, "BatchGetDevicesWithSecrets", "", "", "", "", s);
     return ToGrpcStatus(s);
+  }
+  for (int i = 0; i < resp->results_size(); ++i) {
+    const v1::BatchGetDevicesRequest::DeviceId& id = req->ids(i);
+    const v1::BatchGetDevicesResponse::Result& r = resp->results(i);
+    Audit(caller, "BatchGetDevicesWithSecrets", id.tenant_id(), "", id.device_id(), id.device_id(),
+          r.code() == 0 ? absl::OkStatus()
+                        : absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
   }
   return grpc::Status::OK;
 }

@@ -427,6 +427,22 @@ TEST_F(RegistryServiceTest, ListPagesWithOpaqueTokens) {
   EXPECT_EQ(svc_->ListDevices(&ctx, &bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// An import message of `n` devices of about 33 KB each (64 tags with 512-byte
+// values), ids t100, t101, ... of product p1, keys generated.
+v1::ImportDevicesRequest LargeDevices(int n) {
+  v1::ImportDevicesRequest req;
+  req.set_generate_keys(true);
+  for (int i = 0; i < n; ++i) {
+    v1::Device* d = req.add_devices();
+    d->set_device_id(absl::StrCat("t", 100 + i));
+    d->set_product_key("p1");
+    for (int t = 0; t < 64; ++t) {
+      (*d->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
+    }
+  }
+  return req;
+}
+
 class VectorSource final : public RegistryService::DeviceSource {
  public:
   explicit VectorSource(std::vector<v1::ImportDevicesRequest> msgs) : msgs_(std::move(msgs)) {}
@@ -578,16 +594,7 @@ TEST_F(RegistryServiceTest, ExportInBatchesByCountAndBySize) {
     d->set_device_id(absl::StrCat("n", 10000 + i));
     d->set_product_key("p1");
   }
-  // 40 devices of about 40 KB each: 64 tags with 512-byte values.
-  v1::ImportDevicesRequest tagged;
-  tagged.set_generate_keys(true);
-  for (int i = 0; i < 40; ++i) {
-    v1::Device* d = tagged.add_devices();
-    d->set_device_id(absl::StrCat("t", 100 + i));
-    d->set_product_key("p1");
-    for (int t = 0; t < 64; ++t) (*d->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
-  }
-  VectorSource source({plain, tagged});
+  VectorSource source({plain, LargeDevices(40)});
   v1::ImportDevicesResponse imported;
   ASSERT_TRUE(svc_->DoImportDevices(admin, source, &imported).ok());
   ASSERT_EQ(imported.imported(), 1041);
@@ -611,7 +618,7 @@ TEST_F(RegistryServiceTest, ExportInBatchesByCountAndBySize) {
   for (const v1::Device& d : one_by_one.items()) ids.push_back(d.device_id());
   EXPECT_EQ(batched_ids, ids);
   ASSERT_EQ(ids.size(), 1041u);
-  // 1,001 small devices make two full batches; the 40 large ones (~1.6 MiB in all)
+  // 1,001 small devices make two full batches; the 40 large ones (~1.3 MiB in all)
   // cannot share one message, so at least two more.
   EXPECT_EQ(std::count(sizes.begin(), sizes.end(), 500), 2);
   EXPECT_GE(sizes.size(), 4u);
@@ -711,21 +718,14 @@ TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit
 
   // 40 devices of about 33 KB: no answer passes ~1 MiB by more than one device, and
   // asking again for the rest brings them all, in order.
-  v1::ImportDevicesRequest tagged;
+  v1::ImportDevicesRequest tagged = LargeDevices(40);
   tagged.set_tenant_id("t1");
-  tagged.set_generate_keys(true);
   v1::BatchGetDevicesRequest big;
   big.set_include_secrets(true);
-  for (int i = 0; i < 40; ++i) {
-    v1::Device* td = tagged.add_devices();
-    td->set_device_id(absl::StrCat("t", 100 + i));
-    td->set_product_key("p1");
-    for (int t = 0; t < 64; ++t) {
-      (*td->mutable_tags())[absl::StrCat("k", t)] = std::string(512, 'v');
-    }
+  for (const v1::Device& td : tagged.devices()) {
     v1::BatchGetDevicesRequest::DeviceId* id = big.add_ids();
     id->set_tenant_id("t1");
-    id->set_device_id(td->device_id());
+    id->set_device_id(td.device_id());
   }
   VectorSource source({tagged});
   v1::ImportDevicesResponse imported;

@@ -106,6 +106,14 @@ def rapid_reset(port, ca, n, path, cert=None, key=None):
                          server_hostname="localhost") as tls:
         conn.initiate_connection()
         tls.sendall(conn.data_to_send())
+
+        def receive():
+            # One read of what the server sent (its SETTINGS, WINDOW_UPDATEs,
+            # answers) into `conn`; False once it has closed the connection.
+            data = tls.recv(1 << 20)
+            return bool(data) and not any(isinstance(ev, h2.events.ConnectionTerminated)
+                                          for ev in conn.receive_data(data))
+
         def wait_for_window(sid):
             # Each request's 5 bytes count against the connection's flow-control
             # window (64 KiB: about 13,000 requests) until the server's
@@ -113,12 +121,8 @@ def rapid_reset(port, ca, n, path, cert=None, key=None):
             while conn.local_flow_control_window(sid) < len(body):
                 tls.sendall(conn.data_to_send())
                 tls.settimeout(30)
-                data = tls.recv(1 << 20)
-                if not data:
+                if not receive():
                     return False
-                for ev in conn.receive_data(data):
-                    if isinstance(ev, h2.events.ConnectionTerminated):
-                        return False
             return True
 
         while sent < n:
@@ -136,13 +140,9 @@ def rapid_reset(port, ca, n, path, cert=None, key=None):
                 return sent
             tls.setblocking(False)
             try:
-                while True:  # what the server sent so far (its SETTINGS, its answers)
-                    data = tls.recv(1 << 20)
-                    if not data:
+                while True:  # what the server sent so far
+                    if not receive():
                         return sent
-                    for ev in conn.receive_data(data):
-                        if isinstance(ev, h2.events.ConnectionTerminated):
-                            return sent
             except (ssl.SSLWantReadError, BlockingIOError):
                 pass
             finally:

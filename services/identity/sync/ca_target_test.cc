@@ -151,6 +151,18 @@ class CaMirrorTest : public ::testing::Test {
     return t == nullptr || t->store == nullptr ? 0 : t->store->crls().size();
   }
 
+  // What MirrorABacklog saw.
+  struct Backlog {
+    std::vector<rv1::Device> devices;  // created behind the mirror, in this order
+    std::vector<std::string> applied;  // devices the mirror upserted, in order
+    std::unique_ptr<DirectoryCache> cache;
+    int64_t failed_closed = 0;
+  };
+  // A mirror of `registry` held at its snapshot while `n` devices are created and
+  // the last of them disabled behind it, then let go; returns once the disable
+  // has reached the cache.
+  void MirrorABacklog(rv1::DeviceRegistry::Service* registry, int n, Backlog* out);
+
   FakeClock clock_;
   audit::NullAuditSink audit_;
   FailNthCallResolver resolver_;
@@ -651,17 +663,12 @@ TEST_F(CaMirrorTest, ASilentChangeStreamIsReconnectedAndFailsClosedWhenAsked) {
   server->Shutdown();
 }
 
-// A big import's backlog is read many devices at a time, not one round trip each,
-// and still applied in order: a disable queued behind it lands last and sticks.
-// Here the registry predates BatchGetDevices: GetDevice calls, many in flight.
-TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
-  OneBrokenDeviceRegistry registry(registry_.get(), "");
-  registry.get_delay = absl::Milliseconds(2);
+void CaMirrorTest::MirrorABacklog(rv1::DeviceRegistry::Service* registry, int n, Backlog* out) {
   grpc::ServerBuilder b;
-  b.RegisterService(&registry);
+  b.RegisterService(registry);
   auto server = b.BuildAndStart();
-  auto cache = *DirectoryCache::Create({});
-  DirectoryMirrorTarget directory(cache.get());
+  out->cache = *DirectoryCache::Create({});
+  DirectoryMirrorTarget directory(out->cache.get());
   absl::Notification gate;
   CountingTarget order(&gate);  // holds the mirror until the backlog is queued
   FanoutMirrorTarget both({&directory, &order});
@@ -669,27 +676,39 @@ TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
   RegistryMirror mirror(
       DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &both));
   mirror.Start();
-  ASSERT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-0") != nullptr; }));
-  const std::vector<rv1::Device> devices = Devices(1, 300);
-  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
+  ASSERT_TRUE(Eventually([&] { return out->cache->FindDevice("t1", "dev-0") != nullptr; }));
+  out->devices = Devices(1, n);
+  ASSERT_TRUE(store_->CreateDevices("t1", out->devices).ok());
   auto last =
-      store_->GetDevice("t1", devices.back().device_id(), ::iotauth::registry::Secrets::kOmit);
+      store_->GetDevice("t1", out->devices.back().device_id(), ::iotauth::registry::Secrets::kOmit);
   ASSERT_TRUE(last.ok());
   last->set_status(rv1::DEVICE_STATUS_DISABLED);
   ASSERT_TRUE(store_->UpdateDevice(*last, "").ok());
   gate.Notify();
   ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
   ASSERT_TRUE(Eventually([&] {
-    auto d = cache->FindDevice("t1", devices.back().device_id());
+    auto d = out->cache->FindDevice("t1", out->devices.back().device_id());
     return d != nullptr && d->status == rv1::DEVICE_STATUS_DISABLED;
   }));
-  EXPECT_GT(registry.max_in_flight.load(), 1);
-  std::vector<std::string> want = {"dev-0"};
-  for (const auto& d : devices) want.push_back(d.device_id());
-  want.push_back(devices.back().device_id());  // the disable, last
-  EXPECT_EQ(order.Devices(), want);
+  out->applied = order.Devices();
+  out->failed_closed = mirror.failed_closed_changes();
   mirror.Stop();
   server->Shutdown();
+}
+
+// A big import's backlog is read many devices at a time, not one round trip each,
+// and still applied in order: a disable queued behind it lands last and sticks.
+// Here the registry predates BatchGetDevices: GetDevice calls, many in flight.
+TEST_F(CaMirrorTest, ABacklogIsReadConcurrentlyAndAppliedInOrder) {
+  OneBrokenDeviceRegistry registry(registry_.get(), "");
+  registry.get_delay = absl::Milliseconds(2);
+  Backlog backlog;
+  ASSERT_NO_FATAL_FAILURE(MirrorABacklog(&registry, 300, &backlog));
+  EXPECT_GT(registry.max_in_flight.load(), 1);
+  std::vector<std::string> want = {"dev-0"};
+  for (const auto& d : backlog.devices) want.push_back(d.device_id());
+  want.push_back(backlog.devices.back().device_id());  // the disable, last
+  EXPECT_EQ(backlog.applied, want);
 }
 
 // The same backlog through BatchGetDevices: hundreds of devices a call (the
@@ -702,43 +721,17 @@ TEST_F(CaMirrorTest, ABacklogIsReadInBatchesAndAppliedInOrder) {
   // (without it, how much arrives per call is the machine's timing: under ASan on
   // a slow VM, 23 calls of about 52).
   registry.batch_delay = absl::Milliseconds(50);
-  grpc::ServerBuilder b;
-  b.RegisterService(&registry);
-  auto server = b.BuildAndStart();
-  auto cache = *DirectoryCache::Create({});
-  DirectoryMirrorTarget directory(cache.get());
-  absl::Notification gate;
-  CountingTarget order(&gate);  // holds the mirror until the backlog is queued
-  FanoutMirrorTarget both({&directory, &order});
-  ASSERT_TRUE(store_->CreateDevices("t1", Devices(0, 1)).ok());
-  RegistryMirror mirror(
-      DeviceMirrorOptions(server->InProcessChannel(grpc::ChannelArguments()), &both));
-  mirror.Start();
-  ASSERT_TRUE(Eventually([&] { return cache->FindDevice("t1", "dev-0") != nullptr; }));
-  const std::vector<rv1::Device> devices = Devices(1, 1200);
-  ASSERT_TRUE(store_->CreateDevices("t1", devices).ok());
-  auto last =
-      store_->GetDevice("t1", devices.back().device_id(), ::iotauth::registry::Secrets::kOmit);
-  ASSERT_TRUE(last.ok());
-  last->set_status(rv1::DEVICE_STATUS_DISABLED);
-  ASSERT_TRUE(store_->UpdateDevice(*last, "").ok());
-  gate.Notify();
-  ASSERT_TRUE(mirror.WaitForInitialSync(absl::Seconds(10)));
-  ASSERT_TRUE(Eventually([&] {
-    auto d = cache->FindDevice("t1", devices.back().device_id());
-    return d != nullptr && d->status == rv1::DEVICE_STATUS_DISABLED;
-  }));
+  Backlog backlog;
+  ASSERT_NO_FATAL_FAILURE(MirrorABacklog(&registry, 1200, &backlog));
   EXPECT_GT(registry.max_batch_ids.load(), 64);  // GetDevice's cap on calls in flight
-  EXPECT_EQ(cache->FindDevice("t1", "dev-7"), nullptr);
-  EXPECT_EQ(mirror.failed_closed_changes(), 1);
+  EXPECT_EQ(backlog.cache->FindDevice("t1", "dev-7"), nullptr);
+  EXPECT_EQ(backlog.failed_closed, 1);
   std::vector<std::string> want = {"dev-0"};
-  for (const auto& d : devices) {
+  for (const auto& d : backlog.devices) {
     if (d.device_id() != "dev-7") want.push_back(d.device_id());
   }
-  want.push_back(devices.back().device_id());  // the disable, last
-  EXPECT_EQ(order.Devices(), want);
-  mirror.Stop();
-  server->Shutdown();
+  want.push_back(backlog.devices.back().device_id());  // the disable, last
+  EXPECT_EQ(backlog.applied, want);
 }
 
 // A resync never leaves the identity cache without its records: while the snapshot
