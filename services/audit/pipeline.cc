@@ -297,8 +297,10 @@ absl::StatusOr<uint64_t> LocalAuditSink::RecordAndPrune(absl::Time now) {
 
 void LocalAuditSink::NoteCommitted(const CommittedBatch& committed, uint64_t duplicates,
                                    bool with_gap) {
+  bool recovered = false;
   {
     absl::MutexLock lock(&mu_);
+    recovered = !std::exchange(stats_.writable, true);
     stats_.committed += committed.events;
     stats_.duplicates += duplicates;
     stats_.gap_events += with_gap ? 1 : 0;
@@ -307,7 +309,10 @@ void LocalAuditSink::NoteCommitted(const CommittedBatch& committed, uint64_t dup
     stats_.commit_latency_max = std::max(stats_.commit_latency_max, committed.latency);
   }
   if (options_.notifier) options_.notifier->Publish(committed.last_sequence);
-  if (options_.observer) options_.observer->OnBatchCommitted(committed);
+  if (options_.observer) {
+    if (recovered) options_.observer->OnWritable(true, absl::OkStatus());
+    options_.observer->OnBatchCommitted(committed);
+  }
 }
 
 void LocalAuditSink::WriterLoop() {
@@ -398,6 +403,7 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     return;
   }
   absl::Duration backoff = options_.retry_backoff;
+  absl::Status refused;
   for (int attempt = 1;; ++attempt) {
     const absl::Time start = absl::Now();
     // The batch is not modified: on failure it is appended again as it is.
@@ -417,7 +423,8 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
       absl::MutexLock lock(&mu_);
       ++stats_.commit_failures;
     }
-    if (options_.observer) options_.observer->OnCommitFailed(result.status());
+    refused = result.status();
+    if (options_.observer) options_.observer->OnCommitFailed(refused);
     if (attempt >= options_.max_commit_attempts) break;
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
@@ -436,14 +443,19 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     return;
   }
   // Otherwise the events are lost; say so in the log once the store recovers.
+  bool lost_writable = false;
   {
     absl::MutexLock lock(&mu_);
     stats_.dropped += accepted;  // `gap` was counted already
+    lost_writable = std::exchange(stats_.writable, false);
     // While stopping (no spool) there is no later batch to carry the GAP; the
     // counters keep it.
     if (!stopping_) gap_pending_ += accepted + gap;
   }
-  if (options_.observer) options_.observer->OnDropped(accepted);
+  if (options_.observer) {
+    if (lost_writable) options_.observer->OnWritable(false, refused);
+    options_.observer->OnDropped(accepted);
+  }
 }
 
 bool LocalAuditSink::Flush(absl::Duration timeout) {

@@ -37,6 +37,9 @@ struct AuditPipelineStats {
   uint64_t batches = 0;          // committed transactions
   uint64_t commit_failures = 0;  // failed commit attempts (each retried)
   uint64_t queue_depth = 0;      // events waiting now
+  // False from a batch given up after its retries to the next commit (see
+  // AuditPipelineObserver::OnWritable).
+  bool writable = true;
   absl::Duration commit_latency_total = absl::ZeroDuration();
   absl::Duration commit_latency_max = absl::ZeroDuration();
 };
@@ -67,6 +70,14 @@ class AuditPipelineObserver {
   // After a batch committed durably.
   virtual void OnBatchCommitted(const CommittedBatch& batch) {}
   virtual void OnCommitFailed(const absl::Status& status) {}
+  // The sink started losing events (`writable` false, `cause` saying why) or
+  // stopped (true, OK: an event got through since). Called on each change only, in
+  // order. LocalAuditSink: false when a batch is given up after its retries (the
+  // store refuses commits), true at the next commit, from its writer thread.
+  // RemoteAuditSink: false when an event is dropped because the resend queue is full
+  // (the audit service is down or does not keep up), true at the next
+  // acknowledgement; called with the sink's lock held.
+  virtual void OnWritable(bool writable, const absl::Status& cause) {}
   // After a retention pass: how many events it pruned, or why it failed (for
   // example FAILED_PRECONDITION when the part to prune does not verify).
   virtual void OnRetention(const absl::StatusOr<uint64_t>& pruned) {}

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -123,7 +124,17 @@ class CountingObserver final : public AuditPipelineObserver {
     ++batches;
   }
   void OnCommitFailed(const absl::Status& /*status*/) override { ++failures; }
+  void OnWritable(bool writable, const absl::Status& cause) override {
+    absl::MutexLock l(&mu);
+    changes.emplace_back(writable, cause);
+  }
+  std::vector<std::pair<bool, absl::Status>> Changes() {
+    absl::MutexLock l(&mu);
+    return changes;
+  }
   std::atomic<uint64_t> enqueued{0}, dropped{0}, committed{0}, batches{0}, failures{0};
+  absl::Mutex mu;
+  std::vector<std::pair<bool, absl::Status>> changes ABSL_GUARDED_BY(mu);
 };
 
 AuditEvent Event(int i) {
@@ -366,6 +377,49 @@ TEST_F(PipelineTest, GivingUpOnACommitLeavesAGap) {
   EXPECT_EQ(all[0].attributes().at("dropped_count"), "1");
   EXPECT_EQ(all[1].event_id(), "e2");
   EXPECT_EQ(sink_->Stats().dropped, 1u);
+}
+
+TEST_F(PipelineTest, ReportsOnceThatItLosesEventsAndOnceThatItStopped) {
+  options_.retry_backoff = absl::Milliseconds(1);
+  options_.max_commit_attempts = 2;
+  Start();
+  sink_->Record(Event(1));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_TRUE(sink_->Stats().writable);
+  EXPECT_TRUE(observer_.Changes().empty());  // committing from the start is no change
+
+  store_->FailNext(1 << 30);  // the store refuses everything
+  sink_->Record(Event(2));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (sink_->Stats().dropped == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(sink_->Stats().dropped, 1u);
+  EXPECT_FALSE(sink_->Stats().writable);
+  for (int i = 3; i <= 5; ++i) sink_->Record(Event(i));
+  while (sink_->Stats().dropped < 4 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(sink_->Stats().dropped, 4u);
+  auto changes = observer_.Changes();
+  ASSERT_EQ(changes.size(), 1u);  // one change, however many batches were given up
+  EXPECT_FALSE(changes[0].first);
+  EXPECT_EQ(changes[0].second.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(changes[0].second.message(), "injected");  // the store's own error
+
+  store_->FailNext(0);
+  sink_->Record(Event(6));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_TRUE(sink_->Stats().writable);
+  changes = observer_.Changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_TRUE(changes[1].first);
+  EXPECT_TRUE(changes[1].second.ok());
+  auto all = All();
+  ASSERT_EQ(all.size(), 3u);  // e1, the GAP for e2..e5, e6
+  EXPECT_EQ(all[1].type(), iotauth::audit::v1::EVENT_TYPE_GAP);
+  EXPECT_EQ(all[1].attributes().at("dropped_count"), "4");
+  EXPECT_EQ(all[2].event_id(), "e6");
 }
 
 // ---------------------------------------------------------------------------

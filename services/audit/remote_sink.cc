@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
@@ -163,7 +164,18 @@ void RemoteAuditSink::Record(v1::AuditEvent&& event) {
     }
     if (stopping_ || pending_.size() >= capacity) {
       ++stats_.dropped;
-      if (!stopping_) ++gap_pending_;
+      if (!stopping_) {
+        ++gap_pending_;
+        // Called under the lock, so that it and the ack's "writable" arrive in order.
+        if (std::exchange(stats_.writable, false) && options_.observer != nullptr) {
+          options_.observer->OnWritable(
+              false,
+              absl::UnavailableError(absl::StrCat(
+                  "the audit service has not acknowledged the last ", capacity,
+                  " events (the resend queue is full); last stream error: ",
+                  stats_.last_stream_error.ok() ? "none" : stats_.last_stream_error.ToString())));
+        }
+      }
     } else {
       pending_.push_back(std::move(event));
       ++stats_.enqueued;
@@ -305,6 +317,9 @@ void RemoteAuditSink::HandleAck(const v1::IngestAck& ack) {
       }
     }
     stats_.acked += static_cast<uint64_t>(matched);
+    if (matched > 0 && !std::exchange(stats_.writable, true) && options_.observer != nullptr) {
+      options_.observer->OnWritable(true, absl::OkStatus());
+    }
     ack_wait_start_ = absl::Now();
     spool_delivered = restoring_ && restored_ids_.empty();
     if (spool_delivered) restoring_ = false;

@@ -45,6 +45,9 @@ struct RemoteSinkStats {
   uint64_t stream_failures = 0;
   uint64_t gap_events = 0;
   uint64_t pending = 0;  // unacknowledged events held now
+  // False from an event dropped on a full queue to the next acknowledgement (see
+  // AuditPipelineObserver::OnWritable).
+  bool writable = true;
   // How the last failed stream ended (OK when none failed), for logs.
   absl::Status last_stream_error;
 };
@@ -71,7 +74,8 @@ class RemoteAuditSink final : public AuditSink {
     std::function<void(grpc::ClientContext*)> configure_context;
     // OnEnqueued (from the sender thread, for the events accepted since its last
     // report) / OnDropped, and OnBatchCommitted with the number of events
-    // acknowledged (last_sequence 0: acks carry ids only) and zero latency.
+    // acknowledged (last_sequence 0: acks carry ids only) and zero latency;
+    // OnWritable when drops on a full queue start, and at the next acknowledgement.
     AuditPipelineObserver* observer = nullptr;
     // The shutdown spool (spool.h); empty = none. What is still unacknowledged
     // when Shutdown's timeout passes (and a GAP for events dropped meanwhile) is

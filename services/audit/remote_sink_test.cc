@@ -9,8 +9,11 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/log_audit_store.h"
@@ -262,12 +265,31 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  struct Changes : AuditPipelineObserver {
+    void OnWritable(bool writable, const absl::Status& cause) override {
+      absl::MutexLock l(&mu);
+      seen.emplace_back(writable, cause);
+    }
+    std::vector<std::pair<bool, absl::Status>> Seen() {
+      absl::MutexLock l(&mu);
+      return seen;
+    }
+    absl::Mutex mu;
+    std::vector<std::pair<bool, absl::Status>> seen ABSL_GUARDED_BY(mu);
+  } changes;
   StartSink(grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
                                       grpc::InsecureChannelCredentials(), args),
-            /*capacity=*/5);
+            /*capacity=*/5, absl::Seconds(30), &changes);
   for (int i = 0; i < 8; ++i) sink_->Record(Event(i));  // 5 held, 3 dropped
   EXPECT_FALSE(sink_->Flush(absl::Milliseconds(300)));
   EXPECT_EQ(sink_->Stats().dropped, 3u);
+  EXPECT_FALSE(sink_->Stats().writable);
+  auto seen = changes.Seen();
+  ASSERT_EQ(seen.size(), 1u);  // one change for three drops
+  EXPECT_FALSE(seen[0].first);
+  EXPECT_EQ(seen[0].second.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(seen[0].second.message().find("the resend queue is full"), std::string::npos)
+      << seen[0].second;
 
   int port2 = 0;
   server_ = StartServer(service_.get(), absl::StrCat("127.0.0.1:", port), &port2);
@@ -284,6 +306,12 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   }
   EXPECT_EQ(gaps, 1);
   EXPECT_GE(sink_->Stats().connects, 2u);
+  EXPECT_TRUE(sink_->Stats().writable);
+  seen = changes.Seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(seen[1].first);
+  EXPECT_TRUE(seen[1].second.ok());
+  sink_.reset();  // before `changes`, which it reports to
 }
 
 TEST_F(RemoteSinkTest, ShutdownGivesUpAfterTheDeadline) {

@@ -181,6 +181,7 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   log::Info("grpc: transport memory quota",
             {{"mib", absl::StrCat(memory.bytes >> 20)}, {"from", memory.source}});
 
+  runner->registry_ = registry;
   runner->grpc_metrics_ = std::make_unique<GrpcServerMetrics>(*registry);
   if (runner->auth_gate_metrics_ != nullptr) {
     runner->grpc_metrics_->SetCallBacklog(auth_gate->backlog());
@@ -200,7 +201,10 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   for (const auto& s : services) {
     builder.RegisterService(s.service);
     runner->names_.push_back(s.name);
-    if (!s.serving_at_start) runner->not_serving_.push_back(s.name);
+    if (!s.serving_at_start) {
+      absl::MutexLock lock(&runner->health_mu_);
+      runner->not_serving_.push_back(s.name);
+    }
   }
   runner->server_ = builder.BuildAndStart();
   if (runner->server_ == nullptr || runner->grpc_port_ == 0) {
@@ -208,13 +212,10 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
         "cannot listen on ", config.grpc().address(),
         ": the address is in use or invalid (pick another with --set=grpc.address=HOST:PORT)"));
   }
-  auto* health = runner->server_->GetHealthCheckService();
-  for (const auto& name : runner->names_) {
-    const bool waiting = std::find(runner->not_serving_.begin(), runner->not_serving_.end(),
-                                   name) != runner->not_serving_.end();
-    health->SetServingStatus(name, !waiting);
+  {
+    absl::MutexLock lock(&runner->health_mu_);
+    runner->PublishHealth();
   }
-  health->SetServingStatus("", runner->not_serving_.empty());
 
   if (!config.metrics().address().empty()) {
     try {
@@ -245,21 +246,41 @@ void ServerRunner::RegisterCollectable(const std::weak_ptr<prometheus::Collectab
 
 ServerRunner::~ServerRunner() { Shutdown(absl::ZeroDuration()); }
 
-void ServerRunner::SetServing(const std::string& name) {
-  if (shut_down_ || server_ == nullptr) return;
+void ServerRunner::PublishHealth() {
+  if (health_shut_down_ || server_ == nullptr) return;
   auto* health = server_->GetHealthCheckService();
   if (health == nullptr) return;
+  for (const auto& name : names_) {
+    const bool waiting =
+        std::find(not_serving_.begin(), not_serving_.end(), name) != not_serving_.end();
+    health->SetServingStatus(name, !held_ && !waiting);
+  }
+  health->SetServingStatus("", !held_ && not_serving_.empty());
+}
+
+void ServerRunner::SetServing(const std::string& name) {
+  absl::MutexLock lock(&health_mu_);
   not_serving_.erase(std::remove(not_serving_.begin(), not_serving_.end(), name),
                      not_serving_.end());
-  health->SetServingStatus(name, true);
-  if (not_serving_.empty()) health->SetServingStatus("", true);
+  PublishHealth();
+}
+
+void ServerRunner::Hold(bool held) {
+  absl::MutexLock lock(&health_mu_);
+  if (held_ == held) return;
+  held_ = held;
+  PublishHealth();
 }
 
 void ServerRunner::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
-  auto* health = server_->GetHealthCheckService();
-  if (health != nullptr) health->Shutdown();  // every service now NOT_SERVING
+  {
+    absl::MutexLock lock(&health_mu_);
+    health_shut_down_ = true;
+    auto* health = server_->GetHealthCheckService();
+    if (health != nullptr) health->Shutdown();  // every service now NOT_SERVING
+  }
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   exposer_.reset();

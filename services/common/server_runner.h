@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/auth_gate.h"
@@ -59,8 +61,15 @@ class ServerRunner {
   void RegisterCollectable(const std::weak_ptr<prometheus::Collectable>& collectable);
 
   // Marks `name` SERVING; the whole server ("") becomes SERVING once every hosted
-  // service is. No effect after Shutdown.
+  // service is. No effect after Shutdown. Thread-safe.
   void SetServing(const std::string& name);
+
+  // While held, every hosted service and the whole server report NOT_SERVING (the
+  // process answers calls, but a readiness probe takes it out of rotation); on
+  // release each goes back to what SetServing made it. For a condition the whole
+  // process depends on, such as an audit log that cannot be written. No effect
+  // after Shutdown. Thread-safe.
+  void Hold(bool held);
 
   // Marks every service NOT_SERVING, stops accepting calls, lets in-flight calls
   // finish for up to `grace`, then cancels the rest. Idempotent.
@@ -69,11 +78,19 @@ class ServerRunner {
  private:
   ServerRunner() = default;
 
+  // Sets every service's health from not_serving_ and held_.
+  void PublishHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
+
   std::vector<std::string> names_;
-  // Hosted services not yet SERVING (guarded by the caller: start-up only).
-  std::vector<std::string> not_serving_;
+  absl::Mutex health_mu_;
+  // Hosted services not yet SERVING.
+  std::vector<std::string> not_serving_ ABSL_GUARDED_BY(health_mu_);
+  bool held_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool health_shut_down_ ABSL_GUARDED_BY(health_mu_) = false;
   // Declared before server_ so that it outlives it: gRPC reads the files it stages.
   std::shared_ptr<TlsReloader> tls_reloader_;
+  // The metrics' families live in it: kept for as long as they are recorded.
+  std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> auth_gate_metrics_;
   std::shared_ptr<prometheus::Collectable> handshake_metrics_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
