@@ -67,6 +67,15 @@ TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {
   EXPECT_TRUE(DefaultConfig().auth().roles_from_ou());
 }
 
+TEST(ConfigTest, AnUnwritableAuditLogTakesTheProcessOutOfRotationUnlessSet) {
+  EXPECT_FALSE(DefaultConfig().audit().serve_when_unwritable());
+  ConfigSources s;
+  s.env = {{"IOTAUTH_AUDIT__SERVE_WHEN_UNWRITABLE", "true"}};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->audit().serve_when_unwritable());
+}
+
 TEST(ConfigTest, PublicCallBudgetDefaultsAndOverrides) {
   EXPECT_EQ(DefaultConfig().auth().public_calls_per_second(), 1000);
   EXPECT_EQ(DefaultConfig().auth().public_calls_burst(), 2000);

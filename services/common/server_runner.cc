@@ -290,6 +290,10 @@ void BlockTerminationSignals() {
   // A log reader that went away (a restarted log collector, `| head`) must cost
   // log lines, not the process: the write fails with EPIPE instead.
   std::signal(SIGPIPE, SIG_IGN);
+  // A file size limit (ulimit -f) reached must fail the write with EFBIG, as a full
+  // volume fails it with ENOSPC: the audit log then reports that it loses events
+  // and the process stays up, NOT_SERVING, until writes succeed again.
+  std::signal(SIGXFSZ, SIG_IGN);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);

@@ -102,8 +102,8 @@ class ServerRunner {
 };
 
 // Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR2 in the calling thread and every thread it
-// creates later, and ignores SIGPIPE (a closed log pipe fails the write instead of
-// ending the process); call first thing in main().
+// creates later, and ignores SIGPIPE and SIGXFSZ (a closed log pipe or a file size
+// limit fails the write instead of ending the process); call first thing in main().
 void BlockTerminationSignals();
 // True when SIGTERM or SIGINT arrived (blocked, so still pending): long start-up
 // steps poll it to stop early. The signal stays pending for

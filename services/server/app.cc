@@ -13,11 +13,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/commit_notifier.h"
@@ -89,13 +92,26 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
                       .Help("Failed audit commit attempts (retried).")
                       .Register(r)
                       .Add({})),
-        latency_(prometheus::BuildHistogram()
-                     .Name("iotauth_audit_batch_commit_seconds")
-                     .Help("Wall time of one audit batch commit.")
-                     .Register(r)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005,
-                                                                      0.01, 0.025, 0.05, 0.1, 0.25,
-                                                                      0.5, 1})) {}
+        writable_(prometheus::BuildGauge()
+                      .Name("iotauth_audit_writable")
+                      .Help("1 while audit events get through; 0 while they are lost (the "
+                            "store refuses commits, or the remote audit service has left the "
+                            "resend queue full). Unless audit.serve_when_unwritable, the "
+                            "process reports NOT_SERVING meanwhile.")
+                      .Register(r)
+                      .Add({})),
+        latency_(
+            prometheus::BuildHistogram()
+                .Name("iotauth_audit_batch_commit_seconds")
+                .Help("Wall time of one audit batch commit.")
+                .Register(r)
+                .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                 0.025, 0.05, 0.1, 0.25, 0.5, 1})) {
+    writable_.Set(1);
+  }
+  // Called with each change of the audit log's writability (see OnWritable), on the
+  // sink's thread; set before the sink starts.
+  void SetWritableHook(std::function<void(bool)> hook) { writable_hook_ = std::move(hook); }
   void OnEnqueued(uint64_t count) override { enqueued_.Increment(static_cast<double>(count)); }
   void OnDropped(uint64_t count) override { dropped_.Increment(static_cast<double>(count)); }
   void OnBatchCommitted(const audit::CommittedBatch& batch) override {
@@ -106,13 +122,53 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
     failures_.Increment();
     log::Warn("audit commit failed", {{"error", std::string(status.message())}});
   }
+  void OnWritable(bool writable, const absl::Status& cause) override {
+    writable_.Set(writable ? 1 : 0);
+    if (writable) {
+      log::Info("audit: events get through again; the loss is recorded as a GAP event");
+    } else {
+      log::Error(
+          "audit: events are being lost (counted in iotauth_audit_events_dropped_total, "
+          "recorded as a GAP event once the log recovers). Free space or fix the audit "
+          "store, or bring the remote audit service back",
+          {{"error", cause.ToString()}});
+    }
+    if (writable_hook_) writable_hook_(writable);
+  }
 
  private:
   prometheus::Counter& enqueued_;
   prometheus::Counter& dropped_;
   prometheus::Counter& committed_;
   prometheus::Counter& failures_;
+  prometheus::Gauge& writable_;
   prometheus::Histogram& latency_;
+  std::function<void(bool)> writable_hook_;
+};
+
+// Holds the server NOT_SERVING while the audit log loses events (unless
+// audit.serve_when_unwritable). The sink may report before the server exists: the
+// state waits for Attach.
+class AuditHealthHold {
+ public:
+  explicit AuditHealthHold(bool enabled) : enabled_(enabled) {}
+  void Set(bool writable) {
+    absl::MutexLock lock(&mu_);
+    unwritable_ = !writable;
+    if (runner_ != nullptr && enabled_) runner_->Hold(unwritable_);
+  }
+  // `runner` outlives the sink's reports (main stops the app before destroying it).
+  void Attach(ServerRunner* runner) {
+    absl::MutexLock lock(&mu_);
+    runner_ = runner;
+    if (enabled_ && unwritable_) runner_->Hold(true);
+  }
+
+ private:
+  const bool enabled_;
+  absl::Mutex mu_;
+  ServerRunner* runner_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool unwritable_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The identity service's own metrics, read at scrape time:
@@ -414,6 +470,7 @@ class EmbeddedApp final : public App {
   }
 
   absl::Status OnServing(ServerRunner& runner) override {
+    audit_health_.Attach(&runner);
     if (identity_metrics_) runner.RegisterCollectable(identity_metrics_);
     absl::Status st = StartMirror(runner);
     // Made by now if this process calls upstream (the audit sink during Init, the
@@ -540,6 +597,7 @@ class EmbeddedApp final : public App {
 
   absl::Status InitAudit(const Clock* clock) {
     audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
+    audit_metrics_->SetWritableHook([this](bool writable) { audit_health_.Set(writable); });
     const auto& ac = config_.audit();
     auto policy = ac.full_queue_policy() == "drop" ? audit::LocalAuditSink::FullQueuePolicy::kDrop
                                                    : audit::LocalAuditSink::FullQueuePolicy::kBlock;
@@ -853,6 +911,7 @@ class EmbeddedApp final : public App {
   std::atomic<bool> directory_ready_{false};
 
   // Audit.
+  AuditHealthHold audit_health_{!config_.audit().serve_when_unwritable()};
   std::unique_ptr<AuditMetrics> audit_metrics_;
   std::shared_ptr<IdentityMetrics> identity_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;

@@ -488,6 +488,88 @@ class OutsideCheckpointTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0, server.log())
 
 
+class AuditOutageTest(unittest.TestCase):
+    """The audit log's volume refuses writes (a file size limit put on the running
+    server: its writes fail with EFBIG, as on a full volume): the server keeps
+    answering, reports NOT_SERVING and iotauth_audit_writable 0, then SERVING again
+    once writes succeed, with the loss recorded as a GAP event in a log that
+    verifies."""
+
+    def health(self, server):
+        p = subprocess.run([h.runfile("clients/iotauthctl/iotauthctl"), "--address", server.address,
+                            "--data_dir", server.data_dir, "health"],
+                           capture_output=True, text=True, timeout=60)
+        return p.stdout.strip() or p.stderr.strip()
+
+    def wait_until(self, pred, what, timeout=30):
+        deadline = time.time() + timeout
+        while not pred():
+            if time.time() > deadline:
+                self.fail("not within %ds: %s" % (timeout, what))
+            time.sleep(0.1)
+
+    def test_health_follows_the_audit_log(self):
+        self.outage(serve_when_unwritable=False)
+
+    def test_serve_when_unwritable_keeps_serving(self):
+        self.outage(serve_when_unwritable=True)
+
+    def outage(self, serve_when_unwritable):
+        import resource
+        args = ["--set=audit.serve_when_unwritable=true"] if serve_when_unwritable else []
+        unwritable_health = "SERVING" if serve_when_unwritable else "NOT_SERVING"
+        server = h.Server(args=args, log_through_pipe=True).start()
+        try:
+            admin, gateway = server.channel("admin"), server.channel("gateway")
+            h.call(admin, REG + "CreateTenant", {"tenant": {"id": "out", "hub_host": "out.example.net"}})
+            self.assertEqual(self.health(server), "SERVING")
+            self.assertEqual(h.metric_value(server.metrics(), "iotauth_audit_writable"), 1)
+
+            def deny(i):
+                token = sas_token("out.example.net", "ghost", "cGFzc3dvcmQ=", int(time.time()) + 60)
+                resp = h.to_dict(h.call(gateway, AUTH, {"tenant_id": "out", "request_id": "outage-%d" % i,
+                                                        **connect_sas_hub("out.example.net", "ghost", token)}))
+                self.assertEqual(resp["decision"], "DECISION_DENY")
+
+            limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+            try:
+                lost = 0
+                deadline = time.time() + 30
+                while h.metric_value(server.metrics(), "iotauth_audit_writable") != 0:
+                    self.assertLess(time.time(), deadline, "the audit log was not reported unwritable")
+                    deny(lost)  # still answered while the log refuses writes
+                    lost += 1
+                    time.sleep(0.05)
+                self.wait_until(lambda: self.health(server) == unwritable_health, unwritable_health)
+                deny(lost)
+                lost += 1
+                self.assertIn("audit: events are being lost", server.log())
+            finally:
+                resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
+            self.wait_until(lambda: self.health(server) == "SERVING", "SERVING again")
+            self.assertEqual(h.metric_value(server.metrics(), "iotauth_audit_writable"), 1)
+            self.assertIn("audit: events get through again", server.log())
+            deny(lost)  # recorded again
+            reader = server.channel("reader")
+            self.wait_until(lambda: any(
+                e.get("request_id") == "outage-%d" % lost for e in h.to_dict(h.call(
+                    reader, "iotauth.audit.v1.AuditLog/Query", {"tenant_id": "out"})).get("events", [])),
+                "the event after the outage in the log")
+            events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                      {"type": "EVENT_TYPE_GAP"})).get("events", [])
+            self.assertEqual(len(events), 1, events)
+            dropped = int(events[0]["attributes"]["dropped_count"])
+            print("%d decisions made while the audit log refused writes; the GAP counts %d"
+                  % (lost, dropped))
+            # Events still queued when writes came back are committed, not lost.
+            self.assertGreaterEqual(dropped, 1)
+            v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
+            self.assertTrue(v.get("ok"), v)
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+
+
 class DurabilityTest(unittest.TestCase):
     def test_acknowledged_writes_survive_kill_9(self):
         server = h.Server().start()

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -78,8 +79,14 @@ def schema():
 class Server:
     """One iotauth server process on ephemeral ports with a private data dir."""
 
-    def __init__(self, binary="services/server/iotauthd", args=(), env=None, data_dir=None):
+    def __init__(self, binary="services/server/iotauthd", args=(), env=None, data_dir=None,
+                 log_through_pipe=False):
+        """log_through_pipe: the server writes its log to a pipe this process copies
+        into the log file, so that a file size limit put on the server (prlimit)
+        does not cut its log short."""
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="iotauth-e2e-")
+        self.log_through_pipe = log_through_pipe
+        self.log_copier = None
         self.binary = runfile(binary)
         self.args = ["--data_dir=" + self.data_dir, "--set=grpc.address=127.0.0.1:0",
                      "--set=metrics.address=127.0.0.1:0"] + list(args)
@@ -92,7 +99,16 @@ class Server:
     def start(self, timeout=30):
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen([self.binary] + self.args, stdout=subprocess.PIPE,
-                                     stderr=self.log_file, env=self.env)
+                                     stderr=subprocess.PIPE if self.log_through_pipe else self.log_file,
+                                     env=self.env)
+        if self.log_through_pipe:
+            def copy(src, dst):
+                for line in iter(src.readline, b""):
+                    dst.write(line)
+                    dst.flush()
+            self.log_copier = threading.Thread(target=copy, args=(self.proc.stderr, self.log_file),
+                                               daemon=True)
+            self.log_copier.start()
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -147,14 +163,21 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if getattr(self, "log_file", None):
-            self.log_file.close()
+        self._close_log()
         return self.proc.returncode if self.proc else None
 
     def kill9(self):
         self.proc.kill()
         self.proc.wait()
-        self.log_file.close()
+        self._close_log()
+
+    def _close_log(self):
+        if self.log_copier is not None:
+            self.log_copier.join(10)
+            self.log_copier = None
+            self.proc.stderr.close()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
 
 
 def call(channel, full_method, request=None, timeout=10, metadata=None, **fields):
