@@ -547,8 +547,9 @@ class AuditOutageTest(unittest.TestCase):
                 self.assertIn("audit: events are being lost", server.log())
             finally:
                 resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
-            self.wait_until(lambda: self.health(server) == "SERVING", "SERVING again")
-            self.assertEqual(h.metric_value(server.metrics(), "iotauth_audit_writable"), 1)
+            self.wait_until(lambda: h.metric_value(server.metrics(), "iotauth_audit_writable") == 1,
+                            "the audit log writable again")
+            self.assertEqual(self.health(server), "SERVING")
             self.assertIn("audit: events get through again", server.log())
             deny(lost)  # recorded again
             reader = server.channel("reader")

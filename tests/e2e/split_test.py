@@ -189,6 +189,72 @@ class StartedTogetherTest(unittest.TestCase):
                     server.stop()
 
 
+class AuditGoneTest(unittest.TestCase):
+    def test_not_serving_while_the_audit_service_is_gone_and_events_are_lost(self):
+        # The identity process holds what the audit service has not acknowledged in
+        # a resend queue (here 4 events). Once that is full, events are lost: it
+        # reports NOT_SERVING until the audit service acknowledges again, and the
+        # loss is one GAP event there.
+        audit_addr = "127.0.0.1:%d" % free_port()
+        servers = []
+        try:
+            audit = launch("audit_server", "audit", args=["--set=grpc.address=" + audit_addr])
+            servers.append(audit)
+            registry = launch("registry_server", "registry", audit.data_dir,
+                              ["--set=audit.remote_address=" + audit_addr])
+            servers.append(registry)
+            identity = launch("identity_server", "identity", audit.data_dir,
+                              ["--set=registry_address=" + registry.address,
+                               "--set=audit.remote_address=" + audit_addr, "--set=audit.queue_capacity=4"])
+            servers.append(identity)
+            h.call(registry.channel("admin"), REG + "CreateTenant", {"tenant": {"id": "gone", "hub_host": HUB}})
+            public = identity.channel(role=None)
+
+            def health():
+                return h.to_dict(h.call(public, "grpc.health.v1.Health/Check", {})).get("status")
+
+            def writable():
+                return h.metric_value(identity.metrics(), "iotauth_audit_writable")
+
+            def wait_until(pred, what, timeout=30):
+                deadline = time.time() + timeout
+                while not pred():
+                    self.assertLess(time.time(), deadline, what)
+                    time.sleep(0.1)
+
+            wait_until(lambda: health() == "SERVING", "identity SERVING")
+            gw = identity.channel("gateway")
+            token = sas_token("ghost", "cGFzc3dvcmQ=", int(time.time()) + 600)
+            self.assertEqual(audit.stop(), 0, audit.log())
+            servers.remove(audit)
+            sent = 0
+            while writable() != 0:
+                self.assertLess(sent, 100, "events not reported lost after 100 decisions")
+                resp = h.to_dict(h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate",
+                                        {"tenant_id": "gone", "request_id": "gone-%d" % sent,
+                                         "credential": {"sas": {"token": token}}}))
+                self.assertEqual(resp["decision"], "DECISION_DENY")  # answered all along
+                sent += 1
+            self.assertEqual(health(), "NOT_SERVING")
+            self.assertIn("audit: events are being lost", identity.log())
+            self.assertIn("the resend queue is full", identity.log())
+            audit = launch("audit_server", "audit2", audit.data_dir, ["--set=grpc.address=" + audit_addr])
+            servers.append(audit)
+            wait_until(lambda: writable() == 1, "identity writable again (acknowledged)")
+            self.assertEqual(health(), "SERVING")
+            reader = audit.channel("reader")
+            gaps = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                    {"type": "EVENT_TYPE_GAP"})).get("events", [])
+            self.assertEqual(len(gaps), 1, gaps)
+            dropped = int(gaps[0]["attributes"]["dropped_count"])
+            print("%d decisions while the audit service was gone; %d lost, one GAP" % (sent, dropped))
+            self.assertGreaterEqual(dropped, 1)
+            self.assertTrue(h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {})).get("ok"))
+        finally:
+            for s in reversed(servers):
+                self.assertEqual(s.stop(), 0, s.log())
+
+
 class LoadingTest(unittest.TestCase):
     def test_not_serving_and_unavailable_until_the_registry_is_mirrored(self):
         # The registry is unreachable, so the identity service never finishes loading
