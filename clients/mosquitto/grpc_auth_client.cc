@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::mosquitto {
 
@@ -97,9 +98,7 @@ absl::StatusOr<iv1::AuthenticateResponse> GrpcAuthClient::Authenticate(
                    std::chrono::microseconds(absl::ToInt64Microseconds(timeout)));
   iv1::AuthenticateResponse resp;
   grpc::Status s = Stub()->Authenticate(&ctx, request, &resp);
-  if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  }
+  if (!s.ok()) return FromGrpcStatus(s);
   return resp;
 }
 

@@ -15,6 +15,7 @@
 #include "services/audit/canonical.h"
 #include "services/audit/event_util.h"
 #include "services/audit/spool.h"
+#include "services/common/grpc_status.h"
 #include "services/common/thread_name.h"
 
 namespace iotauth::audit {
@@ -427,9 +428,7 @@ void RemoteAuditSink::SenderLoop() {
         ++stats_.stream_failures;
         if (!ack_timed_out) {
           stats_.last_stream_error =
-              finish.ok() ? absl::UnavailableError("ingest stream closed")
-                          : absl::Status(static_cast<absl::StatusCode>(finish.error_code()),
-                                         finish.error_message());
+              finish.ok() ? absl::UnavailableError("ingest stream closed") : FromGrpcStatus(finish);
         }
         stats_.resent += sent_;  // sent but unacknowledged: they go again
       }

@@ -2,15 +2,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::identity {
 namespace {
 
 namespace rv1 = iotauth::registry::v1;
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return {static_cast<absl::StatusCode>(s.error_code()), s.error_message()};
-}
 
 }  // namespace
 
@@ -47,7 +44,7 @@ absl::StatusOr<rv1::Device> RegistryCertificateRegistrar::RegisterFromCertificat
   Prepare(&ctx);
   grpc::Status s = stub_->CreateDevice(&ctx, req, &created);
   if (s.ok()) return created;
-  if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) return FromGrpc(s);
+  if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) return FromGrpcStatus(s);
   // A concurrent first connect (or an operator) created it: the verifier decides
   // from the stored record (status, ca_signed_allowed).
   grpc::ClientContext gctx;
@@ -57,7 +54,7 @@ absl::StatusOr<rv1::Device> RegistryCertificateRegistrar::RegisterFromCertificat
   get.set_device_id(std::string(device_id));
   rv1::Device existing;
   s = stub_->GetDevice(&gctx, get, &existing);
-  if (!s.ok()) return FromGrpc(s);
+  if (!s.ok()) return FromGrpcStatus(s);
   return existing;
 }
 

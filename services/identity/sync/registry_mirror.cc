@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "services/common/grpc_status.h"
 #include "services/common/log.h"
 #include "services/common/proto_time.h"
 #include "services/common/thread_name.h"
@@ -35,12 +36,6 @@ bool Retryable(const absl::Status& s) {
     default:
       return false;
   }
-}
-
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return {static_cast<absl::StatusCode>(s.error_code()),
-          absl::StrCat(what, ": ", s.error_message())};
 }
 
 // A server stream (the change stream, or the device export of a snapshot), read
@@ -294,7 +289,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     rv1::GetChangeCursorRequest req;
     rv1::GetChangeCursorResponse resp;
     auto s = stub_->GetChangeCursor(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "GetChangeCursor");
+    if (!s.ok()) return FromGrpcStatus(s, "GetChangeCursor");
     *cursor = resp.cursor();
     cursor_time_ = resp.cursor_time();
     has_cursor_time_ = resp.has_cursor_time();
@@ -311,7 +306,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
     req.set_page_token(page);
     rv1::ListTenantsResponse resp;
     auto s = stub_->ListTenants(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "ListTenants");
+    if (!s.ok()) return FromGrpcStatus(s, "ListTenants");
     for (const auto& t : resp.tenants()) {
       // List omits policy keys: read each tenant with its secrets.
       grpc::ClientContext gctx;
@@ -321,7 +316,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
       greq.set_include_secrets(true);
       rv1::Tenant full;
       auto gs = stub_->GetTenant(&gctx, greq, &full);
-      if (!gs.ok()) return FromGrpc(gs, "GetTenant");
+      if (!gs.ok()) return FromGrpcStatus(gs, "GetTenant");
       options_.target->UpsertTenant(full);
       tenants.push_back(t.id());
     }
@@ -339,7 +334,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
       req.set_page_token(page);
       rv1::ListProductsResponse resp;
       auto s = stub_->ListProducts(&ctx, req, &resp);
-      if (!s.ok()) return FromGrpc(s, "ListProducts");
+      if (!s.ok()) return FromGrpcStatus(s, "ListProducts");
       for (const auto& p : resp.products()) {
         grpc::ClientContext gctx;
         Prepare(&gctx, absl::Seconds(30));
@@ -349,7 +344,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
         greq.set_include_secrets(true);
         rv1::Product full;
         auto gs = stub_->GetProduct(&gctx, greq, &full);
-        if (!gs.ok()) return FromGrpc(gs, "GetProduct");
+        if (!gs.ok()) return FromGrpcStatus(gs, "GetProduct");
         options_.target->UpsertProduct(full);
       }
       page = resp.next_page_token();
@@ -365,7 +360,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
       req.set_page_token(page);
       rv1::ListEnrollmentGroupsResponse resp;
       auto s = stub_->ListEnrollmentGroups(&ctx, req, &resp);
-      if (!s.ok()) return FromGrpc(s, "ListEnrollmentGroups");
+      if (!s.ok()) return FromGrpcStatus(s, "ListEnrollmentGroups");
       for (const auto& g : resp.groups()) {
         grpc::ClientContext gctx;
         Prepare(&gctx, absl::Seconds(30));
@@ -375,7 +370,7 @@ absl::Status RegistryMirror::SnapshotFrom(std::string* cursor) {
         greq.set_include_secrets(true);
         rv1::EnrollmentGroup full;
         auto gs = stub_->GetEnrollmentGroup(&gctx, greq, &full);
-        if (!gs.ok()) return FromGrpc(gs, "GetEnrollmentGroup");
+        if (!gs.ok()) return FromGrpcStatus(gs, "GetEnrollmentGroup");
         options_.target->UpsertGroup(full);
       }
       page = resp.next_page_token();
@@ -439,7 +434,7 @@ absl::Status RegistryMirror::ExportDevices(const std::string& tenant) {
     // A registry from before ExportDeviceBatches (split mode, mid-upgrade): the
     // one-by-one export from now on.
     if (s->error_code() != grpc::StatusCode::UNIMPLEMENTED || any) {
-      return FromGrpc(*s, "ExportDeviceBatches");
+      return FromGrpcStatus(*s, "ExportDeviceBatches");
     }
     batched_export_.store(false);
     log::Info("registry mirror: the registry has no ExportDeviceBatches; exporting one by one");
@@ -451,7 +446,7 @@ absl::Status RegistryMirror::ExportDevices(const std::string& tenant) {
       },
       [this](const rv1::Device& d) { MirrorDevice(d); });
   if (!s.ok()) return s.status();
-  if (!s->ok()) return FromGrpc(*s, "ExportDevices");
+  if (!s->ok()) return FromGrpcStatus(*s, "ExportDevices");
   return absl::OkStatus();
 }
 
@@ -467,7 +462,7 @@ absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
     req.set_page_token(page);
     rv1::ListCaCertificatesResponse resp;
     auto s = stub_->ListCaCertificates(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "ListCaCertificates");
+    if (!s.ok()) return FromGrpcStatus(s, "ListCaCertificates");
     for (const auto& c : resp.cas()) options_.target->UpsertCa(c);
     page = resp.next_page_token();
   } while (!page.empty());
@@ -480,7 +475,7 @@ absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
     req.set_page_token(page);
     rv1::ListRevocationsResponse resp;
     auto s = stub_->ListRevocations(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "ListRevocations");
+    if (!s.ok()) return FromGrpcStatus(s, "ListRevocations");
     for (const auto& r : resp.revocations()) options_.target->UpsertRevocation(r);
     page = resp.next_page_token();
   } while (!page.empty());
@@ -493,7 +488,7 @@ absl::Status RegistryMirror::SnapshotCertificates(const std::string& tenant) {
     req.set_page_token(page);
     rv1::ListCrlsResponse resp;
     auto s = stub_->ListCrls(&ctx, req, &resp);
-    if (!s.ok()) return FromGrpc(s, "ListCrls");
+    if (!s.ok()) return FromGrpcStatus(s, "ListCrls");
     for (const auto& c : resp.crls()) options_.target->UpsertCrl(c);
     page = resp.next_page_token();
   } while (!page.empty());
@@ -585,7 +580,7 @@ absl::Status RegistryMirror::Follow(const std::string& cursor, std::string* last
                                                " (a dead connection); reconnecting"));
   }
   if (s.ok()) return absl::UnavailableError("WatchChanges ended");
-  return FromGrpc(s, "WatchChanges");
+  return FromGrpcStatus(s, "WatchChanges");
 }
 
 std::vector<RegistryMirror::DeviceFetch> RegistryMirror::FetchDevices(
@@ -689,7 +684,7 @@ absl::Status RegistryMirror::ApplyDevice(const rv1::ChangeEvent& ev, const grpc:
     return absl::OkStatus();
   }
   if (read.error_code() != grpc::StatusCode::NOT_FOUND) {
-    return FromGrpc(read, "reading a changed device");
+    return FromGrpcStatus(read, "reading a changed device");
   }
   options_.target->RemoveDevice(ev.tenant_id(), ev.resource_id());
   return absl::OkStatus();
@@ -778,7 +773,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertTenant(t);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetTenant");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetTenant");
       }
       options_.target->RemoveTenant(ev.tenant_id());
       return absl::OkStatus();
@@ -797,7 +792,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertProduct(p);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetProduct");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetProduct");
       }
       options_.target->RemoveProduct(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();
@@ -828,7 +823,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertGroup(g);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetEnrollmentGroup");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetEnrollmentGroup");
       }
       options_.target->RemoveGroup(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();
@@ -847,7 +842,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertCa(c);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetCaCertificate");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetCaCertificate");
       }
       options_.target->RemoveCa(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();
@@ -866,7 +861,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertRevocation(r);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetRevocation");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetRevocation");
       }
       options_.target->RemoveRevocation(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();
@@ -885,7 +880,7 @@ absl::Status RegistryMirror::Apply(const rv1::ChangeEvent& ev) {
           options_.target->UpsertCrl(c);
           return absl::OkStatus();
         }
-        if (!not_found(s)) return FromGrpc(s, "GetCrl");
+        if (!not_found(s)) return FromGrpcStatus(s, "GetCrl");
       }
       options_.target->RemoveCrl(ev.tenant_id(), ev.resource_id());
       return absl::OkStatus();

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/common/crypto.h"
+#include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
 #include "services/registry/validation.h"
 
@@ -12,10 +13,6 @@ namespace iotauth::identity {
 namespace {
 
 namespace rv1 = iotauth::registry::v1;
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return {static_cast<absl::StatusCode>(s.error_code()), s.error_message()};
-}
 
 }  // namespace
 
@@ -34,7 +31,7 @@ absl::Status RegistryRegistrar::Call(Rpc<Request, Response> rpc, const Request& 
                                      Response* response) const {
   grpc::ClientContext ctx;
   Prepare(&ctx);
-  return FromGrpc((stub_.get()->*rpc)(&ctx, request, response));
+  return FromGrpcStatus((stub_.get()->*rpc)(&ctx, request, response));
 }
 
 absl::StatusOr<rv1::Device> RegistryRegistrar::RegisterFromEnrollmentGroup(
