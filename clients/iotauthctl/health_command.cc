@@ -55,6 +55,11 @@ int Health(Invocation& inv) {
   } else {
     inv.out() << HealthCheckResponse::ServingStatus_Name(resp.status()) << "\n";
   }
+  if (resp.status() == HealthCheckResponse::NOT_SERVING) {
+    inv.err() << "hint: a server reports NOT_SERVING while the identity service loads its "
+                 "registry mirror, while its audit log cannot be written (metric "
+                 "iotauth_audit_writable 0), and while it shuts down; its log says which.\n";
+  }
   return resp.status() == HealthCheckResponse::SERVING ? kExitOk : kExitCheckFailed;
 }
 

@@ -499,6 +499,9 @@ class AuditOutageTest(unittest.TestCase):
         p = subprocess.run([h.runfile("clients/iotauthctl/iotauthctl"), "--address", server.address,
                             "--data_dir", server.data_dir, "health"],
                            capture_output=True, text=True, timeout=60)
+        if p.stdout.strip() == "NOT_SERVING":
+            self.assertEqual(p.returncode, 5)
+            self.assertIn("iotauth_audit_writable", p.stderr)  # the hint names the causes
         return p.stdout.strip() or p.stderr.strip()
 
     def wait_until(self, pred, what, timeout=30):
