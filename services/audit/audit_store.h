@@ -87,11 +87,15 @@ inline constexpr char kProblemMissing[] = "MISSING";
 inline constexpr char kProblemReordered[] = "REORDERED";
 inline constexpr char kProblemCheckpointMismatch[] = "CHECKPOINT_MISMATCH";
 
-// Retention: events older than `max_age` and events beyond the newest `max_rows`
-// are pruned (zero = no limit). The rest stays verifiable from an anchor checkpoint.
+// Retention: events older than `max_age`, events beyond the newest `max_rows`, and
+// the oldest events while the log holds more than `max_bytes` are pruned (zero = no
+// limit). The rest stays verifiable from an anchor checkpoint. Only the segment log
+// prunes by bytes (an SQLite file does not shrink when rows go): SqliteAuditStore
+// refuses a policy with max_bytes.
 struct RetentionPolicy {
   absl::Duration max_age = absl::ZeroDuration();
   uint64_t max_rows = 0;
+  uint64_t max_bytes = 0;
 };
 
 struct CanonicalFields;  // canonical.h

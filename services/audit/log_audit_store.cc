@@ -1576,6 +1576,8 @@ absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::PlanRetention(
     absl::ReaderMutexLock sl(&state_mu_);
     first = first_sequence_;
     const int64_t cutoff_s = absl::ToUnixSeconds(now - policy.max_age);
+    uint64_t bytes = 0;
+    for (const auto& s : segments_) bytes += s->size;
     // Oldest first, never the active segment; stop at the first segment to keep.
     for (size_t i = 0; i + 1 < segments_.size(); ++i) {
       const Segment& s = *segments_[i];
@@ -1583,8 +1585,10 @@ absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::PlanRetention(
           policy.max_rows > 0 && s.last >= s.first && head_sequence_ - s.last >= policy.max_rows;
       const bool by_age =
           policy.max_age > absl::ZeroDuration() && s.time.has && s.time.max_s < cutoff_s;
-      if (!by_rows && !by_age) break;
+      const bool by_bytes = policy.max_bytes > 0 && bytes > policy.max_bytes;
+      if (!by_rows && !by_age && !by_bytes) break;
       prune.push_back(segments_[i]);
+      bytes -= s.size;
     }
   }
   if (prune.empty()) return std::optional<CheckpointRecord>();
@@ -1602,6 +1606,13 @@ absl::StatusOr<std::optional<CheckpointRecord>> LogAuditStore::PlanRetention(
   }
   return std::optional<CheckpointRecord>(
       CheckpointRecord{anchor_seq, crypto::HexEncode(anchor_raw), now});
+}
+
+uint64_t LogAuditStore::StoredBytes() const {
+  absl::ReaderMutexLock sl(&state_mu_);
+  uint64_t bytes = 0;
+  for (const auto& s : segments_) bytes += s->size;
+  return bytes;
 }
 
 absl::StatusOr<uint64_t> LogAuditStore::PruneThrough(const CheckpointRecord& cut, absl::Time now) {

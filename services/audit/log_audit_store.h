@@ -41,7 +41,9 @@
 // (GetCheckpoint), as for any log an attacker can rewrite.
 //
 // Retention works in whole sealed segments: a segment is deleted once all of its
-// events are older than max_age or outside the newest max_rows.
+// events are older than max_age or outside the newest max_rows, or while the
+// segments hold more than max_bytes (oldest first; the active segment stays, so
+// a budget smaller than one segment keeps one segment's worth).
 #pragma once
 
 #include <cstdint>
@@ -114,6 +116,10 @@ class LogAuditStore final : public AuditStore {
                                                                 absl::Time now) override;
   absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) override;
   absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
+
+  // Committed bytes in the segments (what retention's max_bytes counts; index files
+  // and the active segment's preallocated zeros apart).
+  uint64_t StoredBytes() const;
 
   // Prepares an empty `dir` for a log that continues a chain after `anchor` (the
   // last event of a log whose earlier part is gone: a migrated, pruned log). The

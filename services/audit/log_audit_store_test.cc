@@ -1988,6 +1988,46 @@ INSTANTIATE_TEST_SUITE_P(
                               kBlockEvents}),
     [](const ::testing::TestParamInfo<AgeCase>& info) { return info.param.name; });
 
+// A byte budget: the oldest sealed segments go while the segments hold more than
+// it (their committed bytes; a sealed segment's file is exactly that size).
+struct BytesCase {
+  const char* name;
+  size_t fit_after;  // the budget is what is left after removing this many segments...
+  int64_t delta;     // ...plus this
+  uint64_t removed;
+};
+
+void PrintTo(const BytesCase& c, std::ostream* os) { *os << c.name; }
+
+class RetentionByBytesTest : public RetentionTest,
+                             public ::testing::WithParamInterface<BytesCase> {};
+
+TEST_P(RetentionByBytesTest, DeletesTheOldestSealedSegmentsUntilTheRestFits) {
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  const uint64_t total = store_->StoredBytes();
+  uint64_t budget = total;
+  uint64_t sealed = 0;
+  for (uint64_t s = 1; s + kBlockEvents <= kEvents; s += kBlockEvents) {
+    const uint64_t size = fs::file_size(SegPath(s));
+    sealed += size;
+    if ((s - 1) / kBlockEvents < GetParam().fit_after) budget -= size;
+  }
+  ASSERT_GT(total, sealed);  // the active segment holds the last 100 events
+  budget = static_cast<uint64_t>(static_cast<int64_t>(budget) + GetParam().delta);
+  ASSERT_NO_FATAL_FAILURE(RetainAndCheck({absl::ZeroDuration(), 0, budget}, GetParam().removed));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bytes, RetentionByBytesTest,
+    ::testing::Values(BytesCase{"EverythingFits", 0, 0, 0},
+                      BytesCase{"OneByteOver", 0, -1, kBlockEvents},
+                      BytesCase{"FitsWithoutTheFirst", 1, 0, kBlockEvents},
+                      BytesCase{"OneByteOverWithoutTheFirst", 1, -1, 2 * kBlockEvents},
+                      BytesCase{"AllSealedGo", 2, -1, 3 * kBlockEvents},
+                      // Smaller than the active segment: it stays anyway.
+                      BytesCase{"ActiveSegmentStays", 3, -1, 3 * kBlockEvents}),
+    [](const ::testing::TestParamInfo<BytesCase>& info) { return info.param.name; });
+
 TEST_F(RetentionTest, PrunedSegmentsThatSurviveACrashAreRemovedOnOpen) {
   // Retention writes the anchor, then unlinks; a crash before the unlinks are
   // durable leaves the pruned segments beside the anchor that replaced them.

@@ -263,7 +263,8 @@ void LocalAuditSink::Enqueue(absl::string_view encoded, bool fresh) {
 
 bool LocalAuditSink::RetentionEnabled() const {
   return options_.retention_interval > absl::ZeroDuration() &&
-         (options_.retention.max_age > absl::ZeroDuration() || options_.retention.max_rows > 0);
+         (options_.retention.max_age > absl::ZeroDuration() || options_.retention.max_rows > 0 ||
+          options_.retention.max_bytes > 0);
 }
 
 void LocalAuditSink::MaybeApplyRetention() {

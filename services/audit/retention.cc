@@ -30,6 +30,7 @@ AuditEvent MakeRetentionEvent(const CheckpointRecord& cut, const RetentionPolicy
     a[kRetentionMaxAge] = absl::StrCat(absl::ToInt64Seconds(policy.max_age), "s");
   }
   if (policy.max_rows > 0) a[kRetentionMaxEvents] = absl::StrCat(policy.max_rows);
+  if (policy.max_bytes > 0) a[kRetentionMaxBytes] = absl::StrCat(policy.max_bytes);
   return e;
 }
 

@@ -22,6 +22,7 @@ inline constexpr char kRetentionPrunedThroughHash[] = "pruned_through_hash";
 inline constexpr char kRetentionFirstRetained[] = "first_retained";
 inline constexpr char kRetentionMaxAge[] = "max_age";
 inline constexpr char kRetentionMaxEvents[] = "max_events";
+inline constexpr char kRetentionMaxBytes[] = "max_bytes";
 
 // The record of `cut` (as PlanRetention returned it) under `policy`.
 iotauth::audit::v1::AuditEvent MakeRetentionEvent(const CheckpointRecord& cut,

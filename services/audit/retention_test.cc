@@ -264,6 +264,11 @@ TEST(RetentionRecordFormatTest, NamesCutNeedsTheTypeTheSequenceAndTheHash) {
   EXPECT_FALSE(e.event_id().empty());
   EXPECT_EQ(e.attributes().at(kRetentionMaxAge), "86400s");
   EXPECT_EQ(e.attributes().count(kRetentionMaxEvents), 0u);
+  EXPECT_EQ(e.attributes().count(kRetentionMaxBytes), 0u);
+  EXPECT_EQ(MakeRetentionEvent(cut, {absl::ZeroDuration(), 0, 1 << 20}, absl::Now())
+                .attributes()
+                .at(kRetentionMaxBytes),
+            "1048576");
   EXPECT_TRUE(NamesCut(e, 42, cut.head_hash));
   EXPECT_FALSE(NamesCut(e, 41, cut.head_hash));
   EXPECT_FALSE(NamesCut(e, 42, std::string(64, 'b')));

@@ -864,6 +864,11 @@ absl::StatusOr<std::optional<CheckpointRecord>> SqliteAuditStore::LatestCheckpoi
 
 absl::StatusOr<std::optional<CheckpointRecord>> SqliteAuditStore::PlanRetention(
     const RetentionPolicy& policy, absl::Time now) {
+  if (policy.max_bytes > 0) {
+    return absl::InvalidArgumentError(
+        "audit retention by size needs the segment log (storage.audit_backend=log): an "
+        "SQLite file does not shrink when events are pruned");
+  }
   absl::MutexLock lock(&writer_mu_);
   IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(writer_, /*write=*/false));
   IOTAUTH_ASSIGN_OR_RETURN(State st, ReadState(writer_));

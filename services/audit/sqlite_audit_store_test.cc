@@ -576,6 +576,13 @@ TEST_F(StoreTest, CursorsPastTwoToTheSixtyThreeDoNotWrap) {
   EXPECT_NE(v.problem, kProblemCheckpointMismatch) << v.detail;
 }
 
+TEST_F(StoreTest, RetentionBySizeIsRefused) {
+  // The file would not shrink: a byte budget it cannot keep is an error, not a no-op.
+  auto plan = store_->PlanRetention({absl::ZeroDuration(), 0, 1 << 20}, clock_.Now());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("storage.audit_backend=log"), std::string::npos);
+}
+
 TEST_F(StoreTest, RetentionAnchorIsChecked) {
   Open(/*checkpoint_interval=*/0);
   AppendRange(1, 10);

@@ -469,6 +469,16 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError(
         "config key 'audit.retention_max_events' must be >= 0 (0: no limit)");
   }
+  if (au.retention_max_bytes() < 0) {
+    return absl::InvalidArgumentError(
+        "config key 'audit.retention_max_bytes' must be >= 0 (0: no limit)");
+  }
+  if (au.retention_max_bytes() > 0 && backend == "sqlite") {
+    return absl::InvalidArgumentError(
+        "config key 'audit.retention_max_bytes' needs storage.audit_backend=log (an SQLite "
+        "file does not shrink when events are pruned): use audit.retention_max_events, or "
+        "move to the segment log with audit_migrate");
+  }
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("audit.remote_address", au.remote_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateAddress("registry_address", c.registry_address(), true));
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("shutdown.grace_period", c.shutdown().grace_period(),

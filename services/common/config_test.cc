@@ -76,6 +76,19 @@ TEST(ConfigTest, AnUnwritableAuditLogTakesTheProcessOutOfRotationUnlessSet) {
   EXPECT_TRUE(c->audit().serve_when_unwritable());
 }
 
+TEST(ConfigTest, RetentionBySizeNeedsTheSegmentLog) {
+  ConfigSources s;
+  s.sets = {"audit.retention_max_bytes=1073741824"};
+  auto c = LoadConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->audit().retention_max_bytes(), int64_t{1} << 30);
+  s.sets.push_back("storage.audit_backend=sqlite");
+  EXPECT_NE(LoadConfig(s).status().message().find("needs storage.audit_backend=log"),
+            std::string::npos);
+  s.sets = {"audit.retention_max_bytes=-1"};
+  EXPECT_EQ(LoadConfig(s).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ConfigTest, PublicCallBudgetDefaultsAndOverrides) {
   EXPECT_EQ(DefaultConfig().auth().public_calls_per_second(), 1000);
   EXPECT_EQ(DefaultConfig().auth().public_calls_burst(), 2000);

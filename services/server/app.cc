@@ -648,6 +648,7 @@ class EmbeddedApp final : public App {
       po.linger = FromProtoDuration(ac.batch_linger());
       po.retention.max_age = FromProtoDuration(ac.retention_max_age());
       po.retention.max_rows = static_cast<uint64_t>(ac.retention_max_events());
+      po.retention.max_bytes = static_cast<uint64_t>(ac.retention_max_bytes());
       po.retention_interval = FromProtoDuration(ac.retention_interval());
       po.notifier = &notifier_;
       po.observer = audit_metrics_.get();

@@ -430,6 +430,40 @@ class RetentionTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_segment_log_prunes_by_size(self):
+        # A byte budget smaller than a segment: every sealed segment goes, the
+        # active one stays.
+        server = h.Server(args=["--set=storage.audit_segment_events=4096",
+                                "--set=audit.retention_max_bytes=100000",
+                                "--set=audit.retention_interval=1s"]).start()
+        try:
+            ident, reader = server.channel("gateway"), server.channel("reader")
+            batch = {"requests": [{"connect": {"client_id": "nobody-%d" % i, "username": "x",
+                                               "password": base64.b64encode(b"not a token").decode()}}
+                                  for i in range(1000)]}
+            for _ in range(9):  # 9000 audited decisions: segments 1-4096 and 4097-8192 sealed
+                h.call(ident, "iotauth.identity.v1.IdentityService/AuthenticateBatch", batch)
+            deadline = time.time() + 10
+            first = 0
+            while time.time() < deadline:
+                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                          {"page_size": 1})).get("events", [])
+                first = int(events[0]["sequence"]) if events else 0
+                if first > 4097:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(first, 8193, "the two sealed segments were not pruned")
+            files = sorted(os.listdir(os.path.join(server.data_dir, "audit")))
+            self.assertEqual([f for f in files if f.endswith(".seg")], ["%020d.seg" % 8193], files)
+            recs = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                    {"type": "EVENT_TYPE_RETENTION"})).get("events", [])
+            self.assertEqual(recs[-1]["attributes"]["pruned_through"], "8192", recs)
+            self.assertEqual(recs[-1]["attributes"]["max_bytes"], "100000", recs)
+            v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
+            self.assertTrue(v.get("ok"), v)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
 
 def cut_audit_log_from(data_dir, sequence):
     """Zeroes the active segment from the frame of event `sequence` on, the way a
