@@ -280,6 +280,25 @@ class IdentityMetrics final : public prometheus::Collectable {
 // alert on: each is a resource the identity cache refuses because it could not be
 // read (a change that cannot be read, a device whose keys do not open); the logs name
 // them.
+// iotauth_audit_log_bytes: what the segment log holds, read at scrape time (what
+// audit.retention_max_bytes counts).
+class AuditLogSize final : public prometheus::Collectable {
+ public:
+  explicit AuditLogSize(const audit::LogAuditStore* store) : store_(store) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::ClientMetric m;
+    m.gauge.value = static_cast<double>(store_->StoredBytes());
+    return {{"iotauth_audit_log_bytes",
+             "Bytes of audit events in the segment log (storage.audit_backend=log): what "
+             "audit.retention_max_bytes keeps under its budget.",
+             prometheus::MetricType::Gauge,
+             {m}}};
+  }
+
+ private:
+  const audit::LogAuditStore* store_;
+};
+
 class MirrorMetrics final : public prometheus::Collectable {
  public:
   MirrorMetrics(std::shared_ptr<const identity::RegistryMirror> mirror,
@@ -472,6 +491,7 @@ class EmbeddedApp final : public App {
   absl::Status OnServing(ServerRunner& runner) override {
     audit_health_.Attach(&runner);
     if (identity_metrics_) runner.RegisterCollectable(identity_metrics_);
+    if (audit_log_size_) runner.RegisterCollectable(audit_log_size_);
     absl::Status st = StartMirror(runner);
     // Made by now if this process calls upstream (the audit sink during Init, the
     // mirror just above).
@@ -636,6 +656,7 @@ class EmbeddedApp final : public App {
           return {store.status().code(),
                   absl::StrCat("audit log ", lo.dir, ": ", store.status().message())};
         }
+        audit_log_size_ = std::make_shared<AuditLogSize>(store->get());
         audit_store_ = std::move(*store);
       }
       audit::LocalAuditSink::Options po;
@@ -916,6 +937,8 @@ class EmbeddedApp final : public App {
   std::unique_ptr<AuditMetrics> audit_metrics_;
   std::shared_ptr<IdentityMetrics> identity_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;
+  // A hosted segment log only; declared after the store, so it goes first.
+  std::shared_ptr<AuditLogSize> audit_log_size_;
   audit::CommitNotifier notifier_;
   std::unique_ptr<audit::LocalAuditSink> local_sink_;
   std::unique_ptr<audit::RemoteAuditSink> remote_sink_;

@@ -453,6 +453,9 @@ class RetentionTest(unittest.TestCase):
                     break
                 time.sleep(0.2)
             self.assertEqual(first, 8193, "the two sealed segments were not pruned")
+            size = h.metric_value(server.metrics(), "iotauth_audit_log_bytes")
+            self.assertGreater(size or 0, 0)
+            self.assertLess(size, 4096 * 250, "the gauge counts more than the active segment")
             files = sorted(os.listdir(os.path.join(server.data_dir, "audit")))
             self.assertEqual([f for f in files if f.endswith(".seg")], ["%020d.seg" % 8193], files)
             recs = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
