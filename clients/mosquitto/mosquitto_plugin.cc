@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "clients/mosquitto/fail_closed.h"
 #include "clients/mosquitto/grpc_auth_client.h"
 #include "clients/mosquitto/plugin_config.h"
 #include "clients/mosquitto/plugin_core.h"
@@ -27,6 +28,7 @@
 namespace {
 
 using iotauth::mosquitto::Access;
+using iotauth::mosquitto::CallFailClosed;
 using iotauth::mosquitto::ConnectAttempt;
 using iotauth::mosquitto::Decision;
 using iotauth::mosquitto::PluginCore;
@@ -53,7 +55,7 @@ std::string CertificatePem(const struct mosquitto* client) {
   return pem;
 }
 
-int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
+int BasicAuth(void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
   ConnectAttempt a;
@@ -74,7 +76,7 @@ int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
 }
 
-int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
+int AclCheck(void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_acl_check*>(event_data);
   Access access;
@@ -106,26 +108,38 @@ int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
   return d.allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
 
-int OnDisconnect(int /*unused*/, void* event_data, void* userdata) {
+int Disconnect(void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
   auto* ev = static_cast<mosquitto_evt_disconnect*>(event_data);
   state->core->OnDisconnect(reinterpret_cast<uintptr_t>(ev->client));
   return MOSQ_ERR_SUCCESS;
 }
 
-}  // namespace
-
-extern "C" {
-
-int mosquitto_plugin_version(int supported_version_count, const int* supported_versions) {
-  for (int i = 0; i < supported_version_count; ++i) {
-    if (supported_versions[i] == 5) return 5;
-  }
-  return -1;
+void LogError(const std::string& line) {
+  mosquitto_log_printf(MOSQ_LOG_ERR, "iotauth: %s", line.c_str());
 }
 
-int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
-                          struct mosquitto_opt* options, int option_count) {
+// The callbacks Mosquitto calls: no exception leaves them (fail_closed.h).
+int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
+  return CallFailClosed(
+      "connect check", MOSQ_ERR_AUTH, [&] { return BasicAuth(event_data, userdata); }, LogError);
+}
+
+int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
+  return CallFailClosed(
+      "access check", MOSQ_ERR_ACL_DENIED, [&] { return AclCheck(event_data, userdata); },
+      LogError);
+}
+
+int OnDisconnect(int /*unused*/, void* event_data, void* userdata) {
+  // Nothing to refuse: the client is gone either way (its rules then expire with
+  // their offline TTL instead of being marked now).
+  return CallFailClosed(
+      "disconnect", MOSQ_ERR_SUCCESS, [&] { return Disconnect(event_data, userdata); }, LogError);
+}
+
+int Init(mosquitto_plugin_id_t* identifier, void** userdata, struct mosquitto_opt* options,
+         int option_count) {
   std::vector<std::pair<std::string, std::string>> opts;
   opts.reserve(option_count);
   for (int i = 0; i < option_count; ++i) {
@@ -166,6 +180,24 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
                        config->address.c_str(),
                        static_cast<long long>(absl::ToInt64Milliseconds(config->timeout)));
   return MOSQ_ERR_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+int mosquitto_plugin_version(int supported_version_count, const int* supported_versions) {
+  for (int i = 0; i < supported_version_count; ++i) {
+    if (supported_versions[i] == 5) return 5;
+  }
+  return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
+                          struct mosquitto_opt* options, int option_count) {
+  return CallFailClosed(
+      "loading the plugin", MOSQ_ERR_NOMEM,
+      [&] { return Init(identifier, userdata, options, option_count); }, LogError);
 }
 
 int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt* /*unused*/, int /*unused*/) {

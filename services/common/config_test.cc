@@ -82,7 +82,7 @@ TEST(ConfigTest, RetentionBySizeNeedsTheSegmentLog) {
   auto c = LoadConfig(s);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->audit().retention_max_bytes(), int64_t{1} << 30);
-  s.sets.push_back("storage.audit_backend=sqlite");
+  s.sets.emplace_back("storage.audit_backend=sqlite");
   EXPECT_NE(LoadConfig(s).status().message().find("needs storage.audit_backend=log"),
             std::string::npos);
   s.sets = {"audit.retention_max_bytes=-1"};
