@@ -573,6 +573,7 @@ class AuditOutageTest(unittest.TestCase):
 
             limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
             resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+            limited = time.time()
             try:
                 lost = 0
                 deadline = time.time() + 30
@@ -581,14 +582,18 @@ class AuditOutageTest(unittest.TestCase):
                     deny(lost)  # still answered while the log refuses writes
                     lost += 1
                     time.sleep(0.05)
+                reported = time.time() - limited
                 self.wait_until(lambda: self.health(server) == unwritable_health, unwritable_health)
                 deny(lost)
                 lost += 1
                 self.assertIn("audit: events are being lost", server.log())
             finally:
                 resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
+            lifted = time.time()
             self.wait_until(lambda: h.metric_value(server.metrics(), "iotauth_audit_writable") == 1,
                             "the audit log writable again")
+            print("unwritable reported %.2fs after the limit; writable again %.2fs after it was lifted"
+                  % (reported, time.time() - lifted))
             self.assertEqual(self.health(server), "SERVING")
             self.assertIn("audit: events get through again", server.log())
             deny(lost)  # recorded again
