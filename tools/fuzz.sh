@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target (Bazel targets tagged "fuzz") with clang-14,
 # ASan and UBSan, and runs each on a copy of its seed corpus.
-#   tools/fuzz.sh --smoke          a short run of each (CI: 10 s, IOTAUTH_FUZZ_SMOKE_SECONDS)
+#   tools/fuzz.sh --smoke          a short run of each (CI: 6 s, IOTAUTH_FUZZ_SMOKE_SECONDS)
 #   tools/fuzz.sh [SECONDS]        a longer run of each (default 300 s)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 secs=300
-[[ "${1:-}" == "--smoke" ]] && secs="${IOTAUTH_FUZZ_SMOKE_SECONDS:-10}"
+[[ "${1:-}" == "--smoke" ]] && secs="${IOTAUTH_FUZZ_SMOKE_SECONDS:-6}"
 [[ "${1:-}" =~ ^[0-9]+$ ]] && secs="$1"
 
 mapfile -t targets < <(bazel query --noshow_progress 'attr(tags, "\bfuzz\b", //...)' 2>/dev/null)
