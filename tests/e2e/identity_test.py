@@ -332,6 +332,31 @@ def connect_sas_hub(hub, device, token):
                         "password": base64.b64encode(token.encode()).decode()}}
 
 
+def decide_9000(server):
+    """9,000 audited decisions (denies), in batches of 1,000."""
+    batch = {"requests": [{"connect": {"client_id": "nobody-%d" % i, "username": "x",
+                                       "password": base64.b64encode(b"not a token").decode()}}
+                          for i in range(1000)]}
+    gateway = server.channel("gateway")
+    for _ in range(9):
+        h.call(gateway, "iotauth.identity.v1.IdentityService/AuthenticateBatch", batch)
+
+
+def first_retained_after(reader, above, timeout=10):
+    """The oldest event's sequence once it passes `above` (retention ran), or
+    what it is when `timeout` runs out."""
+    deadline = time.time() + timeout
+    first = 0
+    while time.time() < deadline:
+        events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
+                                  {"page_size": 1})).get("events", [])
+        first = int(events[0]["sequence"]) if events else 0
+        if first > above:
+            break
+        time.sleep(0.2)
+    return first
+
+
 class RetentionTest(unittest.TestCase):
     def test_retention_by_count_keeps_the_rest_verifiable(self):
         # The SQLite backend prunes event by event.
@@ -373,21 +398,9 @@ class RetentionTest(unittest.TestCase):
                                 "--set=audit.retention_max_events=4096",
                                 "--set=audit.retention_interval=1s"]).start()
         try:
-            ident, reader = server.channel("gateway"), server.channel("reader")
-            batch = {"requests": [{"connect": {"client_id": "nobody-%d" % i, "username": "x",
-                                               "password": base64.b64encode(b"not a token").decode()}}
-                                  for i in range(1000)]}
-            for _ in range(9):  # 9000 audited decisions
-                h.call(ident, "iotauth.identity.v1.IdentityService/AuthenticateBatch", batch)
-            deadline = time.time() + 10
-            first = 0
-            while time.time() < deadline:
-                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
-                                          {"page_size": 1})).get("events", [])
-                first = int(events[0]["sequence"]) if events else 0
-                if first > 1:
-                    break
-                time.sleep(0.2)
+            reader = server.channel("reader")
+            decide_9000(server)
+            first = first_retained_after(reader, 1)
             self.assertEqual(first, 4097, "the first segment (events 1-4096) was not pruned")
             files = sorted(os.listdir(os.path.join(server.data_dir, "audit")))
             self.assertNotIn("%020d.seg" % 1, files)
@@ -437,21 +450,9 @@ class RetentionTest(unittest.TestCase):
                                 "--set=audit.retention_max_bytes=100000",
                                 "--set=audit.retention_interval=1s"]).start()
         try:
-            ident, reader = server.channel("gateway"), server.channel("reader")
-            batch = {"requests": [{"connect": {"client_id": "nobody-%d" % i, "username": "x",
-                                               "password": base64.b64encode(b"not a token").decode()}}
-                                  for i in range(1000)]}
-            for _ in range(9):  # 9000 audited decisions: segments 1-4096 and 4097-8192 sealed
-                h.call(ident, "iotauth.identity.v1.IdentityService/AuthenticateBatch", batch)
-            deadline = time.time() + 10
-            first = 0
-            while time.time() < deadline:
-                events = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
-                                          {"page_size": 1})).get("events", [])
-                first = int(events[0]["sequence"]) if events else 0
-                if first > 4097:
-                    break
-                time.sleep(0.2)
+            reader = server.channel("reader")
+            decide_9000(server)  # segments 1-4096 and 4097-8192 sealed
+            first = first_retained_after(reader, 4097)
             self.assertEqual(first, 8193, "the two sealed segments were not pruned")
             size = h.metric_value(server.metrics(), "iotauth_audit_log_bytes")
             self.assertGreater(size or 0, 0)
