@@ -21,6 +21,7 @@
 #include "services/audit/retention.h"
 #include "services/audit/spool.h"
 #include "services/audit/sqlite_audit_store.h"
+#include "services/audit/writable_changes_testing.h"
 
 namespace iotauth::audit {
 namespace {
@@ -115,7 +116,7 @@ class GatedStore final : public AuditStore {
   int fresh_batches_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-class CountingObserver final : public AuditPipelineObserver {
+class CountingObserver final : public WritableChanges {
  public:
   void OnEnqueued(uint64_t n) override { enqueued += n; }
   void OnDropped(uint64_t n) override { dropped += n; }
@@ -124,17 +125,7 @@ class CountingObserver final : public AuditPipelineObserver {
     ++batches;
   }
   void OnCommitFailed(const absl::Status& /*status*/) override { ++failures; }
-  void OnWritable(bool writable, const absl::Status& cause) override {
-    absl::MutexLock l(&mu);
-    changes.emplace_back(writable, cause);
-  }
-  std::vector<std::pair<bool, absl::Status>> Changes() {
-    absl::MutexLock l(&mu);
-    return changes;
-  }
   std::atomic<uint64_t> enqueued{0}, dropped{0}, committed{0}, batches{0}, failures{0};
-  absl::Mutex mu;
-  std::vector<std::pair<bool, absl::Status>> changes ABSL_GUARDED_BY(mu);
 };
 
 AuditEvent Event(int i) {

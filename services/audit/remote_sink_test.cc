@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/log_audit_store.h"
+#include "services/audit/writable_changes_testing.h"
 
 namespace iotauth::audit {
 namespace {
@@ -265,18 +266,7 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-  struct Changes : AuditPipelineObserver {
-    void OnWritable(bool writable, const absl::Status& cause) override {
-      absl::MutexLock l(&mu);
-      seen.emplace_back(writable, cause);
-    }
-    std::vector<std::pair<bool, absl::Status>> Seen() {
-      absl::MutexLock l(&mu);
-      return seen;
-    }
-    absl::Mutex mu;
-    std::vector<std::pair<bool, absl::Status>> seen ABSL_GUARDED_BY(mu);
-  } changes;
+  WritableChanges changes;
   StartSink(grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
                                       grpc::InsecureChannelCredentials(), args),
             /*capacity=*/5, absl::Seconds(30), &changes);
@@ -284,7 +274,7 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   EXPECT_FALSE(sink_->Flush(absl::Milliseconds(300)));
   EXPECT_EQ(sink_->Stats().dropped, 3u);
   EXPECT_FALSE(sink_->Stats().writable);
-  auto seen = changes.Seen();
+  auto seen = changes.Changes();
   ASSERT_EQ(seen.size(), 1u);  // one change for three drops
   EXPECT_FALSE(seen[0].first);
   EXPECT_EQ(seen[0].second.code(), absl::StatusCode::kUnavailable);
@@ -307,7 +297,7 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   EXPECT_EQ(gaps, 1);
   EXPECT_GE(sink_->Stats().connects, 2u);
   EXPECT_TRUE(sink_->Stats().writable);
-  seen = changes.Seen();
+  seen = changes.Changes();
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_TRUE(seen[1].first);
   EXPECT_TRUE(seen[1].second.ok());
