@@ -238,6 +238,7 @@ ServerConfig DefaultConfig() {
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(2048);
   c.mutable_audit()->set_full_queue_policy("block");
+  c.mutable_audit()->set_when_unwritable("not_serving");
   c.mutable_audit()->mutable_block_timeout()->set_nanos(50 * 1000 * 1000);
   c.mutable_audit()->mutable_batch_linger()->set_nanos(20 * 1000 * 1000);
   c.mutable_audit()->mutable_retention_interval()->set_seconds(60);
@@ -449,6 +450,12 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("config key 'audit.full_queue_policy': invalid value '",
                      au.full_queue_policy(), "' (block or drop)"));
+  }
+  if (au.when_unwritable() != "not_serving" && au.when_unwritable() != "refuse" &&
+      au.when_unwritable() != "serve") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config key 'audit.when_unwritable': invalid value '", au.when_unwritable(),
+                     "' (not_serving, refuse or serve)"));
   }
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("audit.block_timeout", au.block_timeout(),
                                            absl::ZeroDuration(), absl::Seconds(60)));

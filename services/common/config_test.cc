@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 
 namespace iotauth {
@@ -68,12 +69,26 @@ TEST(ConfigTest, ExplicitFalseInFileOverridesDefault) {
 }
 
 TEST(ConfigTest, AnUnwritableAuditLogTakesTheProcessOutOfRotationUnlessSet) {
-  EXPECT_FALSE(DefaultConfig().audit().serve_when_unwritable());
-  ConfigSources s;
-  s.env = {{"IOTAUTH_AUDIT__SERVE_WHEN_UNWRITABLE", "true"}};
-  auto c = LoadConfig(s);
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_TRUE(c->audit().serve_when_unwritable());
+  EXPECT_EQ(DefaultConfig().audit().when_unwritable(), "not_serving");
+  for (const char* policy : {"refuse", "serve", "not_serving"}) {
+    ConfigSources s;
+    s.env = {{"IOTAUTH_AUDIT__WHEN_UNWRITABLE", policy}};
+    auto c = LoadConfig(s);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->audit().when_unwritable(), policy);
+  }
+  ConfigSources bad;
+  bad.sets = {"audit.when_unwritable=true"};
+  auto c = LoadConfig(bad);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find(
+                "'audit.when_unwritable': invalid value 'true' (not_serving, refuse or serve)"),
+            absl::string_view::npos)
+      << c.status();
+  // The old boolean is gone, and says so rather than being ignored.
+  ConfigSources old;
+  old.sets = {"audit.serve_when_unwritable=true"};
+  EXPECT_FALSE(LoadConfig(old).ok());
 }
 
 TEST(ConfigTest, RetentionBySizeNeedsTheSegmentLog) {

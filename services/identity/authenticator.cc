@@ -915,6 +915,9 @@ absl::Status Authenticator::Authenticate(const v1::AuthenticateRequest& request,
   if (options_.ready != nullptr && !options_.ready->load(std::memory_order_acquire)) {
     return DirectoryLoadingError();
   }
+  if (absl::Status admitted = audit::AdmitAudited(options_.audit_gate); !admitted.ok()) {
+    return admitted;
+  }
   absl::Status valid = Validate(request, options_.config);
   if (!valid.ok()) return valid;
   Attempt(this, request, context, response).Run();

@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/identity/v1/identity.pb.h"
+#include "services/audit/audit_gate.h"
 #include "services/audit/sink_interface.h"
 #include "services/common/clock.h"
 #include "services/identity/attempt_limiter.h"
@@ -92,6 +93,10 @@ class Authenticator {
     // is UNAVAILABLE ("retry"), never a deny from an empty directory. Must outlive
     // this object.
     const std::atomic<bool>* ready = nullptr;
+    // Optional (audit.when_unwritable=refuse): while the audit log cannot record
+    // decisions, every call is UNAVAILABLE before anything is decided or counted
+    // against a device. Must outlive this object.
+    const audit::AuditGate* audit_gate = nullptr;
     AuthenticatorConfig config;
   };
 

@@ -290,6 +290,43 @@ TEST_F(AuthenticatorTest, UnavailableNotDeniedWhileTheDirectoryLoads) {
   EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
 }
 
+TEST_F(AuthenticatorTest, RefusedWhileTheAuditLogCannotRecordDecisions) {
+  audit::AuditGate gate;
+  Authenticator::Options o;
+  o.clock = &clock_;
+  o.directory = cache_.get();
+  o.audit_sink = &sink_;
+  o.audit_gate = &gate;
+  auto a = Authenticator::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::AuthenticateResponse resp;
+  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
+  EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW);
+  const size_t recorded = sink_.events().size();
+
+  gate.SetWritable(false);
+  // More bad signatures than the device lockout allows: none is decided, so none
+  // counts against the device, and nothing is recorded or counted as a decision.
+  for (int i = 0; i < 8; ++i) {
+    v1::AuthenticateResponse refused;
+    const absl::Status s = (*a)->Authenticate(SasConnect("d1", kOtherKey), CallContext{}, &refused);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_TRUE(audit::AuditGate::IsRefusal(s)) << s;
+    EXPECT_EQ(refused.decision(), v1::DECISION_UNSPECIFIED);
+  }
+  EXPECT_EQ(gate.refused(), 8U);
+  EXPECT_EQ(sink_.events().size(), recorded);
+  uint64_t decided = 0;
+  for (const auto& row : (*a)->decisions().Snapshot()) decided += row.count;
+  EXPECT_EQ(decided, 1U);
+
+  gate.SetWritable(true);
+  v1::AuthenticateResponse again;
+  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &again).ok());
+  EXPECT_EQ(again.decision(), v1::DECISION_ALLOW) << again.deny_detail();  // not locked out
+  EXPECT_EQ(sink_.events().size(), recorded + 1);
+}
+
 TEST_F(AuthenticatorTest, SasSecondaryKeyAndRotation) {
   auto old_token = SasConnect("d1", kKey1);
   auto resp = Run(SasConnect("d1", kKey2));

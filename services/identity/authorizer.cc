@@ -111,12 +111,20 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
   }
 
   const bool allow = response->decision() == v1::DECISION_ALLOW;
+  const bool audited = audit_ != nullptr && (!allow || options_.audit_allows);
+  if (audited) {
+    absl::Status admitted = audit::AdmitAudited(options_.audit_gate);
+    if (!admitted.ok()) {
+      response->Clear();
+      return admitted;
+    }
+  }
   const Basis basis = !deny_reason.empty()                  ? kDevice
                       : response->matched_rule_index() >= 0 ? kRule
                                                             : kDefaultEffect;
   counts_[CountIndex(allow, action == reg::RULE_ACTION_PUBLISH, basis)].fetch_add(
       1, std::memory_order_relaxed);
-  if (audit_ != nullptr && (!allow || options_.audit_allows)) {
+  if (audited) {
     namespace av1 = ::iotauth::audit::v1;
     av1::AuditEvent e;
     const absl::Time end = clock_->Now();

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/iotauth/identity/v1/identity.pb.h"
+#include "services/audit/audit_gate.h"
 #include "services/audit/sink_interface.h"
 #include "services/common/clock.h"
 #include "services/identity/authenticator.h"
@@ -37,6 +38,11 @@ class Authorizer {
     // is UNAVAILABLE ("retry"), never a deny from an empty directory. Must outlive
     // this object.
     const std::atomic<bool>* ready = nullptr;
+    // Optional (audit.when_unwritable=refuse): while the audit log cannot record
+    // them, a decision that would be audited (every deny; allows with audit_allows)
+    // is answered UNAVAILABLE instead. Allows that are not audited are still
+    // answered. Must outlive this object.
+    const audit::AuditGate* audit_gate = nullptr;
   };
   static absl::StatusOr<std::unique_ptr<Authorizer>> Create(Options options);
 

@@ -132,6 +132,41 @@ uint64_t CountOf(const Authorizer& a, const std::string& decision, const std::st
   return count;
 }
 
+TEST_F(AuthorizerTest, AuditedDecisionsAreRefusedWhileTheAuditLogCannotRecordThem) {
+  audit::AuditGate gate;
+  Authorizer::Options o;
+  o.directory = cache_.get();
+  o.audit_sink = &sink_;
+  o.audit_gate = &gate;
+  auto authz = Authorizer::Create(o);
+  ASSERT_TRUE(authz.ok()) << authz.status();
+  auto ask = [&](const std::string& topic, v1::AuthorizeResponse* resp) {
+    v1::AuthorizeRequest r;
+    r.mutable_identity()->set_tenant_id("t1");
+    r.mutable_identity()->set_device_id("d1");
+    r.set_action(reg::RULE_ACTION_PUBLISH);
+    r.set_topic(topic);
+    return (*authz)->Authorize(r, CallContext{"gw"}, resp);
+  };
+  gate.SetWritable(false);
+  // An allow is not audited (audit_allows is off): still answered.
+  v1::AuthorizeResponse allowed;
+  ASSERT_TRUE(ask("devices/d1/telemetry", &allowed).ok());
+  EXPECT_EQ(allowed.decision(), v1::DECISION_ALLOW);
+  // A deny would be: refused, not recorded, not counted.
+  v1::AuthorizeResponse denied;
+  const absl::Status s = ask("devices/d1/secret", &denied);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(denied.decision(), v1::DECISION_UNSPECIFIED);
+  EXPECT_TRUE(sink_.events.empty());
+  EXPECT_EQ(CountOf(**authz, "deny", "publish", "rule"), 0U);
+  EXPECT_EQ(gate.refused(), 1U);
+  gate.SetWritable(true);
+  ASSERT_TRUE(ask("devices/d1/secret", &denied).ok());
+  EXPECT_EQ(denied.decision(), v1::DECISION_DENY);
+  EXPECT_EQ(sink_.events.size(), 1U);
+}
+
 TEST_F(AuthorizerTest, EveryDecisionIsCountedByOutcomeActionAndBasis) {
   // Every combination is there from the start, at zero: 2 decisions x 2 actions x 3.
   ASSERT_EQ(authz_->DecisionCounts().size(), 12U);

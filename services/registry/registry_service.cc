@@ -279,11 +279,18 @@ Caller RegistryService::ResolveCaller(grpc::ServerContext* ctx) const {
   return options_.caller_resolver->Resolve(*ctx);
 }
 
+absl::Status RegistryService::RequireRoleAudited(const Caller& caller, Role role) const {
+  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, role));
+  if (caller.internal) return absl::OkStatus();
+  return audit::AdmitAudited(options_.audit_gate);
+}
+
 void RegistryService::Audit(
     const Caller& caller, absl::string_view method, absl::string_view tenant_id,
     absl::string_view product_key, absl::string_view device_id, absl::string_view resource_id,
     const absl::Status& outcome,
     std::initializer_list<std::pair<const char*, std::string>> extra) const {
+  if (audit::AuditGate::IsRefusal(outcome)) return;  // nothing done, nothing to record
   audit::v1::AuditEvent e;
   absl::Time now = options_.clock->Now();
   ToProtoTimestamp(now, e.mutable_time());
@@ -308,7 +315,7 @@ grpc::Status RegistryService::CreateTenant(grpc::ServerContext* ctx,
                                            const v1::CreateTenantRequest* req, v1::Tenant* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Tenant> r = [&]() -> absl::StatusOr<v1::Tenant> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateTenant(req->tenant()));
     return options_.store->CreateTenant(req->tenant());
   }();
@@ -321,7 +328,8 @@ grpc::Status RegistryService::GetTenant(grpc::ServerContext* ctx, const v1::GetT
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Tenant> r = [&]() -> absl::StatusOr<v1::Tenant> {
     IOTAUTH_RETURN_IF_ERROR(
-        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
+        req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     return options_.store->GetTenant(req->tenant_id(), SecretsFor(req->include_secrets()));
   }();
@@ -338,7 +346,7 @@ grpc::Status RegistryService::UpdateTenant(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::Tenant& in = req->tenant();
   absl::StatusOr<v1::Tenant> r = [&]() -> absl::StatusOr<v1::Tenant> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant.id", in.id()));
     IOTAUTH_ASSIGN_OR_RETURN(FieldMask mask, ResolveMask(req->update_mask(), TenantMask(),
                                                          {{"policies", in.policies_size() > 0}}));
@@ -365,7 +373,7 @@ grpc::Status RegistryService::DeleteTenant(grpc::ServerContext* ctx,
                                            v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     return options_.store->DeleteTenant(req->tenant_id(), req->etag());
   }();
@@ -400,7 +408,7 @@ grpc::Status RegistryService::CreateProduct(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::Product& in = req->product();
   absl::StatusOr<v1::Product> r = [&]() -> absl::StatusOr<v1::Product> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateProduct(in));
     v1::Product p = in;
     if (p.dynamic_activation() && p.product_secret().empty()) {
@@ -421,7 +429,8 @@ grpc::Status RegistryService::GetProduct(grpc::ServerContext* ctx, const v1::Get
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Product> r = [&]() -> absl::StatusOr<v1::Product> {
     IOTAUTH_RETURN_IF_ERROR(
-        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
+        req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("product_key", req->product_key()));
     return options_.store->GetProduct(req->tenant_id(), req->product_key(),
@@ -442,7 +451,7 @@ grpc::Status RegistryService::UpdateProduct(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::Product& in = req->product();
   absl::StatusOr<v1::Product> r = [&]() -> absl::StatusOr<v1::Product> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("product.tenant_id", in.tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("product.product_key", in.product_key()));
     IOTAUTH_ASSIGN_OR_RETURN(FieldMask mask,
@@ -474,7 +483,7 @@ grpc::Status RegistryService::DeleteProduct(grpc::ServerContext* ctx,
                                             v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("product_key", req->product_key()));
     return options_.store->DeleteProduct(req->tenant_id(), req->product_key(), req->etag());
@@ -529,7 +538,7 @@ grpc::Status RegistryService::CreateDevice(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::Device& in = req->device();
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateDevice(in));
     v1::Device d = in;
     NormalizeDevice(&d);
@@ -549,7 +558,8 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
     IOTAUTH_RETURN_IF_ERROR(
-        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
+        req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     return options_.store->GetDevice(req->tenant_id(), req->device_id(),
@@ -568,7 +578,8 @@ absl::Status RegistryService::DoBatchGetDevices(const Caller& caller,
                                                 const v1::BatchGetDevicesRequest& req,
                                                 v1::BatchGetDevicesResponse* resp) const {
   IOTAUTH_RETURN_IF_ERROR(
-      RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
+      req.include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
   if (req.ids_size() > kBatchGetMaxIds) {
     return absl::InvalidArgumentError(absl::StrCat("ids: ", req.ids_size(), " ids; at most ",
                                                    kBatchGetMaxIds, " per call: split them"));
@@ -651,7 +662,7 @@ grpc::Status RegistryService::UpdateDevice(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::Device& in = req->device();
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device.tenant_id", in.tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device.device_id", in.device_id()));
     const v1::SymmetricKey& k = in.credentials().symmetric_key();
@@ -682,7 +693,7 @@ grpc::Status RegistryService::DeleteDevice(grpc::ServerContext* ctx,
                                            v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     return options_.store->DeleteDevice(req->tenant_id(), req->device_id(), req->etag());
@@ -727,7 +738,7 @@ grpc::Status RegistryService::RegenerateDeviceKey(grpc::ServerContext* ctx,
                                                   v1::Device* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     if (req->slot() != v1::KEY_SLOT_PRIMARY && req->slot() != v1::KEY_SLOT_SECONDARY) {
@@ -769,7 +780,7 @@ grpc::Status RegistryService::SetDeviceThumbprints(grpc::ServerContext* ctx,
                                                    v1::Device* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     if (!req->primary_thumbprint().empty()) {
@@ -800,7 +811,7 @@ grpc::Status RegistryService::SetDeviceStatus(grpc::ServerContext* ctx,
                                               v1::Device* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     if (req->status() == v1::DEVICE_STATUS_UNSPECIFIED ||
@@ -830,7 +841,7 @@ grpc::Status RegistryService::CreateEnrollmentGroup(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::EnrollmentGroup& in = req->group();
   absl::StatusOr<v1::EnrollmentGroup> r = [&]() -> absl::StatusOr<v1::EnrollmentGroup> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateEnrollmentGroup(in));
     v1::EnrollmentGroup g = in;
     if (g.group_key().empty()) {
@@ -851,7 +862,8 @@ grpc::Status RegistryService::GetEnrollmentGroup(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::EnrollmentGroup> r = [&]() -> absl::StatusOr<v1::EnrollmentGroup> {
     IOTAUTH_RETURN_IF_ERROR(
-        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
+        req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("group_id", req->group_id()));
     return options_.store->GetEnrollmentGroup(req->tenant_id(), req->group_id(),
@@ -872,7 +884,7 @@ grpc::Status RegistryService::UpdateEnrollmentGroup(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::EnrollmentGroup& in = req->group();
   absl::StatusOr<v1::EnrollmentGroup> r = [&]() -> absl::StatusOr<v1::EnrollmentGroup> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("group.tenant_id", in.tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("group.id", in.id()));
     IOTAUTH_ASSIGN_OR_RETURN(FieldMask mask, ResolveMask(req->update_mask(), GroupMask(),
@@ -903,7 +915,7 @@ grpc::Status RegistryService::DeleteEnrollmentGroup(grpc::ServerContext* ctx,
                                                     v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("group_id", req->group_id()));
     return options_.store->DeleteEnrollmentGroup(req->tenant_id(), req->group_id(), req->etag());
@@ -941,7 +953,7 @@ grpc::Status RegistryService::CreateCaCertificate(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::CaCertificate& in = req->ca();
   absl::StatusOr<v1::CaCertificate> r = [&]() -> absl::StatusOr<v1::CaCertificate> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateCaCertificate(in));
     v1::CaCertificate ca = in;
     IOTAUTH_RETURN_IF_ERROR(DescribeCaCertificate(&ca));
@@ -997,7 +1009,7 @@ grpc::Status RegistryService::UpdateCaCertificate(grpc::ServerContext* ctx,
   Caller caller = ResolveCaller(ctx);
   const v1::CaCertificate& in = req->ca();
   absl::StatusOr<v1::CaCertificate> r = [&]() -> absl::StatusOr<v1::CaCertificate> {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("ca.tenant_id", in.tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("ca.id", in.id()));
     IOTAUTH_ASSIGN_OR_RETURN(FieldMask mask, ResolveMask(req->update_mask(), CaMask(), {}));
@@ -1026,7 +1038,7 @@ grpc::Status RegistryService::DeleteCaCertificate(grpc::ServerContext* ctx,
                                                   v1::DeleteResponse* /*resp*/) {
   Caller caller = ResolveCaller(ctx);
   absl::Status s = [&]() -> absl::Status {
-    IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+    IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req->ca_id()));
     return options_.store->DeleteCaCertificate(req->tenant_id(), req->ca_id(), req->etag());
@@ -1147,7 +1159,7 @@ void AddImportError(v1::ImportDevicesResponse* resp, int64_t index, const std::s
 absl::Status RegistryService::DoImportDevices(const Caller& caller, DeviceSource& source,
                                               v1::ImportDevicesResponse* resp,
                                               std::string* tenant_out) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   std::string tenant_id;
   std::vector<v1::Device> batch;
   std::vector<int64_t> batch_index;
@@ -1227,7 +1239,8 @@ absl::Status RegistryService::DoExportDevices(const Caller& caller,
                                               Sink<v1::Device>& sink,
                                               std::vector<std::string>* unreadable_out) const {
   IOTAUTH_RETURN_IF_ERROR(
-      RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
+      req.include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
+                                  : RequireRole(caller, Role::kReader));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   PageRequest page;
   page.page_size = 500;
@@ -1419,7 +1432,7 @@ absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
                                               const v1::RewrapSecretsRequest& req,
                                               Sink<v1::RewrapSecretsProgress>& sink,
                                               v1::RewrapSecretsProgress* final_progress) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   if (req.batch_size() < 0 || static_cast<size_t>(req.batch_size()) > Limits::kMaxBatchSize) {
     return InvalidField("batch_size", absl::StrCat("must be 0 to ", Limits::kMaxBatchSize));
   }

@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
+#include "services/audit/audit_gate.h"
 #include "services/audit/sink_interface.h"
 #include "services/common/caller.h"
 #include "services/common/clock.h"
@@ -51,6 +52,11 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     // RegistryStore::RewrapSecrets. Optional: when null, RewrapSecrets answers
     // FAILED_PRECONDITION.
     std::shared_ptr<const SecretBox> secret_box;
+    // Optional (audit.when_unwritable=refuse): while the audit log cannot record
+    // them, every call that writes an audit event (mutations, and reads of secrets
+    // by callers outside the process) is UNAVAILABLE before it acts. Must outlive
+    // the service.
+    const audit::AuditGate* audit_gate = nullptr;
   };
 
   // INVALID_ARGUMENT when a required option is missing.
@@ -210,6 +216,10 @@ class RegistryService final : public v1::DeviceRegistry::Service {
       : options_(std::move(options)), watch_slots_(options_.max_watch_streams) {}
 
   Caller ResolveCaller(grpc::ServerContext* ctx) const;
+  // RequireRole for a call that writes an audit event, then the audit gate; an
+  // internal caller passes the gate (the call that led to it was admitted, and the
+  // identity mirror's reads are not audited).
+  absl::Status RequireRoleAudited(const Caller& caller, Role role) const;
   // The audit record of an export with secrets (none without).
   void AuditExport(const Caller& caller, const v1::ExportDevicesRequest& req, const absl::Status& s,
                    const std::vector<std::string>& unreadable) const;

@@ -241,6 +241,79 @@ TEST_F(RegistryServiceTest, RolesGuardReadsMutationsAndSecrets) {
   EXPECT_EQ(secret_reads(), before + 1);
 }
 
+TEST_F(RegistryServiceTest, AuditedCallsAreRefusedWhileTheAuditLogCannotRecordThem) {
+  Seed();
+  v1::Device d1;
+  ASSERT_TRUE(CreateDevice("d1", &d1).ok());
+  audit::AuditGate gate;
+  RegistryService::Options o = ServiceOptions();
+  o.audit_gate = &gate;
+  auto svc = RegistryService::Create(o);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  svc_ = std::move(*svc);
+  gate.SetWritable(false);
+  const size_t recorded = audit_.events().size();
+
+  // A mutation: refused before it acts, and not recorded.
+  v1::Device d2;
+  const grpc::Status create = CreateDevice("d2", &d2);
+  EXPECT_EQ(create.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(create.error_message().find("audit.when_unwritable=refuse"), std::string::npos)
+      << create.error_message();
+  auto get = [this](const std::string& id, bool secrets, v1::Device* out) {
+    grpc::ServerContext ctx;
+    v1::GetDeviceRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id(id);
+    req.set_include_secrets(secrets);
+    return svc_->GetDevice(&ctx, &req, out);
+  };
+  v1::Device out;
+  EXPECT_EQ(get("d2", false, &out).error_code(), grpc::StatusCode::NOT_FOUND);  // not created
+  {
+    grpc::ServerContext ctx;
+    v1::DeleteDeviceRequest req;
+    req.set_tenant_id("t1");
+    req.set_device_id("d1");
+    v1::DeleteResponse del;
+    EXPECT_EQ(svc_->DeleteDevice(&ctx, &req, &del).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  // Reads without secrets are not audited: answered.
+  ASSERT_TRUE(get("d1", false, &out).ok());
+  // Reads of secrets are: refused, unless the caller is this process itself (the
+  // identity mirror, whose reads are not audited).
+  EXPECT_EQ(get("d1", true, &out).error_code(), grpc::StatusCode::UNAVAILABLE);
+  {
+    grpc::ServerContext ctx;
+    v1::BatchGetDevicesRequest req;
+    req.set_include_secrets(true);
+    v1::BatchGetDevicesRequest::DeviceId* id = req.add_ids();
+    id->set_tenant_id("t1");
+    id->set_device_id("d1");
+    v1::BatchGetDevicesResponse resp;
+    EXPECT_EQ(svc_->BatchGetDevices(&ctx, &req, &resp).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(resp.results_size(), 0);
+  }
+  Caller internal{.authenticated = true,
+                  .principal = std::string(kInternalPrincipal),
+                  .roles = kAdmin,
+                  .internal = true};
+  resolver_.SetCaller(internal);
+  ASSERT_TRUE(get("d1", true, &out).ok());
+  EXPECT_EQ(out.credentials().symmetric_key().primary_key(),
+            d1.credentials().symmetric_key().primary_key());
+  EXPECT_EQ(audit_.events().size(), recorded);
+  EXPECT_EQ(gate.refused(), 4U);
+
+  // Writable again: the same calls go through, and are recorded.
+  resolver_.Set(true, kAdmin);
+  gate.SetWritable(true);
+  ASSERT_TRUE(CreateDevice("d2", &d2).ok());
+  ASSERT_TRUE(get("d1", true, &out).ok());
+  EXPECT_EQ(audit_.events().size(), recorded + 2);
+}
+
 TEST_F(RegistryServiceTest, GeneratedKeysAreReturnedOnceAndHiddenInLists) {
   Seed();
   v1::Device d;

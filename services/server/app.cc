@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/audit/audit_gate.h"
 #include "services/audit/audit_service.h"
 #include "services/audit/commit_notifier.h"
 #include "services/audit/log_audit_store.h"
@@ -96,8 +97,9 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
                       .Name("iotauth_audit_writable")
                       .Help("1 while audit events get through; 0 while they are lost (the "
                             "store refuses commits, or the remote audit service has left the "
-                            "resend queue full). Unless audit.serve_when_unwritable, the "
-                            "process reports NOT_SERVING meanwhile.")
+                            "resend queue full). Unless audit.when_unwritable=serve, the "
+                            "process reports NOT_SERVING meanwhile (and with =refuse, refuses "
+                            "the calls it would audit).")
                       .Register(r)
                       .Add({})),
         latency_(
@@ -147,7 +149,7 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
 };
 
 // Holds the server NOT_SERVING while the audit log loses events (unless
-// audit.serve_when_unwritable). The sink may report before the server exists: the
+// audit.when_unwritable=serve). The sink may report before the server exists: the
 // state waits for Attach.
 class AuditHealthHold {
  public:
@@ -297,6 +299,26 @@ class AuditLogSize final : public prometheus::Collectable {
 
  private:
   const audit::LogAuditStore* store_;
+};
+
+// iotauth_audit_refused_calls_total: calls refused UNAVAILABLE because the audit log
+// could not record them (audit.when_unwritable=refuse only), read at scrape time.
+class AuditRefusals final : public prometheus::Collectable {
+ public:
+  explicit AuditRefusals(const audit::AuditGate* gate) : gate_(gate) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::ClientMetric m;
+    m.counter.value = static_cast<double>(gate_->refused());
+    return {{"iotauth_audit_refused_calls_total",
+             "Calls refused UNAVAILABLE while the audit log could not record them "
+             "(audit.when_unwritable=refuse): authentications, audited authorizations, "
+             "registry mutations and secret reads, certificate operations.",
+             prometheus::MetricType::Counter,
+             {m}}};
+  }
+
+ private:
+  const audit::AuditGate* gate_;
 };
 
 class MirrorMetrics final : public prometheus::Collectable {
@@ -492,6 +514,11 @@ class EmbeddedApp final : public App {
     audit_health_.Attach(&runner);
     if (identity_metrics_) runner.RegisterCollectable(identity_metrics_);
     if (audit_log_size_) runner.RegisterCollectable(audit_log_size_);
+    if (RefusingGate() != nullptr) {
+      // The exposer keeps a weak reference: the app holds the collectable.
+      audit_refusals_ = std::make_shared<AuditRefusals>(RefusingGate());
+      runner.RegisterCollectable(audit_refusals_);
+    }
     absl::Status st = StartMirror(runner);
     // Made by now if this process calls upstream (the audit sink during Init, the
     // mirror just above).
@@ -617,7 +644,10 @@ class EmbeddedApp final : public App {
 
   absl::Status InitAudit(const Clock* clock) {
     audit_metrics_ = std::make_unique<AuditMetrics>(*metrics_);
-    audit_metrics_->SetWritableHook([this](bool writable) { audit_health_.Set(writable); });
+    audit_metrics_->SetWritableHook([this](bool writable) {
+      audit_gate_.SetWritable(writable);
+      audit_health_.Set(writable);
+    });
     const auto& ac = config_.audit();
     auto policy = ac.full_queue_policy() == "drop" ? audit::LocalAuditSink::FullQueuePolicy::kDrop
                                                    : audit::LocalAuditSink::FullQueuePolicy::kBlock;
@@ -787,6 +817,7 @@ class EmbeddedApp final : public App {
     ro.audit = sink_;
     ro.caller_resolver = resolver_.get();
     ro.secret_box = secret_box_;
+    ro.audit_gate = RefusingGate();
     IOTAUTH_ASSIGN_OR_RETURN(registry_service_, registry::RegistryService::Create(ro));
     // The change log stays bounded: pruned hourly (or every tenth of a short retention).
     if (const absl::Duration retention =
@@ -807,6 +838,7 @@ class EmbeddedApp final : public App {
     co.clock = clock;
     co.audit = sink_;
     co.caller_resolver = resolver_.get();
+    co.audit_gate = RefusingGate();
     IOTAUTH_ASSIGN_OR_RETURN(certificate_service_, identity::x509::CertificateService::Create(co));
     return absl::OkStatus();
   }
@@ -843,12 +875,14 @@ class EmbeddedApp final : public App {
     ao.config.max_cache_ttl = FromProtoDuration(ic.decision_cache_ttl());
     ao.config.replay_cache_capacity = static_cast<size_t>(ic.replay_cache_size());
     ao.ready = &directory_ready_;
+    ao.audit_gate = RefusingGate();
     IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));
     identity::Authorizer::Options zo;
     zo.clock = clock;
     zo.directory = directory_.get();
     zo.audit_sink = sink_;
     zo.ready = &directory_ready_;
+    zo.audit_gate = RefusingGate();
     IOTAUTH_ASSIGN_OR_RETURN(auto authz, identity::Authorizer::Create(zo));
     std::shared_ptr<identity::Authenticator> shared_authn(std::move(authn));
     std::shared_ptr<identity::Authorizer> shared_authz(std::move(authz));
@@ -933,7 +967,13 @@ class EmbeddedApp final : public App {
   std::atomic<bool> directory_ready_{false};
 
   // Audit.
-  AuditHealthHold audit_health_{!config_.audit().serve_when_unwritable()};
+  // What the producers ask before acting, with audit.when_unwritable=refuse.
+  const audit::AuditGate* RefusingGate() const {
+    return config_.audit().when_unwritable() == "refuse" ? &audit_gate_ : nullptr;
+  }
+  audit::AuditGate audit_gate_;
+  std::shared_ptr<AuditRefusals> audit_refusals_;  // with =refuse; reads audit_gate_
+  AuditHealthHold audit_health_{config_.audit().when_unwritable() != "serve"};
   std::unique_ptr<AuditMetrics> audit_metrics_;
   std::shared_ptr<IdentityMetrics> identity_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;

@@ -550,16 +550,19 @@ class AuditOutageTest(unittest.TestCase):
             time.sleep(0.1)
 
     def test_health_follows_the_audit_log(self):
-        self.outage(serve_when_unwritable=False)
+        self.outage("not_serving")
 
-    def test_serve_when_unwritable_keeps_serving(self):
-        self.outage(serve_when_unwritable=True)
+    def test_serve_keeps_serving(self):
+        self.outage("serve")
 
-    def outage(self, serve_when_unwritable):
+    def test_refuse_refuses_what_it_cannot_record(self):
+        self.outage("refuse")
+
+    def outage(self, when_unwritable):
         import resource
-        args = ["--set=audit.serve_when_unwritable=true"] if serve_when_unwritable else []
-        unwritable_health = "SERVING" if serve_when_unwritable else "NOT_SERVING"
-        server = h.Server(args=args, log_through_pipe=True).start()
+        unwritable_health = "SERVING" if when_unwritable == "serve" else "NOT_SERVING"
+        server = h.Server(args=["--set=audit.when_unwritable=" + when_unwritable],
+                          log_through_pipe=True).start()
         try:
             admin, gateway = server.channel("admin"), server.channel("gateway")
             h.call(admin, REG + "CreateTenant", {"tenant": {"id": "out", "hub_host": "out.example.net"}})
@@ -572,6 +575,12 @@ class AuditOutageTest(unittest.TestCase):
                                                         **connect_sas_hub("out.example.net", "ghost", token)}))
                 self.assertEqual(resp["decision"], "DECISION_DENY")
 
+            def refused(ch, method, request):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    h.call(ch, method, request)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+                self.assertIn("audit.when_unwritable=refuse", cm.exception.details())
+
             limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
             resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))
             limited = time.time()
@@ -580,13 +589,32 @@ class AuditOutageTest(unittest.TestCase):
                 deadline = time.time() + 30
                 while h.metric_value(server.metrics(), "iotauth_audit_writable") != 0:
                     self.assertLess(time.time(), deadline, "the audit log was not reported unwritable")
-                    deny(lost)  # still answered while the log refuses writes
+                    try:
+                        deny(lost)  # answered until the loss is reported
+                    except grpc.RpcError as e:
+                        # Only refuse refuses, and only once the loss is reported (the
+                        # gauge is read after the call).
+                        self.assertEqual(when_unwritable, "refuse", e)
+                        self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                        break
                     lost += 1
                     time.sleep(0.05)
                 reported = time.time() - limited
                 self.wait_until(lambda: self.health(server) == unwritable_health, unwritable_health)
-                deny(lost)
-                lost += 1
+                if when_unwritable == "refuse":
+                    # Nothing that would be audited is done: no decision, no change.
+                    refused(gateway, AUTH, {"tenant_id": "out", "request_id": "refused",
+                                            **connect_sas_hub("out.example.net", "ghost", "x")})
+                    refused(admin, REG + "CreateTenant",
+                            {"tenant": {"id": "out2", "hub_host": "out2.example.net"}})
+                    # Reads that are not audited are still answered.
+                    tenants = h.to_dict(h.call(server.channel("reader"), REG + "ListTenants", {}))
+                    self.assertEqual([t["id"] for t in tenants["tenants"]], ["out"])
+                    self.assertGreaterEqual(
+                        h.metric_value(server.metrics(), "iotauth_audit_refused_calls_total"), 2)
+                else:
+                    deny(lost)
+                    lost += 1
                 self.assertIn("audit: events are being lost", server.log())
             finally:
                 resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)

@@ -305,11 +305,17 @@ std::string CertificateService::RevocationIdForIssuerSerial(
                   .substr(0, 32));
 }
 
+absl::Status CertificateService::RequireRoleAudited(const Caller& caller, Role role) const {
+  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, role));
+  return audit::AdmitAudited(options_.audit_gate);
+}
+
 void CertificateService::Audit(const Caller& caller, audit::v1::EventType type,
                                absl::string_view method, absl::string_view tenant_id,
                                absl::string_view device_id, const absl::Status& outcome,
                                std::vector<std::pair<std::string, std::string>> attributes,
                                absl::string_view fingerprint) const {
+  if (audit::AuditGate::IsRefusal(outcome)) return;  // nothing done, nothing to record
   audit::v1::AuditEvent e;
   ToProtoTimestamp(options_.clock->Now(), e.mutable_time());
   e.set_type(type);
@@ -333,7 +339,7 @@ void CertificateService::Audit(const Caller& caller, audit::v1::EventType type,
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoVerifyCaPossession(
     const Caller& caller, const iv1::VerifyCaPossessionRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
   IOTAUTH_ASSIGN_OR_RETURN(rv1::CaCertificate ca,
@@ -372,7 +378,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoVerifyCaPossession(
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoRegenerateVerificationCode(
     const Caller& caller, const iv1::RegenerateVerificationCodeRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
   IOTAUTH_ASSIGN_OR_RETURN(rv1::CaCertificate ca,
@@ -387,7 +393,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoRegenerateVerificationC
 
 absl::StatusOr<rv1::CertificateRevocation> CertificateService::DoRevokeCertificate(
     const Caller& caller, const iv1::RevokeCertificateRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   if (!req.device_id().empty()) IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req.device_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateReason(req.reason()));
@@ -434,7 +440,7 @@ absl::StatusOr<rv1::CertificateRevocation> CertificateService::DoRevokeCertifica
 
 absl::Status CertificateService::DoDeleteRevocation(const Caller& caller,
                                                     const iv1::DeleteRevocationRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("revocation_id", req.revocation_id()));
   return options_.store->DeleteRevocation(req.tenant_id(), req.revocation_id(), "");
@@ -442,7 +448,7 @@ absl::Status CertificateService::DoDeleteRevocation(const Caller& caller,
 
 absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
     const Caller& caller, const iv1::UploadCrlRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("ca_id", req.ca_id()));
   if (req.crl().empty()) return InvalidField("crl", "is required");
@@ -509,7 +515,7 @@ absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
 
 absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
     const Caller& caller, const iv1::CreateIssuingCaRequest& req) const {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   {
     absl::StatusOr<rv1::IssuingCa> existing =
@@ -691,7 +697,7 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::Issue(
 
 absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoIssueCertificate(
     const Caller& caller, const iv1::IssueCertificateRequest& req) {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kAdmin));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req.device_id()));
   IOTAUTH_ASSIGN_OR_RETURN(X509ReqPtr csr, ParseCsr(req.csr(), options_.config.max_csr_bytes));
@@ -755,7 +761,7 @@ absl::StatusOr<std::shared_ptr<const TrustStore>> CertificateService::LoadTenant
 
 absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoRenewCertificate(
     const Caller& caller, const iv1::RenewCertificateRequest& req) {
-  IOTAUTH_RETURN_IF_ERROR(RequireRole(caller, Role::kGateway));
+  IOTAUTH_RETURN_IF_ERROR(RequireRoleAudited(caller, Role::kGateway));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   if (req.current_chain().empty()) return InvalidField("current_chain", "is required");
   if (req.current_key_signature().empty() || req.current_key_signature().size() > 2048) {

@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "proto/iotauth/identity/v1/certificates.grpc.pb.h"
+#include "services/audit/audit_gate.h"
 #include "services/audit/sink_interface.h"
 #include "services/common/caller.h"
 #include "services/common/clock.h"
@@ -59,6 +60,10 @@ class CertificateService final : public iotauth::identity::v1::CertificateServic
     audit::AuditSink* audit = nullptr;
     // Required; AllowAllCallerResolver when caller authentication is off.
     const CallerResolver* caller_resolver = nullptr;
+    // Optional (audit.when_unwritable=refuse): while the audit log cannot record
+    // them, every call (each writes an audit event) is UNAVAILABLE before it acts.
+    // Must outlive the service.
+    const audit::AuditGate* audit_gate = nullptr;
     CertificateServiceConfig config;
   };
 
@@ -137,6 +142,8 @@ class CertificateService final : public iotauth::identity::v1::CertificateServic
       std::vector<std::pair<CertPtr, iotauth::registry::v1::CaCertificate>>* cas,
       TenantTrust* revocations) const;
 
+  // RequireRole, then the audit gate: every call of this service is audited.
+  absl::Status RequireRoleAudited(const Caller& caller, Role role) const;
   void Audit(const Caller& caller, iotauth::audit::v1::EventType type, absl::string_view method,
              absl::string_view tenant_id, absl::string_view device_id, const absl::Status& outcome,
              std::vector<std::pair<std::string, std::string>> attributes,

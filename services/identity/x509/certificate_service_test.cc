@@ -362,6 +362,39 @@ TEST_F(CertificateServiceTest, IssuingCaIsGeneratedOnceAndRegisteredVerified) {
   }
 }
 
+TEST_F(CertificateServiceTest, RefusedWhileTheAuditLogCannotRecordIt) {
+  audit::AuditGate gate;
+  CertificateService::Options o;
+  o.store = store_.get();
+  o.clock = &clock_;
+  o.audit = &audit_;
+  o.caller_resolver = &resolver_;
+  o.audit_gate = &gate;
+  auto svc = CertificateService::Create(o);
+  ASSERT_TRUE(svc.ok()) << svc.status();
+  gate.SetWritable(false);
+  const int64_t cursor = store_->LatestCursor();
+  iv1::CreateIssuingCaRequest req;
+  req.set_tenant_id("t1");
+  req.mutable_generate()->set_common_name("Acme devices CA");
+  rv1::CaCertificate ca;
+  {
+    grpc::ServerContext ctx;
+    const grpc::Status s = (*svc)->CreateIssuingCa(&ctx, &req, &ca);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  }
+  // Nothing was made, changed or recorded.
+  EXPECT_EQ(store_->GetIssuingCa("t1", Secrets::kOmit).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->LatestCursor(), cursor);
+  EXPECT_TRUE(audit_.events().empty());
+  EXPECT_EQ(gate.refused(), 1U);
+  gate.SetWritable(true);
+  grpc::ServerContext ctx;
+  ASSERT_TRUE((*svc)->CreateIssuingCa(&ctx, &req, &ca).ok());
+  EXPECT_EQ(audit_.events().size(), 1U);
+}
+
 TEST_F(CertificateServiceTest, ImportedIssuingCaMustMatchItsKey) {
   KeyPtr key = NewKey(KeyType::kP384);
   X509Ptr cert = MakeCert(CertSpec{.cn = "Imported CA", .ca = true, .path_len = 0}, key.get(),
