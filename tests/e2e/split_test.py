@@ -195,6 +195,14 @@ class AuditGoneTest(unittest.TestCase):
         # a resend queue (here 4 events). Once that is full, events are lost: it
         # reports NOT_SERVING until the audit service acknowledges again, and the
         # loss is one GAP event there.
+        self.gone("not_serving")
+
+    def test_refuse_while_the_audit_service_is_gone(self):
+        # As above, and from then on Authenticate is refused UNAVAILABLE (nothing is
+        # decided unrecorded) until the new audit service acknowledges.
+        self.gone("refuse")
+
+    def gone(self, when_unwritable):
         audit_addr = "127.0.0.1:%d" % free_port()
         servers = []
         try:
@@ -205,7 +213,8 @@ class AuditGoneTest(unittest.TestCase):
             servers.append(registry)
             identity = launch("identity_server", "identity", audit.data_dir,
                               ["--set=registry_address=" + registry.address,
-                               "--set=audit.remote_address=" + audit_addr, "--set=audit.queue_capacity=4"])
+                               "--set=audit.remote_address=" + audit_addr, "--set=audit.queue_capacity=4",
+                               "--set=audit.when_unwritable=" + when_unwritable])
             servers.append(identity)
             h.call(registry.channel("admin"), REG + "CreateTenant", {"tenant": {"id": "gone", "hub_host": HUB}})
             public = identity.channel(role=None)
@@ -227,21 +236,42 @@ class AuditGoneTest(unittest.TestCase):
             token = sas_token("ghost", "cGFzc3dvcmQ=", int(time.time()) + 600)
             self.assertEqual(audit.stop(), 0, audit.log())
             servers.remove(audit)
+            def authenticate(i):
+                return h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate",
+                              {"tenant_id": "gone", "request_id": "gone-%d" % i,
+                               "credential": {"sas": {"token": token}}})
+
+            def refused(i):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    authenticate(i)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+                self.assertIn("audit.when_unwritable=refuse", cm.exception.details())
+
             sent = 0
             while writable() != 0:
                 self.assertLess(sent, 100, "events not reported lost after 100 decisions")
-                resp = h.to_dict(h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate",
-                                        {"tenant_id": "gone", "request_id": "gone-%d" % sent,
-                                         "credential": {"sas": {"token": token}}}))
-                self.assertEqual(resp["decision"], "DECISION_DENY")  # answered all along
+                try:
+                    resp = h.to_dict(authenticate(sent))
+                except grpc.RpcError as e:
+                    # Refused only with =refuse, once the loss is reported (the gauge
+                    # is read after the call).
+                    self.assertEqual(when_unwritable, "refuse", e)
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                    break
+                self.assertEqual(resp["decision"], "DECISION_DENY")  # answered until then
                 sent += 1
             self.assertEqual(health(), "NOT_SERVING")
             self.assertIn("audit: events are being lost", identity.log())
             self.assertIn("the resend queue is full", identity.log())
+            if when_unwritable == "refuse":
+                refused(sent)
             audit = launch("audit_server", "audit2", audit.data_dir, ["--set=grpc.address=" + audit_addr])
             servers.append(audit)
             wait_until(lambda: writable() == 1, "identity writable again (acknowledged)")
             self.assertEqual(health(), "SERVING")
+            if when_unwritable == "refuse":
+                resp = h.to_dict(authenticate(sent))  # answered again
+                self.assertEqual(resp["decision"], "DECISION_DENY")
             reader = audit.channel("reader")
             gaps = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
                                     {"type": "EVENT_TYPE_GAP"})).get("events", [])
