@@ -291,8 +291,7 @@ TEST_F(RegistryServiceTest, AuditedCallsAreRefusedWhileTheAuditLogCannotRecordTh
     id->set_tenant_id("t1");
     id->set_device_id("d1");
     v1::BatchGetDevicesResponse resp;
-    EXPECT_EQ(svc_->BatchGetDevices(&ctx, &req, &resp).error_code(),
-              grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(svc_->BatchGetDevices(&ctx, &req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_EQ(resp.results_size(), 0);
   }
   Caller internal{.authenticated = true,
