@@ -122,6 +122,7 @@ int Export(Invocation& inv) {
   if (!a) return exit;
   std::string token;
   int64_t n = 0;
+  ProgressBar progress(&inv.err(), inv.io.err_is_tty, ExportShowsProgress(inv, sink.to_file()));
   while (true) {
     av1::QueryRequest req = *base;
     req.set_page_size(static_cast<int32_t>(*page_size));
@@ -131,6 +132,7 @@ int Export(Invocation& inv) {
     a->conn->PrepareUnary(&context);
     grpc::Status s = a->stub->Query(&context, req, &resp);
     if (!s.ok()) {
+      progress.Finish(n, 0);
       inv.err() << "export incomplete: " << n << " events read"
                 << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
       return ReportRpcError(inv, s, "AuditLog.Query", a->conn->settings());
@@ -138,6 +140,7 @@ int Export(Invocation& inv) {
     for (const auto& e : resp.events()) {
       absl::StatusOr<std::string> json = ToJsonChecked(e);
       if (!json.ok()) {
+        progress.Finish(n, 0);
         inv.err() << "export incomplete: " << n << " events read"
                   << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
         return inv.LocalError(absl::StrCat("event ", e.sequence(), " (", e.event_id(),
@@ -148,9 +151,11 @@ int Export(Invocation& inv) {
       *out << *json << "\n";
       ++n;
     }
+    progress.Update(n, 0, -1);
     if (resp.next_page_token().empty() || resp.next_page_token() == token) break;
     token = resp.next_page_token();
   }
+  progress.Finish(n, 0);
   if (absl::Status st = sink.Commit(); !st.ok()) return inv.LocalError(st.message());
   if (sink.to_file()) inv.err() << "exported " << n << " events to " << output << "\n";
   return kExitOk;
@@ -307,6 +312,7 @@ void AddAuditCommands(Command& root) {
   Command& exp = audit.Sub("export", "Every matching event as JSON Lines (all Query pages)")
                      .Flag({"output", "FILE", "Write to a file instead of stdout"})
                      .Flag({"page_size", "N", "Events per Query page", "1000"})
+                     .Flag({"no_progress", "", "No progress line on stderr"})
                      .Run(Export);
   AddFilterFlags(exp);
   audit

@@ -284,10 +284,12 @@ class CliTest : public ::testing::Test {
     out_.str("");
     err_.str("");
     Io io{&out_, &err_,
-          [](const std::string&) -> std::optional<std::string> { return std::nullopt; }, false};
+          [](const std::string&) -> std::optional<std::string> { return std::nullopt; }, false,
+          out_is_tty_};
     return RunCli(args, io, &app_);
   }
 
+  bool out_is_tty_ = false;
   FakeRegistry registry_;
   FakeIdentity identity_;
   FakeCertificates certs_;
@@ -394,6 +396,23 @@ TEST_F(CliTest, ExportNamesDevicesWhoseKeysDidNotOpenAndFails) {
   std::stringstream content;
   content << in.rdbuf();
   EXPECT_TRUE(absl::StrContains(content.str(), "\"keysUnreadable\":true")) << content.str();
+}
+
+TEST_F(CliTest, ExportsShowProgressUnlessTurnedOffOrWritingToATerminal) {
+  const std::string path = ::testing::TempDir() + "/progress.jsonl";
+  // Not a terminal: a line every 5 s, and the last one at the end.
+  ASSERT_EQ(Run({"device", "export", "--tenant", "t", "--output", path}), kExitOk) << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "2 rows")) << err_.str();
+  ASSERT_EQ(Run({"device", "export", "--tenant", "t", "--output", path, "--no_progress"}), kExitOk);
+  EXPECT_FALSE(absl::StrContains(err_.str(), "rows")) << err_.str();
+  // Piped stdout: progress on stderr.
+  ASSERT_EQ(Run({"device", "export", "--tenant", "t"}), kExitOk);
+  EXPECT_TRUE(absl::StrContains(err_.str(), "2 rows")) << err_.str();
+  // Lines to a terminal: none (they would mix).
+  out_is_tty_ = true;
+  ASSERT_EQ(Run({"device", "export", "--tenant", "t"}), kExitOk);
+  EXPECT_FALSE(absl::StrContains(err_.str(), "rows")) << err_.str();
+  EXPECT_TRUE(absl::StrContains(out_.str(), "\"deviceId\"")) << out_.str();
 }
 
 TEST_F(CliTest, ExportWritesAPrivateFileOnlyWhenComplete) {

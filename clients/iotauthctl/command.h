@@ -95,6 +95,8 @@ struct Io {
   EnvLookup env;
   // Whether `err` is a terminal (progress bars redraw in place only then).
   bool err_is_tty = false;
+  // Whether `out` is a terminal (exports to it draw no progress: the lines would mix).
+  bool out_is_tty = false;
 };
 
 // Everything a command handler sees.

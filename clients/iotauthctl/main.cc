@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);
   std::vector<std::string> args(argv + 1, argv + argc);
   iotauth::cli::App app;
-  iotauth::cli::Io io{&std::cout, &std::cerr, iotauth::cli::ProcessEnv(), isatty(2) == 1};
+  iotauth::cli::Io io{&std::cout, &std::cerr, iotauth::cli::ProcessEnv(), isatty(2) == 1,
+                      isatty(1) == 1};
   const int code = iotauth::cli::RunCli(args, io, &app);
   std::cout.flush();
   return code;

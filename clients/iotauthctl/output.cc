@@ -399,6 +399,10 @@ void ProgressBar::Finish(int64_t count, int64_t rejected) {
   }
 }
 
+bool ExportShowsProgress(const Invocation& inv, bool to_file) {
+  return !inv.flags.IsSet("no_progress") && (to_file || !inv.io.out_is_tty);
+}
+
 void AddOutputFlags(Command& root) {
   root.Flag({"json", "", "Print proto JSON: one object, or JSON Lines for lists and streams"});
 }

@@ -95,6 +95,10 @@ class ProgressBar {
 class Command;
 struct Invocation;
 
+// Whether an export shows progress on stderr: unless --no_progress, and not while
+// its lines go to a terminal (`to_file` false and stdout a tty), where they would mix.
+bool ExportShowsProgress(const Invocation& inv, bool to_file);
+
 // Adds --json to a (root) command.
 void AddOutputFlags(Command& root);
 bool JsonOutput(const Invocation& inv);

@@ -792,13 +792,16 @@ int DeviceExport(Invocation& inv) {
   int64_t n = 0;
   bool redacted = false;
   std::vector<std::string> unreadable;  // exported without keys: they did not open
+  ProgressBar progress(&inv.err(), inv.io.err_is_tty, ExportShowsProgress(inv, sink.to_file()));
   while (reader->Read(&d)) {
     if (!ShowKeys(inv)) redacted |= RedactSecrets(&d);
     if (d.keys_unreadable()) unreadable.push_back(d.device_id());
     *out << (fmt == "csv" ? CsvLine(DeviceCsvRow(d)) : ToJson(d) + "\n");
     ++n;
+    progress.Update(n, 0, -1);
   }
   grpc::Status status = reader->Finish();
+  progress.Finish(n, 0);
   if (!status.ok()) {
     inv.err() << "export incomplete: " << n << " devices read"
               << (sink.to_file() ? ", nothing written to " + output : std::string()) << "\n";
@@ -1295,6 +1298,7 @@ void AddRegistryCommands(Command& root) {
       .Flag({"format", "jsonl|csv", "Output format", "jsonl"})
       .Flag({"output", "FILE", "Write to a file instead of stdout"})
       .Flag({"show_keys", "", "Include the symmetric keys (admin only)"})
+      .Flag({"no_progress", "", "No progress line on stderr"})
       .Run(DeviceExport);
 
   // group

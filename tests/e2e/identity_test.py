@@ -317,7 +317,9 @@ class IdentityE2ETest(unittest.TestCase):
             if os.path.isfile(p) and (".db" in name):
                 with open(p, "rb") as f:
                     haystacks[name] = f.read()
-        export = self.ctl("audit", "export").stdout.encode()
+        exported = self.ctl("audit", "export")
+        export = exported.stdout.encode()
+        self.assertRegex(exported.stderr, r"\d+ rows .* rows/s")  # progress: stdout is a pipe
         haystacks["audit export"] = export
         self.assertIn(b"dev-sec", export)
         for hname, hay in haystacks.items():
