@@ -21,6 +21,7 @@
 #include "services/common/grpc_log.h"
 #include "services/common/log.h"
 #include "services/common/memory_budget.h"
+#include "services/common/metric_family.h"
 #include "services/common/server_security.h"
 #include "services/common/status_macros.h"
 
@@ -67,32 +68,24 @@ class AuthGateMetrics final : public prometheus::Collectable {
  public:
   explicit AuthGateMetrics(std::shared_ptr<EarlyAuthGate> gate) : gate_(std::move(gate)) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::ClientMetric m;
-    m.counter.value = static_cast<double>(gate_->refused());
-    prometheus::ClientMetric backlog;
-    backlog.counter.value = static_cast<double>(gate_->backlog_refused());
-    prometheus::ClientMetric shed;
-    shed.counter.value = static_cast<double>(gate_->shed());
-    return {{"iotauth_grpc_unauthenticated_refused_total",
-             "Calls refused UNAUTHENTICATED as their headers arrived (no verified client "
-             "certificate, no valid bearer token), before their message was read; they reach "
-             "no handler, so grpc_server_handled_total does not count them.",
-             prometheus::MetricType::Counter,
-             {m}},
-            {"iotauth_grpc_backlog_refused_total",
-             "Calls with a credential refused RESOURCE_EXHAUSTED as their headers arrived "
-             "because their caller had 4,096 calls admitted that the server had not started "
-             "(streams reset before they started: HTTP/2 rapid reset); not counted in "
-             "grpc_server_handled_total.",
-             prometheus::MetricType::Counter,
-             {backlog}},
-            {"iotauth_grpc_public_calls_shed_total",
-             "Health and reflection calls without a credential refused RESOURCE_EXHAUSTED "
-             "past their shared budget (auth.public_calls_per_second and "
-             "auth.public_calls_burst), as their headers arrived; not counted in "
-             "grpc_server_handled_total.",
-             prometheus::MetricType::Counter,
-             {shed}}};
+    return {CounterFamily("iotauth_grpc_unauthenticated_refused_total",
+                          "Calls refused UNAUTHENTICATED as their headers arrived (no verified "
+                          "client certificate, no valid bearer token), before their message "
+                          "was read; they reach no handler, so grpc_server_handled_total does "
+                          "not count them.",
+                          static_cast<double>(gate_->refused())),
+            CounterFamily("iotauth_grpc_backlog_refused_total",
+                          "Calls with a credential refused RESOURCE_EXHAUSTED as their headers "
+                          "arrived because their caller had 4,096 calls admitted that the "
+                          "server had not started (streams reset before they started: HTTP/2 "
+                          "rapid reset); not counted in grpc_server_handled_total.",
+                          static_cast<double>(gate_->backlog_refused())),
+            CounterFamily("iotauth_grpc_public_calls_shed_total",
+                          "Health and reflection calls without a credential refused "
+                          "RESOURCE_EXHAUSTED past their shared budget "
+                          "(auth.public_calls_per_second and auth.public_calls_burst), as their "
+                          "headers arrived; not counted in grpc_server_handled_total.",
+                          static_cast<double>(gate_->shed()))};
   }
 
  private:

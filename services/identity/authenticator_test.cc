@@ -186,6 +186,21 @@ class AuthenticatorTest : public ::testing::Test {
     auth_ = *std::move(a);
   }
 
+  // An authenticator on the fixture's clock, directory and sink that answers
+  // UNAVAILABLE while `ready` reads false or `gate` is closed (either may be null).
+  std::unique_ptr<Authenticator> Guarded(const std::atomic<bool>* ready,
+                                         const audit::AuditGate* gate) {
+    Authenticator::Options o;
+    o.clock = &clock_;
+    o.directory = cache_.get();
+    o.audit_sink = &sink_;
+    o.ready = ready;
+    o.audit_gate = gate;
+    auto a = Authenticator::Create(o);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *std::move(a) : nullptr;
+  }
+
   absl::Time Expiry() const { return clock_.Now() + absl::Hours(1); }
 
   static std::string Token(const std::string& resource, const std::string& key, absl::Time expiry,
@@ -274,33 +289,23 @@ TEST_F(AuthenticatorTest, SasAllowWithPrimaryKey) {
 
 TEST_F(AuthenticatorTest, UnavailableNotDeniedWhileTheDirectoryLoads) {
   std::atomic<bool> ready{false};
-  Authenticator::Options o;
-  o.clock = &clock_;
-  o.directory = cache_.get();
-  o.audit_sink = &sink_;
-  o.ready = &ready;
-  auto a = Authenticator::Create(o);
-  ASSERT_TRUE(a.ok()) << a.status();
+  std::unique_ptr<Authenticator> a = Guarded(&ready, nullptr);
+  ASSERT_NE(a, nullptr);
   v1::AuthenticateResponse resp;
-  const absl::Status loading = (*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp);
+  const absl::Status loading = a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp);
   EXPECT_EQ(loading.code(), absl::StatusCode::kUnavailable) << loading;
   EXPECT_EQ(resp.decision(), v1::DECISION_UNSPECIFIED);
   ready.store(true);
-  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
+  ASSERT_TRUE(a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
   EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
 }
 
 TEST_F(AuthenticatorTest, RefusedWhileTheAuditLogCannotRecordDecisions) {
   audit::AuditGate gate;
-  Authenticator::Options o;
-  o.clock = &clock_;
-  o.directory = cache_.get();
-  o.audit_sink = &sink_;
-  o.audit_gate = &gate;
-  auto a = Authenticator::Create(o);
-  ASSERT_TRUE(a.ok()) << a.status();
+  std::unique_ptr<Authenticator> a = Guarded(nullptr, &gate);
+  ASSERT_NE(a, nullptr);
   v1::AuthenticateResponse resp;
-  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
+  ASSERT_TRUE(a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());
   EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW);
   const size_t recorded = sink_.events().size();
 
@@ -309,7 +314,7 @@ TEST_F(AuthenticatorTest, RefusedWhileTheAuditLogCannotRecordDecisions) {
   // counts against the device, and nothing is recorded or counted as a decision.
   for (int i = 0; i < 8; ++i) {
     v1::AuthenticateResponse refused;
-    const absl::Status s = (*a)->Authenticate(SasConnect("d1", kOtherKey), CallContext{}, &refused);
+    const absl::Status s = a->Authenticate(SasConnect("d1", kOtherKey), CallContext{}, &refused);
     EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
     EXPECT_TRUE(audit::AuditGate::IsRefusal(s)) << s;
     EXPECT_EQ(refused.decision(), v1::DECISION_UNSPECIFIED);
@@ -317,12 +322,12 @@ TEST_F(AuthenticatorTest, RefusedWhileTheAuditLogCannotRecordDecisions) {
   EXPECT_EQ(gate.refused(), 8U);
   EXPECT_EQ(sink_.events().size(), recorded);
   uint64_t decided = 0;
-  for (const auto& row : (*a)->decisions().Snapshot()) decided += row.count;
+  for (const auto& row : a->decisions().Snapshot()) decided += row.count;
   EXPECT_EQ(decided, 1U);
 
   gate.SetWritable(true);
   v1::AuthenticateResponse again;
-  ASSERT_TRUE((*a)->Authenticate(SasConnect("d1", kKey1), CallContext{}, &again).ok());
+  ASSERT_TRUE(a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &again).ok());
   EXPECT_EQ(again.decision(), v1::DECISION_ALLOW) << again.deny_detail();  // not locked out
   EXPECT_EQ(sink_.events().size(), recorded + 1);
 }

@@ -37,6 +37,7 @@
 #include "services/common/crypto.h"
 #include "services/common/dev_pki.h"
 #include "services/common/log.h"
+#include "services/common/metric_family.h"
 #include "services/common/posix_file.h"
 #include "services/common/proto_time.h"
 #include "services/common/server_security.h"
@@ -248,21 +249,15 @@ class IdentityMetrics final : public prometheus::Collectable {
                                               std::move(decisions), std::move(authorizations)};
     if (exhook_ != nullptr) {
       const gateway::SessionTable& table = exhook_->sessions();
-      prometheus::ClientMetric n;
-      n.gauge.value = static_cast<double>(table.size());
-      out.push_back({"iotauth_exhook_sessions",
-                     "EMQX ExHook clients remembered between client.authenticate and "
-                     "client.authorize (limit: identity.exhook_max_sessions).",
-                     prometheus::MetricType::Gauge,
-                     {n}});
-      prometheus::ClientMetric e;
-      e.counter.value = static_cast<double>(table.evicted());
-      out.push_back({"iotauth_exhook_session_evictions_total",
-                     "ExHook sessions dropped because the table was full: those clients' "
-                     "publishes and subscribes are refused until they reconnect. Raise "
-                     "identity.exhook_max_sessions.",
-                     prometheus::MetricType::Counter,
-                     {e}});
+      out.push_back(GaugeFamily("iotauth_exhook_sessions",
+                                "EMQX ExHook clients remembered between client.authenticate and "
+                                "client.authorize (limit: identity.exhook_max_sessions).",
+                                static_cast<double>(table.size())));
+      out.push_back(CounterFamily("iotauth_exhook_session_evictions_total",
+                                  "ExHook sessions dropped because the table was full: those "
+                                  "clients' publishes and subscribes are refused until they "
+                                  "reconnect. Raise identity.exhook_max_sessions.",
+                                  static_cast<double>(table.evicted())));
     }
     return out;
   }
@@ -288,13 +283,10 @@ class AuditLogSize final : public prometheus::Collectable {
  public:
   explicit AuditLogSize(const audit::LogAuditStore* store) : store_(store) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::ClientMetric m;
-    m.gauge.value = static_cast<double>(store_->StoredBytes());
-    return {{"iotauth_audit_log_bytes",
-             "Bytes of audit events in the segment log (storage.audit_backend=log): what "
-             "audit.retention_max_bytes keeps under its budget.",
-             prometheus::MetricType::Gauge,
-             {m}}};
+    return {GaugeFamily("iotauth_audit_log_bytes",
+                        "Bytes of audit events in the segment log (storage.audit_backend=log): "
+                        "what audit.retention_max_bytes keeps under its budget.",
+                        static_cast<double>(store_->StoredBytes()))};
   }
 
  private:
@@ -307,14 +299,12 @@ class AuditRefusals final : public prometheus::Collectable {
  public:
   explicit AuditRefusals(const audit::AuditGate* gate) : gate_(gate) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::ClientMetric m;
-    m.counter.value = static_cast<double>(gate_->refused());
-    return {{"iotauth_audit_refused_calls_total",
-             "Calls refused UNAVAILABLE while the audit log could not record them "
-             "(audit.when_unwritable=refuse): authentications, audited authorizations, "
-             "registry mutations and secret reads, certificate operations.",
-             prometheus::MetricType::Counter,
-             {m}}};
+    return {CounterFamily("iotauth_audit_refused_calls_total",
+                          "Calls refused UNAVAILABLE while the audit log could not record them "
+                          "(audit.when_unwritable=refuse): authentications, audited "
+                          "authorizations, registry mutations and secret reads, certificate "
+                          "operations.",
+                          static_cast<double>(gate_->refused()))};
   }
 
  private:
@@ -329,9 +319,7 @@ class MirrorMetrics final : public prometheus::Collectable {
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     auto counter = [](const char* name, const char* help, int64_t value) {
-      prometheus::ClientMetric m;
-      m.counter.value = static_cast<double>(value);
-      return prometheus::MetricFamily{name, help, prometheus::MetricType::Counter, {m}};
+      return CounterFamily(name, help, static_cast<double>(value));
     };
     return {
         counter("iotauth_registry_mirror_applied_changes_total",

@@ -147,14 +147,19 @@ class CertificateServiceTest : public ::testing::Test {
     AddDevice("no-ca", false);
 
     resolver_.Set(static_cast<uint32_t>(Role::kAdmin));
+    auto svc = CertificateService::Create(ServiceOptions());
+    ASSERT_TRUE(svc.ok()) << svc.status();
+    svc_ = std::move(*svc);
+  }
+
+  // The fixture's collaborators.
+  CertificateService::Options ServiceOptions() {
     CertificateService::Options o;
     o.store = store_.get();
     o.clock = &clock_;
     o.audit = &audit_;
     o.caller_resolver = &resolver_;
-    auto svc = CertificateService::Create(o);
-    ASSERT_TRUE(svc.ok()) << svc.status();
-    svc_ = std::move(*svc);
+    return o;
   }
 
   void AddDevice(const std::string& id, bool ca_signed) {
@@ -364,11 +369,7 @@ TEST_F(CertificateServiceTest, IssuingCaIsGeneratedOnceAndRegisteredVerified) {
 
 TEST_F(CertificateServiceTest, RefusedWhileTheAuditLogCannotRecordIt) {
   audit::AuditGate gate;
-  CertificateService::Options o;
-  o.store = store_.get();
-  o.clock = &clock_;
-  o.audit = &audit_;
-  o.caller_resolver = &resolver_;
+  CertificateService::Options o = ServiceOptions();
   o.audit_gate = &gate;
   auto svc = CertificateService::Create(o);
   ASSERT_TRUE(svc.ok()) << svc.status();
@@ -685,11 +686,7 @@ TEST_F(CertificateServiceTest, TheCrlSizeLimitHoldsForTheStoredPem) {
   const std::string der(reinterpret_cast<char*>(der_bytes), static_cast<size_t>(der_len));
   OPENSSL_free(der_bytes);
 
-  CertificateService::Options o;
-  o.store = store_.get();
-  o.clock = &clock_;
-  o.audit = &audit_;
-  o.caller_resolver = &resolver_;
+  CertificateService::Options o = ServiceOptions();
   o.config.max_crl_bytes = der.size() + 16;
   auto small = CertificateService::Create(o);
   ASSERT_TRUE(small.ok()) << small.status();
