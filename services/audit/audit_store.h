@@ -185,6 +185,11 @@ class AuditStore {
   // retained start) up to `to_sequence` (0 = head) and reports the first bad
   // event. A non-OK status means the check could not run (I/O), not tampering.
   virtual absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) = 0;
+
+  // Bytes the log takes, for the iotauth_audit_log_bytes gauge (read at scrape
+  // time, from any thread): the segment log's committed segment bytes (what
+  // retention's max_bytes counts); the SQLite database and its WAL files.
+  virtual uint64_t StoredBytes() const = 0;
 };
 
 }  // namespace iotauth::audit

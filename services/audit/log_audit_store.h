@@ -119,7 +119,7 @@ class LogAuditStore final : public AuditStore {
 
   // Committed bytes in the segments (what retention's max_bytes counts; index files
   // and the active segment's preallocated zeros apart).
-  uint64_t StoredBytes() const;
+  uint64_t StoredBytes() const override;
 
   // Prepares an empty `dir` for a log that continues a chain after `anchor` (the
   // last event of a log whose earlier part is gone: a migrated, pruned log). The

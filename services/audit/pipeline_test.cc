@@ -105,6 +105,7 @@ class GatedStore final : public AuditStore {
   absl::StatusOr<VerifyResult> Verify(uint64_t from, uint64_t to) override {
     return inner_->Verify(from, to);
   }
+  uint64_t StoredBytes() const override { return inner_->StoredBytes(); }
 
  private:
   std::unique_ptr<AuditStore> inner_;

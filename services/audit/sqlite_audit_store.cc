@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -976,6 +977,15 @@ absl::StatusOr<VerifyResult> SqliteAuditStore::Verify(uint64_t from_sequence,
   std::unique_ptr<sqlite3, int (*)(sqlite3*)> closer(db, sqlite3_close);
   IOTAUTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db, /*write=*/false));
   return VerifyOn(db, from_sequence, to_sequence);
+}
+
+uint64_t SqliteAuditStore::StoredBytes() const {
+  uint64_t bytes = 0;
+  for (const std::string& path : {options_.path, options_.path + "-wal"}) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return bytes;
 }
 
 }  // namespace iotauth::audit

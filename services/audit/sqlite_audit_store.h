@@ -57,6 +57,10 @@ class SqliteAuditStore final : public AuditStore {
                                                                 absl::Time now) override;
   absl::StatusOr<uint64_t> PruneThrough(const CheckpointRecord& cut, absl::Time now) override;
   absl::StatusOr<VerifyResult> Verify(uint64_t from_sequence, uint64_t to_sequence) override;
+  // The database file and its WAL, as the file system sizes them (deleted rows
+  // leave free pages: the file does not shrink, which is why retention by bytes is
+  // refused here).
+  uint64_t StoredBytes() const override;
 
  private:
   SqliteAuditStore(Options options, sqlite3* writer, sqlite3* reader);

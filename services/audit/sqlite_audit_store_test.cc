@@ -1,6 +1,7 @@
 #include "services/audit/sqlite_audit_store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -146,6 +147,20 @@ TEST_F(StoreTest, AppendAssignsGapFreeSequencesAndChains) {
   ASSERT_TRUE(head.ok());
   EXPECT_EQ(head->sequence, 6u);
   EXPECT_EQ(head->hash, (*all)[5].hash());
+}
+
+TEST_F(StoreTest, StoredBytesIsTheDatabaseAndItsWal) {
+  Open();
+  const uint64_t empty = store_->StoredBytes();
+  EXPECT_GT(empty, 0u);  // the schema
+  AppendRange(1, 500);
+  const uint64_t filled = store_->StoredBytes();
+  EXPECT_GT(filled, empty + 500 * 100) << "500 events of some 200 bytes each";
+  struct stat db {};
+  struct stat wal {};
+  ASSERT_EQ(::stat(path_.c_str(), &db), 0);
+  const bool has_wal = ::stat((path_ + "-wal").c_str(), &wal) == 0;
+  EXPECT_EQ(filled, static_cast<uint64_t>(db.st_size) + (has_wal ? wal.st_size : 0));
 }
 
 TEST_F(StoreTest, YieldingWriterStillWritesOneGapFreeChain) {

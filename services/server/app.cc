@@ -277,20 +277,22 @@ class IdentityMetrics final : public prometheus::Collectable {
 // alert on: each is a resource the identity cache refuses because it could not be
 // read (a change that cannot be read, a device whose keys do not open); the logs name
 // them.
-// iotauth_audit_log_bytes: what the segment log holds, read at scrape time (what
-// audit.retention_max_bytes counts).
+// iotauth_audit_log_bytes: what the hosted audit log takes, read at scrape time
+// (with the segment log, what audit.retention_max_bytes counts).
 class AuditLogSize final : public prometheus::Collectable {
  public:
-  explicit AuditLogSize(const audit::LogAuditStore* store) : store_(store) {}
+  explicit AuditLogSize(const audit::AuditStore* store) : store_(store) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
     return {GaugeFamily("iotauth_audit_log_bytes",
-                        "Bytes of audit events in the segment log (storage.audit_backend=log): "
-                        "what audit.retention_max_bytes keeps under its budget.",
+                        "Bytes the audit log takes: the segment log's events (what "
+                        "audit.retention_max_bytes keeps under its budget), or the SQLite "
+                        "database and its WAL (storage.audit_backend=sqlite; the file does not "
+                        "shrink when retention deletes rows).",
                         static_cast<double>(store_->StoredBytes()))};
   }
 
  private:
-  const audit::LogAuditStore* store_;
+  const audit::AuditStore* store_;
 };
 
 // iotauth_audit_refused_calls_total: calls refused UNAVAILABLE because the audit log
@@ -674,9 +676,9 @@ class EmbeddedApp final : public App {
           return {store.status().code(),
                   absl::StrCat("audit log ", lo.dir, ": ", store.status().message())};
         }
-        audit_log_size_ = std::make_shared<AuditLogSize>(store->get());
         audit_store_ = std::move(*store);
       }
+      audit_log_size_ = std::make_shared<AuditLogSize>(audit_store_.get());
       audit::LocalAuditSink::Options po;
       po.store = audit_store_.get();
       po.clock = clock;
@@ -965,7 +967,7 @@ class EmbeddedApp final : public App {
   std::unique_ptr<AuditMetrics> audit_metrics_;
   std::shared_ptr<IdentityMetrics> identity_metrics_;  // identity only
   std::unique_ptr<audit::AuditStore> audit_store_;
-  // A hosted segment log only; declared after the store, so it goes first.
+  // A hosted audit log only; declared after the store, so it goes first.
   std::shared_ptr<AuditLogSize> audit_log_size_;
   audit::CommitNotifier notifier_;
   std::unique_ptr<audit::LocalAuditSink> local_sink_;

@@ -7,6 +7,7 @@ and the metrics; acknowledged writes surviving kill -9."""
 
 import base64
 import functools
+import glob
 import hashlib
 import hmac
 import json
@@ -389,6 +390,12 @@ class RetentionTest(unittest.TestCase):
             self.assertEqual(record["attributes"]["pruned_through_hash"], events[0]["prev_hash"])
             v = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {}))
             self.assertTrue(v.get("ok"), v)
+            # The gauge is the database and its WAL as they stand on disk.
+            on_disk = sum(os.path.getsize(p) for p in glob.glob(os.path.join(server.data_dir, "audit.db*"))
+                          if not p.endswith(("-shm", ".lock")))
+            size = h.metric_value(server.metrics(), "iotauth_audit_log_bytes")
+            self.assertGreater(size, 0)
+            self.assertLessEqual(size, on_disk)
         finally:
             self.assertEqual(server.stop(), 0)
 
