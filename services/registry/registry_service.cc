@@ -327,8 +327,8 @@ grpc::Status RegistryService::GetTenant(grpc::ServerContext* ctx, const v1::GetT
                                         v1::Tenant* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Tenant> r = [&]() -> absl::StatusOr<v1::Tenant> {
-    IOTAUTH_RETURN_IF_ERROR(req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                   : RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(
+        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     return options_.store->GetTenant(req->tenant_id(), SecretsFor(req->include_secrets()));
   }();
@@ -427,8 +427,8 @@ grpc::Status RegistryService::GetProduct(grpc::ServerContext* ctx, const v1::Get
                                          v1::Product* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Product> r = [&]() -> absl::StatusOr<v1::Product> {
-    IOTAUTH_RETURN_IF_ERROR(req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                   : RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(
+        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("product_key", req->product_key()));
     return options_.store->GetProduct(req->tenant_id(), req->product_key(),
@@ -555,8 +555,8 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
                                         v1::Device* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::Device> r = [&]() -> absl::StatusOr<v1::Device> {
-    IOTAUTH_RETURN_IF_ERROR(req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                   : RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(
+        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("device_id", req->device_id()));
     return options_.store->GetDevice(req->tenant_id(), req->device_id(),
@@ -574,8 +574,8 @@ grpc::Status RegistryService::GetDevice(grpc::ServerContext* ctx, const v1::GetD
 absl::Status RegistryService::DoBatchGetDevices(const Caller& caller,
                                                 const v1::BatchGetDevicesRequest& req,
                                                 v1::BatchGetDevicesResponse* resp) const {
-  IOTAUTH_RETURN_IF_ERROR(req.include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                : RequireRole(caller, Role::kReader));
+  IOTAUTH_RETURN_IF_ERROR(
+      RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
   if (req.ids_size() > kBatchGetMaxIds) {
     return absl::InvalidArgumentError(absl::StrCat("ids: ", req.ids_size(), " ids; at most ",
                                                    kBatchGetMaxIds, " per call: split them"));
@@ -857,8 +857,8 @@ grpc::Status RegistryService::GetEnrollmentGroup(grpc::ServerContext* ctx,
                                                  v1::EnrollmentGroup* resp) {
   Caller caller = ResolveCaller(ctx);
   absl::StatusOr<v1::EnrollmentGroup> r = [&]() -> absl::StatusOr<v1::EnrollmentGroup> {
-    IOTAUTH_RETURN_IF_ERROR(req->include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                   : RequireRole(caller, Role::kReader));
+    IOTAUTH_RETURN_IF_ERROR(
+        RequireRole(caller, req->include_secrets() ? Role::kAdmin : Role::kReader));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req->tenant_id()));
     IOTAUTH_RETURN_IF_ERROR(ValidateId("group_id", req->group_id()));
     return options_.store->GetEnrollmentGroup(req->tenant_id(), req->group_id(),
@@ -1233,8 +1233,8 @@ absl::Status RegistryService::DoExportDevices(const Caller& caller,
                                               const v1::ExportDevicesRequest& req,
                                               Sink<v1::Device>& sink,
                                               std::vector<std::string>* unreadable_out) const {
-  IOTAUTH_RETURN_IF_ERROR(req.include_secrets() ? RequireRoleAudited(caller, Role::kAdmin)
-                                                : RequireRole(caller, Role::kReader));
+  IOTAUTH_RETURN_IF_ERROR(
+      RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
   IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   PageRequest page;
   page.page_size = 500;

@@ -53,9 +53,10 @@ class RegistryService final : public v1::DeviceRegistry::Service {
     // FAILED_PRECONDITION.
     std::shared_ptr<const SecretBox> secret_box;
     // Optional (audit.when_unwritable=refuse): while the audit log cannot record
-    // them, every call that writes an audit event (mutations, and reads of secrets
-    // by callers outside the process) is UNAVAILABLE before it acts. Must outlive
-    // the service.
+    // them, mutations are UNAVAILABLE before they act. Reads are answered, reads of
+    // secrets too (their events are lost, counted in the GAP): the identity mirror
+    // reads a device's keys with every change to it, and refusing it would hold
+    // back disables and key changes from Authenticate. Must outlive the service.
     const audit::AuditGate* audit_gate = nullptr;
   };
 
@@ -216,9 +217,9 @@ class RegistryService final : public v1::DeviceRegistry::Service {
       : options_(std::move(options)), watch_slots_(options_.max_watch_streams) {}
 
   Caller ResolveCaller(grpc::ServerContext* ctx) const;
-  // RequireRole for a call that writes an audit event, then the audit gate; an
-  // internal caller passes the gate (the call that led to it was admitted, and the
-  // identity mirror's reads are not audited).
+  // RequireRole for a mutation, then the audit gate. An internal caller passes the
+  // gate: its call comes from one that was admitted (a device registered by its
+  // first connect, through an Authenticate the gate let in).
   absl::Status RequireRoleAudited(const Caller& caller, Role role) const;
   // The audit record of an export with secrets (none without).
   void AuditExport(const Caller& caller, const v1::ExportDevicesRequest& req, const absl::Status& s,

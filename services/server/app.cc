@@ -304,8 +304,7 @@ class AuditRefusals final : public prometheus::Collectable {
     return {CounterFamily("iotauth_audit_refused_calls_total",
                           "Calls refused UNAVAILABLE while the audit log could not record them "
                           "(audit.when_unwritable=refuse): authentications, audited "
-                          "authorizations, registry mutations and secret reads, certificate "
-                          "operations.",
+                          "authorizations, registry mutations, certificate operations.",
                           static_cast<double>(gate_->refused()))};
   }
 
