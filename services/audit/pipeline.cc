@@ -244,7 +244,10 @@ void LocalAuditSink::Enqueue(absl::string_view encoded, bool fresh) {
     auto has_room = [this, capacity]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stopping_ || queue_.events.size() < capacity;
     };
-    if (!has_room() && options_.full_queue_policy == FullQueuePolicy::kBlock) {
+    // Waiting helps only while the writer drains the queue: while the store refuses
+    // commits it does not, and every call would wait out block_timeout for the
+    // whole outage. A full queue then drops at once.
+    if (!has_room() && options_.full_queue_policy == FullQueuePolicy::kBlock && stats_.writable) {
       mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.block_timeout);
     }
     if (stopping_ || queue_.events.size() >= capacity) {

@@ -87,7 +87,8 @@ class LocalAuditSink final : public AuditSink {
  public:
   enum class FullQueuePolicy {
     kDrop,   // Record() never waits: a full queue drops the event
-    kBlock,  // Record() waits up to `block_timeout` for room, then drops
+    kBlock,  // Record() waits up to `block_timeout` for room, then drops; while the
+             // log is unwritable (Stats().writable false) it drops at once
   };
 
   struct Options {

@@ -414,6 +414,34 @@ TEST_F(PipelineTest, ReportsOnceThatItLosesEventsAndOnceThatItStopped) {
   EXPECT_EQ(all[2].event_id(), "e6");
 }
 
+TEST_F(PipelineTest, AFullQueueDropsAtOnceWhileTheStoreRefuses) {
+  // Waiting for room helps only while the writer drains the queue. A block that
+  // outlasts the test's timeout shows what it was before: every call waited it out
+  // for the whole outage.
+  options_.queue_capacity = 2;
+  options_.full_queue_policy = LocalAuditSink::FullQueuePolicy::kBlock;
+  options_.block_timeout = absl::Hours(1);
+  options_.retry_backoff = absl::Milliseconds(1);
+  options_.max_commit_attempts = 2;
+  Start();
+  store_->FailNext(1 << 30);
+  sink_->Record(Event(1));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (sink_->Stats().writable && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_FALSE(sink_->Stats().writable);
+  const uint64_t dropped = sink_->Stats().dropped;
+  for (int i = 2; i <= 11; ++i) sink_->Record(Event(i));  // returns: no hour-long waits
+  // At most the queue's 2 and one batch in the writer's hands were not dropped.
+  EXPECT_GE(sink_->Stats().dropped, dropped + 7);
+
+  store_->FailNext(0);  // writable again: blocking as before
+  sink_->Record(Event(12));
+  ASSERT_TRUE(sink_->Flush(absl::Seconds(10)));
+  EXPECT_TRUE(sink_->Stats().writable);
+}
+
 // ---------------------------------------------------------------------------
 // The shutdown spool.
 

@@ -160,7 +160,10 @@ void RemoteAuditSink::Record(v1::AuditEvent&& event) {
     auto has_room = [this, capacity]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stopping_ || pending_.size() < capacity;
     };
-    if (!has_room() && options_.full_queue_policy == LocalAuditSink::FullQueuePolicy::kBlock) {
+    // As LocalAuditSink: once events are being lost (the resend queue stayed full)
+    // a full queue drops at once instead of making every call wait block_timeout.
+    if (!has_room() && options_.full_queue_policy == LocalAuditSink::FullQueuePolicy::kBlock &&
+        stats_.writable) {
       mu_.AwaitWithTimeout(absl::Condition(&has_room), options_.block_timeout);
     }
     if (stopping_ || pending_.size() >= capacity) {

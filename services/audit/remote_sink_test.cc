@@ -136,9 +136,14 @@ class RemoteSinkTest : public ::testing::Test {
   }
   void StartSink(std::shared_ptr<grpc::Channel> channel, size_t capacity = 1000,
                  absl::Duration ack_timeout = absl::Seconds(30),
-                 AuditPipelineObserver* observer = nullptr) {
+                 AuditPipelineObserver* observer = nullptr,
+                 absl::Duration block_timeout = absl::ZeroDuration()) {
     RemoteAuditSink::Options o;
     o.observer = observer;
+    if (block_timeout > absl::ZeroDuration()) {
+      o.full_queue_policy = LocalAuditSink::FullQueuePolicy::kBlock;
+      o.block_timeout = block_timeout;
+    }
     o.ack_timeout = ack_timeout;
     o.channel = std::move(channel);
     o.max_batch = 10;
@@ -302,6 +307,27 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
   EXPECT_TRUE(seen[1].first);
   EXPECT_TRUE(seen[1].second.ok());
   sink_.reset();  // before `changes`, which it reports to
+}
+
+TEST_F(RemoteSinkTest, OnceEventsAreLostAFullQueueDropsWithoutWaiting) {
+  int port = 0;
+  server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+  ASSERT_GT(port, 0);
+  server_->Shutdown();
+  server_.reset();
+  // Blocking policy, 300 ms: the first event past the queue waits that long and is
+  // dropped, which makes the sink unwritable; the ten after it drop at once (they
+  // took 3 s before, and every call of an outage waited the same).
+  StartSink(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()),
+      /*capacity=*/5, absl::Seconds(30), nullptr, absl::Milliseconds(300));
+  for (int i = 0; i < 6; ++i) sink_->Record(Event(i));
+  ASSERT_EQ(sink_->Stats().dropped, 1u);
+  ASSERT_FALSE(sink_->Stats().writable);
+  const absl::Time start = absl::Now();
+  for (int i = 6; i < 16; ++i) sink_->Record(Event(i));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(sink_->Stats().dropped, 11u);
 }
 
 TEST_F(RemoteSinkTest, ShutdownGivesUpAfterTheDeadline) {
