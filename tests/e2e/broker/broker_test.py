@@ -557,5 +557,101 @@ class PluginCertificateRenewalTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0, server.log())
             shutil.rmtree(tmp, ignore_errors=True)
 
+class AuditRefuseTest(unittest.TestCase):
+    """audit.when_unwritable=refuse through a real broker: while the server's audit
+    log refuses writes (a file size limit put on it), a device's connect is
+    refused (CONNACK 5), not let through unrecorded; once writes succeed the device
+    connects again (after the plugin's fail-fast window)."""
+
+    def test_connect_refused_while_the_audit_log_cannot_record(self):
+        import resource
+        if not os.path.exists(MOSQUITTO):
+            self.skipTest("Debian's mosquitto is not installed")
+        self.tmp = tempfile.mkdtemp(prefix="iotauth-broker-refuse-")
+        self.pki = Pki(self.tmp)
+        self.pki.leaf("plain", "unreg-ca", "plain-device")
+        server = h.Server(args=["--set=audit.when_unwritable=refuse"], log_through_pipe=True).start()
+        self.broker = None
+        try:
+            admin, gateway = server.channel("admin"), server.channel("gateway")
+            h.call(admin, REG + "CreateTenant", {"tenant": {"id": TENANT, "hub_host": HUB}})
+            h.call(admin, REG + "CreateProduct", {"product": {
+                "tenant_id": TENANT, "product_key": PRODUCT,
+                "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+            key = base64.b64encode(os.urandom(32)).decode()
+            h.call(admin, REG + "CreateDevice", {"device": {
+                "tenant_id": TENANT, "device_id": "d9", "product_key": PRODUCT,
+                "status": "DEVICE_STATUS_ENABLED",
+                "credentials": {"symmetric_key": {"primary_key": key, "secondary_key": key}}}})
+            self.broker = Broker(self.tmp, self.pki, server, h.runfile("clients/mosquitto/libiotauth_mosquitto.so"))
+            expiry = int(time.time()) + 3600
+
+            def connect():
+                # A new expiry each time: a new token, so the plugin's decision cache
+                # cannot answer for iotauth.
+                nonlocal expiry
+                expiry += 1
+                return Device(self, "d9", "%s/d9/?api-version=2021-04-12" % HUB,
+                              sas_token(HUB, "d9", key, expiry))
+
+            def writable():
+                return h.metric_value(server.metrics(), "iotauth_audit_writable")
+
+            deadline = time.time() + 10
+            while True:  # the mirror has the device within a second
+                d = connect()
+                d.close()
+                if d.rc == 0:
+                    break
+                self.assertLess(time.time(), deadline, "d9 never connected:\n" + self.broker.log()[-2000:])
+                time.sleep(0.2)
+
+            limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+            try:
+                deadline = time.time() + 30
+                i = 0
+                while writable() != 0:  # decisions until the loss is reported
+                    self.assertLess(time.time(), deadline, "the audit log was not reported unwritable")
+                    try:
+                        h.call(gateway, AUTH, {"tenant_id": TENANT, "request_id": "fill-%d" % i,
+                                               "connect": {"client_id": "ghost", "username": "x", "password": "eA=="}})
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                        break
+                    i += 1
+                    time.sleep(0.05)
+                mark = self.broker.log_size()
+                d = connect()
+                d.close()
+                self.assertEqual(d.rc, 5, "connected while the audit log could not record it")
+                self.assertIn("iotauth: connect of client 'd9' denied: iotauth error: UNAVAILABLE",
+                              self.broker.log(since=mark))
+                self.assertGreaterEqual(
+                    h.metric_value(server.metrics(), "iotauth_audit_refused_calls_total"), 1)
+            finally:
+                resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
+            deadline = time.time() + 30
+            while writable() != 1:
+                self.assertLess(time.time(), deadline, "the audit log not writable again")
+                time.sleep(0.1)
+            lifted = time.time()
+            deadline = lifted + 40  # the plugin's fail-fast window is at most 30 s
+            while True:
+                d = connect()
+                d.close()
+                if d.rc == 0:
+                    break
+                self.assertLess(time.time(), deadline, "d9 not let in again:\n" + self.broker.log()[-2000:])
+                time.sleep(0.2)
+            print("connect refused while the audit log could not record it; let in again %.1fs after "
+                  "the log recovered" % (time.time() - lifted))
+        finally:
+            if self.broker:
+                self.broker.stop()
+            self.assertEqual(server.stop(), 0, server.log())
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
