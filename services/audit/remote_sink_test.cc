@@ -155,6 +155,14 @@ class RemoteSinkTest : public ::testing::Test {
     ASSERT_TRUE(sink.ok()) << sink.status();
     sink_ = std::move(*sink);
   }
+  // A port the audit service listened on and no longer does (a server gone).
+  int FreedPort() {
+    int port = 0;
+    server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+    server_->Shutdown();
+    server_.reset();
+    return port;
+  }
   std::vector<v1::AuditEvent> Stored() {
     auto r = store_->ReadAfter(0, 100000);
     EXPECT_TRUE(r.ok());
@@ -262,11 +270,8 @@ TEST_F(RemoteSinkTest, AbandonsAStreamWhoseAcksNeverCome) {
 }
 
 TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
-  int port = 0;
-  server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+  const int port = FreedPort();
   ASSERT_GT(port, 0);
-  server_->Shutdown();
-  server_.reset();
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
@@ -310,11 +315,8 @@ TEST_F(RemoteSinkTest, SurvivesServerDownAndRecordsOverflowAsGap) {
 }
 
 TEST_F(RemoteSinkTest, OnceEventsAreLostAFullQueueDropsWithoutWaiting) {
-  int port = 0;
-  server_ = StartServer(service_.get(), "127.0.0.1:0", &port);
+  const int port = FreedPort();
   ASSERT_GT(port, 0);
-  server_->Shutdown();
-  server_.reset();
   // Blocking policy, 300 ms: the first event past the queue waits that long and is
   // dropped, which makes the sink unwritable; the ten after it drop at once (they
   // took 3 s before, and every call of an outage waited the same).

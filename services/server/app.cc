@@ -273,10 +273,6 @@ class IdentityMetrics final : public prometheus::Collectable {
   std::shared_ptr<const gateway::ExHookHandler> exhook_;
 };
 
-// The registry mirror's counters, read at scrape time. failed_closed is the one to
-// alert on: each is a resource the identity cache refuses because it could not be
-// read (a change that cannot be read, a device whose keys do not open); the logs name
-// them.
 // iotauth_audit_log_bytes: what the hosted audit log takes, read at scrape time
 // (with the segment log, what audit.retention_max_bytes counts).
 class AuditLogSize final : public prometheus::Collectable {
@@ -312,6 +308,10 @@ class AuditRefusals final : public prometheus::Collectable {
   const audit::AuditGate* gate_;
 };
 
+// The registry mirror's counters, read at scrape time. failed_closed is the one to
+// alert on: each is a resource the identity cache refuses because it could not be
+// read (a change that cannot be read, a device whose keys do not open); the logs name
+// them.
 class MirrorMetrics final : public prometheus::Collectable {
  public:
   MirrorMetrics(std::shared_ptr<const identity::RegistryMirror> mirror,

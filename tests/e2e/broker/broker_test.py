@@ -49,6 +49,21 @@ def sas_token(hub, device, key_b64, expiry):
     return "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), expiry)
 
 
+def register_sas_device(admin, device_id):
+    """The tenant, a SAS-only product and one enabled device with a random key, on a
+    fresh server, through an `admin` channel. Returns the key."""
+    h.call(admin, REG + "CreateTenant", {"tenant": {"id": TENANT, "hub_host": HUB}})
+    h.call(admin, REG + "CreateProduct", {"product": {
+        "tenant_id": TENANT, "product_key": PRODUCT,
+        "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+    key = base64.b64encode(os.urandom(32)).decode()
+    h.call(admin, REG + "CreateDevice", {"device": {
+        "tenant_id": TENANT, "device_id": device_id, "product_key": PRODUCT,
+        "status": "DEVICE_STATUS_ENABLED",
+        "credentials": {"symmetric_key": {"primary_key": key, "secondary_key": key}}}})
+    return key
+
+
 def triple(product_key, device, secret, client_id, ts_ms):
     content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (client_id, device, product_key, ts_ms)
     pw = hmac.new(secret.encode(), content.encode(), hashlib.sha256).hexdigest()
@@ -508,16 +523,7 @@ class PluginCertificateRenewalTest(unittest.TestCase):
         port = free_port()
         address = ["--set=grpc.address=127.0.0.1:%d" % port]
         server = h.Server(args=address).start()
-        admin = server.channel("admin")
-        h.call(admin, REG + "CreateTenant", {"tenant": {"id": TENANT, "hub_host": HUB}})
-        h.call(admin, REG + "CreateProduct", {"product": {
-            "tenant_id": TENANT, "product_key": PRODUCT,
-            "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
-        key = base64.b64encode(os.urandom(32)).decode()
-        h.call(admin, REG + "CreateDevice", {"device": {
-            "tenant_id": TENANT, "device_id": "r1", "product_key": PRODUCT,
-            "status": "DEVICE_STATUS_ENABLED",
-            "credentials": {"symmetric_key": {"primary_key": key, "secondary_key": key}}}})
+        key = register_sas_device(server.channel("admin"), "r1")
         # The plugin starts with a certificate iotauth knows but that lacks the
         # gateway role (the reader's), as an expired or wrong one would be refused.
         live_cert, live_key = os.path.join(tmp, "plugin.pem"), os.path.join(tmp, "plugin.key")
@@ -573,16 +579,8 @@ class AuditRefuseTest(unittest.TestCase):
         server = h.Server(args=["--set=audit.when_unwritable=refuse"], log_through_pipe=True).start()
         self.broker = None
         try:
-            admin, gateway = server.channel("admin"), server.channel("gateway")
-            h.call(admin, REG + "CreateTenant", {"tenant": {"id": TENANT, "hub_host": HUB}})
-            h.call(admin, REG + "CreateProduct", {"product": {
-                "tenant_id": TENANT, "product_key": PRODUCT,
-                "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
-            key = base64.b64encode(os.urandom(32)).decode()
-            h.call(admin, REG + "CreateDevice", {"device": {
-                "tenant_id": TENANT, "device_id": "d9", "product_key": PRODUCT,
-                "status": "DEVICE_STATUS_ENABLED",
-                "credentials": {"symmetric_key": {"primary_key": key, "secondary_key": key}}}})
+            gateway = server.channel("gateway")
+            key = register_sas_device(server.channel("admin"), "d9")
             self.broker = Broker(self.tmp, self.pki, server, h.runfile("clients/mosquitto/libiotauth_mosquitto.so"))
             expiry = int(time.time()) + 3600
 
@@ -597,14 +595,17 @@ class AuditRefuseTest(unittest.TestCase):
             def writable():
                 return h.metric_value(server.metrics(), "iotauth_audit_writable")
 
-            deadline = time.time() + 10
-            while True:  # the mirror has the device within a second
-                d = connect()
-                d.close()
-                if d.rc == 0:
-                    break
-                self.assertLess(time.time(), deadline, "d9 never connected:\n" + self.broker.log()[-2000:])
-                time.sleep(0.2)
+            def connects_within(seconds, what):
+                deadline = time.time() + seconds
+                while True:
+                    d = connect()
+                    d.close()
+                    if d.rc == 0:
+                        return
+                    self.assertLess(time.time(), deadline, "%s:\n%s" % (what, self.broker.log()[-2000:]))
+                    time.sleep(0.2)
+
+            connects_within(10, "d9 never connected")  # the mirror has it within a second
 
             limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
             resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))
@@ -636,14 +637,7 @@ class AuditRefuseTest(unittest.TestCase):
                 self.assertLess(time.time(), deadline, "the audit log not writable again")
                 time.sleep(0.1)
             lifted = time.time()
-            deadline = lifted + 40  # the plugin's fail-fast window is at most 30 s
-            while True:
-                d = connect()
-                d.close()
-                if d.rc == 0:
-                    break
-                self.assertLess(time.time(), deadline, "d9 not let in again:\n" + self.broker.log()[-2000:])
-                time.sleep(0.2)
+            connects_within(40, "d9 not let in again")  # the plugin's fail-fast window: 30 s at most
             print("connect refused while the audit log could not record it; let in again %.1fs after "
                   "the log recovered" % (time.time() - lifted))
         finally:
