@@ -23,6 +23,8 @@
 #include "proto/iotauth/identity/v1/certificates.grpc.pb.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
+#include "services/common/error_info.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::cli {
 namespace {
@@ -166,6 +168,11 @@ class FakeIdentity final : public iv1::IdentityService::Service {
  public:
   grpc::Status Authenticate(grpc::ServerContext* /*context*/, const iv1::AuthenticateRequest* req,
                             iv1::AuthenticateResponse* resp) override {
+    if (req->connect().password() == "while-the-audit-log-is-unwritable") {
+      return ToGrpcStatus(
+          WithErrorReason(absl::UnavailableError("audit: the audit log cannot record this call"),
+                          "AUDIT_UNWRITABLE"));
+    }
     if (req->connect().password() == "good") {
       resp->set_decision(iv1::DECISION_ALLOW);
       resp->mutable_identity()->set_device_id(req->connect().client_id());
@@ -488,6 +495,22 @@ TEST_F(CliTest, AuthenticateExitCodes) {
   EXPECT_EQ(err_.str().find("wrong-password"), std::string::npos);
   // Two credential sources at once.
   EXPECT_EQ(Run({"authenticate", "--sas_token", "x", "--password", "p"}), kExitUsage);
+}
+
+TEST_F(CliTest, AnErrorsStableReasonIsShownWithItsOwnHint) {
+  // UNAVAILABLE from a server that is up (it refuses what its audit log cannot
+  // record): the reason is shown, and the hint is not "is the server running?".
+  ASSERT_EQ(Run({"authenticate", "--client_id", "d1", "--username", "u", "--password",
+                 "while-the-audit-log-is-unwritable"}),
+            kExitRpcError);
+  EXPECT_TRUE(absl::StrContains(err_.str(), "UNAVAILABLE: audit: the audit log cannot record"))
+      << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "\nreason: AUDIT_UNWRITABLE\n")) << err_.str();
+  EXPECT_TRUE(absl::StrContains(err_.str(), "iotauth_audit_writable")) << err_.str();
+  EXPECT_FALSE(absl::StrContains(err_.str(), "is the server running")) << err_.str();
+  // An error without a reason has no reason line.
+  EXPECT_EQ(Run({"device", "get", "nope", "--tenant", "t"}), kExitRpcError);
+  EXPECT_FALSE(absl::StrContains(err_.str(), "reason:")) << err_.str();
 }
 
 TEST_F(CliTest, HealthServing) {

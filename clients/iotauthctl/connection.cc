@@ -4,9 +4,12 @@
 
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/error_info.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::cli {
 
@@ -259,8 +262,16 @@ int ReportRpcError(const Invocation& inv, const grpc::Status& status, absl::stri
                    const ConnectionSettings& settings) {
   inv.err() << "error: " << rpc << ": " << StatusCodeName(status.error_code());
   if (!status.error_message().empty()) inv.err() << ": " << status.error_message();
-  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
-      !absl::StrContains(status.error_message(), "etag")) {
+  // The stable reason (google.rpc.ErrorInfo in the details), for scripts to match.
+  const std::string reason = ErrorReason(FromGrpcStatus(status));
+  if (!reason.empty()) inv.err() << "\nreason: " << reason;
+  if (reason == "AUDIT_UNWRITABLE") {
+    // UNAVAILABLE, but the server is up: its audit log cannot record the call.
+    inv.err() << "\nhint: the server is running but refuses calls its audit log cannot "
+                 "record (audit.when_unwritable=refuse): retry once iotauth_audit_writable "
+                 "is 1 again; operators free space or fix the audit store.\n";
+  } else if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+             reason != "ETAG_MISMATCH" && !absl::StrContains(status.error_message(), "etag")) {
     // Not a concurrent change: the server's message says which state is missing.
     inv.err() << "\nhint: the resource is not in the state this call needs; do what the "
                  "message above says first.\n";

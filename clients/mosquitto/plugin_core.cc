@@ -1,11 +1,13 @@
 #include "clients/mosquitto/plugin_core.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "clients/mosquitto/topic_match.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 
 namespace iotauth::mosquitto {
 
@@ -143,6 +145,13 @@ Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
   absl::MutexLock lock(&mu_);
   if (!resp.ok()) {
     ++stats_.rpc_failures;
+    // An error with iotauth's reason came from iotauth itself (say, AUDIT_UNWRITABLE
+    // while its audit log cannot record): it is reachable, so no fail-fast window;
+    // the next CONNECT asks again and is let in as soon as iotauth admits it.
+    if (std::string reason = ErrorReason(resp.status()); !reason.empty()) {
+      consecutive_unreachable_ = 0;
+      return {false, absl::StrCat("iotauth refused: ", reason)};
+    }
     const absl::StatusCode code = resp.status().code();
     if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
       // Each probe that finds iotauth still unreachable may have held the broker's

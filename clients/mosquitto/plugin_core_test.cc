@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
+#include "services/common/error_info.h"
 
 namespace iotauth::mosquitto {
 namespace {
@@ -148,6 +149,37 @@ TEST_F(PluginCoreTest, FailFastWindowDoublesWhileUnreachableAndResetsOnAnAnswer)
   clock_.Advance(absl::Seconds(1));
   state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
   EXPECT_TRUE(core_->OnBasicAuth(Attempt()).allow);
+  EXPECT_EQ(state_.requests.size(), calls + 1);
+}
+
+TEST_F(PluginCoreTest, ARefusalFromIotauthIsNotAnOutage) {
+  // iotauth answered, refusing what its audit log cannot record (a stable reason
+  // in the error's details): the CONNECT is refused, but no fail-fast window opens,
+  // so the device is let in on its next CONNECT once iotauth admits it.
+  state_.next = WithErrorReason(absl::UnavailableError("audit log unwritable"), "AUDIT_UNWRITABLE");
+  const Decision refused = core_->OnBasicAuth(Attempt());
+  EXPECT_FALSE(refused.allow);
+  EXPECT_EQ(refused.reason, "iotauth refused: AUDIT_UNWRITABLE");
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  EXPECT_TRUE(core_->OnBasicAuth(Attempt()).allow) << "no clock advance: asked again at once";
+  EXPECT_EQ(state_.requests.size(), 2u);
+  EXPECT_EQ(core_->stats().rpc_failures, 1u);
+
+  // A refusal also ends an earlier outage's doubling: the next outage starts at
+  // failure_backoff again.
+  state_.next = absl::UnavailableError("down");
+  ASSERT_FALSE(core_->OnBasicAuth(Attempt(2, "t2")).allow);
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_FALSE(core_->OnBasicAuth(Attempt(2, "t2")).allow);  // window now 2 s
+  clock_.Advance(absl::Seconds(2));
+  state_.next = WithErrorReason(absl::UnavailableError("refused"), "AUDIT_UNWRITABLE");
+  ASSERT_FALSE(core_->OnBasicAuth(Attempt(2, "t2")).allow);
+  state_.next = absl::UnavailableError("down");
+  ASSERT_FALSE(core_->OnBasicAuth(Attempt(2, "t2")).allow);
+  const size_t calls = state_.requests.size();
+  clock_.Advance(absl::Seconds(1));
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::ZeroDuration());
+  EXPECT_TRUE(core_->OnBasicAuth(Attempt(2, "t2")).allow) << "window back to 1 s";
   EXPECT_EQ(state_.requests.size(), calls + 1);
 }
 

@@ -18,14 +18,16 @@
 
 #include "absl/base/optimization.h"
 #include "absl/status/status.h"
-#include "absl/strings/cord.h"
 #include "absl/strings/string_view.h"
+#include "services/common/error_info.h"
 
 namespace iotauth::audit {
 
 class AuditGate {
  public:
-  static constexpr absl::string_view kRefusalPayloadUrl = "iotauth.dev/audit-gate-refusal";
+  // The refusal's stable reason (google.rpc.ErrorInfo in the error's details):
+  // callers tell "iotauth is up but refuses" from "iotauth is unreachable" by it.
+  static constexpr absl::string_view kRefusalReason = "AUDIT_UNWRITABLE";
 
   // Open until SetWritable(false).
   AuditGate() = default;
@@ -49,17 +51,17 @@ class AuditGate {
 
   // What a refused call is answered.
   static absl::Status UnwritableError() {
-    absl::Status s = absl::UnavailableError(
-        "audit: the audit log cannot record this call, so it is refused "
-        "(audit.when_unwritable=refuse); retry once iotauth_audit_writable is 1 again. "
-        "Operators: free space or fix the audit store, or bring the audit service back");
-    s.SetPayload(kRefusalPayloadUrl, absl::Cord("AUDIT_UNWRITABLE"));
-    return s;
+    return WithErrorReason(
+        absl::UnavailableError(
+            "audit: the audit log cannot record this call, so it is refused "
+            "(audit.when_unwritable=refuse); retry once iotauth_audit_writable is 1 again. "
+            "Operators: free space or fix the audit store, or bring the audit service back"),
+        kRefusalReason);
   }
   // True for UnwritableError: a producer that records its outcomes skips the event
   // of a call the gate refused (it did nothing, and the log could not take it).
   static bool IsRefusal(const absl::Status& s) {
-    return s.code() == absl::StatusCode::kUnavailable && s.GetPayload(kRefusalPayloadUrl);
+    return s.code() == absl::StatusCode::kUnavailable && ErrorReason(s) == kRefusalReason;
   }
 
  private:

@@ -6,6 +6,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "services/common/error_info.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::audit {
 namespace {
@@ -26,6 +28,20 @@ TEST(AuditGateTest, AdmitsUntilTheLogIsUnwritableAndAgainOnceItIsWritable) {
   gate.SetWritable(true);
   EXPECT_TRUE(gate.Admit().ok());
   EXPECT_EQ(gate.refused(), 2u);  // admitted calls are not counted
+}
+
+TEST(AuditGateTest, ARefusalCarriesAStableReasonAcrossProcesses) {
+  AuditGate gate;
+  gate.SetWritable(false);
+  const absl::Status refused = gate.Admit();
+  EXPECT_EQ(ErrorReason(refused), "AUDIT_UNWRITABLE");
+  EXPECT_TRUE(AuditGate::IsRefusal(refused));
+  // A caller in another process (the Mosquitto plugin, the split-mode services)
+  // tells the refusal from an unreachable server by the reason in the details.
+  EXPECT_TRUE(AuditGate::IsRefusal(FromGrpcStatus(ToGrpcStatus(refused), "Authenticate")));
+  EXPECT_FALSE(AuditGate::IsRefusal(absl::UnavailableError("connection refused")));
+  EXPECT_FALSE(AuditGate::IsRefusal(
+      WithErrorReason(absl::InternalError("wrong code"), AuditGate::kRefusalReason)));
 }
 
 TEST(AuditGateTest, NoGateAdmitsEverything) {

@@ -1,6 +1,9 @@
 #include "services/common/grpc_status.h"
 
+#include "absl/strings/cord.h"
 #include "gtest/gtest.h"
+#include "proto/google/rpc/status.pb.h"
+#include "services/common/error_info.h"
 
 namespace iotauth {
 namespace {
@@ -10,6 +13,7 @@ TEST(GrpcStatusTest, CodesAndMessagesMapBothWays) {
   const grpc::Status g = ToGrpcStatus(denied);
   EXPECT_EQ(g.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(g.error_message(), "needs the admin role");
+  EXPECT_TRUE(g.error_details().empty());
   EXPECT_EQ(FromGrpcStatus(g), denied);
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
   EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK, "GetTenant").ok());
@@ -19,6 +23,60 @@ TEST(GrpcStatusTest, TheCallNamePrefixesTheMessage) {
   const absl::Status s = FromGrpcStatus(
       grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"), "GetTenant");
   EXPECT_EQ(s, absl::UnavailableError("GetTenant: connection refused"));
+}
+
+TEST(GrpcStatusTest, TheReasonTravelsAsGoogleRpcStatusDetails) {
+  const absl::Status refused =
+      WithErrorReason(absl::UnavailableError("audit log unwritable"), "AUDIT_UNWRITABLE");
+  const grpc::Status g = ToGrpcStatus(refused);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(g.error_message(), "audit log unwritable");
+
+  // What any gRPC client reads from grpc-status-details-bin.
+  google::rpc::Status wire;
+  ASSERT_TRUE(wire.ParseFromString(g.error_details()));
+  EXPECT_EQ(wire.code(), 14);
+  EXPECT_EQ(wire.message(), "audit log unwritable");
+  ASSERT_EQ(wire.details_size(), 1);
+  EXPECT_EQ(wire.details(0).type_url(), "type.googleapis.com/google.rpc.ErrorInfo");
+
+  const absl::Status back = FromGrpcStatus(g, "Authenticate");
+  EXPECT_EQ(back.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(back.message(), "Authenticate: audit log unwritable");
+  EXPECT_EQ(ErrorReason(back), "AUDIT_UNWRITABLE");
+}
+
+TEST(GrpcStatusTest, PayloadsThatAreNotAnyMessagesStayInTheProcess) {
+  absl::Status s = absl::InternalError("x");
+  s.SetPayload("internal.example/marker", absl::Cord("not for the wire"));
+  const grpc::Status g = ToGrpcStatus(s);
+  EXPECT_TRUE(g.error_details().empty());
+  EXPECT_FALSE(FromGrpcStatus(g).GetPayload("internal.example/marker").has_value());
+}
+
+TEST(GrpcStatusTest, UnreadableDetailsFromAPeerGiveNoReason) {
+  const absl::Status s =
+      FromGrpcStatus(grpc::Status(grpc::StatusCode::INTERNAL, "boom", std::string("\xff\xff", 2)));
+  EXPECT_EQ(s, absl::InternalError("boom"));
+  EXPECT_EQ(ErrorReason(s), "");
+
+  google::rpc::Status other;  // a detail in another domain, and a non-Any URL
+  google::protobuf::Any* any = other.add_details();
+  any->set_type_url("example.com/x");
+  any->set_value("v");
+  const absl::Status t =
+      FromGrpcStatus(grpc::Status(grpc::StatusCode::INTERNAL, "boom", other.SerializeAsString()));
+  EXPECT_FALSE(t.GetPayload("example.com/x").has_value());
+}
+
+TEST(ErrorInfoTest, ReasonsAreIotauthsOnly) {
+  EXPECT_TRUE(WithErrorReason(absl::OkStatus(), "X").ok());
+  EXPECT_EQ(ErrorReason(absl::NotFoundError("x")), "");
+  EXPECT_EQ(ErrorReason(WithErrorReason(absl::NotFoundError("x"), "NOT_FOUND")), "NOT_FOUND");
+
+  absl::Status garbled = absl::NotFoundError("x");
+  garbled.SetPayload(kErrorInfoTypeUrl, absl::Cord(std::string("\xff\x01", 2)));
+  EXPECT_EQ(ErrorReason(garbled), "");
 }
 
 }  // namespace

@@ -2,16 +2,16 @@
 
 #include <openssl/crypto.h>
 
+#include <utility>
+
 #include "absl/strings/ascii.h"
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/common/ids.h"
 
 namespace iotauth::registry {
 namespace {
-
-constexpr char kReasonPayloadUrl[] = "type.iotauth.dev/registry.reason";
 
 std::string ReasonForField(absl::string_view field) {
   size_t dot = field.rfind('.');
@@ -30,14 +30,13 @@ std::string ReasonForField(absl::string_view field) {
 }  // namespace
 
 absl::Status WithReason(absl::Status status, absl::string_view reason) {
-  if (!status.ok()) status.SetPayload(kReasonPayloadUrl, absl::Cord(reason));
-  return status;
+  return WithErrorReason(std::move(status), reason);
 }
 
 std::string ReasonOf(const absl::Status& status) {
   if (status.ok()) return "";
-  absl::optional<absl::Cord> payload = status.GetPayload(kReasonPayloadUrl);
-  if (payload.has_value()) return std::string(*payload);
+  std::string reason = ErrorReason(status);
+  if (!reason.empty()) return reason;
   return absl::AsciiStrToUpper(absl::StatusCodeToString(status.code()));
 }
 

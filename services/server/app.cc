@@ -126,6 +126,9 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
     log::Warn("audit commit failed", {{"error", std::string(status.message())}});
   }
   void OnWritable(bool writable, const absl::Status& cause) override {
+    // The hook (the gate, health) first: once the gauge reads 0 calls are refused,
+    // and once it reads 1 they are admitted.
+    if (writable_hook_) writable_hook_(writable);
     writable_.Set(writable ? 1 : 0);
     if (writable) {
       log::Info("audit: events get through again; the loss is recorded as a GAP event");
@@ -136,7 +139,6 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
           "store, or bring the remote audit service back",
           {{"error", cause.ToString()}});
     }
-    if (writable_hook_) writable_hook_(writable);
   }
 
  private:

@@ -205,6 +205,21 @@ class IdentityE2ETest(unittest.TestCase):
             h.call(self.gateway, AUTH, {"connect": {"client_id": "x" * 5000, "password": "cA=="}})
         self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("client_id", e.exception.details())
+        # A registry rejection carries its stable reason in the error's details
+        # (google.rpc.ErrorInfo), for python grpcio and buf curl alike.
+        bad = {"device": {"tenant_id": "no-such-tenant", "device_id": "has space"}}
+        with self.assertRaises(grpc.RpcError) as e:
+            h.call(self.admin, REG + "CreateDevice", bad)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(h.error_reason(e.exception), "INVALID_DEVICE_ID")
+        r = h.buf_curl(self.server, REG + "CreateDevice", data=bad)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        details = json.loads(r.stderr)["details"]
+        self.assertEqual([d["type"] for d in details], ["google.rpc.ErrorInfo"], r.stderr)
+        value = details[0]["value"]
+        info = h.schema().cls("google.rpc.ErrorInfo").FromString(
+            base64.b64decode(value + "=" * (-len(value) % 4)))
+        self.assertEqual((info.reason, info.domain), ("INVALID_DEVICE_ID", "iotauth.dev"))
         # Authenticate is metered: each call counted exactly once, under its status code.
         labels = dict(grpc_service="iotauth.identity.v1.IdentityService", grpc_method="Authenticate",
                       grpc_type="unary")
@@ -589,6 +604,8 @@ class AuditOutageTest(unittest.TestCase):
                     h.call(ch, method, request)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
                 self.assertIn("audit.when_unwritable=refuse", cm.exception.details())
+                # The stable reason tells "up but refusing" from "unreachable".
+                self.assertEqual(h.error_reason(cm.exception), "AUDIT_UNWRITABLE")
 
             limit = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
             resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, limit[1]))

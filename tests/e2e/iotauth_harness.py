@@ -194,6 +194,24 @@ def call(channel, full_method, request=None, timeout=10, metadata=None, **fields
     return stub(req, timeout=timeout, metadata=metadata)
 
 
+def error_reason(rpc_error):
+    """The stable reason of a failed call: the google.rpc.ErrorInfo (domain
+    iotauth.dev) in its grpc-status-details-bin trailer, as any gRPC client reads it;
+    None without one."""
+    details = dict(rpc_error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if details is None:
+        return None
+    status = schema().cls("google.rpc.Status").FromString(details)
+    assert status.code == rpc_error.code().value[0], (status.code, rpc_error.code())
+    assert status.message == rpc_error.details(), (status.message, rpc_error.details())
+    for any_msg in status.details:
+        if any_msg.type_url == "type.googleapis.com/google.rpc.ErrorInfo":
+            info = schema().cls("google.rpc.ErrorInfo").FromString(any_msg.value)
+            if info.domain == "iotauth.dev":
+                return info.reason
+    return None
+
+
 def server_stream(channel, full_method, request, timeout=None):
     req_cls, resp_cls, _, _ = schema().method(full_method)
     req = req_cls()

@@ -1,0 +1,27 @@
+// Stable, machine-readable error reasons: a google.rpc.ErrorInfo carried as an
+// absl::Status payload, which ToGrpcStatus sends as google.rpc.Status details (the
+// grpc-status-details-bin trailer) and FromGrpcStatus turns back into a payload. A
+// caller branches on the reason, not on the message, which is for people and may
+// change.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace iotauth {
+
+// The payload's type URL: a google.protobuf.Any of google.rpc.ErrorInfo.
+inline constexpr absl::string_view kErrorInfoTypeUrl = "type.googleapis.com/google.rpc.ErrorInfo";
+// The domain of iotauth's reasons.
+inline constexpr absl::string_view kErrorDomain = "iotauth.dev";
+
+// `s` with an ErrorInfo {reason, domain "iotauth.dev"}; an OK status stays OK.
+absl::Status WithErrorReason(absl::Status s, absl::string_view reason);
+
+// The reason of `s`'s ErrorInfo in iotauth's domain; empty when it has none (an
+// unparsable payload or another domain's reason counts as none).
+std::string ErrorReason(const absl::Status& s);
+
+}  // namespace iotauth
