@@ -21,7 +21,7 @@ namespace grpc_status_internal {
 
 grpc::Status ToGrpcError(const absl::Status& s) {
   const auto code = static_cast<grpc::StatusCode>(s.code());
-  std::string message(s.message());
+  const std::string message(s.message());
   google::rpc::Status details;
   s.ForEachPayload([&details](absl::string_view url, const absl::Cord& payload) {
     if (!absl::StartsWith(url, kAnyUrlPrefix)) return;
@@ -29,10 +29,10 @@ grpc::Status ToGrpcError(const absl::Status& s) {
     any->set_type_url(std::string(url));
     any->set_value(std::string(payload));
   });
-  if (details.details_size() == 0) return {code, std::move(message)};
+  if (details.details_size() == 0) return {code, message};
   details.set_code(static_cast<int>(s.code()));
   details.set_message(message);
-  return {code, std::move(message), details.SerializeAsString()};
+  return {code, message, details.SerializeAsString()};
 }
 
 }  // namespace grpc_status_internal

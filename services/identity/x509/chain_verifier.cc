@@ -180,6 +180,14 @@ Verdict CheckAlgorithms(const ParsedCertificate& cert, const AlgorithmPolicy& po
                              absl::StrCat("RSA key of ", EVP_PKEY_get_bits(pk), " bits (minimum ",
                                           policy.min_rsa_bits, ") in ", cert.subject()));
       }
+      // No key generator makes a modulus of a part byte; one that has one was
+      // made by hand (the Web PKI refuses them too).
+      if (EVP_PKEY_get_bits(pk) % 8 != 0) {
+        return Verdict::Deny(
+            v1::DENY_REASON_WEAK_ALGORITHM,
+            absl::StrCat("RSA modulus of ", EVP_PKEY_get_bits(pk),
+                         " bits is not a whole number of bytes in ", cert.subject()));
+      }
       break;
     case EVP_PKEY_EC: {
       char group[64] = {0};
@@ -261,6 +269,45 @@ struct GeneralNamesFree {
 struct NameConstraintsFree {
   void operator()(NAME_CONSTRAINTS* n) const { NAME_CONSTRAINTS_free(n); }
 };
+
+// RFC 5280 rules on the extensions of a certificate below the anchor that OpenSSL's
+// path validation does not apply: the first one broken, or null.
+const char* ExtensionProfileViolation(X509* x) {
+  for (int i = 0; i < X509_get_ext_count(x); ++i) {
+    X509_EXTENSION* ext = X509_get_ext(x, i);
+    const X509V3_EXT_METHOD* method = X509V3_EXT_get(ext);
+    if (method == nullptr) continue;  // unknown: OpenSSL refuses it if critical
+    // 4.2: an extension of a known type that does not decode makes the certificate
+    // unusable (OpenSSL decodes only the ones it acts on, e.g. not
+    // authorityInfoAccess).
+    void* decoded = X509V3_EXT_d2i(ext);
+    if (decoded == nullptr) return "certificate has an extension that does not decode";
+    if (method->it != nullptr) {
+      ASN1_item_free(static_cast<ASN1_VALUE*>(decoded), ASN1_ITEM_ptr(method->it));
+    } else if (method->ext_free != nullptr) {
+      method->ext_free(decoded);
+    }
+  }
+  // 4.2.1.11: "Conforming CAs MUST mark this extension as critical."
+  const int pc = X509_get_ext_by_NID(x, NID_policy_constraints, -1);
+  if (pc >= 0 && X509_EXTENSION_get_critical(X509_get_ext(x, pc)) == 0) {
+    return "certificate has a non-critical policyConstraints extension";
+  }
+  // 4.2.1.10: "either the permittedSubtrees field or the excludedSubtrees field
+  // MUST be present", and neither may be an empty sequence (SIZE (1..MAX)).
+  std::unique_ptr<NAME_CONSTRAINTS, NameConstraintsFree> nc(
+      static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(x, NID_name_constraints, nullptr, nullptr)));
+  if (nc != nullptr) {
+    const int permitted =
+        nc->permittedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc->permittedSubtrees);
+    const int excluded =
+        nc->excludedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc->excludedSubtrees);
+    if (permitted == 0 || excluded == 0 || (permitted < 0 && excluded < 0)) {
+      return "certificate has a nameConstraints extension without subtrees";
+    }
+  }
+  return nullptr;
+}
 
 absl::string_view Ia5View(const ASN1_IA5STRING* s) {
   return s == nullptr ? absl::string_view()
@@ -466,6 +513,9 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
       bad = "serial number is not positive";
     } else if (ASN1_STRING_length(serial) > 20) {
       bad = "serial number longer than 20 octets";
+    } else {
+      bad = ExtensionProfileViolation(x);
+      ERR_clear_error();
     }
     if (bad != nullptr) {
       r.error_depth = static_cast<int>(i);

@@ -58,8 +58,9 @@ struct ChainPolicy {
   // whatever its keyUsage says).
   bool reject_ca_leaf = true;
   // RFC 5280 profile on every certificate below the anchor: version 3, serial
-  // positive and at most 20 octets (MALFORMED otherwise); and no nameConstraints on
-  // the leaf (CONSTRAINT_VIOLATED).
+  // positive and at most 20 octets, every extension of a known type decodes,
+  // policyConstraints critical, nameConstraints with a non-empty subtree (MALFORMED
+  // otherwise); and no nameConstraints on the leaf (CONSTRAINT_VIOLATED).
   bool check_profile = true;
   // The leaf's keyUsage, when present, must include digitalSignature.
   bool require_digital_signature = true;

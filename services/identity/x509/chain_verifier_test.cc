@@ -187,6 +187,31 @@ const Row kRows[] = {
     {"rsa1024_leaf", [](Scenario& s) { s.leaf_key = KeyType::kRsa1024; },
      v1::DENY_REASON_WEAK_ALGORITHM},
     {"p521_leaf", [](Scenario& s) { s.leaf_key = KeyType::kP521; }, v1::DENY_REASON_WEAK_ALGORITHM},
+    {"rsa_modulus_of_a_part_byte", [](Scenario& s) { s.leaf_key = KeyType::kRsa2052; },
+     v1::DENY_REASON_WEAK_ALGORITHM},
+    // RFC 5280 profile rules OpenSSL's path validation leaves out.
+    {"undecodable_authority_info_access",
+     [](Scenario& s) {
+       // A SEQUENCE holding an INTEGER where AccessDescriptions belong.
+       s.leaf.raw_extensions = {{NID_info_access, false, std::string("\x30\x03\x02\x01\x00", 5)}};
+     },
+     v1::DENY_REASON_MALFORMED},
+    {"noncritical_policy_constraints",
+     [](Scenario& s) { s.inter.policy_constraints = "inhibitPolicyMapping:1"; },
+     v1::DENY_REASON_MALFORMED},
+    {"critical_policy_constraints",
+     [](Scenario& s) { s.inter.policy_constraints = "critical,inhibitPolicyMapping:1"; },
+     v1::DENY_REASON_UNSPECIFIED},
+    {"name_constraints_without_subtrees",
+     [](Scenario& s) {
+       s.inter.raw_extensions = {{NID_name_constraints, true, std::string("\x30\x00", 2)}};
+     },
+     v1::DENY_REASON_MALFORMED},
+    {"name_constraints_with_an_empty_permitted_subtree",
+     [](Scenario& s) {
+       s.inter.raw_extensions = {{NID_name_constraints, true, std::string("\x30\x02\xa0\x00", 4)}};
+     },
+     v1::DENY_REASON_MALFORMED},
     {"leaf_is_a_ca",
      [](Scenario& s) {
        s.leaf.ca = true;

@@ -60,6 +60,9 @@ KeyPtr NewKey(KeyType type) {
     case KeyType::kRsa1024:
       k = EVP_RSA_gen(1024);
       break;
+    case KeyType::kRsa2052:  // a modulus of a part byte
+      k = EVP_RSA_gen(2052);
+      break;
     case KeyType::kEd25519:
       k = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
       break;
@@ -119,6 +122,18 @@ X509Ptr MakeCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_
   if (issuer != nullptr || spec.ca) AddExt(x, iss, NID_authority_key_identifier, "keyid:always");
   AddExt(x, iss, NID_subject_alt_name, spec.san);
   AddExt(x, iss, NID_name_constraints, spec.name_constraints);
+  AddExt(x, iss, NID_policy_constraints, spec.policy_constraints);
+  for (const CertSpec::RawExtension& raw : spec.raw_extensions) {
+    ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(data, reinterpret_cast<const unsigned char*>(raw.der.data()),
+                          static_cast<int>(raw.der.size()));
+    X509_EXTENSION* ext =
+        X509_EXTENSION_create_by_NID(nullptr, raw.nid, raw.critical ? 1 : 0, data);
+    if (ext == nullptr) Die("X509_EXTENSION_create_by_NID");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(data);
+  }
   if (spec.unknown_critical_extension) {
     ASN1_OBJECT* obj = OBJ_txt2obj("1.3.6.1.4.1.55555.1", 1);
     ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();

@@ -20,7 +20,7 @@ struct PkeyFree {
 };
 using KeyPtr = std::shared_ptr<EVP_PKEY>;
 
-enum class KeyType { kP256, kP384, kP521, kRsa2048, kRsa1024, kEd25519 };
+enum class KeyType { kP256, kP384, kP521, kRsa2048, kRsa1024, kEd25519, kRsa2052 };
 // Generated once per process and type (RSA generation is slow).
 KeyPtr Key(KeyType type);
 // A fresh key (for distinct identities of the same type).
@@ -46,6 +46,14 @@ struct CertSpec {
   std::string san;               // e.g. "URI:urn:dev:t1:d1,DNS:d1.example"
   std::string name_constraints;  // e.g. "critical,permitted;DNS:.example.com"
   bool unknown_critical_extension = false;
+  std::string policy_constraints;  // e.g. "critical,requireExplicitPolicy:0"
+  // Extensions added as given (their DER value need not decode).
+  struct RawExtension {
+    int nid;
+    bool critical;
+    std::string der;
+  };
+  std::vector<RawExtension> raw_extensions;
   const EVP_MD* md = nullptr;  // default SHA-256 (ignored for Ed25519)
   long serial = 0;             // 0: random
 };
