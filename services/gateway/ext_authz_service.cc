@@ -1,11 +1,13 @@
 #include "services/gateway/ext_authz_service.h"
 
+#include <string>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
 #include "services/common/percent_encoding.h"
 
@@ -124,9 +126,11 @@ absl::StatusOr<iv1::AuthenticateRequest> ExtAuthzHandler::ToAuthenticateRequest(
   return absl::InvalidArgumentError("no SAS token and no client certificate");
 }
 
-auth::CheckResponse ExtAuthzHandler::Deny(iv1::DenyReason reason) const {
+auth::CheckResponse ExtAuthzHandler::Deny(iv1::DenyReason reason,
+                                          absl::string_view token_override) const {
   const int http = ext_authz::DenyHttpStatus(reason);
-  const std::string token = ext_authz::ReasonToken(reason);
+  const std::string token =
+      token_override.empty() ? ext_authz::ReasonToken(reason) : std::string(token_override);
   auth::CheckResponse r;
   switch (http) {
     case 429:
@@ -178,9 +182,16 @@ auth::CheckResponse ExtAuthzHandler::Check(const auth::CheckRequest& request,
   if (!req.ok()) return Deny(reason);
   absl::StatusOr<iv1::AuthenticateResponse> resp = options_.backend->Authenticate(*req, context);
   if (!resp.ok()) {
-    return Deny(resp.status().code() == absl::StatusCode::kInvalidArgument
-                    ? iv1::DENY_REASON_MALFORMED
-                    : iv1::DENY_REASON_INTERNAL);
+    if (resp.status().code() == absl::StatusCode::kInvalidArgument) {
+      return Deny(iv1::DENY_REASON_MALFORMED);
+    }
+    // iotauth cannot decide now: fail closed with a 503 the client may retry. With a
+    // stable reason (AUDIT_UNWRITABLE: the audit log cannot record the decision) the
+    // token names it, so the edge's logs tell a refusal from a fault.
+    const std::string reason = ErrorReason(resp.status());
+    auth::CheckResponse r = Deny(iv1::DENY_REASON_INTERNAL, absl::AsciiStrToLower(reason));
+    AddHeader(r.mutable_denied_response()->mutable_headers(), "retry-after", "1");
+    return r;
   }
   if (resp->decision() != iv1::DECISION_ALLOW) {
     return Deny(resp->deny_reason() == iv1::DENY_REASON_UNSPECIFIED ? iv1::DENY_REASON_INTERNAL

@@ -70,8 +70,10 @@ class ExtAuthzHandler {
       const envoy::service::auth::v3::CheckRequest& request,
       const GatewayCallContext& context) const;
 
-  // The denial for `reason` (exposed for tests).
-  envoy::service::auth::v3::CheckResponse Deny(iotauth::identity::v1::DenyReason reason) const;
+  // The denial for `reason` (exposed for tests); `token`, when not empty, replaces
+  // the reason's token in the status message, the reason header and the body.
+  envoy::service::auth::v3::CheckResponse Deny(iotauth::identity::v1::DenyReason reason,
+                                               absl::string_view token = {}) const;
 
  private:
   explicit ExtAuthzHandler(Options options) : options_(std::move(options)) {}

@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "services/common/caller.h"
+#include "services/common/error_info.h"
 #include "services/gateway/fake_identity_backend.h"
 
 namespace iotauth::gateway {
@@ -219,6 +220,25 @@ TEST_F(ExtAuthzTest, MalformedAndMissingCredentials) {
   auth::CheckResponse down = Check(WithToken(kToken));
   EXPECT_EQ(down.status().code(), 14);
   EXPECT_EQ(static_cast<int>(down.denied_response().status().code()), 503);
+  EXPECT_EQ(down.status().message(), "internal");
+  auto header = [](const auth::CheckResponse& r, const std::string& name) {
+    for (const auto& h : r.denied_response().headers()) {
+      if (h.header().key() == name) return h.header().value();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(header(down, "retry-after"), "1");
+  // iotauth refuses what its audit log cannot record: still a 503 to retry, and the
+  // token says why.
+  backend_.authenticate_error =
+      WithErrorReason(absl::UnavailableError("audit log unwritable"), "AUDIT_UNWRITABLE");
+  auth::CheckResponse refused = Check(WithToken(kToken));
+  EXPECT_EQ(refused.status().code(), 14);
+  EXPECT_EQ(static_cast<int>(refused.denied_response().status().code()), 503);
+  EXPECT_EQ(refused.status().message(), "audit_unwritable");
+  EXPECT_EQ(refused.denied_response().body(), "audit_unwritable");
+  EXPECT_EQ(header(refused, "x-iotauth-deny-reason"), "audit_unwritable");
+  EXPECT_EQ(header(refused, "retry-after"), "1");
 }
 
 TEST(ExtAuthzServiceTest, ServesOverGrpc) {
