@@ -168,6 +168,11 @@ class FakeIdentity final : public iv1::IdentityService::Service {
  public:
   grpc::Status Authenticate(grpc::ServerContext* /*context*/, const iv1::AuthenticateRequest* req,
                             iv1::AuthenticateResponse* resp) override {
+    if (req->connect().password() == "as-a-reader") {
+      return ToGrpcStatus(
+          WithErrorReason(absl::PermissionDeniedError("caller 'ci' lacks the gateway role"),
+                          "ROLE_REQUIRED", {{"role", "gateway"}}));
+    }
     if (req->connect().password() == "while-the-audit-log-is-unwritable") {
       return ToGrpcStatus(
           WithErrorReason(absl::UnavailableError("audit: the audit log cannot record this call"),
@@ -508,6 +513,14 @@ TEST_F(CliTest, AnErrorsStableReasonIsShownWithItsOwnHint) {
   EXPECT_TRUE(absl::StrContains(err_.str(), "\nreason: AUDIT_UNWRITABLE\n")) << err_.str();
   EXPECT_TRUE(absl::StrContains(err_.str(), "iotauth_audit_writable")) << err_.str();
   EXPECT_FALSE(absl::StrContains(err_.str(), "is the server running")) << err_.str();
+  // A missing role: the hint names it.
+  ASSERT_EQ(
+      Run({"authenticate", "--client_id", "d1", "--username", "u", "--password", "as-a-reader"}),
+      kExitRpcError);
+  EXPECT_TRUE(absl::StrContains(err_.str(),
+                                "reason: ROLE_REQUIRED\nhint: this call needs the "
+                                "gateway role"))
+      << err_.str();
   // An error without a reason has no reason line.
   EXPECT_EQ(Run({"device", "get", "nope", "--tenant", "t"}), kExitRpcError);
   EXPECT_FALSE(absl::StrContains(err_.str(), "reason:")) << err_.str();

@@ -263,9 +263,15 @@ int ReportRpcError(const Invocation& inv, const grpc::Status& status, absl::stri
   inv.err() << "error: " << rpc << ": " << StatusCodeName(status.error_code());
   if (!status.error_message().empty()) inv.err() << ": " << status.error_message();
   // The stable reason (google.rpc.ErrorInfo in the details), for scripts to match.
-  const std::string reason = ErrorReason(FromGrpcStatus(status));
+  const absl::Status detailed = FromGrpcStatus(status);
+  const std::string reason = ErrorReason(detailed);
   if (!reason.empty()) inv.err() << "\nreason: " << reason;
-  if (reason == "AUDIT_UNWRITABLE") {
+  if (const std::string role = ErrorMetadata(detailed, "role");
+      reason == "ROLE_REQUIRED" && !role.empty()) {
+    inv.err() << "\nhint: this call needs the " << role
+              << " role: use a certificate or --token that has it (the development "
+                 "admin certificate is <data_dir>/pki/admin.pem).\n";
+  } else if (reason == "AUDIT_UNWRITABLE") {
     // UNAVAILABLE, but the server is up: its audit log cannot record the call.
     inv.err() << "\nhint: the server is running but refuses calls its audit log cannot "
                  "record (audit.when_unwritable=refuse): retry once iotauth_audit_writable "

@@ -2,6 +2,8 @@
 
 #include <grpcpp/server_context.h>
 
+#include "services/common/error_info.h"
+
 namespace iotauth {
 
 bool ParseRole(absl::string_view name, Role* role) {
@@ -35,12 +37,16 @@ absl::string_view RoleName(Role role) {
 
 absl::Status RequireRole(const Caller& caller, Role role) {
   if (!caller.authenticated) {
-    return absl::UnauthenticatedError(
-        "no caller credential: present a client certificate or a bearer token");
+    return WithErrorReason(
+        absl::UnauthenticatedError("no caller credential: present a client certificate or a bearer "
+                                   "token"),
+        "NO_CALLER_CREDENTIAL");
   }
   if (!caller.Has(role)) {
-    return absl::PermissionDeniedError("caller '" + caller.principal + "' lacks the " +
-                                       std::string(RoleName(role)) + " role");
+    return WithErrorReason(
+        absl::PermissionDeniedError("caller '" + caller.principal + "' lacks the " +
+                                    std::string(RoleName(role)) + " role"),
+        "ROLE_REQUIRED", {{"role", RoleName(role)}});
   }
   return absl::OkStatus();
 }

@@ -5,7 +5,9 @@
 // change.
 #pragma once
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -17,11 +19,17 @@ inline constexpr absl::string_view kErrorInfoTypeUrl = "type.googleapis.com/goog
 // The domain of iotauth's reasons.
 inline constexpr absl::string_view kErrorDomain = "iotauth.dev";
 
-// `s` with an ErrorInfo {reason, domain "iotauth.dev"}; an OK status stays OK.
-absl::Status WithErrorReason(absl::Status s, absl::string_view reason);
+// `s` with an ErrorInfo {reason, domain "iotauth.dev", metadata}; an OK status
+// stays OK. Metadata values are shown to the caller: never a secret.
+absl::Status WithErrorReason(
+    absl::Status s, absl::string_view reason,
+    std::initializer_list<std::pair<absl::string_view, absl::string_view>> metadata = {});
 
 // The reason of `s`'s ErrorInfo in iotauth's domain; empty when it has none (an
 // unparsable payload or another domain's reason counts as none).
 std::string ErrorReason(const absl::Status& s);
+
+// One metadata value of that ErrorInfo; empty when absent.
+std::string ErrorMetadata(const absl::Status& s, absl::string_view key);
 
 }  // namespace iotauth

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "services/common/crypto.h"
 #include "services/common/dev_pki.h"
+#include "services/common/error_info.h"
 
 namespace iotauth {
 namespace {
@@ -51,7 +52,12 @@ TEST(CallerResolverTest, CnBinding) {
   EXPECT_TRUE(c.Has(Role::kGateway));
   EXPECT_FALSE(c.Has(Role::kReader));
   EXPECT_TRUE(RequireRole(c, Role::kGateway).ok());
-  EXPECT_EQ(RequireRole(c, Role::kAdmin).code(), absl::StatusCode::kPermissionDenied);
+  const absl::Status denied = RequireRole(c, Role::kAdmin);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  // The caller can tell which role was missing without parsing the message.
+  EXPECT_EQ(ErrorReason(denied), "ROLE_REQUIRED");
+  EXPECT_EQ(ErrorMetadata(denied, "role"), "admin");
+  EXPECT_EQ(ErrorMetadata(denied, "other"), "");
 }
 
 TEST(CallerResolverTest, CertWithoutRolesIsAuthenticatedButPowerless) {
@@ -86,8 +92,9 @@ TEST(CallerResolverTest, OnlyTheInternalTokenIsInternal) {
 
 TEST(CallerResolverTest, NothingPresented) {
   ConfiguredCallerResolver r(Auth());
-  EXPECT_EQ(RequireRole(r.ResolveFrom("", ""), Role::kGateway).code(),
-            absl::StatusCode::kUnauthenticated);
+  const absl::Status none = RequireRole(r.ResolveFrom("", ""), Role::kGateway);
+  EXPECT_EQ(none.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ErrorReason(none), "NO_CALLER_CREDENTIAL");
 }
 
 TEST(CallerResolverTest, OuRolesCanBeTurnedOff) {

@@ -219,6 +219,7 @@ class FoundationTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as e:
             h.call(self.server.channel(role="reader"), auth, req)
         self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(h.error_reason(e.exception), "ROLE_REQUIRED")
         # Gateway may: an unknown device is a normal DENY, not an error.
         resp = h.to_dict(h.call(self.server.channel(role="gateway"), auth, req))
         self.assertEqual(resp["decision"], "DECISION_DENY")
