@@ -266,8 +266,8 @@ int ReportRpcError(const Invocation& inv, const grpc::Status& status, absl::stri
   const absl::Status detailed = FromGrpcStatus(status);
   const std::string reason = ErrorReason(detailed);
   if (!reason.empty()) inv.err() << "\nreason: " << reason;
-  if (const std::string role = ErrorMetadata(detailed, "role");
-      reason == "ROLE_REQUIRED" && !role.empty()) {
+  const std::string role = reason == "ROLE_REQUIRED" ? ErrorMetadata(detailed, "role") : "";
+  if (!role.empty()) {
     inv.err() << "\nhint: this call needs the " << role
               << " role: use a certificate or --token that has it (the development "
                  "admin certificate is <data_dir>/pki/admin.pem).\n";

@@ -270,11 +270,27 @@ struct NameConstraintsFree {
   void operator()(NAME_CONSTRAINTS* n) const { NAME_CONSTRAINTS_free(n); }
 };
 
+// 4.2.1.10: "either the permittedSubtrees field or the excludedSubtrees field MUST
+// be present", and neither may be an empty sequence (SIZE (1..MAX)).
+bool HasSubtrees(const NAME_CONSTRAINTS& nc) {
+  const int permitted =
+      nc.permittedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc.permittedSubtrees);
+  const int excluded =
+      nc.excludedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc.excludedSubtrees);
+  return permitted != 0 && excluded != 0 && (permitted > 0 || excluded > 0);
+}
+
 // RFC 5280 rules on the extensions of a certificate below the anchor that OpenSSL's
-// path validation does not apply: the first one broken, or null.
+// path validation does not apply: the first one broken, or null. Each extension is
+// decoded once.
 const char* ExtensionProfileViolation(X509* x) {
   for (int i = 0; i < X509_get_ext_count(x); ++i) {
     X509_EXTENSION* ext = X509_get_ext(x, i);
+    const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+    // 4.2.1.11: "Conforming CAs MUST mark this extension as critical."
+    if (nid == NID_policy_constraints && X509_EXTENSION_get_critical(ext) == 0) {
+      return "certificate has a non-critical policyConstraints extension";
+    }
     const X509V3_EXT_METHOD* method = X509V3_EXT_get(ext);
     if (method == nullptr) continue;  // unknown: OpenSSL refuses it if critical
     // 4.2: an extension of a known type that does not decode makes the certificate
@@ -282,29 +298,14 @@ const char* ExtensionProfileViolation(X509* x) {
     // authorityInfoAccess).
     void* decoded = X509V3_EXT_d2i(ext);
     if (decoded == nullptr) return "certificate has an extension that does not decode";
+    const bool no_subtrees =
+        nid == NID_name_constraints && !HasSubtrees(*static_cast<NAME_CONSTRAINTS*>(decoded));
     if (method->it != nullptr) {
       ASN1_item_free(static_cast<ASN1_VALUE*>(decoded), ASN1_ITEM_ptr(method->it));
     } else if (method->ext_free != nullptr) {
       method->ext_free(decoded);
     }
-  }
-  // 4.2.1.11: "Conforming CAs MUST mark this extension as critical."
-  const int pc = X509_get_ext_by_NID(x, NID_policy_constraints, -1);
-  if (pc >= 0 && X509_EXTENSION_get_critical(X509_get_ext(x, pc)) == 0) {
-    return "certificate has a non-critical policyConstraints extension";
-  }
-  // 4.2.1.10: "either the permittedSubtrees field or the excludedSubtrees field
-  // MUST be present", and neither may be an empty sequence (SIZE (1..MAX)).
-  std::unique_ptr<NAME_CONSTRAINTS, NameConstraintsFree> nc(
-      static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(x, NID_name_constraints, nullptr, nullptr)));
-  if (nc != nullptr) {
-    const int permitted =
-        nc->permittedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc->permittedSubtrees);
-    const int excluded =
-        nc->excludedSubtrees == nullptr ? -1 : sk_GENERAL_SUBTREE_num(nc->excludedSubtrees);
-    if (permitted == 0 || excluded == 0 || (permitted < 0 && excluded < 0)) {
-      return "certificate has a nameConstraints extension without subtrees";
-    }
+    if (no_subtrees) return "certificate has a nameConstraints extension without subtrees";
   }
   return nullptr;
 }

@@ -34,6 +34,18 @@ void AddExt(X509* cert, X509* issuer, int nid, const std::string& value) {
   X509_EXTENSION_free(ext);
 }
 
+// An extension `obj` whose value is `der` as given (it need not decode).
+void AddRawExt(X509* cert, const ASN1_OBJECT* obj, bool critical, const std::string& der) {
+  ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();
+  ASN1_OCTET_STRING_set(data, reinterpret_cast<const unsigned char*>(der.data()),
+                        static_cast<int>(der.size()));
+  X509_EXTENSION* ext = X509_EXTENSION_create_by_OBJ(nullptr, obj, critical ? 1 : 0, data);
+  if (ext == nullptr) Die("X509_EXTENSION_create_by_OBJ");
+  X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+  ASN1_OCTET_STRING_free(data);
+}
+
 std::string BioString(BIO* bio) {
   char* data = nullptr;
   long len = BIO_get_mem_data(bio, &data);
@@ -124,25 +136,11 @@ X509Ptr MakeCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer, EVP_
   AddExt(x, iss, NID_name_constraints, spec.name_constraints);
   AddExt(x, iss, NID_policy_constraints, spec.policy_constraints);
   for (const CertSpec::RawExtension& raw : spec.raw_extensions) {
-    ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();
-    ASN1_OCTET_STRING_set(data, reinterpret_cast<const unsigned char*>(raw.der.data()),
-                          static_cast<int>(raw.der.size()));
-    X509_EXTENSION* ext =
-        X509_EXTENSION_create_by_NID(nullptr, raw.nid, raw.critical ? 1 : 0, data);
-    if (ext == nullptr) Die("X509_EXTENSION_create_by_NID");
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    ASN1_OCTET_STRING_free(data);
+    AddRawExt(x, OBJ_nid2obj(raw.nid), raw.critical, raw.der);
   }
   if (spec.unknown_critical_extension) {
     ASN1_OBJECT* obj = OBJ_txt2obj("1.3.6.1.4.1.55555.1", 1);
-    ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();
-    const unsigned char der_null[] = {0x05, 0x00};
-    ASN1_OCTET_STRING_set(data, der_null, sizeof(der_null));
-    X509_EXTENSION* ext = X509_EXTENSION_create_by_OBJ(nullptr, obj, 1, data);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    ASN1_OCTET_STRING_free(data);
+    AddRawExt(x, obj, /*critical=*/true, std::string("\x05\x00", 2));  // DER NULL
     ASN1_OBJECT_free(obj);
   }
   EVP_PKEY* signer = issuer_key != nullptr ? issuer_key : subject_key;
