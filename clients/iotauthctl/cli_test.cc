@@ -178,6 +178,11 @@ class FakeIdentity final : public iv1::IdentityService::Service {
           WithErrorReason(absl::UnavailableError("audit: the audit log cannot record this call"),
                           "AUDIT_UNWRITABLE"));
     }
+    if (req->connect().password() == "while-the-directory-loads") {
+      return ToGrpcStatus(
+          WithErrorReason(absl::UnavailableError("identity: the device directory is still loading"),
+                          "DIRECTORY_LOADING"));
+    }
     if (req->connect().password() == "good") {
       resp->set_decision(iv1::DECISION_ALLOW);
       resp->mutable_identity()->set_device_id(req->connect().client_id());
@@ -512,6 +517,15 @@ TEST_F(CliTest, AnErrorsStableReasonIsShownWithItsOwnHint) {
       << err_.str();
   EXPECT_TRUE(absl::StrContains(err_.str(), "\nreason: AUDIT_UNWRITABLE\n")) << err_.str();
   EXPECT_TRUE(absl::StrContains(err_.str(), "iotauth_audit_writable")) << err_.str();
+  EXPECT_FALSE(absl::StrContains(err_.str(), "is the server running")) << err_.str();
+  // Nor while the server is still loading its directory.
+  ASSERT_EQ(Run({"authenticate", "--client_id", "d1", "--username", "u", "--password",
+                 "while-the-directory-loads"}),
+            kExitRpcError);
+  EXPECT_TRUE(absl::StrContains(err_.str(),
+                                "\nreason: DIRECTORY_LOADING\nhint: the server is "
+                                "running and still loading"))
+      << err_.str();
   EXPECT_FALSE(absl::StrContains(err_.str(), "is the server running")) << err_.str();
   // A missing role: the hint names it.
   ASSERT_EQ(

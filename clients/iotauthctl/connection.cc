@@ -276,6 +276,13 @@ int ReportRpcError(const Invocation& inv, const grpc::Status& status, absl::stri
     inv.err() << "\nhint: the server is running but refuses calls its audit log cannot "
                  "record (audit.when_unwritable=refuse): retry once iotauth_audit_writable "
                  "is 1 again; operators free space or fix the audit store.\n";
+  } else if (reason == "DIRECTORY_LOADING") {
+    // UNAVAILABLE too, and the server is up: it is still reading the registry.
+    inv.err() << "\nhint: the server is running and still loading its device directory from "
+                 "the registry (a large one takes seconds after start-up): retry shortly; "
+                 "`iotauthctl health` reports SERVING once it is done.\n";
+  } else if (reason == "NO_CHECKPOINT") {
+    inv.err() << "\nhint: record one first with `iotauthctl audit checkpoint --create`.\n";
   } else if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
              reason != "ETAG_MISMATCH" && !absl::StrContains(status.error_message(), "etag")) {
     // Not a concurrent change: the server's message says which state is missing.

@@ -11,6 +11,7 @@
 #include "services/audit/chain_check.h"
 #include "services/audit/event_util.h"
 #include "services/audit/retention.h"
+#include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
 #include "services/common/status_macros.h"
 #include "services/common/utf8.h"
@@ -32,7 +33,7 @@ absl::StatusOr<EventFilter> FilterFromQuery(const v1::QueryRequest& r) {
   if (r.has_start_time()) f.start_time = FromTimestamp(r.start_time());
   if (r.has_end_time()) f.end_time = FromTimestamp(r.end_time());
   if (f.start_time && f.end_time && *f.end_time < *f.start_time) {
-    return absl::InvalidArgumentError("end_time precedes start_time");
+    return InvalidFieldError("end_time", "end_time precedes start_time");
   }
   f.tenant_id = r.tenant_id();
   f.device_id = r.device_id();
@@ -58,12 +59,13 @@ absl::StatusOr<std::unique_ptr<AuditService>> AuditService::Create(Options optio
 
 absl::StatusOr<v1::QueryResponse> AuditService::RunQuery(const v1::QueryRequest& request) const {
   IOTAUTH_ASSIGN_OR_RETURN(EventFilter filter, FilterFromQuery(request));
-  if (request.page_size() < 0) return absl::InvalidArgumentError("negative page_size");
+  if (request.page_size() < 0) return InvalidFieldError("page_size", "negative page_size");
   const int page_size =
       request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
   if (!request.page_token().empty() &&
       !absl::SimpleAtoi(request.page_token(), &filter.after_sequence)) {
-    return absl::InvalidArgumentError("malformed page_token");
+    return InvalidFieldError("page_token",
+                             "malformed page_token: pass next_page_token back unchanged");
   }
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<v1::AuditEvent> events,
                            options_.store->Query(filter, page_size + 1));
@@ -86,15 +88,19 @@ absl::StatusOr<v1::QueryResponse> AuditService::RunQuery(const v1::QueryRequest&
 absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& request,
                                                       absl::string_view ingested_by) const {
   if (request.events_size() > options_.max_ingest_batch) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("at most ", options_.max_ingest_batch, " events per IngestRequest"));
+    const std::string limit_text = absl::StrCat(options_.max_ingest_batch);
+    return InvalidFieldError(
+        "events", absl::StrCat("at most ", options_.max_ingest_batch, " events per IngestRequest"),
+        {{"limit_events", limit_text}});
   }
   std::vector<v1::AuditEvent> events(request.events().begin(), request.events().end());
   for (auto& e : events) {
-    if (e.event_id().empty()) return absl::InvalidArgumentError("event without event_id");
+    if (e.event_id().empty()) return InvalidFieldError("event_id", "event without event_id");
     if (e.event_id().size() > kMaxEventIdBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event_id longer than ", kMaxEventIdBytes, " bytes"));
+      const std::string limit_text = absl::StrCat(kMaxEventIdBytes);
+      return InvalidFieldError("event_id",
+                               absl::StrCat("event_id longer than ", kMaxEventIdBytes, " bytes"),
+                               {{"limit_bytes", limit_text}});
     }
     // As the sending service's PrepareForRecord did (a sender's clock may still be
     // wrong: a time over a day ahead is replaced too), then the sender's name, which
@@ -120,7 +126,7 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
 
 absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyRequest& request) const {
   if (request.to_sequence() != 0 && request.to_sequence() < request.from_sequence()) {
-    return absl::InvalidArgumentError("to_sequence precedes from_sequence");
+    return InvalidFieldError("to_sequence", "to_sequence precedes from_sequence");
   }
   const bool has_expected = request.expect_sequence() != 0 || !request.expect_hash().empty();
   VerifyResult r;
@@ -129,9 +135,11 @@ absl::StatusOr<v1::VerifyResponse> AuditService::RunVerify(const v1::VerifyReque
     expected.sequence = request.expect_sequence();
     expected.head_hash = absl::AsciiStrToLower(request.expect_hash());
     if (expected.sequence == 0 || !IsWellFormedHash(expected.head_hash)) {
-      return absl::InvalidArgumentError(
-          "expect_sequence and expect_hash go together: a sequence > 0 and its 64-hex-digit "
-          "hash, as GetCheckpoint returns them");
+      return WithErrorReason(
+          absl::InvalidArgumentError(
+              "expect_sequence and expect_hash go together: a sequence > 0 and its 64-hex-digit "
+              "hash, as GetCheckpoint returns them"),
+          "INVALID_EXPECTED_CHECKPOINT");
     }
     IOTAUTH_ASSIGN_OR_RETURN(r, VerifyAgainstCheckpoint(*options_.store, request.from_sequence(),
                                                         request.to_sequence(), expected));
@@ -160,7 +168,12 @@ absl::StatusOr<v1::Checkpoint> AuditService::RunGetCheckpoint(bool create) const
   } else {
     IOTAUTH_ASSIGN_OR_RETURN(std::optional<CheckpointRecord> latest,
                              options_.store->LatestCheckpoint());
-    if (!latest) return absl::NotFoundError("no checkpoint recorded yet");
+    if (!latest) {
+      return WithErrorReason(
+          absl::NotFoundError("no checkpoint recorded yet: create one with GetCheckpoint "
+                              "{create: true} (`iotauthctl audit checkpoint --create`)"),
+          "NO_CHECKPOINT");
+    }
     record = *latest;
   }
   v1::Checkpoint out;
@@ -186,10 +199,12 @@ grpc::Status AuditService::Watch(grpc::ServerContext* context, const v1::WatchRe
   if (absl::Status s = RequireRole(caller, Role::kReader); !s.ok()) return ToGrpcStatus(s);
   const StreamSlots::Slot slot(&watch_slots_);
   if (!slot.ok()) {
-    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-            absl::StrCat("too many Watch streams open (", watch_slots_.capacity(),
-                         "): cancel idle ones (a client that reconnects should cancel its old "
-                         "stream first), then retry")};
+    return ToGrpcStatus(
+        WithErrorReason(absl::ResourceExhaustedError(absl::StrCat(
+                            "too many Watch streams open (", watch_slots_.capacity(),
+                            "): cancel idle ones (a client that reconnects should cancel its old "
+                            "stream first), then retry")),
+                        "TOO_MANY_STREAMS"));
   }
   EventFilter filter;
   filter.tenant_id = request->tenant_id();

@@ -15,9 +15,14 @@
 #include "services/audit/event_util.h"
 #include "services/audit/log_audit_store.h"
 #include "services/audit/pipeline.h"
+#include "services/common/error_info.h"
+#include "services/common/grpc_status.h"
 
 namespace iotauth::audit {
 namespace {
+
+// The stable reason a remote caller reads from the status details.
+std::string WireReason(const grpc::Status& s) { return ErrorReason(FromGrpcStatus(s)); }
 
 // Streaming tests give up after this instead of hanging until the test timeout.
 constexpr std::chrono::seconds kStreamDeadline(60);
@@ -161,12 +166,22 @@ TEST_F(AuditServiceTest, QueryRejectsBadInput) {
   req.set_page_token("not-a-token");
   grpc::ClientContext c1;
   v1::QueryResponse resp;
-  EXPECT_EQ(stub_->Query(&c1, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::Status s = stub_->Query(&c1, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WireReason(s), "INVALID_PAGE_TOKEN");
   req.clear_page_token();
   req.mutable_start_time()->set_seconds(200);
   req.mutable_end_time()->set_seconds(100);
   grpc::ClientContext c2;
-  EXPECT_EQ(stub_->Query(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = stub_->Query(&c2, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WireReason(s), "INVALID_END_TIME");
+  req.clear_start_time();
+  req.set_page_size(-1);
+  grpc::ClientContext c3;
+  s = stub_->Query(&c3, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WireReason(s), "INVALID_PAGE_SIZE");
 }
 
 TEST_F(AuditServiceTest, WatchSendsBacklogThenLiveEventsWithinASecond) {
@@ -248,6 +263,7 @@ TEST_F(AuditServiceWatchCapTest, RefusesWatchStreamsPastTheCapUntilOneEnds) {
   EXPECT_FALSE(c.reader->Read(&e));
   grpc::Status refused = c.reader->Finish();
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(WireReason(refused), "TOO_MANY_STREAMS");
   EXPECT_NE(refused.error_message().find("too many Watch streams open (2)"), std::string::npos)
       << refused.error_message();
   a.ctx.TryCancel();
@@ -330,7 +346,9 @@ TEST_F(AuditServiceTest, IngestRejectsEventsWithoutId) {
   ASSERT_TRUE(stream->Write(req));
   v1::IngestAck ack;
   EXPECT_FALSE(stream->Read(&ack));
-  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WireReason(s), "INVALID_EVENT_ID");
 }
 
 TEST_F(AuditServiceTest, IngestedEventsAreBoundedAndNameTheirSender) {
@@ -368,8 +386,10 @@ TEST_F(AuditServiceTest, IngestedEventsAreBoundedAndNameTheirSender) {
   v1::IngestRequest long_id;
   *long_id.add_events() = Event(4);
   long_id.mutable_events(0)->set_event_id(std::string(kMaxEventIdBytes + 1, 'x'));
-  EXPECT_EQ(service_->RunIngest(long_id, "registry-1").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  const absl::Status refused = service_->RunIngest(long_id, "registry-1").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ErrorReason(refused), "INVALID_EVENT_ID");
+  EXPECT_EQ(ErrorMetadata(refused, "limit_bytes"), absl::StrCat(kMaxEventIdBytes));
   EXPECT_EQ(store_->ReadAfter(0, 10)->size(), 3u);
 }
 
@@ -416,8 +436,9 @@ TEST_F(AuditServiceTest, VerifyAndCheckpoints) {
   {
     grpc::ClientContext ctx;
     v1::Checkpoint ck;
-    EXPECT_EQ(stub_->GetCheckpoint(&ctx, v1::GetCheckpointRequest(), &ck).error_code(),
-              grpc::StatusCode::NOT_FOUND);
+    const grpc::Status s = stub_->GetCheckpoint(&ctx, v1::GetCheckpointRequest(), &ck);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(WireReason(s), "NO_CHECKPOINT");
   }
   v1::GetCheckpointRequest create;
   create.set_create(true);
@@ -448,7 +469,9 @@ TEST_F(AuditServiceTest, VerifyAndCheckpoints) {
     bad.set_from_sequence(5);
     bad.set_to_sequence(2);
     v1::VerifyResponse resp;
-    EXPECT_EQ(stub_->Verify(&ctx, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    const grpc::Status s = stub_->Verify(&ctx, bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(WireReason(s), "INVALID_TO_SEQUENCE");
   }
   // Against a checkpoint kept outside the log.
   const std::string head_hash = store_->Head()->hash;

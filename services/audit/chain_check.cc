@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/audit/canonical.h"
+#include "services/common/error_info.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth::audit {
@@ -126,8 +127,11 @@ absl::StatusOr<VerifyResult> VerifyAgainstCheckpoint(AuditStore& store, uint64_t
   IOTAUTH_ASSIGN_OR_RETURN(std::vector<AuditEvent> at, store.Query(f, 1));
   if (at.empty() || at.front().sequence() != want) {
     // Pruned between the two reads: not a verdict on the log.
-    return absl::UnavailableError(
-        absl::StrCat("event ", want, " went away while it was verified (retention ran?): retry"));
+    return WithErrorReason(
+        absl::UnavailableError(absl::StrCat("event ", want,
+                                            " went away while it was verified (retention ran?): "
+                                            "retry")),
+        "PRUNED_DURING_VERIFY");
   }
   if (at.front().hash() != expected.head_hash) return mismatch();
   r.expected_matched = true;

@@ -21,6 +21,7 @@
 #include "services/audit/event_util.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/common/log.h"
 #include "services/common/posix_file.h"
 #include "services/common/status_macros.h"
@@ -98,9 +99,14 @@ class Cursor {
   bool ok_ = true;
 };
 
+// UNAVAILABLE with reason AUDIT_LOG_IO: the log's files could not be read or written.
+absl::Status IoError(absl::string_view message) {
+  return WithErrorReason(absl::UnavailableError(message), "AUDIT_LOG_IO");
+}
+
 absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
   const int err = errno;
-  return absl::UnavailableError(absl::StrCat(
+  return IoError(absl::StrCat(
       "audit log: ", what, " ", path, ": ", std::strerror(err),
       err == ENOSPC || err == EDQUOT
           ? " (free space on the audit log's volume, or prune it with audit.retention_*; "
@@ -392,7 +398,7 @@ absl::StatusOr<bool> RestIsZero(int fd, uint64_t from, uint64_t file_size) {
   for (uint64_t off = from; off < file_size; off += buf.size()) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), file_size - off));
     if (pread(fd, buf.data(), n, static_cast<off_t>(off)) != static_cast<ssize_t>(n)) {
-      return absl::UnavailableError("audit log: cannot read a segment's tail");
+      return IoError("audit log: cannot read a segment's tail");
     }
     if (!std::all_of(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n),
                      [](char c) { return c == '\0'; })) {
@@ -488,7 +494,7 @@ absl::StatusOr<SegmentScan> ScanSegment(const Segment& seg, uint64_t file_size, 
     const FrameReader::Result r = reader.Next(&f);
     if (r == FrameReader::kEnd) break;
     if (r == FrameReader::kIoError) {
-      return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
+      return IoError(absl::StrCat("audit log: cannot read ", seg.path));
     }
     if (r != FrameReader::kFrame) {
       const uint64_t at = reader.position();
@@ -1496,7 +1502,7 @@ absl::StatusOr<std::vector<AuditEvent>> LogAuditStore::Query(const EventFilter& 
         out.back().set_hash(crypto::HexEncode(e.hash_raw));
       }
       if (res == FrameReader::kIoError) {
-        return absl::UnavailableError(absl::StrCat("audit log: cannot read ", r.segment->path));
+        return IoError(absl::StrCat("audit log: cannot read ", r.segment->path));
       }
       if ((res == FrameReader::kBadFrame || res == FrameReader::kTruncated) && !dropped_cache) {
         restart = true;  // committed bytes that do not parse: the same doubt
@@ -1886,7 +1892,7 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
         continue;
       }
       if (expected <= upper && res == FrameReader::kIoError) {
-        return absl::UnavailableError(absl::StrCat("audit log: cannot read ", seg.path));
+        return IoError(absl::StrCat("audit log: cannot read ", seg.path));
       }
       if (expected <= upper && res != FrameReader::kEnd && res != FrameReader::kFrame) {
         return fail(expected, kProblemAltered,

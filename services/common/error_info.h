@@ -25,6 +25,21 @@ absl::Status WithErrorReason(
     absl::Status s, absl::string_view reason,
     std::initializer_list<std::pair<absl::string_view, absl::string_view>> metadata = {});
 
+// The reason for a field that broke an input rule: "INVALID_" and the field path's
+// last segment in upper case, without an index ("credential.x509.chain[2]" gives
+// INVALID_CHAIN, "tenant_id" INVALID_TENANT_ID).
+std::string InvalidFieldReason(absl::string_view field);
+
+// INVALID_ARGUMENT with `message`, reason InvalidFieldReason(field) and the metadata
+// {"field": field} plus `metadata`.
+absl::Status InvalidFieldError(
+    absl::string_view field, absl::string_view message,
+    std::initializer_list<std::pair<absl::string_view, absl::string_view>> metadata = {});
+
+// `s` with "<prefix><message>" as its message and the same code and payloads (the
+// reason survives); an OK status stays OK.
+absl::Status WithMessagePrefix(const absl::Status& s, absl::string_view prefix);
+
 // The reason of `s`'s ErrorInfo in iotauth's domain; empty when it has none (an
 // unparsable payload or another domain's reason counts as none).
 std::string ErrorReason(const absl::Status& s);

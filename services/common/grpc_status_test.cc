@@ -79,5 +79,31 @@ TEST(ErrorInfoTest, ReasonsAreIotauthsOnly) {
   EXPECT_EQ(ErrorReason(garbled), "");
 }
 
+TEST(ErrorInfoTest, AFieldsReasonIsItsLastSegmentWithoutAnIndex) {
+  EXPECT_EQ(InvalidFieldReason("tenant_id"), "INVALID_TENANT_ID");
+  EXPECT_EQ(InvalidFieldReason("connect.password"), "INVALID_PASSWORD");
+  EXPECT_EQ(InvalidFieldReason("credential.x509.chain[2]"), "INVALID_CHAIN");
+  EXPECT_EQ(InvalidFieldReason("ca.certificate-pem"), "INVALID_CERTIFICATE_PEM");
+
+  const absl::Status s = InvalidFieldError(
+      "connect.client_id", "connect.client_id exceeds 256 bytes", {{"limit_bytes", "256"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "connect.client_id exceeds 256 bytes");
+  EXPECT_EQ(ErrorReason(s), "INVALID_CLIENT_ID");
+  EXPECT_EQ(ErrorMetadata(s, "field"), "connect.client_id");
+  EXPECT_EQ(ErrorMetadata(s, "limit_bytes"), "256");
+}
+
+TEST(ErrorInfoTest, AMessagePrefixKeepsCodeAndReason) {
+  EXPECT_TRUE(WithMessagePrefix(absl::OkStatus(), "x").ok());
+  const absl::Status s = WithMessagePrefix(
+      InvalidFieldError("connect.password", "connect.password exceeds 4096 bytes"), "requests[3].");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "requests[3].connect.password exceeds 4096 bytes");
+  EXPECT_EQ(ErrorReason(s), "INVALID_PASSWORD");
+  // And it reaches a remote caller.
+  EXPECT_EQ(ErrorReason(FromGrpcStatus(ToGrpcStatus(s))), "INVALID_PASSWORD");
+}
+
 }  // namespace
 }  // namespace iotauth

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "services/common/error_info.h"
 
 namespace iotauth {
 
@@ -23,16 +24,18 @@ inline void ConfigureSqliteOnce() {
 }
 
 // Maps an SQLite result code (primary or extended) and its message: lock contention
-// (another process holding the file past the busy timeout) is UNAVAILABLE; a full
-// disk (or a database at its page limit) RESOURCE_EXHAUSTED, with `full_hint` (what
-// to do) after the message; anything else INTERNAL.
+// (another process holding the file past the busy timeout) is UNAVAILABLE with reason
+// STORE_BUSY; a full disk (or a database at its page limit) RESOURCE_EXHAUSTED with
+// reason STORE_FULL and `full_hint` (what to do) after the message; anything else
+// INTERNAL.
 inline absl::Status SqliteStatus(int code, absl::string_view msg, absl::string_view full_hint) {
   switch (code & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::UnavailableError(msg);
+      return WithErrorReason(absl::UnavailableError(msg), "STORE_BUSY");
     case SQLITE_FULL:
-      return absl::ResourceExhaustedError(absl::StrCat(msg, " (", full_hint, ")"));
+      return WithErrorReason(absl::ResourceExhaustedError(absl::StrCat(msg, " (", full_hint, ")")),
+                             "STORE_FULL");
     default:
       return absl::InternalError(msg);
   }

@@ -32,6 +32,9 @@ TEST(SqliteStatusTest, ContentionIsUnavailableAndTheRestInternal) {
   EXPECT_EQ(SqliteStatus(SQLITE_BUSY, "m", "h").code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(SqliteStatus(SQLITE_BUSY_SNAPSHOT, "m", "h").code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(SqliteStatus(SQLITE_LOCKED, "m", "h").code(), absl::StatusCode::kUnavailable);
+  // A reason: the server answered (UNAVAILABLE without one means it was not reached).
+  EXPECT_EQ(ErrorReason(SqliteStatus(SQLITE_BUSY, "m", "h")), "STORE_BUSY");
+  EXPECT_EQ(ErrorReason(SqliteStatus(SQLITE_FULL, "m", "h")), "STORE_FULL");
   absl::Status io = SqliteStatus(SQLITE_IOERR_WRITE, "disk I/O error", "h");
   EXPECT_EQ(io.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(io.message(), "disk I/O error");  // the hint is for a full disk only

@@ -16,6 +16,7 @@
 #include "services/audit/event_view.h"
 #include "services/common/crypto.h"
 #include "services/common/enum_name.h"
+#include "services/common/error_info.h"
 #include "services/identity/composite_key.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/dps.h"
@@ -34,14 +35,18 @@ constexpr size_t kMaxSignMethodBytes = 32;
 constexpr size_t kMaxSignatureBytes = 256;
 
 absl::Status TooLong(absl::string_view field, size_t limit) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " exceeds ", limit, " bytes"));
+  const std::string limit_text = absl::StrCat(limit);
+  return InvalidFieldError(field, absl::StrCat(field, " exceeds ", limit, " bytes"),
+                           {{"limit_bytes", limit_text}});
 }
 
 absl::Status CheckChain(const google::protobuf::RepeatedPtrField<std::string>& chain,
                         absl::string_view field, const AuthenticatorConfig& c) {
   if (static_cast<size_t>(chain.size()) > c.max_chain_certificates) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " has more than ", c.max_chain_certificates, " certificates"));
+    const std::string limit_text = absl::StrCat(c.max_chain_certificates);
+    return InvalidFieldError(
+        field, absl::StrCat(field, " has more than ", c.max_chain_certificates, " certificates"),
+        {{"limit_certificates", limit_text}});
   }
   for (int i = 0; i < chain.size(); ++i) {
     if (chain[i].size() > c.max_certificate_bytes) {
@@ -103,7 +108,8 @@ absl::Status Validate(const v1::AuthenticateRequest& r, const AuthenticatorConfi
         return TooLong("credential.device_triple.signature", kMaxSignatureBytes);
       }
       if (t.timestamp_ms() < 0) {
-        return absl::InvalidArgumentError("credential.device_triple.timestamp_ms is negative");
+        return InvalidFieldError("credential.device_triple.timestamp_ms",
+                                 "credential.device_triple.timestamp_ms is negative");
       }
     } else if (cr.has_x509()) {
       return CheckChain(cr.x509().chain(), "credential.x509.chain", c);

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/identity/decision_counters_testing.h"
 #include "services/identity/device_triple.h"
 #include "services/identity/directory_cache.h"
@@ -294,6 +295,8 @@ TEST_F(AuthenticatorTest, UnavailableNotDeniedWhileTheDirectoryLoads) {
   v1::AuthenticateResponse resp;
   const absl::Status loading = a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp);
   EXPECT_EQ(loading.code(), absl::StatusCode::kUnavailable) << loading;
+  // A reason: the server answered (an UNAVAILABLE without one means not reached).
+  EXPECT_EQ(ErrorReason(loading), "DIRECTORY_LOADING");
   EXPECT_EQ(resp.decision(), v1::DECISION_UNSPECIFIED);
   ready.store(true);
   ASSERT_TRUE(a->Authenticate(SasConnect("d1", kKey1), CallContext{}, &resp).ok());

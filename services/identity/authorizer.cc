@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/error_info.h"
 #include "services/identity/topic_rules.h"
 
 namespace iotauth::identity {
@@ -38,39 +39,43 @@ absl::Status Authorizer::Authorize(const v1::AuthorizeRequest& request, const Ca
   const absl::Time start = clock_->Now();
   const v1::Identity& id = request.identity();
   if (id.tenant_id().empty() || id.device_id().empty()) {
-    return absl::InvalidArgumentError("identity.tenant_id and identity.device_id are required");
+    return InvalidFieldError("identity", "identity.tenant_id and identity.device_id are required");
   }
   if (id.tenant_id().size() > kMaxIdBytes || id.device_id().size() > kMaxIdBytes ||
       id.product_key().size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("identity fields exceed ", kMaxIdBytes, " bytes"));
+    const std::string limit_text = absl::StrCat(kMaxIdBytes);
+    return InvalidFieldError("identity",
+                             absl::StrCat("identity fields exceed ", kMaxIdBytes, " bytes"),
+                             {{"limit_bytes", limit_text}});
   }
   if (request.client_id().size() > kMaxFieldBytes) {
-    return absl::InvalidArgumentError("client_id is too long");
+    return InvalidFieldError("client_id", "client_id is too long");
   }
   if (request.username().size() > kMaxFieldBytes) {
-    return absl::InvalidArgumentError("username is too long");
+    return InvalidFieldError("username", "username is too long");
   }
   if (request.cert_cn().size() > kMaxFieldBytes) {
-    return absl::InvalidArgumentError("cert_cn is too long");
+    return InvalidFieldError("cert_cn", "cert_cn is too long");
   }
   if (request.request_id().size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError("request_id is too long");
+    return InvalidFieldError("request_id", "request_id is too long");
   }
   if (request.topic().size() > options_.max_topic_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("topic exceeds ", options_.max_topic_bytes, " bytes"));
+    const std::string limit_text = absl::StrCat(options_.max_topic_bytes);
+    return InvalidFieldError("topic",
+                             absl::StrCat("topic exceeds ", options_.max_topic_bytes, " bytes"),
+                             {{"limit_bytes", limit_text}});
   }
   const reg::RuleAction action = request.action();
   if (action == reg::RULE_ACTION_PUBLISH) {
     absl::Status s = ValidateTopicName(request.topic());
-    if (!s.ok()) return s;
+    if (!s.ok()) return InvalidFieldError("topic", s.message());
   } else if (action == reg::RULE_ACTION_SUBSCRIBE) {
     absl::Status s = ValidateTopicFilter(request.topic());
-    if (!s.ok()) return s;
+    if (!s.ok()) return InvalidFieldError("topic", s.message());
   } else {
-    return absl::InvalidArgumentError(
-        "action must be RULE_ACTION_PUBLISH or RULE_ACTION_SUBSCRIBE");
+    return InvalidFieldError("action",
+                             "action must be RULE_ACTION_PUBLISH or RULE_ACTION_SUBSCRIBE");
   }
 
   response->set_request_id(request.request_id());

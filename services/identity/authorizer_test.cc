@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "services/common/error_info.h"
 #include "services/identity/directory_cache.h"
 
 namespace iotauth::identity {
@@ -102,20 +103,29 @@ TEST_F(AuthorizerTest, UnknownOrDisabledDevicesAreDenied) {
 }
 
 TEST_F(AuthorizerTest, InvalidRequests) {
+  // Each refusal names the field it is about, as a stable reason.
+  const auto reason = [&](const v1::AuthorizeRequest& r) {
+    v1::AuthorizeResponse resp;
+    const absl::Status s = authz_->Authorize(r, {}, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    return ErrorReason(s);
+  };
   v1::AuthorizeRequest r;
-  v1::AuthorizeResponse resp;
-  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reason(r), "INVALID_IDENTITY");
   r.mutable_identity()->set_tenant_id("t1");
   r.mutable_identity()->set_device_id("d1");
   r.set_action(reg::RULE_ACTION_PUBLISH);
   r.set_topic("devices/+/x");
-  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reason(r), "INVALID_TOPIC");
   r.set_action(reg::RULE_ACTION_ALL);
   r.set_topic("devices/d1/x");
-  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reason(r), "INVALID_ACTION");
   r.set_action(reg::RULE_ACTION_SUBSCRIBE);
   r.set_topic("devices/#/x");
-  EXPECT_EQ(authz_->Authorize(r, {}, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reason(r), "INVALID_TOPIC");
+  r.set_topic("devices/d1/x");
+  r.set_client_id(std::string(100000, 'c'));
+  EXPECT_EQ(reason(r), "INVALID_CLIENT_ID");
 }
 
 uint64_t CountOf(const Authorizer& a, const std::string& decision, const std::string& action,

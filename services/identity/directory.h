@@ -14,14 +14,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/iotauth/registry/v1/types.pb.h"
+#include "services/common/error_info.h"
 #include "services/identity/hmac.h"
 
 namespace iotauth::identity {
 
 // What Authenticate and Authorize answer while the directory is still loading.
 inline absl::Status DirectoryLoadingError() {
-  return absl::UnavailableError(
-      "identity: the device directory is still loading from the registry; retry shortly");
+  return WithErrorReason(
+      absl::UnavailableError(
+          "identity: the device directory is still loading from the registry; retry shortly"),
+      "DIRECTORY_LOADING");
 }
 
 namespace registry = ::iotauth::registry::v1;

@@ -65,12 +65,14 @@ grpc::ServerUnaryReactor* IdentityService::AuthenticateBatch(
   absl::Status s = RequireRole(caller, Role::kGateway);
   const int n = request->requests_size();
   if (s.ok() && (n == 0 || n > kMaxBatchSize)) {
-    s = absl::InvalidArgumentError(
-        absl::StrCat("requests must hold 1 to ", kMaxBatchSize, " entries"));
+    const std::string limit_text = absl::StrCat(kMaxBatchSize);
+    s = InvalidFieldError("requests",
+                          absl::StrCat("requests must hold 1 to ", kMaxBatchSize, " entries"),
+                          {{"limit_entries", limit_text}});
   }
   for (int i = 0; s.ok() && i < n; ++i) {
     absl::Status v = options_.authenticator->ValidateRequest(request->requests(i));
-    if (!v.ok()) s = absl::InvalidArgumentError(absl::StrCat("requests[", i, "].", v.message()));
+    if (!v.ok()) s = WithMessagePrefix(v, absl::StrCat("requests[", i, "]."));
   }
   if (s.ok()) {
     response->mutable_responses()->Reserve(n);
@@ -94,7 +96,8 @@ grpc::ServerUnaryReactor* IdentityService::Authorize(grpc::CallbackServerContext
   absl::Status s = RequireRole(caller, Role::kGateway);
   if (s.ok()) {
     s = options_.authorizer == nullptr
-            ? absl::UnimplementedError("Authorize is not enabled on this server")
+            ? WithErrorReason(absl::UnimplementedError("Authorize is not enabled on this server"),
+                              "AUTHORIZE_DISABLED")
             : options_.authorizer->Authorize(*request, CallContext{caller.principal}, response);
   }
   FinishMetered(reactor, &meter, s);

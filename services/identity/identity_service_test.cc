@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/common/error_info.h"
+#include "services/common/grpc_status.h"
 #include "services/identity/directory_cache.h"
 #include "services/identity/sas_token.h"
 
@@ -16,6 +18,12 @@ namespace {
 
 namespace v1 = ::iotauth::identity::v1;
 namespace reg = ::iotauth::registry::v1;
+
+// The stable reason a remote caller reads from the status details.
+std::string WireReason(const grpc::Status& s) { return ErrorReason(FromGrpcStatus(s)); }
+std::string WireMetadata(const grpc::Status& s, absl::string_view key) {
+  return ErrorMetadata(FromGrpcStatus(s), key);
+}
 
 class FixedCallerResolver final : public CallerResolver {
  public:
@@ -107,6 +115,9 @@ TEST_F(IdentityServiceTest, MalformedRequestIsInvalidArgument) {
   grpc::Status s = Call(r, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("connect.password"), std::string::npos);
+  EXPECT_EQ(WireReason(s), "INVALID_PASSWORD");
+  EXPECT_EQ(WireMetadata(s, "field"), "connect.password");
+  EXPECT_EQ(WireMetadata(s, "limit_bytes"), "4096");
 }
 
 TEST_F(IdentityServiceTest, Batch) {
@@ -131,12 +142,17 @@ TEST_F(IdentityServiceTest, Batch) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(s.error_message().find("requests[1].connect.password"), std::string::npos)
         << s.error_message();
+    // The entry's reason survives the index prefix.
+    EXPECT_EQ(WireReason(s), "INVALID_PASSWORD");
+    EXPECT_EQ(WireMetadata(s, "field"), "connect.password");
   }
   {
     grpc::ClientContext ctx;
     v1::AuthenticateBatchResponse resp;
-    EXPECT_EQ(stub_->AuthenticateBatch(&ctx, v1::AuthenticateBatchRequest(), &resp).error_code(),
-              grpc::StatusCode::INVALID_ARGUMENT);
+    grpc::Status s = stub_->AuthenticateBatch(&ctx, v1::AuthenticateBatchRequest(), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(WireReason(s), "INVALID_REQUESTS");
+    EXPECT_FALSE(WireMetadata(s, "limit_entries").empty());
   }
 }
 
@@ -154,8 +170,9 @@ TEST_F(IdentityServiceTest, RequiresGatewayRole) {
 TEST_F(IdentityServiceTest, AuthorizeWithoutAuthorizerIsUnimplemented) {
   grpc::ClientContext ctx;
   v1::AuthorizeResponse resp;
-  EXPECT_EQ(stub_->Authorize(&ctx, v1::AuthorizeRequest(), &resp).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  grpc::Status s = stub_->Authorize(&ctx, v1::AuthorizeRequest(), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(WireReason(s), "AUTHORIZE_DISABLED");
 }
 
 // Sum of the samples of `family` whose labels include all of `want` (counter

@@ -577,8 +577,8 @@ absl::Status RegistryService::DoBatchGetDevices(const Caller& caller,
   IOTAUTH_RETURN_IF_ERROR(
       RequireRole(caller, req.include_secrets() ? Role::kAdmin : Role::kReader));
   if (req.ids_size() > kBatchGetMaxIds) {
-    return absl::InvalidArgumentError(absl::StrCat("ids: ", req.ids_size(), " ids; at most ",
-                                                   kBatchGetMaxIds, " per call: split them"));
+    return InvalidField("ids", absl::StrCat(req.ids_size(), " ids; at most ", kBatchGetMaxIds,
+                                            " per call: split them"));
   }
   size_t bytes = 0;
   for (const v1::BatchGetDevicesRequest::DeviceId& id : req.ids()) {
@@ -1431,7 +1431,9 @@ absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
     return InvalidField("batch_size", absl::StrCat("must be 0 to ", Limits::kMaxBatchSize));
   }
   if (options_.secret_box == nullptr) {
-    return absl::FailedPreconditionError("this server was started without its secret box");
+    return WithReason(
+        absl::FailedPreconditionError("this server was started without its secret box"),
+        "NO_SECRET_BOX");
   }
   v1::RewrapSecretsProgress last;
   // Once the client is gone, stop writing but finish the run: a half-done run is

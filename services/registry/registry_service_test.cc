@@ -789,6 +789,7 @@ TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit
   const absl::Status too_many = svc_->DoBatchGetDevices(Authenticated(kReader), many, &none);
   EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(too_many.message().find("1000"), std::string::npos) << too_many.message();
+  EXPECT_EQ(ReasonOf(too_many), "INVALID_IDS");
 
   // 40 devices of about 33 KB: no answer passes ~1 MiB by more than one device, and
   // asking again for the rest brings them all, in order.

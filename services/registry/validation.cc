@@ -11,23 +11,6 @@
 #include "services/common/ids.h"
 
 namespace iotauth::registry {
-namespace {
-
-std::string ReasonForField(absl::string_view field) {
-  size_t dot = field.rfind('.');
-  absl::string_view last = dot == absl::string_view::npos ? field : field.substr(dot + 1);
-  size_t bracket = last.find('[');
-  if (bracket != absl::string_view::npos) last = last.substr(0, bracket);
-  std::string reason = "INVALID_";
-  for (char c : last) {
-    reason.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c))
-                         ? absl::ascii_toupper(static_cast<unsigned char>(c))
-                         : '_');
-  }
-  return reason;
-}
-
-}  // namespace
 
 absl::Status WithReason(absl::Status status, absl::string_view reason) {
   return WithErrorReason(std::move(status), reason);
@@ -41,8 +24,7 @@ std::string ReasonOf(const absl::Status& status) {
 }
 
 absl::Status InvalidField(absl::string_view field, absl::string_view detail) {
-  return WithReason(absl::InvalidArgumentError(absl::StrCat(field, ": ", detail)),
-                    ReasonForField(field));
+  return InvalidFieldError(field, absl::StrCat(field, ": ", detail));
 }
 
 absl::Status ValidateId(absl::string_view field, absl::string_view id) {

@@ -205,6 +205,7 @@ class IdentityE2ETest(unittest.TestCase):
             h.call(self.gateway, AUTH, {"connect": {"client_id": "x" * 5000, "password": "cA=="}})
         self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("client_id", e.exception.details())
+        self.assertEqual(h.error_reason(e.exception), "INVALID_CLIENT_ID")
         # A registry rejection carries its stable reason in the error's details
         # (google.rpc.ErrorInfo), for python grpcio and buf curl alike.
         bad = {"device": {"tenant_id": "no-such-tenant", "device_id": "has space"}}
