@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/field_mask_util.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
@@ -161,7 +162,7 @@ absl::Status RequirePossessionForVerified(const v1::CaCertificate& ca) {
   if (ca.status() != v1::CA_STATUS_VERIFIED || ca.has_possession_verified_time()) {
     return absl::OkStatus();
   }
-  return WithReason(
+  return WithErrorReason(
       absl::FailedPreconditionError(
           "a CA becomes verified only by proof of possession of its key: get its code with "
           "`iotauthctl ca verification-code`, sign a certificate with that CN using the CA's "
@@ -170,8 +171,8 @@ absl::Status RequirePossessionForVerified(const v1::CaCertificate& ca) {
 }
 
 absl::Status EtagMismatch() {
-  return WithReason(absl::FailedPreconditionError("etag does not match the stored version"),
-                    "ETAG_MISMATCH");
+  return WithErrorReason(absl::FailedPreconditionError("etag does not match the stored version"),
+                         "ETAG_MISMATCH");
 }
 
 // Read, modify, conditional write. With a client etag the write is conditional on
@@ -1343,7 +1344,7 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   if (!req.tenant_id().empty()) IOTAUTH_RETURN_IF_ERROR(ValidateId("tenant_id", req.tenant_id()));
   const StreamSlots::Slot slot(&watch_slots_);
   if (!slot.ok()) {
-    return WithReason(
+    return WithErrorReason(
         absl::ResourceExhaustedError(absl::StrCat(
             "too many WatchChanges streams open (", watch_slots_.capacity(),
             "): cancel idle ones (a client that reconnects should cancel its old stream first), "
@@ -1359,10 +1360,11 @@ absl::Status RegistryService::DoWatchChanges(const Caller& caller,
   if (req.has_cursor_time() && cursor > 0) {
     IOTAUTH_ASSIGN_OR_RETURN(std::optional<absl::Time> at, options_.store->ChangeTime(cursor));
     if (at.has_value() && *at != FromProtoTimestamp(req.cursor_time())) {
-      return WithReason(absl::OutOfRangeError("change cursor belongs to another change log (was "
-                                              "the registry restored or replaced?); "
-                                              "resynchronise and watch from now"),
-                        "CURSOR_UNKNOWN");
+      return WithErrorReason(
+          absl::OutOfRangeError("change cursor belongs to another change log (was "
+                                "the registry restored or replaced?); "
+                                "resynchronise and watch from now"),
+          "CURSOR_UNKNOWN");
     }
   }
   absl::Duration heartbeat = absl::ZeroDuration();
@@ -1431,7 +1433,7 @@ absl::Status RegistryService::DoRewrapSecrets(const Caller& caller,
     return InvalidField("batch_size", absl::StrCat("must be 0 to ", Limits::kMaxBatchSize));
   }
   if (options_.secret_box == nullptr) {
-    return WithReason(
+    return WithErrorReason(
         absl::FailedPreconditionError("this server was started without its secret box"),
         "NO_SECRET_BOX");
   }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/common/sqlite_setup.h"
 #include "services/common/status_macros.h"
 #include "services/registry/validation.h"
@@ -243,14 +244,14 @@ void ToTimestamp(absl::Time t, google::protobuf::Timestamp* ts) {
 std::string EtagOf(int64_t cursor) { return absl::StrCat(cursor); }
 
 absl::Status NotFound(absl::string_view what) {
-  return WithReason(absl::NotFoundError(absl::StrCat(what, " not found")), "NOT_FOUND");
+  return WithErrorReason(absl::NotFoundError(absl::StrCat(what, " not found")), "NOT_FOUND");
 }
 absl::Status AlreadyExists(absl::string_view what) {
-  return WithReason(absl::AlreadyExistsError(absl::StrCat(what, " already exists")),
-                    "ALREADY_EXISTS");
+  return WithErrorReason(absl::AlreadyExistsError(absl::StrCat(what, " already exists")),
+                         "ALREADY_EXISTS");
 }
 absl::Status Precondition(absl::string_view reason, absl::string_view message) {
-  return WithReason(absl::FailedPreconditionError(message), reason);
+  return WithErrorReason(absl::FailedPreconditionError(message), reason);
 }
 
 absl::Status CheckEtag(absl::string_view stored, absl::string_view expected) {
@@ -1118,8 +1119,8 @@ absl::StatusOr<BatchResult> SqliteStore::CreateDevices(absl::string_view tenant_
       d.set_tenant_id(std::string(tenant_id));
       if (!seen.insert(d.device_id()).second) {
         result.errors.push_back(
-            {i, WithReason(absl::AlreadyExistsError("device id repeated in the batch"),
-                           "ALREADY_EXISTS")});
+            {i, WithErrorReason(absl::AlreadyExistsError("device id repeated in the batch"),
+                                "ALREADY_EXISTS")});
         continue;
       }
       auto it = products.find(d.product_key());
@@ -1833,9 +1834,10 @@ absl::StatusOr<ChangeBatch> SqliteStore::ReadChanges(int64_t after_cursor, int32
         after_cursor = pruned_through;
         out.next_cursor = after_cursor;
       } else if (after_cursor < pruned_through) {
-        return WithReason(absl::OutOfRangeError("change cursor is older than the retained log; "
-                                                "resynchronise and watch from now"),
-                          "CURSOR_EXPIRED");
+        return WithErrorReason(
+            absl::OutOfRangeError("change cursor is older than the retained log; "
+                                  "resynchronise and watch from now"),
+            "CURSOR_EXPIRED");
       }
     }
     if (after_cursor > 0) {
@@ -1847,7 +1849,7 @@ absl::StatusOr<ChangeBatch> SqliteStore::ReadChanges(int64_t after_cursor, int32
       if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db.Error("read newest cursor");
       const int64_t issued = rc == SQLITE_ROW ? seq.ColInt(0) : 0;
       if (after_cursor > issued) {
-        return WithReason(
+        return WithErrorReason(
             absl::OutOfRangeError("change cursor is ahead of this registry's log (was the "
                                   "database restored or recreated?); resynchronise and watch "
                                   "from now"),

@@ -12,10 +12,6 @@
 
 namespace iotauth::registry {
 
-absl::Status WithReason(absl::Status status, absl::string_view reason) {
-  return WithErrorReason(std::move(status), reason);
-}
-
 std::string ReasonOf(const absl::Status& status) {
   if (status.ok()) return "";
   std::string reason = ErrorReason(status);

@@ -43,9 +43,6 @@ struct Limits {
 
 // INVALID_ARGUMENT "<field>: <detail>" with reason INVALID_<LAST FIELD SEGMENT>.
 absl::Status InvalidField(absl::string_view field, absl::string_view detail);
-// Attaches a stable reason to `status`: a google.rpc.ErrorInfo (error_info.h) that
-// callers read from the error's details; not part of the message.
-absl::Status WithReason(absl::Status status, absl::string_view reason);
 // The stable reason of `status`: its payload if any, else its code name
 // (e.g. ALREADY_EXISTS). Empty for OK.
 std::string ReasonOf(const absl::Status& status);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "services/common/error_info.h"
 
 namespace iotauth::registry {
 namespace {
@@ -188,7 +189,7 @@ TEST(ValidateTenantTest, PoliciesAndHost) {
 
 TEST(ReasonTest, FallsBackToCodeName) {
   EXPECT_EQ(ReasonOf(absl::NotFoundError("x")), "NOT_FOUND");
-  EXPECT_EQ(ReasonOf(WithReason(absl::FailedPreconditionError("x"), "UNKNOWN_PRODUCT")),
+  EXPECT_EQ(ReasonOf(WithErrorReason(absl::FailedPreconditionError("x"), "UNKNOWN_PRODUCT")),
             "UNKNOWN_PRODUCT");
   EXPECT_EQ(ReasonOf(absl::OkStatus()), "");
 }

@@ -20,6 +20,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "services/common/crypto.h"
+#include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
@@ -37,7 +38,6 @@ using iotauth::registry::InvalidField;
 using iotauth::registry::ReasonOf;
 using iotauth::registry::Secrets;
 using iotauth::registry::ValidateId;
-using iotauth::registry::WithReason;
 
 // ---- OpenSSL ownership ----
 struct BioFree {
@@ -51,13 +51,13 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 // ---- Status helpers (messages never carry a secret) ----
 absl::Status Precondition(absl::string_view reason, absl::string_view message) {
-  return WithReason(absl::FailedPreconditionError(message), reason);
+  return WithErrorReason(absl::FailedPreconditionError(message), reason);
 }
 absl::Status Denied(absl::string_view reason, absl::string_view message) {
-  return WithReason(absl::PermissionDeniedError(message), reason);
+  return WithErrorReason(absl::PermissionDeniedError(message), reason);
 }
 absl::Status Invalid(absl::string_view reason, absl::string_view message) {
-  return WithReason(absl::InvalidArgumentError(message), reason);
+  return WithErrorReason(absl::InvalidArgumentError(message), reason);
 }
 absl::Status Internal(absl::string_view what) {
   ERR_clear_error();
@@ -521,8 +521,8 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
     absl::StatusOr<rv1::IssuingCa> existing =
         options_.store->GetIssuingCa(req.tenant_id(), Secrets::kOmit);
     if (existing.ok()) {
-      return WithReason(absl::AlreadyExistsError("the tenant already has an issuing CA"),
-                        "ALREADY_EXISTS");
+      return WithErrorReason(absl::AlreadyExistsError("the tenant already has an issuing CA"),
+                             "ALREADY_EXISTS");
     }
     if (existing.status().code() != absl::StatusCode::kNotFound) return existing.status();
   }

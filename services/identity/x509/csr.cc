@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/error_info.h"
 #include "services/common/status_macros.h"
 #include "services/identity/x509/certificate.h"
 #include "services/registry/validation.h"
@@ -18,7 +19,6 @@ namespace iotauth::identity::x509 {
 namespace {
 
 using ::iotauth::registry::InvalidField;
-using ::iotauth::registry::WithReason;
 
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
@@ -26,7 +26,7 @@ struct BioFree {
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
 absl::Status Invalid(absl::string_view reason, absl::string_view message) {
-  return WithReason(absl::InvalidArgumentError(message), reason);
+  return WithErrorReason(absl::InvalidArgumentError(message), reason);
 }
 absl::Status Internal(absl::string_view what) {
   ERR_clear_error();
