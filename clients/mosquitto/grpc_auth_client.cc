@@ -12,7 +12,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
+#include "services/common/tls_files.h"
 
 namespace iotauth::mosquitto {
 
@@ -28,6 +30,21 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 bool Readable(const std::string& path) { return path.empty() || access(path.c_str(), R_OK) == 0; }
+
+// What CheckTlsFiles says of these contents (the CA bundle is always configured
+// with TLS; a certificate and key only for mutual TLS). Never quotes the key.
+absl::Status CheckContents(const std::string& ca, const std::string& cert, const std::string& key,
+                           bool with_identity) {
+  TlsFiles f;
+  f.with_identity = with_identity;
+  f.cert_chain = cert;
+  f.private_key = key;
+  f.with_ca = true;
+  f.ca_bundle = ca;
+  return CheckTlsFiles(f).status();
+}
+
+constexpr absl::Duration kFileCheckInterval = absl::Seconds(10);
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcAuthClient>> GrpcAuthClient::Create(const PluginConfig& c) {
@@ -47,6 +64,12 @@ absl::StatusOr<std::unique_ptr<GrpcAuthClient>> GrpcAuthClient::Create(const Plu
     client->ca_file_ = c.ca_file;
     client->cert_file_ = c.cert_file;
     client->key_file_ = c.key_file;
+    absl::Status checked =
+        CheckContents(client->ca_pem_, client->cert_pem_, client->key_pem_, !c.cert_file.empty());
+    if (!checked.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "plugin_opt_ca_file / plugin_opt_cert_file / plugin_opt_key_file: ", checked.message()));
+    }
   }
   return client;
 }
@@ -63,6 +86,7 @@ iv1::IdentityService::Stub* GrpcAuthClient::Stub() {
       o.pem_private_key = key_pem_;
       creds = grpc::SslCredentials(o);
     } else if (tls_) {
+      watching_files_ = true;
       // Read again every second, so that a connection made after a renewal presents
       // the new certificate. The files must be replaced together (a rename, or
       // Kubernetes' Secret volume): a key read with the other pair's certificate
@@ -98,8 +122,38 @@ absl::StatusOr<iv1::AuthenticateResponse> GrpcAuthClient::Authenticate(
                    std::chrono::microseconds(absl::ToInt64Microseconds(timeout)));
   iv1::AuthenticateResponse resp;
   grpc::Status s = Stub()->Authenticate(&ctx, request, &resp);
-  if (!s.ok()) return FromGrpcStatus(s);
+  if (!s.ok()) {
+    absl::Status failed = FromGrpcStatus(s);
+    // Not reached: if a renewal broke the TLS files, say so.
+    if (failed.code() == absl::StatusCode::kUnavailable && ErrorReason(failed).empty()) {
+      if (std::string problem = WatchedFilesProblem(); !problem.empty()) {
+        return absl::UnavailableError(
+            absl::StrCat(failed.message(), "; the TLS files fail their check now: ", problem,
+                         " (write the certificate and key together, as one matching pair)"));
+      }
+    }
+    return failed;
+  }
   return resp;
+}
+
+std::string GrpcAuthClient::WatchedFilesProblem() {
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    if (!watching_files_ || now - files_checked_ < kFileCheckInterval) return "";
+    files_checked_ = now;
+  }
+  std::string pem[3];
+  const std::string* paths[3] = {&ca_file_, &cert_file_, &key_file_};
+  for (int i = 0; i < 3; ++i) {
+    if (paths[i]->empty()) continue;
+    absl::StatusOr<std::string> content = ReadFile(*paths[i]);
+    if (!content.ok()) return std::string(content.status().message());
+    pem[i] = *std::move(content);
+  }
+  absl::Status checked = CheckContents(pem[0], pem[1], pem[2], !cert_file_.empty());
+  return checked.ok() ? "" : std::string(checked.message());
 }
 
 }  // namespace iotauth::mosquitto

@@ -6,6 +6,11 @@
 // next connection without restarting the broker. If the broker's user cannot read
 // them once it has dropped root (they were read at load, as root), the contents read
 // then are used, as before: a renewal then needs a restart.
+//
+// The files are checked at load (each parses, the key belongs to the certificate),
+// and again when iotauth cannot be reached (at most every 10 s): a renewal that
+// wrote a mismatched or partial pair breaks every new TLS connection, and the
+// broker's log then says so instead of only "UNAVAILABLE".
 #pragma once
 
 #include <memory>
@@ -13,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "clients/mosquitto/plugin_config.h"
 #include "clients/mosquitto/plugin_core.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
@@ -21,7 +27,8 @@ namespace iotauth::mosquitto {
 
 class GrpcAuthClient final : public AuthClient {
  public:
-  // Reads the TLS files now; INVALID_ARGUMENT naming one that cannot be read.
+  // Reads and checks the TLS files now; INVALID_ARGUMENT naming one that cannot be
+  // read or does not check (a key that is not the certificate's, a damaged PEM).
   static absl::StatusOr<std::unique_ptr<GrpcAuthClient>> Create(const PluginConfig& config);
 
   absl::StatusOr<iotauth::identity::v1::AuthenticateResponse> Authenticate(
@@ -30,6 +37,9 @@ class GrpcAuthClient final : public AuthClient {
  private:
   GrpcAuthClient() = default;
   iotauth::identity::v1::IdentityService::Stub* Stub();
+  // Why the watched TLS files, read again now, would fail a handshake; empty when
+  // they check, when they are not watched, or when checked less than 10 s ago.
+  std::string WatchedFilesProblem();
 
   std::string address_;
   std::string server_name_;
@@ -38,6 +48,8 @@ class GrpcAuthClient final : public AuthClient {
   std::string ca_pem_, cert_pem_, key_pem_;  // as read at load; key: SECRET
   absl::Mutex mu_;
   std::unique_ptr<iotauth::identity::v1::IdentityService::Stub> stub_ ABSL_GUARDED_BY(mu_);
+  bool watching_files_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time files_checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace iotauth::mosquitto

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "clients/mosquitto/topic_match.h"
 #include "services/common/crypto.h"
@@ -164,7 +165,10 @@ Decision PluginCore::OnBasicAuth(const ConnectAttempt& a) {
           clock_->Now() + std::min(config_.failure_backoff * (int64_t{1} << doublings),
                                    std::max(kMaxFailFast, config_.failure_backoff));
     }
-    return {false, absl::StrCat("iotauth error: ", absl::StatusCodeToString(code))};
+    // The message says why (gRPC's transport error, or the TLS files' check), escaped
+    // like every other text in the broker's log.
+    return {false, absl::StrCat("iotauth error: ", absl::StatusCodeToString(code), ": ",
+                                absl::Utf8SafeCHexEscape(resp.status().message()))};
   }
   consecutive_unreachable_ = 0;
   if (resp->decision() != iv1::DECISION_ALLOW) {

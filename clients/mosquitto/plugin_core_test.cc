@@ -116,8 +116,11 @@ TEST_F(PluginCoreTest, DenyAndErrorsFailClosed) {
 }
 
 TEST_F(PluginCoreTest, UnreachableFailsFastForBackoff) {
-  state_.next = absl::DeadlineExceededError("deadline");
-  EXPECT_FALSE(core_->OnBasicAuth(Attempt()).allow);
+  state_.next = absl::DeadlineExceededError("deadline\nforged line");
+  const Decision d = core_->OnBasicAuth(Attempt());
+  EXPECT_FALSE(d.allow);
+  // Why, for the broker's log: the message, escaped so that it cannot forge a line.
+  EXPECT_EQ(d.reason, "iotauth error: DEADLINE_EXCEEDED: deadline\\nforged line");
   state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
   EXPECT_FALSE(core_->OnBasicAuth(Attempt()).allow) << "within the backoff: no call";
   EXPECT_EQ(state_.requests.size(), 1u);
