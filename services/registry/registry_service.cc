@@ -597,6 +597,7 @@ absl::Status RegistryService::DoBatchGetDevices(const Caller& caller,
       const grpc::Status g = ToGrpcStatus(d.status());
       result->set_code(static_cast<int32_t>(g.error_code()));
       result->set_message(g.error_message());
+      result->set_reason(ReasonOf(d.status()));
     }
     bytes += result->ByteSizeLong();
   }
@@ -619,8 +620,10 @@ grpc::Status RegistryService::BatchGetDevices(grpc::ServerContext* ctx,
     const v1::BatchGetDevicesRequest::DeviceId& id = req->ids(i);
     const v1::BatchGetDevicesResponse::Result& r = resp->results(i);
     Audit(caller, "BatchGetDevicesWithSecrets", id.tenant_id(), "", id.device_id(), id.device_id(),
-          r.code() == 0 ? absl::OkStatus()
-                        : absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
+          r.code() == 0
+              ? absl::OkStatus()
+              : WithErrorReason(absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()),
+                                r.reason()));
   }
   return grpc::Status::OK;
 }

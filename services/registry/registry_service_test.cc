@@ -747,6 +747,10 @@ TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit
   EXPECT_EQ(found, (std::vector<std::string>{"e2", "e0", "e1"}));
   EXPECT_NE(resp.results(3).message().find("device_id"), std::string::npos)
       << resp.results(3).message();
+  // Each failed read carries its stable reason, as a failed call would.
+  EXPECT_EQ(resp.results(1).reason(), "NOT_FOUND");
+  EXPECT_EQ(resp.results(3).reason(), "INVALID_DEVICE_ID");
+  EXPECT_EQ(resp.results(0).reason(), "");
 
   // Keys: admins only, and the whole call is refused for a reader who asks.
   req.set_include_secrets(true);
@@ -779,6 +783,9 @@ TEST_F(RegistryServiceTest, BatchGetAnswersEachIdInOrderAndStopsNearTheSizeLimit
     }
   }
   EXPECT_EQ(audited, (std::vector<std::string>{"e2", "nope", "e0", "", "e1", "e1"}));
+  // A failed read's record keeps its reason, not only its code.
+  EXPECT_EQ(events[before + 3].attributes().at("error"), "INVALID_DEVICE_ID");
+  EXPECT_EQ(events[before + 1].attributes().at("error"), "NOT_FOUND");
 
   // Too many ids: the call is refused, saying how many fit.
   v1::BatchGetDevicesRequest many;
