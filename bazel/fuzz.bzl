@@ -15,6 +15,8 @@ def iotauth_fuzzer(name, srcs, deps):
         name = name,
         srcs = srcs,
         copts = IOTAUTH_COPTS,
+        # A test artifact: it may use the test fakes (testonly libraries).
+        testonly = True,
         tags = [
             "fuzz",
             "manual",

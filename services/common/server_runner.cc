@@ -240,7 +240,7 @@ void ServerRunner::RegisterCollectable(const std::weak_ptr<prometheus::Collectab
 ServerRunner::~ServerRunner() { Shutdown(absl::ZeroDuration()); }
 
 void ServerRunner::PublishHealth() {
-  if (health_shut_down_ || server_ == nullptr) return;
+  if (shut_down_ || server_ == nullptr) return;
   auto* health = server_->GetHealthCheckService();
   if (health == nullptr) return;
   for (const auto& name : names_) {
@@ -266,11 +266,13 @@ void ServerRunner::Hold(bool held) {
 }
 
 void ServerRunner::Shutdown(absl::Duration grace) {
-  if (shut_down_ || server_ == nullptr) return;
-  shut_down_ = true;
+  if (server_ == nullptr) return;
   {
+    // One flag, under the health lock: a second Shutdown (the destructor's, or one
+    // from another thread) returns here, and no SetServing or Hold runs after it.
     absl::MutexLock lock(&health_mu_);
-    health_shut_down_ = true;
+    if (shut_down_) return;
+    shut_down_ = true;
     auto* health = server_->GetHealthCheckService();
     if (health != nullptr) health->Shutdown();  // every service now NOT_SERVING
   }

@@ -72,7 +72,8 @@ class ServerRunner {
   void Hold(bool held);
 
   // Marks every service NOT_SERVING, stops accepting calls, lets in-flight calls
-  // finish for up to `grace`, then cancels the rest. Idempotent.
+  // finish for up to `grace`, then cancels the rest. Idempotent; thread-safe (a
+  // second caller returns at once, without waiting for the first to finish).
   void Shutdown(absl::Duration grace);
 
  private:
@@ -86,7 +87,8 @@ class ServerRunner {
   // Hosted services not yet SERVING.
   std::vector<std::string> not_serving_ ABSL_GUARDED_BY(health_mu_);
   bool held_ ABSL_GUARDED_BY(health_mu_) = false;
-  bool health_shut_down_ ABSL_GUARDED_BY(health_mu_) = false;
+  // Set once by Shutdown.
+  bool shut_down_ ABSL_GUARDED_BY(health_mu_) = false;
   // Declared before server_ so that it outlives it: gRPC reads the files it stages.
   std::shared_ptr<TlsReloader> tls_reloader_;
   // The metrics' families live in it: kept for as long as they are recorded.
@@ -98,7 +100,6 @@ class ServerRunner {
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
-  bool shut_down_ = false;
 };
 
 // Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR2 in the calling thread and every thread it

@@ -38,6 +38,7 @@
 #include "services/common/fuzz_check.h"
 #include "services/gateway/exhook_service.h"
 #include "services/gateway/ext_authz_service.h"
+#include "services/gateway/fake_identity_backend.h"
 #include "services/gateway/identity_backend.h"
 
 namespace {
@@ -89,29 +90,9 @@ constexpr absl::string_view kTopics[] = {
     absl::string_view("devices/d1/up"), absl::string_view("$share/g/devices/d1/up"),
     absl::string_view("$queue/devices/d1/up"), absl::string_view("$share/nogroupslash")};
 
-// Backend answers scripted by the input; records what the adapters sent.
-class ScriptedBackend final : public iotauth::gateway::IdentityBackend {
- public:
-  absl::StatusOr<iv1::AuthenticateResponse> Authenticate(
-      const iv1::AuthenticateRequest& request, const GatewayCallContext& /*context*/) override {
-    ++authenticate_calls;
-    last_authenticate = request;
-    return next_authenticate;
-  }
-  absl::StatusOr<iv1::AuthorizeResponse> Authorize(const iv1::AuthorizeRequest& request,
-                                                   const GatewayCallContext& /*context*/) override {
-    ++authorize_calls;
-    last_authorize = request;
-    return next_authorize;
-  }
-
-  absl::StatusOr<iv1::AuthenticateResponse> next_authenticate;
-  absl::StatusOr<iv1::AuthorizeResponse> next_authorize;
-  int authenticate_calls = 0;
-  int authorize_calls = 0;
-  iv1::AuthenticateRequest last_authenticate;
-  iv1::AuthorizeRequest last_authorize;
-};
+// Backend answers scripted by the input (set before each call); records what the
+// adapters sent.
+using ScriptedBackend = iotauth::gateway::FakeIdentityBackend;
 
 absl::Status ErrorFor(uint8_t b) {
   return (b & 1) != 0 ? absl::InvalidArgumentError("bad request")
@@ -123,7 +104,7 @@ absl::Status ErrorFor(uint8_t b) {
 void ScriptAuthenticate(Reader& in, absl::Time now, ScriptedBackend* backend) {
   const uint8_t kind = in.Byte() % 4;
   if (kind == 3) {
-    backend->next_authenticate = ErrorFor(in.Byte());
+    backend->authenticate_error = ErrorFor(in.Byte());
     return;
   }
   iv1::AuthenticateResponse r;
@@ -142,18 +123,20 @@ void ScriptAuthenticate(Reader& in, absl::Time now, ScriptedBackend* backend) {
       r.mutable_credential_expires_at()->set_seconds(absl::ToUnixSeconds(now) + expiry - 128);
     }
   }
-  backend->next_authenticate = r;
+  backend->authenticate_error = absl::OkStatus();
+  backend->authenticate_response = r;
 }
 
 void ScriptAuthorize(Reader& in, ScriptedBackend* backend) {
   const uint8_t kind = in.Byte() % 3;
   if (kind == 2) {
-    backend->next_authorize = ErrorFor(in.Byte());
+    backend->authorize_error = ErrorFor(in.Byte());
     return;
   }
   iv1::AuthorizeResponse r;
   r.set_decision(kind == 0 ? iv1::DECISION_ALLOW : iv1::DECISION_DENY);
-  backend->next_authorize = r;
+  backend->authorize_error = absl::OkStatus();
+  backend->authorize_response = r;
 }
 
 ev2::ClientInfo ReadClientInfo(Reader& in) {
@@ -195,17 +178,19 @@ void ExHookAuthenticate(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* 
   info->set_password(in.Bytes(in.Byte()));
   info->set_protocol((in.Byte() & 1) != 0 ? "mqtt" : "MQTT-SN");
   ScriptAuthenticate(in, clock->Now(), backend);
-  const int calls = backend->authenticate_calls;
+  const size_t calls = backend->authenticate_requests.size();
   const ev2::ValuedResponse r = handler->OnClientAuthenticate(req, {"emqx"});
-  IOTAUTH_FUZZ_CHECK(backend->authenticate_calls == calls + 1, "one Authenticate per connect");
-  const iv1::ConnectInfo& sent = backend->last_authenticate.connect();
-  IOTAUTH_FUZZ_CHECK(backend->last_authenticate.tenant_id() == kTenant, "tenant hint sent");
+  IOTAUTH_FUZZ_CHECK(backend->authenticate_requests.size() == calls + 1,
+                     "one Authenticate per connect");
+  const iv1::ConnectInfo& sent = backend->authenticate_requests.back().connect();
+  IOTAUTH_FUZZ_CHECK(backend->authenticate_requests.back().tenant_id() == kTenant,
+                     "tenant hint sent");
   IOTAUTH_FUZZ_CHECK(sent.client_id() == info->clientid() && sent.username() == info->username() &&
                          sent.password() == info->password(),
                      "CONNECT fields passed through unchanged");
   IOTAUTH_FUZZ_CHECK(sent.peer_address() == Connection(*info), "peer address passed through");
-  const bool allowed = backend->next_authenticate.ok() &&
-                       backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
+  const bool allowed = backend->authenticate_error.ok() &&
+                       backend->authenticate_response.decision() == iv1::DECISION_ALLOW;
   IOTAUTH_FUZZ_CHECK(r.type() == ev2::ValuedResponse::STOP_AND_RETURN,
                      "authenticate stops the chain");
   IOTAUTH_FUZZ_CHECK(r.bool_result() == allowed, "authenticate answers the backend's decision");
@@ -214,10 +199,10 @@ void ExHookAuthenticate(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* 
   if (allowed) {
     ModelSession s;
     s.connection = Connection(*info);
-    s.identity = backend->next_authenticate->identity();
-    if (backend->next_authenticate->has_credential_expires_at()) {
+    s.identity = backend->authenticate_response.identity();
+    if (backend->authenticate_response.has_credential_expires_at()) {
       s.expires_at =
-          absl::FromUnixSeconds(backend->next_authenticate->credential_expires_at().seconds());
+          absl::FromUnixSeconds(backend->authenticate_response.credential_expires_at().seconds());
     }
     (*model)[key] = std::move(s);
   } else if (auto it = model->find(key);
@@ -235,7 +220,7 @@ void ExHookAuthorize(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* bac
   req.set_type(static_cast<ev2::ClientAuthorizeRequest::AuthorizeReqType>(type));
   req.set_topic(in.Pick(kTopics));
   ScriptAuthorize(in, backend);
-  const int calls = backend->authorize_calls;
+  const size_t calls = backend->authorize_requests.size();
   const ev2::ValuedResponse r = handler->OnClientAuthorize(req, {"emqx"});
   const ev2::ClientInfo& info = req.clientinfo();
   const absl::Time now = clock->Now();
@@ -247,11 +232,11 @@ void ExHookAuthorize(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* bac
   }
   const bool session_ok =
       type <= 1 && it != model->end() && it->second.connection == Connection(info);
-  const bool backend_allows =
-      backend->next_authorize.ok() && backend->next_authorize->decision() == iv1::DECISION_ALLOW;
-  if (backend->authorize_calls > calls) {
+  const bool backend_allows = backend->authorize_error.ok() &&
+                              backend->authorize_response.decision() == iv1::DECISION_ALLOW;
+  if (backend->authorize_requests.size() > calls) {
     IOTAUTH_FUZZ_CHECK(session_ok, "Authorize asked only for a live session on this connection");
-    const iv1::AuthorizeRequest& sent = backend->last_authorize;
+    const iv1::AuthorizeRequest& sent = backend->authorize_requests.back();
     IOTAUTH_FUZZ_CHECK(
         sent.identity().SerializeAsString() == it->second.identity.SerializeAsString(),
         "Authorize carries the identity this connection established");
@@ -321,13 +306,13 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
   sa->set_address(in.Pick(kHosts));
   sa->set_port_value(kPorts[in.Byte() % 3]);
   ScriptAuthenticate(in, clock->Now(), backend);
-  const int calls = backend->authenticate_calls;
+  const size_t calls = backend->authenticate_requests.size();
   const auth::CheckResponse r = handler.Check(req, {"envoy"});
-  const bool asked = backend->authenticate_calls > calls;
-  const bool allowed = asked && backend->next_authenticate.ok() &&
-                       backend->next_authenticate->decision() == iv1::DECISION_ALLOW;
+  const bool asked = backend->authenticate_requests.size() > calls;
+  const bool allowed = asked && backend->authenticate_error.ok() &&
+                       backend->authenticate_response.decision() == iv1::DECISION_ALLOW;
   if (asked) {
-    const iv1::AuthenticateRequest& sent = backend->last_authenticate;
+    const iv1::AuthenticateRequest& sent = backend->authenticate_requests.back();
     IOTAUTH_FUZZ_CHECK(sent.tenant_id() == ((shape & 64) != 0 ? "t2" : kTenant),
                        "route tenant wins over the default");
     if (!token.empty()) {
@@ -339,7 +324,7 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
   if (allowed) {
     IOTAUTH_FUZZ_CHECK(r.status().code() == 0 && r.has_ok_response(), "allow is OK");
     const auth::OkHttpResponse& ok = r.ok_response();
-    const iv1::Identity& id = backend->next_authenticate->identity();
+    const iv1::Identity& id = backend->authenticate_response.identity();
     IOTAUTH_FUZZ_CHECK(IsOverwrite(ok, "x-iotauth-tenant", id.tenant_id()) &&
                            IsOverwrite(ok, "x-iotauth-device", id.device_id()),
                        "identity headers overwrite what the client sent");
@@ -363,17 +348,18 @@ void ExtAuthzCheck(Reader& in, iotauth::FakeClock* clock, ScriptedBackend* backe
           reason || (h.header().key() == "x-iotauth-deny-reason" && !h.header().value().empty());
     }
     IOTAUTH_FUZZ_CHECK(reason, "deny names its reason");
-    if (asked && !backend->next_authenticate.ok()) {
-      IOTAUTH_FUZZ_CHECK(http_status == (backend->next_authenticate.status().code() ==
-                                                 absl::StatusCode::kInvalidArgument
-                                             ? 401
-                                             : 503),
-                         "backend failure: malformed 401, otherwise 503 (fail closed)");
+    if (asked && !backend->authenticate_error.ok()) {
+      IOTAUTH_FUZZ_CHECK(
+          http_status == (backend->authenticate_error.code() == absl::StatusCode::kInvalidArgument
+                              ? 401
+                              : 503),
+          "backend failure: malformed 401, otherwise 503 (fail closed)");
     }
   }
   // Unless the backend itself named the device after the token (the input chooses
   // the backend's answers; a registered device id cannot hold a space).
-  if (!allowed || !absl::StrContains(backend->next_authenticate->identity().device_id(), token)) {
+  if (!allowed ||
+      !absl::StrContains(backend->authenticate_response.identity().device_id(), token)) {
     CheckNoSecret(r, token);
   }
 }
