@@ -423,12 +423,20 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
       NoteCommitted({batch.events.size() - duplicates, head, latency}, duplicates, gap > 0);
       return;
     }
+    // Unwritable from the first refused attempt, not only once the batch is given
+    // up: with audit.when_unwritable=refuse the gate closes now, so the decisions
+    // answered while the retries run (and would be lost with this batch) are few.
+    bool lost_writable = false;
     {
       absl::MutexLock lock(&mu_);
       ++stats_.commit_failures;
+      lost_writable = std::exchange(stats_.writable, false);
     }
     refused = result.status();
-    if (options_.observer) options_.observer->OnCommitFailed(refused);
+    if (options_.observer) {
+      if (lost_writable) options_.observer->OnWritable(false, refused);
+      options_.observer->OnCommitFailed(refused);
+    }
     if (attempt >= options_.max_commit_attempts) break;
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
@@ -447,19 +455,14 @@ void LocalAuditSink::CommitBatch(EncodedBatch batch, uint64_t gap) {
     return;
   }
   // Otherwise the events are lost; say so in the log once the store recovers.
-  bool lost_writable = false;
   {
     absl::MutexLock lock(&mu_);
     stats_.dropped += accepted;  // `gap` was counted already
-    lost_writable = std::exchange(stats_.writable, false);
     // While stopping (no spool) there is no later batch to carry the GAP; the
     // counters keep it.
     if (!stopping_) gap_pending_ += accepted + gap;
   }
-  if (options_.observer) {
-    if (lost_writable) options_.observer->OnWritable(false, refused);
-    options_.observer->OnDropped(accepted);
-  }
+  if (options_.observer) options_.observer->OnDropped(accepted);
 }
 
 bool LocalAuditSink::Flush(absl::Duration timeout) {

@@ -37,7 +37,7 @@ struct AuditPipelineStats {
   uint64_t batches = 0;          // committed transactions
   uint64_t commit_failures = 0;  // failed commit attempts (each retried)
   uint64_t queue_depth = 0;      // events waiting now
-  // False from a batch given up after its retries to the next commit (see
+  // False from the first refused commit attempt to the next commit (see
   // AuditPipelineObserver::OnWritable).
   bool writable = true;
   absl::Duration commit_latency_total = absl::ZeroDuration();
@@ -70,10 +70,11 @@ class AuditPipelineObserver {
   // After a batch committed durably.
   virtual void OnBatchCommitted(const CommittedBatch& batch) {}
   virtual void OnCommitFailed(const absl::Status& status) {}
-  // The sink started losing events (`writable` false, `cause` saying why) or
-  // stopped (true, OK: an event got through since). Called on each change only, in
-  // order. LocalAuditSink: false when a batch is given up after its retries (the
-  // store refuses commits), true at the next commit, from its writer thread.
+  // The sink cannot record events (`writable` false, `cause` saying why) or can
+  // again (true, OK: an event got through since). Called on each change only, in
+  // order. LocalAuditSink: false at the first refused commit attempt (the events
+  // of that batch are lost only if its retries are refused too), true at the next
+  // commit, from its writer thread.
   // RemoteAuditSink: false when an event is dropped because the resend queue is full
   // (the audit service is down or does not keep up), true at the next
   // acknowledgement; called with the sink's lock held.

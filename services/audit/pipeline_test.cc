@@ -350,6 +350,14 @@ TEST_F(PipelineTest, RetriesFailedCommits) {
   EXPECT_EQ(sink_->Stats().commit_failures, 2u);
   EXPECT_EQ(observer_.failures, 2u);
   EXPECT_EQ(sink_->Stats().dropped, 0u);
+  // Unwritable from the first refused attempt (with audit.when_unwritable=refuse the
+  // gate closes then, not once the batch is given up), writable at the commit.
+  const auto changes = observer_.Changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_FALSE(changes[0].first);
+  EXPECT_EQ(changes[0].second.message(), "injected");
+  EXPECT_TRUE(changes[1].first);
+  EXPECT_TRUE(sink_->Stats().writable);
 }
 
 TEST_F(PipelineTest, GivingUpOnACommitLeavesAGap) {

@@ -131,12 +131,13 @@ class AuditMetrics final : public audit::AuditPipelineObserver {
     if (writable_hook_) writable_hook_(writable);
     writable_.Set(writable ? 1 : 0);
     if (writable) {
-      log::Info("audit: events get through again; the loss is recorded as a GAP event");
+      log::Info("audit: events get through again; any loss is recorded as a GAP event");
     } else {
       log::Error(
-          "audit: events are being lost (counted in iotauth_audit_events_dropped_total, "
-          "recorded as a GAP event once the log recovers). Free space or fix the audit "
-          "store, or bring the remote audit service back",
+          "audit: events cannot be recorded: they are retried, and counted as lost "
+          "(iotauth_audit_events_dropped_total; a GAP event once the log recovers) when "
+          "the retries or the resend queue run out. Free space or fix the audit store, or "
+          "bring the remote audit service back",
           {{"error", cause.ToString()}});
     }
   }

@@ -642,7 +642,7 @@ class AuditOutageTest(unittest.TestCase):
                 else:
                     deny(lost)
                     lost += 1
-                self.assertIn("audit: events are being lost", server.log())
+                self.assertIn("audit: events cannot be recorded", server.log())
             finally:
                 resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
             lifted = time.time()

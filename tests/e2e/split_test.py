@@ -261,7 +261,7 @@ class AuditGoneTest(unittest.TestCase):
                 self.assertEqual(resp["decision"], "DECISION_DENY")  # answered until then
                 sent += 1
             self.assertEqual(health(), "NOT_SERVING")
-            self.assertIn("audit: events are being lost", identity.log())
+            self.assertIn("audit: events cannot be recorded", identity.log())
             self.assertIn("the resend queue is full", identity.log())
             if when_unwritable == "refuse":
                 refused(sent)
