@@ -25,6 +25,7 @@
 #include "google/protobuf/field_mask.pb.h"
 #include "proto/iotauth/identity/v1/certificates.grpc.pb.h"
 #include "proto/iotauth/registry/v1/registry.grpc.pb.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::cli {
 namespace {
@@ -107,25 +108,11 @@ std::vector<std::string> SplitCertificates(const std::string& text) {
   return out;
 }
 
-struct EvpPkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct X509ReqFree {
-  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
 // The DER of a PEM or DER PKCS#10 request.
 absl::StatusOr<std::string> CsrDer(const std::string& csr) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(csr.data(), static_cast<int>(csr.size())));
+  BioPtr bio(BIO_new_mem_buf(csr.data(), static_cast<int>(csr.size())));
   if (!bio) return absl::InternalError("out of memory");
-  std::unique_ptr<X509_REQ, X509ReqFree> req(
-      PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  X509ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (!req) {
     const auto* p = reinterpret_cast<const unsigned char*>(csr.data());
     req.reset(d2i_X509_REQ(nullptr, &p, static_cast<long>(csr.size())));  // NOLINT(runtime/int)
@@ -142,13 +129,11 @@ absl::StatusOr<std::string> CsrDer(const std::string& csr) {
 // Signs `data` with a PEM private key the way RenewCertificate checks it: SHA-256
 // with ECDSA or RSA PKCS#1 v1.5, or Ed25519. The key never leaves this process.
 absl::StatusOr<std::string> SignWithKey(const std::string& key_pem, const std::string& data) {
-  std::unique_ptr<BIO, BioFree> bio(
-      BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  BioPtr bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
   if (!bio) return absl::InternalError("out of memory");
-  std::unique_ptr<EVP_PKEY, EvpPkeyFree> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) return absl::InvalidArgumentError("--key_file: not an unencrypted PEM private key");
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   const EVP_MD* md = EVP_PKEY_id(key.get()) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
   size_t len = 0;
   const auto* in = reinterpret_cast<const unsigned char*>(data.data());

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "services/common/hex_digit.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::crypto {
 namespace {
@@ -135,10 +136,7 @@ bool Sha256Into(absl::string_view a, absl::string_view b, unsigned char* out) {
   // once and a per-thread context reused make it ~3x cheaper. It runs once per audit
   // event and per certificate parsed.
   static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  struct CtxDeleter {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-  };
-  thread_local std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
+  thread_local EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   unsigned int len = 0;
   return md != nullptr && ctx != nullptr && EVP_DigestInit_ex2(ctx.get(), md, nullptr) == 1 &&
          EVP_DigestUpdate(ctx.get(), a.data(), a.size()) == 1 &&

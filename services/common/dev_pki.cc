@@ -19,27 +19,19 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/openssl_ptr.h"
 #include "services/common/posix_file.h"
 #include "services/common/status_macros.h"
 
 namespace iotauth {
 namespace {
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct X509Deleter {
-  void operator()(X509* p) const { X509_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-
 absl::Status OpenSslError(absl::string_view what) {
   return absl::InternalError(absl::StrCat("dev PKI: ", what, " failed"));
 }
 
-absl::StatusOr<PkeyPtr> NewEcKey() {
-  PkeyPtr key(EVP_EC_gen("P-256"));
+absl::StatusOr<EvpPkeyPtr> NewEcKey() {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
   if (!key) return OpenSslError("EC key generation");
   return key;
 }
@@ -194,7 +186,7 @@ absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now) {
   auto write_file = [dir_fd](const std::string& path, const std::string& data, mode_t mode) {
     return posix_file::ReplaceFile(path, data, /*sync=*/true, dir_fd, PkiFileError, mode);
   };
-  IOTAUTH_ASSIGN_OR_RETURN(PkeyPtr ca_key, NewEcKey());
+  IOTAUTH_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, NewEcKey());
   IOTAUTH_ASSIGN_OR_RETURN(
       X509Ptr ca, MakeCert({"iotauth development CA", "", true, false, absl::Hours(24 * 3650)},
                            ca_key.get(), nullptr, ca_key.get(), now));
@@ -213,7 +205,7 @@ absl::StatusOr<bool> EnsureDevPki(const std::string& dir, absl::Time now) {
        p.reader_key},
   };
   for (const Leaf& leaf : leaves) {
-    IOTAUTH_ASSIGN_OR_RETURN(PkeyPtr key, NewEcKey());
+    IOTAUTH_ASSIGN_OR_RETURN(EvpPkeyPtr key, NewEcKey());
     IOTAUTH_ASSIGN_OR_RETURN(X509Ptr cert,
                              MakeCert(leaf.spec, key.get(), ca.get(), ca_key.get(), now));
     IOTAUTH_RETURN_IF_ERROR(write_file(leaf.key_path, KeyPem(key.get()), 0600));

@@ -15,22 +15,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth {
 namespace {
-
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 BioPtr MemBio(absl::string_view pem) {
   return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -117,7 +105,7 @@ absl::StatusOr<TlsCertificateInfo> CheckIdentity(const TlsFiles& files) {
   BioPtr key_bio = MemBio(files.private_key);
   if (!key_bio) return absl::ResourceExhaustedError("out of memory reading PEM");
   ERR_clear_error();
-  PkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
   ERR_clear_error();
   if (!key) {
     // OpenSSL's reasons would not add anything an operator can act on, and they

@@ -21,6 +21,7 @@
 #include "services/common/crypto.h"
 #include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
+#include "services/common/openssl_ptr.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
 #include "services/common/utf8.h"
@@ -195,13 +196,6 @@ absl::StatusOr<T> ReadModifyWrite(Get get, Modify modify, Put put, absl::string_
 
 // ---- CA certificates ----
 
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-
 // Parses the PEM and fills fingerprint, subject and not_after; replaces the PEM with
 // the certificate's own encoding (PEM_read_bio_X509 skips other blocks and text, which
 // would otherwise be stored as uploaded and served to readers).
@@ -212,11 +206,11 @@ absl::Status DescribeCaCertificate(v1::CaCertificate* ca) {
                         "holds a private key: upload the CA certificate alone (the key must "
                         "not leave the CA)");
   }
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return absl::InternalError("BIO_new_mem_buf failed");
-  std::unique_ptr<X509, X509Deleter> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) return InvalidField("ca.certificate_pem", "is not a PEM certificate");
-  std::unique_ptr<X509, X509Deleter> extra(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  X509Ptr extra(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (extra) return InvalidField("ca.certificate_pem", "must hold exactly one certificate");
   if (X509_check_ca(cert.get()) < 1) {
     return InvalidField("ca.certificate_pem", "is not a CA certificate (basicConstraints CA:TRUE)");
@@ -228,7 +222,7 @@ absl::Status DescribeCaCertificate(v1::CaCertificate* ca) {
       crypto::Sha256Hex(absl::string_view(reinterpret_cast<char*>(der), der_len)));
   OPENSSL_free(der);
 
-  std::unique_ptr<BIO, BioDeleter> out(BIO_new(BIO_s_mem()));
+  BioPtr out(BIO_new(BIO_s_mem()));
   if (!out ||
       X509_NAME_print_ex(out.get(), X509_get_subject_name(cert.get()), 0, XN_FLAG_RFC2253) < 0) {
     return absl::InternalError("cannot print the certificate subject");
@@ -244,7 +238,7 @@ absl::Status DescribeCaCertificate(v1::CaCertificate* ca) {
   ca->mutable_not_after()->set_seconds(timegm(&tm_after));
   ca->mutable_not_after()->set_nanos(0);
 
-  std::unique_ptr<BIO, BioDeleter> canonical(BIO_new(BIO_s_mem()));
+  BioPtr canonical(BIO_new(BIO_s_mem()));
   if (!canonical || PEM_write_bio_X509(canonical.get(), cert.get()) != 1) {
     return absl::InternalError("cannot encode the certificate");
   }

@@ -16,17 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/big_endian.h"
 #include "services/common/crypto.h"
+#include "services/common/openssl_ptr.h"
 #include "services/common/posix_file.h"
 
 namespace iotauth::registry {
 namespace {
 
 constexpr size_t kHeaderSize = 1 + SecretBox::kKeyIdSize;
-
-struct CtxDeleter {
-  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
-};
-using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter>;
 
 void AppendLengthPrefixed(std::string* out, absl::string_view part) {
   big_endian::AppendU32(static_cast<uint32_t>(part.size()), out);
@@ -95,7 +91,7 @@ absl::StatusOr<std::string> SecretBox::Seal(absl::string_view plaintext,
   out.resize(ct_offset + plaintext.size() + kTagSize);
   auto* ct = reinterpret_cast<unsigned char*>(out.data() + ct_offset);
 
-  CtxPtr ctx(EVP_CIPHER_CTX_new());
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (!ctx ||
       EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr,
@@ -136,7 +132,7 @@ absl::StatusOr<std::string> SecretBox::Open(absl::string_view sealed, absl::stri
   std::string out(ct_size, '\0');
   auto* pt = reinterpret_cast<unsigned char*>(out.data());
 
-  CtxPtr ctx(EVP_CIPHER_CTX_new());
+  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (!ctx ||
       EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr,

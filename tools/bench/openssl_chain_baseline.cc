@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/iotauth/identity/v1/identity.pb.h"
+#include "services/common/openssl_ptr.h"
 
 ABSL_FLAG(std::string, ca, "", "PEM trust anchor(s) (the tenant's registered root).");
 ABSL_FLAG(std::string, requests_file, "",
@@ -37,10 +38,6 @@ ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "How long to loop over the
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of text.");
 
 namespace {
-
-struct StoreDeleter {
-  void operator()(X509_STORE* s) const { X509_STORE_free(s); }
-};
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "openssl_chain_baseline: %s\n", msg.c_str());
@@ -92,7 +89,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "openssl_chain_baseline --ca=root.pem --requests_file=F [--duration=5s] [--json]");
   absl::ParseCommandLine(argc, argv);
-  std::unique_ptr<X509_STORE, StoreDeleter> store(X509_STORE_new());
+  iotauth::X509StorePtr store(X509_STORE_new());
   if (X509_STORE_load_file(store.get(), absl::GetFlag(FLAGS_ca).c_str()) != 1) {
     return Fail(absl::StrCat("cannot load --ca ", absl::GetFlag(FLAGS_ca)));
   }

@@ -19,18 +19,16 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/crypto.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::identity::x509 {
 namespace {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-
 constexpr size_t kMaxSans = 32;
 
-struct OpenSslFree {
+// OPENSSL_free is a macro (it passes the caller's file and line), so it cannot be an
+// OpenSslFree<FreeFn> argument.
+struct OpenSslMemFree {
   void operator()(void* p) const { OPENSSL_free(p); }
 };
 
@@ -124,8 +122,7 @@ X509Ptr WithEcdsaSignatureVariant(X509* cert, EVP_PKEY* signer_key) {
   }
   int nid = OBJ_txt2nid(group);
   if (nid == NID_undef) nid = EC_curve_nist2nid(group);
-  std::unique_ptr<EC_GROUP, decltype(&EC_GROUP_free)> curve(EC_GROUP_new_by_curve_name(nid),
-                                                            &EC_GROUP_free);
+  EcGroupPtr curve(EC_GROUP_new_by_curve_name(nid));
   X509Ptr copy(X509_dup(cert));
   if (!curve || !copy) return nullptr;
   const ASN1_BIT_STRING* sig = nullptr;
@@ -133,8 +130,7 @@ X509Ptr WithEcdsaSignatureVariant(X509* cert, EVP_PKEY* signer_key) {
   X509_get0_signature(&sig, &alg, copy.get());
   if (sig == nullptr) return nullptr;
   const unsigned char* p = ASN1_STRING_get0_data(sig);
-  std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
-      d2i_ECDSA_SIG(nullptr, &p, ASN1_STRING_length(sig)), &ECDSA_SIG_free);
+  EcdsaSigPtr es(d2i_ECDSA_SIG(nullptr, &p, ASN1_STRING_length(sig)));
   if (!es) return nullptr;
   const BIGNUM* r = nullptr;
   const BIGNUM* s = nullptr;
@@ -277,9 +273,9 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view entry,
       if (ERR_GET_REASON(err) == PEM_R_NO_START_LINE && !out.empty()) break;
       return Malformed(out.empty() ? "no PEM certificate" : "bad PEM block after a certificate");
     }
-    std::unique_ptr<char, OpenSslFree> n(name);
-    std::unique_ptr<char, OpenSslFree> h(header);
-    std::unique_ptr<unsigned char, OpenSslFree> d(data);
+    std::unique_ptr<char, OpenSslMemFree> n(name);
+    std::unique_ptr<char, OpenSslMemFree> h(header);
+    std::unique_ptr<unsigned char, OpenSslMemFree> d(data);
     if (absl::string_view(name) != "CERTIFICATE") {
       return Malformed("PEM block is not a CERTIFICATE");
     }

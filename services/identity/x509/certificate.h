@@ -14,17 +14,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::identity::x509 {
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct X509CrlFree {
-  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlFree>;
+// The package's owning pointers (services/common/openssl_ptr.h).
+using ::iotauth::X509CrlPtr;
+using ::iotauth::X509Ptr;
 
 // One parsed certificate with the facts the verifier needs precomputed. Immutable
 // after construction; `x509()` may be passed to OpenSSL from several threads (OpenSSL

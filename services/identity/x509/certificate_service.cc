@@ -22,6 +22,7 @@
 #include "services/common/crypto.h"
 #include "services/common/error_info.h"
 #include "services/common/grpc_status.h"
+#include "services/common/openssl_ptr.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_macros.h"
 #include "services/common/utf8.h"
@@ -38,16 +39,6 @@ using iotauth::registry::InvalidField;
 using iotauth::registry::ReasonOf;
 using iotauth::registry::Secrets;
 using iotauth::registry::ValidateId;
-
-// ---- OpenSSL ownership ----
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 // ---- Status helpers (messages never carry a secret) ----
 absl::Status Precondition(absl::string_view reason, absl::string_view message) {
@@ -115,10 +106,10 @@ const EVP_MD* DigestFor(EVP_PKEY* key) {
   return EVP_sha256();
 }
 
-absl::StatusOr<PkeyPtr> LoadPrivateKey(absl::string_view pem) {
+absl::StatusOr<EvpPkeyPtr> LoadPrivateKey(absl::string_view pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Internal("BIO_new_mem_buf");
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassword, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassword, nullptr));
   ERR_clear_error();
   if (!key) return absl::InvalidArgumentError("not an unencrypted PEM private key");
   return key;
@@ -136,7 +127,7 @@ absl::StatusOr<std::string> PrivateKeyPem(EVP_PKEY* key) {
   return std::string(data, static_cast<size_t>(std::max(0L, len)));
 }
 
-absl::StatusOr<PkeyPtr> GenerateKey(iv1::KeyAlgorithm alg) {
+absl::StatusOr<EvpPkeyPtr> GenerateKey(iv1::KeyAlgorithm alg) {
   EVP_PKEY* k = nullptr;
   switch (alg) {
     case iv1::KEY_ALGORITHM_UNSPECIFIED:
@@ -159,7 +150,7 @@ absl::StatusOr<PkeyPtr> GenerateKey(iv1::KeyAlgorithm alg) {
       return InvalidField("generate.key_algorithm", "unknown algorithm");
   }
   if (k == nullptr) return Internal("key generation");
-  return PkeyPtr(k);
+  return EvpPkeyPtr(k);
 }
 
 // A random positive 127-bit serial (RFC 5280: at most 20 octets, unpredictable).
@@ -529,7 +520,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
   const AlgorithmPolicy& algs = options_.config.renewal_policy.algorithms;
   absl::Time now = options_.clock->Now();
   X509Ptr cert;
-  PkeyPtr key;
+  EvpPkeyPtr key;
   bool generated = false;
   switch (req.source_case()) {
     case iv1::CreateIssuingCaRequest::kGenerate: {
@@ -582,7 +573,7 @@ absl::StatusOr<rv1::CaCertificate> CertificateService::DoCreateIssuingCa(
       if (im.private_key_pem().empty() || im.private_key_pem().size() > size_t{16} * 1024) {
         return InvalidField("import.private_key_pem", "is required (at most 16 KiB)");
       }
-      absl::StatusOr<PkeyPtr> k = LoadPrivateKey(im.private_key_pem());
+      absl::StatusOr<EvpPkeyPtr> k = LoadPrivateKey(im.private_key_pem());
       if (!k.ok()) return InvalidField("import.private_key_pem", k.status().message());
       key = *std::move(k);
       int match = X509_check_private_key(parsed->x509(), key.get());
@@ -645,7 +636,7 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::Issue(
     return Precondition("NO_ISSUING_CA", "the tenant has no issuing CA");
   }
   if (!issuing.ok()) return issuing.status();
-  absl::StatusOr<PkeyPtr> ca_key = LoadPrivateKey(issuing->private_key_pem());
+  absl::StatusOr<EvpPkeyPtr> ca_key = LoadPrivateKey(issuing->private_key_pem());
   OPENSSL_cleanse(issuing->mutable_private_key_pem()->data(), issuing->private_key_pem().size());
   issuing->clear_private_key_pem();
   if (!ca_key.ok()) return absl::DataLossError("stored issuing CA key does not load");

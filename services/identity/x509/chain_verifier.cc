@@ -15,15 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::identity::x509 {
 namespace {
 
 namespace v1 = ::iotauth::identity::v1;
 
-struct CtxFree {
-  void operator()(X509_STORE_CTX* c) const { X509_STORE_CTX_free(c); }
-};
+// sk_X509_free is a macro: no OpenSslFree<FreeFn> for it.
 struct StackFree {
   void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }
 };
@@ -263,13 +262,6 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
                             absl::Span<const CertPtr> intermediates, absl::Time now,
                             const ChainPolicy& policy);
 
-struct GeneralNamesFree {
-  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
-struct NameConstraintsFree {
-  void operator()(NAME_CONSTRAINTS* n) const { NAME_CONSTRAINTS_free(n); }
-};
-
 // 4.2.1.10: "either the permittedSubtrees field or the excludedSubtrees field MUST
 // be present", and neither may be an empty sequence (SIZE (1..MAX)).
 bool HasSubtrees(const NAME_CONSTRAINTS& nc) {
@@ -323,7 +315,7 @@ absl::string_view Ia5View(const ASN1_IA5STRING* s) {
 // wildcard SAN of `leaf` that reaches into an excluded dNSName subtree of a CA in
 // `path`, or "" when none does.
 std::string WildcardIntoExcludedSubtree(X509* leaf, absl::Span<const CertPtr> path) {
-  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> sans(
+  GeneralNamesPtr sans(
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr)));
   if (sans == nullptr) return "";
   std::vector<absl::string_view> bases;  // "example.com" for "*.example.com"
@@ -335,7 +327,7 @@ std::string WildcardIntoExcludedSubtree(X509* leaf, absl::Span<const CertPtr> pa
   }
   if (bases.empty()) return "";
   for (const CertPtr& ca : path) {
-    std::unique_ptr<NAME_CONSTRAINTS, NameConstraintsFree> nc(static_cast<NAME_CONSTRAINTS*>(
+    NameConstraintsPtr nc(static_cast<NAME_CONSTRAINTS*>(
         X509_get_ext_d2i(ca->x509(), NID_name_constraints, nullptr, nullptr)));
     if (nc == nullptr || nc->excludedSubtrees == nullptr) continue;
     for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->excludedSubtrees); ++i) {
@@ -393,7 +385,7 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
                             const ChainPolicy& policy) {
   ChainResult r;
   std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
-  std::unique_ptr<X509_STORE_CTX, CtxFree> ctx(X509_STORE_CTX_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (!untrusted || !ctx) {
     r.verdict = Verdict::Deny(v1::DENY_REASON_INTERNAL, "out of memory");
     return r;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/error_info.h"
+#include "services/common/openssl_ptr.h"
 #include "services/common/status_macros.h"
 #include "services/identity/x509/certificate.h"
 #include "services/registry/validation.h"
@@ -19,11 +20,6 @@ namespace iotauth::identity::x509 {
 namespace {
 
 using ::iotauth::registry::InvalidField;
-
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
 
 absl::Status Invalid(absl::string_view reason, absl::string_view message) {
   return WithErrorReason(absl::InvalidArgumentError(message), reason);
@@ -133,7 +129,7 @@ absl::StatusOr<std::string> VerifyCsr(X509_REQ* req, const AlgorithmPolicy& poli
 bool VerifyPossessionSignature(EVP_PKEY* key, absl::string_view signature,
                                absl::string_view message) {
   if (key == nullptr) return false;
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EvpMdCtxPtr md(EVP_MD_CTX_new());
   const EVP_MD* digest = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
   const bool ok =
       md != nullptr && EVP_DigestVerifyInit(md.get(), nullptr, digest, nullptr, key) == 1 &&

@@ -13,14 +13,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "services/common/openssl_ptr.h"
 #include "services/identity/x509/chain_verifier.h"
 
 namespace iotauth::identity::x509 {
 
-struct X509ReqFree {
-  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
-};
-using X509ReqPtr = std::unique_ptr<X509_REQ, X509ReqFree>;
+// The package's owning pointer (services/common/openssl_ptr.h).
+using ::iotauth::X509ReqPtr;
 
 // Parses one request: PEM `CERTIFICATE REQUEST` (the first block) or exactly one DER
 // request (trailing bytes refused). INVALID_ARGUMENT (reason INVALID_CSR) when empty,

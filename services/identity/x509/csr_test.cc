@@ -11,6 +11,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "services/common/openssl_ptr.h"
 
 namespace iotauth::identity::x509 {
 namespace {
@@ -23,10 +24,6 @@ std::string VectorsDir() {
 constexpr char kMissing[] =
     "Wycheproof vectors not found under $IOTAUTH_VECTORS_DIR/wycheproof (set "
     "IOTAUTH_VECTORS_DIR to the shared vectors folder)";
-
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
 
 struct Counts {
   bool missing = false;  // the vectors folder is absent: the test skips
@@ -55,7 +52,7 @@ Counts RunFile(const std::string& name) {
     const auto& gf = g.struct_value().fields();
     const std::string der = absl::HexStringToBytes(gf.at("publicKeyDer").string_value());
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-    std::unique_ptr<EVP_PKEY, PkeyFree> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
+    EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
     EXPECT_NE(key, nullptr) << name;
     if (key == nullptr) continue;
     for (const auto& t : gf.at("tests").list_value().values()) {

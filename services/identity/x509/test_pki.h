@@ -11,13 +11,13 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "services/common/openssl_ptr.h"
 #include "services/identity/x509/certificate.h"
 
 namespace iotauth::identity::x509::testing {
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
+// The deleter of a KeyPtr.
+using PkeyFree = ::iotauth::OpenSslFree<EVP_PKEY_free>;
 using KeyPtr = std::shared_ptr<EVP_PKEY>;
 
 enum class KeyType { kP256, kP384, kP521, kRsa2048, kRsa1024, kEd25519, kRsa2052 };
