@@ -554,9 +554,9 @@ class OutsideCheckpointTest(unittest.TestCase):
 class AuditOutageTest(unittest.TestCase):
     """The audit log's volume refuses writes (a file size limit put on the running
     server: its writes fail with EFBIG, as on a full volume): the server keeps
-    answering, reports NOT_SERVING and iotauth_audit_writable 0, then SERVING again
-    once writes succeed, with the loss recorded as a GAP event in a log that
-    verifies."""
+    answering, reports NOT_SERVING and iotauth_audit_writable 0 from the first
+    refused write, then SERVING again once writes succeed, with the loss recorded as
+    a GAP event in a log that verifies."""
 
     def health(self, server):
         p = subprocess.run([h.runfile("clients/iotauthctl/iotauthctl"), "--address", server.address,
@@ -614,7 +614,14 @@ class AuditOutageTest(unittest.TestCase):
             try:
                 lost = 0
                 deadline = time.time() + 30
-                while h.metric_value(server.metrics(), "iotauth_audit_writable") != 0:
+                while True:
+                    metrics = server.metrics()
+                    if h.metric_value(metrics, "iotauth_audit_writable") == 0:
+                        # Reported at the first refused write, before its retries run
+                        # out: nothing is lost yet (refuse closes its gate now).
+                        self.assertEqual(
+                            h.metric_value(metrics, "iotauth_audit_events_dropped_total"), 0)
+                        break
                     self.assertLess(time.time(), deadline, "the audit log was not reported unwritable")
                     try:
                         deny(lost)  # answered until the loss is reported
@@ -643,6 +650,12 @@ class AuditOutageTest(unittest.TestCase):
                     deny(lost)
                     lost += 1
                 self.assertIn("audit: events cannot be recorded", server.log())
+                # Reported at the first refused write; the events are lost only once
+                # their retries are refused too. Held until then, so that the loss and
+                # its GAP are seen (lifted sooner, the retries get them through).
+                self.wait_until(lambda: h.metric_value(
+                    server.metrics(), "iotauth_audit_events_dropped_total") >= 1,
+                    "the refused batch given up after its retries")
             finally:
                 resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, limit)
             lifted = time.time()
