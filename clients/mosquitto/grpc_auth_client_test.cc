@@ -16,7 +16,7 @@ using test_pki::PkiB;
 
 std::string WriteFile(const std::string& name, const std::string& content) {
   const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
+  std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
   std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
   return path;
 }

@@ -47,7 +47,6 @@ namespace iv1 = ::iotauth::identity::v1;
 namespace ev2 = ::emqx::exhook::v2;
 namespace auth = ::envoy::service::auth::v3;
 namespace core = ::envoy::config::core::v3;
-using iotauth::gateway::GatewayCallContext;
 
 constexpr char kTenant[] = "t1";
 

@@ -465,7 +465,9 @@ ChainResult VerifyChainOnce(const TrustStore& trust, const CertPtr& leaf,
     r.valid_until = std::min(r.valid_until, c->not_after());
     r.path.push_back(std::move(c));
   }
-  if (policy.reject_ca_leaf && r.path.size() > 1 && leaf->is_ca()) {
+  // Also when the leaf is itself a trust anchor (a path of one): a registered CA's
+  // own certificate is no device certificate.
+  if (policy.reject_ca_leaf && leaf->is_ca()) {
     r.error_depth = 0;
     r.verdict = Verdict::Deny(v1::DENY_REASON_CONSTRAINT_VIOLATED,
                               "leaf certificate is a CA (basicConstraints CA:TRUE)");

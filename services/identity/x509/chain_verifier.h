@@ -55,7 +55,7 @@ struct ChainPolicy {
   // when the extension is present), X509_PURPOSE_SSL_SERVER, or 0 for none.
   int purpose = X509_PURPOSE_SSL_CLIENT;
   // A device certificate must not be a CA (basicConstraints CA:TRUE on the leaf,
-  // whatever its keyUsage says).
+  // whatever its keyUsage says), also when the leaf is itself a trust anchor.
   bool reject_ca_leaf = true;
   // RFC 5280 profile on every certificate below the anchor: version 3, serial
   // positive and at most 20 octets, every extension of a known type decodes,

@@ -330,6 +330,26 @@ const Row kRows[] = {
 INSTANTIATE_TEST_SUITE_P(Rows, ChainVerifierTable, ::testing::ValuesIn(kRows),
                          [](const ::testing::TestParamInfo<Row>& i) { return i.param.name; });
 
+// A trusted CA's own certificate presented as the device's (a path of one, the leaf
+// being the anchor) is no device certificate either.
+TEST(ChainVerifierTest, ATrustedCaPresentedAsTheLeafIsACaLeaf) {
+  auto root_key = Key(KeyType::kP256);
+  // Everything else a device leaf needs: it signs (digitalSignature), no EKU check.
+  X509Ptr root = MakeCert(
+      CertSpec{.cn = "root", .ca = true, .key_usage = "critical,digitalSignature,keyCertSign"},
+      root_key.get(), nullptr, nullptr);
+  auto trust = TrustStore::Create({Parsed(root.get())}, {}, {});
+  ASSERT_TRUE(trust.ok()) << trust.status();
+  ChainPolicy policy;
+  policy.purpose = 0;  // no EKU check: the CA check is what refuses it
+  ChainResult r = VerifyChain(**trust, Parsed(root.get()), {}, kNow, policy);
+  EXPECT_EQ(r.verdict.reason, v1::DENY_REASON_CONSTRAINT_VIOLATED) << r.verdict.detail;
+  EXPECT_TRUE(r.path.empty());
+  policy.reject_ca_leaf = false;  // the policy switch still decides
+  r = VerifyChain(**trust, Parsed(root.get()), {}, kNow, policy);
+  EXPECT_TRUE(r.verdict.ok()) << r.verdict.detail;
+}
+
 TEST(ParseTest, RejectsGarbageAndLimits) {
   ParseLimits limits;
   EXPECT_FALSE(ParseCertificates("", limits).ok());
