@@ -1,6 +1,6 @@
 // AuditGate: refuses decisions and changes while the audit log cannot record them
-// (audit.when_unwritable=refuse). The sinks report when events start being lost
-// and when they get through again (AuditPipelineObserver::OnWritable); the process
+// (audit.when_unwritable=refuse). The sinks report when events cannot be recorded
+// (the local sink at the first refused commit) and when they get through again (AuditPipelineObserver::OnWritable); the process
 // turns those reports into SetWritable, and each producer of a decision or change
 // (Authenticate, an audited Authorize decision, the registry's mutations,
 // certificate operations) asks Admit before it acts. A refused call is
