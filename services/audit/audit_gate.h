@@ -1,13 +1,14 @@
 // AuditGate: refuses decisions and changes while the audit log cannot record them
 // (audit.when_unwritable=refuse). The sinks report when events cannot be recorded
-// (the local sink at the first refused commit) and when they get through again (AuditPipelineObserver::OnWritable); the process
-// turns those reports into SetWritable, and each producer of a decision or change
-// (Authenticate, an audited Authorize decision, the registry's mutations,
-// certificate operations) asks Admit before it acts. A refused call is
-// UNAVAILABLE: nothing is decided or changed, so nothing goes unrecorded, and the
-// caller's retry policy (or the broker's failure action, which fails closed) takes
-// over. Reads are not gated, audited reads of secrets included: the identity
-// mirror's must go on, or disables and key changes would not reach Authenticate.
+// (the local sink at the first refused commit) and when they get through again
+// (AuditPipelineObserver::OnWritable); the process turns those reports into
+// SetWritable, and each producer of a decision or change (Authenticate, an audited
+// Authorize decision, the registry's mutations, certificate operations) asks Admit
+// before it acts. A refused call is UNAVAILABLE: nothing is decided or changed, so
+// nothing goes unrecorded, and the caller's retry policy (or the broker's failure
+// action, which fails closed) takes over. Reads are not gated, audited reads of
+// secrets included: the identity mirror's must go on, or disables and key changes
+// would not reach Authenticate.
 //
 // Without a gate (a null pointer in a producer's options), or with
 // audit.when_unwritable=not_serving or serve, every call is admitted.
