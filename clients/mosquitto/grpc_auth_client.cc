@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,28 +19,7 @@ namespace iotauth::mosquitto {
 namespace iv1 = ::iotauth::identity::v1;
 
 namespace {
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 bool Readable(const std::string& path) { return path.empty() || access(path.c_str(), R_OK) == 0; }
-
-// What CheckTlsFiles says of these contents (the CA bundle is always configured
-// with TLS; a certificate and key only for mutual TLS). Never quotes the key.
-absl::Status CheckContents(const std::string& ca, const std::string& cert, const std::string& key,
-                           bool with_identity) {
-  TlsFiles f;
-  f.with_identity = with_identity;
-  f.cert_chain = cert;
-  f.private_key = key;
-  f.with_ca = true;
-  f.ca_bundle = ca;
-  return CheckTlsFiles(f).status();
-}
 
 constexpr absl::Duration kFileCheckInterval = absl::Seconds(10);
 }  // namespace
@@ -53,23 +30,15 @@ absl::StatusOr<std::unique_ptr<GrpcAuthClient>> GrpcAuthClient::Create(const Plu
   client->server_name_ = c.tls_server_name;
   if (!c.ca_file.empty()) {
     client->tls_ = true;
-    for (auto [path, pem] :
-         {std::pair{&c.ca_file, &client->ca_pem_}, std::pair{&c.cert_file, &client->cert_pem_},
-          std::pair{&c.key_file, &client->key_pem_}}) {
-      if (path->empty()) continue;
-      absl::StatusOr<std::string> content = ReadFile(*path);
-      if (!content.ok()) return content.status();
-      *pem = *std::move(content);
-    }
-    client->ca_file_ = c.ca_file;
-    client->cert_file_ = c.cert_file;
-    client->key_file_ = c.key_file;
-    absl::Status checked =
-        CheckContents(client->ca_pem_, client->cert_pem_, client->key_pem_, !c.cert_file.empty());
+    client->paths_ = TlsSourcePaths{c.cert_file, c.key_file, c.ca_file};
+    absl::StatusOr<TlsFiles> files = ReadTlsFiles(client->paths_);
+    if (!files.ok()) return files.status();
+    absl::Status checked = CheckTlsFiles(*files).status();
     if (!checked.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "plugin_opt_ca_file / plugin_opt_cert_file / plugin_opt_key_file: ", checked.message()));
     }
+    client->loaded_ = *std::move(files);
   }
   return client;
 }
@@ -78,12 +47,13 @@ iv1::IdentityService::Stub* GrpcAuthClient::Stub() {
   absl::MutexLock lock(&mu_);
   if (stub_ == nullptr) {
     std::shared_ptr<grpc::ChannelCredentials> creds;
-    if (tls_ && !(Readable(ca_file_) && Readable(cert_file_) && Readable(key_file_))) {
+    if (tls_ &&
+        !(Readable(paths_.ca_file) && Readable(paths_.cert_file) && Readable(paths_.key_file))) {
       // Not readable by the user the broker runs as now: what was read at load.
       grpc::SslCredentialsOptions o;
-      o.pem_root_certs = ca_pem_;
-      o.pem_cert_chain = cert_pem_;
-      o.pem_private_key = key_pem_;
+      o.pem_root_certs = loaded_.ca_bundle;
+      o.pem_cert_chain = loaded_.cert_chain;
+      o.pem_private_key = loaded_.private_key;
       creds = grpc::SslCredentials(o);
     } else if (tls_) {
       watching_files_ = true;
@@ -94,9 +64,9 @@ iv1::IdentityService::Stub* GrpcAuthClient::Stub() {
       grpc::experimental::TlsChannelCredentialsOptions o;
       o.set_certificate_provider(
           std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-              key_file_, cert_file_, ca_file_, /*refresh_interval_sec=*/1));
+              paths_.key_file, paths_.cert_file, paths_.ca_file, /*refresh_interval_sec=*/1));
       o.watch_root_certs();
-      if (!cert_file_.empty()) o.watch_identity_key_cert_pairs();
+      if (!paths_.cert_file.empty()) o.watch_identity_key_cert_pairs();
       o.set_verify_server_certs(true);
       // As grpc::SslCredentials did: the server's name is checked too.
       o.set_certificate_verifier(
@@ -144,15 +114,9 @@ std::string GrpcAuthClient::WatchedFilesProblem() {
     if (!watching_files_ || now - files_checked_ < kFileCheckInterval) return "";
     files_checked_ = now;
   }
-  std::string pem[3];
-  const std::string* paths[3] = {&ca_file_, &cert_file_, &key_file_};
-  for (int i = 0; i < 3; ++i) {
-    if (paths[i]->empty()) continue;
-    absl::StatusOr<std::string> content = ReadFile(*paths[i]);
-    if (!content.ok()) return std::string(content.status().message());
-    pem[i] = *std::move(content);
-  }
-  absl::Status checked = CheckContents(pem[0], pem[1], pem[2], !cert_file_.empty());
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(paths_);
+  if (!files.ok()) return std::string(files.status().message());
+  absl::Status checked = CheckTlsFiles(*files).status();
   return checked.ok() ? "" : std::string(checked.message());
 }
 

@@ -22,6 +22,7 @@
 #include "clients/mosquitto/plugin_config.h"
 #include "clients/mosquitto/plugin_core.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
+#include "services/common/tls_files.h"
 
 namespace iotauth::mosquitto {
 
@@ -44,8 +45,8 @@ class GrpcAuthClient final : public AuthClient {
   std::string address_;
   std::string server_name_;
   bool tls_ = false;
-  std::string ca_file_, cert_file_, key_file_;
-  std::string ca_pem_, cert_pem_, key_pem_;  // as read at load; key: SECRET
+  TlsSourcePaths paths_;
+  TlsFiles loaded_;  // as read at load; the key: SECRET
   absl::Mutex mu_;
   std::unique_ptr<iotauth::identity::v1::IdentityService::Stub> stub_ ABSL_GUARDED_BY(mu_);
   bool watching_files_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,5 +1,6 @@
 #include "services/common/tls_files.h"
 
+#include <fcntl.h>
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -7,18 +8,52 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "services/common/openssl_ptr.h"
+#include "services/common/posix_file.h"
 
 namespace iotauth {
 namespace {
+
+// Larger files are refused: a certificate chain or key is a few KiB, and a path
+// pointing at something endless must not eat the memory.
+constexpr size_t kMaxFileBytes = 1u << 20;
+
+// strerror(errno) alone: ReadCapped words the rest.
+absl::Status ReadError(absl::string_view /*what*/, absl::string_view /*path*/) {
+  return absl::InvalidArgumentError(std::strerror(errno));
+}
+
+absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_view what) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
+  }
+  absl::StatusOr<std::string> out = posix_file::ReadToEnd(fd, path, ReadError, kMaxFileBytes);
+  close(fd);
+  if (absl::IsOutOfRange(out.status())) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is larger than 1 MiB"));
+  }
+  if (!out.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", out.status().message()));
+  }
+  return out;
+}
 
 BioPtr MemBio(absl::string_view pem) {
   return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -153,6 +188,26 @@ absl::StatusOr<TlsCertificateInfo> CheckTlsFiles(const TlsFiles& files) {
     info.ca_count = static_cast<int>(cas->size());
   }
   return info;
+}
+
+absl::StatusOr<TlsFiles> ReadTlsFiles(const TlsSourcePaths& paths) {
+  TlsFiles f;
+  f.with_identity = !paths.cert_file.empty();
+  if (f.with_identity) {
+    absl::StatusOr<std::string> cert = ReadCapped(paths.cert_file, "the certificate file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadCapped(paths.key_file, "the private key file");
+    if (!key.ok()) return key.status();
+    f.cert_chain = std::move(*cert);
+    f.private_key = std::move(*key);
+  }
+  if (!paths.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadCapped(paths.ca_file, "the CA file");
+    if (!ca.ok()) return ca.status();
+    f.with_ca = true;
+    f.ca_bundle = std::move(*ca);
+  }
+  return f;
 }
 
 }  // namespace iotauth

@@ -1,6 +1,6 @@
 // The PEM files a TLS endpoint serves (certificate chain, private key, CA bundle),
-// checked before use: each parses, and the key belongs to the first certificate. A
-// listener that reloads its files uses this to refuse a half-written or mismatched
+// read with a size cap and checked before use: each parses, and the key belongs to the first
+// certificate. A listener that reloads its files uses this to refuse a half-written or mismatched
 // pair instead of breaking every new handshake.
 #pragma once
 
@@ -38,6 +38,21 @@ struct TlsCertificateInfo {
   int chain_length = 0;  // certificates in the chain file
   int ca_count = 0;      // certificates in the CA bundle
 };
+
+// Where the operator's files are. `ca_file` may be empty (no CA bundle); so may
+// `cert_file` and `key_file` together (a client that presents no certificate), but
+// not all three.
+struct TlsSourcePaths {
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+};
+
+// Reads the files `paths` names (a CA file only when set; a certificate and key only
+// when the certificate is set) into a set for CheckTlsFiles. INVALID_ARGUMENT naming
+// the file ("the certificate file /etc/...") when one cannot be read or is larger
+// than 1 MiB.
+absl::StatusOr<TlsFiles> ReadTlsFiles(const TlsSourcePaths& paths);
 
 // INVALID_ARGUMENT naming the file at fault ("the certificate file", "the private
 // key file", "the CA file") when one holds no PEM object of its kind, is cut short

@@ -20,37 +20,9 @@
 namespace iotauth {
 namespace {
 
-// Larger files are refused: a certificate chain or key is a few KiB, and a path
-// pointing at something endless must not eat the memory.
-constexpr size_t kMaxFileBytes = 1u << 20;
-
 absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
   const int err = errno;
   return absl::UnavailableError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(err)));
-}
-
-// strerror(errno) alone: ReadCapped words the rest.
-absl::Status ReadError(absl::string_view /*what*/, absl::string_view /*path*/) {
-  return absl::InvalidArgumentError(std::strerror(errno));
-}
-
-absl::StatusOr<std::string> ReadCapped(const std::string& path, absl::string_view what) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(err)));
-  }
-  absl::StatusOr<std::string> out = posix_file::ReadToEnd(fd, path, ReadError, kMaxFileBytes);
-  close(fd);
-  if (absl::IsOutOfRange(out.status())) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is larger than 1 MiB"));
-  }
-  if (!out.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", what, " ", path, ": ", out.status().message()));
-  }
-  return out;
 }
 
 // Names a set of contents without keeping a copy of the key around for it.
@@ -113,7 +85,7 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
         "a TLS certificate file needs its key file, and a key file its certificate file");
   }
   std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
-  absl::StatusOr<TlsFiles> files = r->ReadFiles();
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(r->paths_);
   if (!files.ok()) return files.status();
   absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(*files);
   if (!info.ok()) {
@@ -203,26 +175,6 @@ void TlsReloader::Loop() {
   while (!stop_.WaitForNotificationWithTimeout(options_.poll_interval)) Poll();
 }
 
-absl::StatusOr<TlsFiles> TlsReloader::ReadFiles() const {
-  TlsFiles f;
-  f.with_identity = has_identity();
-  if (f.with_identity) {
-    absl::StatusOr<std::string> cert = ReadCapped(paths_.cert_file, "the certificate file");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadCapped(paths_.key_file, "the private key file");
-    if (!key.ok()) return key.status();
-    f.cert_chain = std::move(*cert);
-    f.private_key = std::move(*key);
-  }
-  if (!paths_.ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadCapped(paths_.ca_file, "the CA file");
-    if (!ca.ok()) return ca.status();
-    f.with_ca = true;
-    f.ca_bundle = std::move(*ca);
-  }
-  return f;
-}
-
 absl::Status TlsReloader::Stage(const TlsFiles& files) {
   const uint64_t gen = generation_ + 1;
   const std::string gen_dir = absl::StrCat(dir_, "/gen-", gen);
@@ -302,7 +254,7 @@ void TlsReloader::Reject(const absl::Status& why, const std::string& fingerprint
 }
 
 void TlsReloader::Poll() {
-  absl::StatusOr<TlsFiles> files = ReadFiles();
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(paths_);
   const std::string fingerprint =
       files.ok() ? Fingerprint(*files) : absl::StrCat("error:", files.status().message());
   absl::MutexLock lock(&mu_);

@@ -27,15 +27,6 @@
 
 namespace iotauth {
 
-// Where the operator's files are. `ca_file` may be empty (no CA bundle); so may
-// `cert_file` and `key_file` together (a client that presents no certificate), but
-// not all three.
-struct TlsSourcePaths {
-  std::string cert_file;
-  std::string key_file;
-  std::string ca_file;
-};
-
 class TlsReloader final : public prometheus::Collectable {
  public:
   struct Options {
@@ -90,7 +81,6 @@ class TlsReloader final : public prometheus::Collectable {
  private:
   TlsReloader(TlsSourcePaths paths, Options options);
 
-  absl::StatusOr<TlsFiles> ReadFiles() const;
   // Writes `files` as a new generation and points "live" at it.
   absl::Status Stage(const TlsFiles& files) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Apply(const TlsFiles& files, const std::string& fingerprint)
