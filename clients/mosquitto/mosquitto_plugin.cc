@@ -20,10 +20,13 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/string_view.h"
 #include "clients/mosquitto/fail_closed.h"
 #include "clients/mosquitto/grpc_auth_client.h"
+#include "clients/mosquitto/log_queue.h"
 #include "clients/mosquitto/plugin_config.h"
 #include "clients/mosquitto/plugin_core.h"
+#include "services/common/log.h"
 
 namespace {
 
@@ -39,6 +42,27 @@ struct PluginState {
 };
 
 const char* OrEmpty(const char* s) { return s == nullptr ? "" : s; }
+
+// Lines of the shared iotauth code (the TLS reloader, from its own thread): queued,
+// and written to the broker's log at the next callback, on the broker's thread.
+iotauth::mosquitto::LogQueue& PendingLog() {
+  static auto* queue = new iotauth::mosquitto::LogQueue(256);
+  return *queue;
+}
+
+void QueueLogLine(iotauth::log::Level level, absl::string_view line) {
+  PendingLog().Push(level, line);
+}
+
+void WritePendingLog() {
+  PendingLog().Drain([](iotauth::log::Level level, absl::string_view line) {
+    int mosq_level = MOSQ_LOG_INFO;
+    if (level == iotauth::log::Level::kError) mosq_level = MOSQ_LOG_ERR;
+    if (level == iotauth::log::Level::kWarn) mosq_level = MOSQ_LOG_WARNING;
+    if (level == iotauth::log::Level::kDebug) mosq_level = MOSQ_LOG_DEBUG;
+    mosquitto_log_printf(mosq_level, "iotauth: %.*s", static_cast<int>(line.size()), line.data());
+  });
+}
 
 std::string CertificatePem(const struct mosquitto* client) {
   X509* cert = static_cast<X509*>(mosquitto_client_certificate(client));
@@ -121,25 +145,32 @@ void LogError(const std::string& line) {
 
 // The callbacks Mosquitto calls: no exception leaves them (fail_closed.h).
 int OnBasicAuth(int /*unused*/, void* event_data, void* userdata) {
-  return CallFailClosed(
+  const int rc = CallFailClosed(
       "connect check", MOSQ_ERR_AUTH, [&] { return BasicAuth(event_data, userdata); }, LogError);
+  WritePendingLog();
+  return rc;
 }
 
 int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
-  return CallFailClosed(
+  const int rc = CallFailClosed(
       "access check", MOSQ_ERR_ACL_DENIED, [&] { return AclCheck(event_data, userdata); },
       LogError);
+  WritePendingLog();
+  return rc;
 }
 
 int OnDisconnect(int /*unused*/, void* event_data, void* userdata) {
   // Nothing to refuse: the client is gone either way (its rules then expire with
   // their offline TTL instead of being marked now).
-  return CallFailClosed(
+  const int rc = CallFailClosed(
       "disconnect", MOSQ_ERR_SUCCESS, [&] { return Disconnect(event_data, userdata); }, LogError);
+  WritePendingLog();
+  return rc;
 }
 
 int Init(mosquitto_plugin_id_t* identifier, void** userdata, struct mosquitto_opt* options,
          int option_count) {
+  iotauth::log::SetSink(QueueLogLine);
   std::vector<std::pair<std::string, std::string>> opts;
   opts.reserve(option_count);
   for (int i = 0; i < option_count; ++i) {
@@ -206,7 +237,9 @@ int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt* /*unused*/, i
   mosquitto_callback_unregister(state->id, MOSQ_EVT_BASIC_AUTH, OnBasicAuth, nullptr);
   mosquitto_callback_unregister(state->id, MOSQ_EVT_ACL_CHECK, OnAclCheck, nullptr);
   mosquitto_callback_unregister(state->id, MOSQ_EVT_DISCONNECT, OnDisconnect, nullptr);
-  delete state;
+  delete state;  // stops the TLS reloader's thread
+  WritePendingLog();
+  iotauth::log::SetSink(nullptr);
   return MOSQ_ERR_SUCCESS;
 }
 

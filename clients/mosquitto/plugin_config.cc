@@ -1,6 +1,9 @@
 #include "clients/mosquitto/plugin_config.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +21,12 @@ absl::Status ParseRange(const std::string& name, const std::string& value, int64
 }
 }  // namespace
 
+std::string DefaultTlsStagingDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  return absl::StrCat(tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp", "/iotauth-mosquitto-",
+                      geteuid());
+}
+
 absl::StatusOr<PluginConfig> ParsePluginOptions(
     const std::vector<std::pair<std::string, std::string>>& options) {
   PluginConfig c;
@@ -33,6 +42,11 @@ absl::StatusOr<PluginConfig> ParsePluginOptions(
       c.key_file = value;
     } else if (name == "tls_server_name") {
       c.tls_server_name = value;
+    } else if (name == "tls_staging_dir") {
+      if (value.empty() || value[0] != '/') {
+        return absl::InvalidArgumentError("plugin_opt_tls_staging_dir must be an absolute path");
+      }
+      c.tls_staging_dir = value;
     } else if (name == "tenant") {
       c.tenant_id = value;
     } else if (name == "timeout_ms") {

@@ -9,6 +9,11 @@
 //   plugin_opt_cache_size 10000                     (cached decisions; 0 turns caching off)
 //   plugin_opt_tenant acme                          (tenant hint; default: from credential)
 //   plugin_opt_tls_server_name iotauth.example.net  (override the name checked on TLS)
+//   plugin_opt_tls_staging_dir /var/lib/mosquitto/iotauth-tls
+//                                                   (private directory the checked TLS
+//                                                    files are staged in; default
+//                                                    $TMPDIR or /tmp, then
+//                                                    iotauth-mosquitto-<uid>)
 //   plugin_opt_failure_backoff_ms 1000              (fail fast after iotauth is unreachable;
 //                                                    doubles per failed probe, up to 30 s)
 //   plugin_opt_offline_grant_ttl_s 86400            (rules kept after a disconnect; 0: none)
@@ -31,6 +36,10 @@ struct PluginConfig {
   std::string cert_file;
   std::string key_file;
   std::string tls_server_name;
+  // Where renewed TLS files are staged once checked (TlsReloader): gRPC reads only
+  // from there, so a broken renewal never replaces a working pair. Empty: see
+  // DefaultTlsStagingDir.
+  std::string tls_staging_dir;
   std::string tenant_id;
   absl::Duration timeout = absl::Milliseconds(1000);
   size_t cache_size = 10000;
@@ -46,6 +55,10 @@ struct PluginConfig {
   // Bound on the disconnected clients whose rules are kept; the oldest go first.
   size_t max_offline_sessions = 100000;
 };
+
+// $TMPDIR (else /tmp) + "/iotauth-mosquitto-<effective uid>", for the user the
+// broker runs as when it is called (after it has dropped root).
+std::string DefaultTlsStagingDir();
 
 // INVALID_ARGUMENT naming the option for an unknown option, a bad number, a
 // missing address, or a client certificate without its key (or the reverse).

@@ -1,5 +1,10 @@
 #include "clients/mosquitto/plugin_config.h"
 
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
 namespace iotauth::mosquitto {
@@ -15,6 +20,10 @@ TEST(PluginConfigTest, Defaults) {
   EXPECT_EQ(c->cache_size, 10000u);
   EXPECT_EQ(c->offline_grant_ttl, absl::Hours(24));
   EXPECT_EQ(c->max_offline_sessions, 100000u);
+  EXPECT_EQ(c->tls_staging_dir, "");
+  EXPECT_TRUE(
+      absl::EndsWith(DefaultTlsStagingDir(), "/iotauth-mosquitto-" + std::to_string(geteuid())))
+      << DefaultTlsStagingDir();
 }
 
 TEST(PluginConfigTest, AllOptions) {
@@ -26,6 +35,7 @@ TEST(PluginConfigTest, AllOptions) {
                                {"cache_size", "0"},
                                {"tenant", "acme"},
                                {"tls_server_name", "iotauth"},
+                               {"tls_staging_dir", "/var/lib/mosquitto/iotauth-tls"},
                                {"failure_backoff_ms", "0"},
                                {"offline_grant_ttl_s", "600"},
                                {"max_offline_sessions", "42"}});
@@ -33,6 +43,7 @@ TEST(PluginConfigTest, AllOptions) {
   EXPECT_EQ(c->timeout, absl::Milliseconds(250));
   EXPECT_EQ(c->cache_size, 0u);
   EXPECT_EQ(c->tenant_id, "acme");
+  EXPECT_EQ(c->tls_staging_dir, "/var/lib/mosquitto/iotauth-tls");
   EXPECT_EQ(c->failure_backoff, absl::ZeroDuration());
   EXPECT_EQ(c->offline_grant_ttl, absl::Minutes(10));
   EXPECT_EQ(c->max_offline_sessions, 42u);
@@ -62,6 +73,8 @@ TEST(PluginConfigTest, Rejects) {
       {{{"address", "a:1"}, {"max_offline_sessions", "-5"}}, "plugin_opt_max_offline_sessions"},
       {{{"address", "a:1"}, {"max_offline_sessions", "many"}}, "plugin_opt_max_offline_sessions"},
       {{{"address", "a:1"}, {"colour", "red"}}, "plugin_opt_colour"},
+      {{{"address", "a:1"}, {"tls_staging_dir", "relative/dir"}}, "plugin_opt_tls_staging_dir"},
+      {{{"address", "a:1"}, {"tls_staging_dir", ""}}, "plugin_opt_tls_staging_dir"},
       {{{"address", "a:1"}, {"ca_file", "/ca"}, {"cert_file", "/c"}}, "key_file"},
       {{{"address", "a:1"}, {"cert_file", "/c"}, {"key_file", "/k"}}, "ca_file"},
   };

@@ -14,6 +14,7 @@ namespace iotauth::log {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+std::atomic<Sink> g_sink{nullptr};
 
 absl::string_view LevelName(Level level) {
   switch (level) {
@@ -134,9 +135,15 @@ std::string FormatLine(absl::Time now, Level level, absl::string_view msg,
   return line;
 }
 
+void SetSink(Sink sink) { g_sink.store(sink, std::memory_order_release); }
+
 void Write(Level level, absl::string_view msg, std::initializer_list<Field> fields) {
   if (!Enabled(level)) return;
   std::string line = FormatLine(absl::Now(), level, msg, fields);
+  if (Sink sink = g_sink.load(std::memory_order_acquire); sink != nullptr) {
+    sink(level, line);
+    return;
+  }
   line += "\n";
   // One write(2) per line keeps concurrent lines whole.
   ssize_t unused = ::write(STDERR_FILENO, line.data(), line.size());

@@ -21,7 +21,13 @@ bool ParseLevel(absl::string_view name, Level* level);
 void SetLevel(Level level);
 bool Enabled(Level level);
 
-// Thread-safe; each line is written with one write(2).
+// Where lines go instead of stderr: `line` is the JSON object without its newline.
+// For a host process with a log of its own (the Mosquitto plugin hands lines to the
+// broker's). nullptr restores stderr. Set it before any thread logs.
+using Sink = void (*)(Level level, absl::string_view line);
+void SetSink(Sink sink);
+
+// Thread-safe; each line is written with one write(2) (or handed to the sink whole).
 void Write(Level level, absl::string_view msg, std::initializer_list<Field> fields = {});
 
 inline void Debug(absl::string_view msg, std::initializer_list<Field> fields = {}) {

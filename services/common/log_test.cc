@@ -1,5 +1,8 @@
 #include "services/common/log.h"
 
+#include <string>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace iotauth::log {
@@ -43,6 +46,25 @@ TEST(LogTest, ParsesLevels) {
   EXPECT_TRUE(ParseLevel("debug", &l));
   EXPECT_EQ(l, Level::kDebug);
   EXPECT_FALSE(ParseLevel("verbose", &l));
+}
+
+std::vector<std::pair<Level, std::string>>* captured = nullptr;
+
+TEST(LogTest, ASinkGetsEachWholeLineInsteadOfStderr) {
+  std::vector<std::pair<Level, std::string>> lines;
+  captured = &lines;
+  SetSink([](Level level, absl::string_view line) { captured->emplace_back(level, line); });
+  Warn("tls: refused", {{"use", "mosquitto_plugin"}});
+  Debug("not at the default level");
+  SetSink(nullptr);
+  Error("to stderr again");
+  captured = nullptr;
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].first, Level::kWarn);
+  EXPECT_NE(lines[0].second.find(R"("msg":"tls: refused","use":"mosquitto_plugin"})"),
+            std::string::npos)
+      << lines[0].second;
+  EXPECT_EQ(lines[0].second.back(), '}') << "no newline";
 }
 
 }  // namespace

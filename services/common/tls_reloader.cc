@@ -84,10 +84,20 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
     return absl::InvalidArgumentError(
         "a TLS certificate file needs its key file, and a key file its certificate file");
   }
-  std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
-  absl::StatusOr<TlsFiles> files = ReadTlsFiles(r->paths_);
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(paths);
   if (!files.ok()) return files.status();
-  absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(*files);
+  return StartWith(paths, *std::move(files), std::move(options));
+}
+
+absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::StartWith(const TlsSourcePaths& paths,
+                                                                    TlsFiles initial,
+                                                                    Options options) {
+  if (paths.cert_file.empty() != paths.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS certificate file needs its key file, and a key file its certificate file");
+  }
+  std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
+  absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(initial);
   if (!info.ok()) {
     std::string named;
     for (const std::string* p : {&paths.cert_file, &paths.key_file, &paths.ca_file}) {
@@ -105,9 +115,26 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
   std::filesystem::create_directories(root, ec);
   if (ec) {
     return absl::UnavailableError(absl::StrCat("cannot create ", root, ": ", ec.message(),
-                                               " (the data directory must be writable)"));
+                                               " (it must be writable by this process's user)"));
   }
-  chmod(root.c_str(), 0700);
+  // The root must be ours and private: whoever can write to it could swap the
+  // staged files (a CA bundle or key of their choosing) under gRPC. A shared place
+  // such as /tmp is safe only through a directory this user made.
+  {
+    struct stat st {};
+    if (lstat(root.c_str(), &st) != 0) return ErrnoStatus("inspect", root);
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the TLS staging directory ", root,
+          " is not a directory (a symbolic link is refused too): point it at a private one"));
+    }
+    if (st.st_uid != geteuid()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the TLS staging directory ", root, " belongs to uid ", st.st_uid, ", not to uid ",
+          geteuid(), " that this process runs as: remove it, or point it at a private one"));
+    }
+    if (chmod(root.c_str(), 0700) != 0) return ErrnoStatus("make private", root);
+  }
   {
     absl::StatusOr<std::unique_ptr<posix_file::FileLock>> root_lock =
         posix_file::FileLock::Acquire(root + "/.lock", "the TLS staging root", /*wait=*/true);
@@ -124,11 +151,11 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
 
   {
     absl::MutexLock lock(&r->mu_);
-    absl::Status staged = r->Stage(*files);
+    absl::Status staged = r->Stage(initial);
     if (!staged.ok()) return staged;
-    r->served_ = *files;
+    r->served_fingerprint_ = Fingerprint(initial);
+    r->served_ = std::move(initial);
     r->served_info_ = *info;
-    r->served_fingerprint_ = Fingerprint(*files);
     r->seen_fingerprint_ = r->served_fingerprint_;
   }
   const std::string live = r->dir_ + "/live";

@@ -49,6 +49,13 @@ class TlsReloader final : public prometheus::Collectable {
   // would not bring a valid one.
   static absl::StatusOr<std::shared_ptr<TlsReloader>> Start(const TlsSourcePaths& paths,
                                                             Options options);
+  // The same, from `initial`: a set read from `paths` earlier (checked again here).
+  // The files on disk are polled as usual, so a set there that differs from it is a
+  // change: applied once checked, refused otherwise. For a host that read its files
+  // at load and makes its channel later (the Mosquitto plugin, after the broker
+  // forked and dropped root).
+  static absl::StatusOr<std::shared_ptr<TlsReloader>> StartWith(const TlsSourcePaths& paths,
+                                                                TlsFiles initial, Options options);
   // Stops polling and removes the staging directory.
   ~TlsReloader() override;
   TlsReloader(const TlsReloader&) = delete;

@@ -7,6 +7,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -227,6 +228,32 @@ TEST_F(TlsReloaderTest, StagingIsPrivateCleanedUpAndRepaired) {
   const std::string parent = std::filesystem::path(first_dir).parent_path().string();
   first.reset();
   EXPECT_FALSE(std::filesystem::exists(parent));
+}
+
+// Whoever can write to the staging root could swap what gRPC reads: a root that is a
+// symbolic link, or another user's directory, is refused, and nothing is staged.
+TEST_F(TlsReloaderTest, AStagingRootThatIsNotPrivatelyOursIsRefused) {
+  TlsReloader::Options o;
+  o.clock = &clock_;
+  o.poll_thread = false;
+  const std::string elsewhere = TmpDir("tls-reloader-elsewhere");
+  std::filesystem::remove_all(elsewhere);
+  std::filesystem::create_directories(elsewhere);
+  std::filesystem::create_directory_symlink(elsewhere, root_);
+  o.staging_root = root_;
+  absl::Status s = TlsReloader::Start(paths_, o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("symbolic link"), std::string::npos) << s;
+  EXPECT_TRUE(std::filesystem::is_empty(elsewhere));
+
+  std::filesystem::remove(root_);
+  std::filesystem::create_directories(root_);
+  if (geteuid() != 0) GTEST_SKIP() << "changing a directory's owner needs root";
+  ASSERT_EQ(chown(root_.c_str(), 65534, 65534), 0);
+  s = TlsReloader::Start(paths_, o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("belongs to uid 65534"), std::string::npos) << s;
+  EXPECT_TRUE(std::filesystem::is_empty(root_));
 }
 
 TEST_F(TlsReloaderTest, WithoutACaFileOnlyTheIdentityIsStaged) {

@@ -512,7 +512,8 @@ class BrokerE2ETest(unittest.TestCase):
 
 class PluginCertificateRenewalTest(unittest.TestCase):
     """The plugin's client certificate is renewed on disk while the broker runs: the
-    next connection to iotauth presents the new one, without a broker restart."""
+    next connection to iotauth presents the new one, without a broker restart. A
+    broken renewal is refused and the last good pair stays in use."""
 
     def test_a_renewed_client_certificate_is_used_after_a_reconnect(self):
         if not os.path.exists(MOSQUITTO):
@@ -557,6 +558,28 @@ class PluginCertificateRenewalTest(unittest.TestCase):
                 time.sleep(0.5)
                 rc = connect()
             self.assertEqual(rc, 0, "broker log:\n%s\nserver log:\n%s" % (
+                self.broker.log()[-3000:], server.log()[-3000:]))
+
+            # A broken renewal: the reader's certificate with the gateway's key. The
+            # plugin refuses it, says so in the broker's log, and keeps presenting
+            # the gateway pair on new connections to iotauth.
+            shutil.copyfile(server.pki("reader.pem"), live_cert + ".new")
+            os.replace(live_cert + ".new", live_cert)
+            deadline = time.time() + 30
+            refused = "tls: the changed files cannot be used"
+            while refused not in self.broker.log() and time.time() < deadline:
+                time.sleep(0.5)
+                connect()  # the plugin writes queued lines at broker callbacks
+            self.assertIn(refused, self.broker.log(), self.broker.log()[-3000:])
+            self.assertIn("does not belong to the certificate", self.broker.log())
+            self.assertEqual(server.stop(), 0, server.log())
+            server = h.Server(data_dir=server.data_dir, args=address).start()
+            deadline = time.time() + 30
+            rc = connect()
+            while rc != 0 and time.time() < deadline:
+                time.sleep(0.5)
+                rc = connect()
+            self.assertEqual(rc, 0, "the last good pair: broker log:\n%s\nserver log:\n%s" % (
                 self.broker.log()[-3000:], server.log()[-3000:]))
         finally:
             self.broker.stop()
