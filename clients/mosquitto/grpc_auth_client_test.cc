@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -31,7 +32,7 @@ std::string TmpPath(const std::string& name) {
 }
 
 std::string WriteFile(const std::string& name, const std::string& content) {
-  const std::string path = TmpPath(name);
+  std::string path = TmpPath(name);
   std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
   return path;
 }
@@ -94,10 +95,8 @@ class CapturedLog {
   }
   bool Has(absl::string_view needle) {
     absl::MutexLock lock(&log_mu);
-    for (const std::string& l : lines_) {
-      if (absl::StrContains(l, needle)) return true;
-    }
-    return false;
+    return std::any_of(lines_.begin(), lines_.end(),
+                       [&](const std::string& l) { return absl::StrContains(l, needle); });
   }
 
  private:
@@ -193,7 +192,8 @@ TEST(GrpcAuthClientTest, AStagingDirectoryThatIsNotPrivateFallsBackToTheFiles) {
 // pair. gRPC's own file watcher would present the expired certificate and every
 // connection would be refused; through the reloader the last good pair is presented.
 class AllowAll final : public iv1::IdentityService::Service {
-  grpc::Status Authenticate(grpc::ServerContext*, const iv1::AuthenticateRequest*,
+  grpc::Status Authenticate(grpc::ServerContext* /*context*/,
+                            const iv1::AuthenticateRequest* /*request*/,
                             iv1::AuthenticateResponse* response) override {
     response->set_decision(iv1::DECISION_ALLOW);
     return grpc::Status::OK;
