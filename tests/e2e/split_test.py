@@ -202,6 +202,99 @@ class AuditGoneTest(unittest.TestCase):
         # decided unrecorded) until the new audit service acknowledges.
         self.gone("refuse")
 
+    def test_the_registry_refuses_changes_while_the_audit_service_is_gone(self):
+        # The registry with audit.when_unwritable=refuse, its resend queue 4 events.
+        # Once the queue is full, a change is refused whole: it is not made, so it
+        # cannot reach the identity service's mirror either, while reads (the
+        # mirror's too) are still answered. After the audit service is back, the
+        # same change is made and reaches Authenticate within a second.
+        audit_addr = "127.0.0.1:%d" % free_port()
+        servers = []
+        try:
+            audit = launch("audit_server", "audit", args=["--set=grpc.address=" + audit_addr])
+            servers.append(audit)
+            registry = launch("registry_server", "registry", audit.data_dir,
+                              ["--set=audit.remote_address=" + audit_addr,
+                               "--set=audit.queue_capacity=4", "--set=audit.when_unwritable=refuse"])
+            servers.append(registry)
+            identity = launch("identity_server", "identity", audit.data_dir,
+                              ["--set=registry_address=" + registry.address,
+                               "--set=audit.remote_address=" + audit_addr])
+            servers.append(identity)
+            admin = registry.channel("admin")
+            h.call(admin, REG + "CreateTenant", {"tenant": {"id": "sp", "hub_host": HUB}})
+            h.call(admin, REG + "CreateProduct", {"product": {"tenant_id": "sp", "product_key": "pk-sp",
+                                                              "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+            dev = h.to_dict(h.call(admin, REG + "CreateDevice", {
+                "device": {"tenant_id": "sp", "device_id": "d1", "product_key": "pk-sp"}, "generate_keys": True}))
+            token = sas_token("d1", dev["credentials"]["symmetric_key"]["primary_key"], int(time.time()) + 600)
+            gw = identity.channel("gateway")
+
+            def decision():
+                resp = h.to_dict(h.call(gw, "iotauth.identity.v1.IdentityService/Authenticate",
+                                        {"request_id": "r", "credential": {"sas": {"token": token}}}))
+                return resp["decision"], resp.get("deny_reason")
+
+            def wait_until(pred, what, timeout=30):
+                deadline = time.time() + timeout
+                while not pred():
+                    self.assertLess(time.time(), deadline, what)
+                    time.sleep(0.02)
+
+            wait_until(lambda: decision()[0] == "DECISION_ALLOW", "d1 mirrored")
+            disable = {"tenant_id": "sp", "device_id": "d1", "status": "DEVICE_STATUS_DISABLED"}
+
+            self.assertEqual(audit.stop(), 0, audit.log())
+            servers.remove(audit)
+            made, refused_id = 0, None
+            while refused_id is None:
+                self.assertLess(made, 100, "no change refused after 100")
+                device_id = "filler-%d" % made
+                try:
+                    h.call(admin, REG + "CreateDevice", {"device": {
+                        "tenant_id": "sp", "device_id": device_id, "product_key": "pk-sp"}})
+                    made += 1
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                    self.assertEqual(h.error_reason(e), "AUDIT_UNWRITABLE", e.details())
+                    refused_id = device_id
+            with self.assertRaises(grpc.RpcError) as cm:
+                h.call(admin, REG + "SetDeviceStatus", disable)
+            self.assertEqual(h.error_reason(cm.exception), "AUDIT_UNWRITABLE")
+            # Nothing half-written: the refused device does not exist, d1 is still
+            # enabled at the registry (reads are answered) and at the identity service.
+            with self.assertRaises(grpc.RpcError) as cm:
+                h.call(admin, REG + "GetDevice", {"tenant_id": "sp", "device_id": refused_id})
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+            got = h.to_dict(h.call(admin, REG + "GetDevice", {"tenant_id": "sp", "device_id": "d1"}))
+            self.assertEqual(got.get("device_id"), "d1", got)
+            self.assertNotEqual(got.get("status"), "DEVICE_STATUS_DISABLED", got)
+            deadline = time.time() + 1.5
+            while time.time() < deadline:
+                self.assertEqual(decision(), ("DECISION_ALLOW", None))
+                time.sleep(0.1)
+
+            audit = launch("audit_server", "audit2", audit.data_dir, ["--set=grpc.address=" + audit_addr])
+            servers.append(audit)
+            wait_until(lambda: h.metric_value(registry.metrics(), "iotauth_audit_writable") == 1,
+                       "registry writable again (acknowledged)")
+            h.call(admin, REG + "SetDeviceStatus", disable)
+            start = time.time()
+            wait_until(lambda: decision() == ("DECISION_DENY", "DENY_REASON_DEVICE_DISABLED"),
+                       "disable mirrored", timeout=1.0)
+            print("%d changes made while the audit service was gone, then refused; the disable "
+                  "made after recovery reached Authenticate in %.3fs" % (made, time.time() - start))
+            reader = audit.channel("reader")
+            mutations = h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query", {
+                "tenant_id": "sp", "type": "EVENT_TYPE_ADMIN_MUTATION"})).get("events", [])
+            self.assertTrue(any(e.get("device_id") == "d1" and e.get("reason") == "SetDeviceStatus"
+                                and e.get("outcome") == "OUTCOME_SUCCESS" for e in mutations), mutations)
+            self.assertFalse(any(e.get("device_id") == refused_id for e in mutations), refused_id)
+            self.assertTrue(h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Verify", {})).get("ok"))
+        finally:
+            for s in reversed(servers):
+                self.assertEqual(s.stop(), 0, s.log())
+
     def gone(self, when_unwritable):
         audit_addr = "127.0.0.1:%d" % free_port()
         servers = []
