@@ -77,8 +77,9 @@ std::shared_ptr<grpc::ChannelCredentials> GrpcAuthClient::TlsCredentials() {
     reloader_ = *std::move(reloader);
     provider = reloader_->provider();
   } else {
-    // Still served, as before the staging: the files are read as they are. A broken
-    // renewal then fails connections until it is fixed, and the error says so.
+    // Watched directly, as before there was a staging directory: gRPC reads the
+    // files as they are, so a broken renewal fails connections until it is fixed
+    // (the error names it, WatchedFilesProblem).
     log::Error(
         "tls: the TLS files cannot be staged, so they are watched directly and a broken "
         "renewal will fail connections to iotauth; set plugin_opt_tls_staging_dir to a "
