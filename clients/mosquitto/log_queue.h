@@ -1,7 +1,8 @@
 // Log lines from the shared iotauth code the plugin links (the TLS reloader), which
 // may log from a thread of its own. Mosquitto's log functions are only safe on the
 // broker's thread (a `log_dest topic` line is published as a message), so the
-// plugin queues such lines here and writes them at its next broker callback.
+// plugin queues such lines here and writes them at its next broker callback or
+// tick.
 // Bounded: past `capacity` lines, the newest are counted instead and the count is
 // reported with the next drain.
 #pragma once

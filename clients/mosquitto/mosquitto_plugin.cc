@@ -44,7 +44,8 @@ struct PluginState {
 const char* OrEmpty(const char* s) { return s == nullptr ? "" : s; }
 
 // Lines of the shared iotauth code (the TLS reloader, from its own thread): queued,
-// and written to the broker's log at the next callback, on the broker's thread.
+// and written to the broker's log at the next callback or tick, on the broker's
+// thread.
 iotauth::mosquitto::LogQueue& PendingLog() {
   static auto* queue = new iotauth::mosquitto::LogQueue(256);
   return *queue;
@@ -159,6 +160,13 @@ int OnAclCheck(int /*unused*/, void* event_data, void* userdata) {
   return rc;
 }
 
+// The broker's periodic tick (its main loop, about once a second when idle): queued
+// log lines reach the broker's log even when no client is active.
+int OnTick(int /*unused*/, void* /*event_data*/, void* /*userdata*/) {
+  WritePendingLog();
+  return MOSQ_ERR_SUCCESS;
+}
+
 int OnDisconnect(int /*unused*/, void* event_data, void* userdata) {
   // Nothing to refuse: the client is gone either way (its rules then expire with
   // their offline TTL instead of being marked now).
@@ -203,6 +211,9 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, struct mosquitto_op
   if (rc == MOSQ_ERR_SUCCESS) {
     rc = mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, OnDisconnect, nullptr, state);
   }
+  if (rc == MOSQ_ERR_SUCCESS) {
+    rc = mosquitto_callback_register(identifier, MOSQ_EVT_TICK, OnTick, nullptr, state);
+  }
   if (rc != MOSQ_ERR_SUCCESS) {
     mosquitto_log_printf(MOSQ_LOG_ERR, "iotauth: callback registration failed (%d)", rc);
     return rc;
@@ -237,6 +248,7 @@ int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt* /*unused*/, i
   mosquitto_callback_unregister(state->id, MOSQ_EVT_BASIC_AUTH, OnBasicAuth, nullptr);
   mosquitto_callback_unregister(state->id, MOSQ_EVT_ACL_CHECK, OnAclCheck, nullptr);
   mosquitto_callback_unregister(state->id, MOSQ_EVT_DISCONNECT, OnDisconnect, nullptr);
+  mosquitto_callback_unregister(state->id, MOSQ_EVT_TICK, OnTick, nullptr);
   delete state;  // stops the TLS reloader's thread
   WritePendingLog();
   iotauth::log::SetSink(nullptr);
