@@ -73,6 +73,14 @@ void RemoveAbandoned(const std::string& root) {
   }
 }
 
+absl::Status CheckPaired(const TlsSourcePaths& paths) {
+  if (paths.cert_file.empty() != paths.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS certificate file needs its key file, and a key file its certificate file");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TlsReloader::TlsReloader(TlsSourcePaths paths, Options options)
@@ -80,10 +88,7 @@ TlsReloader::TlsReloader(TlsSourcePaths paths, Options options)
 
 absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourcePaths& paths,
                                                                 Options options) {
-  if (paths.cert_file.empty() != paths.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "a TLS certificate file needs its key file, and a key file its certificate file");
-  }
+  if (absl::Status paired = CheckPaired(paths); !paired.ok()) return paired;
   absl::StatusOr<TlsFiles> files = ReadTlsFiles(paths);
   if (!files.ok()) return files.status();
   return StartWith(paths, *std::move(files), std::move(options));
@@ -92,10 +97,7 @@ absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Start(const TlsSourceP
 absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::StartWith(const TlsSourcePaths& paths,
                                                                     TlsFiles initial,
                                                                     Options options) {
-  if (paths.cert_file.empty() != paths.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "a TLS certificate file needs its key file, and a key file its certificate file");
-  }
+  if (absl::Status paired = CheckPaired(paths); !paired.ok()) return paired;
   std::shared_ptr<TlsReloader> r(new TlsReloader(paths, std::move(options)));
   absl::StatusOr<TlsCertificateInfo> info = CheckTlsFiles(initial);
   if (!info.ok()) {

@@ -41,6 +41,25 @@ def launch_identity(name, registry, audit):
                  ["--set=registry_address=" + registry.address, "--set=audit.remote_address=" + audit.address])
 
 
+def register_d1(admin):
+    """Tenant sp, product pk-sp (SAS) and device d1 with generated keys, through a
+    registry `admin` channel; returns d1's primary key."""
+    h.call(admin, REG + "CreateTenant", {"tenant": {"id": "sp", "hub_host": HUB}})
+    h.call(admin, REG + "CreateProduct", {"product": {"tenant_id": "sp", "product_key": "pk-sp",
+                                                      "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
+    dev = h.to_dict(h.call(admin, REG + "CreateDevice", {
+        "device": {"tenant_id": "sp", "device_id": "d1", "product_key": "pk-sp"}, "generate_keys": True}))
+    return dev["credentials"]["symmetric_key"]["primary_key"]
+
+
+def wait_until(test, pred, what, timeout=30, step=0.1):
+    """Polls `pred` every `step` seconds; fails `test` with `what` after `timeout`."""
+    deadline = time.time() + timeout
+    while not pred():
+        test.assertLess(time.time(), deadline, what)
+        time.sleep(step)
+
+
 def auth_events(reader):
     """Tenant sp's authentication events, through an audit `reader` channel."""
     return h.to_dict(h.call(reader, "iotauth.audit.v1.AuditLog/Query",
@@ -60,13 +79,7 @@ class SplitModeTest(unittest.TestCase):
             servers.append(identity)
 
             admin = registry.channel("admin")
-            h.call(admin, REG + "CreateTenant", {"tenant": {"id": "sp", "hub_host": HUB}})
-            h.call(admin, REG + "CreateProduct", {"product": {"tenant_id": "sp", "product_key": "pk-sp",
-                                                              "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
-            dev = h.to_dict(h.call(admin, REG + "CreateDevice", {
-                "device": {"tenant_id": "sp", "device_id": "d1", "product_key": "pk-sp"}, "generate_keys": True}))
-            key = dev["credentials"]["symmetric_key"]["primary_key"]
-            token = sas_token("d1", key, int(time.time()) + 600)
+            token = sas_token("d1", register_d1(admin), int(time.time()) + 600)
             req = {"request_id": "split-1", "credential": {"sas": {"token": token}}}
             gw = identity.channel("gateway")
             start = time.time()
@@ -222,12 +235,7 @@ class AuditGoneTest(unittest.TestCase):
                                "--set=audit.remote_address=" + audit_addr])
             servers.append(identity)
             admin = registry.channel("admin")
-            h.call(admin, REG + "CreateTenant", {"tenant": {"id": "sp", "hub_host": HUB}})
-            h.call(admin, REG + "CreateProduct", {"product": {"tenant_id": "sp", "product_key": "pk-sp",
-                                                              "allowed_credential_types": ["CREDENTIAL_TYPE_SAS"]}})
-            dev = h.to_dict(h.call(admin, REG + "CreateDevice", {
-                "device": {"tenant_id": "sp", "device_id": "d1", "product_key": "pk-sp"}, "generate_keys": True}))
-            token = sas_token("d1", dev["credentials"]["symmetric_key"]["primary_key"], int(time.time()) + 600)
+            token = sas_token("d1", register_d1(admin), int(time.time()) + 600)
             gw = identity.channel("gateway")
 
             def decision():
@@ -235,13 +243,7 @@ class AuditGoneTest(unittest.TestCase):
                                         {"request_id": "r", "credential": {"sas": {"token": token}}}))
                 return resp["decision"], resp.get("deny_reason")
 
-            def wait_until(pred, what, timeout=30):
-                deadline = time.time() + timeout
-                while not pred():
-                    self.assertLess(time.time(), deadline, what)
-                    time.sleep(0.02)
-
-            wait_until(lambda: decision()[0] == "DECISION_ALLOW", "d1 mirrored")
+            wait_until(self, lambda: decision()[0] == "DECISION_ALLOW", "d1 mirrored", step=0.02)
             disable = {"tenant_id": "sp", "device_id": "d1", "status": "DEVICE_STATUS_DISABLED"}
 
             self.assertEqual(audit.stop(), 0, audit.log())
@@ -276,12 +278,12 @@ class AuditGoneTest(unittest.TestCase):
 
             audit = launch("audit_server", "audit2", audit.data_dir, ["--set=grpc.address=" + audit_addr])
             servers.append(audit)
-            wait_until(lambda: h.metric_value(registry.metrics(), "iotauth_audit_writable") == 1,
-                       "registry writable again (acknowledged)")
+            wait_until(self, lambda: h.metric_value(registry.metrics(), "iotauth_audit_writable") == 1,
+                       "registry writable again (acknowledged)", step=0.02)
             h.call(admin, REG + "SetDeviceStatus", disable)
             start = time.time()
-            wait_until(lambda: decision() == ("DECISION_DENY", "DENY_REASON_DEVICE_DISABLED"),
-                       "disable mirrored", timeout=1.0)
+            wait_until(self, lambda: decision() == ("DECISION_DENY", "DENY_REASON_DEVICE_DISABLED"),
+                       "disable mirrored", timeout=1.0, step=0.02)
             print("%d changes made while the audit service was gone, then refused; the disable "
                   "made after recovery reached Authenticate in %.3fs" % (made, time.time() - start))
             reader = audit.channel("reader")
@@ -318,13 +320,7 @@ class AuditGoneTest(unittest.TestCase):
             def writable():
                 return h.metric_value(identity.metrics(), "iotauth_audit_writable")
 
-            def wait_until(pred, what, timeout=30):
-                deadline = time.time() + timeout
-                while not pred():
-                    self.assertLess(time.time(), deadline, what)
-                    time.sleep(0.1)
-
-            wait_until(lambda: health() == "SERVING", "identity SERVING")
+            wait_until(self, lambda: health() == "SERVING", "identity SERVING")
             gw = identity.channel("gateway")
             token = sas_token("ghost", "cGFzc3dvcmQ=", int(time.time()) + 600)
             self.assertEqual(audit.stop(), 0, audit.log())
@@ -360,7 +356,7 @@ class AuditGoneTest(unittest.TestCase):
                 refused(sent)
             audit = launch("audit_server", "audit2", audit.data_dir, ["--set=grpc.address=" + audit_addr])
             servers.append(audit)
-            wait_until(lambda: writable() == 1, "identity writable again (acknowledged)")
+            wait_until(self, lambda: writable() == 1, "identity writable again (acknowledged)")
             self.assertEqual(health(), "SERVING")
             if when_unwritable == "refuse":
                 resp = h.to_dict(authenticate(sent))  # answered again

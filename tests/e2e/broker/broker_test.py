@@ -523,7 +523,8 @@ class PluginCertificateRenewalTest(unittest.TestCase):
         self.pki.leaf("plain", "unreg-ca", "plain-device")  # the device's TLS to the broker
         port = free_port()
         address = ["--set=grpc.address=127.0.0.1:%d" % port]
-        server = h.Server(args=address).start()
+        self.server = h.Server(args=address).start()
+        server = self.server  # its PKI stays the same across restarts (one data dir)
         key = register_sas_device(server.channel("admin"), "r1")
         # The plugin starts with a certificate iotauth knows but that lacks the
         # gateway role (the reader's), as an expired or wrong one would be refused.
@@ -544,21 +545,26 @@ class PluginCertificateRenewalTest(unittest.TestCase):
             d = Device(self, "r1", "%s/r1/?api-version=2021-04-12" % HUB, token)
             d.close()
             return d.rc
-        try:
-            self.assertEqual(connect(), 5, self.broker.log()[-2000:])
-            # The renewal lands: the gateway pair, each file replaced by a rename.
-            put("gateway")
-            # The plugin's open connection keeps its old certificate; iotauth
-            # restarting (a rollout) makes it connect again.
-            self.assertEqual(server.stop(), 0, server.log())
-            server = h.Server(data_dir=server.data_dir, args=address).start()
+
+        def restart_and_connect(what):
+            """iotauth restarts (a rollout), so the plugin connects to it again; a
+            device then connects within 30 s. `self.server` is the new server."""
+            self.assertEqual(self.server.stop(), 0, self.server.log())
+            self.server = h.Server(data_dir=self.server.data_dir, args=address).start()
             deadline = time.time() + 30
             rc = connect()
             while rc != 0 and time.time() < deadline:
                 time.sleep(0.5)
                 rc = connect()
-            self.assertEqual(rc, 0, "broker log:\n%s\nserver log:\n%s" % (
-                self.broker.log()[-3000:], server.log()[-3000:]))
+            self.assertEqual(rc, 0, "%sbroker log:\n%s\nserver log:\n%s" % (
+                what, self.broker.log()[-3000:], self.server.log()[-3000:]))
+        try:
+            self.assertEqual(connect(), 5, self.broker.log()[-2000:])
+            # The renewal lands: the gateway pair, each file replaced by a rename.
+            put("gateway")
+            # The plugin's open connection keeps its old certificate; iotauth
+            # restarting makes it connect again, with the new one.
+            restart_and_connect("")
 
             # A broken renewal: the reader's certificate with the gateway's key. The
             # plugin refuses it, says so in the broker's log, and keeps presenting
@@ -571,18 +577,10 @@ class PluginCertificateRenewalTest(unittest.TestCase):
                 time.sleep(0.2)  # no connect: the broker's tick writes the line
             self.assertIn(refused, self.broker.log(), self.broker.log()[-3000:])
             self.assertIn("does not belong to the certificate", self.broker.log())
-            self.assertEqual(server.stop(), 0, server.log())
-            server = h.Server(data_dir=server.data_dir, args=address).start()
-            deadline = time.time() + 30
-            rc = connect()
-            while rc != 0 and time.time() < deadline:
-                time.sleep(0.5)
-                rc = connect()
-            self.assertEqual(rc, 0, "the last good pair: broker log:\n%s\nserver log:\n%s" % (
-                self.broker.log()[-3000:], server.log()[-3000:]))
+            restart_and_connect("the last good pair: ")
         finally:
             self.broker.stop()
-            self.assertEqual(server.stop(), 0, server.log())
+            self.assertEqual(self.server.stop(), 0, self.server.log())
             shutil.rmtree(tmp, ignore_errors=True)
 
 class AuditRefuseTest(unittest.TestCase):
