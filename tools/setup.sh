@@ -15,6 +15,8 @@ APT_PACKAGES=(
   mosquitto-dev
   libmosquitto-dev mosquitto-clients nghttp2-client prometheus postgresql
   curl ca-certificates
+  # benchmarks: instruction counts (tools/bench/callgrind_bench.sh)
+  valgrind
 )
 
 missing=()

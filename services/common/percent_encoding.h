@@ -24,18 +24,23 @@ inline int PercentEscapeValue(absl::string_view in, size_t i) {
 // Replaces each %XX by its byte; every other byte is kept ('+' stays '+').
 // INVALID_ARGUMENT "bad percent escape at offset N" for a '%' without two hex digits.
 inline absl::StatusOr<std::string> PercentDecode(absl::string_view in) {
-  std::string out;
-  out.reserve(in.size());
+  // Written through a pointer into a buffer sized for the worst case (no escapes),
+  // then cut to size: push_back's capacity check per byte cost more than the decode
+  // on the SAS hot path (callgrind, tools/bench/callgrind_bench.sh).
+  std::string out(in.size(), '\0');
+  char* o = out.data();
   for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
+    char c = in[i];
+    if (c == '%') {
+      const int v = PercentEscapeValue(in, i);
+      if (v < 0)
+        return absl::InvalidArgumentError(absl::StrCat("bad percent escape at offset ", i));
+      c = static_cast<char>(v);
+      i += 2;
     }
-    const int v = PercentEscapeValue(in, i);
-    if (v < 0) return absl::InvalidArgumentError(absl::StrCat("bad percent escape at offset ", i));
-    out.push_back(static_cast<char>(v));
-    i += 2;
+    *o++ = c;
   }
+  out.resize(static_cast<size_t>(o - out.data()));
   return out;
 }
 

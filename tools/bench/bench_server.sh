@@ -2,7 +2,8 @@
 # settings the no-op baseline shares (plaintext, caller auth off, no metrics listener).
 # Needs $B (bazel-out/k8-opt/bin) and $work; sets COMMON; wait_listening waits for a
 # server's port, and start_setup_server sets
-# spid, port and CTL (an iotauthctl command line for that server).
+# spid, port and CTL (an iotauthctl command line for that server);
+# make_bench_requests and import_bench_devices set up the SAS / device-triple data.
 
 COMMON=(--data_dir="$work/data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
         --set=grpc.tls.mode=insecure --set=auth.disabled=true --set=log.level=warn)
@@ -33,4 +34,67 @@ start_setup_server() {
 stop_setup_server() {
   kill -TERM "$spid"
   wait "$spid" || true
+}
+
+# make_bench_requests DEVICES MODE TRIPLE_REQUESTS REQUEST_DEVICES: writes
+# $work/devices.csv (DEVICES devices of product pk-bench, each with its own random
+# key) and $work/requests.jsonl: one request per device for MODE=sas, or
+# TRIPLE_REQUESTS single-use device-triple requests for MODE=triple, cycling over the
+# first REQUEST_DEVICES devices. Computed here in Python, not by project code.
+make_bench_requests() {
+  echo "==> generating $1 devices and their $2 requests" >&2
+  /usr/bin/python3 - "$work" "$@" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time, urllib.parse
+work, n, mode, triple_requests = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+m = min(n, int(sys.argv[5]))  # requests cycle over the first m devices
+hub, pk = "bench.example.net", "pk-bench"
+se = int(time.time()) + 24 * 3600
+ts = int(time.time() * 1000)
+with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work, "requests.jsonl"), "w") as req:
+    dev.write("device_id,product_key,status,primary_key,secondary_key\n")
+    keys = []
+    for i in range(n):
+        d = "bench-%07d" % i
+        key = base64.b64encode(os.urandom(32)).decode()
+        dev.write("%s,%s,enabled,%s,%s\n" % (d, pk, key, key))
+        if mode == "triple":
+            keys.append(key)
+            continue  # written below
+        if i >= m:
+            continue
+        if mode == "sas":
+            sr = urllib.parse.quote("%s/devices/%s" % (hub, d), safe="")
+            sig = base64.b64encode(hmac.new(base64.b64decode(key), ("%s\n%d" % (sr, se)).encode(),
+                                            hashlib.sha256).digest()).decode()
+            tok = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), se)
+            r = {"connect": {"client_id": d, "username": "%s/%s/?api-version=2021-04-12" % (hub, d),
+                             "password": base64.b64encode(tok.encode()).decode()}}
+        req.write(json.dumps(r) + "\n")
+    # Device triples: a replay is refused, so every request is single-use. Enough for
+    # both runs against iotauthd (peak, then half of it from where the peak stopped:
+    # run_identity_bench passes --start_request), each with its own timestamp.
+    for i in range(triple_requests if mode == "triple" else 0):
+        # The k-th request of a device is stamped ts + 250 s + k ms: the default
+        # 300 s window then accepts it from 50 s before this script started until
+        # 9 minutes after, which covers both configurations' runs.
+        d, key, t = "bench-%07d" % (i % m), keys[i % m], ts + 250000 + i // m
+        content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (d, d, pk, t)
+        pw = hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
+        r = {"connect": {"client_id": "%s|securemode=2,signmethod=hmacsha256,timestamp=%d|" % (d, t),
+                         "username": "%s&%s" % (d, pk), "password": base64.b64encode(pw.encode()).decode()}}
+        req.write(json.dumps(r) + "\n")
+PY
+}
+
+# import_bench_devices: tenant "bench" (hub bench.example.net), product "pk-bench"
+# (SAS and device triples), and $work/devices.csv through the streaming ImportDevices
+# RPC, into the server start_setup_server started; sets start and end (date +%s.%N)
+# around the import.
+import_bench_devices() {
+  echo "==> importing $(($(wc -l <"$work/devices.csv") - 1)) devices through ImportDevices (streaming RPC)" >&2
+  "${CTL[@]}" tenant create bench --hub_host bench.example.net >/dev/null
+  "${CTL[@]}" product create pk-bench --tenant bench --credential_types sas,device_triple >/dev/null
+  start=$(date +%s.%N)
+  "${CTL[@]}" device import --tenant bench --file "$work/devices.csv" --no_progress
+  end=$(date +%s.%N)
 }

@@ -88,56 +88,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 source "$ROOT/tools/bench/bench_server.sh"
 COMMON+=(--set=storage.audit_backend="$audit_backend")
 
-echo "==> generating $devices devices and their $mode requests" >&2
-/usr/bin/python3 - "$work" "$devices" "$mode" "$triple_requests" "$request_devices" <<'PY'
-import base64, hashlib, hmac, json, os, sys, time, urllib.parse
-work, n, mode, triple_requests = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-m = min(n, int(sys.argv[5]))  # requests cycle over the first m devices
-hub, pk = "bench.example.net", "pk-bench"
-se = int(time.time()) + 24 * 3600
-ts = int(time.time() * 1000)
-with open(os.path.join(work, "devices.csv"), "w") as dev, open(os.path.join(work, "requests.jsonl"), "w") as req:
-    dev.write("device_id,product_key,status,primary_key,secondary_key\n")
-    keys = []
-    for i in range(n):
-        d = "bench-%07d" % i
-        key = base64.b64encode(os.urandom(32)).decode()
-        dev.write("%s,%s,enabled,%s,%s\n" % (d, pk, key, key))
-        if mode == "triple":
-            keys.append(key)
-            continue  # written below
-        if i >= m:
-            continue
-        if mode == "sas":
-            sr = urllib.parse.quote("%s/devices/%s" % (hub, d), safe="")
-            sig = base64.b64encode(hmac.new(base64.b64decode(key), ("%s\n%d" % (sr, se)).encode(),
-                                            hashlib.sha256).digest()).decode()
-            tok = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(sig, safe=""), se)
-            r = {"connect": {"client_id": d, "username": "%s/%s/?api-version=2021-04-12" % (hub, d),
-                             "password": base64.b64encode(tok.encode()).decode()}}
-        req.write(json.dumps(r) + "\n")
-    # Device triples: a replay is refused, so every request is single-use. Enough for
-    # both runs against iotauthd (peak, then half of it from where the peak stopped:
-    # run_identity_bench passes --start_request), each with its own timestamp.
-    for i in range(triple_requests if mode == "triple" else 0):
-        # The k-th request of a device is stamped ts + 250 s + k ms: the default
-        # 300 s window then accepts it from 50 s before this script started until
-        # 9 minutes after, which covers both configurations' runs.
-        d, key, t = "bench-%07d" % (i % m), keys[i % m], ts + 250000 + i // m
-        content = "clientId%sdeviceName%sproductKey%stimestamp%d" % (d, d, pk, t)
-        pw = hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
-        r = {"connect": {"client_id": "%s|securemode=2,signmethod=hmacsha256,timestamp=%d|" % (d, t),
-                         "username": "%s&%s" % (d, pk), "password": base64.b64encode(pw.encode()).decode()}}
-        req.write(json.dumps(r) + "\n")
-PY
-
-echo "==> importing $devices devices through ImportDevices (streaming RPC)" >&2
+make_bench_requests "$devices" "$mode" "$triple_requests" "$request_devices"
 start_setup_server
-"${CTL[@]}" tenant create bench --hub_host bench.example.net >/dev/null
-"${CTL[@]}" product create pk-bench --tenant bench --credential_types sas,device_triple >/dev/null
-start=$(date +%s.%N)
-"${CTL[@]}" device import --tenant bench --file "$work/devices.csv" --no_progress
-end=$(date +%s.%N)
+import_bench_devices
 rss_kb=$(awk '/VmHWM/{print $2}' /proc/$spid/status)
 echo "==> GetDevice latency (2000 sequential calls from Debian's python3-grpcio, one channel)" >&2
 PYTHONPATH="$ROOT/tests/e2e" /usr/bin/python3 - "$port" "$devices" <<'PY' >&2

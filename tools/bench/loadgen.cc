@@ -160,18 +160,25 @@ double SelfCpuSeconds() {
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-// CPU seconds of another local process, from /proc/<pid>/stat (utime + stime); -1 on error.
-double ProcessCpuSeconds(int pid) {
+// CPU seconds of another local process, from /proc/<pid>/stat: `total` is utime +
+// stime, `system` stime alone (the kernel's share: sockets, wake-ups); -1 on error.
+struct ProcessCpu {
+  double total = -1;
+  double system = -1;
+};
+ProcessCpu ProcessCpuSeconds(int pid) {
   std::string stat;
-  if (!ReadFile(absl::StrCat("/proc/", pid, "/stat"), &stat)) return -1;
+  if (!ReadFile(absl::StrCat("/proc/", pid, "/stat"), &stat)) return {};
   // The command name (field 2) may hold spaces; fields after the last ')' are fixed.
   const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
+  if (close == std::string::npos) return {};
   std::vector<std::string> fields = absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  if (fields.size() < 13) return -1;
-  const double ticks = std::stod(fields[11]) + std::stod(fields[12]);
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (fields.size() < 13) return {};
+  const auto tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double user = std::stod(fields[11]) / tick;
+  const double system = std::stod(fields[12]) / tick;
+  return {user + system, system};
 }
 
 // Busy CPU seconds of the whole machine (all CPUs, /proc/stat: everything but idle
@@ -317,6 +324,7 @@ struct Results {
   double elapsed_s = 0;  // duration, or longer when a fixed-rate window drained late
   double client_cpu_s = 0;
   double server_cpu_s = -1;
+  double server_sys_s = -1;    // the kernel's part of server_cpu_s
   double other_cpu_s = -1;     // the rest of the machine (includes the server if no pid)
   uint64_t requests_sent = 0;  // all calls started, warm-up included
   double busy_fraction = -1;   // --busy_poll: share of the window spent on calls
@@ -356,7 +364,7 @@ class LoadGenerator {
     }
 
     double cpu_start = 0;
-    double server_cpu_start = 0;
+    ProcessCpu server_cpu_start;
     double machine_start = 0;
     bool measuring = false;
     int64_t next_print = t0 + 1000000000;
@@ -393,8 +401,11 @@ class LoadGenerator {
     r.client_cpu_s = SelfCpuSeconds() - cpu_start;
     const double machine_end = MachineBusySeconds();
     if (server_pid > 0) {
-      const double end = ProcessCpuSeconds(server_pid);
-      if (end >= 0 && server_cpu_start >= 0) r.server_cpu_s = end - server_cpu_start;
+      const ProcessCpu end = ProcessCpuSeconds(server_pid);
+      if (end.total >= 0 && server_cpu_start.total >= 0) {
+        r.server_cpu_s = end.total - server_cpu_start.total;
+        r.server_sys_s = end.system - server_cpu_start.system;
+      }
     }
     if (machine_start >= 0 && machine_end >= 0) {
       r.other_cpu_s = std::max(
@@ -807,6 +818,8 @@ int Run() {
     if (r.server_cpu_s >= 0) {
       absl::StrAppend(&out, absl::StrFormat(R"(,"server_cpu_s":%.3f,"server_cpu_us_per_call":%.2f)",
                                             r.server_cpu_s, r.server_cpu_s * per_call));
+      absl::StrAppend(
+          &out, absl::StrFormat(R"(,"server_sys_us_per_call":%.2f)", r.server_sys_s * per_call));
     }
     if (r.other_cpu_s >= 0) {
       absl::StrAppend(&out, absl::StrFormat(",\"other_cpu_cores\":%.2f", other_cores));
@@ -845,8 +858,9 @@ int Run() {
                   "client busy (spins)", r.busy_fraction);
     }
     if (r.server_cpu_s >= 0) {
-      std::printf("%-22s %.2fs (%.2f us/call, %.2f cores)\n", "server cpu", r.server_cpu_s,
-                  r.server_cpu_s * per_call, r.server_cpu_s / window_s);
+      std::printf("%-22s %.2fs (%.2f us/call, %.2f of them in the kernel; %.2f cores)\n",
+                  "server cpu", r.server_cpu_s, r.server_cpu_s * per_call,
+                  r.server_sys_s * per_call, r.server_cpu_s / window_s);
     }
     if (r.other_cpu_s >= 0) {
       std::printf("%-22s %.2f cores%s\n", "other processes cpu", other_cores,
