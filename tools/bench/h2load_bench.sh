@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Authenticate throughput with h2load (Debian's nghttp2-client) as the load generator:
+# the no-op baseline, iotauthd with the audit log and iotauthd without it, side by
+# side, taking turns under the same h2load command, in rounds.
+#
+#   tools/bench/h2load_bench.sh [--devices=N (100000)] [--rounds=N (5)]
+#       [--duration=S (5)] [--connections=C (4)] [--streams=M (16)]
+#
+# Why a second generator: iotauth_loadgen needs about as much CPU per call as the
+# no-op server, so on these 2 cores nearly every closed-loop run is limited by the
+# client, and the ratio compares the client with itself. h2load needs less, so
+# more of the ratio is the servers'. Each run reports whether h2load itself used more
+# than 0.9 of its core.
+#
+# h2load knows nothing about gRPC (/work/shared/notes/performance.md): it counts
+# any HTTP 200 as a success, a gRPC error or a DENY included, and sends one fixed
+# body. So:
+#   - the body is one registered device's SAS request (iotauth_loadgen --dump_body);
+#   - one call to each server is checked with curl before and after the rounds
+#     (grpc-status 0, and DECISION_ALLOW decoded by protoc);
+#   - iotauthd's own decision counters (its Prometheus endpoint, scraped before and
+#     after) must have grown by allows only, as many as h2load counted.
+# Client on CPU 0, servers on CPU 1 (taskset); plaintext, no caller auth (as the
+# no-op). Server CPU per call from /proc/PID/stat; h2load's from the shell's `times`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+devices=100000 rounds=5 duration=5 connections=4 streams=16
+for a in "$@"; do
+  case "$a" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --devices=*) devices="${a#*=}" ;;
+    --rounds=*) rounds="${a#*=}" ;;
+    --duration=*) duration="${a#*=}" ;;
+    --connections=*) connections="${a#*=}" ;;
+    --streams=*) streams="${a#*=}" ;;
+    *) echo "h2load_bench.sh: unknown flag $a (see --help)" >&2; exit 2 ;;
+  esac
+done
+command -v h2load >/dev/null && command -v curl >/dev/null && command -v protoc >/dev/null ||
+  { echo "h2load, curl or protoc is missing: run 'bash tools/setup.sh'" >&2; exit 2; }
+bazel build -c opt //services/server:iotauthd //clients/iotauthctl //tools/bench:all >&2
+B="$ROOT/bazel-out/k8-opt/bin"
+work="$(mktemp -d /tmp/iotauth-h2load.XXXXXX)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+source "$ROOT/tools/bench/bench_server.sh"
+
+make_bench_requests "$devices" sas 0 1
+start_setup_server
+import_bench_devices
+stop_setup_server
+"$B/tools/bench/iotauth_loadgen" --mode=sas --requests_file="$work/requests.jsonl" \
+  --dump_body="$work/body.bin" >/dev/null
+path=/iotauth.identity.v1.IdentityService/Authenticate
+
+names=(noop on off)
+pids=() ports=() mports=()
+for n in "${names[@]}"; do
+  out="$work/$n.out"
+  if [[ $n == noop ]]; then
+    taskset -c 1 "$B/tools/bench/noop_server" --port=0 >"$out" 2>"$out.err" &
+  else
+    mkdir -p "$work/data_$n"
+    cp "$work/data/registry.db" "$work/data/master.key" "$work/data_$n/"
+    args=(--data_dir="$work/data_$n")
+    for c in "${COMMON[@]}"; do
+      [[ $c == --data_dir=* || $c == --set=metrics.address=* || $c == --set=log.level=* ]] ||
+        args+=("$c")
+    done
+    # The metrics listener for the decision counters; info level for the line that
+    # names its port.
+    args+=(--set=metrics.address=127.0.0.1:0 --set=log.level=info)
+    [[ $n == off ]] && args+=(--set=services=identity,registry --set=audit.disabled=true)
+    taskset -c 1 "$B/services/server/iotauthd" "${args[@]}" --announce_port >"$out" 2>"$out.err" &
+  fi
+  pids+=($!)
+  p="$(wait_listening "$out" "${pids[-1]}" 600)" ||
+    { cat "$out.err" >&2; echo "$n did not start" >&2; exit 1; }
+  ports+=("$p")
+  mp=""
+  [[ $n == noop ]] || mp="$(grep -o '"metrics_port":"\?[0-9]*' "$out.err" | head -1 | cut -d: -f2 | tr -dc 0-9)"
+  mports+=("$mp")
+done
+
+# check I: one call to server I with curl; fails unless grpc-status 0 and ALLOW.
+check() {
+  local i="$1" status
+  status="$(curl -sv --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$work/body.bin" -o "$work/resp.bin" "http://127.0.0.1:${ports[$i]}$path" 2>&1 |
+    tr -d '\r' | awk -F': ' 'tolower($1)=="< grpc-status"{print $2}')"
+  [[ $status == 0 ]] || { echo "${names[$i]}: grpc-status '${status}', not 0" >&2; return 1; }
+  tail -c +6 "$work/resp.bin" | protoc -I. --decode=iotauth.identity.v1.AuthenticateResponse \
+    proto/iotauth/identity/v1/identity.proto | grep -q "decision: DECISION_ALLOW" ||
+    { echo "${names[$i]}: the answer is not DECISION_ALLOW" >&2; return 1; }
+}
+# decisions I: "allows denies" from server I's decision counters (0 0 for the no-op).
+decisions() {
+  [[ -n ${mports[$1]} ]] || { echo "0 0"; return; }
+  curl -s "http://127.0.0.1:${mports[$1]}/metrics" | awk '
+    /^iotauth_identity_decisions_total\{/ { v = $NF + 0; if ($0 ~ /decision="allow"/) a += v; else d += v }
+    END { printf "%d %d\n", a, d }'
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+echo "==> checking one call to each server with curl (grpc-status, DECISION_ALLOW)" >&2
+for i in "${!names[@]}"; do check "$i"; done
+declare -A before
+for i in "${!names[@]}"; do before[$i]="$(decisions "$i")"; done
+
+echo "==> $rounds rounds: h2load -D $duration -c $connections -m $streams -t 1 against each" \
+  "server in turn (the order rotates)" >&2
+hz="$(getconf CLK_TCK)"
+for r in $(seq 1 "$rounds"); do
+  for k in "${!names[@]}"; do
+    i=$(( (k + r - 1) % ${#names[@]} ))
+    n="${names[$i]}"
+    s0="$(cpu_ticks "${pids[$i]}")"
+    rm -f "$work/r${r}_$n.log"
+    # `times` prints the shell's, then its children's, user and system time.
+    ( taskset -c 0 h2load -D "$duration" -c "$connections" -m "$streams" -t 1 \
+        -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/body.bin" \
+        --log-file="$work/r${r}_$n.log" "http://127.0.0.1:${ports[$i]}$path"
+      times ) >"$work/r${r}_$n.out" 2>&1
+    s1="$(cpu_ticks "${pids[$i]}")"
+    echo "$(( s1 - s0 )) $hz" >"$work/r${r}_$n.cpu"
+  done
+  echo "  round $r/$rounds done" >&2
+done
+
+echo "==> checking one call to each server again" >&2
+for i in "${!names[@]}"; do check "$i"; done
+for i in "${!names[@]}"; do echo "${before[$i]} $(decisions "$i")" >"$work/${names[$i]}.decisions"; done
+kill "${pids[@]}" 2>/dev/null || true
+wait "${pids[@]}" 2>/dev/null || true
+
+/usr/bin/python3 - "$work" "$rounds" "$duration" <<'PY'
+import os, re, statistics, sys
+w, rounds, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+names = ("noop", "on", "off")
+def secs(t):  # `times` format: 0m1.234s
+    m = re.match(r"(\d+)m([\d.]+)s", t)
+    return int(m.group(1)) * 60 + float(m.group(2))
+bad, runs = [], {}
+for r in range(1, rounds + 1):
+    for n in names:
+        out = open(os.path.join(w, "r%d_%s.out" % (r, n))).read()
+        qps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+        req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+        done, ok = int(req.group(3)), int(req.group(4))
+        # The last line of `times`: the children's user and system time.
+        cu, cs = re.findall(r"(\d+m[\d.]+s) (\d+m[\d.]+s)", out)[-1]
+        client_core = (secs(cu) + secs(cs)) / duration
+        ticks, hz = map(int, open(os.path.join(w, "r%d_%s.cpu" % (r, n))).read().split())
+        lat = sorted(int(l.split()[2]) for l in open(os.path.join(w, "r%d_%s.log" % (r, n)))
+                     if l.split()[1] == "200")
+        pct = lambda p: lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))] if lat else 0
+        runs[(r, n)] = dict(qps=qps, ok=ok, server_us=ticks / hz / max(ok, 1) * 1e6,
+                            client_bound=client_core > 0.9, p50=pct(50), p99=pct(99))
+        if ok != done or ok == 0:
+            bad.append("round %d %s: %d of %d streams succeeded" % (r, n, ok, done))
+print("\nh2load rounds (QPS / server CPU us per call; cb: h2load used > 0.9 core):")
+pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95))
+ratios = {(a, b): [] for a, b, _ in pairs}
+both_cb = 0
+for r in range(1, rounds + 1):
+    x = {n: runs[(r, n)] for n in names}
+    cells = []
+    for a, b, _ in pairs:
+        ratios[(a, b)].append(x[a]["qps"] / x[b]["qps"])
+        both = x[a]["client_bound"] and x[b]["client_bound"]
+        both_cb += both
+        cells.append("%s/%s %.2f%s" % (a, b, ratios[(a, b)][-1], "*" if both else " "))
+    print("  round %d: " % r + "  ".join("%s %6.0f/%4.1f%s" % (
+        n, v["qps"], v["server_us"], "cb" if v["client_bound"] else "  ") for n, v in x.items())
+          + "   " + " ".join(cells))
+for a, b, floor in pairs:
+    v = ratios[(a, b)]
+    print("  %-8s median %.2f (min %.2f, max %.2f; floor %.2f)" % (
+        "%s/%s" % (a, b), statistics.median(v), min(v), max(v), floor))
+if both_cb:
+    print("  * both runs limited by h2load: that ratio measures the client (%d of %d)"
+          % (both_cb, 3 * rounds))
+for n in names:
+    v = [runs[(r, n)] for r in range(1, rounds + 1)]
+    print("  %-5s latency medians over rounds: p50 %5.0f us, p99 %6.0f us (closed loop, %s)" % (
+        n, statistics.median(x["p50"] for x in v), statistics.median(x["p99"] for x in v),
+        "queueing at the peak"))
+# iotauthd's own count: every call h2load made was an ALLOW.
+for n in ("on", "off"):
+    a0, d0, a1, d1 = map(int, open(os.path.join(w, n + ".decisions")).read().split())
+    sent = sum(runs[(r, n)]["ok"] for r in range(1, rounds + 1))
+    print("  %-5s decision counters: +%d allow, +%d deny; h2load counted %d (and 1 curl check)"
+          % (n, a1 - a0, d1 - d0, sent))
+    if d1 != d0 or a1 - a0 < sent:
+        bad.append("%s: %d denies, %d allows for %d calls" % (n, d1 - d0, a1 - a0, sent))
+if bad:
+    print("INVALID: " + "; ".join(bad))
+    sys.exit(3)
+PY
