@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Authenticate throughput with h2load (Debian's nghttp2-client) as the load generator:
-# the no-op baseline, iotauthd with the audit log and iotauthd without it, side by
-# side, taking turns under the same h2load command, in rounds.
+# the no-op baseline, iotauthd with the audit log, iotauthd without it, and the no-op
+# answering iotauthd's own answer byte for byte ("same": what the answer's size
+# costs, apart from the work), side by side, taking turns under the same h2load
+# command, in rounds.
 #
 #   tools/bench/h2load_bench.sh [--devices=N (100000)] [--rounds=N (5)]
 #       [--duration=S (5)] [--connections=C (4)] [--streams=M (16)]
@@ -53,12 +55,31 @@ stop_setup_server
   --dump_body="$work/body.bin" >/dev/null
 path=/iotauth.identity.v1.IdentityService/Authenticate
 
-names=(noop on off)
+# check I: one call to server I with curl; fails unless grpc-status 0 and ALLOW.
+check() {
+  local i="$1" status
+  status="$(curl -sv --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$work/body.bin" -o "$work/resp.bin" "http://127.0.0.1:${ports[$i]}$path" 2>&1 |
+    tr -d '\r' | awk -F': ' 'tolower($1)=="< grpc-status"{print $2}')"
+  [[ $status == 0 ]] || { echo "${names[$i]}: grpc-status '${status}', not 0" >&2; return 1; }
+  tail -c +6 "$work/resp.bin" | protoc -I. --decode=iotauth.identity.v1.AuthenticateResponse \
+    proto/iotauth/identity/v1/identity.proto | grep -q "decision: DECISION_ALLOW" ||
+    { echo "${names[$i]}: the answer is not DECISION_ALLOW" >&2; return 1; }
+}
+# noop: the no-op answering {decision: ALLOW}; same: the no-op answering the very
+# bytes iotauthd answered (its identity, expiry, TTL, fingerprint, request id), so
+# that "same" measures the work and "noop" the work plus the bigger answer.
+names=(noop on off same)
 pids=() ports=() mports=()
 for n in "${names[@]}"; do
   out="$work/$n.out"
   if [[ $n == noop ]]; then
     taskset -c 1 "$B/tools/bench/noop_server" --port=0 >"$out" 2>"$out.err" &
+  elif [[ $n == same ]]; then
+    check 1
+    tail -c +6 "$work/resp.bin" >"$work/same.pb"
+    taskset -c 1 "$B/tools/bench/noop_server" --port=0 --response_file="$work/same.pb" \
+      >"$out" 2>"$out.err" &
   else
     mkdir -p "$work/data_$n"
     cp "$work/data/registry.db" "$work/data/master.key" "$work/data_$n/"
@@ -78,21 +99,10 @@ for n in "${names[@]}"; do
     { cat "$out.err" >&2; echo "$n did not start" >&2; exit 1; }
   ports+=("$p")
   mp=""
-  [[ $n == noop ]] || mp="$(grep -o '"metrics_port":"\?[0-9]*' "$out.err" | head -1 | cut -d: -f2 | tr -dc 0-9)"
+  [[ $n == noop || $n == same ]] || mp="$(grep -o '"metrics_port":"\?[0-9]*' "$out.err" | head -1 | cut -d: -f2 | tr -dc 0-9)"
   mports+=("$mp")
 done
 
-# check I: one call to server I with curl; fails unless grpc-status 0 and ALLOW.
-check() {
-  local i="$1" status
-  status="$(curl -sv --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
-    --data-binary @"$work/body.bin" -o "$work/resp.bin" "http://127.0.0.1:${ports[$i]}$path" 2>&1 |
-    tr -d '\r' | awk -F': ' 'tolower($1)=="< grpc-status"{print $2}')"
-  [[ $status == 0 ]] || { echo "${names[$i]}: grpc-status '${status}', not 0" >&2; return 1; }
-  tail -c +6 "$work/resp.bin" | protoc -I. --decode=iotauth.identity.v1.AuthenticateResponse \
-    proto/iotauth/identity/v1/identity.proto | grep -q "decision: DECISION_ALLOW" ||
-    { echo "${names[$i]}: the answer is not DECISION_ALLOW" >&2; return 1; }
-}
 # decisions I: "allows denies" from server I's decision counters (0 0 for the no-op).
 decisions() {
   [[ -n ${mports[$1]} ]] || { echo "0 0"; return; }
@@ -136,7 +146,7 @@ wait "${pids[@]}" 2>/dev/null || true
 /usr/bin/python3 - "$work" "$rounds" "$duration" <<'PY'
 import os, re, statistics, sys
 w, rounds, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-names = ("noop", "on", "off")
+names = ("noop", "on", "off", "same")
 def secs(t):  # `times` format: 0m1.234s
     m = re.match(r"(\d+)m([\d.]+)s", t)
     return int(m.group(1)) * 60 + float(m.group(2))
@@ -158,8 +168,10 @@ for r in range(1, rounds + 1):
                             client_bound=client_core > 0.9, p50=pct(50), p99=pct(99))
         if ok != done or ok == 0:
             bad.append("round %d %s: %d of %d streams succeeded" % (r, n, ok, done))
-print("\nh2load rounds (QPS / server CPU us per call; cb: h2load used > 0.9 core):")
-pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95))
+print("\nh2load rounds (QPS / server CPU us per call; cb: h2load used > 0.9 core; same: the"
+      " no-op\nanswering iotauthd's own answer, byte for byte):")
+pairs = (("on", "noop", 0.85), ("off", "noop", 0.85), ("on", "off", 0.95),
+         ("on", "same", 0.85), ("off", "same", 0.85))
 ratios = {(a, b): [] for a, b, _ in pairs}
 both_cb = 0
 for r in range(1, rounds + 1):
@@ -179,7 +191,7 @@ for a, b, floor in pairs:
         "%s/%s" % (a, b), statistics.median(v), min(v), max(v), floor))
 if both_cb:
     print("  * both runs limited by h2load: that ratio measures the client (%d of %d)"
-          % (both_cb, 3 * rounds))
+          % (both_cb, len(pairs) * rounds))
 for n in names:
     v = [runs[(r, n)] for r in range(1, rounds + 1)]
     print("  %-5s latency medians over rounds: p50 %5.0f us, p99 %6.0f us (closed loop, %s)" % (

@@ -19,6 +19,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -33,6 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/iotauth/identity/v1/identity.grpc.pb.h"
 
@@ -52,6 +54,14 @@ ABSL_FLAG(int, cq_threads, 1, "--api=cq: completion queues, one thread each.");
 ABSL_FLAG(std::vector<std::string>, server_arg, {},
           "Integer gRPC channel arguments for the server, name=value[,name=value...] "
           "(e.g. grpc.minimal_stack=1), to try what a setting costs or saves.");
+ABSL_FLAG(int, work_us, 0,
+          "Callback API: spin this many microseconds in each call before answering, a "
+          "stand-in for a real handler's work: what a server that costs that much more per "
+          "call serves here, with gRPC and the kernel as they are.");
+ABSL_FLAG(std::string, response_file, "",
+          "Fixed AuthenticateResponse, serialized (binary protobuf), e.g. what iotauthd "
+          "answered one device: a baseline that sends the same bytes as the server it is "
+          "compared with. Overrides --response_json.");
 ABSL_FLAG(std::string, response_json, "",
           "Fixed AuthenticateResponse in proto JSON; default {\"decision\":\"DECISION_ALLOW\"}.");
 
@@ -64,11 +74,17 @@ using ::iotauth::identity::v1::IdentityService;
 
 class NoopIdentityService final : public IdentityService::CallbackService {
  public:
-  explicit NoopIdentityService(AuthenticateResponse response) : response_(std::move(response)) {}
+  NoopIdentityService(AuthenticateResponse response, int64_t work_ns)
+      : response_(std::move(response)), work_ns_(work_ns) {}
 
   grpc::ServerUnaryReactor* Authenticate(grpc::CallbackServerContext* context,
                                          const AuthenticateRequest* /*request*/,
                                          AuthenticateResponse* response) override {
+    if (work_ns_ > 0) {
+      const int64_t end = absl::GetCurrentTimeNanos() + work_ns_;
+      while (absl::GetCurrentTimeNanos() < end) {
+      }
+    }
     *response = response_;
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -77,6 +93,7 @@ class NoopIdentityService final : public IdentityService::CallbackService {
 
  private:
   const AuthenticateResponse response_;
+  const int64_t work_ns_;
 };
 
 // --api=cq: one call's state. Posted as a request; when a call arrives it posts the
@@ -129,6 +146,16 @@ int Run() {
       return 2;
     }
   }
+  if (const std::string path = absl::GetFlag(FLAGS_response_file); !path.empty()) {
+    std::string bytes;
+    if (!ReadFile(path, &bytes) || !response.ParseFromString(bytes)) {
+      std::fprintf(stderr,
+                   "noop_server: --response_file: cannot read a serialized "
+                   "AuthenticateResponse from %s\n",
+                   path.c_str());
+      return 2;
+    }
+  }
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   const std::string cert_path = absl::GetFlag(FLAGS_tls_cert);
@@ -168,7 +195,7 @@ int Run() {
     std::fprintf(stderr, "noop_server: --api is callback or cq; --cq_threads >= 1\n");
     return 2;
   }
-  NoopIdentityService service(response);
+  NoopIdentityService service(response, int64_t{absl::GetFlag(FLAGS_work_us)} * 1000);
   IdentityService::AsyncService async_service;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
   grpc::ServerBuilder builder;
