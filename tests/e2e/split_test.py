@@ -36,9 +36,12 @@ def launch(binary, name, data_dir=None, args=()):
     return server.start()
 
 
-def launch_identity(name, registry, audit):
+def launch_identity(name, registry, audit, audit_address=None, args=()):
+    """The identity process, fed by `registry`, sending its events to `audit` (at
+    `audit_address` when the test fixed one, to restart the audit service there)."""
     return launch("identity_server", name, audit.data_dir,
-                 ["--set=registry_address=" + registry.address, "--set=audit.remote_address=" + audit.address])
+                  ["--set=registry_address=" + registry.address,
+                   "--set=audit.remote_address=" + (audit_address or audit.address)] + list(args))
 
 
 def register_d1(admin):
@@ -230,9 +233,7 @@ class AuditGoneTest(unittest.TestCase):
                               ["--set=audit.remote_address=" + audit_addr,
                                "--set=audit.queue_capacity=4", "--set=audit.when_unwritable=refuse"])
             servers.append(registry)
-            identity = launch("identity_server", "identity", audit.data_dir,
-                              ["--set=registry_address=" + registry.address,
-                               "--set=audit.remote_address=" + audit_addr])
+            identity = launch_identity("identity", registry, audit, audit_addr)
             servers.append(identity)
             admin = registry.channel("admin")
             token = sas_token("d1", register_d1(admin), int(time.time()) + 600)
@@ -306,10 +307,9 @@ class AuditGoneTest(unittest.TestCase):
             registry = launch("registry_server", "registry", audit.data_dir,
                               ["--set=audit.remote_address=" + audit_addr])
             servers.append(registry)
-            identity = launch("identity_server", "identity", audit.data_dir,
-                              ["--set=registry_address=" + registry.address,
-                               "--set=audit.remote_address=" + audit_addr, "--set=audit.queue_capacity=4",
-                               "--set=audit.when_unwritable=" + when_unwritable])
+            identity = launch_identity("identity", registry, audit, audit_addr,
+                                       ["--set=audit.queue_capacity=4",
+                                        "--set=audit.when_unwritable=" + when_unwritable])
             servers.append(identity)
             h.call(registry.channel("admin"), REG + "CreateTenant", {"tenant": {"id": "gone", "hub_host": HUB}})
             public = identity.channel(role=None)
