@@ -1,8 +1,9 @@
 # Sourced by the *_server_bench.sh scripts: the iotauthd they benchmark, with the
 # settings the no-op baseline shares (plaintext, caller auth off, no metrics listener).
 # Needs $B (bazel-out/k8-opt/bin) and $work; sets COMMON; wait_listening waits for a
-# server's port, and start_setup_server sets
-# spid, port and CTL (an iotauthctl command line for that server);
+# server's port, start_server starts one pinned and waits for it,
+# registry_copy_args gives a server its own copy of the set-up registry, and
+# start_setup_server sets spid, port and CTL (an iotauthctl command line for that server);
 # make_bench_requests and import_bench_devices set up the SAS / device-triple data.
 
 COMMON=(--data_dir="$work/data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
@@ -20,6 +21,37 @@ wait_listening() {
     sleep 0.1
   done
   return 1
+}
+
+# start_server OUT TIMEOUT_S CPUS COMMAND...: runs COMMAND (which announces
+# `LISTENING <port>`) on CPUS (taskset), stdout to OUT and stderr to OUT.err; sets
+# started_pid and started_port. Exits with COMMAND's log when it has not announced
+# its port after TIMEOUT_S seconds, or has exited.
+start_server() {
+  local out="$1" timeout="$2" cpus="$3"
+  shift 3
+  taskset -c "$cpus" "$@" >"$out" 2>"$out.err" &
+  started_pid=$!
+  started_port="$(wait_listening "$out" "$started_pid" "$timeout")" ||
+    { cat "$out.err" >&2; echo "did not start: $*" >&2; exit 1; }
+}
+
+# registry_copy_args DIR [FLAG_PREFIX...]: copies the set-up registry (registry.db,
+# master.key) into DIR, so that each server benchmarked side by side has its own
+# registry and audit log, and sets ARGS to COMMON with DIR as the data dir, less the
+# flags that start with a FLAG_PREFIX (for the caller to set its own).
+registry_copy_args() {
+  local dir="$1" c p keep
+  shift
+  mkdir -p "$dir"
+  cp "$work/data/registry.db" "$work/data/master.key" "$dir/"
+  ARGS=(--data_dir="$dir")
+  for c in "${COMMON[@]}"; do
+    keep=1
+    for p in --data_dir= "$@"; do [[ $c == "$p"* ]] && keep=0; done
+    ((keep)) && ARGS+=("$c")
+  done
+  return 0
 }
 
 # Starts iotauthd for data set-up; stop it with `stop_setup_server`.

@@ -65,31 +65,27 @@ stop_setup_server
 count() {
   local name="$1" pid port
   shift
-  taskset -c 1 "$@" >"$work/$name.native.out" 2>"$work/$name.native.err" &
-  pid=$!
-  port="$(wait_listening "$work/$name.native.out" "$pid" 600)" ||
-    { cat "$work/$name.native.err" >&2; echo "$name did not start" >&2; exit 1; }
+  # lg ARGS...: the load, against the server just started.
+  lg() {
+    taskset -c 0 "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:$port" --mode=sas \
+      --requests_file="$work/requests.jsonl" --channels="$channels" \
+      --concurrency="$concurrency" --progress=false --json --label="$name" "$@"
+  }
+  start_server "$work/$name.native.out" 600 1 "$@"
+  pid="$started_pid" port="$started_port"
   echo "==> $name: CPU per call natively (5 s closed loop)" >&2
-  taskset -c 0 "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:$port" --mode=sas \
-    --requests_file="$work/requests.jsonl" --channels="$channels" --concurrency="$concurrency" \
-    --progress=false --json --label="$name" --warmup=2s --duration=5s --server_pid="$pid" \
-    >"$work/$name.native.json"
+  lg --warmup=2s --duration=5s --server_pid="$pid" >"$work/$name.native.json"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
-  taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$work/cg.$name" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pid=$!
-  port="$(wait_listening "$work/$name.out" "$pid" 900)" ||
-    { cat "$work/$name.err" >&2; echo "$name did not start under valgrind" >&2; exit 1; }
-  lg=(taskset -c 0 "$B/tools/bench/iotauth_loadgen" --target="127.0.0.1:$port" --mode=sas
-      --requests_file="$work/requests.jsonl" --channels="$channels"
-      --concurrency="$concurrency" --progress=false --json --label="$name")
+  start_server "$work/$name.out" 900 1 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/cg.$name" "$@"
+  pid="$started_pid" port="$started_port"
   echo "==> $name: warming up over the $request_devices request devices (not counted)" >&2
   # Uninstrumented valgrind runs a few thousand calls a second here.
-  "${lg[@]}" --warmup=0 --duration=$((request_devices / 2000 + 5))s >"$work/$name.warm.json"
+  lg --warmup=0 --duration=$((request_devices / 2000 + 5))s >"$work/$name.warm.json"
   echo "==> $name: counting instructions over $window of closed-loop load" >&2
   callgrind_control -i on "$pid" >/dev/null
-  "${lg[@]}" --warmup=0 --duration="$window" --server_pid="$pid" >"$work/$name.json"
+  lg --warmup=0 --duration="$window" --server_pid="$pid" >"$work/$name.json"
   callgrind_control -i off "$pid" >/dev/null
   callgrind_control -d "$pid" >/dev/null
   kill -TERM "$pid"

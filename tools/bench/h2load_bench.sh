@@ -74,30 +74,22 @@ pids=() ports=() mports=()
 for n in "${names[@]}"; do
   out="$work/$n.out"
   if [[ $n == noop ]]; then
-    taskset -c 1 "$B/tools/bench/noop_server" --port=0 >"$out" 2>"$out.err" &
+    cmd=("$B/tools/bench/noop_server" --port=0)
   elif [[ $n == same ]]; then
     check 1
     tail -c +6 "$work/resp.bin" >"$work/same.pb"
-    taskset -c 1 "$B/tools/bench/noop_server" --port=0 --response_file="$work/same.pb" \
-      >"$out" 2>"$out.err" &
+    cmd=("$B/tools/bench/noop_server" --port=0 --response_file="$work/same.pb")
   else
-    mkdir -p "$work/data_$n"
-    cp "$work/data/registry.db" "$work/data/master.key" "$work/data_$n/"
-    args=(--data_dir="$work/data_$n")
-    for c in "${COMMON[@]}"; do
-      [[ $c == --data_dir=* || $c == --set=metrics.address=* || $c == --set=log.level=* ]] ||
-        args+=("$c")
-    done
     # The metrics listener for the decision counters; info level for the line that
     # names its port.
-    args+=(--set=metrics.address=127.0.0.1:0 --set=log.level=info)
-    [[ $n == off ]] && args+=(--set=services=identity,registry --set=audit.disabled=true)
-    taskset -c 1 "$B/services/server/iotauthd" "${args[@]}" --announce_port >"$out" 2>"$out.err" &
+    registry_copy_args "$work/data_$n" --set=metrics.address= --set=log.level=
+    ARGS+=(--set=metrics.address=127.0.0.1:0 --set=log.level=info)
+    [[ $n == off ]] && ARGS+=(--set=services=identity,registry --set=audit.disabled=true)
+    cmd=("$B/services/server/iotauthd" "${ARGS[@]}" --announce_port)
   fi
-  pids+=($!)
-  p="$(wait_listening "$out" "${pids[-1]}" 600)" ||
-    { cat "$out.err" >&2; echo "$n did not start" >&2; exit 1; }
-  ports+=("$p")
+  start_server "$out" 600 1 "${cmd[@]}"
+  pids+=("$started_pid")
+  ports+=("$started_port")
   mp=""
   [[ $n == noop || $n == same ]] || mp="$(grep -o '"metrics_port":"\?[0-9]*' "$out.err" | head -1 | cut -d: -f2 | tr -dc 0-9)"
   mports+=("$mp")

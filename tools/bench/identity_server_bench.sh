@@ -179,24 +179,18 @@ if ((rounds > 0)); then
   inames=(noop on off)
   ipids=() iports=() isent=(0 0 0)
   for n in "${inames[@]}"; do
-    out="$il/$n.server.out"
     if [[ $n == noop ]]; then
-      taskset -c "$server_cpus" "$B/tools/bench/noop_server" --port=0 >"$out" 2>"$out.err" &
+      cmd=("$B/tools/bench/noop_server" --port=0)
     else
       # Each its own copy of the registry (and its own audit log).
-      mkdir -p "$il/data_$n"
-      cp "$work/data/registry.db" "$work/data/master.key" "$il/data_$n/"
-      args=(--data_dir="$il/data_$n")
-      for c in "${COMMON[@]}"; do [[ $c == --data_dir=* ]] || args+=("$c"); done
-      [[ $n == off ]] && args+=(--set=services=identity,registry --set=audit.disabled=true)
-      taskset -c "$server_cpus" "$B/services/server/iotauthd" "${args[@]}" --announce_port \
-        >"$out" 2>"$out.err" &
+      registry_copy_args "$il/data_$n"
+      [[ $n == off ]] && ARGS+=(--set=services=identity,registry --set=audit.disabled=true)
+      cmd=("$B/services/server/iotauthd" "${ARGS[@]}" --announce_port)
     fi
-    ipids+=($!)
     # Up to 600 s: loading 1 M devices takes a while.
-    p="$(wait_listening "$out" "${ipids[-1]}" 600)" ||
-      { cat "$out.err" >&2; echo "interleaved: $n did not start" >&2; exit 1; }
-    iports+=("$p")
+    start_server "$il/$n.server.out" 600 "$server_cpus" "${cmd[@]}"
+    ipids+=("$started_pid")
+    iports+=("$started_port")
   done
   # ilg I OUT [loadgen flags...]: one run against interleaved server I, its requests
   # continuing where its last run stopped; the JSON result to OUT.
