@@ -101,12 +101,17 @@ ABSL_FLAG(int, server_pid, 0,
           "If set, also report this local process's CPU time per call (from /proc).");
 ABSL_FLAG(std::string, label, "", "Free text copied into the result (e.g. `noop`).");
 ABSL_FLAG(std::string, dump_body, "",
-          "Write the first request as a gRPC length-prefixed message (the HTTP/2 body of a "
-          "unary call, e.g. for h2load -d) to this file and exit.");
+          "Write the request at --start_request (default the first) as a gRPC "
+          "length-prefixed message (the HTTP/2 body of a unary call, e.g. for h2load -d) to "
+          "this file and exit.");
+ABSL_FLAG(int, dump_batch, 0,
+          "With --dump_body: write an AuthenticateBatchRequest of this many requests instead "
+          "(from --start_request on, round-robin), the body of one AuthenticateBatch call.");
 
 namespace iotauth::bench {
 namespace {
 
+using ::iotauth::identity::v1::AuthenticateBatchRequest;
 using ::iotauth::identity::v1::AuthenticateRequest;
 using ::iotauth::identity::v1::AuthenticateResponse;
 using ::iotauth::identity::v1::IdentityService;
@@ -711,7 +716,16 @@ int Run() {
 
   if (const std::string path = absl::GetFlag(FLAGS_dump_body); !path.empty()) {
     // gRPC message framing: 1 byte compressed flag (0), 4 bytes big-endian length.
-    const std::string msg = requests[0].SerializeAsString();
+    std::string msg;
+    if (const int batch = absl::GetFlag(FLAGS_dump_batch); batch > 0) {
+      AuthenticateBatchRequest b;
+      for (int i = 0; i < batch; ++i) {
+        *b.add_requests() = requests[(config.start_request + i) % requests.size()];
+      }
+      msg = b.SerializeAsString();
+    } else {
+      msg = requests[config.start_request % requests.size()].SerializeAsString();
+    }
     const auto n = static_cast<uint32_t>(msg.size());
     std::string body = {'\0', static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                         static_cast<char>(n >> 8), static_cast<char>(n)};
