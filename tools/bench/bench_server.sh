@@ -1,6 +1,6 @@
 # Sourced by the *_server_bench.sh scripts: the iotauthd they benchmark, with the
 # settings the no-op baseline shares (plaintext, caller auth off, no metrics listener).
-# Needs $B (bazel-out/k8-opt/bin) and $work; sets COMMON; wait_listening waits for a
+# Needs $B (bazel-out/k8-opt/bin) and $work; sets COMMON and AUDIT_OFF; wait_listening waits for a
 # server's port, start_server starts one pinned and waits for it,
 # registry_copy_args gives a server its own copy of the set-up registry, and
 # start_setup_server sets spid, port and CTL (an iotauthctl command line for that server);
@@ -8,6 +8,8 @@
 
 COMMON=(--data_dir="$work/data" --set=grpc.address=127.0.0.1:0 --set=metrics.address=
         --set=grpc.tls.mode=insecure --set=auth.disabled=true --set=log.level=warn)
+# Added to COMMON for the iotauthd measured without its audit log.
+AUDIT_OFF=(--set=services=identity,registry --set=audit.disabled=true)
 
 # wait_listening OUT PID [TIMEOUT_S (30)]: prints the port from the `LISTENING <port>`
 # line a server (iotauthd --announce_port, noop_server) writes to OUT; fails when PID

@@ -93,8 +93,7 @@ count() {
 }
 count noop "$B/tools/bench/noop_server" --port=0
 count on "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port
-count off "$B/services/server/iotauthd" "${COMMON[@]}" \
-  --set=services=identity,registry --set=audit.disabled=true --announce_port
+count off "$B/services/server/iotauthd" "${COMMON[@]}" "${AUDIT_OFF[@]}" --announce_port
 
 /usr/bin/python3 - "$work" <<'PY'
 import glob, json, os, re, subprocess, sys

@@ -113,7 +113,7 @@ for n in "${names[@]}"; do
     # names its port.
     registry_copy_args "$work/data_$n" --set=metrics.address= --set=log.level=
     ARGS+=(--set=metrics.address=127.0.0.1:0 --set=log.level=info)
-    [[ $n == off ]] && ARGS+=(--set=services=identity,registry --set=audit.disabled=true)
+    [[ $n == off ]] && ARGS+=("${AUDIT_OFF[@]}")
     cmd=("$B/services/server/iotauthd" "${ARGS[@]}" --announce_port)
   fi
   start_server "$out" 600 1 "${cmd[@]}"

@@ -120,11 +120,10 @@ rc=0
 BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
   --requests_file="$work/requests.jsonl" --out_dir="$work/audit_on" "${pass[@]}" -- \
   "$B/services/server/iotauthd" "${COMMON[@]}" --announce_port || rc=$?
-echo "==> the same with the audit log off (--set=services=identity,registry --set=audit.disabled=true)" >&2
+echo "==> the same with the audit log off (${AUDIT_OFF[*]})" >&2
 BENCH_START_TIMEOUT_S=600 tools/bench/run_identity_bench.sh --mode="$mode" \
   --requests_file="$work/requests.jsonl" --out_dir="$work/audit_off" "${pass[@]}" -- \
-  "$B/services/server/iotauthd" "${COMMON[@]}" --set=services=identity,registry --set=audit.disabled=true \
-  --announce_port || rc=$?
+  "$B/services/server/iotauthd" "${COMMON[@]}" "${AUDIT_OFF[@]}" --announce_port || rc=$?
 /usr/bin/python3 - "$work" <<'PY'
 import json, os, sys
 w = sys.argv[1]
@@ -184,7 +183,7 @@ if ((rounds > 0)); then
     else
       # Each its own copy of the registry (and its own audit log).
       registry_copy_args "$il/data_$n"
-      [[ $n == off ]] && ARGS+=(--set=services=identity,registry --set=audit.disabled=true)
+      [[ $n == off ]] && ARGS+=("${AUDIT_OFF[@]}")
       cmd=("$B/services/server/iotauthd" "${ARGS[@]}" --announce_port)
     fi
     # Up to 600 s: loading 1 M devices takes a while.
