@@ -138,16 +138,15 @@ for i in "${!names[@]}"; do check "$i"; done
 declare -A before
 for i in "${!names[@]}"; do before[$i]="$(decisions "$i")"; done
 
-# h2run TAG I [H2LOAD_FLAGS...]: one h2load run against server I; its output (with
-# h2load's CPU time), per-call log and the server's CPU ticks go to $work/TAG.*.
+# h2run TAG I: one h2load run against entry I; its output (with h2load's CPU time),
+# per-call log and the server's CPU ticks go to $work/TAG.*.
 hz="$(getconf CLK_TCK)"
 h2run() {
   local tag="$1" i="$2" s0 s1
-  shift 2
   s0="$(cpu_ticks "${pids[$i]}")"
   rm -f "$work/$tag.log"
   # `times` prints the shell's, then its children's, user and system time.
-  ( taskset -c 0 h2load -D "$duration" -c "$connections" -m "$streams" -t 1 "$@" \
+  ( taskset -c 0 h2load -D "$duration" -c "$connections" -m "$streams" -t 1 \
       -H 'content-type: application/grpc' -H 'te: trailers' -d "${bodies[$i]}" \
       --log-file="$work/$tag.log" "http://127.0.0.1:${ports[$i]}${paths[$i]}"
     times ) >"$work/$tag.out" 2>&1
