@@ -235,6 +235,13 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->set_x509_result_cache_size(65536);
   c.mutable_identity()->set_replay_cache_size(1 << 20);
   c.mutable_identity()->set_exhook_max_sessions(1000000);
+  c.mutable_identity()->set_max_enrollment_groups_tried(8);
+  c.mutable_identity()->set_device_max_failures(5);
+  c.mutable_identity()->set_source_max_failures(50);
+  c.mutable_identity()->mutable_lockout_base()->set_seconds(30);
+  c.mutable_identity()->mutable_lockout_max()->set_seconds(15 * 60);
+  c.mutable_identity()->mutable_failure_memory()->set_seconds(15 * 60);
+  c.mutable_identity()->set_limiter_size(1 << 18);
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(2048);
   c.mutable_audit()->set_full_queue_policy("block");
@@ -420,6 +427,32 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (id.exhook_max_sessions() < 1 || id.exhook_max_sessions() > 100000000) {
     return absl::InvalidArgumentError(
         "config key 'identity.exhook_max_sessions' must be in [1, 100000000]");
+  }
+  if (id.max_enrollment_groups_tried() < 1 || id.max_enrollment_groups_tried() > 1000) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.max_enrollment_groups_tried' must be in [1, 1000]");
+  }
+  for (const auto& [key, v] :
+       {std::pair<const char*, int32_t>{"identity.device_max_failures", id.device_max_failures()},
+        {"identity.source_max_failures", id.source_max_failures()}}) {
+    if (v < 0 || v > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config key '", key, "' must be in [0, 1000000] (0 turns it off)"));
+    }
+  }
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.lockout_base", id.lockout_base(),
+                                           absl::Seconds(1), absl::Hours(24)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.lockout_max", id.lockout_max(),
+                                           absl::Seconds(1), absl::Hours(24 * 7)));
+  IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.failure_memory", id.failure_memory(),
+                                           absl::Seconds(1), absl::Hours(24 * 7)));
+  if (FromProtoDuration(id.lockout_max()) < FromProtoDuration(id.lockout_base())) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.lockout_max' must be at least identity.lockout_base");
+  }
+  if (id.limiter_size() < 1 || id.limiter_size() > 100000000) {
+    return absl::InvalidArgumentError(
+        "config key 'identity.limiter_size' must be in [1, 100000000]");
   }
   IOTAUTH_RETURN_IF_ERROR(ValidateDuration("identity.max_registry_silence",
                                            id.max_registry_silence(), absl::ZeroDuration(),

@@ -112,6 +112,11 @@ class FakeRegistrar final : public iotauth::identity::DeviceRegistrar {
     a.device_secret = kActivatedSecret;
     return a;
   }
+  absl::Status MarkActivated(const iotauth::identity::ProductRecord& /*product*/,
+                             absl::string_view /*device_id*/) override {
+    return absl::OkStatus();
+  }
+
   std::set<std::string> created;
 };
 

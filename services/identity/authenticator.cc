@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "services/audit/event_view.h"
 #include "services/common/crypto.h"
 #include "services/common/enum_name.h"
@@ -144,17 +145,21 @@ void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
 }
 
 // Azure MQTT username: `{host}/{device}[/{module}]/?api-version=...` (the query is optional).
+// The ids are matched as the token names them, then the rest must be nothing, `/`, or
+// a query (`?...` or `/?...`): ids may hold `?` themselves, so the query cannot be
+// found by searching for the first `?`.
 bool UsernameNames(absl::string_view username, const SasAudience& aud) {
-  absl::string_view path = username.substr(0, username.find('?'));
-  if (!path.empty() && path.back() == '/') path.remove_suffix(1);
-  const size_t slash = path.find('/');
+  const size_t slash = username.find('/');
   if (slash == absl::string_view::npos) return false;
-  if (!absl::EqualsIgnoreCase(path.substr(0, slash), aud.host)) return false;
-  absl::string_view rest = path.substr(slash + 1);
-  if (aud.module_id.empty()) return rest == aud.device_id;
-  return rest.size() == aud.device_id.size() + 1 + aud.module_id.size() &&
-         absl::StartsWith(rest, aud.device_id) && rest[aud.device_id.size()] == '/' &&
-         absl::EndsWith(rest, aud.module_id);
+  if (!absl::EqualsIgnoreCase(username.substr(0, slash), aud.host)) return false;
+  absl::string_view rest = username.substr(slash + 1);
+  if (!absl::ConsumePrefix(&rest, aud.device_id)) return false;
+  if (!aud.module_id.empty() &&
+      !(absl::ConsumePrefix(&rest, "/") && absl::ConsumePrefix(&rest, aud.module_id))) {
+    return false;
+  }
+  absl::ConsumePrefix(&rest, "/");
+  return rest.empty() || rest.front() == '?';
 }
 
 bool ParseSignMethodName(absl::string_view name, TripleSignMethod* m) {
@@ -320,7 +325,7 @@ class Authenticator::Attempt {
       resp_->set_credential_fingerprint(
           absl::StrCat("sas:policy:", policy->name, ":", KeySlotName(v.slot)));
       if (!DeviceUsable(*device)) return;
-      return Allow(device->rules, *product);
+      return AllowDevice(*device, *product);
     }
     if (device == nullptr) return TryEnrollment(*token, *tenant, *aud);
     std::shared_ptr<const ProductRecord> product;
@@ -331,7 +336,7 @@ class Authenticator::Attempt {
     if (!v.verdict.ok()) return Deny(v.verdict);
     resp_->set_credential_fingerprint(absl::StrCat("sas:", KeySlotName(v.slot)));
     if (!DeviceUsable(*device)) return;
-    Allow(device->rules, *product);
+    AllowDevice(*device, *product);
   }
 
   // An unknown device whose token verifies with a key derived from one of the tenant's
@@ -347,8 +352,12 @@ class Authenticator::Attempt {
       return Deny(v1::DENY_REASON_EXPIRED, "SAS token expired");
     }
     size_t tried = 0;
+    bool truncated = false;
     for (const auto& group : *groups) {
-      if (++tried > cfg_.max_enrollment_groups_tried) break;
+      if (++tried > cfg_.max_enrollment_groups_tried) {
+        truncated = true;
+        break;
+      }
       if (!group->enabled || !group->group_key.has_key()) continue;
       MacValue derived;
       if (!DeriveDeviceKeyRaw(group->group_key, aud.device_id, &derived)) continue;
@@ -404,6 +413,14 @@ class Authenticator::Attempt {
     // Still "unknown device" to the caller (no hint that a group matched the id), but
     // counted against the device id like a bad signature.
     enrollment_failed_ = true;
+    if (truncated) {
+      // The operator's to fix: a device of a group past the limit can never register.
+      return Deny(v1::DENY_REASON_UNKNOWN_DEVICE,
+                  absl::StrCat("unknown device (only the first ", cfg_.max_enrollment_groups_tried,
+                               " of the tenant's ", groups->size(),
+                               " enrollment groups were tried; raise "
+                               "identity.max_enrollment_groups_tried)"));
+    }
     Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "unknown device");
   }
 
@@ -511,14 +528,24 @@ class Authenticator::Attempt {
         return Deny(v1::DENY_REASON_BAD_SIGNATURE, "signature does not verify");
       }
       resp_->set_credential_fingerprint("enos:product-secret");
-      if (!CheckReplay(*product, in)) return;
+      // Every refusal the directory already shows comes before the replay check, so
+      // that refused activations take no room in the replay cache.
       if (opt_.registrar == nullptr) {
         return Deny(v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED,
                     "dynamic activation is not enabled");
       }
-      if (device != nullptr && device->status == reg::DEVICE_STATUS_DISABLED) {
-        return Deny(v1::DENY_REASON_DEVICE_DISABLED, "device is disabled");
+      if (device != nullptr) {
+        if (device->product_key != product->product_key) {
+          return Deny(v1::DENY_REASON_UNKNOWN_DEVICE, "device belongs to another product");
+        }
+        if (device->status == reg::DEVICE_STATUS_DISABLED) {
+          return Deny(v1::DENY_REASON_DEVICE_DISABLED, "device is disabled");
+        }
+        if (device->activated) {
+          return Deny(v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED, "device is already activated");
+        }
       }
+      if (!CheckReplay(*product, in)) return;
       auto act = opt_.registrar->ActivateDevice(*product, in.device_name);
       if (!act.ok()) {
         switch (act.status().code()) {
@@ -570,7 +597,7 @@ class Authenticator::Attempt {
     // in the replay cache.
     if (!DeviceUsable(*device)) return;
     if (!CheckReplay(*product, in)) return;
-    Allow(device->rules, *product);
+    AllowDevice(*device, *product);
   }
 
   bool CheckReplay(const ProductRecord& product, const TripleInput& in) {
@@ -641,7 +668,7 @@ class Authenticator::Attempt {
     std::shared_ptr<const ProductRecord> product;
     if (!ProductAllows(*device, resp_->credential_type(), &product)) return;
     if (!DeviceUsable(*device)) return;
-    Allow(device->rules, *product);
+    AllowDevice(*device, *product);
   }
 
   // The device's address as the broker or gateway reported it (empty if not).
@@ -765,6 +792,24 @@ class Authenticator::Attempt {
     resp_->clear_issued_device_secret();
   }
 
+  // An existing device proved its own credential.
+  void AllowDevice(const DeviceRecord& device, const ProductRecord& product) {
+    NoteActivated(device, product);
+    Allow(device.rules, product);
+  }
+
+  // EnOS: in a product that allows dynamic activation, a device's first successful
+  // connect (any credential) activates it, as EnOS does: from then on the product
+  // secret, which every device of the product holds, can no longer activate it, re-key
+  // it and take its identity over. The connect is allowed whether or not the mark is
+  // stored (the device proved its credential, and an activation needs the same
+  // registry); a failure is named in the audit record and the next connect retries.
+  void NoteActivated(const DeviceRecord& device, const ProductRecord& product) {
+    if (!product.dynamic_activation || device.activated || opt_.registrar == nullptr) return;
+    const absl::Status s = opt_.registrar->MarkActivated(product, device.device_id);
+    if (!s.ok()) mark_failure_ = absl::StatusCodeToString(s.code());
+  }
+
   template <typename Rules>
   void Allow(const Rules& device_rules, const ProductRecord& product) {
     resp_->set_decision(v1::DECISION_ALLOW);
@@ -802,7 +847,7 @@ class Authenticator::Attempt {
     e.device_id = id.device_id();
     const bool allow = resp_->decision() == v1::DECISION_ALLOW;
     e.outcome = allow ? av1::OUTCOME_ALLOW : av1::OUTCOME_DENY;
-    audit::EventView::Attribute attributes[3];
+    audit::EventView::Attribute attributes[4];
     size_t n = 0;
     if (!allow) {
       e.reason = EnumName(resp_->deny_reason());
@@ -819,6 +864,7 @@ class Authenticator::Attempt {
     e.duration = SplitDuration(end - start_);
     if (!id.module_id().empty()) attributes[n++] = {"module_id", id.module_id()};
     if (registered_) attributes[n++] = {"device_registered", "true"};
+    if (!mark_failure_.empty()) attributes[n++] = {"activation_mark_failed", mark_failure_};
     e.attributes = absl::MakeConstSpan(attributes, n);
     auth_->audit_->RecordView(e);
   }
@@ -837,6 +883,7 @@ class Authenticator::Attempt {
   std::string source_key_;
   std::string cert_cn_;
   bool registered_ = false;
+  std::string mark_failure_;        // NoteActivated's status code, when it failed
   bool enrollment_failed_ = false;  // a token tried against enrollment groups failed
 };
 

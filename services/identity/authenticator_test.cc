@@ -76,8 +76,17 @@ class FakeRegistrar final : public DeviceRegistrar {
     a.device_secret = "newdevicesecret";
     return a;
   }
+  absl::Status MarkActivated(const ProductRecord& product, absl::string_view device_id) override {
+    ++marks;
+    last_marked = absl::StrCat(product.product_key, "/", device_id);
+    return mark_status;
+  }
+
   int registrations = 0;
   int activations = 0;
+  int marks = 0;
+  std::string last_marked;
+  absl::Status mark_status;
   std::string last_key;
   absl::Status activation_status;
 };
@@ -785,6 +794,122 @@ TEST_F(AuthenticatorTest, EnosStaticAndDynamicActivation) {
                 .deny_reason(),
             v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
   EXPECT_EQ(registrar_.activations, 3);
+}
+
+// EnOS: a device that connected with its own secret counts as activated, so the
+// product secret (in every device of the product) cannot re-key it and take it over.
+TEST_F(AuthenticatorTest, FirstConnectInADynamicActivationProductMarksTheDeviceActivated) {
+  auto resp = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(registrar_.marks, 1);
+  EXPECT_EQ(registrar_.last_marked, "pk-triple/dev3");
+  EXPECT_EQ(sink_.events().back().attributes().count("activation_mark_failed"), 0U);
+  // Products without dynamic activation never mark.
+  resp = Run(TripleConnect("pk-weak", "weak3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(registrar_.marks, 1);
+
+  // Once the registry's tag reaches the directory: no more marking, and the product
+  // secret is refused before the registrar or the replay cache is asked.
+  reg::Device d;
+  d.set_tenant_id("t1");
+  d.set_device_id("dev3");
+  d.set_product_key("pk-triple");
+  d.set_status(reg::DEVICE_STATUS_ENABLED);
+  d.mutable_credentials()->mutable_symmetric_key()->set_primary_key(kKey1);
+  (*d.mutable_tags())[kActivatedTag] = "true";
+  ASSERT_TRUE(cache_->UpsertDevice(d).ok());
+  clock_.Advance(absl::Seconds(1));
+  resp = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(registrar_.marks, 1);
+  clock_.Advance(absl::Seconds(1));
+  resp = Run(TripleConnect("pk-triple", "dev3", kProductSecret, TripleSignMethod::kSha256,
+                           absl::ZeroDuration(), 3));
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_CREDENTIAL_TYPE_NOT_ALLOWED);
+  EXPECT_EQ(resp.deny_detail(), "device is already activated");
+  EXPECT_TRUE(resp.issued_device_secret().empty());
+  EXPECT_EQ(registrar_.activations, 0);
+  // The same activation again is refused the same way, not as a replay: it took no
+  // room in the replay cache.
+  resp = Run(TripleConnect("pk-triple", "dev3", kProductSecret, TripleSignMethod::kSha256,
+                           absl::ZeroDuration(), 3));
+  EXPECT_EQ(resp.deny_detail(), "device is already activated");
+  // A device of another product is refused before the registrar too.
+  clock_.Advance(absl::Seconds(1));
+  resp = Run(TripleConnect("pk-triple", "weak3", kProductSecret, TripleSignMethod::kSha256,
+                           absl::ZeroDuration(), 3));
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_UNKNOWN_DEVICE);
+  EXPECT_EQ(registrar_.activations, 0);
+}
+
+// The mark is stored when it can be: the device proved its secret either way, and the
+// audit record names a failed mark.
+TEST_F(AuthenticatorTest, AFailedActivationMarkStillAllowsAndIsAudited) {
+  registrar_.mark_status = absl::UnavailableError("registry not ready");
+  auto resp = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(sink_.events().back().attributes().at("activation_mark_failed"), "UNAVAILABLE");
+  clock_.Advance(absl::Seconds(1));
+  registrar_.mark_status = absl::OkStatus();
+  resp = Run(TripleConnect("pk-triple", "dev3", kKey1));
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(registrar_.marks, 2);
+  EXPECT_EQ(sink_.events().back().attributes().count("activation_mark_failed"), 0U);
+}
+
+// Device ids may hold '?': the username's query starts after the ids the token names.
+TEST_F(AuthenticatorTest, SasUsernameOfADeviceIdWithAQuestionMark) {
+  AddDevice("t1", "sensor?1", "pk-sas", reg::DEVICE_STATUS_ENABLED);
+  auto r = SasConnect("sensor?1", kKey1);
+  auto resp = Run(r);
+  EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  for (const std::string tail : {"", "/", "?api-version=1", "/?api-version=1&x=?"}) {
+    r.mutable_connect()->set_username(absl::StrCat(kHub, "/sensor?1", tail));
+    resp = Run(r);
+    EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << tail << ": " << resp.deny_detail();
+  }
+  for (const std::string name : {"/sensor?1x/?api-version=1", "/sensor?1/m1/?api-version=1",
+                                 "/sensor/?1", "/sensor?", "sensor?1"}) {
+    r.mutable_connect()->set_username(absl::StrCat(kHub, name));
+    EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH) << name;
+  }
+}
+
+// SDKs that always append "&skn=" (the Azure IoT C SDK) send device-scoped tokens
+// with an empty key name.
+TEST_F(AuthenticatorTest, SasTokenWithAnEmptyKeyNameIsDeviceScoped) {
+  auto r = SasConnect("d1", kKey1);
+  r.mutable_connect()->set_password(r.connect().password() + "&skn=");
+  auto resp = Run(r);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  EXPECT_EQ(resp.credential_fingerprint(), "sas:primary");
+}
+
+// A tenant with more enrollment groups than are tried: the deny says why.
+TEST_F(AuthenticatorTest, EnrollmentGroupsPastTheLimitAreNamedInTheDetail) {
+  reg::EnrollmentGroup g;
+  g.set_tenant_id("t1");
+  g.set_id("g0");  // sorts before g1, the registration id's group
+  g.set_group_key("b3RoZXItZ3JvdXAta2V5LTAwMDAwMDAwMDAwMDAwMDA=");
+  g.set_product_key("pk-sas");
+  g.set_enabled(true);
+  ASSERT_TRUE(cache_->UpsertEnrollmentGroup(g).ok());
+  AuthenticatorConfig config;
+  config.max_enrollment_groups_tried = 1;
+  Rebuild(config);
+  auto key = DeriveDeviceKey(kGroupKey, kRegistrationId);
+  ASSERT_TRUE(key.ok());
+  auto resp = Run(SasConnect(kRegistrationId, *key));
+  EXPECT_EQ(resp.deny_reason(), v1::DENY_REASON_UNKNOWN_DEVICE);
+  EXPECT_NE(resp.deny_detail().find("only the first 1 of the tenant's 2 enrollment groups"),
+            std::string::npos)
+      << resp.deny_detail();
+  EXPECT_EQ(registrar_.registrations, 0);
+  config.max_enrollment_groups_tried = 2;
+  Rebuild(config);
+  resp = Run(SasConnect(kRegistrationId, *key));
+  EXPECT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
 }
 
 TEST_F(AuthenticatorTest, DeviceLockoutAfterRepeatedBadSignatures) {

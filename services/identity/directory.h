@@ -57,6 +57,11 @@ struct ProductRecord {
   }
 };
 
+// Device tag marking an EnOS device as activated: set by its dynamic activation, or by
+// its first successful connect in a product that allows dynamic activation. A device
+// with it is never activated (re-keyed) by the product secret again.
+inline constexpr char kActivatedTag[] = "iotauth.activated";
+
 struct DeviceRecord {
   std::string tenant_id;
   std::string device_id;
@@ -79,6 +84,9 @@ struct DeviceRecord {
   std::string primary_thumbprint;  // X.509 self-signed (later issue)
   std::string secondary_thumbprint;
   bool ca_signed_allowed = false;
+  // EnOS: the device carries kActivatedTag (activated, or connected once): the product
+  // secret can no longer activate it.
+  bool activated = false;
   // The registry's version of the device (its etag, a change-log cursor; 0 when
   // unknown): orders a registrar's direct write against the change stream.
   int64_t version = 0;
@@ -188,6 +196,13 @@ class DeviceRegistrar {
   // PERMISSION_DENIED when it is disabled.
   virtual absl::StatusOr<Activation> ActivateDevice(const ProductRecord& product,
                                                     absl::string_view device_name) = 0;
+
+  // EnOS: `device_id` of `product` (which allows dynamic activation) authenticated with
+  // its own credential: tag it kActivatedTag, so that the product secret, which every
+  // device of the product holds, cannot activate it later and take its identity over.
+  // OK when the tag is already there. FAILED_PRECONDITION when the device is not in
+  // `product`.
+  virtual absl::Status MarkActivated(const ProductRecord& product, absl::string_view device_id) = 0;
 };
 
 }  // namespace iotauth::identity

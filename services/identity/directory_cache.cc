@@ -145,6 +145,7 @@ absl::Status MakeDeviceRecord(const registry::Device& d, DeviceRecord* out) {
   out->primary_thumbprint = d.credentials().primary_thumbprint();
   out->secondary_thumbprint = d.credentials().secondary_thumbprint();
   out->ca_signed_allowed = d.credentials().ca_signed_allowed();
+  out->activated = d.tags().count(kActivatedTag) > 0;
   return status;
 }
 

@@ -84,6 +84,8 @@ bool DecodeSignature(absl::string_view encoded, std::array<char, kSignatureSize>
 }
 // 18 digits keep `se` well inside int64 and absl::Time.
 constexpr size_t kMaxExpiryDigits = 18;
+// 9999-12-31T23:59:59Z, the last second a protobuf Timestamp can hold.
+constexpr int64_t kMaxExpiryUnix = 253402300799;
 
 }  // namespace
 
@@ -163,7 +165,9 @@ absl::StatusOr<SasToken> ParseSasToken(absl::string_view token) {
       return absl::InvalidArgumentError(
           absl::StrCat("SAS token repeats field '", absl::AsciiStrToLower(name), "'"));
     }
-    if (value.empty()) {
+    // An empty `skn` is no policy: SDKs that always append "&skn=" + key name send
+    // it for device-scoped tokens (the Azure IoT C SDK does). It still counts once.
+    if (value.empty() && slot != &skn) {
       return absl::InvalidArgumentError(
           absl::StrCat("SAS token field '", absl::AsciiStrToLower(name), "' is empty"));
     }
@@ -201,9 +205,14 @@ absl::StatusOr<SasToken> ParseSasToken(absl::string_view token) {
   if (!absl::SimpleAtoi(se, &out.expiry_unix)) {
     return absl::InvalidArgumentError("SAS token 'se' is not a decimal number");
   }
+  // Past 9999-12-31T23:59:59Z no timestamp can carry the expiry (the answer's
+  // credential_expires_at, the audit record): refused rather than clamped.
+  if (out.expiry_unix > kMaxExpiryUnix) {
+    return absl::InvalidArgumentError("SAS token 'se' is past the year 9999");
+  }
   out.expiry_raw = se;
 
-  if (have_skn) {
+  if (have_skn && !skn.empty()) {
     auto name = UrlDecode(skn);
     if (!name.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("SAS token 'skn': ", name.status().message()));

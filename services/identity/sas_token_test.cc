@@ -75,6 +75,30 @@ TEST(SasTokenTest, PolicyName) {
   EXPECT_EQ(t->key_name, "svc");
 }
 
+// SDKs that always append "&skn=" + key name (the Azure IoT C SDK) send an empty one
+// for device-scoped tokens: the same token as without it.
+TEST(SasTokenTest, EmptyPolicyNameIsDeviceScoped) {
+  auto t = ParseSasToken(std::string(kVectorToken) + "&skn=");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_FALSE(t->has_key_name);
+  EXPECT_TRUE(
+      VerifySas(*t, {kVectorKey, ""}, absl::FromUnixSeconds(1), absl::ZeroDuration()).verdict.ok());
+  const std::string vector(kVectorToken);
+  const size_t sig = vector.find("sig=");
+  auto first = ParseSasToken("SharedAccessSignature skn=&sr=uri&se=12345&" +
+                             vector.substr(sig, vector.find('&', sig) - sig));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->has_key_name);
+}
+
+TEST(SasTokenTest, LastRepresentableExpiry) {
+  auto t = ParseSasToken(
+      "SharedAccessSignature sr=uri&sig=kcWxXAK2OAaAoq2oCkaGzX2NMqDB8nCyNuq2fPYCDhk%3D&"
+      "se=253402300799");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->expiry_unix, 253402300799);
+}
+
 TEST(SasTokenTest, PrimaryThenSecondary) {
   auto t = ParseSasToken(kVectorToken);
   ASSERT_TRUE(t.ok());
@@ -161,6 +185,11 @@ TEST(SasTokenTest, MalformedTokensAreRejectedWithReason) {
       {"se negative", "SharedAccessSignature sr=uri&" + sig + "&se=-1", "decimal"},
       {"se hex", "SharedAccessSignature sr=uri&" + sig + "&se=0x10", "decimal"},
       {"se huge", "SharedAccessSignature sr=uri&" + sig + "&se=9999999999999999999", "too large"},
+      {"se past 9999", "SharedAccessSignature sr=uri&" + sig + "&se=253402300800", "year 9999"},
+      {"se 18 digits", "SharedAccessSignature sr=uri&" + sig + "&se=999999999999999999",
+       "year 9999"},
+      {"empty skn twice",
+       "SharedAccessSignature sr=uri&" + sig + "&skn=&SKN=", "repeats field 'skn'"},
       {"too many fields", "SharedAccessSignature sr=uri&" + sig + "&se=1&skn=a&skn=b",
        "too many fields"},
       {"oversized", "SharedAccessSignature sr=" + std::string(5000, 'a') + "&" + sig + "&se=1",

@@ -866,6 +866,14 @@ class EmbeddedApp final : public App {
     ao.config.triple_timestamp_window = FromProtoDuration(ic.timestamp_window());
     ao.config.max_cache_ttl = FromProtoDuration(ic.decision_cache_ttl());
     ao.config.replay_cache_capacity = static_cast<size_t>(ic.replay_cache_size());
+    ao.config.require_triple_timestamp = ic.require_triple_timestamp();
+    ao.config.max_enrollment_groups_tried = static_cast<size_t>(ic.max_enrollment_groups_tried());
+    ao.config.device_max_failures = static_cast<uint32_t>(ic.device_max_failures());
+    ao.config.source_max_failures = static_cast<uint32_t>(ic.source_max_failures());
+    ao.config.lockout_base = FromProtoDuration(ic.lockout_base());
+    ao.config.lockout_max = FromProtoDuration(ic.lockout_max());
+    ao.config.failure_memory = FromProtoDuration(ic.failure_memory());
+    ao.config.limiter_capacity = static_cast<size_t>(ic.limiter_size());
     ao.ready = &directory_ready_;
     ao.audit_gate = RefusingGate();
     IOTAUTH_ASSIGN_OR_RETURN(auto authn, identity::Authenticator::Create(ao));
@@ -922,6 +930,11 @@ class EmbeddedApp final : public App {
                                               absl::string_view device_name) override {
       if (!app_->registrar_ready_.load()) return absl::UnavailableError("registry not ready");
       return app_->registrar_->ActivateDevice(product, device_name);
+    }
+    absl::Status MarkActivated(const identity::ProductRecord& product,
+                               absl::string_view device_id) override {
+      if (!app_->registrar_ready_.load()) return absl::UnavailableError("registry not ready");
+      return app_->registrar_->MarkActivated(product, device_id);
     }
 
    private:

@@ -154,4 +154,32 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
   return out;
 }
 
+absl::Status RegistryRegistrar::MarkActivated(const ProductRecord& product,
+                                              absl::string_view device_id) {
+  rv1::GetDeviceRequest get;
+  get.set_tenant_id(product.tenant_id);
+  get.set_device_id(std::string(device_id));
+  rv1::Device existing;
+  IOTAUTH_RETURN_IF_ERROR(Call(&Stub::GetDevice, get, &existing));
+  if (existing.product_key() != product.product_key) {
+    return absl::FailedPreconditionError("device belongs to another product");
+  }
+  if (existing.tags().count(kActivatedTag) > 0) return absl::OkStatus();
+  if (existing.tags_size() >= static_cast<int>(::iotauth::registry::Limits::kMaxTags)) {
+    return absl::ResourceExhaustedError("device has no room for the activation tag");
+  }
+  // Conditional on the version read: a concurrent change (another connect marking
+  // it, an admin's edit) fails this write, and the next connect tries again.
+  rv1::UpdateDeviceRequest upd;
+  upd.mutable_device()->set_tenant_id(product.tenant_id);
+  upd.mutable_device()->set_device_id(std::string(device_id));
+  upd.mutable_device()->set_product_key(product.product_key);  // for the audit record
+  *upd.mutable_device()->mutable_tags() = existing.tags();
+  (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
+  upd.mutable_update_mask()->add_paths("tags");
+  upd.set_etag(existing.etag());
+  rv1::Device updated;
+  return Call(&Stub::UpdateDevice, upd, &updated);
+}
+
 }  // namespace iotauth::identity

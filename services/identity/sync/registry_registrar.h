@@ -28,8 +28,10 @@ class RegistryRegistrar final : public DeviceRegistrar {
   absl::StatusOr<Activation> ActivateDevice(const ProductRecord& product,
                                             absl::string_view device_name) override;
 
+  absl::Status MarkActivated(const ProductRecord& product, absl::string_view device_id) override;
+
   // Tag marking an EnOS device as activated (a second activation is refused).
-  static constexpr char kActivatedTag[] = "iotauth.activated";
+  static constexpr const char* kActivatedTag = ::iotauth::identity::kActivatedTag;
 
  private:
   using Stub = iotauth::registry::v1::DeviceRegistry::Stub;

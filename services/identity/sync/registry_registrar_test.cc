@@ -261,6 +261,33 @@ TEST_F(RegistryRegistrarTest, SecondActivationAndOtherProductsAreRefused) {
   EXPECT_FALSE(Activated(Stored("dev2")));
 }
 
+// A device that connected with its own credential is marked; the product secret can
+// then no longer activate (re-key) it. Keys and status are left as they were.
+TEST_F(RegistryRegistrarTest, MarkActivatedTagsTheDeviceAndStopsLaterActivations) {
+  PreRegister("dev1", rv1::DEVICE_STATUS_ENABLED);
+  const rv1::Device before = Stored("dev1");
+  ASSERT_TRUE(registrar_->MarkActivated(product_, "dev1").ok());
+  const rv1::Device after = Stored("dev1");
+  EXPECT_TRUE(Activated(after));
+  EXPECT_EQ(after.credentials().symmetric_key().primary_key(),
+            before.credentials().symmetric_key().primary_key());
+  EXPECT_EQ(after.status(), rv1::DEVICE_STATUS_ENABLED);
+  // Idempotent; no new version when already marked.
+  ASSERT_TRUE(registrar_->MarkActivated(product_, "dev1").ok());
+  EXPECT_EQ(Stored("dev1").etag(), after.etag());
+  EXPECT_EQ(registrar_->ActivateDevice(product_, "dev1").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Stored("dev1").credentials().symmetric_key().primary_key(),
+            before.credentials().symmetric_key().primary_key());
+  // Another product's device, or none, is not marked.
+  ProductRecord other = product_;
+  other.product_key = "other";
+  PreRegister("dev2", rv1::DEVICE_STATUS_ENABLED);
+  EXPECT_EQ(registrar_->MarkActivated(other, "dev2").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(Activated(Stored("dev2")));
+  EXPECT_EQ(registrar_->MarkActivated(product_, "nobody").code(), absl::StatusCode::kNotFound);
+}
+
 // Whichever write fails, the device is left not activated, and the next attempt
 // activates it with a secret that matches what is stored.
 TEST_F(RegistryRegistrarTest, AFailedWriteLeavesTheDeviceActivatableAgain) {
