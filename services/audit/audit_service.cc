@@ -102,6 +102,13 @@ absl::StatusOr<v1::IngestAck> AuditService::RunIngest(const v1::IngestRequest& r
                                absl::StrCat("event_id longer than ", kMaxEventIdBytes, " bytes"),
                                {{"limit_bytes", limit_text}});
     }
+    // Retention records are the store's own: one ingested would vouch for a start of
+    // the log that was cut by hand.
+    if (e.type() == v1::EVENT_TYPE_RETENTION) {
+      return InvalidFieldError("type",
+                               "RETENTION events are written by the audit store itself, never "
+                               "ingested");
+    }
     // As the sending service's PrepareForRecord did (a sender's clock may still be
     // wrong: a time over a day ahead is replaced too), then the sender's name, which
     // the sender cannot set itself.

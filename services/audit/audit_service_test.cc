@@ -351,6 +351,22 @@ TEST_F(AuditServiceTest, IngestRejectsEventsWithoutId) {
   EXPECT_EQ(WireReason(s), "INVALID_EVENT_ID");
 }
 
+TEST_F(AuditServiceTest, IngestRefusesRetentionRecords) {
+  resolver_.Set(true, kAuditWriter);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Ingest(&ctx);
+  v1::IngestRequest req;
+  auto* e = req.add_events();
+  e->set_event_id("planted-retention");
+  e->set_type(v1::EVENT_TYPE_RETENTION);
+  ASSERT_TRUE(stream->Write(req));
+  v1::IngestAck ack;
+  EXPECT_FALSE(stream->Read(&ack));
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WireReason(s), "INVALID_TYPE");
+}
+
 TEST_F(AuditServiceTest, IngestedEventsAreBoundedAndNameTheirSender) {
   clock_.Set(absl::FromUnixSeconds(1700000000));
   v1::IngestRequest req;

@@ -45,9 +45,14 @@ ChainFault BrokenLinkFault(uint64_t seq, const AuditEvent* stored, bool self_ok,
                                          : absl::StrCat("checkpoint ", anchor_seq))};
   }
   if (self_ok) {
+    // The chain alone cannot tell these apart: both leave two self-consistent events
+    // that do not link. The earlier one is named; the detail gives both.
     return {seq - 1, kProblemAltered,
             absl::StrCat("event ", seq - 1, " no longer has the hash that event ", seq,
-                         " chained to (changed and re-hashed)")};
+                         " chained to: either event ", seq - 1,
+                         " was changed and re-hashed, or events after it were removed and "
+                         "the later ones renumbered and re-hashed (a checkpoint kept outside "
+                         "the log, `--expect`, tells which)")};
   }
   return AlteredFault(seq);
 }

@@ -63,7 +63,9 @@ TEST(ChainCheckTest, IntactEventBlamesThePreviousOneAsReHashed) {
   EXPECT_EQ(f.sequence, 3U);
   EXPECT_EQ(f.problem, kProblemAltered);
   EXPECT_EQ(f.detail,
-            "event 3 no longer has the hash that event 4 chained to (changed and re-hashed)");
+            "event 3 no longer has the hash that event 4 chained to: either event 3 was changed "
+            "and re-hashed, or events after it were removed and the later ones renumbered and "
+            "re-hashed (a checkpoint kept outside the log, `--expect`, tells which)");
 }
 
 TEST(ChainCheckTest, AlteredEventThatNoRenumberingExplainsIsAltered) {

@@ -251,6 +251,18 @@ namespace {
 
 using Segment = LogAuditStore::Segment;
 
+// Whether `fd` is still the file at `path`: not removed, renamed over or replaced
+// (by a copy renamed into its place) behind the process's back. Reads and writes go
+// through descriptors opened at start, which would otherwise go on seeing, and
+// writing to, a file no longer in the log.
+bool StillAtPath(int fd, const std::string& path) {
+  struct stat open_file {};
+  struct stat at_path {};
+  if (fstat(fd, &open_file) != 0 || stat(path.c_str(), &at_path) != 0) return false;
+  return open_file.st_nlink > 0 && open_file.st_dev == at_path.st_dev &&
+         open_file.st_ino == at_path.st_ino;
+}
+
 // One frame read from a segment.
 struct Frame {
   uint64_t offset = 0;
@@ -1181,6 +1193,13 @@ absl::Status LogAuditStore::PrepareForWrites(Segment* seg) const {
 
 absl::Status LogAuditStore::WriteChunk(Segment* seg, absl::string_view data, uint64_t offset,
                                        std::optional<size_t> in_place_pad) {
+  // Never report events committed into a file that is no longer the log's.
+  if (!StillAtPath(seg->fd, seg->path)) {
+    return absl::DataLossError(absl::StrCat(
+        "audit log: ", seg->path,
+        " was removed or replaced while the service ran; nothing more is written to it. "
+        "Restore the file, restart the service and run `iotauthctl audit verify`"));
+  }
   if (seg->wfd < 0) {
     if (!WriteAll(seg->fd, data, offset) || fdatasync(seg->fd) != 0) {
       return ErrnoStatus("cannot write", seg->path);
@@ -1789,6 +1808,13 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
   for (size_t si = 0; si < segments.size() && expected <= upper; ++si) {
     const Segment& seg = *segments[si];
     if (seg.end() < expected) continue;
+    if (!StillAtPath(seg.fd, seg.path)) {
+      return fail(std::max(expected, seg.first), kProblemMissing,
+                  absl::StrCat(seg.path,
+                               " was removed or replaced while the service ran (the service "
+                               "still holds the file it opened): restore it, restart the "
+                               "service and verify again"));
+    }
     if (seg.first > expected) {
       return fail(expected, kProblemMissing,
                   absl::StrCat("events ", expected, " to ", seg.first - 1,
@@ -1843,6 +1869,15 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
           break;
         }
         started = true;
+        if (seq == expected && seq > seg.end()) {
+          // The walk reads on to the end of the file: frames past the segment's range
+          // (copies of the next segment's events appended here) would otherwise be
+          // verified in place of the events in the next segment, which queries read.
+          return fail(
+              expected, kProblemAltered,
+              absl::StrCat("event ", expected, " is stored in ", seg.path, ", which holds events ",
+                           seg.first, " to ", seg.end(), " only: frames were added to the file"));
+        }
         if (seq != expected) {
           const uint64_t want = expected;
           const uint64_t later = find_later(si, reader.position(), [want](const EventFrame& x) {

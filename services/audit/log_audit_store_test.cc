@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -974,6 +975,45 @@ TEST_F(LogStoreTest, ReopenWithFullSegmentContinuesTheChain) {
   VerifyResult v = Verify();
   EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
   EXPECT_EQ(v.events_checked, kBlockEvents + 2);
+}
+
+// The next segment's frames copied onto the end of the sealed segment before it: the
+// walk must not verify the copies in place of the events queries read.
+TEST_F(LogStoreTest, FramesCopiedPastASegmentsRangeFailVerify) {
+  options_.events_per_segment = kBlockEvents;
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, kBlockEvents + 10, 1000));
+  Close();
+  const std::string next = ReadFile(SegPath(kBlockEvents + 1));
+  ASSERT_GT(next.size(), kSegmentHeaderSize);
+  WriteFile(SegPath(1), ReadFile(SegPath(1)) + next.substr(kSegmentHeaderSize));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  VerifyResult v = Verify();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, kBlockEvents + 1);
+  EXPECT_EQ(v.problem, kProblemAltered);
+  EXPECT_NE(v.detail.find("frames were added to the file"), std::string::npos) << v.detail;
+}
+
+// A segment replaced behind the process's back (a copy renamed over it) or removed:
+// verify says so, and no event is reported committed into the file the process
+// still holds.
+TEST_F(LogStoreTest, ASegmentReplacedWhileOpenFailsVerifyAndRefusesWrites) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  ASSERT_NO_FATAL_FAILURE(AppendRange(1, 10));
+  const std::string path = SegPath(1);
+  WriteFile(path + ".copy", ReadFile(path));
+  ASSERT_EQ(rename((path + ".copy").c_str(), path.c_str()), 0);
+  VerifyResult v = Verify();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.problem, kProblemMissing);
+  EXPECT_NE(v.detail.find("removed or replaced"), std::string::npos) << v.detail;
+  std::vector<AuditEvent> batch = {MakeEvent(11)};
+  auto r = store_->Append(&batch);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_EQ(Head().sequence, 10U);
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  EXPECT_FALSE(Verify().ok);
 }
 
 TEST_F(LogStoreTest, RejectsEventWithoutIdAndWritesNothing) {

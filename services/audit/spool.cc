@@ -99,6 +99,12 @@ absl::StatusOr<SpooledEvents> ParseSpool(absl::string_view bytes) {
         !CanonicalFieldsToEvent(f, &decoded) || !decoded.has_time()) {
       return Damaged(absl::StrCat("event ", i, " is not an unchained audit event"));
     }
+    // Retention records are the store's own, appended directly, never queued: one
+    // planted here would vouch for a start of the log that was cut by hand.
+    if (decoded.type() == iotauth::audit::v1::EVENT_TYPE_RETENTION) {
+      return Damaged(
+          absl::StrCat("event ", i, " is a retention record, which only the audit store writes"));
+    }
     // Nothing Record could not have queued (it caps every field the same way).
     if (CapEventFields(&decoded)) {
       return Damaged(

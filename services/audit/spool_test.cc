@@ -113,7 +113,15 @@ TEST(SpoolTest, RefusesWhatAStoreWouldRefuse) {
   e.mutable_time()->set_seconds(1);
   e.mutable_time()->set_nanos(1000000000);
   AppendUnchainedEncoding(e, &bad_nanos);
-  for (const std::string& bad : {without_id, chained, bad_nanos, std::string("not an event")}) {
+  // A retention record is the store's own: a planted one would vouch for a cut log.
+  AuditEvent retention;
+  retention.set_event_id("r");
+  retention.mutable_time()->set_seconds(1700000000);
+  retention.set_type(iotauth::audit::v1::EVENT_TYPE_RETENTION);
+  std::string planted;
+  AppendUnchainedEncoding(retention, &planted);
+  for (const std::string& bad :
+       {without_id, chained, bad_nanos, planted, std::string("not an event")}) {
     absl::StatusOr<SpooledEvents> r = ParseSpool(SerializeSpool({Unchained(1), bad}));
     EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
     EXPECT_NE(r.status().message().find("event 1"), std::string::npos) << r.status();
