@@ -675,6 +675,46 @@ bool DecodeIndex(absl::string_view data, uint64_t file_size, Segment* seg,
   return c.ok() && c.remaining() == 0;
 }
 
+// Whether the summaries of a sealed segment (what queries and retention read; for a
+// segment opened from its .idx, what the .idx said) describe its frames, as `scan`
+// read them. The .idx only carries a checksum anyone can recompute: a forged one
+// could hide events from queries or have retention prune early. Caller holds the
+// state lock.
+bool SummariesMatch(const Segment& seg, const SegmentScan& scan,
+                    const std::map<uint64_t, CheckpointRecord>& checkpoints) {
+  const uint64_t last = scan.last != 0 ? scan.last : seg.first - 1;
+  auto same_time = [](const TimeRange& a, const TimeRange& b) {
+    return a.has == b.has && (!a.has || (a.min_s == b.min_s && a.max_s == b.max_s));
+  };
+  if (last != seg.last || !same_time(scan.time, seg.time) || scan.sparse != seg.sparse ||
+      scan.blocks.size() != seg.blocks.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < scan.blocks.size(); ++i) {
+    const BlockSummary& a = scan.blocks[i];
+    const BlockSummary& b = seg.blocks[i];
+    if (!same_time(a.time, b.time) || (a.filter == nullptr) != (b.filter == nullptr) ||
+        (a.filter != nullptr && a.filter->bytes() != b.filter->bytes())) {
+      return false;
+    }
+  }
+  // Every checkpoint stored in the file is the one kept, and none is kept for an
+  // event inside the segment that the file does not hold (one for its last event
+  // may be stored in the next segment).
+  size_t inside = 0;
+  for (const CheckpointRecord& c : scan.checkpoints) {
+    auto it = checkpoints.find(c.sequence);
+    if (it != checkpoints.end() && it->second.head_hash != c.head_hash) return false;
+    if (c.sequence >= seg.first && c.sequence < seg.last) ++inside;
+  }
+  size_t kept_inside = 0;
+  for (auto it = checkpoints.lower_bound(seg.first);
+       it != checkpoints.end() && it->first < seg.last; ++it) {
+    ++kept_inside;
+  }
+  return kept_inside == inside;
+}
+
 // Where to start reading `seg` for the first event with sequence >= `seq`: the
 // sparse entry at or before it (or the header). Caller holds the state lock.
 uint64_t StartOffset(const Segment& seg, uint64_t seq) {
@@ -1938,6 +1978,27 @@ absl::StatusOr<VerifyResult> LogAuditStore::VerifyRange(uint64_t from, uint64_t 
     }
   }
   if (expected <= upper) return FailWith(r, EndsEarlyFault(upper, expected - 1));
+  // The sealed segments walked: their summaries must describe them (see
+  // SummariesMatch). The active one's are built from its own frames as they are written.
+  for (size_t si = 0; si + 1 < segments.size(); ++si) {
+    const Segment& seg = *segments[si];
+    // Only segments the walk covered whole: a ranged verify vouches for its range.
+    if (seg.first <= anchor_seq || seg.end() > upper) continue;
+    IOTAUTH_ASSIGN_OR_RETURN(SegmentScan scan,
+                             ScanSegment(seg, sizes[si], ScanMode::kSealed, false));
+    bool match = false;
+    {
+      absl::ReaderMutexLock sl(&state_mu_);
+      match = SummariesMatch(seg, scan, checkpoints_);
+    }
+    if (!match) {
+      return fail(seg.first, kProblemAltered,
+                  absl::StrCat("the index of ", seg.path, " (", seg.index_path,
+                               ") does not describe the segment, and queries and retention "
+                               "read it: stop the service, remove the .idx file (it is "
+                               "rebuilt from the segment at start) and verify again"));
+    }
+  }
   // The newest event has no successor or checkpoint yet to vouch for it: one
   // rewritten whole (content and hash) would chain correctly. The head this process
   // committed does vouch for it, until a restart reads the head from the file.

@@ -32,6 +32,7 @@
 #include "services/audit/canonical.h"
 #include "services/audit/chain_check.h"
 #include "services/common/clock.h"
+#include "services/common/crypto.h"
 #include "services/common/scoped_file_size_limit.h"
 
 namespace iotauth::audit {
@@ -1351,6 +1352,38 @@ TEST_P(BlockQueryTest, DamagedSummaryOnlyCostsSpeed) {
   }
   ASSERT_NO_FATAL_FAILURE(Open());
   VerifyResult v = Verify();
+  EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
+  EXPECT_EQ(v.events_checked, n_);
+}
+
+// A .idx forged with a valid checksum (anyone can recompute a plain SHA-256): its last
+// sequence cut short hides events from queries, its times steer retention. Verify
+// compares every sealed segment's summaries with its frames.
+TEST_P(BlockQueryTest, ForgedSummaryWithAValidChecksumFailsVerify) {
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  Close();
+  const std::string idx = IdxPath(eps_ + 1);  // the middle sealed segment
+  std::string bytes = ReadFile(idx);
+  constexpr size_t kLastAt = 32;  // magic, first, capacity, file size, then last
+  ASSERT_GT(bytes.size(), kLastAt + 8 + 32);
+  const uint64_t forged_last = eps_ + 100;  // the segment starts at eps_ + 1
+  for (int i = 0; i < 8; ++i) {
+    bytes[kLastAt + i] = static_cast<char>((forged_last >> (56 - 8 * i)) & 0xff);  // big-endian
+  }
+  bytes.resize(bytes.size() - 32);
+  bytes += crypto::Sha256(bytes);
+  ASSERT_NO_FATAL_FAILURE(WriteFile(idx, bytes));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  VerifyResult v = Verify();
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad_sequence, eps_ + 1);
+  EXPECT_EQ(v.problem, kProblemAltered);
+  EXPECT_NE(v.detail.find("does not describe the segment"), std::string::npos) << v.detail;
+  // Removing the .idx (as the detail says) rebuilds it from the segment.
+  Close();
+  ASSERT_TRUE(fs::remove(idx));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  v = Verify();
   EXPECT_TRUE(v.ok) << v.problem << " " << v.detail;
   EXPECT_EQ(v.events_checked, n_);
 }
