@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/mosquitto/topic_match.h"
 #include "services/common/crypto.h"
@@ -197,6 +198,18 @@ Decision PluginCore::OnAclCheck(uintptr_t client, absl::string_view client_id,
                                 absl::string_view username, Access access,
                                 absl::string_view topic) {
   if (access == Access::kUnsubscribe) return {true, "unsubscribe"};
+  // The server's limit: matching costs rules x levels on the broker's own thread,
+  // for every publish and every delivery.
+  if (topic.size() > kMaxAclTopicBytes) return {false, "topic too long"};
+  // A shared subscription (`$share/{group}/{filter}`) subscribes to its filter; the
+  // broker asks with the prefix. Deliveries are checked against the real topic.
+  if (access == Access::kSubscribe && absl::StartsWith(topic, "$share/")) {
+    const size_t slash = topic.find('/', 7);
+    if (slash == absl::string_view::npos || slash == 7 || slash + 1 >= topic.size()) {
+      return {false, "malformed shared subscription"};
+    }
+    topic.remove_prefix(slash + 1);
+  }
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(client);

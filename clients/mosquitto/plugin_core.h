@@ -61,6 +61,9 @@ struct ConnectAttempt {
 
 enum class Access { kRead, kWrite, kSubscribe, kUnsubscribe };
 
+// Longest topic or filter an ACL check accepts (the server's Authorize limit).
+inline constexpr size_t kMaxAclTopicBytes = 4096;
+
 struct Decision {
   bool allow = false;
   // Short stable reason for the broker log (never a secret).

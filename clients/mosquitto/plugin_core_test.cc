@@ -268,6 +268,33 @@ TEST_F(PluginCoreTest, AclEnforcesRulesPerClient) {
   EXPECT_EQ(core_->stats().offline_sessions, 1u);
 }
 
+// Mosquitto asks about a shared subscription with its `$share/{group}/` prefix: the
+// filter after it is what is subscribed to.
+TEST_F(PluginCoreTest, SharedSubscriptionsAreCheckedByTheirFilter) {
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "$share/g/devices/d1/#").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "$share/g/devices/#").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "$share//devices/d1/#").allow);
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kSubscribe, "$share/g/").allow);
+  // A publish to a literal `$share/...` topic is checked as it is.
+  EXPECT_FALSE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, "$share/g/devices/d1/t").allow);
+}
+
+// Topics past the server's limit are refused before any matching (the broker's
+// thread would otherwise split a 64 KiB topic once per rule).
+TEST_F(PluginCoreTest, OverlongTopicsAreRefused) {
+  state_.next = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
+  ASSERT_TRUE(core_->OnBasicAuth(Attempt(7)).allow);
+  std::string topic = "devices/d1/";
+  topic.resize(kMaxAclTopicBytes, 'a');
+  EXPECT_TRUE(core_->OnAclCheck(7, "d1", kUser, Access::kWrite, topic).allow);
+  topic.push_back('a');
+  Decision d = core_->OnAclCheck(7, "d1", kUser, Access::kWrite, topic);
+  EXPECT_FALSE(d.allow);
+  EXPECT_EQ(d.reason, "topic too long");
+}
+
 TEST_F(PluginCoreTest, ExactRuleAllowsDeliveriesThroughItsFilter) {
   iv1::AuthenticateResponse r = Allow(rv1::CREDENTIAL_TYPE_SAS, absl::Minutes(1));
   r.clear_access_rules();

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/match.h"
 #include "services/common/verified_subject.h"
 
 namespace iotauth {
@@ -11,8 +12,13 @@ namespace iotauth {
 CallBacklog::CallBacklog(Options options, const Clock* clock) : options_(options), clock_(clock) {}
 
 uint64_t CallBacklog::KeyOf(absl::string_view authorization, absl::string_view cert_subject) {
-  const uint64_t key =
-      authorization.empty() ? absl::HashOf('c', cert_subject) : absl::HashOf('t', authorization);
+  // Keyed by what identifies the caller, not by the header's spelling: the scheme's
+  // letter case ("Bearer", "bEaRer") and an empty bearer token (which falls back to
+  // the certificate) would otherwise give one credential many keys, each with its
+  // own limit.
+  absl::string_view token = authorization;
+  if (absl::StartsWithIgnoreCase(token, "bearer ")) token.remove_prefix(7);
+  const uint64_t key = token.empty() ? absl::HashOf('c', cert_subject) : absl::HashOf('t', token);
   return key == kOverflowKey || key == 0 ? 2 : key;
 }
 
@@ -27,14 +33,17 @@ double CallBacklog::Settle(Debt& d, absl::Time now) const {
 
 uint64_t CallBacklog::KeyOfCall(const grpc::ServerContextBase& context) {
   const auto& md = context.client_metadata();
-  // An empty header keys by the certificate, as the gate's KeyOf does.
-  if (auto it = md.find("authorization"); it != md.end() && !it->second.empty()) {
-    return KeyOf(absl::string_view(it->second.data(), it->second.size()), "");
+  absl::string_view authorization;
+  if (auto it = md.find("authorization"); it != md.end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
   }
+  // An empty header or bearer token keys by the certificate, as the gate's KeyOf does.
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   const absl::string_view subject = VerifiedSubject(auth.get());
-  if (subject.empty()) return 0;
-  return KeyOf("", subject);
+  absl::string_view token = authorization;
+  if (absl::StartsWithIgnoreCase(token, "bearer ")) token.remove_prefix(7);
+  if (token.empty() && subject.empty()) return 0;
+  return KeyOf(authorization, subject);
 }
 
 bool CallBacklog::Admit(uint64_t caller) {

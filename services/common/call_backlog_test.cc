@@ -5,6 +5,16 @@
 namespace iotauth {
 namespace {
 
+// One credential is one caller however its header is spelt.
+TEST(CallBacklogTest, KeyIgnoresTheSchemesSpelling) {
+  EXPECT_EQ(CallBacklog::KeyOf("Bearer tok", ""), CallBacklog::KeyOf("bEaRer tok", ""));
+  EXPECT_EQ(CallBacklog::KeyOf("BEARER tok", ""), CallBacklog::KeyOf("bearer tok", ""));
+  EXPECT_NE(CallBacklog::KeyOf("Bearer tok", ""), CallBacklog::KeyOf("Bearer other", ""));
+  // An empty bearer token falls back to the certificate.
+  EXPECT_EQ(CallBacklog::KeyOf("Bearer ", "CN=broker-1"), CallBacklog::KeyOf("", "CN=broker-1"));
+  EXPECT_EQ(CallBacklog::KeyOf("bearer ", "CN=broker-1"), CallBacklog::KeyOf("", "CN=broker-1"));
+}
+
 TEST(CallBacklogTest, ACallerIsRefusedOnceItsWaitingCallsReachTheCap) {
   FakeClock clock;
   CallBacklog backlog({.max_waiting = 3, .forgiven_per_second = 10}, &clock);

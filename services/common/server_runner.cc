@@ -189,6 +189,11 @@ absl::StatusOr<std::unique_ptr<ServerRunner>> ServerRunner::Start(
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
   creators.push_back(runner->grpc_metrics_->InterceptorFactory());
+  // Reflection is synchronous and needs no credential: each open stream holds a
+  // thread of the pool the registry, audit and certificate services share.
+  runner->reflection_cap_ = std::make_unique<StreamCap>(StreamCap::Options{});
+  runner->reflection_cap_->Start();
+  creators.push_back(std::make_unique<StreamCap::Factory>(runner->reflection_cap_.get()));
   builder.experimental().SetInterceptorCreators(std::move(creators));
 
   for (const auto& s : services) {

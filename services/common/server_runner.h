@@ -20,6 +20,7 @@
 #include "proto/iotauth/config/v1/config.pb.h"
 #include "services/common/auth_gate.h"
 #include "services/common/grpc_metrics.h"
+#include "services/common/stream_cap.h"
 #include "services/common/tls_reloader.h"
 
 namespace iotauth {
@@ -96,6 +97,8 @@ class ServerRunner {
   std::shared_ptr<prometheus::Collectable> auth_gate_metrics_;
   std::shared_ptr<prometheus::Collectable> handshake_metrics_;
   std::unique_ptr<GrpcServerMetrics> grpc_metrics_;
+  // Reflection streams open at once and their age (before server_: it outlives it).
+  std::unique_ptr<StreamCap> reflection_cap_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0;

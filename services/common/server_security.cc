@@ -6,6 +6,7 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_context.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -77,6 +78,13 @@ absl::StatusOr<ServerTls> BuildServerCredentials(const iotauth::config::v1::Serv
   return ServerTls{grpc::experimental::TlsServerCredentials(opts), std::move(reloader)};
 }
 
+namespace {
+int HexNibble(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  return absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+}
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string& subject) {
   std::vector<std::pair<std::string, std::string>> out;
   std::string attr;
@@ -84,7 +92,13 @@ std::vector<std::pair<std::string, std::string>> ParseRfc2253(const std::string&
   bool in_value = false;
   for (size_t i = 0; i < subject.size(); ++i) {
     char c = subject[i];
-    if (c == '\\' && i + 1 < subject.size()) {
+    if (c == '\\' && i + 2 < subject.size() && absl::ascii_isxdigit(subject[i + 1]) &&
+        absl::ascii_isxdigit(subject[i + 2])) {
+      // RFC 4514 hexpair: one byte (non-ASCII UTF-8 arrives as one per byte, `Zo\C3\AB`).
+      (in_value ? value : attr) +=
+          static_cast<char>(HexNibble(subject[i + 1]) * 16 + HexNibble(subject[i + 2]));
+      i += 2;
+    } else if (c == '\\' && i + 1 < subject.size()) {
       (in_value ? value : attr) += subject[++i];
     } else if (c == '=' && !in_value) {
       in_value = true;

@@ -37,6 +37,16 @@ TEST(Rfc2253Test, ParsesEscapes) {
   EXPECT_EQ(parts[2].second, "reader");
 }
 
+// Non-ASCII bytes arrive as RFC 4514 hexpairs: decoded, so that a CN binding for
+// "Zoë" matches, and one for the literal "ZoC3AB" does not.
+TEST(Rfc2253Test, DecodesHexPairs) {
+  auto parts = ParseRfc2253("CN=Zo\\C3\\AB,OU=reader");
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[0].second, "Zo\xc3\xab");
+  EXPECT_EQ(ParseRfc2253("CN=a\\2cb")[0].second, "a,b");
+  EXPECT_EQ(ParseRfc2253("CN=a\\zb")[0].second, "azb");  // not a hexpair: the character
+}
+
 TEST(CallerResolverTest, RolesFromOu) {
   ConfiguredCallerResolver r(Auth());
   Caller c = r.ResolveFrom("", "CN=iotauth-admin,OU=admin,O=iotauth development");

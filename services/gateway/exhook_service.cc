@@ -105,14 +105,19 @@ ev2::ValuedResponse ExHookHandler::OnClientAuthenticate(
     // connection's session stays: EMQX keeps a connected client up when someone else
     // fails to connect with its client id, and a stranger who knows the id must not
     // be able to cut the device off.
-    sessions_.RemoveIfConnection(node, info.clientid(), connection);
+    // EMQX before 5.4 sends no peerport: then "this connection" cannot be told from
+    // another client behind the same address, and no session is ended.
+    if (info.peerport() != 0) sessions_.RemoveIfConnection(node, info.clientid(), connection);
     return exhook::BoolResult(false);
   }
   Session s;
   s.connection = connection;
   s.identity = resp->identity();
   s.username = info.username();
-  s.cert_cn = info.cn();
+  // ClientInfo carries no certificate, so iotauth never verified info.cn(): a
+  // `${cert_cn}` rule must not resolve to a name the device may have chosen (it
+  // resolves to nothing, and its allow rules are dropped).
+  s.cert_cn.clear();
   if (resp->has_credential_expires_at()) {
     s.expires_at = absl::FromUnixSeconds(resp->credential_expires_at().seconds()) +
                    absl::Nanoseconds(resp->credential_expires_at().nanos());
@@ -134,7 +139,11 @@ ev2::ValuedResponse ExHookHandler::OnClientAuthorize(const ev2::ClientAuthorizeR
   iv1::AuthorizeRequest req;
   *req.mutable_identity() = s->identity;
   req.set_action(action);
-  req.set_topic(std::string(exhook::RealTopic(request.topic())));
+  // `$share/{group}/` and `$queue/` name a shared subscription; a publish to such a
+  // topic publishes to that literal topic, which is what is checked.
+  req.set_topic(action == rv1::RULE_ACTION_SUBSCRIBE
+                    ? std::string(exhook::RealTopic(request.topic()))
+                    : request.topic());
   req.set_client_id(info.clientid());
   req.set_username(s->username);
   req.set_cert_cn(s->cert_cn);

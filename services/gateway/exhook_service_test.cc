@@ -241,9 +241,30 @@ TEST_F(ExHookHandlerTest, AuthorizeMapsToIdentityAndAction) {
   EXPECT_EQ(pub.action(), rv1::RULE_ACTION_PUBLISH);
   EXPECT_EQ(pub.topic(), "devices/sensor-1/telemetry");
   EXPECT_EQ(pub.client_id(), "sensor-1");
-  EXPECT_EQ(pub.cert_cn(), "sensor-1");
+  // EMQX's cn was never verified by iotauth (ClientInfo carries no certificate).
+  EXPECT_EQ(pub.cert_cn(), "");
   EXPECT_EQ(backend_.authorize_requests[1].action(), rv1::RULE_ACTION_SUBSCRIBE);
   EXPECT_EQ(backend_.authorize_requests[1].topic(), "devices/sensor-1/#");
+  // A publish to a literal `$share/...` or `$queue/...` topic is checked as published.
+  EXPECT_TRUE(Authorize(Client(), 0, "$queue/devices/sensor-1/x").bool_result());
+  EXPECT_TRUE(Authorize(Client(), 0, "$share/g/devices/sensor-1/x").bool_result());
+  ASSERT_EQ(backend_.authorize_requests.size(), 4u);
+  EXPECT_EQ(backend_.authorize_requests[2].topic(), "$queue/devices/sensor-1/x");
+  EXPECT_EQ(backend_.authorize_requests[3].topic(), "$share/g/devices/sensor-1/x");
+}
+
+// EMQX before 5.4 sends no peerport: a failed connect from the same address cannot be
+// told from the device's own connection, and must not end its session.
+TEST_F(ExHookHandlerTest, FailedConnectWithoutAPeerPortKeepsTheSession) {
+  ev2::ClientInfo old_emqx = Client();
+  old_emqx.set_peerport(0);
+  backend_.authenticate_response = Allowed();
+  ASSERT_TRUE(Connect(old_emqx).bool_result());
+  backend_.authenticate_response = iv1::AuthenticateResponse();
+  backend_.authenticate_response.set_decision(iv1::DECISION_DENY);
+  ASSERT_FALSE(Connect(old_emqx).bool_result());
+  backend_.authorize_response.set_decision(iv1::DECISION_ALLOW);
+  EXPECT_TRUE(Authorize(old_emqx, 0, "devices/sensor-1/telemetry").bool_result());
 }
 
 TEST_F(ExHookHandlerTest, AuthorizeDeny) {

@@ -657,6 +657,10 @@ class Authenticator::Attempt {
     }
     resp_->mutable_identity()->set_tenant_id(r.tenant_id);
     resp_->mutable_identity()->set_device_id(r.device_id);
+    // Nothing binds an MQTT username to a certificate: `${username}` resolves only to
+    // the device's own id (otherwise to nothing, and its allow rules are dropped),
+    // so that a device cannot pick another's name for its rules.
+    if (username_ != r.device_id) username_ = absl::string_view();
     // As for SAS tokens (and Azure IoT's rule), an MQTT client id must name the
     // certificate's device: one device may not connect under another's id.
     if (!client_id_.empty() && client_id_ != r.device_id) {

@@ -56,7 +56,9 @@ bool DollarGuard(const Levels& filter, const Levels& topic) {
 bool Covers(absl::Span<const absl::string_view> rule, absl::Span<const absl::string_view> req) {
   size_t i = 0;
   for (; i < rule.size(); ++i) {
-    if (rule[i] == "#") return true;  // covers the parent and everything below
+    // Covers the parent and everything below; a `#` before the last level is no
+    // filter at all (the registry refuses one): it matches nothing.
+    if (rule[i] == "#") return i + 1 == rule.size();
     if (i >= req.size()) return false;
     if (req[i] == "#") return false;  // the request is wider than a non-# rule level
     if (rule[i] == "+") continue;     // any single level, including a requested `+`

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "services/common/crypto.h"
 #include "services/common/error_info.h"
 #include "services/common/ids.h"
@@ -112,6 +113,23 @@ absl::Status ValidateRules(absl::string_view field,
     }
     if (r.topic_filter().find('\0') != std::string::npos) {
       return InvalidField(f, "topic_filter may not contain NUL");
+    }
+    if (!r.exact()) {
+      // MQTT filter syntax: a malformed filter means different things to different
+      // matchers (one read `#/status` as every topic, another as none).
+      const std::vector<absl::string_view> levels = absl::StrSplit(r.topic_filter(), '/');
+      for (size_t l = 0; l < levels.size(); ++l) {
+        if (levels[l].find('#') != absl::string_view::npos &&
+            (levels[l] != "#" || l + 1 != levels.size())) {
+          return InvalidField(f,
+                              "topic_filter: '#' must be alone in the last level (set exact for "
+                              "a literal filter)");
+        }
+        if (levels[l].find('+') != absl::string_view::npos && levels[l] != "+") {
+          return InvalidField(
+              f, "topic_filter: '+' must be alone in its level (set exact for a literal filter)");
+        }
+      }
     }
   }
   return absl::OkStatus();

@@ -131,6 +131,31 @@ TEST(ValidateDeviceTest, OnePropertyAtATime) {
          r->set_topic_filter(std::string(513, 'a'));
        },
        "INVALID_RULES"},
+      {"rule with '#' before the last level",
+       [](v1::Device* d) {
+         auto* r = d->add_rules();
+         r->set_effect(v1::RULE_EFFECT_ALLOW);
+         r->set_action(v1::RULE_ACTION_PUBLISH);
+         r->set_topic_filter("#/status");
+       },
+       "INVALID_RULES"},
+      {"rule with '+' inside a level",
+       [](v1::Device* d) {
+         auto* r = d->add_rules();
+         r->set_effect(v1::RULE_EFFECT_ALLOW);
+         r->set_action(v1::RULE_ACTION_PUBLISH);
+         r->set_topic_filter("a/b+/c");
+       },
+       "INVALID_RULES"},
+      {"exact rule holding '#' literally",
+       [](v1::Device* d) {
+         auto* r = d->add_rules();
+         r->set_effect(v1::RULE_EFFECT_ALLOW);
+         r->set_action(v1::RULE_ACTION_PUBLISH);
+         r->set_exact(true);
+         r->set_topic_filter("a/#/b");
+       },
+       ""},
       {"only a primary key",
        [](v1::Device* d) {
          d->mutable_credentials()->mutable_symmetric_key()->set_primary_key(

@@ -461,6 +461,27 @@ absl::StatusOr<rv1::CertificateRevocationList> CertificateService::DoUploadCrl(
   int ok = ca_key == nullptr ? 0 : X509_CRL_verify((*crl)->crl(), ca_key);
   ERR_clear_error();
   if (ok != 1) return Precondition("CRL_BAD_SIGNATURE", "the CRL is not signed by the CA's key");
+  // One CRL is kept per CA and read as the complete list: a delta stored over the
+  // base would drop every revocation the delta does not repeat.
+  if (void* delta = X509_CRL_get_ext_d2i((*crl)->crl(), NID_delta_crl, nullptr, nullptr)) {
+    ASN1_INTEGER_free(static_cast<ASN1_INTEGER*>(delta));
+    return InvalidField("crl", "is a delta CRL (deltaCRLIndicator); upload the CA's complete CRL");
+  }
+  // A CRL whose authority key identifier names another certificate of the CA (one
+  // re-issued with the same key) is one OpenSSL would never apply to this CA's
+  // certificates: refused here rather than stored and silently unused.
+  {
+    auto* akid = static_cast<AUTHORITY_KEYID*>(
+        X509_CRL_get_ext_d2i((*crl)->crl(), NID_authority_key_identifier, nullptr, nullptr));
+    const int akid_check = akid == nullptr ? X509_V_OK : X509_check_akid(ca_cert->x509(), akid);
+    AUTHORITY_KEYID_free(akid);
+    if (akid_check != X509_V_OK) {
+      return Precondition("CRL_ISSUER_MISMATCH",
+                          "the CRL's authority key identifier names another certificate than "
+                          "the CA's (re-issued?): register the certificate the CRL names, or "
+                          "have the CA sign a CRL for this one");
+    }
+  }
 
   std::string expected_etag;
   absl::StatusOr<rv1::CertificateRevocationList> stored =
@@ -796,11 +817,21 @@ absl::StatusOr<iv1::IssuedCertificate> CertificateService::DoRenewCertificate(
       return Denied("CURRENT_CERTIFICATE_INVALID", "current certificate is revoked");
     }
   }
-  // The device the current certificate names (leaf CN, or the anchor CA's pattern).
+  // The device the current certificate names, by Authenticate's rule: the closest
+  // registered CA above the leaf decides (its pattern, or the leaf CN). Taking the
+  // anchor's rule instead let a leaf whose CN and SAN name different devices renew
+  // into the device Authenticate would not have given it.
   const CertPtr& leaf = (*chain)[0];
   std::string pattern;
-  for (const auto& [cert, ca] : cas) {
-    if (cert->sha256() == result.path.back()->sha256()) pattern = ca.device_id_pattern();
+  bool decided = false;
+  for (size_t i = 1; i < result.path.size() && !decided; ++i) {
+    for (const auto& [cert, ca] : cas) {
+      if (cert->tbs_sha256() == result.path[i]->tbs_sha256()) {
+        pattern = ca.device_id_pattern();
+        decided = true;
+        break;
+      }
+    }
   }
   std::string device_id;
   if (pattern.empty()) {

@@ -574,6 +574,48 @@ TEST_F(CertificateServiceTest, RenewalNeedsAValidCurrentCertificateAndItsKey) {
             "CURRENT_CERTIFICATE_INVALID");
 }
 
+// Renewal names the device by Authenticate's rule (the closest registered CA above
+// the leaf), not by the anchor's: a leaf whose CN and SAN name different devices
+// renews only into the device it authenticates as.
+TEST_F(CertificateServiceTest, RenewalNamesTheDeviceAsAuthenticateDoes) {
+  GenerateIssuingCa();
+  KeyPtr root_key = NewKey(KeyType::kP256);
+  X509Ptr root =
+      MakeCert(CertSpec{.cn = "Renewal Root", .ca = true}, root_key.get(), nullptr, nullptr);
+  KeyPtr mid_key = NewKey(KeyType::kP256);
+  X509Ptr mid = MakeCert(CertSpec{.cn = "Renewal Intermediate", .ca = true}, mid_key.get(),
+                         root.get(), root_key.get());
+  rv1::CaCertificate root_ca = RegisterCa(root.get(), "code-r");
+  root_ca.set_status(rv1::CA_STATUS_VERIFIED);
+  ASSERT_TRUE(store_->UpdateCaCertificate(root_ca, "").ok());
+  rv1::CaCertificate mid_ca = RegisterCa(mid.get(), "code-m");
+  mid_ca.set_status(rv1::CA_STATUS_VERIFIED);
+  mid_ca.set_device_id_pattern("urn:dev:{device}");
+  ASSERT_TRUE(store_->UpdateCaCertificate(mid_ca, "").ok());
+  KeyPtr leaf_key = NewKey(KeyType::kP256);
+  X509Ptr leaf =
+      MakeCert(CertSpec{.cn = "victim", .eku = "clientAuth", .san = "URI:urn:dev:attacker"},
+               leaf_key.get(), mid.get(), mid_key.get());
+  AddDevice("attacker", true);
+  EXPECT_EQ(VerifyDevice({testing::Pem(leaf.get()), testing::Pem(mid.get())}).device_id,
+            "attacker");
+
+  auto renew = [&](const std::string& cn) {
+    const std::string csr = testing::MakeCsrPem(cn, leaf_key.get());
+    iv1::RenewCertificateRequest req;
+    req.set_tenant_id("t1");
+    req.add_current_chain(testing::Pem(leaf.get()));
+    req.add_current_chain(testing::Pem(mid.get()));
+    req.set_csr(csr);
+    req.set_current_key_signature(SignSha256(leaf_key.get(), CsrDer(csr)));
+    return svc_->DoRenewCertificate(kGateway, req);
+  };
+  EXPECT_EQ(ReasonOf(renew("victim").status()), "SUBJECT_MISMATCH");
+  auto renewed = renew("attacker");
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_EQ(renewed->device_id(), "attacker");
+}
+
 TEST_F(CertificateServiceTest, RevocationReasonInTheAuditIsCutAtACharacterBoundary) {
   GenerateIssuingCa();
   KeyPtr key = NewKey(KeyType::kP256);
@@ -736,6 +778,20 @@ TEST_F(CertificateServiceTest, CrlUploadChecksSignerAndOrder) {
                          .status()),
             "CRL_ISSUER_MISMATCH");
   EXPECT_EQ(upload("junk").status().code(), absl::StatusCode::kInvalidArgument);
+  // A delta CRL would replace the complete one: refused.
+  EXPECT_EQ(upload(testing::MakeCrlPem(root.get(), ca_key.get(), {8}, now, now + absl::Hours(24), 3,
+                                       /*delta_base=*/1))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  // A CRL naming another certificate of the CA (re-issued with the same name and key)
+  // is one OpenSSL would never apply: refused, not stored unused.
+  X509Ptr reissued = MakeCert(CertSpec{.cn = "CRL Root", .ca = true, .serial = 4242}, ca_key.get(),
+                              nullptr, nullptr);
+  const std::string for_reissued =
+      testing::MakeCrlPem(reissued.get(), ca_key.get(), {8}, now, now + absl::Hours(24), 3,
+                          /*delta_base=*/0, /*akid_issuer_serial=*/true);
+  EXPECT_EQ(ReasonOf(upload(for_reissued).status()), "CRL_ISSUER_MISMATCH");
   auto second = upload(
       testing::MakeCrlPem(root.get(), ca_key.get(), {5, 6, 7}, now, now + absl::Hours(24), 2));
   ASSERT_TRUE(second.ok()) << second.status();
@@ -752,6 +808,18 @@ TEST_F(CertificateServiceTest, CrlUploadChecksSignerAndOrder) {
   X509Ptr good = MakeCert(CertSpec{.cn = "device-1", .eku = "clientAuth", .serial = 8},
                           NewKey(KeyType::kP256).get(), root.get(), ca_key.get());
   EXPECT_TRUE(VerifyDevice({testing::Pem(good.get())}).verdict.ok());
+  // A stored CRL that OpenSSL cannot apply to the CA (stored before this check, or
+  // by hand) does not count as "no CRL": revocation status unknown, fail closed.
+  {
+    rv1::CertificateRevocationList unusable = *store_->GetCrl("t1", ca.id());
+    X509Ptr reissued_root = MakeCert(CertSpec{.cn = "CRL Root", .ca = true, .serial = 4243},
+                                     ca_key.get(), nullptr, nullptr);
+    unusable.set_crl_pem(testing::MakeCrlPem(reissued_root.get(), ca_key.get(), {}, now,
+                                             now + absl::Hours(24), 4, 0, true));
+    unusable.set_crl_number("4");
+    ASSERT_TRUE(store_->PutCrl(unusable, unusable.etag()).ok());
+    EXPECT_EQ(VerifyDevice({testing::Pem(good.get())}).verdict.reason, iv1::DENY_REASON_REVOKED);
+  }
 
   // Audited as ISSUANCE through the handler.
   iv1::UploadCrlRequest req;

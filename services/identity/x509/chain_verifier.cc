@@ -38,9 +38,26 @@ int VerifyCallback(int ok, X509_STORE_CTX* ctx) {
   const auto* st = static_cast<const CallbackState*>(X509_STORE_CTX_get_app_data(ctx));
   if (st == nullptr) return ok;
   switch (X509_STORE_CTX_get_error(ctx)) {
-    case X509_V_ERR_UNABLE_TO_GET_CRL:
-      // CRLs are optional per CA unless the policy requires them.
-      return st->policy->require_crls ? 0 : 1;
+    case X509_V_ERR_UNABLE_TO_GET_CRL: {
+      // CRLs are optional per CA unless the policy requires them. But a CA that has
+      // a CRL which OpenSSL would not apply to this certificate (its authority key
+      // id names another certificate of the CA, a scope or distribution point it
+      // does not match) is not a CA without a CRL: its revocations must not be
+      // skipped. Revocation status unknown: fail closed.
+      if (st->policy->require_crls) return 0;
+      X509* cert = X509_STORE_CTX_get_current_cert(ctx);
+      if (cert == nullptr) return 0;
+      // Only where the issuer is in the path (its CRL could have been checked): the
+      // anchor's own issuer is not trusted here, nor is its CRL.
+      STACK_OF(X509)* path = X509_STORE_CTX_get0_chain(ctx);
+      if (path == nullptr || X509_STORE_CTX_get_error_depth(ctx) + 1 >= sk_X509_num(path)) {
+        return 1;
+      }
+      STACK_OF(X509_CRL)* crls = X509_STORE_CTX_get1_crls(ctx, X509_get_issuer_name(cert));
+      const bool issuer_has_crl = crls != nullptr && sk_X509_CRL_num(crls) > 0;
+      sk_X509_CRL_pop_free(crls, X509_CRL_free);
+      return issuer_has_crl ? 0 : 1;
+    }
     case X509_V_ERR_CRL_HAS_EXPIRED: {
       if (st->policy->stale_crl == StaleCrlPolicy::kUseStale) return 1;
       if (st->policy->stale_crl == StaleCrlPolicy::kGrace) {

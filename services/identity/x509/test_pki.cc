@@ -179,7 +179,8 @@ std::string MakeCsrPem(const std::string& cn, EVP_PKEY* key) {
 }
 
 std::string MakeCrlPem(X509* issuer, EVP_PKEY* issuer_key, const std::vector<long>& serials,
-                       absl::Time this_update, absl::Time next_update, long crl_number) {
+                       absl::Time this_update, absl::Time next_update, long crl_number,
+                       long delta_base, bool akid_issuer_serial) {
   X509_CRL* crl = X509_CRL_new();
   X509_CRL_set_version(crl, 1);
   X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer));
@@ -203,11 +204,18 @@ std::string MakeCrlPem(X509* issuer, EVP_PKEY* issuer_key, const std::vector<lon
   ASN1_INTEGER_set(num, crl_number);
   X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0);
   ASN1_INTEGER_free(num);
+  if (delta_base > 0) {
+    ASN1_INTEGER* base = ASN1_INTEGER_new();
+    ASN1_INTEGER_set(base, delta_base);
+    X509_CRL_add1_ext_i2d(crl, NID_delta_crl, base, 1, 0);
+    ASN1_INTEGER_free(base);
+  }
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, nullptr, nullptr, crl, 0);
   X509_EXTENSION* akid =
-      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always");
+      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier,
+                          akid_issuer_serial ? "keyid:always,issuer:always" : "keyid:always");
   if (akid != nullptr) {
     X509_CRL_add_ext(crl, akid, -1);
     X509_EXTENSION_free(akid);

@@ -70,8 +70,11 @@ std::string MakeCsrPem(const std::string& cn, EVP_PKEY* key);
 struct RevokedEntry {
   long serial;
 };
-// CRL by `issuer` revoking `serials`.
+// CRL by `issuer` revoking `serials`. `delta_base` > 0 makes it a delta CRL on that
+// base; `akid_issuer_serial` names the issuer's certificate (name and serial) in the
+// authority key identifier besides its key id.
 std::string MakeCrlPem(X509* issuer, EVP_PKEY* issuer_key, const std::vector<long>& serials,
-                       absl::Time this_update, absl::Time next_update, long crl_number = 1);
+                       absl::Time this_update, absl::Time next_update, long crl_number = 1,
+                       long delta_base = 0, bool akid_issuer_serial = false);
 
 }  // namespace iotauth::identity::x509::testing
