@@ -239,8 +239,8 @@ ServerConfig DefaultConfig() {
   c.mutable_identity()->set_device_max_failures(5);
   c.mutable_identity()->set_source_max_failures(50);
   c.mutable_identity()->mutable_lockout_base()->set_seconds(30);
-  c.mutable_identity()->mutable_lockout_max()->set_seconds(15 * 60);
-  c.mutable_identity()->mutable_failure_memory()->set_seconds(15 * 60);
+  c.mutable_identity()->mutable_lockout_max()->set_seconds(900);
+  c.mutable_identity()->mutable_failure_memory()->set_seconds(900);
   c.mutable_identity()->set_limiter_size(1 << 18);
   c.mutable_audit()->set_queue_capacity(65536);
   c.mutable_audit()->set_batch_size(2048);

@@ -1051,6 +1051,43 @@ TEST_F(AuthenticatorTest, CertificateSeam) {
   EXPECT_EQ(Run(r).deny_reason(), v1::DENY_REASON_IDENTITY_MISMATCH);
 }
 
+// Nothing binds an MQTT username to a certificate: `${username}` resolves only to the
+// device's own id, so a device cannot pick another's name for its rules.
+TEST_F(AuthenticatorTest, X509UsernamePlaceholderNamesOnlyTheDevice) {
+  class X1 final : public CertificateVerifier {
+   public:
+    Result Verify(absl::Span<const absl::string_view> /*chain*/,
+                  absl::string_view /*tenant_hint*/, absl::Time /*now*/) const override {
+      Result r;
+      r.tenant_id = "t1";
+      r.device_id = "x1";
+      r.credential_type = reg::CREDENTIAL_TYPE_X509_CA;
+      r.fingerprint = "x509:sha256:01";
+      return r;
+    }
+  } verifier;
+  reg::Product p;
+  p.set_tenant_id("t1");
+  p.set_product_key("pk-x509");
+  p.add_allowed_credential_types(reg::CREDENTIAL_TYPE_X509_CA);
+  *p.add_default_rules() = Rule(reg::RULE_EFFECT_ALLOW, "u/${username}/#");
+  ASSERT_TRUE(cache_->UpsertProduct(p).ok());
+  AddDevice("t1", "x1", "pk-x509", reg::DEVICE_STATUS_ENABLED);
+  Rebuild({}, &verifier);
+  v1::AuthenticateRequest r;
+  r.mutable_connect()->set_client_id("x1");
+  r.mutable_connect()->set_username("victim");
+  r.mutable_connect()->add_peer_certificate_chain("cert");
+  auto resp = Run(r);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  for (const auto& rule : resp.access_rules()) EXPECT_NE(rule.topic_filter(), "u/victim/#");
+  r.mutable_connect()->set_username("x1");
+  resp = Run(r);
+  ASSERT_EQ(resp.decision(), v1::DECISION_ALLOW) << resp.deny_detail();
+  ASSERT_EQ(resp.access_rules_size(), 1);
+  EXPECT_EQ(resp.access_rules(0).topic_filter(), "u/x1/#");
+}
+
 // A deny judged by a tenant's CAs (here: revoked) is audited under that tenant, so a
 // tenant-filtered audit query shows it; an untrusted issuer has no tenant.
 TEST_F(AuthenticatorTest, CertificateDenyCarriesTheJudgingTenant) {
