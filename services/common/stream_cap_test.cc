@@ -59,7 +59,11 @@ class Stream {
   }
 
  private:
-  static void* Tag(intptr_t i) { return reinterpret_cast<void*>(i); }
+  // Distinct addresses as completion-queue tags.
+  static void* Tag(int i) {
+    static char tags[5];
+    return &tags[i];
+  }
   bool Wait() {
     void* tag = nullptr;
     bool ok = false;

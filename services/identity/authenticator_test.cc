@@ -1056,8 +1056,8 @@ TEST_F(AuthenticatorTest, CertificateSeam) {
 TEST_F(AuthenticatorTest, X509UsernamePlaceholderNamesOnlyTheDevice) {
   class X1 final : public CertificateVerifier {
    public:
-    Result Verify(absl::Span<const absl::string_view> /*chain*/,
-                  absl::string_view /*tenant_hint*/, absl::Time /*now*/) const override {
+    Result Verify(absl::Span<const absl::string_view> /*chain*/, absl::string_view /*tenant_hint*/,
+                  absl::Time /*now*/) const override {
       Result r;
       r.tenant_id = "t1";
       r.device_id = "x1";
