@@ -78,15 +78,18 @@ TEST(SasTokenTest, PolicyName) {
 // SDKs that always append "&skn=" + key name (the Azure IoT C SDK) send an empty one
 // for device-scoped tokens: the same token as without it.
 TEST(SasTokenTest, EmptyPolicyNameIsDeviceScoped) {
-  auto t = ParseSasToken(std::string(kVectorToken) + "&skn=");
+  // The token views its input: the strings outlive it.
+  const std::string with_empty_skn = std::string(kVectorToken) + "&skn=";
+  auto t = ParseSasToken(with_empty_skn);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_FALSE(t->has_key_name);
   EXPECT_TRUE(
       VerifySas(*t, {kVectorKey, ""}, absl::FromUnixSeconds(1), absl::ZeroDuration()).verdict.ok());
   const std::string vector(kVectorToken);
   const size_t sig = vector.find("sig=");
-  auto first = ParseSasToken("SharedAccessSignature skn=&sr=uri&se=12345&" +
-                             vector.substr(sig, vector.find('&', sig) - sig));
+  const std::string skn_first = "SharedAccessSignature skn=&sr=uri&se=12345&" +
+                                vector.substr(sig, vector.find('&', sig) - sig);
+  auto first = ParseSasToken(skn_first);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_FALSE(first->has_key_name);
 }
