@@ -8,6 +8,16 @@
 #include "services/common/verified_subject.h"
 
 namespace iotauth {
+namespace {
+
+// The token of an `authorization` header: after a "Bearer " in any letter case (as
+// ConfiguredCallerResolver::IsBearer reads it), else the whole header.
+absl::string_view TokenOf(absl::string_view authorization) {
+  if (absl::StartsWithIgnoreCase(authorization, "bearer ")) authorization.remove_prefix(7);
+  return authorization;
+}
+
+}  // namespace
 
 CallBacklog::CallBacklog(Options options, const Clock* clock) : options_(options), clock_(clock) {}
 
@@ -16,8 +26,7 @@ uint64_t CallBacklog::KeyOf(absl::string_view authorization, absl::string_view c
   // letter case ("Bearer", "bEaRer") and an empty bearer token (which falls back to
   // the certificate) would otherwise give one credential many keys, each with its
   // own limit.
-  absl::string_view token = authorization;
-  if (absl::StartsWithIgnoreCase(token, "bearer ")) token.remove_prefix(7);
+  const absl::string_view token = TokenOf(authorization);
   const uint64_t key = token.empty() ? absl::HashOf('c', cert_subject) : absl::HashOf('t', token);
   return key == kOverflowKey || key == 0 ? 2 : key;
 }
@@ -40,9 +49,7 @@ uint64_t CallBacklog::KeyOfCall(const grpc::ServerContextBase& context) {
   // An empty header or bearer token keys by the certificate, as the gate's KeyOf does.
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   const absl::string_view subject = VerifiedSubject(auth.get());
-  absl::string_view token = authorization;
-  if (absl::StartsWithIgnoreCase(token, "bearer ")) token.remove_prefix(7);
-  if (token.empty() && subject.empty()) return 0;
+  if (TokenOf(authorization).empty() && subject.empty()) return 0;
   return KeyOf(authorization, subject);
 }
 

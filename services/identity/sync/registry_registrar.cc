@@ -121,15 +121,7 @@ absl::StatusOr<DeviceRegistrar::Activation> RegistryRegistrar::ActivateDevice(
     st.set_etag(regenerated.etag());
     rv1::Device enabled;
     IOTAUTH_RETURN_IF_ERROR(Call(&Stub::SetDeviceStatus, st, &enabled));
-    rv1::UpdateDeviceRequest upd;
-    upd.mutable_device()->set_tenant_id(product.tenant_id);
-    upd.mutable_device()->set_device_id(std::string(device_name));
-    upd.mutable_device()->set_product_key(product.product_key);  // for the audit record
-    *upd.mutable_device()->mutable_tags() = enabled.tags();
-    (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
-    upd.mutable_update_mask()->add_paths("tags");
-    upd.set_etag(enabled.etag());
-    IOTAUTH_RETURN_IF_ERROR(Call(&Stub::UpdateDevice, upd, &out.device));
+    IOTAUTH_RETURN_IF_ERROR(AddActivatedTag(product, enabled, &out.device));
     // The answer omits the keys; they are the ones generated above (each later
     // write was conditional on that version).
     *out.device.mutable_credentials()->mutable_symmetric_key() =
@@ -170,16 +162,22 @@ absl::Status RegistryRegistrar::MarkActivated(const ProductRecord& product,
   }
   // Conditional on the version read: a concurrent change (another connect marking
   // it, an admin's edit) fails this write, and the next connect tries again.
+  rv1::Device updated;
+  return AddActivatedTag(product, existing, &updated);
+}
+
+absl::Status RegistryRegistrar::AddActivatedTag(const ProductRecord& product,
+                                                const rv1::Device& current,
+                                                rv1::Device* updated) const {
   rv1::UpdateDeviceRequest upd;
   upd.mutable_device()->set_tenant_id(product.tenant_id);
-  upd.mutable_device()->set_device_id(std::string(device_id));
+  upd.mutable_device()->set_device_id(current.device_id());
   upd.mutable_device()->set_product_key(product.product_key);  // for the audit record
-  *upd.mutable_device()->mutable_tags() = existing.tags();
+  *upd.mutable_device()->mutable_tags() = current.tags();
   (*upd.mutable_device()->mutable_tags())[kActivatedTag] = "true";
   upd.mutable_update_mask()->add_paths("tags");
-  upd.set_etag(existing.etag());
-  rv1::Device updated;
-  return Call(&Stub::UpdateDevice, upd, &updated);
+  upd.set_etag(current.etag());
+  return Call(&Stub::UpdateDevice, upd, updated);
 }
 
 }  // namespace iotauth::identity

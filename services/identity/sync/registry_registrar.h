@@ -40,6 +40,10 @@ class RegistryRegistrar final : public DeviceRegistrar {
   using Rpc = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&, Response*);
 
   void Prepare(grpc::ClientContext* ctx) const;
+  // Writes `current`'s tags plus kActivatedTag, conditional on `current`'s etag.
+  absl::Status AddActivatedTag(const ProductRecord& product,
+                               const iotauth::registry::v1::Device& current,
+                               iotauth::registry::v1::Device* updated) const;
   // One unary call of `rpc` with a fresh context from Prepare; the gRPC status maps
   // code for code onto the result. `response` is filled when the result is OK.
   template <typename Request, typename Response>
